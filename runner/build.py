@@ -1,0 +1,124 @@
+"""Instantiate data, model, optimizer, schedule, tricks and loggers from the config (`_target_`)."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from runner.errors import ConfigError
+
+# Keys of an optimizer config that are ours, not the optimizer constructor's.
+OPT_META_KEYS = ("_target_", "fused", "decay_bias_and_norm", "name")
+
+
+def _target(node, key: str):
+    from hydra.utils import get_object
+
+    target = node.get("_target_")
+    if not target:
+        raise ConfigError(f"{key}._target_", "missing")
+    try:
+        return get_object(target)
+    except Exception as e:
+        raise ConfigError(f"{key}._target_", f"cannot import {target!r} ({type(e).__name__})")
+
+
+def call(node: DictConfig, key: str, **extra):
+    """Call node._target_ with the node's keys plus `extra`; bad keys give a ConfigError."""
+    fn = _target(node, key)
+    kwargs = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
+              if k != "_target_"}
+    sig = inspect.signature(fn)
+    has_var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    if not has_var_kw:
+        unknown = [k for k in kwargs if k not in sig.parameters]
+        if unknown:
+            allowed = ", ".join(n for n in sig.parameters if n not in extra and n != "self")
+            raise ConfigError(f"{key}.{unknown[0]}", "unknown key", allowed)
+        extra = {k: v for k, v in extra.items() if k in sig.parameters}
+    try:
+        return fn(**kwargs, **extra)
+    except TypeError as e:
+        raise ConfigError(key, str(e).split("\n")[0])
+
+
+def data(cfg: DictConfig):
+    return call(cfg.dataset, "dataset")
+
+
+def model(cfg: DictConfig, info: dict):
+    return call(cfg.model, "model", **info)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, decay_bias_and_norm: bool):
+    """Decoupled weight decay on weights only: biases and normalisation weights (every parameter
+    with fewer than 2 dims) go to a group without decay unless decay_bias_and_norm."""
+    if decay_bias_and_norm or not weight_decay:
+        return [{"params": [p for p in model.parameters() if p.requires_grad],
+                 "weight_decay": weight_decay}]
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def optimizer(cfg: DictConfig, model: torch.nn.Module, fused_ok: bool):
+    node = cfg.optimizer
+    cls = _target(node, "optimizer")
+    kwargs = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
+              if k not in OPT_META_KEYS}
+    if isinstance(kwargs.get("betas"), list):
+        kwargs["betas"] = tuple(kwargs["betas"])
+    wd = kwargs.pop("weight_decay", 0.0)
+    groups = param_groups(model, wd, node.get("decay_bias_and_norm", False))
+    sig = inspect.signature(cls.__init__).parameters
+    fused = node.get("fused", "auto")
+    if "fused" in sig and fused_ok and fused in ("auto", True):
+        kwargs["fused"] = True
+    elif "fused" in sig and fused is False:
+        kwargs["fused"] = False
+    unknown = [k for k in kwargs if k not in sig]
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in sig.values()):
+        raise ConfigError(f"optimizer.{unknown[0]}", "unknown key",
+                          ", ".join(k for k in sig if k not in ("self", "params")))
+    try:
+        return cls(groups, **kwargs)
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise ConfigError("optimizer", str(e).split("\n")[0])
+
+
+def schedule(cfg: DictConfig, opt, total_steps: int):
+    fn = call(cfg.schedule, "schedule", total_steps=total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(opt, fn)
+
+
+def tricks(cfg: DictConfig) -> list:
+    """Every selected trick, sorted by `order` (stable: config order breaks ties)."""
+    found = []
+    for group in ("reg", "clip"):
+        node = cfg.get(group)
+        if not node:
+            continue
+        items = node.items() if group == "reg" else [(None, node)]
+        for name, sub in items:
+            if not isinstance(sub, DictConfig) or "_target_" not in sub:
+                if group == "reg":
+                    raise ConfigError(f"reg.{name}", "not a trick config (no _target_)")
+                continue
+            key = f"{group}.{name}" if name else group
+            t = call(sub, key)
+            t._name = name or OmegaConf.select(cfg, "clip._target_").rsplit(".", 1)[-1].lower()
+            found.append(t)
+    return sorted(found, key=lambda t: t.order)
+
+
+def loggers(cfg: DictConfig, run_dir):
+    from runner.log import build_sinks
+
+    return build_sinks(cfg, run_dir)

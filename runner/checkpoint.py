@@ -1,0 +1,116 @@
+"""Checkpoints: written atomically (temp file, fsync, rename), read with weights_only=True.
+
+`last.pt` holds everything needed to resume exactly: model, optimizer, scheduler, scaler, every
+trick's state, RNG states, data position, step, metric rows and accumulators. `best.pt` holds the
+weights evaluated at the best validation accuracy (EMA weights when EMA is on).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from runner.errors import ConfigError
+
+FORMAT = 1
+
+
+def save_atomic(obj, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def load(path: Path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError("resume", f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise ConfigError("resume", f"checkpoint {path} is corrupt or unreadable "
+                          f"({type(e).__name__})")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ConfigError("resume", f"{path} is not a tricks checkpoint (format {FORMAT})")
+    return ckpt
+
+
+def state_to_ckpt(state, config: dict) -> dict:
+    from runner.engine import rng_state
+
+    return {
+        "format": FORMAT,
+        "config": config,
+        "model": state.raw_model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict() if state.scaler is not None else None,
+        "tricks": {f"{i}:{t.name}": t.state_dict() for i, t in enumerate(state.tricks)},
+        "rng": rng_state(),
+        "step": state.step,
+        "epoch": state.epoch,
+        "micro_pos": state.micro_pos,
+        "rows": state.rows,
+        "best": state.best,
+        "acc": {k: [v[0], v[1]] for k, v in state._acc.items()},
+        "train_seconds": state.train_seconds,
+        "samples_seen": state.samples_seen,
+        "nan_skips": state.nan_skips,
+    }
+
+
+# Config keys that may differ between the run that wrote a checkpoint and the one resuming it.
+RESUMABLE_DIFFS = ("resume", "trainer.progress", "trainer.epochs", "trainer.max_steps",
+                   "trainer.checkpoint_every", "trainer.log_every", "logger", "trainer.device")
+
+
+def check_compatible(ckpt_config: dict, config: dict) -> None:
+    from runner.config import flatten
+
+    a, b = flatten(ckpt_config), flatten(config)
+    for key in sorted(set(a) | set(b)):
+        if any(key == k or key.startswith(k + ".") for k in RESUMABLE_DIFFS):
+            continue
+        if a.get(key) != b.get(key):
+            raise ConfigError("resume", f"checkpoint was written with {key}={a.get(key)!r}, "
+                              f"this run has {key}={b.get(key)!r}")
+
+
+def restore(state, ckpt: dict) -> None:
+    from runner.engine import set_rng_state
+
+    try:
+        state.raw_model.load_state_dict(ckpt["model"])
+        state.optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ConfigError("resume", f"checkpoint does not fit this model/optimizer "
+                          f"({str(e).splitlines()[0][:200]})")
+    state.scheduler.load_state_dict(ckpt["scheduler"])
+    if state.scaler is not None and ckpt.get("scaler"):
+        state.scaler.load_state_dict(ckpt["scaler"])
+    saved = ckpt.get("tricks", {})
+    for i, t in enumerate(state.tricks):
+        key = f"{i}:{t.name}"
+        if key not in saved:
+            raise ConfigError("resume", f"checkpoint has no state for trick {t.name}")
+        t.load_state_dict(saved[key])
+    state.step, state.epoch, state.micro_pos = ckpt["step"], ckpt["epoch"], ckpt["micro_pos"]
+    state.rows, state.best = list(ckpt["rows"]), dict(ckpt["best"])
+    state._acc = {k: [v[0].to(state.plan.device), v[1]] for k, v in ckpt["acc"].items()}
+    state.train_seconds = ckpt["train_seconds"]
+    state.samples_seen = ckpt["samples_seen"]
+    state.nan_skips = ckpt.get("nan_skips", 0)
+    set_rng_state(ckpt["rng"])

@@ -1,0 +1,191 @@
+"""`tricks`: train, sweep, compare and list. Imports stay lazy so `tricks list` and `--help` are
+instant; `train` hands its arguments to the @hydra.main entry unchanged."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help="A lab bench for deep-learning training tricks: one engine, Hydra configs, "
+         "seed-aware verdicts.\n\n"
+         "  tricks train                                   # MLP on mnist1d, CPU, < 1 min\n\n"
+         "  tricks train optimizer=lion 'reg=[rdrop]'      # compose tricks by config\n\n"
+         "  tricks train -m optimizer=adamw,sgd seed=0,1,2 # sweep\n\n"
+         "  tricks compare multirun/                       # which trick helped, how sure\n\n"
+         "  tricks list [GROUP]                            # the options of each config group",
+)
+
+
+def _fail(msg: str, code: int = 2):
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+def precheck(args: list[str]) -> None:
+    """Compose and validate before Hydra starts a run, so a bad override gives one line and
+    creates or touches no run directory. Sweeps are checked value by value."""
+    from runner.config import compose, groups, options, validate, LIST_GROUPS
+    from runner.errors import ConfigError
+
+    overrides = [a for a in args if not a.startswith("-") and "=" in a]
+    hydra_keys = [o for o in overrides if o.lstrip("+~").startswith("hydra")]
+    overrides = [o for o in overrides if o not in hydra_keys]
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as e:
+        raise ConfigError("", f"cannot parse overrides: {str(e).splitlines()[0]}")
+    base, sweeps = [], []
+    for o in parsed:
+        if o.is_sweep_override():
+            vals = [str(v) for v in o.sweep_string_iterator()]
+            sweeps.append((o, vals))
+            base.append(f"{o.get_key_element()}={vals[0]}" if vals else o.input_line)
+        else:
+            base.append(o.input_line)
+    # group options first: the clearest message for a typo
+    for o in parsed:
+        key = o.key_or_group.lstrip("+~")
+        if "." in key or "/" in key:
+            continue
+        try:
+            available = options(key)
+        except ConfigError:
+            continue
+        if o.is_sweep_override():
+            values = [str(v) for v in o.sweep_string_iterator()]
+        else:
+            v = o.value()
+            values = [str(x) for x in v] if isinstance(v, list) else [str(v)]
+        for v in values:
+            for name in (v.strip("[]").split(",") if key in LIST_GROUPS else [v]):
+                name = name.strip()
+                if name and name not in available:
+                    raise ConfigError(key, f"unknown option {name!r}", ", ".join(available))
+    combos = [base]
+    for o, vals in sweeps:
+        i = parsed.index(o)
+        for v in vals[1:]:
+            c = list(base)
+            c[i] = f"{o.get_key_element()}={v}"
+            combos.append(c)
+    for c in combos:
+        try:
+            cfg = compose(c)
+        except Exception as e:
+            raise ConfigError("", _hydra_msg(e))
+        validate(cfg)
+
+
+def _hydra_msg(e: Exception) -> str:
+    msg = " ".join(str(e).split())
+    if "Key '" in msg and "is not in struct" in msg:
+        import re
+
+        m = re.search(r"Could not override '([^']+)'", msg)
+        key = m.group(1) if m else "?"
+        return (f"{key}: unknown key (see `tricks train --cfg job` for the keys; add a new key "
+                f"with +{key}=...)")
+    return msg
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(ctx: typer.Context):
+    """Train one run, or sweep with -m. Arguments are Hydra overrides.
+
+    Examples:
+
+      tricks train model=cnn1d optimizer=sgd trainer.epochs=30 seed=3
+
+      tricks train 'reg=[rdrop,flooding]' reg.flooding.b=0.05
+
+      tricks train -m optimizer=adamw,sgd seed=0,1,2
+
+      tricks train resume=true hydra.run.dir=runs/2026-11-22/10-00-00
+
+    Hydra's own flags pass through: --cfg job (print the config), --multirun/-m, --hydra-help.
+    Outputs: runs/DATE/TIME/ (one run) or multirun/DATE/TIME/N/ (sweep jobs), each with
+    config.yaml, metrics.jsonl, summary.json and checkpoints/.
+    """
+    args = list(ctx.args)
+    from runner.errors import ConfigError
+
+    if not any(a in ("--cfg", "-c", "--info", "-i", "--hydra-help", "--help") for a in args):
+        try:
+            precheck(args)
+        except ConfigError as e:
+            _fail(str(e))
+    from runner import main as entry
+
+    sys.argv = ["tricks-train", *args]
+    try:
+        entry.hydra_main()
+    except SystemExit as e:
+        raise typer.Exit(e.code if isinstance(e.code, int) else 1)
+    if entry.FAILED:
+        typer.echo(f"{len(entry.FAILED)} job(s) did not complete: "
+                   + ", ".join(entry.FAILED[:5]), err=True)
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_(group: Optional[str] = typer.Argument(None, help="A config group, e.g. optimizer")):
+    """Show the config groups and their options, each with its one-line description."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from runner.config import describe, groups, options
+    from runner.errors import ConfigError
+
+    all_groups = groups()
+    if group is not None and group not in all_groups:
+        _fail(f"unknown config group {group!r} (allowed: {', '.join(all_groups)})")
+    table = Table(show_header=True, header_style="bold", box=None)
+    table.add_column("group")
+    table.add_column("option")
+    table.add_column("description")
+    for g in [group] if group else all_groups:
+        for i, o in enumerate(options(g)):
+            table.add_row(g if i == 0 else "", o, describe(g, o))
+    Console().print(table)
+
+
+@app.command()
+def compare(
+    paths: List[str] = typer.Argument(..., help="Run dirs, sweep dirs, or wandb:entity/project[/group]"),
+    metric: str = typer.Option("test/acc", help="Summary metric to compare"),
+    baseline: Optional[str] = typer.Option(None, help="KEY=VALUE selecting the baseline group"),
+    out: Optional[str] = typer.Option(None, help="Directory for report.md/html, summary.csv, plots"),
+):
+    """Aggregate runs over seeds: mean, 95% CI, difference to the baseline, p-value, cost."""
+    try:
+        from runner import compare as cmp
+    except ImportError as e:
+        _fail(f"tricks compare needs the report extras ({e.name}); pip install 'tricks[report]'")
+    from runner.errors import ConfigError
+
+    try:
+        code = cmp.main(paths, metric=metric, baseline=baseline, out=out)
+    except ConfigError as e:
+        _fail(str(e))
+    raise typer.Exit(code or 0)
+
+
+def main():
+    if os.environ.get("TRICKS_DEBUG", "") in ("", "0"):
+        os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    else:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Config registry, composition and validation (no torch import: `tricks list` stays instant).
+
+The registry is the folder: every `conf/<group>/<option>.yaml` is an option, and its first comment
+line is the one-line help that `tricks list` prints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from runner import CONF_DIR
+from runner.errors import ConfigError, check, positive
+
+# Config groups that take a list of options (reg=[rdrop,flooding]) rather than one.
+LIST_GROUPS = ("reg",)
+
+
+def groups(conf_dir: Path = CONF_DIR) -> list[str]:
+    return sorted(p.name for p in conf_dir.iterdir() if p.is_dir() and p.name != "hydra")
+
+
+def options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    d = conf_dir / group
+    if not d.is_dir():
+        raise ConfigError(group, "unknown config group", ", ".join(groups(conf_dir)))
+    return sorted(p.stem for p in d.glob("*.yaml"))
+
+
+def describe(group: str, option: str, conf_dir: Path = CONF_DIR) -> str:
+    """The option's one-line help: the first comment line of its file."""
+    for line in (conf_dir / group / f"{option}.yaml").read_text().splitlines():
+        s = line.strip()
+        if s.startswith("#") and not s.startswith("# @"):
+            return s.lstrip("#").strip()
+        if s and not s.startswith("#"):
+            break
+    return ""
+
+
+def compose(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+    """Compose the config as `tricks train` would, without running anything."""
+    from hydra import compose as hcompose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            return hcompose(config_name=config_name, overrides=list(overrides or []),
+                            return_hydra_config=False)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+_TRAINER_CHOICES = {
+    "device": None,  # checked below: auto | cpu | cuda | cuda:N
+    "precision": ("auto", "fp32", "bf16", "fp16"),
+    "on_nan": ("stop", "skip"),
+}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject bad values with one ConfigError line, before anything is built or written."""
+    t = cfg.trainer
+    if t.max_steps is None:
+        positive(t.epochs, "trainer.epochs", integer=True)
+    else:
+        positive(t.max_steps, "trainer.max_steps", integer=True)
+    for key in ("batch_size", "accum_steps", "log_every", "eval_batch_size"):
+        positive(t[key], f"trainer.{key}", integer=True)
+    for key in ("eval_every", "checkpoint_every"):
+        if t[key] is not None:
+            positive(t[key], f"trainer.{key}", integer=True)
+    dev = str(t.device)
+    check(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
+          "trainer.device", f"unknown device {dev!r}", "auto, cpu, cuda, cuda:N")
+    for key, allowed in _TRAINER_CHOICES.items():
+        if allowed:
+            check(t[key] in allowed, f"trainer.{key}", f"got {t[key]!r}", ", ".join(allowed))
+    for key in ("compile", "deterministic", "grad_checkpointing"):
+        check(isinstance(t[key], bool), f"trainer.{key}", f"must be true or false, got {t[key]!r}")
+    check(t.progress in ("auto", True, False), "trainer.progress", f"got {t.progress!r}",
+          "auto, true, false")
+    check(isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool), "seed",
+          f"must be an integer, got {cfg.seed!r}")
+    check(cfg.resume is False or cfg.resume is True or isinstance(cfg.resume, str), "resume",
+          f"got {cfg.resume!r}", "true, false, or a checkpoint path")
+    opt = cfg.optimizer
+    positive(opt.lr, "optimizer.lr")
+    if "weight_decay" in opt:
+        positive(opt.weight_decay, "optimizer.weight_decay", allow_zero=True)
+    for group in ("reg",):
+        node = cfg.get(group)
+        check(node is None or isinstance(node, DictConfig), group,
+              "must be a list of options, e.g. reg=[rdrop,flooding]")
+
+
+def to_container(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}: what dashboards and `tricks compare` group by."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, (dict, DictConfig)):
+            out.update(flatten(dict(v), key + "."))
+        elif isinstance(v, ListConfig):
+            out[key] = list(v)
+        else:
+            out[key] = v
+    return out

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Data:
+    train: dict
+    val: dict
+    test: dict
+    info: dict = field(default_factory=dict)  # passed to the model builder where it accepts them
+    class_names: list | None = None
+
+    def to(self, device) -> "Data":
+        mv = lambda split: {k: v.to(device, non_blocking=True) for k, v in split.items()}
+        return Data(mv(self.train), mv(self.val), mv(self.test), dict(self.info), self.class_names)
+
+    @staticmethod
+    def size(split: dict) -> int:
+        return len(split["y"])
+
+    def describe(self) -> str:
+        return (f"train {self.size(self.train)} / val {self.size(self.val)} / "
+                f"test {self.size(self.test)}, {self.info.get('num_classes')} classes")
+
+
+def take(split: dict, idx: torch.Tensor) -> dict:
+    return {k: v[idx] for k, v in split.items()}

@@ -1,0 +1,447 @@
+"""The one training loop. It names no trick: tricks plug in through the hooks of runner.tricks.
+
+Read `fit` top to bottom: for each optimizer step, `accum_steps` micro-batches run through the
+loss chain (tricks' `loss` hooks around `State.forward`) and the backward chain (tricks'
+`backward` hooks around `State.backward`); then AMP unscaling, `on_grads` hooks, the optimizer and
+scheduler steps, `on_step_end` hooks. Train metrics stay on the device and are read once every
+`log_every` steps: the only host syncs of the loop (on CUDA).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from runner import device as devmod
+from runner.data.batching import IndexBatcher, eval_batches
+from runner.tricks import Out, overrides
+
+
+class TrainingFailed(RuntimeError):
+    """The run cannot go on (non-finite loss, ...). The message is one line."""
+
+
+@dataclass
+class State:
+    """Everything the loop and the tricks share. Tricks read and write it through the methods
+    below; the loop owns `step`, `epoch`, `micro_pos`."""
+
+    cfg: object  # the trainer config node
+    plan: devmod.Plan
+    model: torch.nn.Module  # what is called: maybe compiled / DDP-wrapped
+    raw_model: torch.nn.Module  # the plain module: state_dict, tricks' parameter access
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    tricks: list
+    data: object
+    batcher: IndexBatcher
+    total_steps: int
+    seed: int = 0
+    scaler: object = None
+    step: int = 0
+    epoch: int = 0
+    micro_pos: int = 0  # micro-batches consumed in the current epoch
+    rows: list = field(default_factory=list)  # metrics.jsonl rows so far (checkpointed)
+    best: dict = field(default_factory=dict)
+    train_seconds: float = 0.0
+    samples_seen: int = 0
+    nan_skips: int = 0
+    stop_requested: str | None = None
+    is_main: bool = True  # rank 0 under DDP
+    sync_grads: bool = True  # False inside DDP no_sync (accumulation micro-batches)
+    _grad_norm: torch.Tensor | None = None
+    _acc: dict = field(default_factory=dict)
+    _params: list | None = None
+    _keep_embed: bool = False
+
+    # -- what tricks use -------------------------------------------------------------------
+    @property
+    def params(self) -> list:
+        if self._params is None:
+            self._params = [p for p in self.raw_model.parameters() if p.requires_grad]
+        return self._params
+
+    def grads(self) -> list:
+        return [p.grad for p in self.params if p.grad is not None]
+
+    def grad_norm(self) -> torch.Tensor:
+        """Global L2 norm of the current gradients, computed once per step (cached)."""
+        if self._grad_norm is None:
+            g = self.grads()
+            self._grad_norm = (torch.nn.utils.get_total_norm(g) if g
+                               else torch.zeros((), device=self.plan.device))
+        return self._grad_norm
+
+    def autocast(self):
+        return devmod.autocast(self.plan)
+
+    def criterion(self, logits, y):
+        return F.cross_entropy(logits.float(), y)
+
+    def forward(self, batch: dict, delta=None, keep_embed: bool = False) -> Out:
+        """The plain forward + cross-entropy, optionally with `delta` added to the embedding.
+        Tricks call it for their extra passes (adversarial, virtual adversarial)."""
+        with self.autocast():
+            if keep_embed:
+                logits, h = self.model(batch, delta=delta, return_embed=True)
+            else:
+                logits, h = self.model(batch, delta=delta), None
+        return Out(loss=self.criterion(logits, batch["y"]), logits=logits, y=batch["y"], embed=h)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backpropagate one micro-batch loss, scaled for accumulation (and fp16)."""
+        loss = loss / self.cfg.accum_steps
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        loss.backward()
+
+    def log_scalar(self, name: str, value: torch.Tensor) -> None:
+        """Average `value` (a 0-d tensor, no sync) over the log interval, logged as `name`."""
+        s = self._acc.setdefault(name, [torch.zeros((), device=self.plan.device), 0])
+        s[0] += value.detach().float()
+        s[1] += 1
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def eval_model(self):
+        for t in self.tricks:
+            m = t.eval_model(self)
+            if m is not None:
+                return m
+        return None
+
+
+# -- the chains ------------------------------------------------------------------------------
+
+def _base_loss(state: State, batch: dict) -> Out:
+    return state.forward(batch, keep_embed=state._keep_embed)
+
+
+def _base_backward(state: State, out: Out, batch: dict) -> None:
+    state.backward(out.loss)
+
+
+def build_chains(state: State):
+    """Compose the tricks' loss and backward hooks like middleware: the lowest `order` is the
+    outermost wrapper. Only tricks that override a hook take part, so an unused hook costs nothing."""
+    loss_fn = partial(_base_loss, state)
+    for t in reversed([t for t in state.tricks if overrides(t, "loss")]):
+        loss_fn = partial(t.loss, state, next=loss_fn)
+    bwd_fn = partial(_base_backward, state)
+    for t in reversed([t for t in state.tricks if overrides(t, "backward")]):
+        bwd_fn = partial(_wrap_backward, t, state, bwd_fn)
+    return loss_fn, bwd_fn
+
+
+def _wrap_backward(trick, state, inner, out, batch):
+    trick.backward(state, out, batch, inner)
+
+
+def hooks(state: State, name: str) -> list:
+    return [t for t in state.tricks if overrides(t, name)]
+
+
+# -- evaluation ------------------------------------------------------------------------------
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, split: dict, state: State) -> dict:
+    """Mean cross-entropy and accuracy over a whole split (one host sync at the end)."""
+    was_training = model.training
+    model.eval()
+    loss = torch.zeros((), device=state.plan.device, dtype=torch.float64)
+    correct = torch.zeros((), device=state.plan.device, dtype=torch.long)
+    n = 0
+    collate = getattr(state.data, "collate", None)
+    for batch in eval_batches(split, state.cfg.eval_batch_size, collate):
+        with state.autocast():
+            logits = model(batch)
+        loss += F.cross_entropy(logits.float(), batch["y"], reduction="sum").double()
+        correct += (logits.argmax(-1) == batch["y"]).sum()
+        n += len(batch["y"])
+    model.train(was_training)
+    return {"loss": loss.item() / max(n, 1), "acc": correct.item() / max(n, 1)}
+
+
+def run_eval(state: State) -> dict:
+    row = {}
+    ev = state.eval_model()
+    main = ev if ev is not None else state.model
+    for split in ("val", "test"):
+        r = evaluate(main, getattr(state.data, split), state)
+        row[f"{split}/loss"], row[f"{split}/acc"] = r["loss"], r["acc"]
+        if ev is not None:  # the raw weights too, so the trick's effect is visible
+            r = evaluate(state.model, getattr(state.data, split), state)
+            row[f"{split}/raw/loss"], row[f"{split}/raw/acc"] = r["loss"], r["acc"]
+    return row
+
+
+# -- the loop --------------------------------------------------------------------------------
+
+def _reset_acc(state: State):
+    dev = state.plan.device
+    state._acc = {"__loss": [torch.zeros((), device=dev), 0],
+                  "__correct": [torch.zeros((), device=dev, dtype=torch.long), 0]}
+
+
+def _read_acc(state: State) -> dict:
+    """One host sync: turn the interval's device accumulators into floats."""
+    names = list(state._acc)
+    vals = torch.stack([state._acc[k][0].double() for k in names]).tolist()
+    out = {}
+    for k, v in zip(names, vals):
+        cnt = state._acc[k][1]
+        if k == "__loss":
+            out["train/loss"] = v / max(cnt, 1)
+        elif k == "__correct":
+            out["train/acc"] = v / max(cnt, 1)
+        else:
+            key = k if "/" in k else f"train/{k}"
+            out[key] = v / max(cnt, 1)
+    return out
+
+
+def _check_finite(state: State, step_loss: torch.Tensor) -> bool:
+    if torch.isfinite(step_loss):
+        return True
+    if state.cfg.on_nan == "skip":
+        state.nan_skips += 1
+        return False
+    names = ", ".join(t.name for t in state.tricks) or "none"
+    raise TrainingFailed(f"non-finite loss ({step_loss.item()}) at step {state.step + 1}; "
+                         f"active tricks: {names}; lower the lr, clip gradients, or set "
+                         "trainer.on_nan=skip")
+
+
+def train_step(state: State, micro_batches: list, loss_fn, bwd_fn, log_now: bool) -> None:
+    opt = state.optimizer
+    step_loss = torch.zeros((), device=state.plan.device)
+    last = len(micro_batches) - 1
+    for i, batch in enumerate(micro_batches):
+        sync = getattr(state.model, "no_sync", None)
+        state.sync_grads = i == last
+        ctx = sync() if (sync is not None and i < last) else contextlib.nullcontext()
+        with ctx:
+            out = loss_fn(batch)
+            bwd_fn(out, batch)
+        loss = out.loss.detach().float()
+        step_loss += loss
+        a = state._acc
+        a["__loss"][0] += loss
+        a["__loss"][1] += 1
+        a["__correct"][0] += (out.logits.detach().argmax(-1) == out.y).sum()
+        a["__correct"][1] += len(out.y)
+        for k, v in out.parts.items():
+            state.log_scalar(k, v)
+    state.samples_seen += sum(len(b["y"]) for b in micro_batches)
+
+    if state.scaler is not None:
+        state.scaler.unscale_(opt)
+    state._grad_norm = None
+    if log_now:
+        state.log_scalar("grad_norm", state.grad_norm())  # before any clipping
+    ok = True
+    if state.plan.device == "cpu" or log_now or state.cfg.on_nan == "skip":
+        ok = _check_finite(state, step_loss)
+    for t in state._on_grads:
+        t.on_grads(state)
+    if ok:
+        if state.scaler is not None:
+            state.scaler.step(opt)
+            state.scaler.update()
+        else:
+            opt.step()
+    opt.zero_grad(set_to_none=True)
+    state.scheduler.step()
+    state.step += 1
+    for t in state._on_step_end:
+        t.on_step_end(state)
+
+
+def _eval_due(state: State, spe: int) -> bool:
+    every = state.cfg.eval_every
+    if state.step >= state.total_steps:
+        return True
+    if every:
+        return state.step % every == 0
+    return state.micro_pos == 0  # an epoch just ended
+
+
+def fit(state: State, logger, progress=None, checkpoint_fn=None, best_fn=None) -> dict:
+    """Train until total_steps; returns the summary figures (without status)."""
+    cfg = state.cfg
+    k = cfg.accum_steps
+    spe = state.batcher.steps_per_epoch // k  # optimizer steps per epoch
+    if spe == 0:
+        from runner.errors import ConfigError
+
+        raise ConfigError("trainer.accum_steps", f"batch_size x accum_steps exceeds the train "
+                          f"split ({state.batcher.n} samples)")
+    loss_fn, bwd_fn = build_chains(state)
+    state._on_grads = hooks(state, "on_grads")
+    state._on_step_end = hooks(state, "on_step_end")
+    state._keep_embed = any(t.needs_embed_grad for t in state.tricks)
+    if not state._acc:
+        _reset_acc(state)
+    state.model.train()
+
+    t_last, samples_last = time.perf_counter(), state.samples_seen
+    while state.step < state.total_steps and not state.stop_requested:
+        it = state.batcher.epoch(state.epoch, start=state.micro_pos)
+        while state.step < state.total_steps and not state.stop_requested:
+            micro = []
+            for _ in range(k):
+                b = next(it, None)
+                if b is None:
+                    break
+                micro.append(b)
+            if len(micro) < k:  # cannot happen: steps_per_epoch counts whole groups
+                state.epoch, state.micro_pos = state.epoch + 1, 0
+                break
+            log_now = (state.step + 1) % cfg.log_every == 0 or state.step + 1 == state.total_steps
+            train_step(state, micro, loss_fn, bwd_fn, log_now)
+            state.micro_pos += k
+            epoch_done = state.micro_pos // k >= spe
+            if epoch_done:
+                state.epoch, state.micro_pos = state.epoch + 1, 0
+            row = {}
+            if log_now:
+                row.update(_read_acc(state))
+                _reset_acc(state)
+                now = time.perf_counter()
+                state.train_seconds += now - t_last
+                row["lr"] = state.lr
+                row["samples_per_sec"] = (state.samples_seen - samples_last) / max(now - t_last,
+                                                                                   1e-9)
+                t_last, samples_last = now, state.samples_seen
+            if _eval_due(state, spe):
+                now = time.perf_counter()
+                state.train_seconds += now - t_last
+                row.update(run_eval(state))
+                if best_fn is not None:
+                    best_fn(state, row)
+                t_last = time.perf_counter()
+            if row:
+                row = {"step": state.step, "epoch": round(state.step / spe, 4), **row}
+                state.rows.append(row)
+                if state.is_main:
+                    logger.log(row)
+                if progress is not None:
+                    progress.update(state.step, row)
+                    if "val/acc" in row:
+                        progress.eval_line(state.step, row)
+            if checkpoint_fn is not None and _checkpoint_due(state, row):
+                checkpoint_fn(state)
+            if epoch_done:
+                break
+    state.train_seconds += time.perf_counter() - t_last
+    return summary_figures(state)
+
+
+def _checkpoint_due(state: State, row: dict) -> bool:
+    every = state.cfg.checkpoint_every
+    if state.step >= state.total_steps or state.stop_requested:
+        return True
+    if every:
+        return state.step % every == 0
+    return "val/acc" in row
+
+
+def summary_figures(state: State) -> dict:
+    final = next((r for r in reversed(state.rows) if "test/acc" in r), {})
+    s = {
+        "best/val/acc": state.best.get("val/acc"),
+        "best/step": state.best.get("step"),
+        "test/acc": state.best.get("test/acc"),
+        "test/loss": state.best.get("test/loss"),
+        "final/test/acc": final.get("test/acc"),
+        "final/test/loss": final.get("test/loss"),
+        "final/val/acc": final.get("val/acc"),
+        "steps": state.step,
+        "epochs": state.epoch,
+        "samples_per_sec": state.samples_seen / state.train_seconds if state.train_seconds else None,
+        "train_seconds": state.train_seconds,
+        "peak_mem_bytes": devmod.peak_mem_bytes(state.plan.device),
+    }
+    if state.nan_skips:
+        s["nan_skips"] = state.nan_skips
+    return s
+
+
+def update_best(state: State, row: dict) -> bool:
+    """Track the best validation accuracy; the test figures at that point are `test/acc`."""
+    if "val/acc" not in row:
+        return False
+    if state.best and row["val/acc"] <= state.best["val/acc"]:
+        return False
+    state.best = {"val/acc": row["val/acc"], "step": state.step, "test/acc": row["test/acc"],
+                  "test/loss": row["test/loss"]}
+    return True
+
+
+# -- seeds and RNG ---------------------------------------------------------------------------
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    s = {"python": random.getstate(), "torch": torch.get_rng_state(),
+         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                   int(np_state[3]), float(np_state[4])]}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def set_rng_state(s: dict) -> None:
+    py = s["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    torch.set_rng_state(s["torch"])
+    n = s["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def install_signal_handlers(state: State):
+    """SIGTERM / SIGINT: finish the current step, checkpoint, exit as `interrupted`."""
+    def handler(signum, frame):
+        if state.stop_requested:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        state.stop_requested = signal.Signals(signum).name
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for s in old:
+        try:
+            signal.signal(s, handler)
+        except ValueError:  # not the main thread (e.g. joblib worker): leave as is
+            pass
+    return old
+
+
+def total_steps(cfg, steps_per_epoch: int) -> int:
+    if cfg.max_steps is not None:
+        return int(cfg.max_steps)
+    return int(cfg.epochs) * (steps_per_epoch // cfg.accum_steps)
+
+
+def is_finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Model(nn.Module):
+    """Base class: see runner.models for the embed / forward_embedded interface."""
+
+    def embed(self, batch: dict) -> torch.Tensor:
+        return batch["x"]
+
+    def forward_embedded(self, h: torch.Tensor, batch: dict) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def forward(self, batch: dict, delta: torch.Tensor | None = None,
+                return_embed: bool = False):
+        """logits = forward_embedded(embed(batch) + delta). With return_embed, also return the
+        embedding tensor with its gradient kept (a leaf copy for raw inputs), so FGM/PGD can read
+        d(loss)/d(embedding) after the clean backward. One entry point (not embed + rest called
+        separately) keeps DDP's gradient hooks and torch.compile working."""
+        h = self.embed(batch)
+        if return_embed:
+            if h.requires_grad:
+                h.retain_grad()
+            else:
+                h = h.detach().requires_grad_(True)
+        e = h if delta is None else h + delta
+        logits = self.forward_embedded(e, batch)
+        return (logits, h) if return_embed else logits
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute activations in backward; models that support it override this."""
+        if enabled:
+            from runner.errors import ConfigError
+
+            raise ConfigError("trainer.grad_checkpointing",
+                              f"not supported by {type(self).__name__}",
+                              "transformer, minilm, hf")

@@ -1,0 +1,39 @@
+"""Flooding: keep the training loss floating around a level b.
+
+    loss <- |loss - b| + b
+
+Above b this is plain descent; below b the gradient's sign flips and training ascends back to b.
+Ishida et al., "Do We Need Zero Training Loss After Achieving Zero Training Error?", ICML 2020.
+Su Jianlin, "我们真的需要把训练集的损失降到零吗？" https://kexue.fm/archives/7643 — he shows that
+flooding alternates descent and ascent, which on average is gradient descent on loss + (lr/4)·‖g‖²,
+i.e. an implicit gradient penalty.
+
+Defaults: b = 0.1. Applied to each (micro-)batch loss; under gradient accumulation the flood is
+applied per micro-batch (each micro-batch's mean loss is flooded before the losses are averaged),
+which is the only form that needs no extra memory. Logged: ``train/flood_active_frac``, the
+fraction of micro-batches whose loss was below b (where the sign flipped).
+"""
+
+from __future__ import annotations
+
+from runner.errors import positive
+from runner.tricks import Trick
+
+
+def flood(loss, b: float):
+    return (loss - b).abs() + b
+
+
+class Flooding(Trick):
+    order = 10  # outermost: floods the total loss, including other tricks' terms
+
+    def __init__(self, b: float = 0.1, order: int | None = None):
+        super().__init__(order)
+        positive(b, "reg.flooding.b", allow_zero=True)
+        self.b = float(b)
+
+    def loss(self, state, batch, next):
+        out = next(batch)
+        out.parts["flood_active_frac"] = (out.loss.detach() < self.b).float()
+        out.loss = flood(out.loss, self.b)
+        return out
