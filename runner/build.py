@@ -45,7 +45,11 @@ def call(node: DictConfig, key: str, **extra):
 
 
 def data(cfg: DictConfig):
-    return call(cfg.dataset, "dataset")
+    # Text datasets tokenize with the model's tokenizer (model.tokenizer); builders that do not
+    # take a `tokenizer` argument never see it (call() filters extras by signature).
+    model_node = cfg.get("model")
+    tok = model_node.get("tokenizer") if isinstance(model_node, DictConfig) else None
+    return call(cfg.dataset, "dataset", tokenizer=tok)
 
 
 def model(cfg: DictConfig, info: dict):

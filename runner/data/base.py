@@ -12,10 +12,13 @@ class Data:
     test: dict
     info: dict = field(default_factory=dict)  # passed to the model builder where it accepts them
     class_names: list | None = None
+    # batch -> batch, applied by the batchers (e.g. runner.data.text.TrimPadding: dynamic padding)
+    collate: object = None
 
     def to(self, device) -> "Data":
         mv = lambda split: {k: v.to(device, non_blocking=True) for k, v in split.items()}
-        return Data(mv(self.train), mv(self.val), mv(self.test), dict(self.info), self.class_names)
+        return Data(mv(self.train), mv(self.val), mv(self.test), dict(self.info), self.class_names,
+                    self.collate)
 
     @staticmethod
     def size(split: dict) -> int:
