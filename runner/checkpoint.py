@@ -17,34 +17,66 @@ from runner.errors import ConfigError
 FORMAT = 1
 
 
+_saves = 0
+
+
 def save_atomic(obj, path: Path) -> None:
+    """Write `path` so that a kill at any moment leaves either the old or the new file whole:
+    write a temp file next to it, fsync, rename over it, fsync the directory."""
+    global _saves
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _saves += 1
+    kill = os.environ.get("TRICKS_TEST_KILL_IN_SAVE")  # tests only: SIGKILL mid-write
     with open(tmp, "wb") as f:
+        if kill and int(kill) == _saves:
+            import io
+            import signal
+
+            buf = io.BytesIO()
+            torch.save(obj, buf)
+            f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
     try:  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError:
         pass
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write
+        if stale != tmp:
+            try:
+                stale.unlink()
+            except OSError:
+                pass
+
+
+HOW = "resume=true with hydra.run.dir=<an existing run dir>, or resume=<path to a last.pt>"
 
 
 def load(path: Path, map_location="cpu") -> dict:
+    """Read a checkpoint; any problem is one ConfigError line (the file is never modified)."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError("resume", f"no checkpoint at {path}")
+    if not path.is_file():
+        raise ConfigError("resume", f"no checkpoint at {path}", HOW)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
+        detail = " ".join(str(e).split())[:120]
         raise ConfigError("resume", f"checkpoint {path} is corrupt or unreadable "
-                          f"({type(e).__name__})")
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ConfigError("resume", f"{path} is not a tricks checkpoint (format {FORMAT})")
+                          f"({type(e).__name__}: {detail}); delete it to start over, or resume "
+                          "from another checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "rows" not in ckpt:
+        raise ConfigError("resume", f"{path} is not a tricks last.pt checkpoint "
+                          f"(format {FORMAT}, with the training state)")
     return ckpt
 
 
@@ -86,27 +118,31 @@ def check_compatible(ckpt_config: dict, config: dict) -> None:
             continue
         if a.get(key) != b.get(key):
             raise ConfigError("resume", f"checkpoint was written with {key}={a.get(key)!r}, "
-                              f"this run has {key}={b.get(key)!r}")
+                              f"this run has {key}={b.get(key)!r}; only "
+                              f"{', '.join(RESUMABLE_DIFFS[1:])} may change on resume")
 
 
 def restore(state, ckpt: dict) -> None:
+    """Put the checkpointed training state into `state` (built from the same config)."""
     from runner.engine import set_rng_state
 
     try:
         state.raw_model.load_state_dict(ckpt["model"])
         state.optimizer.load_state_dict(ckpt["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise ConfigError("resume", f"checkpoint does not fit this model/optimizer "
-                          f"({str(e).splitlines()[0][:200]})")
-    state.scheduler.load_state_dict(ckpt["scheduler"])
-    if state.scaler is not None and ckpt.get("scaler"):
-        state.scaler.load_state_dict(ckpt["scaler"])
-    saved = ckpt.get("tricks", {})
-    for i, t in enumerate(state.tricks):
-        key = f"{i}:{t.name}"
-        if key not in saved:
-            raise ConfigError("resume", f"checkpoint has no state for trick {t.name}")
-        t.load_state_dict(saved[key])
+        state.scheduler.load_state_dict(ckpt["scheduler"])
+        if state.scaler is not None and ckpt.get("scaler"):
+            state.scaler.load_state_dict(ckpt["scaler"])
+        saved = ckpt.get("tricks", {})
+        for i, t in enumerate(state.tricks):
+            key = f"{i}:{t.name}"
+            if key not in saved:
+                raise ConfigError("resume", f"checkpoint has no state for trick {t.name}")
+            t.load_state_dict(saved[key])
+    except ConfigError:
+        raise
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise ConfigError("resume", f"checkpoint does not fit this model/optimizer/tricks "
+                          f"({type(e).__name__}: {' '.join(str(e).split())[:160]})")
     state.step, state.epoch, state.micro_pos = ckpt["step"], ckpt["epoch"], ckpt["micro_pos"]
     state.rows, state.best = list(ckpt["rows"]), dict(ckpt["best"])
     state._acc = {k: [v[0].to(state.plan.device), v[1]] for k, v in ckpt["acc"].items()}
