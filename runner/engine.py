@@ -90,13 +90,19 @@ class State:
 
     def forward(self, batch: dict, delta=None, keep_embed: bool = False) -> Out:
         """The plain forward + cross-entropy, optionally with `delta` added to the embedding.
-        Tricks call it for their extra passes (adversarial, virtual adversarial)."""
+        Tricks call it for their extra passes (adversarial, virtual adversarial). A batch may
+        carry its own embedding offset under the key ``delta`` (a loss trick's input noise);
+        it is added too. The returned Out records the batch it ran on (``Out.batch``)."""
+        own = batch.get("delta")
+        if own is not None:
+            delta = own if delta is None else own + delta
         with self.autocast():
             if keep_embed:
                 logits, h = self.model(batch, delta=delta, return_embed=True)
             else:
                 logits, h = self.model(batch, delta=delta), None
-        return Out(loss=self.criterion(logits, batch["y"]), logits=logits, y=batch["y"], embed=h)
+        return Out(loss=self.criterion(logits, batch["y"]), logits=logits, y=batch["y"], embed=h,
+                   batch=batch)
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backpropagate one micro-batch loss, scaled for accumulation (and fp16)."""

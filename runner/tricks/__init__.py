@@ -40,6 +40,9 @@ class Out:
     embed:  the tensor adversarial tricks perturb (model.embed output), when kept.
     parts:  named loss components for logging, e.g. {"ce": ..., "rdrop_kl": ...}; logged as
             ``train/<name>``, averaged over the log interval. Values are 0-d tensors (no sync).
+    batch:  the batch the forward actually ran on, after loss tricks changed it (R-Drop's doubled
+            batch, input noise's ``delta``): backward tricks and extra passes use it so their
+            perturbations match ``embed`` and ``logits`` in shape.
     """
 
     loss: Any
@@ -47,6 +50,7 @@ class Out:
     y: Any
     embed: Any = None
     parts: dict = field(default_factory=dict)
+    batch: Any = None
 
 
 class Trick:
