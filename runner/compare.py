@@ -1,0 +1,836 @@
+"""`tricks compare PATH... [--metric test/acc] [--baseline KEY=VALUE] [--out DIR]`.
+
+From a sweep to a verdict: which trick helped, by how much, how sure, at what cost.
+
+1. Read runs: run directories, sweep directories (recursively), or `wandb:ENTITY/PROJECT[/GROUP]`
+   through the W&B public API (online only).
+2. Group runs by the config keys that differ across them, ignoring the seed and keys that cannot
+   change a result (resume, logging, progress bar, output paths). A group choice that differs
+   (`optimizer=adamw` vs `optimizer=sgd`) stands for all the keys it sets.
+3. Per group: n, mean, sample std, 95% CI of the mean (t distribution, n-1 dof), best run.
+   Difference to the baseline group with its 95% CI and p-value: a paired t-test when both groups
+   ran the same seeds (differences per seed), Welch's unequal-variance t-test otherwise.
+   Verdict at 95%: better / worse / no significant difference. p-values are per comparison, not
+   corrected for multiple comparisons.
+4. Cost per group: samples/s, wall time, peak memory, each as a ratio to the baseline.
+5. Output: a ranked rich table; DIR/report.md, DIR/summary.csv, DIR/final.png (final metric per
+   group with CI), DIR/curves.png and DIR/train_loss.png (learning curves: mean with a 95% CI band
+   per group), DIR/report.html (self-contained: the table and plots embedded).
+Failed or unfinished runs are listed apart and never averaged.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from runner.errors import ConfigError
+
+# Config groups in display order; a `choices.<group>` key stands for the group's option.
+GROUPS = ("model", "optimizer", "reg", "dataset", "clip", "schedule")
+# Keys that cannot change a result: never a reason to split runs into groups.
+IGNORED = ("seed", "resume", "run_dir", "trainer.progress", "trainer.log_every",
+           "trainer.checkpoint_every", "trainer.eval_batch_size")
+IGNORED_PREFIXES = ("logger", "hydra", "_wandb", "choices.logger")
+ALPHA = 0.05
+
+
+# -- runs ------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    path: str
+    config: dict  # flattened
+    choices: dict  # group -> option
+    summary: dict
+    status: str  # completed | failed | interrupted | unfinished
+    error: str | None = None
+    load_rows: Callable[[], list] | None = None
+    _rows: list | None = field(default=None, repr=False)
+
+    @property
+    def seed(self):
+        return self.config.get("seed")
+
+    @property
+    def rows(self) -> list:
+        if self._rows is None:
+            try:
+                self._rows = self.load_rows() if self.load_rows else []
+            except Exception:
+                self._rows = []
+        return self._rows
+
+    def value(self, metric: str):
+        """The run's figure for `metric`: summary.json first, else the metric's last logged value."""
+        v = self.summary.get(metric)
+        if v is None:
+            for r in reversed(self.rows):
+                if r.get(metric) is not None:
+                    v = r[metric]
+                    break
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return None
+        return float(v)
+
+
+def _target_name(target: str) -> str:
+    """runner.models.mlp.MLP -> mlp; torch.optim.AdamW -> adamw."""
+    parts = str(target).split(".")
+    if parts[0] == "runner" and len(parts) >= 3:
+        return parts[-2]
+    return parts[-1].lower()
+
+
+def choices_of(config: dict, hydra_choices: dict | None = None) -> dict:
+    """The option of each config group: Hydra's runtime choices when known, else derived from the
+    nodes' `_target_`. `reg` is the list of tricks in the config, e.g. `[rdrop,flooding]`."""
+    hydra_choices = {k: v for k, v in (hydra_choices or {}).items()
+                     if not str(k).startswith("hydra/")}
+    out = {}
+    for g in GROUPS:
+        node = config.get(g)
+        if g == "reg":
+            names = list(node.keys()) if isinstance(node, dict) else []
+            out[g] = "[" + ",".join(names) + "]" if names else "none"
+        elif g in hydra_choices and hydra_choices[g] is not None:
+            out[g] = str(hydra_choices[g])
+        elif isinstance(node, dict):
+            out[g] = _target_name(node["_target_"]) if node.get("_target_") else "none"
+    for k, v in hydra_choices.items():
+        if k not in out and k != "logger" and v is not None:
+            out[k] = str(v)
+    return out
+
+
+def natural_key(s: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(s))]
+
+
+def is_run_dir(d: Path) -> bool:
+    return (d / "summary.json").is_file() or (d / "config.yaml").is_file() \
+        or (d / "metrics.jsonl").is_file()
+
+
+def _read_rows(path: Path) -> list:
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill
+    return rows
+
+
+def load_run_dir(d: Path) -> Run:
+    import yaml
+
+    from runner.config import flatten
+
+    cfg_file = d / "config.yaml"
+    if not cfg_file.is_file():
+        cfg_file = d / ".hydra" / "config.yaml"
+    config = {}
+    if cfg_file.is_file():
+        try:
+            config = yaml.safe_load(cfg_file.read_text()) or {}
+        except yaml.YAMLError:
+            config = {}
+    hydra_choices = {}
+    hf = d / ".hydra" / "hydra.yaml"
+    if hf.is_file():
+        try:
+            h = yaml.safe_load(hf.read_text()) or {}
+            hydra_choices = (h.get("hydra", {}).get("runtime", {}) or {}).get("choices") or {}
+        except yaml.YAMLError:
+            pass
+    summary, status, error = {}, "unfinished", "no summary.json (still running, or killed)"
+    if (d / "summary.json").is_file():
+        try:
+            summary = json.loads((d / "summary.json").read_text())
+            status = summary.get("status") or "unfinished"
+            error = summary.get("error")
+            if status == "running":
+                status = "unfinished"
+        except json.JSONDecodeError:
+            status, error = "unfinished", "summary.json is not valid JSON"
+    return Run(path=str(d), config=flatten(config) if isinstance(config, dict) else {},
+               choices=choices_of(config if isinstance(config, dict) else {}, hydra_choices),
+               summary=summary, status=status, error=error,
+               load_rows=lambda p=d / "metrics.jsonl": _read_rows(p))
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    if is_run_dir(root):
+        return [root]
+    found = []
+    for dirpath, dirnames, _ in os.walk(root):
+        p = Path(dirpath)
+        dirnames[:] = sorted((n for n in dirnames if not n.startswith(".")
+                              and n not in ("checkpoints", "wandb", "tensorboard")), key=natural_key)
+        if p != root and is_run_dir(p):
+            found.append(p)
+            dirnames[:] = []
+    return sorted(found, key=lambda p: natural_key(str(p)))
+
+
+def load_wandb(spec: str) -> list[Run]:
+    """`wandb:ENTITY/PROJECT[/GROUP]` through the W&B public API (needs a login and a network)."""
+    from runner.log import wandb as wb
+
+    path = spec[len("wandb:"):].strip("/")
+    parts = [p for p in path.split("/") if p]
+    if len(parts) not in (2, 3):
+        raise ConfigError(spec, "expected wandb:ENTITY/PROJECT or wandb:ENTITY/PROJECT/GROUP")
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun", "disabled"):
+        raise ConfigError(spec, f"WANDB_MODE={os.environ['WANDB_MODE']}: reading runs from W&B "
+                          "needs online mode; compare the local run directories instead")
+    if not wb.has_api_key():
+        raise ConfigError(spec, "not logged in to W&B (run `wandb login` or set WANDB_API_KEY); "
+                          "or compare the local run directories instead")
+    if not wb.reachable(timeout=5.0):
+        raise ConfigError(spec, f"cannot reach W&B at {wb.base_url()} (offline?); compare the "
+                          "local run directories instead")
+    import wandb
+
+    try:
+        api = wandb.Api(timeout=30)
+        filters = {"group": parts[2]} if len(parts) == 3 else None
+        remote = list(api.runs(f"{parts[0]}/{parts[1]}", filters=filters))
+    except Exception as e:
+        raise ConfigError(spec, f"W&B API error: {type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}")
+    runs = []
+    for r in remote:
+        config = {k: v for k, v in dict(r.config).items() if not k.startswith("_")}
+        from runner.config import flatten
+
+        config = flatten(config)
+        choices = {k[len("choices."):]: str(v) for k, v in config.items()
+                   if k.startswith("choices.")}
+        config = {k: v for k, v in config.items() if not k.startswith("choices.")}
+        summary = {k: v for k, v in dict(r.summary).items() if not k.startswith("_")}
+        state = getattr(r, "state", "")
+        status = summary.get("status") or {"finished": "completed", "crashed": "failed",
+                                           "failed": "failed", "killed": "interrupted"}.get(
+            state, "unfinished")
+        if state == "running":
+            status = "unfinished"
+
+        def rows(r=r):
+            return [{k: v for k, v in dict(h).items() if not k.startswith("_")}
+                    for h in r.scan_history()]
+
+        runs.append(Run(path=f"wandb:{parts[0]}/{parts[1]}/{r.id}", config=config,
+                        choices=choices or {}, summary=summary, status=status,
+                        error=summary.get("error"), load_rows=rows))
+    if not runs:
+        raise ConfigError(spec, "no runs found")
+    return runs
+
+
+def load_runs(paths: list[str]) -> list[Run]:
+    runs, seen = [], set()
+    for p in paths:
+        if str(p).startswith("wandb:"):
+            runs.extend(load_wandb(str(p)))
+            continue
+        root = Path(p)
+        if not root.exists():
+            raise ConfigError(str(p), "no such file or directory")
+        if not root.is_dir():
+            raise ConfigError(str(p), "not a directory (give run or sweep directories)")
+        dirs = find_run_dirs(root)
+        if not dirs:
+            raise ConfigError(str(p), "no run directories found (a run directory holds "
+                              "summary.json, config.yaml or metrics.jsonl)")
+        for d in dirs:
+            key = d.resolve()
+            if key not in seen:
+                seen.add(key)
+                runs.append(load_run_dir(d))
+    return runs
+
+
+# -- grouping --------------------------------------------------------------------------------
+
+def _ignored(key: str) -> bool:
+    return key in IGNORED or any(key == p or key.startswith(p + ".") for p in IGNORED_PREFIXES)
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, list):
+        return "[" + ",".join(_fmt_value(x) for x in v) + "]"
+    if v is None:
+        return "null"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def descriptor(run: Run) -> dict:
+    """Everything that may tell runs apart: the group options and the flattened config."""
+    d = {k: _fmt_value(v) for k, v in run.choices.items() if k != "logger"}
+    d.update({k: _fmt_value(v) for k, v in run.config.items() if not _ignored(k)})
+    return d
+
+
+def differing_keys(runs: list[Run]) -> list[str]:
+    """Keys whose value differs across runs. A config key under a group whose option differs
+    (e.g. optimizer.betas when optimizer=adamw,sgd) is left out when the option explains it:
+    constant among the runs that share that option."""
+    if len(runs) < 2:
+        return []
+    descs = [descriptor(r) for r in runs]
+    keys = sorted(set().union(*descs))
+    diff = [k for k in keys if len({d.get(k, "<absent>") for d in descs}) > 1]
+    group_keys = set().union(*(r.choices for r in runs))
+    chosen = [k for k in diff if k in group_keys]
+    keep = []
+    for k in diff:
+        if k in chosen:
+            continue
+        g = k.split(".", 1)[0]
+        if g in chosen:
+            by_option = {}
+            for d in descs:
+                by_option.setdefault(d.get(g), set()).add(d.get(k, "<absent>"))
+            if all(len(v) == 1 for v in by_option.values()):
+                continue  # explained by the group's option
+        keep.append(k)
+    order = {g: i for i, g in enumerate(GROUPS)}
+    chosen.sort(key=lambda k: (order.get(k, len(GROUPS)), k))
+    return chosen + keep
+
+
+@dataclass
+class Group:
+    label: str
+    key: tuple
+    runs: list  # completed runs with a value
+    values: list
+    stats: dict = field(default_factory=dict)
+
+
+def group_runs(runs: list[Run], keys: list[str]) -> dict[tuple, list[Run]]:
+    groups: dict[tuple, list[Run]] = {}
+    for r in runs:
+        d = descriptor(r)
+        groups.setdefault(tuple((k, d.get(k, "<absent>")) for k in keys), []).append(r)
+    return groups
+
+
+def label_of(key: tuple) -> str:
+    return " ".join(f"{k}={v}" for k, v in key) or "all runs"
+
+
+# -- statistics ------------------------------------------------------------------------------
+
+def lower_is_better(metric: str) -> bool:
+    m = metric.lower()
+    return any(w in m for w in ("loss", "error", "err", "ppl", "perplexity", "wall", "mem",
+                                "seconds"))
+
+
+def t_quantile(df: float, level: float = 0.95) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + level / 2, df))
+
+
+def describe(values: list[float], higher_better: bool = True) -> dict:
+    """n, mean, std (n-1), 95% CI half-width (t, n-1 dof), ci low/high, best."""
+    n = len(values)
+    mean = sum(values) / n if n else float("nan")
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
+    half = t_quantile(n - 1) * std / math.sqrt(n) if n > 1 else float("nan")
+    best = (max(values) if higher_better else min(values)) if n else float("nan")
+    return {"n": n, "mean": mean, "std": std, "ci95": half, "ci_low": mean - half,
+            "ci_high": mean + half, "best": best}
+
+
+def compare_to(values: list[float], seeds: list, base_values: list[float], base_seeds: list,
+               higher_better: bool = True) -> dict:
+    """Difference (group - baseline) with its 95% CI and two-sided p-value.
+
+    Paired t-test over seeds when both groups hold the same set of distinct seeds (the pairs share
+    data order and initialisation, which removes their variance); Welch's t-test otherwise."""
+    from scipy import stats
+
+    n, nb = len(values), len(base_values)
+    out = {"diff": (sum(values) / n - sum(base_values) / nb) if n and nb else float("nan"),
+           "diff_low": float("nan"), "diff_high": float("nan"), "p": float("nan"),
+           "test": "", "verdict": "too few runs (need n >= 2)"}
+    paired = (n >= 2 and None not in seeds and len(set(seeds)) == n
+              and sorted(seeds, key=str) == sorted(base_seeds, key=str)
+              and len(set(base_seeds)) == nb)
+    if paired:
+        b = dict(zip(base_seeds, base_values))
+        d = [v - b[s] for v, s in zip(values, seeds)]
+        mean = sum(d) / n
+        sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+        se, df = sd / math.sqrt(n), n - 1
+        out.update(diff=mean, test="paired t")
+        if se > 0:
+            out["p"] = float(stats.ttest_rel(values, [b[s] for s in seeds]).pvalue)
+    elif n >= 2 and nb >= 2:
+        m, mb = sum(values) / n, sum(base_values) / nb
+        va = sum((x - m) ** 2 for x in values) / (n - 1)
+        vb = sum((x - mb) ** 2 for x in base_values) / (nb - 1)
+        se = math.sqrt(va / n + vb / nb)
+        df = (va / n + vb / nb) ** 2 / ((va / n) ** 2 / (n - 1) + (vb / nb) ** 2 / (nb - 1)) \
+            if se > 0 else n + nb - 2
+        out["test"] = "Welch t"
+        if se > 0:
+            out["p"] = float(stats.ttest_ind(values, base_values, equal_var=False).pvalue)
+    else:
+        return out
+    if se == 0:  # no spread at all: identical -> no difference; else the difference is exact
+        out["p"] = 1.0 if out["diff"] == 0 else 0.0
+        out["diff_low"] = out["diff_high"] = out["diff"]
+    else:
+        h = t_quantile(df) * se
+        out["diff_low"], out["diff_high"] = out["diff"] - h, out["diff"] + h
+    if out["p"] < ALPHA and out["diff"] != 0:
+        out["verdict"] = "better" if (out["diff"] > 0) == higher_better else "worse"
+    else:
+        out["verdict"] = "no significant difference"
+    return out
+
+
+def _mean(xs):
+    xs = [float(x) for x in xs if isinstance(x, (int, float)) and not isinstance(x, bool)
+          and math.isfinite(x)]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+# -- the comparison --------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    metric: str
+    higher_better: bool
+    keys: list
+    groups: list  # of Group, ranked
+    baseline: Group
+    baseline_reason: str
+    excluded: list  # of (Run, reason)
+    n_runs: int
+    sources: list
+
+
+def _match(value: str, want: str) -> bool:
+    if value == want:
+        return True
+    try:
+        return float(value) == float(want)
+    except (TypeError, ValueError):
+        return value.strip("[]") == want.strip("[]") or (want in ("none", "[]", "")
+                                                         and value in ("none", "[]"))
+
+
+def choose_baseline(groups: list[Group], baseline: str | None) -> tuple[Group, str]:
+    if baseline:
+        if "=" not in baseline:
+            raise ConfigError("--baseline", f"expected KEY=VALUE, got {baseline!r}",
+                              "e.g. optimizer=adamw, reg=none")
+        k, v = baseline.split("=", 1)
+        k, v = k.strip(), v.strip()
+        keys = {kk for g in groups for kk, _ in g.key}
+        descs = [dict(g.key) | descriptor(g.runs[0]) for g in groups]
+        matches = [g for g, d in zip(groups, descs) if k in d and _match(d[k], v)]
+        if not matches:
+            if not any(k in d for d in descs):
+                raise ConfigError("--baseline", f"unknown key {k!r}",
+                                  ", ".join(sorted(keys)) or "no key differs across groups")
+            vals = sorted({d[k] for d in descs if k in d})
+            raise ConfigError("--baseline", f"no group has {k}={v}", ", ".join(vals))
+        why = f"--baseline {k}={v}"
+        if len(matches) > 1:
+            why += f" (the first of {len(matches)} matching groups)"
+        return matches[0], why
+    for g in groups:
+        d = dict(g.key) | descriptor(g.runs[0])
+        if d.get("reg", "none") in ("none", "[]") and d.get("clip", "none") == "none":
+            first = g is groups[0]
+            return g, ("default: the first group" if first and all(
+                (dict(x.key) | descriptor(x.runs[0])).get("reg", "none") in ("none", "[]")
+                and (dict(x.key) | descriptor(x.runs[0])).get("clip", "none") == "none"
+                for x in groups) else "default: the group without a trick")
+    return groups[0], "default: the first group (every group uses a trick)"
+
+
+def analyse(runs: list[Run], metric: str = "test/acc", baseline: str | None = None,
+            sources: list | None = None) -> Result:
+    higher = not lower_is_better(metric)
+    excluded, ok = [], []
+    for r in runs:
+        if r.status != "completed":
+            excluded.append((r, r.status + (f": {r.error}" if r.error else "")))
+        elif r.value(metric) is None:
+            excluded.append((r, f"no finite {metric}"))
+        else:
+            ok.append(r)
+    if not ok:
+        if runs and all(r.status == "completed" for r in runs):
+            known = sorted({k for r in runs for k, v in r.summary.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            raise ConfigError("--metric", f"no run has {metric!r}", ", ".join(known))
+        return Result(metric, higher, [], [], None, "", excluded, len(runs), sources or [])
+    keys = differing_keys(ok)
+    groups = []
+    for key, members in group_runs(ok, keys).items():
+        vals = [r.value(metric) for r in members]
+        groups.append(Group(label=label_of(key), key=key, runs=members, values=vals))
+    base, why = choose_baseline(groups, baseline)
+    b_seeds = [r.seed for r in base.runs]
+    b_cost = {k: _mean(r.summary.get(k) for r in base.runs)
+              for k in ("samples_per_sec", "wall_seconds", "peak_mem_bytes", "train_seconds")}
+    for g in groups:
+        s = describe(g.values, higher)
+        s["seeds"] = [r.seed for r in g.runs]
+        for k in ("samples_per_sec", "wall_seconds", "peak_mem_bytes", "train_seconds"):
+            s[k] = _mean(r.summary.get(k) for r in g.runs)
+            s[k + "_ratio"] = _ratio(s[k], b_cost[k])
+        # cost of the same work relative to the baseline: >1 = slower per sample
+        s["cost_ratio"] = _ratio(b_cost["samples_per_sec"], s["samples_per_sec"])
+        if g is base:
+            s.update(diff=0.0, diff_low=float("nan"), diff_high=float("nan"), p=float("nan"),
+                     test="", verdict="baseline")
+        else:
+            s.update(compare_to(g.values, s["seeds"], base.values, b_seeds, higher))
+        g.stats = s
+    groups.sort(key=lambda g: -g.stats["mean"] if higher else g.stats["mean"])
+    return Result(metric, higher, keys, groups, base, why, excluded, len(runs), sources or [])
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+def _ok(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def fnum(x, digits: int = 4) -> str:
+    if not _ok(x):
+        return "–"
+    return f"{x:.{digits}f}" if abs(x) < 1000 else f"{x:,.0f}"
+
+
+def fsigned(x, digits: int = 4) -> str:
+    return f"{x:+.{digits}f}" if _ok(x) else "–"
+
+
+def fp(p) -> str:
+    if not _ok(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def fratio(r) -> str:
+    return f"{r:.2f}×" if _ok(r) else "–"
+
+
+def fmem(b) -> str:
+    return f"{b / 2**20:,.0f} MB" if _ok(b) and b > 0 else "–"
+
+
+def mean_ci(s: dict) -> str:
+    return f"{fnum(s['mean'])} ± {fnum(s['ci95'])}" if _ok(s["ci95"]) else fnum(s["mean"])
+
+
+def diff_ci(s: dict) -> str:
+    if s["verdict"] == "baseline":
+        return "baseline"
+    if not _ok(s["diff_low"]):
+        return fsigned(s["diff"])
+    return f"{fsigned(s['diff'])} [{fsigned(s['diff_low'])}, {fsigned(s['diff_high'])}]"
+
+
+TABLE_HEAD = ["#", "group", "n", "{metric} (mean ± 95% CI)", "best", "diff vs baseline [95% CI]",
+              "p", "verdict", "samples/s", "cost ×", "wall s", "peak mem"]
+
+
+def table_rows(res: Result) -> list[list[str]]:
+    rows = []
+    for i, g in enumerate(res.groups, 1):
+        s = g.stats
+        p = fp(s["p"]) + (f" ({s['test']})" if s.get("test") and _ok(s["p"]) else "")
+        rows.append([str(i), g.label + (" (baseline)" if g is res.baseline else ""),
+                     str(s["n"]), mean_ci(s), fnum(s["best"]), diff_ci(s), p, s["verdict"],
+                     fnum(s["samples_per_sec"], 0), fratio(s["cost_ratio"]),
+                     fnum(s["wall_seconds"], 1), fmem(s["peak_mem_bytes"])])
+    return rows
+
+
+def headline(res: Result) -> str:
+    n_ok = sum(len(g.runs) for g in res.groups)
+    direction = "higher" if res.higher_better else "lower"
+    return (f"{n_ok} completed run(s) in {len(res.groups)} group(s)"
+            f"{f', {len(res.excluded)} excluded' if res.excluded else ''}; metric {res.metric} "
+            f"({direction} is better); baseline: {res.baseline.label} ({res.baseline_reason}).")
+
+
+METHOD = ("95% CI of the mean from the t distribution (n-1 dof); difference to the baseline with "
+          "a paired t-test when both groups ran the same seeds, Welch's t-test otherwise; "
+          "verdict at p < 0.05 (not corrected for multiple comparisons). cost × = baseline "
+          "samples/s ÷ group samples/s (time per sample relative to the baseline).")
+
+VERDICT_STYLE = {"better": "bold green", "worse": "bold red", "baseline": "bold",
+                 "no significant difference": "yellow"}
+
+
+def print_table(res: Result, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = console or Console()
+    if res.groups:
+        c.print(headline(res))
+        t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        for h in TABLE_HEAD:
+            t.add_column(h.format(metric=res.metric),
+                         justify="right" if h in ("#", "n", "samples/s", "cost ×", "wall s",
+                                                  "peak mem") else "left")
+        for row in table_rows(res):
+            style = VERDICT_STYLE.get(row[7], "dim")
+            row[7] = f"[{style}]{row[7]}[/]"
+            t.add_row(*row)
+        c.print(t)
+    if res.excluded:
+        t = Table(title="failed / unfinished / excluded runs (not averaged)", box=None,
+                  show_header=True, header_style="bold", title_justify="left")
+        t.add_column("run")
+        t.add_column("reason")
+        for r, why in res.excluded:
+            t.add_row(r.path, why)
+        c.print(t)
+
+
+def markdown(res: Result, plots: list[tuple[str, str]] = ()) -> str:
+    head = [h.format(metric=res.metric) for h in TABLE_HEAD]
+    lines = [f"# tricks compare: {res.metric}", "",
+             f"Sources: {', '.join(f'`{s}`' for s in res.sources)}", "", headline(res), "",
+             "| " + " | ".join(head) + " |",
+             "|" + "|".join("---:" if h in ("#", "n", "samples/s", "cost ×", "wall s",
+                                            "peak mem") else "---" for h in TABLE_HEAD) + "|"]
+    for row in table_rows(res):
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+    lines += ["", METHOD, ""]
+    if res.keys:
+        lines += ["Groups differ in: " + ", ".join(f"`{k}`" for k in res.keys) + " (seed ignored).",
+                  ""]
+    if res.excluded:
+        lines += ["## Failed, unfinished or excluded runs (not averaged)", "",
+                  "| run | reason |", "|---|---|"]
+        lines += [f"| `{r.path}` | {why.replace('|', '/')} |" for r, why in res.excluded]
+        lines.append("")
+    if plots:
+        lines += ["## Plots", ""]
+        lines += [f"![{title}]({name})" for name, title in plots]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_csv(res: Result, path: Path) -> None:
+    cols = ["rank", "group", "baseline", *res.keys, "n", "mean", "std", "ci95", "ci_low",
+            "ci_high", "best", "diff", "diff_low", "diff_high", "p", "test", "verdict",
+            "samples_per_sec", "samples_per_sec_ratio", "cost_ratio", "wall_seconds",
+            "wall_seconds_ratio", "train_seconds", "peak_mem_bytes", "peak_mem_bytes_ratio",
+            "seeds", "runs"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for i, g in enumerate(res.groups, 1):
+            s, key = g.stats, dict(g.key)
+            row = {"rank": i, "group": g.label, "baseline": g is res.baseline, **key, **s,
+                   "seeds": " ".join(map(str, s["seeds"])),
+                   "runs": " ".join(r.path for r in g.runs)}
+            w.writerow(["" if row.get(c) is None else row.get(c) for c in cols])
+
+
+# -- plots -----------------------------------------------------------------------------------
+
+def _curve_key(metric: str, runs: list[Run]) -> str:
+    for key in (re.sub(r"^(best|final)/", "", metric), "val/acc", "test/acc"):
+        if any(key in row for r in runs for row in r.rows):
+            return key
+    return metric
+
+
+def _band(runs: list[Run], key: str):
+    """steps, mean, low, high of `key` across runs (95% t CI where >= 2 runs have the step)."""
+    by_step: dict[int, list[float]] = {}
+    for r in runs:
+        for row in r.rows:
+            v = row.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                by_step.setdefault(int(row["step"]), []).append(float(v))
+    steps = sorted(by_step)
+    mean, lo, hi = [], [], []
+    for s in steps:
+        d = describe(by_step[s])
+        mean.append(d["mean"])
+        lo.append(d["ci_low"] if _ok(d["ci95"]) else d["mean"])
+        hi.append(d["ci_high"] if _ok(d["ci95"]) else d["mean"])
+    return steps, mean, lo, hi
+
+
+def plot(res: Result, out: Path) -> list[tuple[str, str]]:
+    """Write the PNGs; returns [(file name, title)]."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    made = []
+    colors = {g.label: plt.get_cmap("tab10")(i % 10) for i, g in enumerate(res.groups)}
+    # final metric per group: mean with 95% CI, each run a dot
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(res.groups) + 1.6))
+    for i, g in enumerate(reversed(res.groups)):
+        s = g.stats
+        err = s["ci95"] if _ok(s["ci95"]) else 0
+        ax.errorbar(s["mean"], i, xerr=err, fmt="o", color=colors[g.label], capsize=4,
+                    markersize=7)
+        ax.scatter(g.values, [i] * len(g.values), color=colors[g.label], alpha=0.35, s=14)
+    ax.axvline(res.baseline.stats["mean"], color="gray", ls="--", lw=1)
+    ax.set_yticks(range(len(res.groups)))
+    ax.set_yticklabels([_short(g.label) for g in reversed(res.groups)])
+    ax.set_xlabel(f"{res.metric} (mean, 95% CI; dots: runs; dashed: baseline)")
+    ax.set_title(f"{res.metric} per group")
+    fig.tight_layout()
+    fig.savefig(out / "final.png", dpi=110)
+    plt.close(fig)
+    made.append(("final.png", f"{res.metric} per group"))
+
+    for key, name in ((_curve_key(res.metric, [r for g in res.groups for r in g.runs]),
+                       "curves.png"), ("train/loss", "train_loss.png")):
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        drawn = False
+        for g in res.groups:
+            steps, mean, lo, hi = _band(g.runs, key)
+            if not steps:
+                continue
+            drawn = True
+            ax.plot(steps, mean, color=colors[g.label], label=_short(g.label), lw=1.6)
+            ax.fill_between(steps, lo, hi, color=colors[g.label], alpha=0.2, lw=0)
+        if not drawn:
+            plt.close(fig)
+            continue
+        ax.set_xlabel("step")
+        ax.set_ylabel(key)
+        ax.set_title(f"{key}: mean over seeds with 95% CI band")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        made.append((name, f"{key} learning curves"))
+    return made
+
+
+def _short(label: str, n: int = 48) -> str:
+    return label if len(label) <= n else label[: n - 1] + "…"
+
+
+def html(res: Result, out: Path, plots: list[tuple[str, str]]) -> str:
+    import base64
+    from html import escape
+
+    head = "".join(f"<th>{escape(h.format(metric=res.metric))}</th>" for h in TABLE_HEAD)
+    body = []
+    for row in table_rows(res):
+        cls = row[7].split()[0] if row[7] else ""
+        body.append("<tr>" + "".join(
+            f'<td class="{"v-" + cls if j == 7 else ""}">{escape(c)}</td>'
+            for j, c in enumerate(row)) + "</tr>")
+    excl = ""
+    if res.excluded:
+        excl = ("<h2>Failed, unfinished or excluded runs (not averaged)</h2><table><tr><th>run"
+                "</th><th>reason</th></tr>" + "".join(
+                    f"<tr><td><code>{escape(r.path)}</code></td><td>{escape(w)}</td></tr>"
+                    for r, w in res.excluded) + "</table>")
+    imgs = []
+    for name, title in plots:
+        data = base64.b64encode((out / name).read_bytes()).decode()
+        imgs.append(f'<figure><img alt="{escape(title)}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{escape(title)}</figcaption></figure>")
+    keys = ("<p>Groups differ in: " + ", ".join(f"<code>{escape(k)}</code>" for k in res.keys)
+            + " (seed ignored).</p>") if res.keys else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>tricks compare: {escape(res.metric)}</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}}
+table{{border-collapse:collapse;margin:1em 0;font-size:14px}}
+th,td{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left;white-space:nowrap}}
+th{{background:#f4f4f4}} .v-better{{color:#080;font-weight:bold}}
+.v-worse{{color:#b00;font-weight:bold}} .v-no{{color:#a60}} .v-baseline{{font-weight:bold}}
+img{{max-width:100%}} figure{{margin:1em 0}} p.m{{color:#555;font-size:13px}}
+</style></head><body>
+<h1>tricks compare: {escape(res.metric)}</h1>
+<p>Sources: {escape(", ".join(res.sources))}</p>
+<p>{escape(headline(res))}</p>
+<table id="summary"><tr>{head}</tr>
+{chr(10).join(body)}
+</table>
+<p class="m">{escape(METHOD)}</p>
+{keys}
+{excl}
+{"".join(imgs)}
+</body></html>
+"""
+
+
+def write_report(res: Result, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    plots = plot(res, out)
+    (out / "report.md").write_text(markdown(res, plots))
+    write_csv(res, out / "summary.csv")
+    (out / "report.html").write_text(html(res, out, plots))
+    return [out / "report.html", out / "report.md", out / "summary.csv",
+            *[out / n for n, _ in plots]]
+
+
+def default_out(paths: list[str]) -> Path:
+    local = [Path(p) for p in paths if not str(p).startswith("wandb:")]
+    if len(local) == 1 and local[0].is_dir() and not is_run_dir(local[0]):
+        return local[0] / "compare"
+    return Path("compare")
+
+
+def main(paths: list[str], metric: str = "test/acc", baseline: str | None = None,
+         out: str | None = None) -> int:
+    """The `tricks compare` command; returns the exit code (0: report written, 1: nothing to
+    compare). Raises ConfigError for bad input."""
+    from rich.console import Console
+
+    if not paths:
+        raise ConfigError("PATH", "give at least one run or sweep directory")
+    runs = load_runs(list(paths))
+    res = analyse(runs, metric=metric, baseline=baseline, sources=[str(p) for p in paths])
+    console = Console()
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        console = Console(width=200)
+    print_table(res, console)
+    if not res.groups:
+        console.print(f"no completed run with {metric} to compare "
+                      f"({len(res.excluded)} run(s) excluded, listed above)")
+        return 1
+    dest = Path(out) if out else default_out(list(paths))
+    files = write_report(res, dest)
+    console.print(f"report: {files[0]} (also {', '.join(f.name for f in files[1:])})",
+                  highlight=False, soft_wrap=True)
+    return 0
