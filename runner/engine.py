@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import signal
 import time
@@ -25,6 +26,10 @@ import torch.nn.functional as F
 from runner import device as devmod
 from runner.data.batching import IndexBatcher, eval_batches
 from runner.tricks import Out, overrides
+
+
+#: metric names logged without the train/ prefix (the run-directory contract)
+TOP_LEVEL_METRICS = ("grad_norm", "lr", "samples_per_sec")
 
 
 class TrainingFailed(RuntimeError):
@@ -59,6 +64,8 @@ class State:
     stop_requested: str | None = None
     is_main: bool = True  # rank 0 under DDP
     sync_grads: bool = True  # False inside DDP no_sync (accumulation micro-batches)
+    world_size: int = 1  # DDP processes (runner.dist); batch_size is per process
+    _stop_pending: str | None = None  # a signal seen under DDP, until the ranks agree
     _grad_norm: torch.Tensor | None = None
     _acc: dict = field(default_factory=dict)
     _params: list | None = None
@@ -110,6 +117,12 @@ class State:
         if self.scaler is not None:
             loss = self.scaler.scale(loss)
         loss.backward()
+
+    def no_sync(self):
+        """Context for an extra forward+backward whose parameter gradients need no all-reduce
+        yet (DDP decides at forward time, so wrap both). A no-op without DDP. See runner.dist."""
+        ns = getattr(self.model, "no_sync", None)
+        return ns() if ns is not None else contextlib.nullcontext()
 
     def log_scalar(self, name: str, value: torch.Tensor) -> None:
         """Average `value` (a 0-d tensor, no sync) over the log interval, logged as `name`."""
@@ -183,12 +196,15 @@ def evaluate(model: torch.nn.Module, split: dict, state: State) -> dict:
 def run_eval(state: State) -> dict:
     row = {}
     ev = state.eval_model()
-    main = ev if ev is not None else state.model
+    from runner.dist import unwrap
+
+    model = unwrap(state.model)  # rank 0 evaluates alone: no DDP forward (it may broadcast)
+    main = ev if ev is not None else model
     for split in ("val", "test"):
         r = evaluate(main, getattr(state.data, split), state)
         row[f"{split}/loss"], row[f"{split}/acc"] = r["loss"], r["acc"]
         if ev is not None:  # the raw weights too, so the trick's effect is visible
-            r = evaluate(state.model, getattr(state.data, split), state)
+            r = evaluate(model, getattr(state.data, split), state)
             row[f"{split}/raw/loss"], row[f"{split}/raw/acc"] = r["loss"], r["acc"]
     return row
 
@@ -204,7 +220,12 @@ def _reset_acc(state: State):
 def _read_acc(state: State) -> dict:
     """One host sync: turn the interval's device accumulators into floats."""
     names = list(state._acc)
-    vals = torch.stack([state._acc[k][0].double() for k in names]).tolist()
+    vals = torch.stack([state._acc[k][0].double() for k in names])
+    if state.world_size > 1:  # the mean over ranks (same keys and counts on every rank)
+        from runner.dist import mean_across
+
+        vals = mean_across(vals, state.world_size)
+    vals = vals.tolist()
     out = {}
     for k, v in zip(names, vals):
         cnt = state._acc[k][1]
@@ -213,20 +234,32 @@ def _read_acc(state: State) -> dict:
         elif k == "__correct":
             out["train/acc"] = v / max(cnt, 1)
         else:
-            key = k if "/" in k else f"train/{k}"
+            key = k if ("/" in k or k in TOP_LEVEL_METRICS) else f"train/{k}"
             out[key] = v / max(cnt, 1)
     return out
 
 
-def _check_finite(state: State, step_loss: torch.Tensor) -> bool:
-    if torch.isfinite(step_loss):
+def _check_finite(state: State, step_loss: torch.Tensor, parts: dict) -> bool:
+    """Is this step's loss (and, without a GradScaler, its gradient norm) finite? One host sync.
+    Non-finite: count a skip (on_nan=skip) or raise TrainingFailed naming the step, the loss
+    parts and the active tricks. Under fp16 the GradScaler handles overflowing gradients itself."""
+    gn = state.grad_norm() if state.scaler is None else None
+    ok = torch.isfinite(step_loss) if gn is None else torch.isfinite(step_loss) & torch.isfinite(gn)
+    if ok:
         return True
     if state.cfg.on_nan == "skip":
         state.nan_skips += 1
         return False
+    loss = step_loss.item() / state.cfg.accum_steps
+    what = (f"non-finite loss ({loss})" if not math.isfinite(loss)
+            else f"non-finite gradients (grad norm {gn.item()}, loss {loss:.6g})")
+    where = f"step {state.step + 1}"
+    if state.plan.device != "cpu" and state.cfg.on_nan != "skip":
+        where += " (or earlier: checked on log steps)"
+    parts_s = ", ".join(f"{k}={v.item():.6g}" for k, v in parts.items()) or "none"
     names = ", ".join(t.name for t in state.tricks) or "none"
-    raise TrainingFailed(f"non-finite loss ({step_loss.item()}) at step {state.step + 1}; "
-                         f"active tricks: {names}; lower the lr, clip gradients, or set "
+    raise TrainingFailed(f"{what} at {where}; loss parts: {parts_s}; active tricks: {names}; "
+                         "lower optimizer.lr, clip gradients (clip=norm), or set "
                          "trainer.on_nan=skip")
 
 
@@ -234,6 +267,7 @@ def train_step(state: State, micro_batches: list, loss_fn, bwd_fn, log_now: bool
     opt = state.optimizer
     step_loss = torch.zeros((), device=state.plan.device)
     last = len(micro_batches) - 1
+    parts = {}  # this step's loss parts (summed over micro-batches), named if the loss goes NaN
     for i, batch in enumerate(micro_batches):
         sync = getattr(state.model, "no_sync", None)
         state.sync_grads = i == last
@@ -250,7 +284,8 @@ def train_step(state: State, micro_batches: list, loss_fn, bwd_fn, log_now: bool
         a["__correct"][1] += len(out.y)
         for k, v in out.parts.items():
             state.log_scalar(k, v)
-    state.samples_seen += sum(len(b["y"]) for b in micro_batches)
+            parts[k] = parts[k] + v.detach() if k in parts else v.detach()
+    state.samples_seen += sum(len(b["y"]) for b in micro_batches) * state.world_size
 
     if state.scaler is not None:
         state.scaler.unscale_(opt)
@@ -259,7 +294,7 @@ def train_step(state: State, micro_batches: list, loss_fn, bwd_fn, log_now: bool
         state.log_scalar("grad_norm", state.grad_norm())  # before any clipping
     ok = True
     if state.plan.device == "cpu" or log_now or state.cfg.on_nan == "skip":
-        ok = _check_finite(state, step_loss)
+        ok = _check_finite(state, step_loss, parts)
     for t in state._on_grads:
         t.on_grads(state)
     if ok:
@@ -302,6 +337,8 @@ def fit(state: State, logger, progress=None, checkpoint_fn=None, best_fn=None) -
         _reset_acc(state)
     state.model.train()
 
+    kill_at = int(os.environ.get("TRICKS_TEST_KILL_AT_STEP") or -1)
+    ckpt_step = state.step
     t_last, samples_last = time.perf_counter(), state.samples_seen
     while state.step < state.total_steps and not state.stop_requested:
         it = state.batcher.epoch(state.epoch, start=state.micro_pos)
@@ -317,6 +354,8 @@ def fit(state: State, logger, progress=None, checkpoint_fn=None, best_fn=None) -
                 break
             log_now = (state.step + 1) % cfg.log_every == 0 or state.step + 1 == state.total_steps
             train_step(state, micro, loss_fn, bwd_fn, log_now)
+            if state.step == kill_at:  # tests only: a real SIGKILL between checkpoints
+                os.kill(os.getpid(), signal.SIGKILL)
             state.micro_pos += k
             epoch_done = state.micro_pos // k >= spe
             if epoch_done:
@@ -331,7 +370,11 @@ def fit(state: State, logger, progress=None, checkpoint_fn=None, best_fn=None) -
                 row["samples_per_sec"] = (state.samples_seen - samples_last) / max(now - t_last,
                                                                                    1e-9)
                 t_last, samples_last = now, state.samples_seen
-            if _eval_due(state, spe):
+            if state.world_size > 1 and log_now:  # a signal on any rank stops every rank
+                from runner.dist import agree_stop
+
+                agree_stop(state)
+            if _eval_due(state, spe) and state.is_main:  # rank 0 evaluates alone
                 now = time.perf_counter()
                 state.train_seconds += now - t_last
                 row.update(run_eval(state))
@@ -349,9 +392,12 @@ def fit(state: State, logger, progress=None, checkpoint_fn=None, best_fn=None) -
                         progress.eval_line(state.step, row)
             if checkpoint_fn is not None and _checkpoint_due(state, row):
                 checkpoint_fn(state)
+                ckpt_step = state.step
             if epoch_done:
                 break
     state.train_seconds += time.perf_counter() - t_last
+    if state.stop_requested and checkpoint_fn is not None and ckpt_step != state.step:
+        checkpoint_fn(state)  # the signal came after this step's checkpoint decision
     return summary_figures(state)
 
 
@@ -430,9 +476,11 @@ def set_rng_state(s: dict) -> None:
 def install_signal_handlers(state: State):
     """SIGTERM / SIGINT: finish the current step, checkpoint, exit as `interrupted`."""
     def handler(signum, frame):
-        if state.stop_requested:  # a second Ctrl-C: stop now
+        if state.stop_requested or state._stop_pending:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
-        state.stop_requested = signal.Signals(signum).name
+        from runner.dist import request_stop
+
+        request_stop(state, signal.Signals(signum).name)
 
     old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     for s in old:

@@ -1,0 +1,54 @@
+"""Engine behaviour: batching, accumulation bookkeeping, device planning (CUDA faked on CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from runner.data.batching import IndexBatcher
+from runner.device import Caps, plan
+from runner.errors import ConfigError
+
+
+def test_batcher_yields_every_sample_once_per_epoch():
+    split = {"x": torch.arange(103).float()[:, None], "y": torch.arange(103)}
+    b = IndexBatcher(split, batch_size=10, seed=0)
+    assert b.steps_per_epoch == 10
+    seen = torch.cat([bt["y"] for bt in b.epoch(0)])
+    assert len(seen) == 100 and len(set(seen.tolist())) == 100
+    assert not torch.equal(b.order(0), b.order(1))  # reshuffled each epoch
+    assert torch.equal(b.order(3), IndexBatcher(split, 10, seed=0).order(3))  # reproducible
+    rest = torch.cat([bt["y"] for bt in b.epoch(0, start=4)])
+    assert torch.equal(rest, seen[40:])  # resuming mid-epoch continues the same order
+
+
+def test_plan_cpu():
+    p = plan("auto", "auto", Caps(cuda=False))
+    assert (p.device, p.precision, p.scaler, p.tf32) == ("cpu", "fp32", False, False)
+
+
+def test_plan_cuda_bf16_and_fp16_fallback():
+    p = plan("auto", "auto", Caps(cuda=True, bf16=True, device_count=1))
+    assert (p.device, p.precision, p.scaler, p.fused, p.tf32) == ("cuda", "bf16", False, True,
+                                                                   True)
+    p = plan("auto", "auto", Caps(cuda=True, bf16=False, device_count=1))
+    assert (p.precision, p.scaler) == ("fp16", True)
+    p = plan("cuda", "fp32", Caps(cuda=True, bf16=True))
+    assert p.precision == "fp32" and not p.scaler
+
+
+def test_plan_rejects_impossible():
+    with pytest.raises(ConfigError, match="trainer.device"):
+        plan("cuda", "auto", Caps(cuda=False))
+    with pytest.raises(ConfigError, match="trainer.precision"):
+        plan("cpu", "fp16", Caps(cuda=False))
+
+
+def test_param_groups_skip_bias_and_norm():
+    from runner.build import param_groups
+
+    m = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    g = param_groups(m, 0.1, decay_bias_and_norm=False)
+    assert [len(x["params"]) for x in g] == [1, 3]
+    assert g[0]["weight_decay"] == 0.1 and g[1]["weight_decay"] == 0.0
+    assert len(param_groups(m, 0.1, decay_bias_and_norm=True)) == 1
