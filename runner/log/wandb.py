@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+import string
 import sys
 from pathlib import Path
 
@@ -200,7 +202,8 @@ class WandbSink(Sink):
         if config.get("resume") and id_file.exists():
             run_id, resume = id_file.read_text().strip(), "allow"
         else:
-            run_id = wandb.util.generate_id()
+            run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits)
+                             for _ in range(8))
         kwargs = dict(project=self.project, entity=self.entity, group=d["group"],
                       job_type=self.job_type, name=d["name"], tags=d["tags"], notes=self.notes,
                       config=d["config"], dir=str(wdir), id=run_id, resume=resume)
