@@ -8,10 +8,17 @@ Su Jianlin, "我们真的需要把训练集的损失降到零吗？" https://kex
 flooding alternates descent and ascent, which on average is gradient descent on loss + (lr/4)·‖g‖²,
 i.e. an implicit gradient penalty.
 
-Defaults: b = 0.1. Applied to each (micro-)batch loss; under gradient accumulation the flood is
-applied per micro-batch (each micro-batch's mean loss is flooded before the losses are averaged),
-which is the only form that needs no extra memory. Logged: ``train/flood_active_frac``, the
-fraction of micro-batches whose loss was below b (where the sign flipped).
+Defaults: b = 0.1. With b = 0 the loss (a cross-entropy, >= 0) is unchanged.
+
+Applied to each (micro-)batch loss; under gradient accumulation the flood is applied per
+micro-batch (each micro-batch's mean loss is flooded before the losses are averaged), which is the
+only form that needs no extra memory; with accum_steps = k it therefore floods batches k times
+smaller than the effective batch. Logged: ``train/flood_active_frac``, the fraction of
+micro-batches whose loss was below b (where the sign flipped).
+
+Composition: order 10, the outermost loss trick: it floods the total loss, other tricks' terms
+included (R-Drop's KL, the gradient penalties). The adversarial passes of FGM/PGD (backward
+hooks) are not flooded, but their direction comes from the flooded loss's gradient.
 """
 
 from __future__ import annotations

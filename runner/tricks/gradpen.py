@@ -1,0 +1,50 @@
+"""Input gradient penalty: penalise the loss's sensitivity to the embedding.
+
+    loss <- loss + eps/2 · ‖∂loss/∂embedding‖²
+
+computed with create_graph so the penalty itself is trained (a double backward). ‖·‖² sums over
+the whole embedding tensor of the (micro-)batch; the loss is the batch mean. This is the
+first-order expansion of adversarial training with an L2 perturbation of size eps, and the blog's
+"gradient penalty" form of it.
+
+Drucker & LeCun, "Improving Generalization Performance Using Double Backpropagation", 1992;
+Ross & Doshi-Velez, AAAI 2018.
+Su Jianlin, "对抗训练浅谈：意义、方法和思考（附Keras实现）", https://kexue.fm/archives/7234 (the
+gradient-penalty section); "输入梯度惩罚与参数梯度惩罚的一个不等式", https://kexue.fm/archives/8796 .
+
+Defaults: eps = 1.0.
+
+Composition: order 20, outside the consistency tricks (R-Drop, VAT) and label smoothing, inside
+flooding: it penalises the gradient of the loss its inner chain returns, w.r.t. that chain's
+clean embedding (the extra passes of VAT use their own embedding copies). Not compatible with
+torch.compile (double backward). Logged: ``train/gradpen_sq`` = ‖∂loss/∂embedding‖².
+"""
+
+from __future__ import annotations
+
+import torch
+
+from runner.errors import positive
+from runner.tricks import Trick
+
+
+def input_grad_sq(loss: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:
+    (g,) = torch.autograd.grad(loss, embed, create_graph=True)
+    return g.float().pow(2).sum()
+
+
+class GradPen(Trick):
+    order = 20
+    needs_embed_grad = True
+
+    def __init__(self, eps: float = 1.0, order: int | None = None):
+        super().__init__(order)
+        positive(eps, "reg.gradpen.eps", allow_zero=True)
+        self.eps = float(eps)
+
+    def loss(self, state, batch, next):
+        out = next(batch)
+        sq = input_grad_sq(out.loss, out.embed)
+        out.loss = out.loss + self.eps / 2 * sq
+        out.parts["gradpen_sq"] = sq.detach()
+        return out

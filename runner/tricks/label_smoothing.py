@@ -1,0 +1,47 @@
+"""Label smoothing: train towards (1 - eps)·one_hot(y) + eps·uniform.
+
+    CE_ls = (1 - eps) · CE(logits, y) + eps · mean_c(-log softmax(logits)_c)
+          = CE + eps · (mean_c(-log p_c) - CE)
+
+Applied as the second form, a correction added to whatever loss the inner chain returns, so it
+replaces exactly the cross-entropy part of ``Out.loss`` (the same as torch's
+``cross_entropy(label_smoothing=eps)`` when the loss is the plain CE).
+
+Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR 2016;
+Müller, Kornblith & Hinton, "When Does Label Smoothing Help?", NeurIPS 2019.
+(No kexue.fm post is specific to it.)
+
+Defaults: eps = 0.1.
+
+Composition: order 55, inside the consistency tricks (R-Drop sees the smoothed CE of both passes),
+outside input noise. The extra passes of FGM/PGD/VAT use the plain cross-entropy.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from runner.errors import in_range
+from runner.tricks import Trick
+
+
+def smoothing_correction(logits, y, eps: float):
+    """CE_ls - CE for the mean over the batch."""
+    lp = F.log_softmax(logits.float(), -1)
+    ce = -lp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+    return eps * (-lp.mean(-1) - ce).mean()
+
+
+class LabelSmoothing(Trick):
+    order = 55
+
+    def __init__(self, eps: float = 0.1, order: int | None = None):
+        super().__init__(order)
+        in_range(eps, "reg.label_smoothing.eps", 0.0, 1.0, hi_open=True)
+        self.eps = float(eps)
+
+    def loss(self, state, batch, next):
+        out = next(batch)
+        if self.eps:
+            out.loss = out.loss + smoothing_correction(out.logits, out.y, self.eps)
+        return out
