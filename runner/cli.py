@@ -77,23 +77,80 @@ def precheck(args: list[str]) -> None:
             c = list(base)
             c[i] = f"{o.get_key_element()}={v}"
             combos.append(c)
+    multirun = any(a in ("-m", "--multirun") for a in args)
     for c in combos:
         try:
             cfg = compose(c)
         except Exception as e:
-            raise ConfigError("", _hydra_msg(e))
-        validate(cfg)
+            raise ConfigError("", _hydra_msg(e, c))
+        try:
+            validate(cfg)
+        except ConfigError:
+            raise
+        except Exception as e:  # e.g. `trainer=3` replaced a whole section
+            raise ConfigError("", f"invalid config ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:160]}); see `tricks train --cfg job`")
+        _precheck_resume(cfg, hydra_keys, multirun)
 
 
-def _hydra_msg(e: Exception) -> str:
-    msg = " ".join(str(e).split())
-    if "Key '" in msg and "is not in struct" in msg:
-        import re
+def _hydra_value(hydra_keys: list[str], key: str) -> str | None:
+    for o in hydra_keys:
+        k, _, v = o.lstrip("+~").partition("=")
+        if k == key:
+            return v.strip("'\"")
+    return None
 
-        m = re.search(r"Could not override '([^']+)'", msg)
-        key = m.group(1) if m else "?"
-        return (f"{key}: unknown key (see `tricks train --cfg job` for the keys; add a new key "
-                f"with +{key}=...)")
+
+def _precheck_resume(cfg, hydra_keys: list[str], multirun: bool) -> None:
+    """resume: the checkpoint must exist, load, and fit this config, before Hydra writes its
+    files into the run directory (a bad resume leaves that directory byte-identical)."""
+    from pathlib import Path
+
+    from runner.errors import ConfigError
+
+    if cfg.resume is False:
+        return
+    if cfg.resume is True:
+        if multirun:
+            return  # each job resumes from its own dir (runner.main.sweep_job_plan)
+        run_dir = _hydra_value(hydra_keys, "hydra.run.dir")
+        if run_dir is None:
+            raise ConfigError("resume", "true needs the run to continue: add "
+                              "hydra.run.dir=<its directory>", "resume=true with "
+                              "hydra.run.dir=<an existing run dir>, or resume=<path to a last.pt>")
+        if "${" in run_dir:
+            return  # interpolated: checked by the run itself
+        path = Path(run_dir) / "checkpoints" / "last.pt"
+    else:
+        path = Path(str(cfg.resume))
+    from runner import checkpoint
+    from runner.config import to_container
+
+    ckpt = checkpoint.load(path)
+    checkpoint.check_compatible(ckpt["config"], to_container(cfg))
+
+
+def _hydra_msg(e: Exception, overrides: list[str] | None = None) -> str:
+    import re
+
+    msg = " ".join(f"{e} {e.__cause__ or ''}".split())
+    m = re.search(r"Could not override '([^']+)'", msg)
+    if m and "is not in struct" in msg:
+        key = m.group(1)
+        parent, _, _ = key.rpartition(".")
+        allowed = ""
+        try:  # the keys that do exist there, from the config without this override
+            from omegaconf import DictConfig, OmegaConf
+
+            from runner.config import compose
+
+            rest = [o for o in (overrides or []) if o.lstrip("+~").partition("=")[0] != key]
+            node = OmegaConf.select(compose(rest), parent) if parent else compose(rest)
+            if isinstance(node, DictConfig):
+                allowed = f" (allowed: {', '.join(str(k) for k in node.keys())})"
+        except Exception:
+            pass
+        return f"{key}: unknown key{allowed}; add a new key with +{key}=..."
     return msg
 
 
@@ -125,15 +182,24 @@ def train(ctx: typer.Context):
             _fail(str(e))
     from runner import main as entry
 
+    if ("resume=true" in [a.lower() for a in args] and "-m" not in args and "--multirun" not in args
+            and not any(a.lstrip("+~").startswith("hydra.output_subdir") for a in args)):
+        args.append("hydra.output_subdir=null")  # keep the run's original .hydra/ record
     sys.argv = ["tricks-train", *args]
+    code = 0
     try:
         entry.hydra_main()
     except SystemExit as e:
-        raise typer.Exit(e.code if isinstance(e.code, int) else 1)
-    if entry.FAILED:
+        code = e.code if isinstance(e.code, int) else 1
+    if entry.FAILED and entry.SWEEP_DIR:
         typer.echo(f"{len(entry.FAILED)} job(s) did not complete: "
                    + ", ".join(entry.FAILED[:5]), err=True)
-        raise typer.Exit(1)
+        typer.echo(f"to retry them (completed jobs are skipped, interrupted ones resume): "
+                   f"re-run the same command with hydra.sweep.dir={entry.SWEEP_DIR[0]}",
+                   err=True)
+        code = code or 1
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("list")
