@@ -105,15 +105,17 @@ def schedule(cfg: DictConfig, opt, total_steps: int):
 def tricks(cfg: DictConfig) -> list:
     """Every selected trick, sorted by `order` (stable: config order breaks ties)."""
     found = []
-    for group in ("reg", "clip"):
+    from runner.config import LIST_GROUPS
+
+    for group in ("reg", "derived", "clip"):
         node = cfg.get(group)
         if not node:
             continue
-        items = node.items() if group == "reg" else [(None, node)]
+        items = node.items() if group in LIST_GROUPS else [(None, node)]
         for name, sub in items:
             if not isinstance(sub, DictConfig) or "_target_" not in sub:
-                if group == "reg":
-                    raise ConfigError(f"reg.{name}", "not a trick config (no _target_)")
+                if group in LIST_GROUPS:
+                    raise ConfigError(f"{group}.{name}", "not a trick config (no _target_)")
                 continue
             key = f"{group}.{name}" if name else group
             t = call(sub, key)

@@ -11,10 +11,11 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from runner import CONF_DIR
-from runner.errors import ConfigError, check, positive
+from runner.errors import ConfigError, check, in_range, positive
 
 # Config groups that take a list of options (reg=[rdrop,flooding]) rather than one.
-LIST_GROUPS = ("reg",)
+LIST_GROUPS = ("reg", "derived")
+_LIST_EXAMPLES = {"reg": "reg=[rdrop,flooding]", "derived": "derived=[ema,lookahead]"}
 
 
 def groups(conf_dir: Path = CONF_DIR) -> list[str]:
@@ -90,10 +91,18 @@ def validate(cfg: DictConfig) -> None:
     positive(opt.lr, "optimizer.lr")
     if "weight_decay" in opt:
         positive(opt.weight_decay, "optimizer.weight_decay", allow_zero=True)
-    for group in ("reg",):
+    for key in ("momentum", "beta"):
+        if key in opt:
+            in_range(opt[key], f"optimizer.{key}", 0.0, 1.0, hi_open=True)
+    if "betas" in opt:
+        check(isinstance(opt.betas, ListConfig) and len(opt.betas) == 2, "optimizer.betas",
+              f"must be two numbers [beta1, beta2], got {opt.betas!r}")
+        for i, b in enumerate(opt.betas):
+            in_range(b, f"optimizer.betas[{i}]", 0.0, 1.0, hi_open=True)
+    for group in LIST_GROUPS:
         node = cfg.get(group)
         check(node is None or isinstance(node, DictConfig), group,
-              "must be a list of options, e.g. reg=[rdrop,flooding]")
+              f"must be a list of options, e.g. {_LIST_EXAMPLES.get(group, group + '=[a,b]')}")
 
 
 def to_container(cfg: DictConfig) -> dict:
