@@ -1,0 +1,370 @@
+"""`tricks compare`: statistics against hand computations on synthetic run directories, grouping,
+failed runs, report files, and the CLI end to end on a real tiny sweep."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from scipy import stats
+
+from runner import compare
+from runner.errors import ConfigError
+from tests.conftest import FAST, cli
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+BASE_CONFIG = {
+    "model": {"_target_": "runner.models.mlp.MLP", "hidden": 100, "depth": 2, "dropout": 0.0},
+    "optimizer": {"_target_": "torch.optim.AdamW", "lr": 0.01, "weight_decay": 0.0,
+                  "betas": [0.9, 0.999]},
+    "dataset": {"_target_": "runner.data.mnist1d.build", "num_samples": 5000},
+    "clip": {},
+    "schedule": {"_target_": "runner.schedule.cosine", "warmup_steps": 0},
+    "logger": {},
+    "seed": 0,
+    "resume": False,
+    "trainer": {"max_steps": 6, "batch_size": 32, "progress": False, "log_every": 2},
+}
+SGD = {"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0}
+
+
+def make_run(root: Path, name: str, value: float | None, seed: int = 0, optimizer=None,
+             status: str = "completed", summary_extra=None, curve=None, reg=None,
+             config_extra=None, write_summary=True) -> Path:
+    """A run directory as `tricks train` writes it: config.yaml, metrics.jsonl, summary.json."""
+    d = root / name
+    d.mkdir(parents=True)
+    cfg = copy.deepcopy(BASE_CONFIG)
+    cfg["seed"] = seed
+    if optimizer is not None:
+        cfg["optimizer"] = copy.deepcopy(optimizer)
+    if reg:
+        cfg["reg"] = reg
+    for k, v in (config_extra or {}).items():
+        node = cfg
+        *path, last = k.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = v
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    curve = curve if curve is not None else [0.3, 0.5, value if value is not None else 0.1]
+    rows = []
+    for i, v in enumerate(curve, 1):
+        rows.append({"step": 2 * i, "epoch": 0.1 * i, "train/loss": 2.0 / i, "lr": 0.01})
+        rows.append({"step": 2 * i, "epoch": 0.1 * i, "val/acc": v, "test/acc": v,
+                     "test/loss": 1 - v})
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if write_summary:
+        s = {"best/val/acc": value, "test/acc": value, "final/test/acc": value,
+             "test/loss": None if value is None else 1 - value, "steps": 6,
+             "wall_seconds": 10.0, "train_seconds": 8.0, "samples_per_sec": 1000.0,
+             "peak_mem_bytes": 100 * 2**20, "status": status}
+        if status != "completed":
+            s["error"] = "NaN loss at step 4"
+        s.update(summary_extra or {})
+        (d / "summary.json").write_text(json.dumps(s))
+    return d
+
+
+A = [0.80, 0.82, 0.81, 0.79, 0.83]  # adamw, seeds 0..4
+B = [0.70, 0.75, 0.72]  # sgd, seeds 0..2 -> seeds differ from A: Welch
+T975 = {4: 2.7764451051977987, 2: 4.302652729749464}  # t quantiles from a table
+
+
+def hand_mean_sd(x):
+    m = sum(x) / len(x)
+    return m, math.sqrt(sum((v - m) ** 2 for v in x) / (len(x) - 1))
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    root = tmp_path / "sweep"
+    i = 0
+    for s, v in enumerate(A):
+        make_run(root, str(i), v, seed=s, summary_extra={"samples_per_sec": 1000.0 + s})
+        i += 1
+    for s, v in enumerate(B):
+        make_run(root, str(i), v, seed=s, optimizer=SGD,
+                 summary_extra={"samples_per_sec": 500.0, "peak_mem_bytes": 50 * 2**20})
+        i += 1
+    make_run(root, str(i), None, seed=3, optimizer=SGD, status="failed")
+    make_run(root, str(i + 1), None, seed=4, optimizer=SGD, write_summary=False)
+    return root
+
+
+def test_statistics_match_hand_computation(sweep):
+    res = compare.analyse(compare.load_runs([str(sweep)]), metric="test/acc")
+    by = {g.label: g for g in res.groups}
+    assert set(by) == {"optimizer=adamw", "optimizer=sgd"}
+    a, b = by["optimizer=adamw"].stats, by["optimizer=sgd"].stats
+    for s, x in ((a, A), (b, B)):
+        m, sd = hand_mean_sd(x)
+        n = len(x)
+        assert s["n"] == n
+        assert s["mean"] == pytest.approx(m, abs=1e-12)
+        assert s["std"] == pytest.approx(sd, abs=1e-12)
+        assert s["ci95"] == pytest.approx(T975[n - 1] * sd / math.sqrt(n), rel=1e-9)
+        assert s["best"] == max(x)
+    # Welch by hand: t = (mb - ma) / sqrt(vb/nb + va/na), Welch-Satterthwaite dof
+    ma, sa = hand_mean_sd(A)
+    mb, sb = hand_mean_sd(B)
+    va, vb = sa**2 / len(A), sb**2 / len(B)
+    se = math.sqrt(va + vb)
+    t = (mb - ma) / se
+    df = (va + vb) ** 2 / (va**2 / (len(A) - 1) + vb**2 / (len(B) - 1))
+    p = 2 * stats.t.sf(abs(t), df)
+    assert res.baseline.label == "optimizer=adamw"
+    assert b["test"] == "Welch t"
+    assert b["diff"] == pytest.approx(mb - ma, abs=1e-12)
+    assert b["p"] == pytest.approx(p, rel=1e-9)
+    h = stats.t.ppf(0.975, df) * se
+    assert b["diff_low"] == pytest.approx(mb - ma - h, rel=1e-9)
+    assert b["diff_high"] == pytest.approx(mb - ma + h, rel=1e-9)
+    assert p < 0.05 and b["verdict"] == "worse"
+    assert a["verdict"] == "baseline"
+    # cost relative to the baseline
+    assert a["samples_per_sec"] == pytest.approx(1002.0)
+    assert b["samples_per_sec_ratio"] == pytest.approx(500 / 1002)
+    assert b["cost_ratio"] == pytest.approx(1002 / 500)
+    assert b["peak_mem_bytes_ratio"] == pytest.approx(0.5)
+    assert [g.label for g in res.groups] == ["optimizer=adamw", "optimizer=sgd"]  # ranked
+
+
+def test_paired_by_seed_when_seeds_match(tmp_path):
+    root = tmp_path / "s"
+    C = [0.81, 0.84, 0.82, 0.80, 0.85]  # same seeds as A: paired differences
+    for s, (va, vc) in enumerate(zip(A, C)):
+        make_run(root, f"a{s}", va, seed=s)
+        make_run(root, f"c{s}", vc, seed=s, optimizer=SGD)
+    res = compare.analyse(compare.load_runs([str(root)]), baseline="optimizer=adamw")
+    c = next(g for g in res.groups if g.label == "optimizer=sgd").stats
+    d = [y - x for x, y in zip(A, C)]
+    md, sdd = hand_mean_sd(d)
+    t = md / (sdd / math.sqrt(5))
+    assert c["test"] == "paired t"
+    assert c["diff"] == pytest.approx(md, abs=1e-12)
+    assert c["p"] == pytest.approx(2 * stats.t.sf(abs(t), 4), rel=1e-9)
+    assert c["diff_high"] - c["diff"] == pytest.approx(T975[4] * sdd / math.sqrt(5), rel=1e-9)
+    assert c["verdict"] == "better"  # +0.014 on every seed, tiny spread
+
+
+def test_no_significant_difference_and_too_few_runs(tmp_path):
+    root = tmp_path / "s"
+    for s, v in enumerate([0.5, 0.7, 0.6]):
+        make_run(root, f"a{s}", v, seed=s)
+    for s, v in enumerate([0.55, 0.62, 0.68]):
+        make_run(root, f"b{s}", v, seed=s + 10, optimizer=SGD)
+    make_run(root, "c0", 0.9, seed=0, optimizer={**SGD, "lr": 0.5})
+    res = compare.analyse(compare.load_runs([str(root)]))
+    by = {g.label: g.stats for g in res.groups}
+    assert by["optimizer=sgd optimizer.lr=0.1"]["verdict"] == "no significant difference"
+    assert by["optimizer=sgd optimizer.lr=0.5"]["verdict"].startswith("too few runs")
+
+
+def test_grouping_by_differing_keys_seed_and_logging_ignored(tmp_path):
+    root = tmp_path / "s"
+    make_run(root, "0", 0.8, seed=0, config_extra={"logger._target_": "x.Wandb",
+                                                   "trainer.progress": True})
+    make_run(root, "1", 0.7, seed=1, config_extra={"trainer.log_every": 5})
+    make_run(root, "2", 0.6, seed=0, optimizer=SGD)
+    make_run(root, "3", 0.5, seed=1, optimizer={**SGD, "lr": 0.01})
+    make_run(root, "4", 0.4, seed=0, reg={"rdrop": {"_target_": "runner.tricks.rdrop.RDrop",
+                                                    "alpha": 4.0}})
+    runs = compare.load_runs([str(root)])
+    keys = compare.differing_keys(runs)
+    # options stand for the keys they set; lr varies within sgd, so it stays; seed/logging never
+    assert keys == ["optimizer", "reg", "optimizer.lr"]
+    groups = compare.group_runs(runs, keys)
+    labels = sorted(compare.label_of(k) for k in groups)
+    assert labels == ["optimizer=adamw reg=[rdrop] optimizer.lr=0.01",
+                      "optimizer=adamw reg=none optimizer.lr=0.01",
+                      "optimizer=sgd reg=none optimizer.lr=0.01",
+                      "optimizer=sgd reg=none optimizer.lr=0.1"]
+    first = next(v for k, v in groups.items() if compare.label_of(k).startswith(
+        "optimizer=adamw reg=none"))
+    assert sorted(r.seed for r in first) == [0, 1]
+
+
+def test_default_baseline_is_the_group_without_a_trick(tmp_path):
+    root = tmp_path / "s"
+    rd = {"rdrop": {"_target_": "runner.tricks.rdrop.RDrop", "alpha": 4.0}}
+    make_run(root, "0", 0.9, seed=0, reg=rd)  # first, but uses a trick
+    make_run(root, "1", 0.8, seed=0)
+    res = compare.analyse(compare.load_runs([str(root)]))
+    assert res.baseline.label == "reg=none"
+    assert "without a trick" in res.baseline_reason
+    res = compare.analyse(compare.load_runs([str(root)]), baseline="reg=[rdrop]")
+    assert res.baseline.label == "reg=[rdrop]"
+
+
+def test_bad_baseline_and_metric_are_one_line_errors(sweep):
+    runs = compare.load_runs([str(sweep)])
+    with pytest.raises(ConfigError, match=r"--baseline: no group has optimizer=lion "
+                                          r"\(allowed: adamw, sgd\)"):
+        compare.analyse(runs, baseline="optimizer=lion")
+    with pytest.raises(ConfigError, match=r"--baseline: unknown key 'optimiser'"):
+        compare.analyse(runs, baseline="optimiser=adamw")
+    with pytest.raises(ConfigError, match="--baseline: expected KEY=VALUE"):
+        compare.analyse(runs, baseline="adamw")
+    ok = [r for r in runs if r.status == "completed"]
+    with pytest.raises(ConfigError, match=r"--metric: no run has 'tset/acc' \(allowed: .*test/acc"):
+        compare.analyse(ok, metric="tset/acc")
+    with pytest.raises(ConfigError, match="no such file"):
+        compare.load_runs([str(sweep / "nope")])
+
+
+def test_failed_and_unfinished_runs_are_listed_not_averaged(sweep, tmp_path):
+    res = compare.analyse(compare.load_runs([str(sweep)]))
+    assert sum(g.stats["n"] for g in res.groups) == len(A) + len(B)
+    reasons = {Path(r.path).name: why for r, why in res.excluded}
+    assert reasons == {"8": "failed: NaN loss at step 4",
+                       "9": "unfinished: no summary.json (still running, or killed)"}
+    md = compare.markdown(res)
+    assert "Failed, unfinished or excluded runs" in md and "NaN loss at step 4" in md
+
+
+def test_lower_is_better_metric_ranks_ascending(sweep):
+    res = compare.analyse(compare.load_runs([str(sweep)]), metric="test/loss")
+    assert not res.higher_better
+    assert [g.label for g in res.groups] == ["optimizer=adamw", "optimizer=sgd"]
+    sgd = res.groups[1].stats
+    assert sgd["diff"] > 0 and sgd["verdict"] == "worse"
+    assert sgd["best"] == pytest.approx(1 - max(B))
+
+
+def test_report_files(sweep, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+
+    out = tmp_path / "report"
+    code = compare.main([str(sweep)], metric="test/acc", out=str(out))
+    assert code == 0
+    for name in ("report.md", "report.html", "summary.csv", "final.png", "curves.png",
+                 "train_loss.png"):
+        assert (out / name).is_file(), name
+    for png in ("final.png", "curves.png", "train_loss.png"):
+        assert (out / png).read_bytes()[:8] == PNG_SIGNATURE
+        img = mpimg.imread(out / png)
+        assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+    page = (out / "report.html").read_text()
+    assert '<table id="summary">' in page
+    assert "optimizer=adamw (baseline)" in page and "optimizer=sgd" in page
+    assert page.count("data:image/png;base64,") == 3 and 'src="final.png"' not in page
+    m, _ = hand_mean_sd(A)
+    assert f"{m:.4f}" in page
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [r["group"] for r in rows] == ["optimizer=adamw", "optimizer=sgd"]
+    assert float(rows[1]["mean"]) == pytest.approx(sum(B) / 3)
+    assert rows[0]["baseline"] == "True" and rows[1]["verdict"] == "worse"
+    md = (out / "report.md").read_text()
+    assert "| 1 | optimizer=adamw (baseline) | 5 |" in md
+    assert "![test/acc per group](final.png)" in md
+
+
+def test_learning_curve_band_is_mean_and_t_ci(tmp_path):
+    root = tmp_path / "s"
+    runs = [compare.load_run_dir(make_run(root, str(i), c[-1], seed=i, curve=c))
+            for i, c in enumerate([[0.2, 0.4], [0.4, 0.6], [0.3, 0.8]])]
+    steps, mean, lo, hi = compare._band(runs, "val/acc")
+    assert steps == [2, 4]
+    m, sd = hand_mean_sd([0.4, 0.6, 0.8])
+    assert mean[1] == pytest.approx(m)
+    assert hi[1] - mean[1] == pytest.approx(T975[2] * sd / math.sqrt(3))
+
+
+def test_wandb_source_offline_is_one_line_error(monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with pytest.raises(ConfigError, match=r"^wandb:me/proj: WANDB_MODE=offline"):
+        compare.load_runs(["wandb:me/proj"])
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("HOME", "/nonexistent")
+    monkeypatch.setenv("NETRC", "/nonexistent/.netrc")
+    with pytest.raises(ConfigError, match="not logged in to W&B"):
+        compare.load_runs(["wandb:me/proj/sweep1"])
+    with pytest.raises(ConfigError, match="expected wandb:ENTITY/PROJECT"):
+        compare.load_runs(["wandb:justone"])
+
+
+def test_wandb_source_reads_runs_through_the_api(monkeypatch):
+    """The adapter from the W&B public API (faked here: no network) to runs."""
+    import wandb
+
+    from runner.log import wandb as wb
+
+    class FakeRun:
+        def __init__(self, i, opt, seed, acc, state="finished"):
+            self.id, self.state = f"r{i}", state
+            self.config = {"_wandb": {}, "seed": seed, "optimizer._target_": opt,
+                           "optimizer.lr": 0.01, "choices.optimizer": opt.split(".")[-1].lower(),
+                           "logger.project": "p"}
+            self.summary = {"_runtime": 3, "test/acc": acc, "status": "completed",
+                            "samples_per_sec": 100.0}
+            if state == "crashed":
+                self.summary = {"_runtime": 1}
+
+        def scan_history(self):
+            return [{"_step": 0, "step": 2, "val/acc": 0.5}]
+
+    class FakeApi:
+        def __init__(self, timeout=None):
+            pass
+
+        def runs(self, path, filters=None):
+            assert path == "me/proj" and filters == {"group": "g1"}
+            return [FakeRun(0, "torch.optim.AdamW", 0, 0.8), FakeRun(1, "torch.optim.AdamW", 1, 0.9),
+                    FakeRun(2, "torch.optim.SGD", 0, 0.6), FakeRun(3, "torch.optim.SGD", 1, 0.7),
+                    FakeRun(4, "torch.optim.SGD", 2, 0.0, state="crashed")]
+
+    monkeypatch.setattr(wb, "has_api_key", lambda url=None: True)
+    monkeypatch.setattr(wb, "reachable", lambda url=None, timeout=3.0: True)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setattr(wandb, "Api", FakeApi)
+    res = compare.analyse(compare.load_runs(["wandb:me/proj/g1"]))
+    assert {g.label: g.stats["n"] for g in res.groups} == {"optimizer=adamw": 2,
+                                                           "optimizer=sgd": 2}
+    assert res.groups[0].stats["mean"] == pytest.approx(0.85)
+    assert [(r.path, why) for r, why in res.excluded] == [("wandb:me/proj/r4", "failed")]
+    assert res.groups[0].runs[0].rows == [{"step": 2, "val/acc": 0.5}]
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_on_a_real_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    r = cli(["train", "-m", "optimizer=adamw,sgd", "seed=0,1", *FAST,
+             f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "rep"
+    r = cli(["compare", str(sweep), "--out", str(out)], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "baseline: optimizer=adamw (default: the first group)" in r.stdout
+    assert "optimizer=sgd" in r.stdout
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert sorted((x["group"], x["n"]) for x in rows) == [("optimizer=adamw", "2"),
+                                                          ("optimizer=sgd", "2")]
+    for x in rows:  # the summary figures of the runs, averaged
+        accs = [json.loads((sweep / str(i) / "summary.json").read_text())["test/acc"]
+                for i in range(4)]
+        vals = accs[:2] if x["group"] == "optimizer=adamw" else accs[2:]
+        assert float(x["mean"]) == pytest.approx(sum(vals) / 2)
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 3
+    # --baseline, and the default output dir inside the sweep
+    r = cli(["compare", str(sweep), "--baseline", "optimizer=sgd", "--metric", "best/val/acc"],
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "baseline: optimizer=sgd (--baseline optimizer=sgd)" in r.stdout
+    assert (sweep / "compare" / "report.md").is_file()
+    # bad input: one line
+    r = cli(["compare", str(sweep), "--metric", "nope"], cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: --metric: no run")
+    r = cli(["compare", str(tmp_path / "missing")], cwd=tmp_path)
+    assert r.returncode == 2 and "no such file or directory" in r.stderr
