@@ -44,6 +44,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     tcfg = cfg.trainer
     plan = devmod.plan(str(tcfg.device), str(tcfg.precision))
+    from runner import dist
+
+    d = dist.setup(plan)  # under torchrun / SLURM tasks: process group, cuda:LOCAL_RANK
+    run_dir = Path(dist.broadcast_object(str(run_dir), d))  # rank 0's ${now:} run dir
     engine.seed_everything(cfg.seed, tcfg.deterministic)
     if plan.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -58,7 +62,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     for t in tricks:
         opt = t.wrap_optimizer(opt)
     batcher = IndexBatcher(data.train, tcfg.batch_size, seed=cfg.seed,
-                           collate=getattr(data, "collate", None))
+                           collate=getattr(data, "collate", None), rank=d.rank,
+                           world_size=d.world_size)
     steps = engine.total_steps(tcfg, batcher.steps_per_epoch)
     if steps <= 0:
         raise ConfigError("trainer.batch_size", f"batch_size x accum_steps "
@@ -66,31 +71,35 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
                           f"({batcher.n} samples)")
     sched = build.schedule(cfg, opt, steps)
     called = torch.compile(model) if tcfg.compile else model
+    called = dist.wrap(called, d, plan)  # DistributedDataParallel when world_size > 1
     scaler = torch.amp.GradScaler(plan.device.split(":")[0]) if plan.scaler else None
     state = engine.State(cfg=tcfg, plan=plan, model=called, raw_model=model, optimizer=opt,
                          scheduler=sched, tricks=tricks, data=data, batcher=batcher,
-                         total_steps=steps, seed=cfg.seed, scaler=scaler)
+                         total_steps=steps, seed=cfg.seed, scaler=scaler, is_main=d.is_main,
+                         world_size=d.world_size)
     config = to_container(cfg)
     for t in tricks:
         t.setup(state)
 
     ckpt_dir = run_dir / "checkpoints"
     resumed = False
-    if cfg.resume:
-        path = ckpt_dir / "last.pt" if cfg.resume is True else Path(cfg.resume)
+    if cfg.resume or dist.auto_resume(run_dir):  # auto: a SLURM job requeued after preemption
+        path = Path(cfg.resume) if isinstance(cfg.resume, str) else ckpt_dir / "last.pt"
         ckpt = checkpoint.load(path)
         checkpoint.check_compatible(ckpt["config"], config)
         checkpoint.restore(state, ckpt)
         resumed = True
 
     # Nothing above wrote to run_dir: bad input has lost nothing.
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    logger = build.loggers(cfg, run_dir)
+    if d.is_main:  # only rank 0 writes
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    logger = build.loggers(cfg, run_dir) if d.is_main else dist.NullLogger()
     logger.start(run_dir, config, rows=state.rows if resumed else None)
 
     def save_last(s):
-        checkpoint.save_atomic(checkpoint.state_to_ckpt(s, config), ckpt_dir / "last.pt")
+        if s.is_main:
+            checkpoint.save_atomic(checkpoint.state_to_ckpt(s, config), ckpt_dir / "last.pt")
 
     def on_eval(s, row):
         if engine.update_best(s, row):
@@ -100,8 +109,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
                                     "step": s.step, "val/acc": row["val/acc"]},
                                    ckpt_dir / "best.pt")
 
-    progress = ProgressView(steps, enabled=tcfg.progress, start=state.step)
+    progress = ProgressView(steps, enabled=tcfg.progress if d.is_main else False,
+                            start=state.step)
     old_handlers = engine.install_signal_handlers(state)
+    submitit_handler = dist.install_preemption_handler(state)  # SIGUSR2 under submitit
     summary = {"status": "running"}
     try:
         figures = engine.fit(state, logger, progress, checkpoint_fn=save_last, best_fn=on_eval)
@@ -129,10 +140,17 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
                 pass
     summary["wall_seconds"] = time.perf_counter() - t0
     summary["resumed"] = resumed
+    if d.enabled:
+        summary["world_size"] = d.world_size
     logger.finish(summary)
-    if not (run_dir / "summary.json").exists():
-        write_json_atomic(run_dir / "summary.json", summary)
-    report(summary, run_dir)
+    if d.is_main:
+        if not (run_dir / "summary.json").exists():
+            write_json_atomic(run_dir / "summary.json", summary)
+        report(summary, run_dir)
+    dist.teardown(d)  # destroy the process group (no collective follows)
+    if submitit_handler is not None and state.stop_requested == dist.PREEMPT_NAME:
+        dist.requeue(submitit_handler)  # last.pt is written: let submitit requeue this job
+    dist.restore_preemption_handler(submitit_handler)
     return summary
 
 

@@ -1,6 +1,10 @@
 """Device-resident batching: each epoch is a seeded permutation of the train split, sliced into
 batches by tensor indexing. The order of epoch e depends only on (seed, e), so a resumed run can
-regenerate it and skip to its position (exact resume)."""
+regenerate it and skip to its position (exact resume).
+
+Under DDP (`world_size` > 1) `batch_size` is per process: step i takes the i-th global batch of
+batch_size x world_size samples of the same permutation on every rank, and rank r its r-th slice,
+so the ranks together see exactly the batches a single process with the global batch size sees."""
 
 from __future__ import annotations
 
@@ -14,20 +18,25 @@ class IndexBatcher:
     keeps every step's statistics comparable); `steps_per_epoch` says how many there are."""
 
     def __init__(self, split: dict, batch_size: int, seed: int, drop_last: bool = True,
-                 collate=None):
+                 collate=None, rank: int = 0, world_size: int = 1):
         self.split, self.batch_size, self.seed = split, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.global_batch = batch_size * world_size
         self.n = len(split["y"])
         self.drop_last = drop_last
         self.collate = collate  # e.g. trim padding of text batches
-        if self.n < batch_size and drop_last:
+        if self.n < self.global_batch and drop_last:
             from runner.errors import ConfigError
 
+            what = (f"{batch_size}" if world_size == 1 else
+                    f"{batch_size} x {world_size} processes = {self.global_batch}")
             raise ConfigError("trainer.batch_size",
-                              f"{batch_size} is larger than the train split ({self.n} samples)")
+                              f"{what} is larger than the train split ({self.n} samples)")
 
     @property
     def steps_per_epoch(self) -> int:
-        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+        g = self.global_batch
+        return self.n // g if self.drop_last else -(-self.n // g)
 
     def order(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
@@ -36,7 +45,8 @@ class IndexBatcher:
     def epoch(self, epoch: int, start: int = 0):
         perm = self.order(epoch)
         for i in range(start, self.steps_per_epoch):
-            batch = take(self.split, perm[i * self.batch_size:(i + 1) * self.batch_size])
+            lo = i * self.global_batch + self.rank * self.batch_size  # this rank's slice
+            batch = take(self.split, perm[lo:lo + self.batch_size])
             yield self.collate(batch) if self.collate else batch
 
 
