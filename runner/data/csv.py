@@ -1,0 +1,244 @@
+"""csv: any local CSV / TSV / JSON (lines) / parquet table, read with Hugging Face `datasets`.
+
+Columns: `label_column` (strings or integers; mapped to 0..K-1 in sorted order) and either
+`text_column` (one column, or a list of two for sentence pairs; tokenized with the model's
+tokenizer: a text model) or `feature_columns` (numeric columns, or `all` for every column but the
+label: a vector input for model=mlp; standardized with the train split's mean and std unless
+`standardize: false`).
+
+Splits: `path` is one file (split by a permutation seeded by `split_seed`, never by the run seed:
+`test_fraction`, `val_fraction`, the rest train) or a mapping of given splits
+`{train: a.csv, val: b.csv, test: c.csv}` (`validation` is accepted for `val`); a missing val or
+test split is carved from train by its fraction. `train_size` / `val_size` / `test_size` keep only
+the first n of a split (for CPU runs).
+
+Rows with a missing label or an empty text are dropped (said in one line). Bad input (missing
+file, empty file, missing column, one class, non-numeric feature) is one ConfigError line.
+
+    tricks train dataset=csv dataset.path=reviews.csv dataset.text_column=review \\
+        dataset.label_column=stars model=minilm
+    tricks train dataset=csv dataset.path=table.parquet dataset.feature_columns=all model=mlp
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from runner import CACHE_DIR
+from runner.data import text as T
+from runner.data.base import Data
+from runner.errors import ConfigError, check, in_range
+
+FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
+           ".pq": "parquet"}
+SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "dev": "val",
+               "test": "test"}
+
+
+def quiet_datasets():
+    import datasets
+
+    datasets.utils.logging.set_verbosity_error()
+    datasets.utils.logging.disable_progress_bar()
+
+
+def _check_file(p, key: str) -> Path:
+    path = Path(os.path.expanduser(str(p)))
+    if not path.exists():
+        raise ConfigError(key, f"file not found: {path}")
+    if path.is_dir():
+        raise ConfigError(key, f"{path} is a folder; give a file (or use dataset=hf with "
+                          "dataset.name=FOLDER)")
+    if path.suffix.lower() not in FORMATS:
+        raise ConfigError(key, f"unknown file type {path.suffix!r} ({path.name})",
+                          ", ".join(sorted(FORMATS)))
+    if path.stat().st_size == 0:
+        raise ConfigError(key, f"{path} is empty")
+    return path
+
+
+def load_files(path) -> tuple[dict, dict]:
+    """({'train'|'val'|'test': datasets.Dataset}, {split: file name}) from one file or a mapping
+    of split files."""
+    if path is None or path == "":
+        raise ConfigError("dataset.path", "required: a CSV/TSV/JSON/parquet file, or "
+                          "{train: FILE, val: FILE, test: FILE}")
+    if isinstance(path, dict):
+        files = {}
+        for k, v in path.items():
+            check(k in SPLIT_NAMES, f"dataset.path.{k}", "unknown split", "train, val, test")
+            files[SPLIT_NAMES[k]] = _check_file(v, f"dataset.path.{k}")
+        check("train" in files, "dataset.path", "a mapping of splits needs a train file")
+    else:
+        files = {"train": _check_file(path, "dataset.path")}
+    quiet_datasets()
+    import datasets
+
+    out = {}
+    for split, f in files.items():
+        fmt = FORMATS[f.suffix.lower()]
+        kw = {"delimiter": "\t"} if f.suffix.lower() == ".tsv" else {}
+        key = "dataset.path" if len(files) == 1 and not isinstance(path, dict) \
+            else f"dataset.path.{split}"
+        try:
+            ds = datasets.load_dataset(fmt, data_files={"train": str(f)}, split="train",
+                                       cache_dir=str(CACHE_DIR / "datasets"), **kw)
+        except Exception as e:
+            msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            raise ConfigError(key, f"cannot read {f.name} as {fmt} ({msg})")
+        if len(ds) == 0:
+            raise ConfigError(key, f"{f} has no rows")
+        out[split] = ds
+    return out, {s: f.name for s, f in files.items()}
+
+
+def _column(ds, name, key: str, where: str):
+    if name not in ds.column_names:
+        raise ConfigError(key, f"no column {name!r} in {where}", ", ".join(ds.column_names))
+    return ds[name]
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=None,
+                label_column="label", tokenizer=None, max_len: int = 128,
+                val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0,
+                train_size=None, val_size=None, test_size=None, padding: str = "dynamic",
+                standardize: bool = True, dataset: str = "csv", label_names=None) -> Data:
+    """`tables`: {'train': Dataset, 'val'?: Dataset, 'test'?: Dataset}; `where` names each for
+    error messages. Shared by dataset=csv and dataset=hf."""
+    check((text_column is None) != (feature_columns is None), "dataset.text_column",
+          "set exactly one of text_column (text) and feature_columns (numeric)")
+    check(isinstance(label_column, str) and label_column != "", "dataset.label_column",
+          "required: the name of the label column")
+    if text_column is not None:
+        cols = [text_column] if isinstance(text_column, str) else list(text_column)
+        check(len(cols) in (1, 2) and all(isinstance(c, str) for c in cols),
+              "dataset.text_column", f"one column name or a list of two, got {text_column!r}")
+        tok = T.load_tokenizer(tokenizer, dataset)
+    else:
+        first = tables["train"]
+        if feature_columns in ("all", "*"):
+            cols = [c for c in first.column_names if c != label_column]
+        else:
+            cols = [feature_columns] if isinstance(feature_columns, str) else list(feature_columns)
+        check(len(cols) > 0, "dataset.feature_columns", "no feature columns")
+    in_range(val_fraction, "dataset.val_fraction", 0.0, 1.0, hi_open=True)
+    in_range(test_fraction, "dataset.test_fraction", 0.0, 1.0, hi_open=True)
+
+    # Gather every split's columns, dropping rows without a label or text.
+    rows = {}
+    dropped = 0
+    for split, ds in tables.items():
+        w = where[split]
+        labels = list(_column(ds, label_column, "dataset.label_column", w))
+        if text_column is not None:
+            data = [list(_column(ds, c, "dataset.text_column", w)) for c in cols]
+            keep = [i for i, l in enumerate(labels) if not _missing(l)
+                    and all(isinstance(d[i], str) and d[i].strip() for d in data)]
+            feats = [[str(d[i]) for i in keep] for d in data]
+        else:
+            data = []
+            for c in cols:
+                v = _column(ds, c, "dataset.feature_columns", w)
+                try:
+                    data.append(np.asarray(v, dtype=np.float64))
+                except (TypeError, ValueError):
+                    raise ConfigError("dataset.feature_columns",
+                                      f"column {c!r} in {w} is not numeric")
+            x = np.stack(data, 1) if data else np.zeros((len(labels), 0))
+            keep = [i for i, l in enumerate(labels) if not _missing(l)]
+            x = x[keep]
+            if np.isnan(x).any():
+                bad = cols[int(np.where(np.isnan(x).any(0))[0][0])]
+                raise ConfigError("dataset.feature_columns",
+                                  f"column {bad!r} in {w} has missing values")
+            feats = x
+        dropped += len(labels) - len(keep)
+        rows[split] = ([labels[i] for i in keep], feats)
+        if not keep:
+            raise ConfigError("dataset.label_column" if text_column is None else
+                              "dataset.text_column", f"no usable rows in {w}")
+    if dropped:
+        T.note(f"dataset={dataset}: dropped {dropped} rows with a missing label"
+               + (" or an empty text" if text_column is not None else ""))
+
+    # One label vocabulary across splits.
+    order = list(rows)
+    all_labels = [l for s in order for l in rows[s][0]]
+    if label_names is not None and any(isinstance(l, int) and l < 0 for l in all_labels):
+        bad = next(s for s in order if any(l < 0 for l in rows[s][0]))
+        raise ConfigError("dataset", f"the {bad} split ({where[bad]}) has no labels (-1); "
+                          f"set dataset.{bad}_split=null to carve it from train")
+    where_all = " + ".join(where[s] for s in order)
+    ids, class_names = T.encode_labels(all_labels, "dataset.label_column", where_all,
+                                       names=label_names)
+    offsets = np.cumsum([0] + [len(rows[s][0]) for s in order])
+    span = {s: np.arange(offsets[i], offsets[i + 1]) for i, s in enumerate(order)}
+
+    # Carve missing splits from train (seeded, independent of the run seed).
+    rng = np.random.RandomState(split_seed)
+    train = span["train"][rng.permutation(len(span["train"]))]
+    for s, frac in (("test", test_fraction), ("val", val_fraction)):
+        if s not in span:
+            n = int(round(len(train) * frac))
+            check(n > 0, f"dataset.{s}_fraction", f"gives an empty {s} split "
+                  f"({len(train)} train rows); raise it or give a {s} file")
+            span[s], train = train[:n], train[n:]
+    check(len(train) > 0, "dataset.val_fraction", "val_fraction + test_fraction leave no "
+          "training rows")
+    span["train"] = train
+    for s in ("val", "test"):  # shuffle given splits too, so *_size takes a random subset
+        if s in tables:
+            span[s] = span[s][np.random.RandomState(split_seed + 1).permutation(len(span[s]))]
+    span = {"train": T.cap(span["train"], train_size, "dataset.train_size"),
+            "val": T.cap(span["val"], val_size, "dataset.val_size"),
+            "test": T.cap(span["test"], test_size, "dataset.test_size")}
+    num_classes = len(class_names)
+
+    if text_column is not None:
+        texts = [t for s in order for t in rows[s][1][0]]
+        pairs = [t for s in order for t in rows[s][1][1]] if len(cols) == 2 else None
+        splits, info, collate = T.text_splits(tok, texts, pairs, ids, span, max_len, padding,
+                                              dataset)
+        info["num_classes"] = num_classes
+        return Data(splits["train"], splits["val"], splits["test"], info, class_names, collate)
+
+    x = np.concatenate([rows[s][1] for s in order]).astype(np.float32)
+    if standardize:
+        tr = x[span["train"]]
+        mu, sd = tr.mean(0), tr.std(0)
+        x = (x - mu) / np.where(sd > 0, sd, 1.0)
+    x, y = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(ids)
+    mk = lambda idx: {"x": x[idx], "y": y[idx]}
+    return Data(mk(span["train"]), mk(span["val"]), mk(span["test"]),
+                {"in_dim": x.shape[1], "num_classes": num_classes}, class_names)
+
+
+def build(path=None, text_column=None, feature_columns=None, label_column: str = "label",
+          tokenizer=None, max_len: int = 128, val_fraction: float = 0.1,
+          test_fraction: float = 0.1, split_seed: int = 0, train_size: int | None = None,
+          val_size: int | None = None, test_size: int | None = None,
+          padding: str = "dynamic", standardize: bool = True) -> Data:
+    # Cheap argument checks before any file is read.
+    check((text_column is None) != (feature_columns is None), "dataset.text_column",
+          "set exactly one of text_column (text) and feature_columns (numeric)")
+    if text_column is not None and tokenizer is None:
+        T.load_tokenizer(None, "csv")  # says: pick a text model
+    if isinstance(path, DictConfig):
+        path = OmegaConf.to_container(path)
+    tables, where = load_files(path)
+    return from_tables(tables, where, text_column=text_column, feature_columns=feature_columns,
+                       label_column=label_column, tokenizer=tokenizer, max_len=max_len,
+                       val_fraction=val_fraction, test_fraction=test_fraction,
+                       split_seed=split_seed, train_size=train_size, val_size=val_size,
+                       test_size=test_size, padding=padding, standardize=standardize,
+                       dataset="csv")
