@@ -30,13 +30,22 @@ class Plan:
     scaler: bool  # GradScaler: fp16 only
     fused: bool  # fused optimizer kernels
     tf32: bool
+    compile: bool = False  # torch.compile the model (trainer.compile; a warm-up cost)
+    pin_memory: bool = False  # host tensors bound for the device: pinned, non-blocking copies
+    #: check the loss for NaN after every step (a host sync): free on CPU; on CUDA only on log
+    #: steps (and every step under on_nan=skip, which must decide before the update)
+    finite_check_each_step: bool = True
 
     @property
     def amp_dtype(self):
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
 
-def plan(device: str = "auto", precision: str = "auto", caps: Caps | None = None) -> Plan:
+def plan(device: str = "auto", precision: str = "auto", caps: Caps | None = None,
+         compile: bool = False) -> Plan:
+    """On CUDA: bf16 autocast where supported (fp16 + GradScaler otherwise), fused optimizer
+    kernels, TF32 matmuls, pinned non-blocking host-to-device copies, no per-step host sync.
+    On CPU: fp32, fused kernels (torch's fused AdamW runs on CPU too)."""
     from runner.errors import ConfigError
 
     caps = caps or Caps.probe()
@@ -51,7 +60,24 @@ def plan(device: str = "auto", precision: str = "auto", caps: Caps | None = None
     if precision == "fp16" and not on_cuda:
         raise ConfigError("trainer.precision", "fp16 needs CUDA", "fp32, bf16 on CPU")
     return Plan(device=device, precision=precision, scaler=precision == "fp16",
-                fused=True, tf32=on_cuda)
+                fused=True, tf32=on_cuda, compile=bool(compile), pin_memory=on_cuda,
+                finite_check_each_step=not on_cuda)
+
+
+def setup_backends(p: Plan) -> None:
+    """Process-wide switches the plan asks for: TF32 matmuls and convolutions on CUDA."""
+    if p.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """Move a tensor to `device`; a host tensor bound for CUDA is pinned first and copied
+    non-blocking, so the copy neither stalls the host nor waits for the queued kernels."""
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def autocast(p: Plan):

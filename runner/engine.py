@@ -254,7 +254,7 @@ def _check_finite(state: State, step_loss: torch.Tensor, parts: dict) -> bool:
     what = (f"non-finite loss ({loss})" if not math.isfinite(loss)
             else f"non-finite gradients (grad norm {gn.item()}, loss {loss:.6g})")
     where = f"step {state.step + 1}"
-    if state.plan.device != "cpu" and state.cfg.on_nan != "skip":
+    if not state.plan.finite_check_each_step and state.cfg.on_nan != "skip":
         where += " (or earlier: checked on log steps)"
     parts_s = ", ".join(f"{k}={v.item():.6g}" for k, v in parts.items()) or "none"
     names = ", ".join(t.name for t in state.tricks) or "none"
@@ -293,7 +293,7 @@ def train_step(state: State, micro_batches: list, loss_fn, bwd_fn, log_now: bool
     if log_now:
         state.log_scalar("grad_norm", state.grad_norm())  # before any clipping
     ok = True
-    if state.plan.device == "cpu" or log_now or state.cfg.on_nan == "skip":
+    if state.plan.finite_check_each_step or log_now or state.cfg.on_nan == "skip":
         ok = _check_finite(state, step_loss, parts)
     for t in state._on_grads:
         t.on_grads(state)

@@ -43,15 +43,13 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
 
     run_dir = Path(run_dir)
     tcfg = cfg.trainer
-    plan = devmod.plan(str(tcfg.device), str(tcfg.precision))
+    plan = devmod.plan(str(tcfg.device), str(tcfg.precision), compile=bool(tcfg.compile))
     from runner import dist
 
     d = dist.setup(plan)  # under torchrun / SLURM tasks: process group, cuda:LOCAL_RANK
     run_dir = Path(dist.broadcast_object(str(run_dir), d))  # rank 0's ${now:} run dir
     engine.seed_everything(cfg.seed, tcfg.deterministic)
-    if plan.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    devmod.setup_backends(plan)  # TF32 on CUDA
 
     data = build.data(cfg).to(plan.device)
     model = build.model(cfg, data.info).to(plan.device)
@@ -70,7 +68,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
                           f"({tcfg.batch_size * tcfg.accum_steps}) exceeds the train split "
                           f"({batcher.n} samples)")
     sched = build.schedule(cfg, opt, steps)
-    called = torch.compile(model) if tcfg.compile else model
+    called = torch.compile(model) if plan.compile else model
     called = dist.wrap(called, d, plan)  # DistributedDataParallel when world_size > 1
     scaler = torch.amp.GradScaler(plan.device.split(":")[0]) if plan.scaler else None
     state = engine.State(cfg=tcfg, plan=plan, model=called, raw_model=model, optimizer=opt,

@@ -16,7 +16,9 @@ class Data:
     collate: object = None
 
     def to(self, device) -> "Data":
-        mv = lambda split: {k: v.to(device, non_blocking=True) for k, v in split.items()}
+        from runner.device import to_device  # pinned + non-blocking on CUDA
+
+        mv = lambda split: {k: to_device(v, device) for k, v in split.items()}
         return Data(mv(self.train), mv(self.val), mv(self.test), dict(self.info), self.class_names,
                     self.collate)
 
