@@ -91,6 +91,8 @@ def load_files(path) -> tuple[dict, dict]:
                                        cache_dir=str(CACHE_DIR / "datasets"), **kw)
         except Exception as e:
             msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            if "corresponds to no data" in msg:  # a header and no rows
+                raise ConfigError(key, f"{f} has no rows")
             raise ConfigError(key, f"cannot read {f.name} as {fmt} ({msg})")
         if len(ds) == 0:
             raise ConfigError(key, f"{f} has no rows")
@@ -187,9 +189,10 @@ def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=
     # Carve missing splits from train (seeded, independent of the run seed).
     rng = np.random.RandomState(split_seed)
     train = span["train"][rng.permutation(len(span["train"]))]
+    n_rows = len(train)  # fractions are of the train file (of the whole table when one file)
     for s, frac in (("test", test_fraction), ("val", val_fraction)):
         if s not in span:
-            n = int(round(len(train) * frac))
+            n = int(round(n_rows * frac))
             check(n > 0, f"dataset.{s}_fraction", f"gives an empty {s} split "
                   f"({len(train)} train rows); raise it or give a {s} file")
             span[s], train = train[:n], train[n:]
