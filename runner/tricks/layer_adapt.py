@@ -33,8 +33,9 @@ from runner.tricks import Trick
 def trust_ratio(theta: torch.Tensor, step: torch.Tensor, lr: float,
                 max_ratio: float | None = None) -> torch.Tensor:
     """||theta|| / ||u|| with u = step / lr; 1 where either norm is 0."""
-    p_norm = torch.linalg.vector_norm(theta.float())
-    u_norm = torch.linalg.vector_norm(step.float()) / lr
+    dt = torch.float32 if theta.dtype in (torch.float16, torch.bfloat16) else theta.dtype
+    p_norm = torch.linalg.vector_norm(theta, dtype=dt)
+    u_norm = torch.linalg.vector_norm(step, dtype=dt) / lr
     ok = (p_norm > 0) & (u_norm > 0)
     r = torch.where(ok, p_norm / torch.where(ok, u_norm, 1.0), 1.0)
     return r.clamp(max=max_ratio) if max_ratio is not None else r
