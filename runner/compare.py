@@ -88,6 +88,27 @@ def _target_name(target: str) -> str:
     return parts[-1].lower()
 
 
+def _option_from_conf(group: str, node: dict) -> str:
+    """The conf/<group>/ option a config node came from (when Hydra's record is missing): the
+    option with the same `_target_` whose keys match the node best; else the target's name."""
+    from runner import CONF_DIR
+
+    import yaml
+
+    best, score = None, -1
+    for f in sorted((Path(CONF_DIR) / group).glob("*.yaml")):
+        try:
+            opt = yaml.safe_load(f.read_text()) or {}
+        except Exception:
+            continue
+        if not isinstance(opt, dict) or opt.get("_target_") != node.get("_target_"):
+            continue
+        sc = sum(1 for k, v in opt.items() if node.get(k) == v)
+        if sc > score:
+            best, score = f.stem, sc
+    return best or _target_name(node["_target_"])
+
+
 def choices_of(config: dict, hydra_choices: dict | None = None) -> dict:
     """The option of each config group: Hydra's runtime choices when known, else derived from the
     nodes' `_target_`. `reg` is the list of tricks in the config, e.g. `[rdrop,flooding]`."""
@@ -102,7 +123,7 @@ def choices_of(config: dict, hydra_choices: dict | None = None) -> dict:
         elif g in hydra_choices and hydra_choices[g] is not None:
             out[g] = str(hydra_choices[g])
         elif isinstance(node, dict):
-            out[g] = _target_name(node["_target_"]) if node.get("_target_") else "none"
+            out[g] = _option_from_conf(g, node) if node.get("_target_") else "none"
     for k, v in hydra_choices.items():
         if k not in out and k != "logger" and v is not None:
             out[k] = str(v)

@@ -190,6 +190,8 @@ class WandbSink(Sink):
             return
         import wandb
 
+        if os.environ.get("WANDB_MODE", None) == "":
+            del os.environ["WANDB_MODE"]  # an empty value fails wandb's settings validation
         run_dir = Path(run_dir)
         d = self.describe(run_dir, config)
         mode, why = resolve_mode(self.mode, self.probe_timeout)
