@@ -158,6 +158,51 @@ def mean_across(t: torch.Tensor, world_size: int) -> torch.Tensor:
     return t / world_size
 
 
+def mean_grads(grads: list, world_size: int) -> list:
+    """Average a list of gradient tensors (None kept) over ranks in one all-reduce: e.g. the
+    gradient of the global batch from each rank's shard (ChildTuning-D's Fisher)."""
+    if world_size <= 1:
+        return grads
+    import torch.distributed as dist
+
+    present = [g for g in grads if g is not None]
+    if not present:
+        return grads
+    flat = torch.cat([g.reshape(-1).float() for g in present])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world_size
+    out, i = [], 0
+    for g in grads:
+        if g is None:
+            out.append(None)
+            continue
+        out.append(flat[i:i + g.numel()].view_as(g).to(g.dtype))
+        i += g.numel()
+    return out
+
+
+def check_in_sync(state, tol: float = 1e-4) -> None:
+    """DDP keeps replicas equal only if every rank applies the same update; a trick with
+    rank-local state (a mask from local data, ...) silently breaks that. Compare a per-tensor
+    checksum of the parameters across ranks; raise one clear line if they drifted apart."""
+    if getattr(state, "world_size", 1) <= 1:
+        return
+    import torch.distributed as dist
+
+    from runner.engine import TrainingFailed
+
+    sums = torch.stack([p.detach().double().sum() for p in state.raw_model.parameters()])
+    hi, lo = sums.clone(), -sums
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    dist.all_reduce(lo, op=dist.ReduceOp.MAX)
+    gap = (hi + lo).abs().max().item()
+    if gap > tol * max(1.0, sums.abs().max().item()):
+        names = ", ".join(t.name for t in state.tricks) or "none"
+        raise TrainingFailed(f"parameters differ across the {state.world_size} ranks (checksum "
+                             f"gap {gap:.3g} at step {state.step}): a trick keeps rank-local "
+                             f"state; active tricks: {names}")
+
+
 def agree_stop(state) -> None:
     """Turn a signal seen by any rank into a stop on every rank (a collective: call it at the same
     step on all ranks; the engine does at log steps)."""

@@ -114,6 +114,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     summary = {"status": "running"}
     try:
         figures = engine.fit(state, logger, progress, checkpoint_fn=save_last, best_fn=on_eval)
+        dist.check_in_sync(state)  # DDP replicas must still be equal
         summary = {**figures, "status": "interrupted" if state.stop_requested else "completed"}
         if state.stop_requested:
             summary["error"] = f"stopped by {state.stop_requested} at step {state.step}"
@@ -186,11 +187,19 @@ def hydra_main(cfg: DictConfig) -> None:
 
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_dir / "summary.json", {"status": "failed", "error": str(e)})
-        return
+        return float("nan")  # a sweeper (Optuna) records the trial as failed and goes on
     if summary.get("status") != "completed":
         FAILED.append(str(run_dir))
         if not multirun:
             sys.exit(1 if summary.get("status") == "failed" else 3)
+    return objective(summary)
+
+
+def objective(summary: dict) -> float:
+    """What the task function returns, hence what an Optuna sweep (hydra/sweeper=...) optimizes:
+    the best validation accuracy (maximize); NaN marks a failed trial."""
+    v = summary.get("best/val/acc") if summary.get("status") == "completed" else None
+    return float(v) if v is not None else float("nan")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,18 @@ class SameRng(Trick):
         return next(batch)
 
 
+class RankLocal(Trick):
+    """Test-only: a trick with rank-local behaviour (it shifts rank 1's gradients after the
+    all-reduce), the kind of bug that silently drifts DDP replicas apart."""
+
+    def on_grads(self, state):
+        import torch.distributed as dist
+
+        if dist.is_initialized() and dist.get_rank() == 1:
+            for p in state.params:
+                p.grad.add_(1.0)
+
+
 def _module_exists(name: str) -> bool:
     return (ROOT / "runner" / "tricks" / f"{name}.py").exists()
 
@@ -74,8 +86,12 @@ CASES = {
                                  "+reg.fgm._target_=runner.tricks.fgm.FGM", "clip=norm",
                                  "clip.max_norm=0.05"], "fgm"),
 }
+# Options whose setup reads data: their DDP form matches one process with the global batch (the
+# Fisher of ChildTuning-D is taken over global batches), so they are checked without dropout.
+GLOBAL_ONLY = ("childtuning_d",)
 for _opt in conf_options("reg"):
-    CASES[f"reg={_opt}"] = ("accum", [f"reg=[{_opt}]"], None)
+    CASES[f"reg={_opt}"] = (("global", NO_DROPOUT + [f"reg=[{_opt}]"], None) if _opt in GLOBAL_ONLY
+                            else ("accum", [f"reg=[{_opt}]"], None))
 
 _SKIP = {n: f"runner/tricks/{m}.py does not exist yet" for n, (_, _, m) in CASES.items()
          if m and not _module_exists(m)}
@@ -124,6 +140,7 @@ def ddp_runs(tmp_path_factory):
     # resume under DDP: 3 steps, then resume=true to 5 in the same directory
     spec["resume-a"] = [o.replace("max_steps=5", "max_steps=3") for o in ddp_overrides("baseline")]
     spec["resume-b"] = ddp_overrides("baseline") + ["resume=true"]
+    spec["diverge"] = ddp_overrides("baseline") + [f"+reg.bad._target_={__name__}.RankLocal"]
     (out / "spec.json").write_text(json.dumps(spec))
     r = torchrun([__file__, str(out)], cwd=out)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -183,6 +200,13 @@ def test_only_rank0_writes(ddp_runs):
     assert {"val/acc", "test/acc"} <= set(rows[1])  # rank 0 evaluated at step 3
 
 
+@pytest.mark.slow
+def test_replicas_drifting_apart_fail_the_run(ddp_runs):
+    s = json.loads((ddp_runs / "diverge" / "summary.json").read_text())
+    assert s["status"] == "failed"
+    assert "parameters differ across the 2 ranks" in s["error"] and "bad" in s["error"]
+
+
 def test_batcher_shards_each_global_batch_by_rank():
     from runner.data.batching import IndexBatcher
 
@@ -226,7 +250,7 @@ def _driver(out: Path) -> None:
                 dist.barrier()
                 continue
             summary = run(compose(overrides), target)
-            if dist.get_rank() == 0 and summary["status"] != "completed":
+            if dist.get_rank() == 0 and summary["status"] != "completed" and name != "diverge":
                 raise SystemExit(f"{name}: {summary}")
             dist.barrier()
     finally:

@@ -16,8 +16,9 @@ Defaults: p = 0.3, batches = 16 (N; training batches in the run's own order, cyc
 
 The Fisher is computed in eval mode (no dropout: deterministic, and it draws no random numbers,
 so the training stream is the same as without the trick). The mask is trick state: saved in
-checkpoints and restored on resume. Composition: order 80 (gradient masking) in ``on_grads``,
-before clipping. Logged once: nothing per step (the mask is fixed; its density is p).
+checkpoints and restored on resume. Under DDP each batch's gradient is averaged over the ranks
+first (the global batch's gradient), so every rank computes the same Fisher and keeps the same
+mask. Composition: order 80 (gradient masking) in ``on_grads``, before clipping. Logged once: nothing per step (the mask is fixed; its density is p).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def fisher_diag(state, batches: int) -> list:
         while done < batches:
             for batch in state.batcher.epoch(epoch):
                 grads = torch.autograd.grad(state.forward(batch).loss, params, allow_unused=True)
+                if state.world_size > 1:  # DDP: the global batch's gradient, one mask on all ranks
+                    from runner.dist import mean_grads
+
+                    grads = mean_grads(list(grads), state.world_size)
                 for f, g in zip(fisher, grads):
                     if g is not None:
                         f += g.float().pow(2)
