@@ -46,7 +46,7 @@ def precheck(args: list[str]) -> None:
     base, sweeps = [], []
     for o in parsed:
         if o.is_sweep_override():
-            vals = [str(v) for v in o.sweep_string_iterator()]
+            vals = _sweep_values(o)
             sweeps.append((o, vals))
             base.append(f"{o.get_key_element()}={vals[0]}" if vals else o.input_line)
         else:
@@ -61,7 +61,7 @@ def precheck(args: list[str]) -> None:
         except ConfigError:
             continue
         if o.is_sweep_override():
-            values = [str(v) for v in o.sweep_string_iterator()]
+            values = _sweep_values(o)
         else:
             v = o.value()
             values = [str(x) for x in v] if isinstance(v, list) else [str(v)]
@@ -91,6 +91,16 @@ def precheck(args: list[str]) -> None:
             raise ConfigError("", f"invalid config ({type(e).__name__}: "
                               f"{' '.join(str(e).split())[:160]}); see `tricks train --cfg job`")
         _precheck_resume(cfg, hydra_keys, multirun)
+
+
+def _sweep_values(o) -> list[str]:
+    """The values of a sweep override; for an Optuna-style range (interval(a,b)), its two ends."""
+    from hydra.core.override_parser.types import IntervalSweep
+
+    v = o.value()
+    if isinstance(v, IntervalSweep):
+        return [str(v.start), str(v.end)]
+    return [str(x) for x in o.sweep_string_iterator()]
 
 
 def _hydra_value(hydra_keys: list[str], key: str) -> str | None:
