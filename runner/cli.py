@@ -178,6 +178,11 @@ def train(ctx: typer.Context):
 
       tricks train resume=true hydra.run.dir=runs/2026-11-22/10-00-00
 
+      tricks train --nproc 4 trainer.batch_size=64     # data-parallel: 4 processes (torchrun)
+
+    --nproc N re-launches the run through torch.distributed.run (torchrun --standalone) with N
+    processes, one per GPU (gloo on CPU); trainer.batch_size is per process. Multi-node: call
+    torchrun yourself (`torchrun --nnodes ... -m runner.main ARGS`), see docs/scale.md.
     Hydra's own flags pass through: --cfg job (print the config), --multirun/-m, --hydra-help.
     Outputs: runs/DATE/TIME/ (one run) or multirun/DATE/TIME/N/ (sweep jobs), each with
     config.yaml, metrics.jsonl, summary.json and checkpoints/.
@@ -185,11 +190,14 @@ def train(ctx: typer.Context):
     args = list(ctx.args)
     from runner.errors import ConfigError
 
+    nproc, args = _pop_nproc(args)
     if not any(a in ("--cfg", "-c", "--info", "-i", "--hydra-help", "--help") for a in args):
         try:
             precheck(args)
         except ConfigError as e:
             _fail(str(e))
+    if nproc > 1:
+        raise typer.Exit(_launch_ddp(nproc, args))
     from runner import main as entry
 
     if ("resume=true" in [a.lower() for a in args] and "-m" not in args and "--multirun" not in args
@@ -210,6 +218,49 @@ def train(ctx: typer.Context):
         code = code or 1
     if code:
         raise typer.Exit(code)
+
+
+def _pop_nproc(args: list[str]) -> tuple[int, list[str]]:
+    """Take `--nproc N` / `--nproc=N` out of the Hydra arguments."""
+    rest, nproc, i = [], 1, 0
+    while i < len(args):
+        a = args[i]
+        if a == "--nproc" or a.startswith("--nproc="):
+            val = a.split("=", 1)[1] if "=" in a else (args[i + 1] if i + 1 < len(args) else "")
+            i += 1 if "=" in a else 2
+            if not val.isdigit() or int(val) < 1:
+                _fail(f"--nproc: must be a positive integer, got {val!r}")
+            nproc = int(val)
+            continue
+        rest.append(a)
+        i += 1
+    return nproc, rest
+
+
+def _launch_ddp(nproc: int, args: list[str]) -> int:
+    """One data-parallel run: torch.distributed.run starts `nproc` copies of runner.main, which
+    join one process group (runner.dist). Returns torchrun's exit code."""
+    import subprocess
+
+    if any(a in ("-m", "--multirun") for a in args):
+        _fail("--nproc starts one data-parallel run, not a sweep; sweep DDP runs with "
+              "hydra/launcher=slurm hydra.launcher.tasks_per_node=N (see docs/scale.md)")
+    if not any(a.startswith("hydra.run.dir=") for a in args):
+        # every process must agree on the run directory, so resolve ${now:} once, here
+        from hydra.core.utils import setup_globals
+        from omegaconf import OmegaConf
+
+        from runner import CONF_DIR
+
+        setup_globals()  # registers the ${now:} resolver
+        pattern = OmegaConf.load(CONF_DIR / "train.yaml").hydra.run._get_node("dir")._value()
+        args = [*args, f"hydra.run.dir={OmegaConf.create({'d': pattern}).d}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "runner.main", *args]
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:  # torchrun forwards the signal; the ranks checkpoint and stop
+        return 3
 
 
 @app.command("list")
