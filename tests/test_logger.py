@@ -133,12 +133,19 @@ def test_wandb_online_init_failure_falls_back_to_offline(tmp_path, monkeypatch, 
     assert len(history(wandb_records(tmp_path / "run"))) == len(read_rows(tmp_path / "run"))
 
 
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ref") / "run"
+    return train_run(FAST, d), d
+
+
 @pytest.mark.parametrize("method", ["start", "log", "finish"])
-def test_a_failing_wandb_sink_does_not_stop_training(method, tmp_path, monkeypatch, capsys):
+def test_a_failing_wandb_sink_does_not_stop_training(method, tmp_path, monkeypatch, capsys,
+                                                     reference_run):
     from runner.log.wandb import WandbSink
 
     monkeypatch.setenv("WANDB_MODE", "offline")
-    ref = train_run(FAST, tmp_path / "ref")
+    ref, ref_dir = reference_run
     calls = []
 
     def boom(self, *a):
@@ -149,7 +156,7 @@ def test_a_failing_wandb_sink_does_not_stop_training(method, tmp_path, monkeypat
     s = train_run([*FAST, "logger=wandb"], tmp_path / "run")
     assert s["status"] == "completed" and s["test/acc"] == ref["test/acc"]
     strip = lambda rows: [{k: v for k, v in r.items() if k != "samples_per_sec"} for r in rows]
-    assert strip(read_rows(tmp_path / "run")) == strip(read_rows(tmp_path / "ref"))
+    assert strip(read_rows(tmp_path / "run")) == strip(read_rows(ref_dir))
     err = capsys.readouterr().err
     assert err.count("warning: logger WandbSink failed") == 1 and "W&B went away" in err
     assert calls == [method]  # switched off after the first failure
@@ -207,3 +214,27 @@ def test_wandb_multirun_jobs_are_runs_of_one_group(tmp_path):
     assert infos[0]["run_group"] == infos[1]["run_group"] == "-".join(sweep.parts[1:])
     assert infos[0]["run_id"] != infos[1]["run_id"]
     assert "seed=0" in infos[0]["display_name"] and "seed=1" in infos[1]["display_name"]
+
+
+def test_wandb_failing_mid_run_closes_its_run_and_training_goes_on(tmp_path, monkeypatch, capsys):
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    n = {"calls": 0}
+    real_log = wandb.sdk.wandb_run.Run.log
+
+    def flaky(self, data, *a, **k):
+        n["calls"] += 1
+        if n["calls"] == 2:
+            raise ConnectionError("connection reset")
+        return real_log(self, data, *a, **k)
+
+    monkeypatch.setattr(wandb.sdk.wandb_run.Run, "log", flaky)
+    s = train_run([*FAST, "logger=wandb"], tmp_path / "run")
+    assert s["status"] == "completed"
+    rows = read_rows(tmp_path / "run")
+    assert [r["step"] for r in rows] == [2, 3, 4, 6]  # every row kept locally
+    assert "connection reset" in capsys.readouterr().err
+    recs = wandb_records(tmp_path / "run")
+    assert len(history(recs)) == 1  # W&B got the row before the failure, then was closed
+    assert [r["exit"].get("exit_code") for r in recs if r["type"] == "exit"] == [1]

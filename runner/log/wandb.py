@@ -234,13 +234,29 @@ class WandbSink(Sink):
 
     def log(self, row):
         if self.run is not None:
-            self.run.log(dict(row))
+            try:
+                self.run.log(dict(row))
+            except Exception:
+                self._abandon()  # the Logger switches this sink off; close the W&B run first
+                raise
+
+    def _abandon(self):
+        run, self.run = self.run, None
+        try:
+            run.finish(exit_code=1)
+        except Exception:
+            pass
 
     def finish(self, summary):
         if self.run is None:
             return
-        run, self.run = self.run, None
-        run.summary.update({k: v for k, v in summary.items() if v is not None})
+        run = self.run
+        try:
+            run.summary.update({k: v for k, v in summary.items() if v is not None})
+        except Exception:
+            self._abandon()
+            raise
+        self.run = None
         run.finish(exit_code=0 if summary.get("status") == "completed" else 1)
         if self.offline_dir is not None and not self.offline_reason:
             print(f"wandb: offline run saved; upload with `wandb sync {self.offline_dir}`",
