@@ -1,0 +1,150 @@
+"""The regularizers in real runs on mnist1d (in-process, a few steps each).
+
+- every trick and every pair of tricks (parametrized over conf/reg/, so a new trick file is
+  covered by adding it) trains with a finite loss and logs its figure;
+- no-op settings reproduce the baseline run (exactly, or to float tolerance where the computation
+  path differs, e.g. R-Drop's doubled batch);
+- R-Drop + FGM + flooding + clipping compose under gradient accumulation and bf16 autocast;
+- ChildTuning-D's mask is saved in checkpoints, restored on resume, and freezes what it masks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from conftest import FAST, conf_options, read_rows, strip_timing, train_run
+
+REG = conf_options("reg")
+STEPS = 4
+BASE = [o for o in FAST if not o.startswith(("trainer.max_steps", "trainer.eval_every"))] + [
+    f"trainer.max_steps={STEPS}", f"trainer.eval_every={STEPS}", "model=mlp"]
+DROP = BASE + ["model.dropout=0.1"]
+# SGD for the no-op comparisons: Adam's first steps are ~lr·sign(g), so float-level differences
+# in near-zero gradient entries (R-Drop's doubled batch) would become lr-sized.
+NOOP_BASE = BASE + ["optimizer=sgd", "model.dropout=0"]
+
+# the figure each trick logs (a trick missing here is still run, just not checked for a figure)
+FIGURES = {"rdrop": "train/rdrop_kl", "fgm": "train/adv_loss", "pgd": "train/adv_loss",
+           "vat": "train/vat_kl", "gradpen": "train/gradpen_sq",
+           "paramgradpen": "train/paramgradpen_sq", "flooding": "train/flood_active_frac",
+           "spectral": "train/spectral_sq"}
+
+COMBOS = [(r,) for r in REG] + list(itertools.combinations(REG, 2))
+
+
+def finite_losses(rows) -> list:
+    losses = [r["train/loss"] for r in rows if "train/loss" in r]
+    assert losses, rows
+    return [l for l in losses if not math.isfinite(l)]
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids="+".join)
+def test_every_trick_and_pair_trains_with_finite_loss(combo, tmp_path):
+    run_dir = tmp_path / "run"
+    s = train_run(DROP + [f"reg=[{','.join(combo)}]"], run_dir)
+    assert s["status"] == "completed", s.get("error")
+    assert s["steps"] == STEPS
+    rows = read_rows(run_dir)
+    assert finite_losses(rows) == []
+    assert math.isfinite(rows[-1]["val/loss"])
+    for name in combo:
+        if name in FIGURES:
+            assert any(FIGURES[name] in r for r in rows), (name, rows[-1])
+
+
+def test_all_tricks_at_once(tmp_path):
+    s = train_run(DROP + [f"reg=[{','.join(REG)}]", "clip=norm"], tmp_path / "run")
+    assert s["status"] == "completed", s.get("error")
+    assert finite_losses(read_rows(tmp_path / "run")) == []
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    d = tmp_path_factory.mktemp("baseline") / "run"
+    assert train_run(NOOP_BASE, d)["status"] == "completed"
+    return strip_timing(read_rows(d))
+
+
+def same_rows(base, rows, exact: bool):
+    assert len(base) == len(rows)
+    for b, r in zip(base, rows):
+        for k, v in b.items():
+            if exact:
+                assert r[k] == v, (k, r[k], v)
+            else:
+                assert r[k] == pytest.approx(v, rel=1e-4, abs=1e-6), (k, r[k], v)
+
+
+# (trick, overrides, exact): the no-op setting of each trick
+NOOPS = [
+    ("flooding", ["reg.flooding.b=0"], True),
+    ("childtuning_f", ["reg.childtuning_f.p=1"], True),
+    ("noise", ["reg.noise.sigma=0"], True),
+    ("label_smoothing", ["reg.label_smoothing.eps=0"], True),
+    ("rdrop", ["reg.rdrop.alpha=0"], False),  # dropout 0: one doubled-batch forward
+    ("gradpen", ["reg.gradpen.eps=0"], False),
+    ("paramgradpen", ["reg.paramgradpen.gamma=0"], False),
+    ("spectral", ["reg.spectral.lam=0"], False),
+    ("vat", ["reg.vat.weight=0"], False),
+]
+
+
+@pytest.mark.parametrize("name,overrides,exact", NOOPS, ids=[n[0] for n in NOOPS])
+def test_noop_setting_reproduces_the_baseline(name, overrides, exact, baseline, tmp_path):
+    s = train_run(NOOP_BASE + [f"reg=[{name}]", *overrides], tmp_path / "run")
+    assert s["status"] == "completed", s.get("error")
+    same_rows(baseline, strip_timing(read_rows(tmp_path / "run")), exact)
+
+
+def test_rdrop_fgm_flooding_clip_compose_with_accumulation_and_bf16(tmp_path):
+    from runner import build
+    from runner.config import compose
+
+    ov = DROP + ["reg=[rdrop,fgm,flooding]", "clip=norm", "trainer.accum_steps=2",
+                 "trainer.precision=bf16"]
+    # the documented order: flooding (outermost loss) > R-Drop > FGM (backward) > clipping
+    tricks = build.tricks(compose(ov))
+    assert [t.name for t in tricks][:3] == ["flooding", "rdrop", "fgm"] and len(tricks) == 4
+    s = train_run(ov, tmp_path / "run")
+    assert s["status"] == "completed", s.get("error")
+    rows = read_rows(tmp_path / "run")
+    assert finite_losses(rows) == []
+    for key in ("train/rdrop_kl", "train/adv_loss", "train/flood_active_frac",
+                "train/clip_factor"):
+        assert any(key in r for r in rows), key
+
+
+def test_childtuning_d_mask_is_checkpointed_restored_and_freezes_weights(tmp_path, monkeypatch):
+    from runner.models.mlp import MLP
+    from runner.tricks import childtuning_d
+
+    run_dir = tmp_path / "run"
+    ov = DROP + ["reg=[childtuning_d]", "reg.childtuning_d.batches=4"]
+    assert train_run(ov, run_dir)["status"] == "completed"
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    mask = ckpt["tricks"]["0:childtuning_d"]["mask"]
+    n = sum(m.numel() for m in mask)
+    assert sum(int(m.sum()) for m in mask) == round(0.3 * n)
+
+    # masked-out entries never move (AdamW, no weight decay: zero gradient, zero update)
+    torch.manual_seed(0)
+    init = MLP(in_dim=40, num_classes=10, hidden=100, depth=2, dropout=0.1).state_dict()
+    names = list(init)
+    for name, m in zip(names, mask):
+        w0, w = init[name], ckpt["model"][name]
+        assert torch.equal(w[~m], w0[~m]), name
+    assert any(not torch.equal(ckpt["model"][k][m], init[k][m]) for k, m in zip(names, mask))
+
+    # resume: setup would compute a different mask; the checkpoint's must win
+    monkeypatch.setattr(childtuning_d, "fisher_diag",
+                        lambda state, batches: [torch.rand_like(p) for p in state.params])
+    s = train_run(ov + ["resume=true", f"trainer.max_steps={STEPS + 2}"], run_dir)
+    assert s["status"] == "completed", s.get("error")
+    assert s["steps"] == STEPS + 2
+    again = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert all(torch.equal(a, b) for a, b in
+               zip(again["tricks"]["0:childtuning_d"]["mask"], mask))
