@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -452,6 +453,7 @@ class Result:
     excluded: list  # of (Run, reason)
     n_runs: int
     sources: list
+    command: str = ""
 
 
 def _match(value: str, want: str) -> bool:
@@ -651,6 +653,10 @@ def markdown(res: Result, plots: list[tuple[str, str]] = ()) -> str:
     for row in table_rows(res):
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
     lines += ["", METHOD, ""]
+    lines += ["Seeds: " + "; ".join(f"{g.label}: {' '.join(map(str, g.stats['seeds']))}"
+                                    for g in res.groups) + ".", ""]
+    if res.command:
+        lines += [f"Made with `{res.command}`.", ""]
     if res.keys:
         lines += ["Groups differ in: " + ", ".join(f"`{k}`" for k in res.keys) + " (seed ignored).",
                   ""]
@@ -842,6 +848,9 @@ def main(paths: list[str], metric: str = "test/acc", baseline: str | None = None
         raise ConfigError("PATH", "give at least one run or sweep directory")
     runs = load_runs(list(paths))
     res = analyse(runs, metric=metric, baseline=baseline, sources=[str(p) for p in paths])
+    res.command = " ".join(["tricks compare", *map(shlex.quote, map(str, paths)),
+                            "--metric", shlex.quote(metric),
+                            *(["--baseline", shlex.quote(baseline)] if baseline else [])])
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console = Console(width=200)
