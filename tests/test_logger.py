@@ -238,3 +238,21 @@ def test_wandb_failing_mid_run_closes_its_run_and_training_goes_on(tmp_path, mon
     recs = wandb_records(tmp_path / "run")
     assert len(history(recs)) == 1  # W&B got the row before the failure, then was closed
     assert [r["exit"].get("exit_code") for r in recs if r["type"] == "exit"] == [1]
+
+
+def test_wandb_resume_continues_the_same_run(tmp_path, monkeypatch):
+    from runner.log.wandb import WandbSink
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    ids = []
+    for resume in (False, True):
+        sink = WandbSink(mode="offline")
+        sink.start(tmp_path, {"seed": 0, "resume": resume})
+        ids.append(sink.run.id)
+        sink.log({"step": 1 + 10 * resume, "train/loss": 1.0})
+        sink.finish({"status": "completed"})
+    assert ids[0] == ids[1] == (tmp_path / "wandb-run-id").read_text().strip()
+    sink = WandbSink(mode="offline")  # a fresh run in the same dir is a new W&B run
+    sink.start(tmp_path, {"seed": 0, "resume": False})
+    assert sink.run.id != ids[0]
+    sink.finish({"status": "completed"})
