@@ -17,7 +17,8 @@ Semi-Supervised Text Classification") perturb and the Embedding-Token output tha
 FGM implementation perturbs; the from-scratch model (models.transformer) uses the same
 convention, so an epsilon means the same thing on every text model.
 
-`set_grad_checkpointing(True)` -> `gradient_checkpointing_enable` (non-reentrant).
+`set_grad_checkpointing(True)` -> transformers' activation (gradient) checkpointing, non-reentrant
+(RNG state preserved: same gradients with dropout on, tested).
 No network: a Hub name that is not cached fails with one line saying the Hub cannot be reached.
 """
 
@@ -118,8 +119,20 @@ class HFEncoder(Model):
         if not getattr(self.encoder, "supports_gradient_checkpointing", False):
             super().set_grad_checkpointing(enabled)
             return
-        if enabled:
-            self.encoder.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
+        enc = self.encoder
+        if hasattr(enc, "activation_checkpointing_enable"):  # transformers >= 5.x names
+            if enabled:
+                enc.activation_checkpointing_enable({"use_reentrant": False})
+            else:
+                enc.activation_checkpointing_disable()
+        elif enabled:
+            enc.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         else:
-            self.encoder.gradient_checkpointing_disable()
+            enc.gradient_checkpointing_disable()
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        enc = self.encoder
+        return bool(getattr(enc, "is_activation_checkpointing", None)
+                    if hasattr(type(enc), "is_activation_checkpointing")
+                    else enc.is_gradient_checkpointing)
