@@ -223,3 +223,46 @@ def test_compile_flag_reaches_the_model(monkeypatch, tmp_path):
     seen.clear()
     train_run(_overrides(2, []), tmp_path / "nc")
     assert seen == []
+
+
+def test_dynamic_padding_reads_no_device_value_per_batch(monkeypatch, tmp_path):
+    """Text batches are trimmed to their longest row (dynamic padding) from row lengths kept on
+    the host: no device read per batch."""
+    import random
+
+    rnd = random.Random(0)
+    lines = ["text,label"] + [
+        f"{' '.join(rnd.choice(['good', 'bad', 'car', 'road']) for _ in range(rnd.randint(1, 12)))}"
+        f",{rnd.choice(['pos', 'neg'])}" for _ in range(200)]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    extra = ["model=transformer", "model.tokenizer=bytes", "model.width=16", "model.depth=1",
+             "model.heads=2", "dataset=csv", f"dataset.path={tmp_path / 't.csv'}",
+             "dataset.text_column=text", "dataset.max_len=64"]
+    over = lambda n: [o for o in _overrides(n, extra) if not o.startswith("dataset.num_samples")
+                      and not o.startswith("dataset.val_size")]
+    counts = []
+    for n in (4, 8):
+        with monkeypatch.context() as m:
+            c = SyncCounter(m)
+            s = train_run(over(n), tmp_path / f"run{n}")
+        assert s["status"] == "completed", s
+        counts.append(c)
+    assert counts[1].total == counts[0].total > 0
+    assert [k for log, k in counts[1].per_step if not log] == [0] * 7
+
+
+def test_host_view_trims_like_the_device_read():
+    from runner.data.base import take
+    from runner.data.text import TrimPadding
+
+    g = torch.Generator().manual_seed(0)
+    lens = torch.randint(1, 40, (60,), generator=g)
+    mask = (torch.arange(48)[None, :] < lens[:, None]).long()
+    split = {"x": mask * 7, "mask": mask, "y": torch.zeros(60, dtype=torch.long)}
+    trim = TrimPadding(multiple=8)
+    view = trim.host_view(split)
+    for _ in range(20):
+        rows = torch.randperm(60, generator=g)[:5]
+        a, b = trim(take(split, rows)), view(take(split, rows), rows.numpy())
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert a["x"].shape[1] == min(48, -(-int(lens[rows].max()) // 8) * 8)

@@ -25,6 +25,11 @@ class IndexBatcher:
         self.n = len(split["y"])
         self.drop_last = drop_last
         self.collate = collate  # e.g. trim padding of text batches
+        # A collate may keep per-row facts on the host (TrimPadding: each row's length), read
+        # from the device once here, so that no batch needs a device read (a sync on CUDA):
+        # collate.host_view(split) -> f(batch, host_rows)
+        view = getattr(collate, "host_view", None)
+        self._host_collate = view(split) if view is not None else None
         if self.n < self.global_batch and drop_last:
             from runner.errors import ConfigError
 
@@ -38,18 +43,28 @@ class IndexBatcher:
         g = self.global_batch
         return self.n // g if self.drop_last else -(-self.n // g)
 
-    def order(self, epoch: int) -> torch.Tensor:
+    def host_order(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+        return torch.randperm(self.n, generator=g)
+
+    def order(self, epoch: int) -> torch.Tensor:
         from runner.device import to_device  # pinned + non-blocking on CUDA: no stall per epoch
 
-        return to_device(torch.randperm(self.n, generator=g), self.split["y"].device)
+        return to_device(self.host_order(epoch), self.split["y"].device)
 
     def epoch(self, epoch: int, start: int = 0):
-        perm = self.order(epoch)
+        from runner.device import to_device
+
+        host = self.host_order(epoch)
+        perm = to_device(host, self.split["y"].device)
+        rows = host.numpy() if self._host_collate is not None else None
         for i in range(start, self.steps_per_epoch):
             lo = i * self.global_batch + self.rank * self.batch_size  # this rank's slice
             batch = take(self.split, perm[lo:lo + self.batch_size])
-            yield self.collate(batch) if self.collate else batch
+            if self._host_collate is not None:
+                yield self._host_collate(batch, rows[lo:lo + self.batch_size])
+            else:
+                yield self.collate(batch) if self.collate else batch
 
 
 def eval_batches(split: dict, batch_size: int, collate=None):

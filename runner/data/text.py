@@ -217,8 +217,17 @@ class TrimPadding:
         self.multiple, self.keys = multiple, tuple(keys)
 
     def __call__(self, batch: dict) -> dict:
+        return self.trim(batch, int(batch["mask"].sum(1).max()))  # a host read (eval batches)
+
+    def host_view(self, split: dict):
+        """For the train batcher: every row's length read from the device once, so a batch's
+        longest row is found on the host (no device read per step). Returns f(batch, rows),
+        rows: the batch's row numbers as a numpy array."""
+        lengths = split["mask"].sum(1).cpu().numpy()
+        return lambda batch, rows: self.trim(batch, int(lengths[rows].max()) if len(rows) else 1)
+
+    def trim(self, batch: dict, longest: int) -> dict:
         full = batch["mask"].shape[1]
-        longest = int(batch["mask"].sum(1).max())  # the one host read per batch
         width = min(full, -(-max(longest, 1) // self.multiple) * self.multiple)
         if width == full:
             return batch
