@@ -177,11 +177,19 @@ def test_only_rank_0_logs(tmp_path, monkeypatch):
     assert is_main_process()
 
 
-def test_wandb_bad_mode_is_a_config_error(tmp_path):
-    r = cli(["train", *FAST, "logger=wandb", "logger.mode=sometimes",
-             f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, timeout=120)
-    assert r.returncode == 2
-    assert "logger.mode: got 'sometimes' (allowed: auto, online, offline, disabled)" in r.stderr
+@pytest.mark.parametrize("key,value,msg", [
+    ("mode", "sometimes", "logger.mode: got 'sometimes' (allowed: auto, online, offline, disabled)"),
+    ("init_timeout", "0", "logger.init_timeout: must be > 0, got 0"),
+    ("colour", "red", "logger.colour: unknown key (allowed: project, entity, group"),
+])
+def test_wandb_bad_keys_are_one_line_config_errors(key, value, msg, tmp_path):
+    from runner.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        train_run([*FAST, "logger=wandb", f"+logger.{key}={value}" if key == "colour"
+                   else f"logger.{key}={value}"], tmp_path / "run")
+    assert str(e.value).startswith(msg) and "\n" not in str(e.value)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # no training happened
 
 
 def test_tensorboard_scalars_match_metrics_jsonl(tmp_path):

@@ -230,7 +230,9 @@ class WandbSink(Sink):
     def _settings(self):
         import wandb
 
-        return wandb.Settings(init_timeout=float(self.init_timeout), silent=True)
+        # finish_previous: a run left open (a failed job of the sweep) never swallows the next one
+        return wandb.Settings(init_timeout=float(self.init_timeout), silent=True,
+                              reinit="finish_previous")
 
     def log(self, row):
         if self.run is not None:
