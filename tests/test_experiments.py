@@ -1,0 +1,117 @@
+"""experiments/: every recipe's every arm composes and trains a few steps; the driver builds the
+commands a user would type, and turns sweeps into reports.
+
+Parametrized over experiments/*/recipe.yaml, so a new recipe or arm is tested by adding it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, train_run
+
+spec = importlib.util.spec_from_file_location("experiments_driver", ROOT / "scripts" / "experiments.py")
+X = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(X)
+
+TINY = ["trainer.max_steps=3", "trainer.eval_every=3", "trainer.log_every=1",
+        "trainer.progress=false", "seed=0"]
+TINY_TEXT = ["dataset.train_size=64", "dataset.val_size=32", "dataset.test_size=32"]
+
+
+def arms():
+    out = []
+    for name in X.recipes():
+        r = X.load(name)
+        for arm in r["arms"]:
+            ovr = X.first_combo(X.arm_overrides(r, arm))
+            slow = any(o.startswith("model=") and o.split("=", 1)[1] in ("minilm", "hf")
+                       for o in ovr)
+            out.append(pytest.param(name, arm, id=f"{name}/{arm}",
+                                    marks=[pytest.mark.slow] if slow else []))
+    return out
+
+
+def test_every_recipe_is_complete():
+    names = X.recipes()
+    assert {"flooding", "derived", "clipping", "lion_vs_adamw", "rdrop_vs_adversarial",
+            "childtuning"} <= set(names)
+    for name in names:
+        r = X.load(name)
+        assert r["description"], f"{name}/recipe.yaml needs a first-line # description"
+        assert len(r["seeds"]) >= 5, f"{name}: at least 5 seeds per arm"
+        assert (ROOT / "experiments" / name / "README.md").is_file(), f"{name}: README.md"
+        for cname, spec in r["compare"].items():
+            assert set(spec["arms"]) <= set(r["arms"]), f"{name}/{cname}: unknown arm"
+        if r.get("analysis"):
+            assert r["analysis"] in X.ANALYSES
+
+
+@pytest.mark.parametrize("name,arm", arms())
+def test_recipe_arm_trains(name, arm, tmp_path):
+    r = X.load(name)
+    ovr = X.first_combo(X.arm_overrides(r, arm))
+    if any(o.startswith("dataset=tweets") for o in ovr):
+        ovr = X.merge(ovr, TINY_TEXT)
+    summary = train_run(X.merge(ovr, TINY), tmp_path / "run")
+    assert summary["status"] == "completed", summary.get("error")
+    assert summary["steps"] == 3
+    cfg = (tmp_path / "run" / "config.yaml").read_text()
+    assert f"arm: {arm}" in cfg  # the tag `tricks compare --baseline arm=...` relies on
+
+
+def test_merge_replaces_same_key_and_keeps_order():
+    assert X.merge(["a=1", "b=2"], ["+c=3"], ["a=9"]) == ["b=2", "+c=3", "a=9"]
+    assert X.first_combo(["x=1,2,3", "reg=[rdrop,fgm]", "y=4"]) == ["x=1", "reg=[rdrop,fgm]", "y=4"]
+
+
+def test_dry_run_prints_the_commands_with_user_overrides(capsys):
+    assert X.main(["run", "flooding", "--dry-run", "trainer.epochs=3", "trainer.device=cuda"]) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("$ tricks train -m")]
+    r = X.load("flooding")
+    assert len(lines) == len(r["arms"])
+    for line, arm in zip(lines, r["arms"]):
+        assert " trainer.epochs=3 " in line and "trainer.epochs=40" not in line
+        assert "trainer.device=cuda" in line
+        assert f"+arm={arm}" in line and "seed=0,1,2,3,4" in line
+        assert f"hydra.sweep.dir=experiments/flooding/runs/{arm}" in line
+
+
+def test_steps_to_target():
+    rows = [{"step": s, "train/loss": v} for s, v in
+            [(5, 2.0), (10, 1.2), (15, 0.9), (20, 0.8), (25, 1.5), (30, 0.5)]]
+    assert X.steps_to(rows, "train/loss", 1.0, smooth=1) == 15
+    assert X.steps_to(rows, "train/loss", 1.0, smooth=2) == 20  # (0.9 + 0.8) / 2
+    assert X.steps_to(rows, "train/loss", 0.1, smooth=1) is None
+
+
+def test_optimizer_state_memory_lion_half_of_adamw():
+    _, adamw = X.optimizer_state_bytes(["optimizer=adamw", "model=mlp"])
+    pb, lion = X.optimizer_state_bytes(["optimizer=lion", "model=mlp"])
+    assert lion == pb  # one momentum buffer
+    assert adamw == 2 * pb  # exp_avg and exp_avg_sq (the scalar step is not counted)
+
+
+@pytest.mark.slow
+def test_driver_end_to_end(tmp_path, monkeypatch):
+    """A two-arm recipe through the real CLI: sweeps, run_info.json, and the compare report."""
+    exp = tmp_path / "experiments" / "tiny"
+    exp.mkdir(parents=True)
+    (exp / "recipe.yaml").write_text(
+        "# tiny\nseeds: [0, 1]\ncommon: [trainer.max_steps=4, trainer.eval_every=2, "
+        "trainer.batch_size=50]\narms:\n  baseline: []\n  flood: ['reg=[flooding]', "
+        "reg.flooding.b=0.5]\ncompare:\n  main: {arms: [baseline, flood], baseline: arm=baseline}\n")
+    monkeypatch.setattr(X, "EXPERIMENTS", tmp_path / "experiments")
+    assert X.main(["run", "tiny"]) == 0
+    runs = sorted((exp / "runs").glob("*/*/summary.json"))
+    assert len(runs) == 4
+    assert all(json.loads(p.read_text())["status"] == "completed" for p in runs)
+    info = json.loads((exp / "results" / "run_info.json").read_text())
+    assert set(info["arms"]) == {"baseline", "flood"}
+    report = (exp / "results" / "main" / "report.md").read_text()
+    assert "arm=flood" in report and "baseline" in report
