@@ -10,16 +10,18 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
 import pytest
 import torch
+from omegaconf import OmegaConf, open_dict
 
-from conftest import FAST, conf_options, read_rows, strip_timing, train_run
+from conftest import CONF, FAST, conf_options, read_rows, strip_timing, train_run
 
 REG = conf_options("reg")
-STEPS = 4
+STEPS = 3
 BASE = [o for o in FAST if not o.startswith(("trainer.max_steps", "trainer.eval_every"))] + [
     f"trainer.max_steps={STEPS}", f"trainer.eval_every={STEPS}", "model=mlp"]
 DROP = BASE + ["model.dropout=0.1"]
@@ -33,7 +35,7 @@ FIGURES = {"rdrop": "train/rdrop_kl", "fgm": "train/adv_loss", "pgd": "train/adv
            "paramgradpen": "train/paramgradpen_sq", "flooding": "train/flood_active_frac",
            "spectral": "train/spectral_sq"}
 
-COMBOS = [(r,) for r in REG] + list(itertools.combinations(REG, 2))
+PAIRS = list(itertools.combinations(REG, 2))
 
 
 def finite_losses(rows) -> list:
@@ -42,18 +44,49 @@ def finite_losses(rows) -> list:
     return [l for l in losses if not math.isfinite(l)]
 
 
-@pytest.mark.parametrize("combo", COMBOS, ids="+".join)
-def test_every_trick_and_pair_trains_with_finite_loss(combo, tmp_path):
-    run_dir = tmp_path / "run"
-    s = train_run(DROP + [f"reg=[{','.join(combo)}]"], run_dir)
-    assert s["status"] == "completed", s.get("error")
-    assert s["steps"] == STEPS
+def check_run(summary, run_dir, combo):
+    assert summary["status"] == "completed", summary.get("error")
+    assert summary["steps"] == STEPS
     rows = read_rows(run_dir)
     assert finite_losses(rows) == []
     assert math.isfinite(rows[-1]["val/loss"])
     for name in combo:
         if name in FIGURES:
             assert any(FIGURES[name] in r for r in rows), (name, rows[-1])
+
+
+@pytest.mark.parametrize("name", REG)
+def test_every_trick_trains_with_finite_loss(name, tmp_path):
+    check_run(train_run(DROP + [f"reg=[{name}]"], tmp_path / "run"), tmp_path / "run", [name])
+
+
+@pytest.fixture(scope="module")
+def drop_cfg():
+    from runner.config import compose
+
+    return compose(DROP)
+
+
+def with_reg(cfg, names):
+    """`cfg` with reg=[names...], merged from conf/reg/ as Hydra does (without composing again:
+    Hydra's compose is most of a 4-step run's time)."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.reg = OmegaConf.merge(*[OmegaConf.load(CONF / "reg" / f"{n}.yaml") for n in names])
+    return cfg
+
+
+def test_with_reg_equals_hydra_composition(drop_cfg):
+    from runner.config import compose
+
+    assert with_reg(drop_cfg, ["rdrop", "flooding"]) == compose(DROP + ["reg=[rdrop,flooding]"])
+
+
+@pytest.mark.parametrize("combo", PAIRS, ids="+".join)
+def test_every_pair_trains_with_finite_loss(combo, drop_cfg, tmp_path):
+    from runner.main import run
+
+    check_run(run(with_reg(drop_cfg, combo), tmp_path / "run"), tmp_path / "run", combo)
 
 
 def test_all_tricks_at_once(tmp_path):
