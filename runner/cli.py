@@ -164,6 +164,44 @@ def _hydra_msg(e: Exception, overrides: list[str] | None = None) -> str:
     return msg
 
 
+class _HydraRecord:
+    """Hydra writes <run dir>/.hydra/ before the run validates what only building can check
+    (dataset files, model ranges). For a single run into an existing directory, keep those files'
+    bytes so bad input leaves the directory byte-identical."""
+
+    def __init__(self, args: list[str]):
+        from pathlib import Path
+
+        self.files: dict | None = None
+        if "-m" in args or "--multirun" in args:
+            return
+        d = _hydra_value([a for a in args if a.lstrip("+~").startswith("hydra.")],
+                         "hydra.run.dir")
+        if d is None or "${" in d or not Path(d).is_dir():
+            return
+        self.dir = Path(d) / ".hydra"
+        self.files = ({p: p.read_bytes() for p in self.dir.iterdir() if p.is_file()}
+                      if self.dir.is_dir() else {})
+        self.top = set(Path(d).iterdir())  # Hydra's job log (main.log) may appear, empty
+
+    def restore(self) -> None:
+        if self.files is None or not self.dir.is_dir():
+            return
+        for p in self.dir.iterdir():
+            if p.is_file() and p not in self.files:
+                p.unlink()
+        for p, b in self.files.items():
+            p.write_bytes(b)
+        if not self.files:
+            try:
+                self.dir.rmdir()
+            except OSError:
+                pass
+        for p in set(self.dir.parent.iterdir()) - self.top:
+            if p.is_file() and p.stat().st_size == 0:
+                p.unlink()
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(ctx: typer.Context):
     """Train one run, or sweep with -m. Arguments are Hydra overrides.
@@ -204,11 +242,14 @@ def train(ctx: typer.Context):
             and not any(a.lstrip("+~").startswith("hydra.output_subdir") for a in args)):
         args.append("hydra.output_subdir=null")  # keep the run's original .hydra/ record
     sys.argv = ["tricks-train", *args]
+    keep = _HydraRecord(args)
     code = 0
     try:
         entry.hydra_main()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
+    if code == 2:  # bad input found by the run itself: undo Hydra's rewrite of .hydra/
+        keep.restore()
     if entry.FAILED and entry.SWEEP_DIR:
         typer.echo(f"{len(entry.FAILED)} job(s) did not complete: "
                    + ", ".join(entry.FAILED[:5]), err=True)

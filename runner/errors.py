@@ -19,10 +19,10 @@ def check(cond: bool, key: str, problem: str, allowed: str | None = None) -> Non
 
 def positive(value, key: str, integer: bool = False, allow_zero: bool = False) -> None:
     """Reject non-numbers, NaN, and values <= 0 (or < 0 with allow_zero)."""
-    kind = "integer" if integer else "number"
+    kind = "an integer" if integer else "a number"
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type:
-        raise ConfigError(key, f"must be a {kind}, got {value!r}")
+        raise ConfigError(key, f"must be {kind}, got {value!r}")
     if value != value or (value < 0 if allow_zero else value <= 0):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(key, f"must be {bound}, got {value!r}")
