@@ -241,7 +241,9 @@ def load_wandb(spec: str) -> list[Run]:
         choices = {k[len("choices."):]: str(v) for k, v in config.items()
                    if k.startswith("choices.")}
         config = {k: v for k, v in config.items() if not k.startswith("choices.")}
-        summary = {k: v for k, v in dict(r.summary).items() if not k.startswith("_")}
+        raw = getattr(r.summary, "_json_dict", None)
+        raw = raw if isinstance(raw, dict) else dict(r.summary)
+        summary = {k: v for k, v in raw.items() if not k.startswith("_")}
         state = getattr(r, "state", "")
         status = summary.get("status") or {"finished": "completed", "crashed": "failed",
                                            "failed": "failed", "killed": "interrupted"}.get(

@@ -264,3 +264,20 @@ def test_wandb_resume_continues_the_same_run(tmp_path, monkeypatch):
     sink.start(tmp_path, {"seed": 0, "resume": False})
     assert sink.run.id != ids[0]
     sink.finish({"status": "completed"})
+
+
+def test_wandb_online_init_that_gets_no_answer_goes_offline(tmp_path, monkeypatch, capsys):
+    """A real online init against a server that never answers: after init_timeout, offline."""
+    from runner.log import wandb as wb
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setattr(wb, "reachable", lambda url=None, timeout=3.0: True)  # probe says yes
+    sink = wb.WandbSink(mode="auto", init_timeout=2)
+    sink.start(tmp_path, {"seed": 0, "resume": False})
+    sink.log({"step": 1, "train/loss": 1.0})
+    sink.finish({"status": "completed"})
+    err = capsys.readouterr().err
+    assert "wandb: offline (online init failed" in err and "wandb sync" in err
+    assert history(wandb_records(tmp_path)) == [{"step": 1, "train/loss": 1.0}]

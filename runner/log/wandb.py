@@ -41,6 +41,10 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0").strip() in ("", "0")
 
 
+def new_run_id() -> str:
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+
+
 def base_url() -> str:
     return os.environ.get("WANDB_BASE_URL", DEFAULT_BASE_URL).rstrip("/")
 
@@ -204,8 +208,7 @@ class WandbSink(Sink):
         if config.get("resume") and id_file.exists():
             run_id, resume = id_file.read_text().strip(), "allow"
         else:
-            run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits)
-                             for _ in range(8))
+            run_id = new_run_id()
         kwargs = dict(project=self.project, entity=self.entity, group=d["group"],
                       job_type=self.job_type, name=d["name"], tags=d["tags"], notes=self.notes,
                       config=d["config"], dir=str(wdir), id=run_id, resume=resume)
@@ -214,8 +217,13 @@ class WandbSink(Sink):
         except Exception as e:
             if mode != "online" or self.mode != "auto":
                 raise
-            why = f"online init failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            msg = str(e).splitlines()[0] if str(e).strip() else ""
+            if not msg or msg == "<no message>":
+                msg = f"no answer within init_timeout={self.init_timeout:g} s"
+            why = f"online init failed ({type(e).__name__}: {msg})"
             mode = "offline"
+            # the failed online attempt may still hold the id in wandb's service: take a new one
+            kwargs.update(id=new_run_id(), resume=None)
             self.run = wandb.init(mode=mode, settings=self._settings(), **kwargs)
         id_file.write_text(self.run.id + "\n")
         self.offline_reason = why
