@@ -217,6 +217,9 @@ def compare(recipe: dict, runs_dir: Path, out: Path, only=None) -> None:
     fn = recipe.get("analysis")
     if fn:
         ANALYSES[fn](recipe, runs_dir, out)
+    default_out = (EXPERIMENTS / recipe["name"] / "results").resolve()
+    if Path(out).resolve() == default_out:  # reports elsewhere leave the committed README alone
+        update_readme(recipe, out)
 
 
 def select(paths: list[str], where: dict) -> list[str]:
@@ -482,6 +485,73 @@ def analysis_lion(recipe, runs_dir, out):
             continue
         lines.append(f"| {arm} | {pb / 1e6:.3f} MB | {sb / 1e6:.3f} MB | {sb / pb:.2f}× |")
     write_md(out, "analysis.md", "\n".join(lines) + "\n")
+
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def render(recipe: dict, out: Path) -> str:
+    """The README's results section, made only from files the run wrote: run_info.json, each
+    comparison's report.md and the analysis.md. Nothing here is typed by hand."""
+    import re
+
+    info_path = out / "run_info.json"
+    if not info_path.is_file():
+        return "**Not run yet.** The command above runs it.\n"
+    info = json.loads(info_path.read_text())
+    arms = info.get("arms", {})
+    rel_out = rel(out)
+    lines = ["### How it was run\n",
+             f"Seeds: {', '.join(str(s) for s in recipe['seeds'])}. One `tricks train -m` sweep per "
+             "arm (the driver adds `+arm=NAME`, `seed=...`, `trainer.progress=false` and the "
+             "sweep dir). Wall time is the arm's whole sweep, measured on a 2-core CPU shared with "
+             "other jobs: it, `samples/s` and `cost ×` below are noisy and only roughly "
+             "comparable between arms.\n",
+             "| arm | commit | wall (whole sweep) | finished | command |", "|---|---|---|---|---|"]
+    for arm, a in arms.items():
+        lines.append(f"| {arm} | `{a['commit']}` | {a['wall_seconds']:.0f} s | {a['finished']} | "
+                     f"`{a['command']}` |")
+    missing = [a for a in recipe["arms"] if a not in arms]
+    if missing:
+        lines.append(f"\nArms not run yet: {', '.join(missing)}.\n")
+
+    def include(md: Path, prefix: str) -> list[str]:
+        text = md.read_text()
+        # links to plots: relative to the README
+        text = re.sub(r"\]\((?!http)([^)]+)\)", lambda m: f"]({prefix}/{m.group(1)})", text)
+        text = re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", text, flags=re.M)
+        return [text.strip(), ""]
+
+    for cname in recipe["compare"]:
+        md = out / cname / "report.md"
+        if md.is_file():
+            lines += [f"\n### Comparison `{cname}`\n"] + include(md, f"{rel_out_for_readme(recipe, out)}/{cname}")
+    if (out / "at_best" / "report.md").is_file():
+        lines += ["\n### At each optimizer's best cell\n"] + include(
+            out / "at_best" / "report.md", f"{rel_out_for_readme(recipe, out)}/at_best")
+    if (out / "analysis.md").is_file():
+        lines += ["\n### Analysis\n"] + include(out / "analysis.md", rel_out_for_readme(recipe, out))
+    return "\n".join(lines) + "\n"
+
+
+def rel_out_for_readme(recipe: dict, out: Path) -> str:
+    try:
+        return str(Path(out).resolve().relative_to((EXPERIMENTS / recipe["name"]).resolve()))
+    except ValueError:
+        return str(out)
+
+
+def update_readme(recipe: dict, out: Path) -> None:
+    readme = EXPERIMENTS / recipe["name"] / "README.md"
+    if not readme.is_file():
+        return
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        return
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(head + BEGIN + "\n" + render(recipe, out) + END + tail)
+    print(f"updated {readme}", flush=True)
 
 
 ANALYSES = {"flooding": analysis_flooding, "clipping": analysis_clipping, "lion": analysis_lion}
