@@ -297,7 +297,8 @@ def test_paramgradpen_matches_autograd_double_backward():
     gs = pgrad(loss, ref, create_graph=True)
     total = loss + 0.3 / 4 * sum(g.pow(2).sum() for g in gs)
     torch.testing.assert_close(out.loss, total)
-    torch.testing.assert_close(out.parts["paramgradpen_sq"], sum(g.pow(2).sum() for g in gs).detach())
+    sq = sum(g.pow(2).sum() for g in gs).detach()
+    torch.testing.assert_close(out.parts["paramgradpen_sq"], sq)
     assert_close_list(grads(model), pgrad(total, ref))
 
 
@@ -481,3 +482,21 @@ def test_spectral_covers_conv_kernels():
     torch.manual_seed(0)
     cnn = CNN1d(in_dim=40, num_classes=10, channels=4)
     assert len(weight_matrices(cnn)) == 4  # 3 convolutions + the classifier
+
+
+@pytest.mark.parametrize("make", [lambda: FGM(eps=0.5), lambda: PGD(eps=0.5, alpha=0.3, K=3),
+                                  lambda: VAT(eps=0.5)], ids=["fgm", "pgd", "vat"])
+def test_perturbations_do_not_depend_on_the_fp16_loss_scale(make):
+    """Under a GradScaler the gradients the perturbations come from are scaled (so they do not
+    underflow in fp16); the perturbation itself must not change."""
+    batch = tiny_batch()
+    runs = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)):
+        st = make_state(tiny_model(), [make()])
+        st.scaler = scaler
+        seen = record_deltas(st)
+        torch.manual_seed(0)
+        run(st, batch)
+        runs.append(seen)
+    assert len(runs[0]) == len(runs[1]) > 0
+    assert_close_list(runs[0], runs[1])

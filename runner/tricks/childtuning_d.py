@@ -18,7 +18,8 @@ The Fisher is computed in eval mode (no dropout: deterministic, and it draws no 
 so the training stream is the same as without the trick). The mask is trick state: saved in
 checkpoints and restored on resume. Under DDP each batch's gradient is averaged over the ranks
 first (the global batch's gradient), so every rank computes the same Fisher and keeps the same
-mask. Composition: order 80 (gradient masking) in ``on_grads``, before clipping. Logged once: nothing per step (the mask is fixed; its density is p).
+mask. Composition: order 80 (gradient masking) in ``on_grads``, before clipping. Logged: nothing
+per step (the mask is fixed; its density is p).
 """
 
 from __future__ import annotations

@@ -55,6 +55,12 @@ def check_norm(norm: str, key: str) -> None:
     check(norm in NORMS, key, f"got {norm!r}", ", ".join(NORMS))
 
 
+def for_direction(state, loss: torch.Tensor) -> torch.Tensor:
+    """The loss to differentiate when only the gradient's direction matters: scaled by the fp16
+    GradScaler when there is one, so small gradients do not underflow (no host sync)."""
+    return state.scaler.scale(loss) if state.scaler is not None else loss
+
+
 def embed_grad(out) -> torch.Tensor | None:
     """∂loss/∂embedding after the clean backward (None if the loss does not reach it)."""
     return None if out.embed is None else out.embed.grad

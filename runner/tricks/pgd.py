@@ -25,7 +25,7 @@ import torch
 
 from runner.errors import positive
 from runner.tricks import Trick
-from runner.tricks.fgm import check_norm, embed_grad, l2_normalize, project
+from runner.tricks.fgm import check_norm, embed_grad, for_direction, l2_normalize, project
 
 
 class PGD(Trick):
@@ -52,7 +52,7 @@ class PGD(Trick):
             r = project(r + self.alpha * l2_normalize(g, self.norm), self.eps, self.norm)
             if t < self.K - 1:
                 d = r.detach().to(out.embed.dtype).requires_grad_(True)
-                (g,) = torch.autograd.grad(state.forward(b, delta=d).loss, d)
+                (g,) = torch.autograd.grad(for_direction(state, state.forward(b, delta=d).loss), d)
             else:
                 adv = state.forward(b, delta=r.to(out.embed.dtype))
                 state.backward(adv.loss)

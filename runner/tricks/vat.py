@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from runner.errors import positive
 from runner.tricks import Trick
-from runner.tricks.fgm import check_norm, l2_normalize
+from runner.tricks.fgm import check_norm, for_direction, l2_normalize
 
 
 def kl_from_logits(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
@@ -47,7 +47,7 @@ def vat_perturbation(state, batch: dict, p_logits: torch.Tensor, shape, dtype, e
     for _ in range(iters):
         r = (xi * l2_normalize(u, norm)).to(dtype).requires_grad_(True)
         kl = kl_from_logits(p_logits, state.forward(batch, delta=r).logits)
-        (u,) = torch.autograd.grad(kl, r)
+        (u,) = torch.autograd.grad(for_direction(state, kl), r)
     return (eps * l2_normalize(u, norm)).to(dtype)
 
 
@@ -63,8 +63,8 @@ class VAT(Trick):
         positive(iters, "reg.vat.iters", integer=True)
         positive(weight, "reg.vat.weight", allow_zero=True)
         check_norm(norm, "reg.vat.norm")
-        self.eps, self.xi, self.iters, self.weight = float(eps), float(xi), int(iters), float(weight)
-        self.norm = norm
+        self.eps, self.xi, self.iters = float(eps), float(xi), int(iters)
+        self.weight, self.norm = float(weight), norm
 
     def loss(self, state, batch, next):
         out = next(batch)
