@@ -620,11 +620,12 @@ VERDICT_STYLE = {"better": "bold green", "worse": "bold red", "baseline": "bold"
 
 def print_table(res: Result, console=None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     c = console or Console()
     if res.groups:
-        c.print(headline(res))
+        c.print(escape(headline(res)))
         t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         for h in TABLE_HEAD:
             t.add_column(h.format(metric=res.metric),
@@ -632,6 +633,7 @@ def print_table(res: Result, console=None) -> None:
                                                   "peak mem") else "left")
         for row in table_rows(res):
             style = VERDICT_STYLE.get(row[7], "dim")
+            row = [escape(c) for c in row]  # labels hold brackets: reg=[rdrop]
             row[7] = f"[{style}]{row[7]}[/]"
             t.add_row(*row)
         c.print(t)
@@ -641,7 +643,7 @@ def print_table(res: Result, console=None) -> None:
         t.add_column("run")
         t.add_column("reason")
         for r, why in res.excluded:
-            t.add_row(r.path, why)
+            t.add_row(escape(r.path), escape(why))
         c.print(t)
 
 

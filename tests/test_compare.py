@@ -201,6 +201,12 @@ def test_default_baseline_is_the_group_without_a_trick(tmp_path):
     assert "without a trick" in res.baseline_reason
     res = compare.analyse(compare.load_runs([str(root)]), baseline="reg=[rdrop]")
     assert res.baseline.label == "reg=[rdrop]"
+    from rich.console import Console
+
+    con = Console(record=True, width=200)
+    compare.print_table(res, con)
+    text = con.export_text()
+    assert "reg=[rdrop] (baseline)" in text and "reg=none" in text  # brackets are not markup
 
 
 def test_bad_baseline_and_metric_are_one_line_errors(sweep):
