@@ -37,7 +37,7 @@ PRECHECK = [
     (["trainer.max_steps=0"], ["trainer.max_steps: must be > 0"]),
     (["trainer.on_nan=maybe"], ["trainer.on_nan", "allowed: stop, skip"]),
     (["trainer.precision=fp8"], ["trainer.precision", "allowed:"]),
-    (["resume=true"], ["resume: true needs the run to continue", "hydra.run.dir"]),
+    (["resume=true"], ["resume: no checkpoint at", "/new/checkpoints/last.pt", "allowed:"]),
     (["resume=/nonexistent/last.pt"], ["resume: no checkpoint at /nonexistent/last.pt"]),
     (["-m", "optimizer.lr=0.01,-1"], ["optimizer.lr: must be > 0, got -1"]),
 ]
@@ -70,6 +70,12 @@ def test_precheck_rejects_with_one_line(args, expect, tmp_path):
     one_error_line(r, expect)
     assert r.returncode == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no run dir, no sweep dir
+
+
+def test_resume_true_needs_the_run_dir(tmp_path):
+    r = cli(["train", *TINY, "resume=true"], tmp_path)
+    one_error_line(r, ["resume: true needs the run to continue", "hydra.run.dir="])
+    assert list(tmp_path.iterdir()) == []  # no runs/DATE/TIME made
 
 
 @pytest.mark.parametrize("args,expect", AT_BUILD, ids=[" ".join(a) for a, _ in AT_BUILD])
