@@ -20,8 +20,12 @@ costs nothing):
 - ``state_dict() / load_state_dict(d)``: everything needed to resume exactly.
 
 Ordering: ``order`` (lower = outer wrapper, earlier hook). A config may set ``order`` to change it.
-Conventions for ``order``: 10 loss-shaping outermost (flooding), 30 consistency (R-Drop, VAT),
-50 default, 70 adversarial backward (FGM, PGD), 80 gradient masking, 90 clipping.
+Conventions for ``order``: 10 loss-shaping outermost (flooding), 20 gradient penalties (gradpen,
+paramgradpen: of the loss their inner chain returns), 30 consistency (R-Drop, VAT), 50 default
+(spectral), 55 label smoothing, 60 input noise (innermost: changes the batch), 70 adversarial
+backward (FGM, PGD), 80 gradient masking (ChildTuning), 90 clipping. So ``reg=[rdrop,fgm,flooding]
+clip=norm`` runs: forward of the doubled batch -> + R-Drop KL -> flood -> backward -> FGM's extra
+pass on the doubled batch (``Out.batch``) -> clip -> step.
 """
 
 from __future__ import annotations
