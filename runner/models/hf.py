@@ -36,7 +36,23 @@ DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout"
                 "attention_dropout", "hidden_dropout", "attention_probs_dropout")
 
 
+# The last pretrained encoder loaded in this process, kept pristine on the CPU: the jobs of an
+# in-process sweep (Hydra's basic launcher) and tests get a copy instead of re-reading it.
+_LAST: dict = {}
+
+
 def load_encoder(name: str, pooling: str, encoder_dropout, revision=None):
+    import copy
+
+    key = (str(name), pooling == "pooler", encoder_dropout, revision)
+    if key not in _LAST:
+        model = _load_encoder(name, pooling, encoder_dropout, revision)
+        _LAST.clear()
+        _LAST[key] = model
+    return copy.deepcopy(_LAST[key])
+
+
+def _load_encoder(name: str, pooling: str, encoder_dropout, revision=None):
     from runner.data.text import hub_error, quiet_transformers
 
     quiet_transformers()
