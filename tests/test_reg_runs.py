@@ -181,3 +181,22 @@ def test_childtuning_d_mask_is_checkpointed_restored_and_freezes_weights(tmp_pat
     again = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert all(torch.equal(a, b) for a, b in
                zip(again["tricks"]["0:childtuning_d"]["mask"], mask))
+
+
+def test_stateful_tricks_resume_exactly(tmp_path, monkeypatch):
+    """Spectral's power-iteration vectors, ChildTuning-D's mask and the random draws of
+    ChildTuning-F, input noise and R-Drop's dropout all come back on resume: a run stopped by
+    SIGTERM after step 5 and resumed ends with the same rows as an uninterrupted one."""
+    ov = [o for o in DROP if not o.startswith(("trainer.max_steps", "trainer.eval_every"))] + [
+        "trainer.max_steps=8", "trainer.eval_every=4", "trainer.checkpoint_every=2",
+        "reg=[spectral,childtuning_f,childtuning_d,noise,rdrop]", "reg.childtuning_d.batches=2"]
+    want = tmp_path / "want"
+    assert train_run(ov, want)["status"] == "completed"
+    got = tmp_path / "got"
+    monkeypatch.setenv("TRICKS_TEST_KILL_AT_STEP", "5:TERM")
+    s = train_run(ov, got)
+    assert s["status"] == "interrupted" and s["steps"] == 5, s
+    monkeypatch.delenv("TRICKS_TEST_KILL_AT_STEP")
+    s = train_run(ov + ["resume=true"], got)
+    assert s["status"] == "completed" and s["resumed"] is True
+    assert strip_timing(read_rows(got)) == strip_timing(read_rows(want))
