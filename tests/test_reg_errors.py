@@ -93,3 +93,15 @@ def test_reg_config_is_nested_under_its_name_and_documented(name):
     assert "Defaults" in doc and ("kexue.fm" in doc or "Su Jianlin" in doc)
     assert isinstance(trick.order, int)
     assert OmegaConf.create(text)  # valid for OmegaConf too
+
+
+@pytest.mark.parametrize("name", ["gradpen", "paramgradpen"])
+def test_double_backward_penalties_refuse_torch_compile(name, tmp_path):
+    from runner.config import compose
+    from runner.errors import ConfigError
+    from runner.main import run
+
+    cfg = compose(FAST + [f"reg=[{name}]", "trainer.compile=true"])
+    with pytest.raises(ConfigError, match=rf"^reg\.{name}: needs a double backward"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

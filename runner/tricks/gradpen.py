@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from runner.errors import positive
+from runner.errors import ConfigError, positive
 from runner.tricks import Trick
 
 
@@ -41,6 +41,11 @@ class GradPen(Trick):
         super().__init__(order)
         positive(eps, "reg.gradpen.eps", allow_zero=True)
         self.eps = float(eps)
+
+    def setup(self, state) -> None:
+        if getattr(state.plan, "compile", False):
+            raise ConfigError("reg.gradpen", "needs a double backward, which torch.compile does not "
+                              "support", "trainer.compile=false")
 
     def loss(self, state, batch, next):
         out = next(batch)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from runner.errors import positive
+from runner.errors import ConfigError, positive
 from runner.tricks import Trick
 
 
@@ -37,6 +37,11 @@ class ParamGradPen(Trick):
         super().__init__(order)
         positive(gamma, "reg.paramgradpen.gamma", allow_zero=True)
         self.gamma = float(gamma)
+
+    def setup(self, state) -> None:
+        if getattr(state.plan, "compile", False):
+            raise ConfigError("reg.paramgradpen", "needs a double backward, which torch.compile does not "
+                              "support", "trainer.compile=false")
 
     def loss(self, state, batch, next):
         out = next(batch)
