@@ -1,0 +1,511 @@
+"""Side-by-side performance benchmark of the `tricks` engine, in one process, reported as ratios.
+
+    python scripts/bench.py                     # everything (~20 min on 2 CPU cores)
+    python scripts/bench.py --quick             # tiny settings: checks the script in ~3 min
+    python scripts/bench.py --sections overhead,peers --reps 5 --out /tmp/bench.md
+
+Sections (each arm is measured `--reps` times, the arms interleaved A B C A B C ... with the order
+rotated every repetition; figures are medians, ratios are medians of per-repetition ratios, so a
+drifting machine speed cancels out):
+
+- overhead: the engine (`runner.main.run`, exactly what `tricks train` runs) against a minimal
+  hand-written PyTorch loop (scripts/hand_loop.py) with the same model, data, batch, optimizer
+  (fused AdamW), schedule, steps and seed; steady-state samples/s (the first log interval, with
+  warm-up, is dropped) and, apart, the in-process time to the first finished step.
+- peers: the same jobs through Hugging Face `Trainer` and PyTorch Lightning (scripts/bench_peers.py).
+- startup: a fresh process per framework, time from spawn to the end of the first step.
+- tricks: steady step time and peak step memory of every conf/reg trick, clip mode and derived
+  optimizer relative to no trick, next to the theoretical count of forward+backward passes.
+- optim: step time and optimizer-state memory of every conf/optimizer entry, relative to AdamW.
+- scaling: engine and hand-loop throughput against batch size and model width.
+- compile: trainer.compile=true against false: warm-up and steady throughput.
+
+Jobs: mnist1d MLP (the default config), mnist1d CNN (model=cnn1d), tweets Transformer
+(model=transformer dataset=tweets, 2,000 training tweets, minilm tokenizer, dynamic padding).
+Peak memory on CPU is the largest total size of tensors alive during one training step, counted
+by a TorchDispatchMode (scripts/bench_mem.py): the process RSS would be dominated by torch itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+#: the three jobs of the overhead / peers / startup sections
+JOBS = {
+    "mnist1d MLP": ["model=mlp"],
+    "mnist1d CNN": ["model=cnn1d"],
+    "tweets Transformer": ["model=transformer", "dataset=tweets", "dataset.train_size=2000",
+                           "dataset.val_size=200", "dataset.test_size=200",
+                           "trainer.batch_size=32", "optimizer.lr=0.001"],
+}
+#: the model the trick and optimizer costs are measured on: big enough that the forward and
+#: backward passes, not the per-step Python, dominate a step
+TRICK_JOB = ["model=mlp", "model.hidden=512", "model.depth=4", "trainer.batch_size=256"]
+
+#: forward+backward passes per step, in theory (default settings of each config)
+THEORY = {
+    "none": "1", "rdrop": "2 (one doubled batch)", "fgm": "2", "pgd": "K+1", "vat": "3",
+    "gradpen": "~3 (double backward)", "paramgradpen": "~3 (double backward)",
+    "flooding": "1", "label_smoothing": "1", "noise": "1", "spectral": "1 (+ power iteration)",
+    "childtuning_f": "1 (+ mask)", "childtuning_d": "1 (+ Fisher pass before training)",
+    "clip=norm": "1", "clip=value": "1", "clip=adaptive": "1", "ema": "1 (+ parameter average)",
+    "lookahead": "1 (+ every k steps)", "layer_adapt": "1",
+}
+
+
+def conf_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+
+
+# -- measurement ----------------------------------------------------------------------------
+
+def steady_sps(times: list[float], batch: int, skip: int) -> float:
+    """Samples/s between the end of step `skip` and the last step (times: end of each step)."""
+    n = len(times) - skip
+    return n * batch / (times[-1] - times[skip - 1]) if n > 0 else float("nan")
+
+
+def engine_run(over: list[str], steps: int, warm: int, mem: bool = False) -> dict:
+    """`tricks train` in-process (runner.main.run) with eval/checkpoint only after the last step.
+    Per-step end times are taken by a wrapper of engine.train_step (one perf_counter call)."""
+    from runner import engine
+    from runner.config import compose
+    from runner.main import run
+
+    cfg = compose(over + [f"trainer.max_steps={steps}", f"trainer.log_every={warm}",
+                          f"trainer.eval_every={steps}", "trainer.progress=false",
+                          "logger=jsonl"])
+    times, box = [], {}
+    orig_step, orig_fit = engine.train_step, engine.fit
+
+    def train_step(state, micro, loss_fn, bwd_fn, log_now):
+        if mem and state.step == 2:
+            from bench_mem import PeakTensorMemory
+
+            with PeakTensorMemory() as pk:
+                orig_step(state, micro, loss_fn, bwd_fn, log_now)
+            box["peak_step_bytes"] = pk.peak
+        else:
+            orig_step(state, micro, loss_fn, bwd_fn, log_now)
+        times.append(time.perf_counter())
+
+    def fit(state, *a, **k):
+        box["state"] = state
+        return orig_fit(state, *a, **k)
+
+    engine.train_step, engine.fit = train_step, fit
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            t0 = time.perf_counter()
+            summary = run(cfg, Path(d) / "run")
+    finally:
+        engine.train_step, engine.fit = orig_step, orig_fit
+    if summary["status"] != "completed":
+        raise RuntimeError(f"engine run failed: {summary.get('error')}")
+    state = box.pop("state")
+    bs = cfg.trainer.batch_size
+    out = {"sps": steady_sps(times, bs, warm), "first_step_s": times[0] - t0,
+           "opt_state_bytes": optimizer_state_bytes(state.optimizer), **box}
+    out["step_ms"] = 1000 * bs / out["sps"]
+    return out
+
+
+def optimizer_state_bytes(opt) -> int:
+    import torch
+
+    seen, total = set(), 0
+
+    def add(v):
+        nonlocal total
+        if isinstance(v, torch.Tensor) and v.numel() > 1 and id(v) not in seen:
+            seen.add(id(v))
+            total += v.numel() * v.element_size()
+        elif isinstance(v, dict):
+            for x in v.values():
+                add(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                add(x)
+
+    while opt is not None:  # wrappers (Lookahead) keep their own state too
+        add(dict(opt.state))
+        inner = getattr(opt, "optimizer", None)
+        opt = inner if inner is not opt and hasattr(inner, "state") else None
+    return total
+
+
+def interleave(arms: dict, reps: int, log=print) -> dict:
+    """arms: name -> callable() -> dict. Returns name -> list of results (one per rep)."""
+    names = list(arms)
+    res = {n: [] for n in names}
+    for r in range(reps):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for n in order:
+            t = time.perf_counter()
+            res[n].append(arms[n]())
+            log(f"  rep {r + 1}/{reps} {n}: " + ", ".join(
+                f"{k}={v:.4g}" for k, v in res[n][-1].items() if isinstance(v, (int, float)))
+                + f" ({time.perf_counter() - t:.1f} s)")
+    return res
+
+
+def med(results: list, key: str) -> float:
+    vals = [r[key] for r in results if r.get(key) is not None]
+    return statistics.median(vals) if vals else float("nan")
+
+
+def ratio(a: list, b: list, key: str) -> float:
+    """Median over repetitions of a[i][key] / b[i][key]."""
+    return statistics.median(x[key] / y[key] for x, y in zip(a, b))
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+def section_overhead(args, out: dict, with_peers: bool):
+    from hand_loop import hand_run
+
+    rows = []
+    for job, over in JOBS.items():
+        if job not in args.jobs:
+            continue
+        print(f"[overhead{'+peers' if with_peers else ''}] {job}", flush=True)
+        arms = {"engine": lambda: engine_run(over, args.steps, args.warm),
+                "hand": lambda: hand_run(over, args.steps, args.warm)}
+        if with_peers:
+            from bench_peers import hf_run, lightning_run
+
+            arms["hf"] = lambda: hf_run(over, args.steps, args.warm)
+            arms["lightning"] = lambda: lightning_run(over, args.steps, args.warm)
+        res = interleave(arms, args.reps)
+        row = {"job": job, "hand_sps": med(res["hand"], "sps"),
+               "engine_sps": med(res["engine"], "sps"),
+               "engine_vs_hand": ratio(res["engine"], res["hand"], "sps"),
+               "engine_first_step_s": med(res["engine"], "first_step_s"),
+               "hand_first_step_s": med(res["hand"], "first_step_s")}
+        for p in ("hf", "lightning"):
+            if p in res:
+                row[f"{p}_sps"] = med(res[p], "sps")
+                row[f"engine_vs_{p}"] = ratio(res["engine"], res[p], "sps")
+                row[f"{p}_first_step_s"] = med(res[p], "first_step_s")
+        rows.append(row)
+    out["overhead"] = rows
+
+
+def section_startup(args, out: dict):
+    """A fresh interpreter per framework: spawn -> end of the first step (imports included)."""
+    rows = []
+    for job in [j for j in JOBS if j in args.jobs][:1 if args.quick else 3]:
+        print(f"[startup] {job}", flush=True)
+        fws = ["tricks", "hand", "hf", "lightning"]
+        res = {f: [] for f in fws}
+        for r in range(args.startup_reps):
+            for f in fws[r % 4:] + fws[:r % 4]:
+                res[f].append(first_step_subprocess(f, job))
+                print(f"  rep {r + 1} {f}: {res[f][-1]:.2f} s", flush=True)
+        rows.append({"job": job, **{f: statistics.median(v) for f, v in res.items()}})
+    out["startup"] = rows
+
+
+def first_step_subprocess(framework: str, job: str) -> float:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t0 = time.time()
+    p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", framework,
+                        "--child-job", job], capture_output=True, text=True, env=env,
+                       cwd=tempfile.gettempdir(), timeout=600)
+    for line in p.stdout.splitlines():
+        if line.startswith("FIRST_STEP_END "):
+            return float(line.split()[1]) - t0
+    raise RuntimeError(f"{framework} child failed: {p.stderr[-2000:]}")
+
+
+def child(framework: str, job: str):
+    """Run `job` for 2 steps the way a user of `framework` would, printing the wall-clock time
+    at the end of the first step. tricks: the real CLI entry (`tricks train ...`)."""
+    over = JOBS[job] + ["trainer.max_steps=2"]
+    if framework == "tricks":
+        from runner import engine
+
+        orig = engine.train_step
+
+        def train_step(*a, **k):
+            orig(*a, **k)
+            if not getattr(train_step, "done", False):
+                train_step.done = True
+                print(f"FIRST_STEP_END {time.time()}", flush=True)
+
+        engine.train_step = train_step
+        from runner.cli import main
+
+        d = tempfile.mkdtemp()
+        sys.argv = ["tricks", "train", *over, "trainer.progress=false",
+                    f"hydra.run.dir={d}/run"]
+        try:
+            main()
+        except SystemExit:
+            pass
+        return
+    if framework == "hand":
+        from hand_loop import hand_run as fn
+    else:
+        from bench_peers import hf_run, lightning_run
+
+        fn = hf_run if framework == "hf" else lightning_run
+    fn(over, 2, 1, on_first_step=lambda: print(f"FIRST_STEP_END {time.time()}", flush=True))
+
+
+def section_tricks(args, out: dict):
+    cases = {"none": []}
+    for r in conf_options("reg"):
+        cases[r] = [f"reg=[{r}]"]
+    for c in conf_options("clip"):
+        if c != "none":
+            cases[f"clip={c}"] = [f"clip={c}"]
+    for d in conf_options("derived"):
+        cases[d] = [f"derived=[{d}]"]
+    if args.quick:
+        cases = {k: v for k, v in cases.items() if k in ("none", "rdrop", "fgm", "clip=norm")}
+    print(f"[tricks] {len(cases)} arms on {' '.join(TRICK_JOB)}", flush=True)
+    arms = {k: (lambda v=v: engine_run(TRICK_JOB + v, args.steps, args.warm))
+            for k, v in cases.items()}
+    res = interleave(arms, args.reps)
+    mem = {}
+    for k, v in cases.items():  # one step under the memory counter (it slows the step down)
+        mem[k] = engine_run(TRICK_JOB + v, 4, 2, mem=True)["peak_step_bytes"]
+    rows = []
+    for k in cases:
+        rows.append({"trick": k, "step_ms": med(res[k], "step_ms"),
+                     "time_vs_none": ratio(res[k], res["none"], "step_ms"),
+                     "peak_step_MB": mem[k] / 1e6, "mem_vs_none": mem[k] / mem["none"],
+                     "theory": THEORY.get(k, "?")})
+    out["tricks"] = rows
+
+
+def section_optim(args, out: dict):
+    names = conf_options("optimizer")
+    print(f"[optim] {names}", flush=True)
+    arms = {n: (lambda n=n: engine_run(TRICK_JOB + [f"optimizer={n}"], args.steps, args.warm))
+            for n in names}
+    res = interleave(arms, args.reps)
+    base = "adamw"
+    rows = []
+    for n in names:
+        rows.append({"optimizer": n, "step_ms": med(res[n], "step_ms"),
+                     "time_vs_adamw": ratio(res[n], res[base], "step_ms"),
+                     "state_MB": med(res[n], "opt_state_bytes") / 1e6,
+                     "state_vs_adamw": med(res[n], "opt_state_bytes")
+                     / med(res[base], "opt_state_bytes")})
+    out["optim"] = rows
+
+
+def section_scaling(args, out: dict):
+    from hand_loop import hand_run
+
+    grid = [("batch", b, ["model=mlp", f"trainer.batch_size={b}"]) for b in args.batches]
+    grid += [("width", w, ["model=mlp", f"model.hidden={w}"]) for w in args.widths]
+    rows = []
+    for kind, v, over in grid:
+        print(f"[scaling] {kind}={v}", flush=True)
+        res = interleave({"engine": lambda: engine_run(over, args.steps, args.warm),
+                          "hand": lambda: hand_run(over, args.steps, args.warm)}, args.reps)
+        rows.append({"kind": kind, "value": v, "engine_sps": med(res["engine"], "sps"),
+                     "hand_sps": med(res["hand"], "sps"),
+                     "engine_vs_hand": ratio(res["engine"], res["hand"], "sps")})
+    out["scaling"] = rows
+
+
+def section_compile(args, out: dict):
+    rows = []
+    for job in ("mnist1d MLP", "mnist1d CNN"):
+        if job not in args.jobs:
+            continue
+        print(f"[compile] {job}", flush=True)
+        over = JOBS[job]
+        res = interleave({"eager": lambda: engine_run(over, args.steps, args.warm),
+                          "compiled": lambda: engine_run(over + ["trainer.compile=true"],
+                                                         args.steps, args.warm)},
+                         args.compile_reps)
+        rows.append({"job": job, "eager_sps": med(res["eager"], "sps"),
+                     "compiled_sps": med(res["compiled"], "sps"),
+                     "compiled_vs_eager": ratio(res["compiled"], res["eager"], "sps"),
+                     "eager_first_step_s": med(res["eager"], "first_step_s"),
+                     "compiled_first_step_s": med(res["compiled"], "first_step_s")})
+    out["compile"] = rows
+
+
+# -- report -----------------------------------------------------------------------------------
+
+def machine() -> dict:
+    import torch
+
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return {"commit": commit + (" (+ uncommitted changes in the tree)" if dirty else ""),
+            "nproc": os.cpu_count(), "cpu": cpu, "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def fmt(v, spec=".3g"):
+    if isinstance(v, float):
+        return format(v, spec)
+    return str(v)
+
+
+def table(rows: list, cols: list) -> str:
+    head = "| " + " | ".join(h for h, _, _ in cols) + " |"
+    sep = "|" + "|".join(" --- " for _ in cols) + "|"
+    body = ["| " + " | ".join(fmt(r.get(k), s) for _, k, s in cols) + " |" for r in rows]
+    return "\n".join([head, sep, *body])
+
+
+def report(out: dict, argv: list) -> str:
+    m = out["machine"]
+    lines = [f"Command: `python scripts/bench.py {' '.join(argv)}`", "",
+             f"Commit {m['commit']} · {m['nproc']} cores ({m['cpu']}) · torch {m['torch']} "
+             f"({m['torch_threads']} threads) · Python {m['python']} · {m['date_utc']} · "
+             f"{out['settings']}", ""]
+    if "overhead" in out:
+        cols = [("job", "job", ""), ("hand loop samples/s", "hand_sps", ".4g"),
+                ("engine samples/s", "engine_sps", ".4g"),
+                ("engine / hand", "engine_vs_hand", ".3f")]
+        if any("hf_sps" in r for r in out["overhead"]):
+            cols += [("HF Trainer samples/s", "hf_sps", ".4g"),
+                     ("engine / HF", "engine_vs_hf", ".2f"),
+                     ("Lightning samples/s", "lightning_sps", ".4g"),
+                     ("engine / Lightning", "engine_vs_lightning", ".2f")]
+        lines += ["### Engine overhead and peers (steady state, higher is faster)", "",
+                  table(out["overhead"], cols), ""]
+        cols = [("job", "job", ""), ("hand loop", "hand_first_step_s", ".2f"),
+                ("engine", "engine_first_step_s", ".2f"), ("HF Trainer", "hf_first_step_s",
+                                                           ".2f"),
+                ("Lightning", "lightning_first_step_s", ".2f")]
+        lines += ["### In-process time to the first finished step, s (imports done; data, "
+                  "model and optimizer built)", "", table(out["overhead"], cols), ""]
+    if "startup" in out:
+        cols = [("job", "job", ""), ("tricks train", "tricks", ".2f"),
+                ("hand loop", "hand", ".2f"), ("HF Trainer", "hf", ".2f"),
+                ("Lightning", "lightning", ".2f")]
+        lines += ["### Fresh process: spawn to the end of the first step, s", "",
+                  table(out["startup"], cols), ""]
+    if "tricks" in out:
+        cols = [("trick", "trick", ""), ("step ms", "step_ms", ".3g"),
+                ("time / none", "time_vs_none", ".2f"),
+                ("theory (fwd+bwd passes)", "theory", ""),
+                ("peak step MB", "peak_step_MB", ".3g"), ("memory / none", "mem_vs_none",
+                                                            ".2f")]
+        lines += [f"### Trick cost ({' '.join(TRICK_JOB)})", "", table(out["tricks"], cols), ""]
+    if "optim" in out:
+        cols = [("optimizer", "optimizer", ""), ("step ms", "step_ms", ".3g"),
+                ("time / AdamW", "time_vs_adamw", ".2f"), ("state MB", "state_MB", ".3g"),
+                ("state / AdamW", "state_vs_adamw", ".2f")]
+        lines += [f"### Optimizers ({' '.join(TRICK_JOB)})", "", table(out["optim"], cols), ""]
+    if "scaling" in out:
+        cols = [("", "kind", ""), ("value", "value", ""),
+                ("engine samples/s", "engine_sps", ".4g"), ("hand samples/s", "hand_sps",
+                                                            ".4g"),
+                ("engine / hand", "engine_vs_hand", ".3f")]
+        lines += ["### Scaling (mnist1d MLP; batch 100 / width 100 unless varied)", "",
+                  table(out["scaling"], cols), ""]
+    if "compile" in out:
+        cols = [("job", "job", ""), ("eager samples/s", "eager_sps", ".4g"),
+                ("compiled samples/s", "compiled_sps", ".4g"),
+                ("compiled / eager", "compiled_vs_eager", ".2f"),
+                ("eager first step s", "eager_first_step_s", ".2f"),
+                ("compiled first step s", "compiled_first_step_s", ".2f")]
+        lines += ["### torch.compile (trainer.compile=true)", "", table(out["compile"], cols), ""]
+    return "\n".join(lines)
+
+
+SECTIONS = ("overhead", "peers", "startup", "tricks", "optim", "scaling", "compile")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sections", default="peers,startup,tricks,optim,scaling,compile",
+                    help=f"comma list of {', '.join(SECTIONS)} (peers includes overhead)")
+    ap.add_argument("--jobs", default=",".join(JOBS), help="comma list of " + ", ".join(JOBS))
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--startup-reps", type=int, default=3)
+    ap.add_argument("--compile-reps", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=60, help="steps per measured run")
+    ap.add_argument("--warm", type=int, default=15,
+                    help="warm-up steps dropped from the steady figure (also log_every)")
+    ap.add_argument("--batches", default="32,128,512")
+    ap.add_argument("--widths", default="100,400,1600")
+    ap.add_argument("--quick", action="store_true", help="tiny settings to check the script")
+    ap.add_argument("--out", help="write the markdown report here")
+    ap.add_argument("--json", help="write the raw figures here")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--child-job", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        return child(args.child, args.child_job)
+    if args.quick:
+        args.reps, args.steps, args.warm, args.startup_reps, args.compile_reps = 1, 12, 4, 1, 1
+        args.batches, args.widths = "32,256", "100,800"
+    args.jobs = [j.strip() for j in args.jobs.split(",")]
+    args.batches = [int(b) for b in args.batches.split(",")]
+    args.widths = [int(w) for w in args.widths.split(",")]
+    sections = [s.strip() for s in args.sections.split(",")]
+    bad = [s for s in sections if s not in SECTIONS]
+    if bad:
+        ap.error(f"unknown section {bad[0]!r}; choose from {', '.join(SECTIONS)}")
+
+    import torch  # noqa: F401  (imports before any timing)
+
+    out = {"machine": machine(),
+           "settings": f"{args.reps} interleaved repetitions of {args.steps}-step runs, the "
+                       f"first {args.warm} steps dropped"}
+    t0 = time.perf_counter()
+    if "peers" in sections or "overhead" in sections:
+        section_overhead(args, out, with_peers="peers" in sections)
+    if "startup" in sections:
+        section_startup(args, out)
+    if "tricks" in sections:
+        section_tricks(args, out)
+    if "optim" in sections:
+        section_optim(args, out)
+    if "scaling" in sections:
+        section_scaling(args, out)
+    if "compile" in sections:
+        section_compile(args, out)
+    out["bench_seconds"] = time.perf_counter() - t0
+    md = report(out, argv)
+    print(md)
+    if args.out:
+        Path(args.out).write_text(md + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The engine-overhead jobs through Hugging Face `Trainer` and PyTorch Lightning, for
+scripts/bench.py (benchmark-only extras: `pip install -e .[bench]`).
+
+Each runs the same model and data as `tricks train OVERRIDES` (built by runner.build), the same
+batch size, fused AdamW with the config's hyperparameters, a cosine schedule without warm-up, no
+gradient clipping, no evaluation, logging or checkpoints: the way a user of each framework would
+write the job, with its default DataLoader (a map-style dataset of the same tensors, shuffled,
+last partial batch dropped; text batches trimmed to their longest row like the engine's dynamic
+padding). Step end times come from each framework's own callback.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+class DictDataset(torch.utils.data.Dataset):
+    def __init__(self, split: dict):
+        self.split, self.n = split, len(split["y"])
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return {k: v[i] for k, v in self.split.items()}
+
+
+def collator(multiple):
+    def collate(items):
+        b = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        if multiple and "mask" in b:
+            full = b["mask"].shape[1]
+            w = min(full, -(-int(b["mask"].sum(1).max()) // multiple) * multiple)
+            b = {k: (v[:, :w] if v.ndim == 2 and v.shape[1] == full else v) for k, v in b.items()}
+        return b
+    return collate
+
+
+def _setup(overrides):
+    from runner import build
+    from runner.config import compose
+
+    cfg = compose(list(overrides))
+    torch.manual_seed(cfg.seed)
+    data = build.data(cfg)
+    model = build.model(cfg, data.info)
+    return cfg, data, model
+
+
+def _result(times, t0, bs, warm):
+    from bench import steady_sps
+
+    sps = steady_sps(times, bs, warm)
+    return {"sps": sps, "first_step_s": times[0] - t0, "step_ms": 1000 * bs / sps}
+
+
+def hf_run(overrides: list[str], steps: int, warm: int, on_first_step=None) -> dict:
+    t0 = time.perf_counter()
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    cfg, data, model = _setup(overrides)
+    o, bs = cfg.optimizer, cfg.trainer.batch_size
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, **batch):
+            logits = self.m(batch)
+            return {"loss": F.cross_entropy(logits, batch["y"]), "logits": logits}
+
+    times = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter())
+            if len(times) == 1 and on_first_step is not None:
+                on_first_step()
+
+    with tempfile.TemporaryDirectory() as d:
+        args = TrainingArguments(
+            output_dir=d, per_device_train_batch_size=bs, max_steps=steps,
+            learning_rate=o.lr, weight_decay=o.weight_decay, adam_beta1=o.betas[0],
+            adam_beta2=o.betas[1], adam_epsilon=o.eps, lr_scheduler_type="cosine",
+            warmup_steps=0, optim="adamw_torch_fused", max_grad_norm=0.0, use_cpu=True,
+            eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none",
+            disable_tqdm=True, dataloader_drop_last=True, dataloader_pin_memory=False,
+            remove_unused_columns=False, seed=cfg.seed)
+        tr = Trainer(model=Wrap(model), args=args, train_dataset=DictDataset(data.train),
+                     data_collator=collator(getattr(data.collate, "multiple", None)),
+                     callbacks=[Clock()])
+        tr.train()
+    return _result(times, t0, bs, warm)
+
+
+def lightning_run(overrides: list[str], steps: int, warm: int, on_first_step=None) -> dict:
+    t0 = time.perf_counter()
+    import lightning as L
+
+    cfg, data, model = _setup(overrides)
+    o, bs = cfg.optimizer, cfg.trainer.batch_size
+    times = []
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def training_step(self, batch, i):
+            return F.cross_entropy(self.m(batch), batch["y"])
+
+        def configure_optimizers(self):
+            opt = torch.optim.AdamW(self.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                    weight_decay=o.weight_decay, fused=True)
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    class Clock(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            times.append(time.perf_counter())
+            if len(times) == 1 and on_first_step is not None:
+                on_first_step()
+
+    loader = torch.utils.data.DataLoader(
+        DictDataset(data.train), batch_size=bs, shuffle=True, drop_last=True,
+        collate_fn=collator(getattr(data.collate, "multiple", None)))
+    with tempfile.TemporaryDirectory() as d:
+        trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, num_sanity_val_steps=0,
+                            limit_val_batches=0, callbacks=[Clock()], default_root_dir=d)
+        trainer.fit(Module(), loader)
+    return _result(times, t0, bs, warm)
