@@ -346,3 +346,20 @@ def test_hf_hub_unreachable_says_so(monkeypatch):
     msg = one_line_error(build, name="glue", subset="sst2", tokenizer="bytes",
                          key="dataset.name", match="cannot be reached")
     assert "glue" in msg
+
+
+def test_csv_sentence_pairs_get_token_types(tmp_path, small_rows):
+    from runner.data.csv import build
+
+    rows = [(t, t[::-1], l) for t, l in small_rows[:30]]
+    p = write_csv(tmp_path / "pairs.csv", rows, header=("premise", "hypothesis", "label"))
+    d = build(path=str(p), text_column=["premise", "hypothesis"], tokenizer="minilm",
+              max_len=64, val_fraction=0.2, test_fraction=0.2)
+    x, m, tt = d.train["x"], d.train["mask"], d.train["token_type_ids"]
+    assert tt.shape == x.shape and (tt[m == 0] == 0).all()
+    for xi, ti, mi in zip(x, tt, m):
+        seps = (xi == 102).nonzero().flatten().tolist()
+        assert len(seps) == 2 and seps[1] == int(mi.sum()) - 1  # [CLS] a [SEP] b [SEP]
+        assert (ti[:seps[0] + 1] == 0).all() and (ti[seps[0] + 1:seps[1] + 1] == 1).all()
+    b = d.collate(d.train)  # dynamic padding trims the token types too
+    assert b["token_type_ids"].shape == b["x"].shape

@@ -222,3 +222,32 @@ def test_minilm_with_adversarial_and_rdrop(trick, logged, tmp_path):
     assert s["status"] == "completed", s.get("error")
     last = read_rows(run)[-1]
     assert last[logged] == last[logged] and last[logged] >= 0
+
+
+# -- every trick on a text model ---------------------------------------------------------------
+
+@pytest.mark.parametrize("trick", conf_options("reg"))
+def test_every_reg_option_trains_on_the_transformer(trick, tmp_path):
+    """The embed / forward_embedded interface is all tricks need: each conf/reg option runs on
+    a from-scratch text model (with dropout, for R-Drop) unchanged."""
+    s = train_run(["dataset=tweets", "model=transformer", *MODEL_TINY["transformer"],
+                   "model.dropout=0.1", f"reg=[{trick}]", "dataset.train_size=16",
+                   "dataset.val_size=8", "dataset.test_size=8", "dataset.max_len=24", *STEPS],
+                  tmp_path / "run")
+    assert s["status"] == "completed", s.get("error")
+
+
+def test_transformer_options_from_the_command_line(tmp_path):
+    run = tmp_path / "run"
+    s = train_run(["dataset=tweets", "model=transformer", *MODEL_TINY["transformer"],
+                   "model.tokenizer=bytes", "model.talking_heads=true", "model.head_size=24",
+                   "model.activation=gelu_sigmoid", "model.pooling=cls", "dataset.padding=max",
+                   "dataset.train_size=16", "dataset.val_size=8", "dataset.test_size=8",
+                   "dataset.max_len=48", *STEPS], run)
+    assert s["status"] == "completed", s.get("error")
+    from runner.checkpoint import load
+
+    sd = load(run / "checkpoints" / "last.pt")["model"]
+    assert sd["tok.weight"].shape == (259, 32)  # the byte vocabulary
+    assert sd["blocks.0.attn.qkv.weight"].shape == (3 * 2 * 24, 32)
+    assert "blocks.0.attn.mix_logits" in sd
