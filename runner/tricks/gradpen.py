@@ -3,9 +3,10 @@
     loss <- loss + eps/2 · ‖∂loss/∂embedding‖²
 
 computed with create_graph so the penalty itself is trained (a double backward). ‖·‖² sums over
-the whole embedding tensor of the (micro-)batch; the loss is the batch mean. This is the
-first-order expansion of adversarial training with an L2 perturbation of size eps, and the blog's
-"gradient penalty" form of it.
+the whole embedding tensor of the (micro-)batch; the loss is the batch mean. The blog derives it
+from adversarial training: to first order, a perturbation along the gradient adds a multiple of
+‖∂loss/∂embedding‖² to the loss, so penalising that norm directly trains for the same robustness
+without the extra forward pass.
 
 Drucker & LeCun, "Improving Generalization Performance Using Double Backpropagation", 1992;
 Ross & Doshi-Velez, AAAI 2018.
