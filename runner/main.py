@@ -20,6 +20,8 @@ from runner.errors import ConfigError
 
 #: jobs of this process that did not complete (read by the CLI to set the exit code)
 FAILED: list[str] = []
+#: run dirs this process has started writing into (a later crash records a failed summary)
+WROTE: set[str] = set()
 
 
 def debug() -> bool:
@@ -81,17 +83,23 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
 
     ckpt_dir = run_dir / "checkpoints"
     resumed = False
+    saved_cfg = cfg
     if cfg.resume or dist.auto_resume(run_dir):  # auto: a SLURM job requeued after preemption
         path = Path(cfg.resume) if isinstance(cfg.resume, str) else ckpt_dir / "last.pt"
         ckpt = checkpoint.load(path)
         checkpoint.check_compatible(ckpt["config"], config)
         checkpoint.restore(state, ckpt)
         resumed = True
+        # config.yaml keeps the original `resume` value: a resumed job of a sweep must group
+        # with its siblings in `tricks compare`
+        saved_cfg = cfg.copy()
+        saved_cfg.resume = ckpt["config"].get("resume", False)
 
     # Nothing above wrote to run_dir: bad input has lost nothing.
     if d.is_main:  # only rank 0 writes
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        WROTE.add(str(run_dir))
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(saved_cfg, resolve=True))
     logger = build.loggers(cfg, run_dir) if d.is_main else dist.NullLogger()
     logger.start(run_dir, config, rows=state.rows if resumed else None)
 
@@ -115,8 +123,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     try:
         figures = engine.fit(state, logger, progress, checkpoint_fn=save_last, best_fn=on_eval)
         dist.check_in_sync(state)  # DDP replicas must still be equal
-        summary = {**figures, "status": "interrupted" if state.stop_requested else "completed"}
-        if state.stop_requested:
+        stopped = state.stop_requested and state.step < state.total_steps
+        summary = {**figures, "status": "interrupted" if stopped else "completed"}
+        if stopped:
             summary["error"] = f"stopped by {state.stop_requested} at step {state.step}"
     except engine.TrainingFailed as e:
         summary = {**engine.summary_figures(state), "status": "failed", "error": str(e)}
@@ -155,43 +164,147 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
 
 def report(summary: dict, run_dir: Path) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    c = Console(stderr=True, highlight=False)
+    c = Console(stderr=True, highlight=False, soft_wrap=True)  # one line, never wrapped
     st = summary.get("status")
     if st == "completed":
         acc = summary.get("test/acc")
         acc_s = f"{acc:.4f}" if acc is not None else "n/a"
         c.print(f"[bold green]done[/] test/acc {acc_s} (at best val/acc "
                 f"{summary.get('best/val/acc') or 0:.4f}, step {summary.get('best/step')}) · "
-                f"{summary['steps']} steps · {summary['wall_seconds']:.1f} s · run dir {run_dir}")
+                f"{summary['steps']} steps · {summary['wall_seconds']:.1f} s · run dir "
+                f"{escape(str(run_dir))}")
     else:
-        c.print(f"[bold red]{st}[/]: {summary.get('error')} · run dir {run_dir}")
+        c.print(f"[bold red]{st}[/]: {escape(str(summary.get('error')))} · run dir "
+                f"{escape(str(run_dir))}")
+
+
+#: the sweep directory of this process's multirun (read by the CLI for its resume hint)
+SWEEP_DIR: list[str] = []
+
+# Keys that may differ between a sweep job's earlier attempt and its re-run.
+_RERUN_FREE = ("resume", "trainer.progress", "logger")
+
+
+def _same_config(old: dict, new: dict, free=_RERUN_FREE) -> str | None:
+    """None when equal apart from `free` keys, else the first differing key."""
+    from runner.config import flatten
+
+    a, b = flatten(old), flatten(new)
+    for key in sorted(set(a) | set(b)):
+        if any(key == k or key.startswith(k + ".") for k in free):
+            continue
+        if a.get(key) != b.get(key):
+            return key
+    return None
+
+
+def sweep_job_plan(cfg: DictConfig, job_dir: Path) -> str:
+    """What a re-run sweep does with this job: 'skip' (a completed run of the same config is
+    there), 'resume' (its checkpoint is there), 'fresh'. A job dir holding another config's run
+    is a ConfigError (nothing is touched)."""
+    import json
+
+    from runner.config import to_container
+
+    cfg_file = job_dir / "config.yaml"
+    if not cfg_file.exists():
+        return "fresh"
+    try:
+        old = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=True)
+    except Exception:
+        return "fresh"  # a job killed while writing its config: nothing worth keeping
+    diff = _same_config(old, to_container(cfg))
+    if diff is not None:
+        raise ConfigError("hydra.sweep.dir", f"{job_dir} holds a run of another config "
+                          f"({diff} differs); it is left as is", "a new hydra.sweep.dir, or the "
+                          "same sweep command as before")
+    try:
+        done = json.loads((job_dir / "summary.json").read_text()).get("status") == "completed"
+    except (OSError, ValueError, AttributeError):
+        done = False
+    if done:
+        return "skip"
+    return "resume" if (job_dir / "checkpoints" / "last.pt").is_file() else "fresh"
+
+
+def _drop_empty_run_dir(run_dir: Path) -> None:
+    """After bad input in a single run, remove the directory Hydra made for it if it holds
+    nothing but Hydra's own files (.hydra/, an empty main.log): no litter, no run lost."""
+    try:
+        names = {p.name for p in run_dir.iterdir()}
+        if not names <= {".hydra", "main.log"}:
+            return
+        log = run_dir / "main.log"
+        if log.exists() and log.stat().st_size:
+            return
+        hyd = run_dir / ".hydra"
+        if hyd.exists() and not {p.name for p in hyd.iterdir()} <= {
+                "config.yaml", "hydra.yaml", "overrides.yaml"}:
+            return
+        import shutil
+
+        shutil.rmtree(run_dir)
+    except OSError:
+        pass
 
 
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="train")
 def hydra_main(cfg: DictConfig) -> None:
+    """One job. In a multirun sweep a failing job records its failure (summary.json with the
+    error) and the sweep goes on; a re-run of the sweep into the same hydra.sweep.dir skips
+    completed jobs and resumes interrupted ones; SIGTERM/SIGINT stops the whole sweep."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+
+    from runner.log import write_json_atomic
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    if multirun and not SWEEP_DIR:
+        SWEEP_DIR.append(str(hc.sweep.dir))
+
+    def job_failed(msg: str, code: int, write: bool):
+        print(f"error: {msg}", file=sys.stderr)
+        FAILED.append(str(run_dir))
+        if write:  # in a sweep: the sweep goes on; this job says why not
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(run_dir / "summary.json", {"status": "failed", "error": msg})
+        if not multirun:
+            _drop_empty_run_dir(run_dir)
+            sys.exit(code)
+        return float("nan")  # a sweeper (Optuna) records the trial as failed and goes on
+
+    if multirun and not cfg.resume:
+        try:
+            plan = sweep_job_plan(cfg, run_dir)
+        except ConfigError as e:
+            return job_failed(str(e), 2, write=False)
+        if plan == "skip":
+            print(f"skip {run_dir}: completed already", file=sys.stderr)
+            import json
+
+            return objective(json.loads((run_dir / "summary.json").read_text()))
+        if plan == "resume":
+            cfg = cfg.copy()
+            cfg.resume = True
     try:
         summary = run(cfg, run_dir)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        FAILED.append(str(run_dir))
-        if not multirun:
-            sys.exit(2)
-        from runner.log import write_json_atomic  # the sweep goes on; this job says why not
-
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / "summary.json", {"status": "failed", "error": str(e)})
-        return float("nan")  # a sweeper (Optuna) records the trial as failed and goes on
+    except ConfigError as e:  # raised before run() writes anything
+        return job_failed(str(e), 2, write=multirun)
+    except Exception as e:  # a bug or an environment problem: one line (traceback: TRICKS_DEBUG=1)
+        if debug():
+            traceback.print_exc()
+        first = str(e).splitlines()[0] if str(e) else ""
+        started = str(run_dir) in WROTE
+        return job_failed(f"{type(e).__name__}: {first}", 1, write=multirun or started)
     if summary.get("status") != "completed":
         FAILED.append(str(run_dir))
-        if not multirun:
-            sys.exit(1 if summary.get("status") == "failed" else 3)
+        code = 1 if summary.get("status") == "failed" else 3
+        if not multirun or code == 3:  # preemption / Ctrl-C stops the whole sweep
+            sys.exit(code)
     return objective(summary)
 
 
