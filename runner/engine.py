@@ -337,7 +337,9 @@ def fit(state: State, logger, progress=None, checkpoint_fn=None, best_fn=None) -
         _reset_acc(state)
     state.model.train()
 
-    kill_at = int(os.environ.get("TRICKS_TEST_KILL_AT_STEP") or -1)
+    # tests only: "N" sends this process a real SIGKILL right after step N, "N:TERM" a SIGTERM
+    at, _, sig = (os.environ.get("TRICKS_TEST_KILL_AT_STEP") or "-1").partition(":")
+    kill_at, kill_sig = int(at), getattr(signal, f"SIG{sig or 'KILL'}")
     ckpt_step = state.step
     t_last, samples_last = time.perf_counter(), state.samples_seen
     while state.step < state.total_steps and not state.stop_requested:
@@ -354,8 +356,8 @@ def fit(state: State, logger, progress=None, checkpoint_fn=None, best_fn=None) -
                 break
             log_now = (state.step + 1) % cfg.log_every == 0 or state.step + 1 == state.total_steps
             train_step(state, micro, loss_fn, bwd_fn, log_now)
-            if state.step == kill_at:  # tests only: a real SIGKILL between checkpoints
-                os.kill(os.getpid(), signal.SIGKILL)
+            if state.step == kill_at:
+                os.kill(os.getpid(), kill_sig)
             state.micro_pos += k
             epoch_done = state.micro_pos // k >= spe
             if epoch_done:
