@@ -89,8 +89,10 @@ def test_every_pair_trains_with_finite_loss(combo, drop_cfg, tmp_path):
     check_run(run(with_reg(drop_cfg, combo), tmp_path / "run"), tmp_path / "run", combo)
 
 
-def test_all_tricks_at_once(tmp_path):
-    s = train_run(DROP + [f"reg=[{','.join(REG)}]", "clip=norm"], tmp_path / "run")
+@pytest.mark.parametrize("extra", [[], ["trainer.accum_steps=2", "trainer.precision=bf16"]],
+                         ids=["plain", "accum2-bf16"])
+def test_all_tricks_at_once(extra, tmp_path):
+    s = train_run(DROP + [f"reg=[{','.join(REG)}]", "clip=norm", *extra], tmp_path / "run")
     assert s["status"] == "completed", s.get("error")
     assert finite_losses(read_rows(tmp_path / "run")) == []
 
