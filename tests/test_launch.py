@@ -104,7 +104,8 @@ def test_dist_setup_reads_slurm_tasks_through_submitit(monkeypatch):
 
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
               "LOCAL_WORLD_SIZE"):
-        monkeypatch.delenv(k, raising=False)
+        monkeypatch.setenv(k, "")  # recorded, so that what the export sets is undone afterwards
+        monkeypatch.delenv(k)
     env = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "42", "SLURM_NTASKS": "2",
            "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0", "SLURM_PROCID": "1",
            "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu-node-7"}
