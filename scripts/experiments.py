@@ -99,9 +99,25 @@ def seeds_arg(seeds) -> str:
 
 
 def arm_overrides(recipe: dict, arm: str, extra: list[str] = ()) -> list[str]:
-    """The overrides of one arm (sweep syntax kept), without seed and output dir."""
-    return merge(list(recipe["common"]), list(recipe["arms"][arm] or []), list(extra),
-                 [f"+arm={arm}"])
+    """The overrides of one arm (sweep syntax kept), without seed and output dir.
+
+    Order: common, arm, extra (a user's override wins), then `+arm=NAME`. An arm value written
+    `KEY=Nx` (e.g. `trainer.epochs=2x`) means N times KEY's value in common+extra: equal-compute
+    baselines stay equal-compute when the user scales the recipe up."""
+    base = merge(list(recipe["common"]), list(extra))
+    values = {key_of(o): o.split("=", 1)[1] for o in base if "=" in o}
+    plain, scaled = [], []
+    for o in recipe["arms"][arm] or []:
+        k, _, v = o.partition("=")
+        if v.endswith("x") and v[:-1].replace(".", "", 1).isdigit():
+            if key_of(o) not in values:
+                raise SystemExit(f"error: {recipe['name']}/{arm}: {o} needs {key_of(o)} in "
+                                 f"common or the command line")
+            n = float(v[:-1]) * float(values[key_of(o)])
+            scaled.append(f"{k}={int(n) if n == int(n) else n}")
+        else:
+            plain.append(o)
+    return merge(list(recipe["common"]), plain, list(extra), scaled, [f"+arm={arm}"])
 
 
 def arm_command(recipe: dict, arm: str, runs_dir: Path, extra: list[str] = (),
@@ -140,7 +156,7 @@ def git_commit() -> str:
                              capture_output=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                                cwd=ROOT, text=True, capture_output=True).stdout.strip()
-        return sha + ("+uncommitted changes in the tree" if dirty else "")
+        return sha + (" (+ uncommitted changes in the shared tree)" if dirty else "")
     except OSError:
         return "unknown"
 
@@ -209,7 +225,7 @@ def compare(recipe: dict, runs_dir: Path, out: Path, only=None) -> None:
             print(f"[{recipe['name']}/{cname}] no runs yet", flush=True)
             continue
         cmd = ["tricks", "compare", *[rel(Path(p)) for p in paths], "--metric", spec.get("metric", "test/acc"),
-               "--out", str(out / cname)]
+               "--out", rel(out / cname)]
         if spec.get("baseline"):
             cmd += ["--baseline", spec["baseline"]]
         print("$ " + shlex.join(cmd), flush=True)
@@ -217,9 +233,7 @@ def compare(recipe: dict, runs_dir: Path, out: Path, only=None) -> None:
     fn = recipe.get("analysis")
     if fn:
         ANALYSES[fn](recipe, runs_dir, out)
-    default_out = (EXPERIMENTS / recipe["name"] / "results").resolve()
-    if Path(out).resolve() == default_out:  # reports elsewhere leave the committed README alone
-        update_readme(recipe, out)
+    update_readme(recipe, out)  # only when the README has markers for this output dir
 
 
 def select(paths: list[str], where: dict) -> list[str]:
@@ -517,6 +531,8 @@ def render(recipe: dict, out: Path) -> str:
 
     def include(md: Path, prefix: str) -> list[str]:
         text = md.read_text()
+        if text.startswith("# "):
+            text = text.split("\n", 1)[1]  # the section heading stands for it
         # links to plots: relative to the README
         text = re.sub(r"\]\((?!http)([^)]+)\)", lambda m: f"]({prefix}/{m.group(1)})", text)
         text = re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", text, flags=re.M)
@@ -546,11 +562,14 @@ def update_readme(recipe: dict, out: Path) -> None:
     if not readme.is_file():
         return
     text = readme.read_text()
-    if BEGIN not in text or END not in text:
+    tag = rel_out_for_readme(recipe, out)  # "results", or e.g. "results_mlp" for a variant
+    begin, end = (BEGIN, END) if tag == "results" else (f"<!-- {tag}:begin -->",
+                                                        f"<!-- {tag}:end -->")
+    if begin not in text or end not in text:
         return
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(head + BEGIN + "\n" + render(recipe, out) + END + tail)
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(head + begin + "\n" + render(recipe, out) + end + tail)
     print(f"updated {readme}", flush=True)
 
 
