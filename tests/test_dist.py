@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -141,6 +142,11 @@ def ddp_runs(tmp_path_factory):
     spec["resume-a"] = [o.replace("max_steps=5", "max_steps=3") for o in ddp_overrides("baseline")]
     spec["resume-b"] = ddp_overrides("baseline") + ["resume=true"]
     spec["diverge"] = ddp_overrides("baseline") + [f"+reg.bad._target_={__name__}.RankLocal"]
+    # SIGTERM reaches rank 1 only, after step 1: both ranks stop at the next log step (2)
+    spec["sigterm-a"] = ddp_overrides("baseline") + ["+reg.sig._target_=test_launch.SignalAt",
+                                                      "+reg.sig.step=1", "+reg.sig.sig=TERM",
+                                                      "+reg.sig.rank=1"]
+    spec["sigterm-b"] = spec["sigterm-a"] + ["resume=true"]
     (out / "spec.json").write_text(json.dumps(spec))
     r = torchrun([__file__, str(out)], cwd=out)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -188,6 +194,20 @@ def test_ddp_resume_continues_exactly(ddp_runs, tmp_path):
     s = json.loads((d / "summary.json").read_text())
     assert s["resumed"] is True
     assert_same_run(d, ref, summary, rows=False)  # rows differ: the first part logged step 3
+
+
+@pytest.mark.slow
+def test_a_signal_on_one_rank_stops_all_at_the_next_log_step(ddp_runs, tmp_path):
+    """SIGTERM to rank 1 after step 1: every rank stops after step 2 (log_every=2), last.pt is
+    written, and resume=true finishes with the weights of an uninterrupted run."""
+    a = ddp_runs / "sigterm-a"
+    s = json.loads((a / "summary.json").read_text())
+    assert s["status"] == "interrupted" and s["steps"] == 2
+    assert "at step 2" in s["error"]
+    assert torch.load(a / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
+    ref = tmp_path / "ref"
+    summary = reference_run("baseline", ref)
+    assert_same_run(ddp_runs / "sigterm-b", ref, summary, rows=False)
 
 
 @pytest.mark.slow
@@ -242,15 +262,20 @@ def _driver(out: Path) -> None:
     try:
         spec = json.loads((out / "spec.json").read_text())
         for name, overrides in spec.items():
-            target = out / (name if name != "resume-b" else "resume-a")
-            if name == "resume-b":  # continue resume-a in place, then keep it under this name
-                run(compose(overrides), target)
+            if name.endswith("-b"):  # continue <x>-a in place, then keep a copy of its end
+                a = out / (name[:-2] + "-a")
                 if dist.get_rank() == 0:
-                    target.rename(out / "resume-b")
+                    shutil.copytree(a, out / (name[:-2] + "-a-copy"))
+                dist.barrier()
+                run(compose(overrides), a)
+                if dist.get_rank() == 0:
+                    a.rename(out / name)
+                    (out / (name[:-2] + "-a-copy")).rename(a)
                 dist.barrier()
                 continue
-            summary = run(compose(overrides), target)
-            if dist.get_rank() == 0 and summary["status"] != "completed" and name != "diverge":
+            summary = run(compose(overrides), out / name)
+            expected = {"diverge": "failed", "sigterm-a": "interrupted"}.get(name, "completed")
+            if dist.get_rank() == 0 and summary["status"] != expected:
                 raise SystemExit(f"{name}: {summary}")
             dist.barrier()
     finally:
