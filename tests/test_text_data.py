@@ -363,3 +363,16 @@ def test_csv_sentence_pairs_get_token_types(tmp_path, small_rows):
         assert (ti[:seps[0] + 1] == 0).all() and (ti[seps[0] + 1:seps[1] + 1] == 1).all()
     b = d.collate(d.train)  # dynamic padding trims the token types too
     assert b["token_type_ids"].shape == b["x"].shape
+
+
+def test_label_order_and_rows_without_label_or_text(tmp_path, capsys):
+    from runner.data.csv import build
+
+    assert T.encode_labels(["10", "2", "1", "2"], "k", "w")[1] == ["1", "2", "10"]
+    assert T.encode_labels(["b", "a", "b"], "k", "w")[0].tolist() == [1, 0, 1]
+    rows = [("good text", "pos"), ("", "neg"), ("other text", ""), ("third", "neg")] * 5
+    p = write_csv(tmp_path / "holes.csv", rows)
+    d = build(path=str(p), text_column="text", tokenizer="bytes", max_len=16,
+              val_fraction=0.2, test_fraction=0.2)
+    assert sum(Data_size(d, s) for s in ("train", "val", "test")) == 10
+    assert "dropped 10 rows with a missing label or an empty text" in capsys.readouterr().err

@@ -145,7 +145,7 @@ def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=
         if text_column is not None:
             data = [list(_column(ds, c, "dataset.text_column", w)) for c in cols]
             keep = [i for i, l in enumerate(labels) if not _missing(l)
-                    and all(isinstance(d[i], str) and d[i].strip() for d in data)]
+                    and all(not _missing(d[i]) and str(d[i]).strip() for d in data)]
             feats = [[str(d[i]) for i in keep] for d in data]
         else:
             data = []

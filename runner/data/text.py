@@ -284,11 +284,12 @@ def encode_labels(values, key: str, where: str, names: list | None = None):
             numeric = all(float(v) == int(float(v)) for v in vals)
         except (TypeError, ValueError):
             numeric = False
-        if numeric and not all(isinstance(v, str) for v in vals):
+        if numeric and not any(isinstance(v, str) for v in vals):
             vals = [int(float(v)) for v in vals]
         else:
             vals = [str(v) for v in vals]
-        uniq = sorted(set(vals))
+        # integer-like labels ("2" < "10" too) sort by value, others alphabetically
+        uniq = sorted(set(vals), key=(lambda v: (float(v), str(v))) if numeric else None)
         index = {v: i for i, v in enumerate(uniq)}
         ids = np.asarray([index[v] for v in vals], dtype=np.int64)
         classes = [str(v) for v in uniq]
