@@ -94,8 +94,9 @@ def piecewise(total_steps: int, points=None, unit: str = "steps"):
     pairs = parse_points(points)
     if unit == "fraction":
         if pairs[-1][0] > 1:
-            raise ConfigError("schedule.points", f"with unit=fraction steps must be in [0, 1], "
-                              f"got {pairs[-1][0]}")
+            raise ConfigError("schedule.points", f"with schedule.unit=fraction the steps are "
+                              f"fractions of the run in [0, 1], got {pairs[-1][0]:g}; for "
+                              f"absolute steps set schedule.unit=steps")
         pairs = [(s * total_steps, m) for s, m in pairs]
     if pairs[0][0] != 0:
         pairs.insert(0, (0.0, 0.0))

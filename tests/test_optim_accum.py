@@ -18,10 +18,14 @@ def _last(run):
     return torch.load(run / "checkpoints" / "last.pt", weights_only=True)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
-def test_accumulation_equals_a_k_times_larger_batch(optimizer, tmp_path):
+@pytest.mark.parametrize("optimizer,clip", [("sgd", "none"), ("adamw", "none"), ("sgd", "norm")])
+def test_accumulation_equals_a_k_times_larger_batch(optimizer, clip, tmp_path):
+    """With clip=norm the threshold (0.3, below the gradient norm) applies to the accumulated
+    gradient, so clipping too gives the big batch's parameters."""
     k, b = 4, 25
-    opt = [f"optimizer={optimizer}"]
+    opt = [f"optimizer={optimizer}", f"clip={clip}"]
+    if clip == "norm":
+        opt.append("clip.max_norm=0.3")
     big = train_run([*BASE, *opt, f"trainer.batch_size={k * b}", "trainer.accum_steps=1"],
                     tmp_path / "big")
     acc = train_run([*BASE, *opt, f"trainer.batch_size={b}", f"trainer.accum_steps={k}"],
@@ -37,6 +41,9 @@ def test_accumulation_equals_a_k_times_larger_batch(optimizer, tmp_path):
         assert y["train/loss"] == pytest.approx(x["train/loss"], abs=1e-6)
         assert y["grad_norm"] == pytest.approx(x["grad_norm"], abs=1e-6)
     assert rb[-1]["val/loss"] == pytest.approx(ra[-1]["val/loss"], abs=1e-6)
+    if clip == "norm":  # the clip really acted
+        f = [r["train/clip_factor"] for r in rb if "train/clip_factor" in r]
+        assert f and all(x < 1 for x in f)
 
 
 def test_accumulation_is_not_a_no_op(tmp_path):

@@ -292,3 +292,21 @@ def _assert_same(a, b):
             _assert_same(x, y)
     else:
         assert a == b
+
+
+@pytest.mark.parametrize("derived", ["[ema]", "[lookahead]"])
+def test_no_op_settings_train_bit_identically(derived, tmp_path):
+    """EMA never touches the trained weights (raw metrics = a run without it); Lookahead with
+    alpha = 1 syncs the slow weights to the fast ones, a no-op."""
+    base = [*FAST, *FP32]
+    extra = ["derived.lookahead.alpha=1.0"] if "lookahead" in derived else []
+    a = train_run(base, tmp_path / "plain")
+    b = train_run([*base, f"derived={derived}", *extra], tmp_path / "trick")
+    assert a["status"] == b["status"] == "completed"
+    ma = torch.load(tmp_path / "plain" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    mb = torch.load(tmp_path / "trick" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(ma[k], mb[k]) for k in ma)
+    ra = [r for r in read_rows(tmp_path / "plain") if "val/acc" in r]
+    rb = [r for r in read_rows(tmp_path / "trick") if "val/acc" in r]
+    raw = "val/raw/acc" if "ema" in derived else "val/acc"
+    assert [r["val/acc"] for r in ra] == [r[raw] for r in rb]

@@ -30,6 +30,7 @@ CASES = [
     (["clip=value", "clip.max_value=-1"], "clip.max_value"),
     (["schedule=piecewise", "schedule.points='x'"], "schedule.points"),
     (["schedule=piecewise", "schedule.unit=epochs"], "schedule.unit"),
+    (["schedule=piecewise", "schedule.points='1000:1'"], "schedule.points"),
     (["schedule=linear", "schedule.min_ratio=2"], "schedule.min_ratio"),
 ]
 

@@ -191,3 +191,13 @@ def test_param_groups_decay_weights_only_for_every_optimizer(option, decay_bias_
         decayed = p.ndim >= 2 or decay_bias_and_norm
         expect = before[n] * (1 - lr * 0.1) if decayed else before[n]
         torch.testing.assert_close(p.detach(), expect, rtol=0, atol=1e-7, msg=f"{option}: {n}")
+
+
+@pytest.mark.parametrize("option,fused_ok", [("adamw", True), ("adamw", False), ("sgd", True)])
+def test_fused_kernel_chosen_when_supported(option, fused_ok):
+    from runner import build
+    from runner.config import compose
+
+    cfg = compose([f"optimizer={option}"])
+    opt = build.optimizer(cfg, torch.nn.Linear(3, 2), fused_ok=fused_ok)
+    assert bool(opt.defaults.get("fused")) is fused_ok
