@@ -93,6 +93,11 @@ GLOBAL_ONLY = ("childtuning_d",)
 for _opt in conf_options("reg"):
     CASES[f"reg={_opt}"] = (("global", NO_DROPOUT + [f"reg=[{_opt}]"], None) if _opt in GLOBAL_ONLY
                             else ("accum", [f"reg=[{_opt}]"], None))
+for _opt in conf_options("derived"):  # EMA, Lookahead, layer adaptation
+    CASES[f"derived={_opt}"] = ("accum", [f"derived=[{_opt}]"], None)
+for _opt in conf_options("clip"):  # clipping sees the all-reduced gradient of the global batch
+    if _opt not in ("none", "norm"):  # none is the baseline, norm is "clip" above
+        CASES[f"clip={_opt}"] = ("global", NO_DROPOUT + [f"clip={_opt}"], None)
 
 _SKIP = {n: f"runner/tricks/{m}.py does not exist yet" for n, (_, _, m) in CASES.items()
          if m and not _module_exists(m)}
@@ -240,6 +245,16 @@ def test_batcher_shards_each_global_batch_by_rank():
             assert torch.equal(whole["y"], torch.cat([r0["y"], r1["y"]]))
     resumed = [b["y"] for b in ranks[1].epoch(1, start=3)]
     assert torch.equal(torch.cat(resumed), torch.cat([b["y"] for b in ranks[1].epoch(1)][3:]))
+
+
+def test_sampler_for_streamed_datasets_shards_by_rank():
+    from runner.dist import Dist, sampler
+
+    data = list(range(10))
+    shards = [list(sampler(data, Dist(rank=r, world_size=2), seed=1)) for r in (0, 1)]
+    assert sorted(shards[0] + shards[1]) == data and not set(shards[0]) & set(shards[1])
+    one = list(sampler(data, Dist(), seed=1))
+    assert sorted(one) == data and one == list(sampler(data, Dist(), seed=1))
 
 
 def test_batcher_global_batch_larger_than_split_is_a_config_error():
