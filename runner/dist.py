@@ -14,8 +14,10 @@ Then, in `runner.main.run`:
   batch_size x world_size samples of the same seeded permutation, and rank r takes the r-th slice
   (runner.data.batching.IndexBatcher). Losses are batch means and DDP averages gradients, so a
   DDP step equals a single-process step on the global batch (tested to 1e-5);
-- the model is wrapped in DistributedDataParallel; `trainer.accum_steps` micro-batches but the
-  last run under `no_sync` (one all-reduce per optimizer step);
+- the model is wrapped in DistributedDataParallel (around the compiled module with
+  trainer.compile=true: rank 0's evaluation then stays compiled; not exercised by the CPU tests);
+  `trainer.accum_steps` micro-batches but the last run under `no_sync` (one all-reduce per
+  optimizer step);
 - only rank 0 evaluates, logs, writes metrics.jsonl / summary.json / checkpoints; train metrics
   are averaged over ranks at log steps; resume loads last.pt on every rank.
 
@@ -116,7 +118,11 @@ def setup(plan) -> Dist:
     backend = "nccl" if on_cuda else "gloo"
     owned = not dist.is_initialized()
     if owned:
-        dist.init_process_group(backend=backend)
+        # rank 0 evaluates alone while the others wait in the next all-reduce: allow a long eval
+        # (NCCL's default is 10 minutes)
+        from datetime import timedelta
+
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
     return Dist(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local,
                 backend=backend, owned=owned)
 
