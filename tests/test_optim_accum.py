@@ -48,7 +48,8 @@ def test_accumulation_equals_a_k_times_larger_batch(optimizer, clip, tmp_path):
 
 def test_accumulation_is_not_a_no_op(tmp_path):
     """Sanity check of the test above: one micro-batch alone trains differently."""
-    a = train_run([*BASE, "trainer.batch_size=100"], tmp_path / "a")
-    b = train_run([*BASE, "trainer.batch_size=25"], tmp_path / "b")
+    for name, bs in (("a", 100), ("b", 25)):
+        assert train_run([*BASE, f"trainer.batch_size={bs}"], tmp_path / name)["status"] == \
+            "completed"
     ma, mb = _last(tmp_path / "a")["model"], _last(tmp_path / "b")["model"]
     assert max((ma[n] - mb[n]).abs().max().item() for n in ma) > 1e-3

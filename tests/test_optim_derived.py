@@ -3,8 +3,6 @@ against a direct computation, through the real engine, and through a checkpoint 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -138,6 +136,7 @@ def test_ema_through_the_engine_best_pt_holds_ema_weights(tmp_path):
 
 def test_ema_decay_zero_evaluates_the_raw_weights(tmp_path):
     s = train_run([*FAST, *FP32, "derived=[ema]", "derived.ema.decay=0.0"], tmp_path / "r")
+    assert s["status"] == "completed", s.get("error")
     rows = [r for r in read_rows(tmp_path / "r") if "val/acc" in r]
     for r in rows:
         assert r["val/acc"] == r["val/raw/acc"] and r["val/loss"] == pytest.approx(
@@ -153,7 +152,7 @@ def _lamb_direct(init, x, y, steps, lr, betas, eps, wd, adapt_1d):
     m = [torch.zeros_like(t) for t in ps]
     v = [torch.zeros_like(t) for t in ps]
     for t in range(1, steps + 1):
-        g = _grads(req := [p.clone().requires_grad_() for p in ps], _functional, x, y)
+        g = _grads([p.clone().requires_grad_() for p in ps], _functional, x, y)
         new = []
         for i, (p, gi) in enumerate(zip(ps, g)):
             m[i] = b1 * m[i] + (1 - b1) * gi

@@ -16,8 +16,9 @@ post-hook (rescale theta_new - theta) on the optimizer itself, so it works with 
 (AdamW -> LAMB-like, SGD -> LARS-like, Lion, Tiger, Adafactor), with fused kernels, LambdaLR and
 the GradScaler (a skipped step runs no hook). Cost: one copy of the adapted parameters per step.
 
-Options: `adapt_bias_and_norm: false` (default, as LAMB's reference code) leaves 1-D parameters
-(biases, normalisation weights) with the plain update; `max_ratio` optionally caps the ratio.
+Options: `adapt_bias_and_norm: false` (the default, as LAMB implementations commonly do) leaves
+1-D parameters (biases, normalisation weights) with the plain update; `max_ratio` optionally caps
+the ratio.
 No state to checkpoint. Order 40: before Lookahead's post-hook.
 """
 

@@ -17,7 +17,7 @@ How it plugs in: `wrap_optimizer` returns the *same* optimizer instance with a s
 wrapper object would not be a `torch.optim.Optimizer`, which LambdaLR and GradScaler require; a
 hook keeps the optimizer, its fused kernels, its state_dict and the scheduler untouched, and a step
 skipped by the GradScaler (inf gradients) or by `trainer.on_nan=skip` is not counted. The inner
-optimizer's state (e.g. Adam moments) is kept across syncs, as in the paper's main experiments.
+optimizer's state (e.g. Adam moments) is kept across syncs (not reset), the usual choice.
 The slow weights and the step counter are this trick's checkpoint state. Evaluation uses the
 current (fast) weights; right after a sync they equal the slow ones.
 Ordering: order 60, after `layer_adapt` (40), whose post-hook must rescale the update first.
