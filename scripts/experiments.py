@@ -391,9 +391,12 @@ def analysis_clipping(recipe, runs_dir, out):
         for ax, lr in zip(axes[0], lrs):
             for label, rs in curves[lr]:
                 steps, mean = mean_curve(rs, "train/loss")
-                ax.plot(steps, mean, label=label)
+                n_div = sum(r.status != "completed" for r in rs)
+                ax.plot(steps, mean, label=label + (f" ({n_div}/{len(rs)} diverged)" if n_div
+                                                    else ""))
             ax.axhline(target, color="k", ls=":", lw=1)
             ax.set_yscale("log")
+            ax.set_ylim(top=4.0)  # a diverging curve leaves the plot instead of flattening it
             ax.set_title(f"train/loss, lr={lr:g} (mean over seeds)")
             ax.set_xlabel("step")
             ax.legend(fontsize=7)
