@@ -47,6 +47,7 @@ def launcher_files() -> list[str]:
     return sorted(p.stem for p in (CONF / "hydra" / "launcher").glob("*.yaml"))
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Hydra's schema-matching notice (joblib)
 @pytest.mark.parametrize("name", launcher_files())
 def test_launcher_configs_compose_and_describe_themselves(name):
     from hydra import compose, initialize_config_dir
