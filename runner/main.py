@@ -95,12 +95,13 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
         saved_cfg = cfg.copy()
         saved_cfg.resume = ckpt["config"].get("resume", False)
 
+    # building the sinks does no I/O: a bad logger key is rejected before run_dir is written
+    logger = build.loggers(cfg, run_dir) if d.is_main else dist.NullLogger()
     # Nothing above wrote to run_dir: bad input has lost nothing.
     if d.is_main:  # only rank 0 writes
         run_dir.mkdir(parents=True, exist_ok=True)
         WROTE.add(str(run_dir))
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(saved_cfg, resolve=True))
-    logger = build.loggers(cfg, run_dir) if d.is_main else dist.NullLogger()
     logger.start(run_dir, config, rows=state.rows if resumed else None)
 
     def save_last(s):
