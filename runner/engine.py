@@ -70,6 +70,22 @@ class State:
     _acc: dict = field(default_factory=dict)
     _params: list | None = None
     _keep_embed: bool = False
+    _tc: object = None  # plain copy of cfg (see tc)
+    _one_group: bool | None = None  # all params dense, on one device, of one dtype
+
+    @property
+    def tc(self):
+        """The trainer config as plain Python values: a DictConfig attribute read costs
+        microseconds and the loop makes several per step. Refreshed at the start of `fit`."""
+        if self._tc is None:
+            from types import SimpleNamespace
+
+            from omegaconf import DictConfig, OmegaConf
+
+            c = self.cfg
+            self._tc = (SimpleNamespace(**OmegaConf.to_container(c, resolve=True))
+                        if isinstance(c, DictConfig) else c)
+        return self._tc
 
     # -- what tricks use -------------------------------------------------------------------
     @property
@@ -85,8 +101,16 @@ class State:
         """Global L2 norm of the current gradients, computed once per step (cached)."""
         if self._grad_norm is None:
             g = self.grads()
-            self._grad_norm = (torch.nn.utils.get_total_norm(g) if g
-                               else torch.zeros((), device=self.plan.device))
+            if g and self._one_group is None:
+                d, t = g[0].device, g[0].dtype
+                self._one_group = d.type in ("cpu", "cuda") and all(
+                    x.device == d and x.dtype == t and x.layout == torch.strided for x in g)
+            if not g:
+                self._grad_norm = torch.zeros((), device=self.plan.device)
+            elif self._one_group:  # get_total_norm's own math minus its grouping (half the cost)
+                self._grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(g)))
+            else:
+                self._grad_norm = torch.nn.utils.get_total_norm(g)
         return self._grad_norm
 
     def autocast(self):
@@ -113,7 +137,7 @@ class State:
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backpropagate one micro-batch loss, scaled for accumulation (and fp16)."""
-        loss = loss / self.cfg.accum_steps
+        loss = loss / self.tc.accum_steps
         if self.scaler is not None:
             loss = self.scaler.scale(loss)
         loss.backward()
@@ -265,7 +289,7 @@ def _check_finite(state: State, step_loss: torch.Tensor, parts: dict) -> bool:
 
 def train_step(state: State, micro_batches: list, loss_fn, bwd_fn, log_now: bool) -> None:
     opt = state.optimizer
-    step_loss = torch.zeros((), device=state.plan.device)
+    step_loss = None  # summed over micro-batches
     last = len(micro_batches) - 1
     parts = {}  # this step's loss parts (summed over micro-batches), named if the loss goes NaN
     for i, batch in enumerate(micro_batches):
@@ -276,7 +300,7 @@ def train_step(state: State, micro_batches: list, loss_fn, bwd_fn, log_now: bool
             out = loss_fn(batch)
             bwd_fn(out, batch)
         loss = out.loss.detach().float()
-        step_loss += loss
+        step_loss = loss if step_loss is None else step_loss + loss
         a = state._acc
         a["__loss"][0] += loss
         a["__loss"][1] += 1
@@ -293,7 +317,7 @@ def train_step(state: State, micro_batches: list, loss_fn, bwd_fn, log_now: bool
     if log_now:
         state.log_scalar("grad_norm", state.grad_norm())  # before any clipping
     ok = True
-    if state.plan.finite_check_each_step or log_now or state.cfg.on_nan == "skip":
+    if state.plan.finite_check_each_step or log_now or state.tc.on_nan == "skip":
         ok = _check_finite(state, step_loss, parts)
     for t in state._on_grads:
         t.on_grads(state)
@@ -311,7 +335,7 @@ def train_step(state: State, micro_batches: list, loss_fn, bwd_fn, log_now: bool
 
 
 def _eval_due(state: State, spe: int) -> bool:
-    every = state.cfg.eval_every
+    every = state.tc.eval_every
     if state.step >= state.total_steps:
         return True
     if every:
@@ -321,7 +345,8 @@ def _eval_due(state: State, spe: int) -> bool:
 
 def fit(state: State, logger, progress=None, checkpoint_fn=None, best_fn=None) -> dict:
     """Train until total_steps; returns the summary figures (without status)."""
-    cfg = state.cfg
+    state._tc = None
+    cfg = state.tc  # plain values: read every step
     k = cfg.accum_steps
     spe = state.batcher.steps_per_epoch // k  # optimizer steps per epoch
     if spe == 0:
@@ -404,7 +429,7 @@ def fit(state: State, logger, progress=None, checkpoint_fn=None, best_fn=None) -
 
 
 def _checkpoint_due(state: State, row: dict) -> bool:
-    every = state.cfg.checkpoint_every
+    every = state.tc.checkpoint_every
     if state.step >= state.total_steps or state.stop_requested:
         return True
     if every:

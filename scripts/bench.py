@@ -240,6 +240,10 @@ def child(framework: str, job: str):
     """Run `job` for 2 steps the way a user of `framework` would, printing the wall-clock time
     at the end of the first step. tricks: the real CLI entry (`tricks train ...`)."""
     over = JOBS[job] + ["trainer.max_steps=2"]
+    if os.environ.get("BENCH_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
     if framework == "tricks":
         from runner import engine
 
@@ -461,6 +465,8 @@ def main(argv=None):
                     help="warm-up steps dropped from the steady figure (also log_every)")
     ap.add_argument("--batches", default="32,128,512")
     ap.add_argument("--widths", default="100,400,1600")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch.set_num_threads for every measurement (default: torch's own)")
     ap.add_argument("--quick", action="store_true", help="tiny settings to check the script")
     ap.add_argument("--out", help="write the markdown report here")
     ap.add_argument("--json", help="write the raw figures here")
@@ -480,7 +486,11 @@ def main(argv=None):
     if bad:
         ap.error(f"unknown section {bad[0]!r}; choose from {', '.join(SECTIONS)}")
 
-    import torch  # noqa: F401  (imports before any timing)
+    import torch  # (imports before any timing)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["BENCH_THREADS"] = str(args.threads)  # the startup section's children
 
     out = {"machine": machine(),
            "settings": f"{args.reps} interleaved repetitions of {args.steps}-step runs, the "

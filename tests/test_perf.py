@@ -266,3 +266,19 @@ def test_host_view_trims_like_the_device_read():
         a, b = trim(take(split, rows)), view(take(split, rows), rows.numpy())
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
         assert a["x"].shape[1] == min(48, -(-int(lens[rows].max()) // 8) * 8)
+
+
+def test_grad_norm_equals_torch_total_norm():
+    """The engine's one-group fast path of the gradient norm gives torch's number exactly."""
+    from runner.engine import State
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    model(torch.randn(4, 7)).pow(2).sum().backward()
+    st = State(cfg=None, plan=plan("cpu", "fp32", Caps(cuda=False)), model=model,
+               raw_model=model, optimizer=None, scheduler=None, tricks=[], data=None,
+               batcher=None, total_steps=1)
+    expect = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()])
+    assert torch.equal(st.grad_norm(), expect) and st._one_group
+    st._grad_norm, st._one_group = None, False  # the general path
+    assert torch.equal(st.grad_norm(), expect)
