@@ -187,13 +187,14 @@ def section_overhead(args, out: dict, with_peers: bool):
         if job not in args.jobs:
             continue
         print(f"[overhead{'+peers' if with_peers else ''}] {job}", flush=True)
-        arms = {"engine": lambda: engine_run(over, args.steps, args.warm),
-                "hand": lambda: hand_run(over, args.steps, args.warm)}
+        n, w = (args.text_steps, args.text_warm) if "dataset=tweets" in over else (args.steps,
+                                                                                   args.warm)
+        arms = {"engine": lambda: engine_run(over, n, w), "hand": lambda: hand_run(over, n, w)}
         if with_peers:
             from bench_peers import hf_run, lightning_run
 
-            arms["hf"] = lambda: hf_run(over, args.steps, args.warm)
-            arms["lightning"] = lambda: lightning_run(over, args.steps, args.warm)
+            arms["hf"] = lambda: hf_run(over, n, w)
+            arms["lightning"] = lambda: lightning_run(over, n, w)
         res = interleave(arms, args.reps)
         row = {"job": job, "hand_sps": med(res["hand"], "sps"),
                "engine_sps": med(res["engine"], "sps"),
@@ -212,7 +213,7 @@ def section_overhead(args, out: dict, with_peers: bool):
 def section_startup(args, out: dict):
     """A fresh interpreter per framework: spawn -> end of the first step (imports included)."""
     rows = []
-    for job in [j for j in JOBS if j in args.jobs][:1 if args.quick else 3]:
+    for job in [j.strip() for j in args.startup_jobs.split(",")]:
         print(f"[startup] {job}", flush=True)
         fws = ["tricks", "hand", "hf", "lightning"]
         res = {f: [] for f in fws}
@@ -287,7 +288,7 @@ def section_tricks(args, out: dict):
     if args.quick:
         cases = {k: v for k, v in cases.items() if k in ("none", "rdrop", "fgm", "clip=norm")}
     print(f"[tricks] {len(cases)} arms on {' '.join(TRICK_JOB)}", flush=True)
-    arms = {k: (lambda v=v: engine_run(TRICK_JOB + v, args.steps, args.warm))
+    arms = {k: (lambda v=v: engine_run(TRICK_JOB + v, args.trick_steps, args.warm))
             for k, v in cases.items()}
     res = interleave(arms, args.reps)
     mem = {}
@@ -305,8 +306,8 @@ def section_tricks(args, out: dict):
 def section_optim(args, out: dict):
     names = conf_options("optimizer")
     print(f"[optim] {names}", flush=True)
-    arms = {n: (lambda n=n: engine_run(TRICK_JOB + [f"optimizer={n}"], args.steps, args.warm))
-            for n in names}
+    arms = {n: (lambda n=n: engine_run(TRICK_JOB + [f"optimizer={n}"], args.trick_steps,
+                                       args.warm)) for n in names}
     res = interleave(arms, args.reps)
     base = "adamw"
     rows = []
@@ -460,9 +461,14 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--startup-reps", type=int, default=3)
     ap.add_argument("--compile-reps", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=60, help="steps per measured run")
-    ap.add_argument("--warm", type=int, default=15,
+    ap.add_argument("--steps", type=int, default=300, help="steps per measured run")
+    ap.add_argument("--warm", type=int, default=50,
                     help="warm-up steps dropped from the steady figure (also log_every)")
+    ap.add_argument("--text-steps", type=int, default=60, help="steps of the tweets job")
+    ap.add_argument("--text-warm", type=int, default=15)
+    ap.add_argument("--trick-steps", type=int, default=150,
+                    help="steps of the trick / optimizer runs")
+    ap.add_argument("--startup-jobs", default="mnist1d MLP")
     ap.add_argument("--batches", default="32,128,512")
     ap.add_argument("--widths", default="100,400,1600")
     ap.add_argument("--threads", type=int, default=None,
@@ -477,6 +483,7 @@ def main(argv=None):
         return child(args.child, args.child_job)
     if args.quick:
         args.reps, args.steps, args.warm, args.startup_reps, args.compile_reps = 1, 12, 4, 1, 1
+        args.text_steps, args.text_warm, args.trick_steps = 8, 4, 12
         args.batches, args.widths = "32,256", "100,800"
     args.jobs = [j.strip() for j in args.jobs.split(",")]
     args.batches = [int(b) for b in args.batches.split(",")]
