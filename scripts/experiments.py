@@ -187,9 +187,15 @@ def run(recipe: dict, extra: list[str], runs_dir: Path, out: Path, arms=None, dr
         nonlocal code
         wall = time.time() - t0
         code = code or p.returncode
-        info["arms"][arm] = {"command": shlex.join(cmd), "commit": git_commit(),
-                             "wall_seconds": round(wall, 1), "exit_code": p.returncode,
-                             "parallel_arms": parallel,
+        prev = info["arms"].get(arm, {})
+        commit = git_commit()
+        if prev.get("commit") and prev["commit"] != commit:  # a re-run that added jobs
+            commit = f"{prev['commit']}, then {commit}"
+        info["arms"][arm] = {"command": shlex.join(cmd), "commit": commit,
+                             # completed jobs are skipped on a re-run: the times add up
+                             "wall_seconds": round(wall + prev.get("wall_seconds", 0), 1),
+                             "exit_code": p.returncode, "parallel_arms": parallel,
+                             "invocations": prev.get("invocations", 1 if prev else 0) + 1,
                              "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         out.mkdir(parents=True, exist_ok=True)
         info_path.write_text(json.dumps(info, indent=2) + "\n")
