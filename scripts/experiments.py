@@ -24,6 +24,8 @@ Usage:
     python scripts/experiments.py run flooding trainer.device=cuda trainer.epochs=200 \
         --runs-dir /scratch/flooding --out /scratch/flooding/results   # bigger, elsewhere
     python scripts/experiments.py report flooding              # re-make reports from the runs
+    python scripts/experiments.py cost rdrop_vs_adversarial    # time per step of every arm,
+                                                               # interleaved in one process
 
 Extra overrides replace the recipe's value for the same key (they do not duplicate it).
 Re-running a recipe skips completed jobs (Hydra sweep dirs are fixed: runs/<arm>).
@@ -510,6 +512,45 @@ def analysis_lion(recipe, runs_dir, out):
     write_md(out, "analysis.md", "\n".join(lines) + "\n")
 
 
+def measure_cost(recipe: dict, extra: list[str], out: Path, steps: int = 300, reps: int = 3,
+                 baseline: str = "baseline") -> None:
+    """Time per optimizer step of each arm, measured in ONE process with the arms interleaved
+    (round-robin, `reps` rounds, median of train_seconds / steps): on a shared machine the load
+    changes between sweeps, so the samples/s of separate sweeps do not give a fair cost ratio."""
+    import statistics
+    import tempfile
+
+    from runner.config import compose
+    from runner.main import run as train
+
+    arms = list(recipe["arms"])
+    per = {a: [] for a in arms}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(reps):
+            for a in arms:
+                ovr = merge(first_combo(arm_overrides(recipe, a, extra)),
+                            [f"trainer.max_steps={steps}", f"trainer.eval_every={steps}",
+                             f"trainer.log_every={max(1, steps // 5)}", "trainer.progress=false",
+                             f"trainer.checkpoint_every={steps}", f"seed={rep}"])
+                summary = train(compose(ovr), Path(tmp) / f"{a}-{rep}")
+                per[a].append(summary["train_seconds"] / summary["steps"])
+                print(f"[cost] {a} rep {rep}: {per[a][-1] * 1e3:.2f} ms/step", flush=True)
+    med = {a: statistics.median(v) for a, v in per.items() if v}
+    base = med.get(baseline)
+    lines = ["# Measured cost per optimizer step\n",
+             f"All arms timed in one process, interleaved, {reps} rounds of {steps} steps each; "
+             f"median over rounds of training seconds per optimizer step (evaluation excluded). "
+             f"Arms that differ from the baseline only in epochs cost the same per step: their "
+             f"ratio shows the measurement's noise on this shared machine.\n",
+             f"| arm | ms / step (rounds) | × {baseline} |", "|---|---|---|"]
+    for a in arms:
+        if a in med:
+            rounds = ", ".join(f"{x * 1e3:.1f}" for x in per[a])
+            ratio = f"{med[a] / base:.2f}×" if base else ""
+            lines.append(f"| {a} | {med[a] * 1e3:.2f} ({rounds}) | {ratio} |")
+    write_md(out, "cost.md", "\n".join(lines) + "\n")
+
+
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
@@ -554,6 +595,8 @@ def render(recipe: dict, out: Path) -> str:
     if (out / "at_best" / "report.md").is_file():
         lines += ["\n### At each optimizer's best cell\n"] + include(
             out / "at_best" / "report.md", f"{rel_out_for_readme(recipe, out)}/at_best")
+    if (out / "cost.md").is_file():
+        lines += ["\n### Cost\n"] + include(out / "cost.md", rel_out_for_readme(recipe, out))
     if (out / "analysis.md").is_file():
         lines += ["\n### Analysis\n"] + include(out / "analysis.md", rel_out_for_readme(recipe, out))
     return "\n".join(lines) + "\n"
@@ -593,7 +636,7 @@ def main(argv=None) -> int:
                                  epilog=__doc__.split("\n\n", 1)[1])
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="the recipes and their arms")
-    for name in ("run", "report"):
+    for name in ("run", "report", "cost"):
         p = sub.add_parser(name)
         p.add_argument("recipe", help="a recipe name, or 'all'")
         p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every arm")
@@ -626,6 +669,10 @@ def main(argv=None) -> int:
         runs_dir, out = paths_for(r, a.runs_dir if len(names) == 1 else None,
                                   a.out if len(names) == 1 else None)
         arms = a.arms.split(",") if a.arms else None
+        if a.cmd == "cost":
+            measure_cost(r, a.overrides, out)
+            update_readme(r, out)
+            continue
         if a.cmd == "run":
             seeds = [int(s) for s in a.seeds.split(",")] if a.seeds else None
             code = run(r, a.overrides, runs_dir, out, arms, a.dry_run, seeds,
