@@ -115,3 +115,23 @@ def test_driver_end_to_end(tmp_path, monkeypatch):
     assert set(info["arms"]) == {"baseline", "flood"}
     report = (exp / "results" / "main" / "report.md").read_text()
     assert "arm=flood" in report and "baseline" in report
+
+
+def test_cost_times_every_arm_in_one_process(tmp_path):
+    recipe = {"name": "tiny", "seeds": [0], "common": ["trainer.batch_size=50"],
+              "arms": {"baseline": [], "rdrop": ["reg=[rdrop]"]}, "compare": {}}
+    X.measure_cost(recipe, [], tmp_path, steps=4, reps=1)
+    rows = [l for l in (tmp_path / "cost.md").read_text().splitlines() if l.startswith("| ")]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == ["baseline", "rdrop"]
+    assert rows[1].rstrip().endswith("1.00× |")
+
+
+def test_render_uses_only_run_files(tmp_path):
+    recipe = X.load("flooding")
+    assert "Not run yet" in X.render(recipe, tmp_path / "nothing")
+    (tmp_path / "run_info.json").write_text(json.dumps({"arms": {"clean": {
+        "command": "tricks train -m x=1", "commit": "abc1234", "wall_seconds": 12.0,
+        "finished": "2026-01-01 00:00 UTC"}}}))
+    text = X.render(recipe, tmp_path)
+    assert "abc1234" in text and "`tricks train -m x=1`" in text
+    assert "Arms not run yet: noisy" in text
