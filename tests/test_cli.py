@@ -56,7 +56,7 @@ def test_overrides_and_multirun(tmp_path):
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         seen.add((cfg["optimizer"]["_target_"].rsplit(".", 1)[-1], cfg["seed"]))
         assert json.loads((run / "summary.json").read_text())["status"] == "completed"
-    assert seen == {("AdamW", 0), ("AdamW", 1), ("SGD", 0), ("SGD", 1)}
+    assert seen == {("AdamW", 0), ("AdamW", 1), ("SGDW", 0), ("SGDW", 1)}
 
 
 def test_model_optimizer_override(tmp_path):

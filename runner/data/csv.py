@@ -44,7 +44,8 @@ SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "valid": "va
 def quiet_datasets():
     import datasets
 
-    datasets.utils.logging.set_verbosity_error()
+    # critical: datasets logs its own read errors; ours is the one line the user sees
+    datasets.utils.logging.set_verbosity(datasets.utils.logging.CRITICAL)
     datasets.utils.logging.disable_progress_bar()
 
 
