@@ -31,7 +31,8 @@ def constant(total_steps: int, warmup_steps: int = 0):
     return lambda step: w(step)
 
 
-def cosine(total_steps: int, warmup_steps: int = 0, min_ratio: float = 0.0):
+def _decay(total_steps: int, warmup_steps: int, min_ratio: float, shape):
+    """Warm-up, then min_ratio + (1 - min_ratio) * shape(t), t in [0, 1] over the rest."""
     w = _warmup(warmup_steps)
     in_range(min_ratio, "schedule.min_ratio", 0.0, 1.0)
 
@@ -39,22 +40,17 @@ def cosine(total_steps: int, warmup_steps: int = 0, min_ratio: float = 0.0):
         if step < warmup_steps:
             return w(step)
         t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+        return min_ratio + (1 - min_ratio) * shape(t)
 
     return f
+
+
+def cosine(total_steps: int, warmup_steps: int = 0, min_ratio: float = 0.0):
+    return _decay(total_steps, warmup_steps, min_ratio, lambda t: 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def linear(total_steps: int, warmup_steps: int = 0, min_ratio: float = 0.0):
-    w = _warmup(warmup_steps)
-    in_range(min_ratio, "schedule.min_ratio", 0.0, 1.0)
-
-    def f(step):
-        if step < warmup_steps:
-            return w(step)
-        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return 1.0 - (1.0 - min_ratio) * t
-
-    return f
+    return _decay(total_steps, warmup_steps, min_ratio, lambda t: 1.0 - t)
 
 
 def parse_points(points, key: str = "schedule.points") -> list[tuple[float, float]]:
