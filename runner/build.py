@@ -125,6 +125,11 @@ def tricks(cfg: DictConfig) -> list:
 
 
 def loggers(cfg: DictConfig, run_dir):
-    from runner.log import build_sinks
+    """The always-on local files plus the `logger` group's sink, if it names one."""
+    from runner.log import JsonlSink, Logger
 
-    return build_sinks(cfg, run_dir)
+    extra = []
+    node = cfg.get("logger")
+    if node and node.get("_target_"):
+        extra.append(call(node, "logger"))
+    return Logger(JsonlSink(run_dir), extra)

@@ -195,7 +195,7 @@ def check_in_sync(state, tol: float = 1e-4) -> None:
         return
     import torch.distributed as dist
 
-    from runner.engine import TrainingFailed
+    from runner.errors import TrainingFailed
 
     sums = torch.stack([p.detach().double().sum() for p in state.raw_model.parameters()])
     hi, lo = sums.clone(), -sums

@@ -25,15 +25,12 @@ import torch.nn.functional as F
 
 from runner import device as devmod
 from runner.data.batching import IndexBatcher, eval_batches
+from runner.errors import TrainingFailed
 from runner.tricks import Out, overrides
 
 
 #: metric names logged without the train/ prefix (the run-directory contract)
 TOP_LEVEL_METRICS = ("grad_norm", "lr", "samples_per_sec")
-
-
-class TrainingFailed(RuntimeError):
-    """The run cannot go on (non-finite loss, ...). The message is one line."""
 
 
 @dataclass

@@ -36,3 +36,7 @@ def in_range(value, key: str, lo: float, hi: float, lo_open=False, hi_open=False
     if bad:
         interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
         raise ConfigError(key, f"must be in {interval}, got {value!r}")
+
+
+class TrainingFailed(RuntimeError):
+    """The run cannot go on (non-finite loss, ranks drifted apart, ...). The message is one line."""

@@ -93,13 +93,3 @@ class Logger:
     def finish(self, summary):
         self.primary.finish(summary)
         self._each("finish", summary)
-
-
-def build_sinks(cfg, run_dir) -> Logger:
-    from runner.build import call
-
-    extra = []
-    node = cfg.get("logger")
-    if node and node.get("_target_"):
-        extra.append(call(node, "logger"))
-    return Logger(JsonlSink(run_dir), extra)
