@@ -189,6 +189,9 @@ def run(recipe: dict, extra: list[str], runs_dir: Path, out: Path, arms=None, dr
         nonlocal code
         wall = time.time() - t0
         code = code or p.returncode
+        if info_path.is_file():  # another driver may have added arms meanwhile
+            info["arms"] = {**json.loads(info_path.read_text()).get("arms", {}), **{
+                k: v for k, v in info["arms"].items() if k != arm}}
         prev = info["arms"].get(arm, {})
         commit = git_commit()
         if prev.get("commit") and prev["commit"] != commit:  # a re-run that added jobs
