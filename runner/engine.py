@@ -134,7 +134,9 @@ class State:
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backpropagate one micro-batch loss, scaled for accumulation (and fp16)."""
-        loss = loss / self.tc.accum_steps
+        k = self.tc.accum_steps
+        if k != 1:  # (x / 1 is x: no extra op and autograd node per pass)
+            loss = loss / k
         if self.scaler is not None:
             loss = self.scaler.scale(loss)
         loss.backward()
@@ -301,7 +303,7 @@ def train_step(state: State, micro_batches: list, loss_fn, bwd_fn, log_now: bool
         a = state._acc
         a["__loss"][0] += loss
         a["__loss"][1] += 1
-        a["__correct"][0] += (out.logits.detach().argmax(-1) == out.y).sum()
+        a["__correct"][0] += (out.logits.argmax(-1) == out.y).sum()  # argmax: no graph
         a["__correct"][1] += len(out.y)
         for k, v in out.parts.items():
             state.log_scalar(k, v)
