@@ -42,14 +42,17 @@ def collator(multiple):
 
 
 def _setup(overrides):
+    """Compose the config, then build data and model; returns the start time too: first-step
+    times count from the composed config (framework imported), as the engine's do."""
     from runner import build
     from runner.config import compose
 
     cfg = compose(list(overrides))
+    t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     data = build.data(cfg)
     model = build.model(cfg, data.info)
-    return cfg, data, model
+    return cfg, data, model, t0
 
 
 def _result(times, t0, bs, warm):
@@ -60,10 +63,9 @@ def _result(times, t0, bs, warm):
 
 
 def hf_run(overrides: list[str], steps: int, warm: int, on_first_step=None) -> dict:
-    t0 = time.perf_counter()
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    cfg, data, model = _setup(overrides)
+    cfg, data, model, t0 = _setup(overrides)
     o, bs = cfg.optimizer, cfg.trainer.batch_size
 
     class Wrap(torch.nn.Module):
@@ -100,10 +102,9 @@ def hf_run(overrides: list[str], steps: int, warm: int, on_first_step=None) -> d
 
 
 def lightning_run(overrides: list[str], steps: int, warm: int, on_first_step=None) -> dict:
-    t0 = time.perf_counter()
     import lightning as L
 
-    cfg, data, model = _setup(overrides)
+    cfg, data, model, t0 = _setup(overrides)
     o, bs = cfg.optimizer, cfg.trainer.batch_size
     times = []
 

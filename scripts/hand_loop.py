@@ -20,11 +20,11 @@ import torch.nn.functional as F
 
 
 def hand_run(overrides: list[str], steps: int, log_every: int, on_first_step=None) -> dict:
-    t0 = time.perf_counter()
     from runner import build
     from runner.config import compose
 
     cfg = compose(list(overrides))
+    t0 = time.perf_counter()  # as for the engine: from the composed config to the first step
     torch.manual_seed(cfg.seed)
     data = build.data(cfg)
     model = build.model(cfg, data.info)
