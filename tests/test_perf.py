@@ -18,7 +18,7 @@ from unittest import mock
 import pytest
 import torch
 
-from conftest import conf_options, train_run
+from conftest import ROOT, conf_options, train_run
 from runner import device as devmod
 from runner import engine
 from runner.data.batching import IndexBatcher
@@ -282,3 +282,28 @@ def test_grad_norm_equals_torch_total_norm():
     assert torch.equal(st.grad_norm(), expect) and st._one_group
     st._grad_norm, st._one_group = None, False  # the general path
     assert torch.equal(st.grad_norm(), expect)
+
+
+def test_bench_memory_counter_sees_step_allocations():
+    """scripts/bench_mem.py (the benchmark's CPU peak-memory counter) counts what a block
+    allocates and frees: a forward+backward of a doubled batch peaks higher than of one batch."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_mem import PeakTensorMemory
+
+    with PeakTensorMemory() as pk:
+        a = torch.empty(1000)
+        del a
+        b = torch.empty(500)
+    assert pk.peak == 4000 and pk.current == 2000
+    del b
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 4))
+    peaks = []
+    for n in (64, 128):
+        x = torch.randn(n, 64)
+        with PeakTensorMemory() as pk:
+            model(x).sum().backward()
+        peaks.append(pk.peak)
+        model.zero_grad(set_to_none=True)
+    assert peaks[1] > peaks[0] > 256 * 64 * 4  # at least the first layer's weight gradient
