@@ -213,14 +213,36 @@ def run(recipe: dict, extra: list[str], runs_dir: Path, out: Path, arms=None, dr
             print("$ " + shlex.join(cmd), flush=True)
             if dry:
                 continue
+            if not lock(runs_dir / arm):
+                print(f"[{recipe['name']}/{arm}] skipped: another driver is sweeping "
+                      f"{rel(runs_dir / arm)} (see its .driver.lock)", flush=True)
+                code = code or 1
+                continue
             active.append((arm, cmd, time.time(), subprocess.Popen(cmd, cwd=ROOT, env=env)))
         for item in list(active):
             if item[3].poll() is not None:
                 active.remove(item)
+                (runs_dir / item[0] / ".driver.lock").unlink(missing_ok=True)
                 finish(*item)
         if active:
             time.sleep(1)
     return code
+
+
+def lock(arm_dir: Path) -> bool:
+    """Claim an arm's sweep dir for this driver: two sweeps writing the same job dirs at once
+    would race on checkpoints. A lock whose process is gone is taken over."""
+    arm_dir.mkdir(parents=True, exist_ok=True)
+    f = arm_dir / ".driver.lock"
+    try:
+        pid = int(f.read_text().strip())
+        if pid != os.getpid():
+            os.kill(pid, 0)  # raises if that process is gone
+            return False
+    except (OSError, ValueError):
+        pass
+    f.write_text(str(os.getpid()))
+    return True
 
 
 # -- reports ---------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,13 @@ def test_render_uses_only_run_files(tmp_path):
     text = X.render(recipe, tmp_path)
     assert "abc1234" in text and "`tricks train -m x=1`" in text
     assert "Arms not run yet: noisy" in text
+
+
+def test_lock_refuses_a_second_driver_on_the_same_arm(tmp_path):
+    arm = tmp_path / "runs" / "baseline"
+    assert X.lock(arm)  # first claim
+    assert X.lock(arm)  # the same process may claim again
+    (arm / ".driver.lock").write_text(str(os.getppid()))  # a live process (our parent) holds it
+    assert not X.lock(arm)
+    (arm / ".driver.lock").write_text("999999999")  # a dead one: taken over
+    assert X.lock(arm)
