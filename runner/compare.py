@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from runner.config import LIST_GROUPS
 from runner.errors import ConfigError
 
 # Config groups in display order; a `choices.<group>` key stands for the group's option.
-GROUPS = ("model", "optimizer", "reg", "dataset", "clip", "schedule")
+GROUPS = ("model", "optimizer", "reg", "derived", "dataset", "clip", "schedule")
 # Keys that cannot change a result: never a reason to split runs into groups.
 IGNORED = ("seed", "resume", "run_dir", "trainer.progress", "trainer.log_every",
            "trainer.checkpoint_every", "trainer.eval_batch_size")
@@ -110,6 +111,10 @@ def _option_from_conf(group: str, node: dict) -> str:
     return best or _target_name(node["_target_"])
 
 
+def _no_trick(d: dict) -> bool:
+    return all(d.get(g, "none") in ("none", "[]") for g in ("reg", "derived", "clip"))
+
+
 def choices_of(config: dict, hydra_choices: dict | None = None) -> dict:
     """The option of each config group: Hydra's runtime choices when known, else derived from the
     nodes' `_target_`. `reg` is the list of tricks in the config, e.g. `[rdrop,flooding]`."""
@@ -118,7 +123,7 @@ def choices_of(config: dict, hydra_choices: dict | None = None) -> dict:
     out = {}
     for g in GROUPS:
         node = config.get(g)
-        if g == "reg":
+        if g in LIST_GROUPS:
             names = list(node.keys()) if isinstance(node, dict) else []
             out[g] = "[" + ",".join(names) + "]" if names else "none"
         elif g in hydra_choices and hydra_choices[g] is not None:
@@ -490,12 +495,11 @@ def choose_baseline(groups: list[Group], baseline: str | None) -> tuple[Group, s
         return matches[0], why
     for g in groups:
         d = dict(g.key) | descriptor(g.runs[0])
-        if d.get("reg", "none") in ("none", "[]") and d.get("clip", "none") == "none":
+        if _no_trick(d):
             first = g is groups[0]
             return g, ("default: the first group" if first and all(
-                (dict(x.key) | descriptor(x.runs[0])).get("reg", "none") in ("none", "[]")
-                and (dict(x.key) | descriptor(x.runs[0])).get("clip", "none") == "none"
-                for x in groups) else "default: the group without a trick")
+                _no_trick(dict(x.key) | descriptor(x.runs[0])) for x in groups)
+                else "default: the group without a trick")
     return groups[0], "default: the first group (every group uses a trick)"
 
 
