@@ -16,7 +16,7 @@ app = typer.Typer(
     help="A lab bench for deep-learning training tricks: one engine, Hydra configs, "
          "seed-aware verdicts.\n\n"
          "  tricks train                                   # MLP on mnist1d, CPU, < 1 min\n\n"
-         "  tricks train optimizer=lion 'reg=[rdrop]'      # compose tricks by config\n\n"
+         "  tricks train optimizer=lion 'reg=\\[rdrop]'      # compose tricks by config\n\n"
          "  tricks train -m optimizer=adamw,sgd seed=0,1,2 # sweep\n\n"
          "  tricks compare multirun/                       # which trick helped, how sure\n\n"
          "  tricks list [GROUP]                            # the options of each config group",
@@ -210,7 +210,7 @@ def train(ctx: typer.Context):
 
       tricks train model=cnn1d optimizer=sgd trainer.epochs=30 seed=3
 
-      tricks train 'reg=[rdrop,flooding]' reg.flooding.b=0.05
+      tricks train 'reg=\\[rdrop,flooding]' reg.flooding.b=0.05
 
       tricks train -m optimizer=adamw,sgd seed=0,1,2
 

@@ -83,8 +83,10 @@ def test_list(tmp_path):
 def test_help(tmp_path):
     r = cli(["--help"], tmp_path)
     assert r.returncode == 0 and "train" in r.stdout and "compare" in r.stdout
+    assert "'reg=[rdrop]'" in r.stdout  # list syntax survives rich markup
     r = cli(["train", "--help"], tmp_path)
     assert r.returncode == 0 and "override" in r.stdout.lower()
+    assert "'reg=[rdrop,flooding]'" in r.stdout
 
 
 def _one_line_error(r, *needles):
