@@ -262,12 +262,35 @@ def _read_acc(state: State) -> dict:
     return out
 
 
+def _grads_finite(state: State) -> torch.Tensor:
+    """0-d bool tensor: are all gradients finite? Reuses this step's grad norm when it was
+    computed (log steps, clipping); otherwise one fused foreach pass, the kernel GradScaler uses
+    (it multiplies by 1.0, which changes no value), about 4x cheaper than a norm on CPU."""
+    if state._grad_norm is not None:
+        return torch.isfinite(state._grad_norm)
+    grads = state.grads()
+    if not grads:
+        return torch.ones((), dtype=torch.bool, device=state.plan.device)
+    try:
+        by_dev: dict = {}
+        for g in grads:
+            by_dev.setdefault((g.device, g.dtype), []).append(g)
+        found = []
+        for (dev, _), gs in by_dev.items():
+            f, one = torch.zeros(1, device=dev), torch.ones(1, device=dev)
+            torch._amp_foreach_non_finite_check_and_unscale_(gs, f, one)
+            found.append(f.to(state.plan.device))
+        return (torch.stack(found).sum() == 0) if len(found) > 1 else (found[0][0] == 0)
+    except (RuntimeError, TypeError, AttributeError):  # an exotic grad layout: the plain way
+        return torch.isfinite(state.grad_norm())
+
+
 def _check_finite(state: State, step_loss: torch.Tensor, parts: dict) -> bool:
     """Is this step's loss (and, without a GradScaler, its gradient norm) finite? One host sync.
     Non-finite: count a skip (on_nan=skip) or raise TrainingFailed naming the step, the loss
     parts and the active tricks. Under fp16 the GradScaler handles overflowing gradients itself."""
-    gn = state.grad_norm() if state.scaler is None else None
-    ok = torch.isfinite(step_loss) if gn is None else torch.isfinite(step_loss) & torch.isfinite(gn)
+    gok = _grads_finite(state) if state.scaler is None else None
+    ok = torch.isfinite(step_loss) if gok is None else torch.isfinite(step_loss) & gok
     if ok:
         return True
     if state.cfg.on_nan == "skip":
@@ -275,7 +298,7 @@ def _check_finite(state: State, step_loss: torch.Tensor, parts: dict) -> bool:
         return False
     loss = step_loss.item() / state.cfg.accum_steps
     what = (f"non-finite loss ({loss})" if not math.isfinite(loss)
-            else f"non-finite gradients (grad norm {gn.item()}, loss {loss:.6g})")
+            else f"non-finite gradients (grad norm {state.grad_norm().item()}, loss {loss:.6g})")
     where = f"step {state.step + 1}"
     if not state.plan.finite_check_each_step and state.cfg.on_nan != "skip":
         where += " (or earlier: checked on log steps)"
