@@ -58,9 +58,12 @@ class IndexBatcher:
         host = self.host_order(epoch)
         perm = to_device(host, self.split["y"].device)
         rows = host.numpy() if self._host_collate is not None else None
+        # one gather per epoch, then every batch is a contiguous slice (a view): no per-step
+        # indexing kernel, the same rows in the same order
+        shuffled = take(self.split, perm[:min(self.n, self.steps_per_epoch * self.global_batch)])
         for i in range(start, self.steps_per_epoch):
             lo = i * self.global_batch + self.rank * self.batch_size  # this rank's slice
-            batch = take(self.split, perm[lo:lo + self.batch_size])
+            batch = {k: v[lo:lo + self.batch_size] for k, v in shuffled.items()}
             if self._host_collate is not None:
                 yield self._host_collate(batch, rows[lo:lo + self.batch_size])
             else:
