@@ -1,4 +1,4 @@
-"""The one training loop. It names no trick: tricks plug in through the hooks of runner.tricks.
+"""The one training loop. It names no trick: tricks plug in through the hooks of runner.hooks.
 
 Read `fit` top to bottom: for each optimizer step, `accum_steps` micro-batches run through the
 loss chain (tricks' `loss` hooks around `State.forward`) and the backward chain (tricks'
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from runner import device as devmod
 from runner.data.batching import IndexBatcher, eval_batches
 from runner.errors import TrainingFailed
-from runner.tricks import Out, overrides
+from runner.hooks import Out, overrides
 
 
 #: metric names logged without the train/ prefix (the run-directory contract)

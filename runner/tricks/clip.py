@@ -55,8 +55,8 @@ class NormClip(Trick):
 
     def on_grads(self, state) -> None:
         norm = state.grad_norm()  # cached: shared with the engine's grad_norm metric
-        factor = norm_clip_factor(norm, self.max_norm)
-        torch.nn.utils.clip_grads_with_norm_(state.params, self.max_norm, norm)
+        factor = norm_clip_factor(norm, self.max_norm)  # torch's clip_grad_norm_ coefficient
+        scale_grads(state.grads(), factor)
         state.log_scalar("train/clip_factor", factor)
 
 
