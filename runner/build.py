@@ -119,6 +119,9 @@ def tricks(cfg: DictConfig) -> list:
                 continue
             key = f"{group}.{name}" if name else group
             t = call(sub, key)
+            if t.needs_double_backward and cfg.trainer.get("compile", False):
+                raise ConfigError(key, "needs a double backward, which torch.compile does not "
+                                  "support", "trainer.compile=false")
             t._name = name or OmegaConf.select(cfg, "clip._target_").rsplit(".", 1)[-1].lower()
             found.append(t)
     return sorted(found, key=lambda t: t.order)

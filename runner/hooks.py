@@ -62,6 +62,8 @@ class Trick:
     order: int = 50
     #: set True when the trick needs d(loss)/d(embedding) from the clean backward (FGM, PGD)
     needs_embed_grad: bool = False
+    #: set True when the loss differentiates a gradient (create_graph): refused with compile
+    needs_double_backward: bool = False
 
     def __init__(self, order: int | None = None):
         if order is not None:

@@ -312,6 +312,14 @@ def write_md(out: Path, name: str, text: str) -> None:
     print(f"wrote {out / name}", flush=True)
 
 
+def save_plot(fig, out: Path, name: str, caption: str, lines: list) -> None:
+    """Write an analysis figure next to analysis.md and link it from the analysis lines."""
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / name, dpi=110)
+    lines.append(f"\n![{caption}]({name})\n")
+
+
 def _plt():
     import matplotlib
 
@@ -359,10 +367,7 @@ def analysis_flooding(recipe, runs_dir, out):
     for ax in axes:
         ax.legend()
         ax.grid(alpha=.3)
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "flooding_vs_b.png", dpi=110)
-    lines.append("\n![metrics vs b](flooding_vs_b.png)\n")
+    save_plot(fig, out, "flooding_vs_b.png", "metrics vs b", lines)
     write_md(out, "analysis.md", "\n".join(lines) + "\n")
 
 
@@ -433,10 +438,7 @@ def analysis_clipping(recipe, runs_dir, out):
             ax.set_title(f"train/loss, lr={lr:g} (mean over seeds)")
             ax.set_xlabel("step")
             ax.legend(fontsize=7)
-        fig.tight_layout()
-        out.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out / "clipping_curves.png", dpi=110)
-        lines.append("\n![train loss curves](clipping_curves.png)\n")
+        save_plot(fig, out, "clipping_curves.png", "train loss curves", lines)
     write_md(out, "analysis.md", "\n".join(lines) + "\n")
 
 
@@ -509,10 +511,7 @@ def analysis_lion(recipe, runs_dir, out):
     ax.set_ylabel("test/acc")
     ax.grid(alpha=.3)
     ax.legend()
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "sensitivity.png", dpi=110)
-    lines.append("\n![accuracy vs lr](sensitivity.png)\n")
+    save_plot(fig, out, "sensitivity.png", "accuracy vs lr", lines)
     if len(best) >= 2:
         dirs = [r.path for b in best.values() for r in b[5]]
         base = recipe.get("best_baseline", "optimizer=adamw")

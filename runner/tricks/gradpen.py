@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from runner.errors import ConfigError, positive
+from runner.errors import positive
 from runner.tricks import Trick
 
 
@@ -36,17 +36,13 @@ def input_grad_sq(loss: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:
 
 class GradPen(Trick):
     order = 20
+    needs_double_backward = True
     needs_embed_grad = True
 
     def __init__(self, eps: float = 1.0, order: int | None = None):
         super().__init__(order)
         positive(eps, "reg.gradpen.eps", allow_zero=True)
         self.eps = float(eps)
-
-    def setup(self, state) -> None:
-        if getattr(state.plan, "compile", False):
-            raise ConfigError("reg.gradpen", "needs a double backward, which torch.compile does not "
-                              "support", "trainer.compile=false")
 
     def loss(self, state, batch, next):
         out = next(batch)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from runner.errors import ConfigError, positive
+from runner.errors import positive
 from runner.tricks import Trick
 
 
@@ -32,16 +32,12 @@ def param_grad_sq(loss: torch.Tensor, params: list) -> torch.Tensor:
 
 class ParamGradPen(Trick):
     order = 20
+    needs_double_backward = True
 
     def __init__(self, gamma: float = 0.1, order: int | None = None):
         super().__init__(order)
         positive(gamma, "reg.paramgradpen.gamma", allow_zero=True)
         self.gamma = float(gamma)
-
-    def setup(self, state) -> None:
-        if getattr(state.plan, "compile", False):
-            raise ConfigError("reg.paramgradpen", "needs a double backward, which torch.compile does not "
-                              "support", "trainer.compile=false")
 
     def loss(self, state, batch, next):
         out = next(batch)
