@@ -31,7 +31,7 @@ def _fail(msg: str, code: int = 2):
 def precheck(args: list[str]) -> None:
     """Compose and validate before Hydra starts a run, so a bad override gives one line and
     creates or touches no run directory. Sweeps are checked value by value."""
-    from runner.config import compose, groups, options, validate, LIST_GROUPS
+    from runner.config import compose, options, validate, LIST_GROUPS
     from runner.errors import ConfigError
 
     overrides = [a for a in args if not a.startswith("-") and "=" in a]
@@ -311,7 +311,6 @@ def list_(group: Optional[str] = typer.Argument(None, help="A config group, e.g.
     from rich.table import Table
 
     from runner.config import describe, groups, options
-    from runner.errors import ConfigError
 
     all_groups = groups()
     if group is not None and group not in all_groups:

@@ -107,7 +107,7 @@ def setup(plan) -> Dist:
         return Dist()
     import torch.distributed as dist
 
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     on_cuda = plan.device.startswith("cuda")
     if on_cuda:
         if plan.device != "cuda":

@@ -17,7 +17,6 @@ import signal
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -35,7 +35,6 @@ Runs go to experiments/<name>/runs/ (git-ignored); reports to experiments/<name>
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import math
 import os
@@ -588,7 +587,6 @@ def render(recipe: dict, out: Path) -> str:
         return "**Not run yet.** The command above runs it.\n"
     info = json.loads(info_path.read_text())
     arms = info.get("arms", {})
-    rel_out = rel(out)
     lines = ["### How it was run\n",
              f"Seeds: {', '.join(str(s) for s in recipe['seeds'])}. One `tricks train -m` sweep per "
              "arm (the driver adds `+arm=NAME`, `seed=...`, `trainer.progress=false` and the "

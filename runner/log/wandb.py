@@ -21,7 +21,7 @@ import string
 import sys
 from pathlib import Path
 
-from runner.errors import ConfigError, check, positive
+from runner.errors import check, positive
 from runner.log import Sink
 
 MODES = ("auto", "online", "offline", "disabled")

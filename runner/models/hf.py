@@ -24,7 +24,6 @@ No network: a Hub name that is not cached fails with one line saying the Hub can
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from runner.errors import ConfigError, check, in_range
