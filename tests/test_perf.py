@@ -180,14 +180,19 @@ def test_cpu_plan():
     assert plan("cpu", "bf16", Caps(cuda=False)).amp_dtype == torch.bfloat16
 
 
-def test_setup_backends_turns_on_tf32_only_for_cuda(monkeypatch):
+def test_setup_backends_turns_on_tf32_only_for_cuda():
+    # saved and restored by hand: these are torch backend flags, not plain attributes, and
+    # pytest 9's monkeypatch cannot undo them (it deletes what it thinks it added)
     mm, cd = torch.backends.cuda.matmul, torch.backends.cudnn
-    monkeypatch.setattr(mm, "allow_tf32", False)
-    monkeypatch.setattr(cd, "allow_tf32", False)
-    devmod.setup_backends(plan("auto", "auto", Caps(cuda=False)))
-    assert not mm.allow_tf32 and not cd.allow_tf32
-    devmod.setup_backends(plan("auto", "auto", Caps(cuda=True, bf16=True)))
-    assert mm.allow_tf32 and cd.allow_tf32
+    saved = (mm.allow_tf32, cd.allow_tf32)
+    try:
+        mm.allow_tf32, cd.allow_tf32 = False, False
+        devmod.setup_backends(plan("auto", "auto", Caps(cuda=False)))
+        assert not mm.allow_tf32 and not cd.allow_tf32
+        devmod.setup_backends(plan("auto", "auto", Caps(cuda=True, bf16=True)))
+        assert mm.allow_tf32 and cd.allow_tf32
+    finally:
+        mm.allow_tf32, cd.allow_tf32 = saved
 
 
 def test_to_device_pins_and_copies_non_blocking_for_cuda():
