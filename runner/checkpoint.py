@@ -106,7 +106,18 @@ def state_to_ckpt(state, config: dict) -> dict:
 
 # Config keys that may differ between the run that wrote a checkpoint and the one resuming it.
 RESUMABLE_DIFFS = ("resume", "trainer.progress", "trainer.epochs", "trainer.max_steps",
-                   "trainer.checkpoint_every", "trainer.log_every", "logger", "trainer.device")
+                   "trainer.checkpoint_every", "trainer.log_every", "logger", "trainer.device",
+                   "trainer.keep_checkpoints")
+
+
+def prune(ckpt_dir: Path, keep: str) -> None:
+    """After a completed run (summary.json written): keep `all` checkpoints, only `best`
+    (best.pt), or `none`. A failed or interrupted run keeps everything (resume needs last.pt)."""
+    drop = {"all": (), "best": ("last.pt",), "none": ("last.pt", "best.pt")}[keep]
+    for name in drop:
+        (ckpt_dir / name).unlink(missing_ok=True)
+    if keep == "none" and ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
+        ckpt_dir.rmdir()
 
 
 def check_compatible(ckpt_config: dict, config: dict) -> None:

@@ -38,7 +38,7 @@ from runner.errors import ConfigError
 GROUPS = ("model", "optimizer", "reg", "derived", "dataset", "clip", "schedule")
 # Keys that cannot change a result: never a reason to split runs into groups.
 IGNORED = ("seed", "resume", "run_dir", "trainer.progress", "trainer.log_every",
-           "trainer.checkpoint_every", "trainer.eval_batch_size")
+           "trainer.checkpoint_every", "trainer.eval_batch_size", "trainer.keep_checkpoints")
 IGNORED_PREFIXES = ("logger", "hydra", "_wandb", "choices.logger")
 ALPHA = 0.05
 

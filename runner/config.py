@@ -58,6 +58,7 @@ _TRAINER_CHOICES = {
     "device": None,  # checked below: auto | cpu | cuda | cuda:N
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "on_nan": ("stop", "skip"),
+    "keep_checkpoints": ("all", "best", "none"),
 }
 
 

@@ -155,6 +155,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     if d.is_main:
         if not (run_dir / "summary.json").exists():
             write_json_atomic(run_dir / "summary.json", summary)
+        if summary["status"] == "completed":
+            checkpoint.prune(ckpt_dir, tcfg.keep_checkpoints)
         report(summary, run_dir)
     dist.teardown(d)  # destroy the process group (no collective follows)
     if submitit_handler is not None and state.stop_requested == dist.PREEMPT_NAME:
@@ -185,7 +187,7 @@ def report(summary: dict, run_dir: Path) -> None:
 SWEEP_DIR: list[str] = []
 
 # Keys that may differ between a sweep job's earlier attempt and its re-run.
-_RERUN_FREE = ("resume", "trainer.progress", "logger")
+_RERUN_FREE = ("resume", "trainer.progress", "logger", "trainer.keep_checkpoints")
 
 
 def _same_config(old: dict, new: dict, free=_RERUN_FREE) -> str | None:

@@ -175,3 +175,19 @@ def test_sweep_failure_recorded_rerun_skips_and_resumes(tmp_path):
     assert r.returncode != 0
     assert "holds a run of another config (optimizer.lr differs)" in r.stderr
     assert _snapshot(sweep / "0") == before and _snapshot(sweep / "1") == before1
+
+
+@pytest.mark.parametrize("keep,left", [("all", {"last.pt", "best.pt"}), ("best", {"best.pt"}),
+                                       ("none", None)])
+def test_keep_checkpoints_after_a_completed_run(keep, left, run_dir):
+    s = train_run(FAST + [f"trainer.keep_checkpoints={keep}"], run_dir)
+    assert s["status"] == "completed"
+    ck = run_dir / "checkpoints"
+    assert (left is None and not ck.exists()) or {p.name for p in ck.iterdir()} == left
+    assert (run_dir / "summary.json").exists() and (run_dir / "metrics.jsonl").exists()
+
+
+def test_keep_checkpoints_none_keeps_a_failed_runs_checkpoint(run_dir):
+    s = train_run(FAST + inject([5]) + ["trainer.keep_checkpoints=none"], run_dir)
+    assert s["status"] == "failed"
+    assert (run_dir / "checkpoints" / "last.pt").exists()  # resume / post-mortem need it

@@ -252,8 +252,8 @@ def bad_csv_cases(tmp_path, small_rows):
          "dataset.feature_columns", "no column 'w'"),
         ("unknown split", dict(path={"train": str(good), "holdout": str(good)}, **T_),
          "dataset.path.holdout", "unknown split"),
-        ("bad padding", dict(path=str(good), padding="bucket", **T_), "dataset.padding",
-         "allowed: dynamic, max"),
+        ("bad padding", dict(path=str(good), padding="sorted", **T_), "dataset.padding",
+         "allowed: dynamic, bucket, max"),
         ("text without a text model", dict(path=str(good), text_column="text", tokenizer=None),
          "model", "pick a text model"),
         ("max_len too small", dict(path=str(good), max_len=1, **T_), "dataset.max_len", ">= 2"),
@@ -376,3 +376,73 @@ def test_label_order_and_rows_without_label_or_text(tmp_path, capsys):
               val_fraction=0.2, test_fraction=0.2)
     assert sum(Data_size(d, s) for s in ("train", "val", "test")) == 10
     assert "dropped 10 rows with a missing label or an empty text" in capsys.readouterr().err
+
+
+# -- length-grouped batches (dataset.padding=bucket) and length-ordered evaluation --------------
+
+def _ragged_split(n=1003, width=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, width + 1, (n,), generator=g)
+    mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
+    return {"x": torch.randint(5, 100, (n, width), generator=g) * mask, "mask": mask,
+            "y": torch.arange(n)}
+
+
+@pytest.mark.parametrize("bucket", [False, True])
+def test_every_row_once_per_epoch_same_order_for_same_seed(bucket):
+    from runner.data.batching import IndexBatcher
+
+    split = _ragged_split()
+    b = IndexBatcher(split, 32, seed=1, collate=T.TrimPadding(bucket=bucket))
+    assert sorted(b.order(0).tolist()) == list(range(1003))  # a permutation of every row
+    for epoch in (0, 1):
+        ys = torch.cat([x["y"] for x in b.epoch(epoch)])
+        assert len(ys) == 31 * 32 and len(set(ys.tolist())) == len(ys)
+        again = IndexBatcher(split, 32, seed=1, collate=T.TrimPadding(bucket=bucket))
+        assert torch.equal(ys, torch.cat([x["y"] for x in again.epoch(epoch)]))
+        # resuming mid-epoch gives the rest of the same epoch
+        rest = torch.cat([x["y"] for x in again.epoch(epoch, start=7)])
+        assert torch.equal(rest, ys[7 * 32:])
+    assert not torch.equal(b.order(0), b.order(1))
+
+
+def test_bucketed_batches_pad_far_less_and_stay_random():
+    from runner.data.batching import IndexBatcher
+
+    split = _ragged_split()
+    lengths = split["mask"].sum(1)
+    plain = list(IndexBatcher(split, 32, seed=2, collate=T.TrimPadding()).epoch(0))
+    bucket = list(IndexBatcher(split, 32, seed=2, collate=T.TrimPadding(bucket=True)).epoch(0))
+    tokens = lambda bs: sum(x["x"].numel() for x in bs)
+    assert tokens(bucket) < 0.7 * tokens(plain)  # uniform lengths 1..64: ~0.55x
+    for x in bucket:  # trimmed to its own longest row (rounded to 8), no real token lost
+        longest = int(lengths[x["y"]].max())
+        assert x["x"].shape[1] == min(64, -(-longest // 8) * 8)
+        assert torch.equal(x["x"], split["x"][x["y"]][:, :x["x"].shape[1]])
+    # the batch order is shuffled: batch widths are not sorted over the epoch
+    widths = [x["x"].shape[1] for x in bucket]
+    assert widths != sorted(widths) and widths != sorted(widths, reverse=True)
+
+
+def test_bucketed_ddp_ranks_split_the_single_process_batches():
+    from runner.data.batching import IndexBatcher
+
+    split = _ragged_split(n=500)
+    tp = T.TrimPadding(bucket=True)
+    single = IndexBatcher(split, 20, seed=3, collate=tp)
+    ranks = [IndexBatcher(split, 10, seed=3, collate=tp, rank=r, world_size=2) for r in (0, 1)]
+    for whole, r0, r1 in zip(single.epoch(1), ranks[0].epoch(1), ranks[1].epoch(1)):
+        assert torch.equal(whole["y"], torch.cat([r0["y"], r1["y"]]))
+
+
+def test_eval_batches_run_in_length_order_over_every_row():
+    from runner.data.batching import eval_batches
+
+    split = _ragged_split(n=300)
+    batches = list(eval_batches(split, 64, T.TrimPadding()))
+    ys = torch.cat([b["y"] for b in batches])
+    assert sorted(ys.tolist()) == list(range(300))
+    widths = [b["x"].shape[1] for b in batches]
+    assert widths == sorted(widths) and widths[0] < 64
+    # without a trimming collate (fixed shapes) the split order is kept
+    assert torch.equal(torch.cat([b["y"] for b in eval_batches(split, 64)]), split["y"])

@@ -4,10 +4,14 @@ regenerate it and skip to its position (exact resume).
 
 Under DDP (`world_size` > 1) `batch_size` is per process: step i takes the i-th global batch of
 batch_size x world_size samples of the same permutation on every rank, and rank r its r-th slice,
-so the ranks together see exactly the batches a single process with the global batch size sees."""
+so the ranks together see exactly the batches a single process with the global batch size sees.
+
+Text data with `dataset.padding=bucket` gets length-grouped batches (`bucketed_order`): still
+every row once per epoch, still a function of (seed, epoch) only."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from runner.data.base import take
@@ -30,6 +34,8 @@ class IndexBatcher:
         # collate.host_view(split) -> f(batch, host_rows)
         view = getattr(collate, "host_view", None)
         self._host_collate = view(split) if view is not None else None
+        self._lengths = (collate.host_lengths(split) if getattr(collate, "bucket", False)
+                         else None)
         if self.n < self.global_batch and drop_last:
             from runner.errors import ConfigError
 
@@ -45,7 +51,10 @@ class IndexBatcher:
 
     def host_order(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
-        return torch.randperm(self.n, generator=g)
+        perm = torch.randperm(self.n, generator=g)
+        if self._lengths is None:
+            return perm
+        return bucketed_order(perm, self._lengths, self.global_batch, g)
 
     def order(self, epoch: int) -> torch.Tensor:
         from runner.device import to_device  # pinned + non-blocking on CUDA: no stall per epoch
@@ -70,8 +79,38 @@ class IndexBatcher:
                 yield self.collate(batch) if self.collate else batch
 
 
+#: a bucket holds this many batches; rows are sorted by length inside a bucket only, so batches
+#: stay random mixtures of the epoch's rows (fairseq / HF `group_by_length` use the same idea)
+BUCKET_BATCHES = 50
+
+
+def bucketed_order(perm: torch.Tensor, lengths, batch: int, g: torch.Generator) -> torch.Tensor:
+    """Length-grouped epoch order from the random permutation `perm`: the rows that make full
+    batches are cut into buckets of BUCKET_BATCHES batches, each bucket sorted by length (stable)
+    and cut into batches, and the batch order is shuffled with `g`. Rows left out of full batches
+    (the incomplete last batch) stay at the end, as in the plain order. A permutation of all rows."""
+    full = len(perm) // batch * batch
+    head = perm[:full]
+    lens = torch.as_tensor(lengths)[head]
+    size = batch * BUCKET_BATCHES
+    sorted_parts = []
+    for lo in range(0, full, size):
+        idx = torch.argsort(lens[lo:lo + size], stable=True)
+        sorted_parts.append(head[lo:lo + size][idx])
+    batches = torch.cat(sorted_parts).view(-1, batch) if full else head.view(0, batch)
+    batches = batches[torch.randperm(len(batches), generator=g)]
+    return torch.cat([batches.reshape(-1), perm[full:]])
+
+
 def eval_batches(split: dict, batch_size: int, collate=None):
+    """The batches of a whole split for evaluation. With a padding-trimming collate the rows go
+    in length order (one device read of the lengths per split), so each batch pads to about its
+    own rows' length; a metric summed over every row is the same in any order."""
     n = len(split["y"])
+    lengths = getattr(collate, "host_lengths", None)
+    if lengths is not None and n > batch_size:
+        order = torch.as_tensor(np.argsort(lengths(split), kind="stable"))
+        split = take(split, order.to(split["y"].device))
     for i in range(0, n, batch_size):
         batch = {k: v[i:i + batch_size] for k, v in split.items()}
         yield collate(batch) if collate else batch

@@ -38,7 +38,7 @@ import torch
 from runner import CACHE_DIR
 from runner.errors import ConfigError, check, positive
 
-PADDINGS = ("dynamic", "max")
+PADDINGS = ("dynamic", "bucket", "max")
 TEXT_MODELS = "model=transformer, minilm or hf"
 
 
@@ -211,19 +211,31 @@ def note(msg: str) -> None:
 
 class TrimPadding:
     """Dynamic padding: cut the batch's 2-D token tensors (x, mask, token_type_ids) to its longest
-    sequence, rounded up to `multiple`. Sequences are right-padded, so this drops only padding."""
+    sequence, rounded up to `multiple`. Sequences are right-padded, so this drops only padding.
 
-    def __init__(self, multiple: int = 8, keys=("x", "mask", "token_type_ids")):
-        self.multiple, self.keys = multiple, tuple(keys)
+    `bucket=True` (dataset.padding=bucket) also asks the train batcher to group rows of similar
+    length into the same batch (runner.data.batching.bucketed_order), so far less padding is
+    computed: on tweets (mean 33 tokens, a random batch of 32 pads to ~59) it is ~1.6x fewer
+    tokens per step. Evaluation always runs in length order (the order of a sum of per-example
+    losses and hits does not change the metric), with or without bucketing."""
+
+    def __init__(self, multiple: int = 8, keys=("x", "mask", "token_type_ids"),
+                 bucket: bool = False):
+        self.multiple, self.keys, self.bucket = multiple, tuple(keys), bool(bucket)
 
     def __call__(self, batch: dict) -> dict:
         return self.trim(batch, int(batch["mask"].sum(1).max()))  # a host read (eval batches)
+
+    @staticmethod
+    def host_lengths(split: dict) -> np.ndarray:
+        """Every row's length, read from the device once (the batchers order rows with it)."""
+        return split["mask"].sum(1).cpu().numpy()
 
     def host_view(self, split: dict):
         """For the train batcher: every row's length read from the device once, so a batch's
         longest row is found on the host (no device read per step). Returns f(batch, rows),
         rows: the batch's row numbers as a numpy array."""
-        lengths = split["mask"].sum(1).cpu().numpy()
+        lengths = self.host_lengths(split)
         return lambda batch, rows: self.trim(batch, int(lengths[rows].max()) if len(rows) else 1)
 
     def trim(self, batch: dict, longest: int) -> dict:
@@ -234,7 +246,7 @@ class TrimPadding:
         return {k: (v[:, :width] if k in self.keys else v) for k, v in batch.items()}
 
     def __repr__(self):
-        return f"TrimPadding(multiple={self.multiple})"
+        return f"TrimPadding(multiple={self.multiple}, bucket={self.bucket})"
 
 
 def text_splits(tokenizer, texts: list, pairs: list | None, labels: np.ndarray,
@@ -266,7 +278,7 @@ def text_splits(tokenizer, texts: list, pairs: list | None, labels: np.ndarray,
             s["token_type_ids"] = types[idx]
         splits[name] = s
     info = {"vocab_size": tokenizer.vocab_size, "max_len": max_len, "pad_id": tokenizer.pad_id}
-    collate = TrimPadding() if padding == "dynamic" else None
+    collate = TrimPadding(bucket=padding == "bucket") if padding != "max" else None
     return splits, info, collate
 
 
