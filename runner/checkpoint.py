@@ -83,6 +83,7 @@ def load(path: Path, map_location="cpu") -> dict:
 def state_to_ckpt(state, config: dict) -> dict:
     from runner.engine import rng_state
 
+    state.count_hits()  # pending train/acc counts go into "acc" (integers: exact on resume)
     return {
         "format": FORMAT,
         "config": config,

@@ -32,8 +32,9 @@ class Plan:
     tf32: bool
     compile: bool = False  # torch.compile the model (trainer.compile; a warm-up cost)
     pin_memory: bool = False  # host tensors bound for the device: pinned, non-blocking copies
-    #: check the loss for NaN after every step (a host sync): free on CPU; on CUDA only on log
-    #: steps (and every step under on_nan=skip, which must decide before the update)
+    #: check the loss for NaN after every step (a host read: free on CPU, a sync on CUDA, where
+    #: the loss is checked only on log steps). Gradients are checked on log steps, and every
+    #: step under on_nan=skip, which must decide before the update.
     finite_check_each_step: bool = True
 
     @property

@@ -28,6 +28,9 @@ from runner.errors import TrainingFailed
 from runner.hooks import Out, overrides
 
 
+#: pending train/acc logits are counted early past this many elements (memory stays small)
+HITS_CAP = 1 << 20
+
 #: metric names logged without the train/ prefix (the run-directory contract)
 TOP_LEVEL_METRICS = ("grad_norm", "lr", "samples_per_sec")
 
@@ -65,10 +68,13 @@ class State:
     _grad_norm: torch.Tensor | None = None
     _finite_buf: tuple | None = None  # (found_inf, one) reused by the per-step finite check
     _acc: dict = field(default_factory=dict)
+    _hits: list = field(default_factory=list)  # (logits, y) of train/acc not yet counted
+    _hits_size: int = 0  # elements of logits in _hits
     _params: list | None = None
     _keep_embed: bool = False
     _tc: object = None  # plain copy of cfg (see tc)
     _one_group: bool | None = None  # all params dense, on one device, of one dtype
+    _no_sync: object = None  # DDP's model.no_sync, else None (set by fit)
 
     @property
     def tc(self):
@@ -157,6 +163,20 @@ class State:
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
+    def count_hits(self) -> None:
+        """Fold the pending (logits, y) pairs of this log interval into the train/acc counters:
+        one argmax over all of them instead of three small kernels per step. Counts are integers,
+        so when this runs (log step, checkpoint, memory cap) never changes a figure."""
+        if not self._hits:
+            return
+        logits = torch.cat([h[0] for h in self._hits]) if len(self._hits) > 1 else self._hits[0][0]
+        y = torch.cat([h[1] for h in self._hits]) if len(self._hits) > 1 else self._hits[0][1]
+        c = self._acc["__correct"]
+        c[0] += (logits.argmax(-1) == y).sum()
+        c[1] += len(y)
+        self._hits.clear()
+        self._hits_size = 0
+
     def eval_model(self):
         for t in self.tricks:
             m = t.eval_model(self)
@@ -242,6 +262,7 @@ def _reset_acc(state: State):
 
 def _read_acc(state: State) -> dict:
     """One host sync: turn the interval's device accumulators into floats."""
+    state.count_hits()
     names = list(state._acc)
     vals = torch.stack([state._acc[k][0].double() for k in names])
     if state.world_size > 1:  # the mean over ranks (same keys and counts on every rank)
@@ -262,35 +283,35 @@ def _read_acc(state: State) -> dict:
     return out
 
 
-def _grads_finite(state: State) -> torch.Tensor:
-    """0-d bool tensor: are all gradients finite? Reuses this step's grad norm when it was
-    computed (log steps, clipping); otherwise one fused foreach pass, the kernel GradScaler uses
-    (it multiplies by 1.0, which changes no value), several times cheaper than a norm on CPU."""
+def _all_finite(state: State, step_loss: torch.Tensor) -> bool:
+    """Are this step's loss and (without a GradScaler) its gradients finite? One host read.
+    Reuses this step's grad norm when it was computed (log steps, clipping); otherwise one fused
+    foreach pass over the gradients and the loss, the kernel GradScaler uses (it multiplies by
+    1.0, which changes no value): several times cheaper than a norm or per-tensor checks on CPU."""
+    if state.scaler is not None:  # fp16: the GradScaler handles overflowing gradients itself
+        return bool(torch.isfinite(step_loss))
     if state._grad_norm is not None:
-        return torch.isfinite(state._grad_norm)
+        return bool(torch.isfinite(step_loss) & torch.isfinite(state._grad_norm))
     grads = state.grads()
-    if not grads:
-        return torch.ones((), dtype=torch.bool, device=state.plan.device)
     buf = state._finite_buf
-    if buf is None or buf[0].device != grads[0].device:
-        dev = grads[0].device
+    dev = step_loss.device
+    if buf is None or buf[0].device != dev:
         buf = state._finite_buf = (torch.zeros(1, device=dev), torch.ones(1, device=dev))
     found, one = buf
     found.zero_()
     try:
-        torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
+        torch._amp_foreach_non_finite_check_and_unscale_([*grads, step_loss], found, one)
     except (RuntimeError, TypeError, AttributeError):  # mixed devices/dtypes: the plain way
-        return torch.isfinite(state.grad_norm())
-    return found[0] == 0
+        return bool(torch.isfinite(step_loss) & torch.isfinite(state.grad_norm()))
+    return found.item() == 0
 
 
-def _check_finite(state: State, step_loss: torch.Tensor, parts: dict) -> bool:
-    """Is this step's loss (and, without a GradScaler, its gradient norm) finite? One host sync.
-    Non-finite: count a skip (on_nan=skip) or raise TrainingFailed naming the step, the loss
-    parts and the active tricks. Under fp16 the GradScaler handles overflowing gradients itself."""
-    gok = _grads_finite(state) if state.scaler is None else None
-    ok = torch.isfinite(step_loss) if gok is None else torch.isfinite(step_loss) & gok
-    if ok:
+def _check_finite(state: State, step_loss: torch.Tensor, parts: dict, full: bool) -> bool:
+    """Is this step's loss finite, and with `full` (log steps, on_nan=skip) its gradients too?
+    One host read. The loss-only check is the CPU plan's per-step check: a read of a 0-d CPU
+    tensor, no kernel. Non-finite: count a skip (on_nan=skip) or raise TrainingFailed naming the
+    step, the loss parts and the active tricks."""
+    if _all_finite(state, step_loss) if full else math.isfinite(step_loss.item()):
         return True
     if state.cfg.on_nan == "skip":
         state.nan_skips += 1
@@ -299,8 +320,10 @@ def _check_finite(state: State, step_loss: torch.Tensor, parts: dict) -> bool:
     what = (f"non-finite loss ({loss})" if not math.isfinite(loss)
             else f"non-finite gradients (grad norm {state.grad_norm().item()}, loss {loss:.6g})")
     where = f"step {state.step + 1}"
-    if not state.plan.finite_check_each_step and state.cfg.on_nan != "skip":
-        where += " (or earlier: checked on log steps)"
+    if state.cfg.on_nan != "skip" and not (state.plan.finite_check_each_step
+                                           and not math.isfinite(loss)):
+        where += (" (or earlier: checked on log steps)" if not state.plan.finite_check_each_step
+                  else " (or earlier: gradients are checked on log steps)")
     parts_s = ", ".join(f"{k}={v.item():.6g}" for k, v in parts.items()) or "none"
     names = ", ".join(t.name for t in state.tricks) or "none"
     raise TrainingFailed(f"{what} at {where}; loss parts: {parts_s}; active tricks: {names}; "
@@ -313,20 +336,26 @@ def train_step(state: State, micro_batches: list, loss_fn, bwd_fn, log_now: bool
     step_loss = None  # summed over micro-batches
     last = len(micro_batches) - 1
     parts = {}  # this step's loss parts (summed over micro-batches), named if the loss goes NaN
+    no_sync = state._no_sync
+    loss_acc = state._acc["__loss"]
     for i, batch in enumerate(micro_batches):
-        sync = getattr(state.model, "no_sync", None)
         state.sync_grads = i == last
-        ctx = sync() if (sync is not None and i < last) else contextlib.nullcontext()
-        with ctx:
+        if i < last and no_sync is not None:  # DDP: all-reduce on the last micro-batch only
+            with no_sync():
+                out = loss_fn(batch)
+                bwd_fn(out, batch)
+        else:
             out = loss_fn(batch)
             bwd_fn(out, batch)
         loss = out.loss.detach().float()
         step_loss = loss if step_loss is None else step_loss + loss
-        a = state._acc
-        a["__loss"][0] += loss
-        a["__loss"][1] += 1
-        a["__correct"][0] += (out.logits.argmax(-1) == out.y).sum()  # argmax: no graph
-        a["__correct"][1] += len(out.y)
+        loss_acc[0] += loss
+        loss_acc[1] += 1
+        logits = out.logits.detach()
+        state._hits.append((logits, out.y))  # train/acc: counted on log steps (count_hits)
+        state._hits_size += logits.numel()
+        if state._hits_size > HITS_CAP:
+            state.count_hits()
         for k, v in out.parts.items():
             state.log_scalar(k, v)
             parts[k] = parts[k] + v.detach() if k in parts else v.detach()
@@ -338,8 +367,9 @@ def train_step(state: State, micro_batches: list, loss_fn, bwd_fn, log_now: bool
     if log_now:
         state.log_scalar("grad_norm", state.grad_norm())  # before any clipping
     ok = True
-    if state.plan.finite_check_each_step or log_now or state.tc.on_nan == "skip":
-        ok = _check_finite(state, step_loss, parts)
+    full = log_now or state.tc.on_nan == "skip"  # skip must decide before the update
+    if full or state.plan.finite_check_each_step:
+        ok = _check_finite(state, step_loss, parts, full)
     for t in state._on_grads:
         t.on_grads(state)
     if ok:
@@ -379,6 +409,7 @@ def fit(state: State, logger, progress=None, checkpoint_fn=None, best_fn=None) -
     state._on_grads = hooks(state, "on_grads")
     state._on_step_end = hooks(state, "on_step_end")
     state._keep_embed = any(t.needs_embed_grad for t in state.tricks)
+    state._no_sync = getattr(state.model, "no_sync", None)
     if not state._acc:
         _reset_acc(state)
     state.model.train()

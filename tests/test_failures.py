@@ -191,3 +191,12 @@ def test_keep_checkpoints_none_keeps_a_failed_runs_checkpoint(run_dir):
     s = train_run(FAST + inject([5]) + ["trainer.keep_checkpoints=none"], run_dir)
     assert s["status"] == "failed"
     assert (run_dir / "checkpoints" / "last.pt").exists()  # resume / post-mortem need it
+
+
+def test_inf_gradient_between_log_steps_is_caught_by_the_next_steps_loss(run_dir):
+    """CPU checks the loss every step (a free host read) and the gradients on log steps: an
+    inf gradient at step 3 (log steps 2, 4) poisons the update, and step 4's loss stops the run."""
+    s = train_run(FAST + inject([3], "grad"), run_dir)
+    assert s["status"] == "failed"
+    assert "non-finite loss" in s["error"] and "at step 4" in s["error"]
+    assert s["steps"] == 3
