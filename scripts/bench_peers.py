@@ -4,9 +4,12 @@ scripts/bench.py (benchmark-only extras: `pip install -e .[bench]`).
 Each runs the same model and data as `tricks train OVERRIDES` (built by runner.build), the same
 batch size, fused AdamW with the config's hyperparameters, a cosine schedule without warm-up, no
 gradient clipping, no evaluation, logging or checkpoints: the way a user of each framework would
-write the job, with its default DataLoader (a map-style dataset of the same tensors, shuffled,
-last partial batch dropped; text batches trimmed to their longest row like the engine's dynamic
-padding). Step end times come from each framework's own callback.
+write the job, with its default DataLoader over a map-style dataset of the same tensors (last
+partial batch dropped; text batches trimmed to their longest row like the engine's dynamic
+padding). One departure from the defaults: the DataLoader's sampler yields the engine's own row
+order (hand_loop.engine_order), so every framework trains on the same batches; with text, whose
+batch shapes vary with the rows drawn, a different shuffle would change the work per step.
+Step end times come from each framework's own callback.
 """
 
 from __future__ import annotations
@@ -28,6 +31,28 @@ class DictDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return {k: v[i] for k, v in self.split.items()}
+
+
+class EngineOrder(torch.utils.data.Sampler):
+    """The engine's row order as a DataLoader sampler (shuffle=False): epochs of
+    hand_loop.engine_order, as many as `steps` batches need."""
+
+    def __init__(self, cfg, data, steps: int):
+        self.cfg, self.data, self.n = cfg, data, steps * cfg.trainer.batch_size
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        from hand_loop import engine_order
+
+        left = self.n
+        for _, rows in engine_order(self.cfg, self.data):
+            take = rows[:left].tolist()
+            yield from take
+            left -= len(take)
+            if left <= 0:
+                return
 
 
 def collator(multiple):
@@ -85,6 +110,12 @@ def hf_run(overrides: list[str], steps: int, warm: int, on_first_step=None) -> d
             if len(times) == 1 and on_first_step is not None:
                 on_first_step()
 
+    sampler = EngineOrder(cfg, data, steps)
+
+    class OrderedTrainer(Trainer):
+        def _get_train_sampler(self, *a, **k):
+            return sampler
+
     with tempfile.TemporaryDirectory() as d:
         args = TrainingArguments(
             output_dir=d, per_device_train_batch_size=bs, max_steps=steps,
@@ -94,7 +125,7 @@ def hf_run(overrides: list[str], steps: int, warm: int, on_first_step=None) -> d
             eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none",
             disable_tqdm=True, dataloader_drop_last=True, dataloader_pin_memory=False,
             remove_unused_columns=False, seed=cfg.seed)
-        tr = Trainer(model=Wrap(model), args=args, train_dataset=DictDataset(data.train),
+        tr = OrderedTrainer(model=Wrap(model), args=args, train_dataset=DictDataset(data.train),
                      data_collator=collator(getattr(data.collate, "multiple", None)),
                      callbacks=[Clock()])
         tr.train()
@@ -130,7 +161,8 @@ def lightning_run(overrides: list[str], steps: int, warm: int, on_first_step=Non
                 on_first_step()
 
     loader = torch.utils.data.DataLoader(
-        DictDataset(data.train), batch_size=bs, shuffle=True, drop_last=True,
+        DictDataset(data.train), batch_size=bs, sampler=EngineOrder(cfg, data, steps),
+        drop_last=True,
         collate_fn=collator(getattr(data.collate, "multiple", None)))
     with tempfile.TemporaryDirectory() as d:
         trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False,

@@ -1,9 +1,10 @@
 """The reference for the engine-overhead benchmark: a minimal hand-written PyTorch training loop.
 
 Same model and data as `tricks train OVERRIDES` (built by runner.build from the same config), same
-batch size, fused AdamW with the config's hyperparameters, the same cosine schedule, shuffled
-device-resident tensors sliced into batches, text batches trimmed to their longest row (the
-engine's dynamic padding). Nothing else: no accuracy or metric bookkeeping, no NaN check, no
+batch size, fused AdamW with the config's hyperparameters, the same cosine schedule, the
+engine's batch order (`engine_order`: text batches then have the same shapes in every arm), batches
+gathered from device-resident tensors, text batches trimmed to their longest row (the engine's
+dynamic padding). Nothing else: no accuracy or metric bookkeeping, no NaN check, no
 hooks; the loss is read on the host once every `log_every` steps (a typical loop's logging).
 
     from hand_loop import hand_run
@@ -17,6 +18,20 @@ import time
 
 import torch
 import torch.nn.functional as F
+
+
+def engine_order(cfg, data):
+    """The engine's sequence of training rows, epoch after epoch (runner.data.batching.
+    IndexBatcher: seeded permutations, length-grouped with dataset.padding=bucket), for the
+    benchmark's other arms: every arm then trains on the same batches, so variable-shape text
+    batches cost the same everywhere and only the framework differs. Yields (epoch, rows)."""
+    from runner.data.batching import IndexBatcher
+
+    b = IndexBatcher(data.train, cfg.trainer.batch_size, seed=cfg.seed, collate=data.collate)
+    epoch = 0
+    while True:
+        yield epoch, b.host_order(epoch)[:b.steps_per_epoch * cfg.trainer.batch_size]
+        epoch += 1
 
 
 def hand_run(overrides: list[str], steps: int, log_every: int, on_first_step=None) -> dict:
@@ -37,13 +52,13 @@ def hand_run(overrides: list[str], steps: int, log_every: int, on_first_step=Non
     n = len(split["y"])
     multiple = getattr(data.collate, "multiple", None)  # dynamic padding of text batches
     lengths = split["mask"].sum(1).numpy() if multiple else None
-    g = torch.Generator().manual_seed(cfg.seed)
+    order = engine_order(cfg, data)
     per_epoch, pos, perm = n // bs, n // bs, None
     model.train()
     times = []
     for step in range(steps):
         if pos == per_epoch:
-            perm, pos = torch.randperm(n, generator=g), 0
+            perm, pos = next(order)[1], 0
         idx = perm[pos * bs:(pos + 1) * bs]
         pos += 1
         batch = {k: v[idx] for k, v in split.items()}

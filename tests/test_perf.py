@@ -312,3 +312,29 @@ def test_bench_memory_counter_sees_step_allocations():
         peaks.append(pk.peak)
         model.zero_grad(set_to_none=True)
     assert peaks[1] > peaks[0] > 256 * 64 * 4  # at least the first layer's weight gradient
+
+
+def test_bench_arms_train_on_the_engines_batches(tmp_path):
+    """scripts/hand_loop.engine_order (the row order every benchmark arm trains on) is the
+    engine's own: the batches of runner's IndexBatcher, epoch after epoch, bucketed or not."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from hand_loop import engine_order
+
+    from runner.data.text import TrimPadding
+
+    split = {"x": torch.randint(1, 9, (90, 16)), "mask": torch.ones(90, 16, dtype=torch.long),
+             "y": torch.arange(90)}
+    split["mask"][::3, 5:] = 0
+    for bucket in (False, True):
+        data = dataclasses.make_dataclass("D", ["train", "collate"])(split,
+                                                                     TrimPadding(bucket=bucket))
+        cfg = dataclasses.make_dataclass("C", ["trainer", "seed"])(
+            dataclasses.make_dataclass("T", ["batch_size"])(20), 4)
+        b = IndexBatcher(split, 20, seed=4, collate=data.collate)
+        order = engine_order(cfg, data)
+        for epoch in range(3):
+            e, rows = next(order)
+            assert e == epoch
+            assert torch.equal(rows, torch.cat([x["y"] for x in b.epoch(epoch)]))

@@ -341,16 +341,46 @@ def test_childtuning_f_p1_changes_nothing_and_draws_nothing():
 
 
 def test_childtuning_f_masks_with_bernoulli_p_and_rescales():
+    from runner.tricks.childtuning_f import BITS, keep_threshold
+
     batch = tiny_batch()
     plain = plain_grads(batch)
     model = tiny_model()
     torch.manual_seed(5)
     got = _grads_after_on_grads(ChildTuningF(p=0.25), batch, model)
+    # direct: four 16-bit quarters per 64-bit draw, low 15 bits < p * 2^15, kept entries / p
+    n = sum(g.numel() for g in plain)
     torch.manual_seed(5)
-    masks = [torch.empty_like(g).bernoulli_(0.25) for g in plain]
+    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_()
+    quarters = [(int(w) >> (16 * j)) & 0x7FFF for w in words.tolist() for j in range(4)][:n]
+    keep = torch.tensor([q < 0.25 * 2 ** 15 for q in quarters])
+    masks, off = [], 0
+    for g in plain:
+        masks.append(keep[off:off + g.numel()].view_as(g).float())
+        off += g.numel()
     assert_close_list(got, [g * m / 0.25 for g, m in zip(plain, masks)])
-    kept = sum(m.sum().item() for m in masks) / sum(m.numel() for m in masks)
+    assert keep_threshold(0.25) == 0.25 * 2 ** BITS
+    kept = keep.float().mean().item()
     assert 0.15 < kept < 0.35  # ~170 entries drawn with p = 0.25
+
+
+def test_childtuning_f_mask_is_bernoulli_p_and_unbiased():
+    """Over many entries the kept fraction is p (to sampling error) and the mean of the masked
+    gradient is the gradient: kept entries are divided by the same rounded p they were kept with."""
+    from runner.tricks.childtuning_f import BITS, bernoulli_mask_, keep_threshold
+
+    torch.manual_seed(0)
+    p = 0.3
+    g = [torch.ones(400_000), torch.ones(3, 7)]
+    bernoulli_mask_(g, p)
+    t = keep_threshold(p)
+    scale = 2 ** BITS / t
+    vals = torch.cat([x.flatten() for x in g])
+    assert set(vals.unique().tolist()) == {0.0, torch.tensor(scale).item()}  # float32
+    kept = (vals > 0).float().mean().item()
+    assert abs(kept - t / 2 ** BITS) < 4 * (p * (1 - p) / len(vals)) ** 0.5  # 4 sigma
+    assert abs(t / 2 ** BITS - p) <= 2 ** -(BITS + 1)
+    assert abs(vals.double().mean().item() - 1.0) < 0.01  # unbiased: E[m / p'] = 1
 
 
 def _train_split(n=40, seed=2):
