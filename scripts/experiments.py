@@ -536,17 +536,23 @@ def analysis_lion(recipe, runs_dir, out):
 
 
 def measure_cost(recipe: dict, extra: list[str], out: Path, steps: int = 300, reps: int = 3,
-                 baseline: str = "baseline") -> None:
+                 baseline: str = "baseline", arms=None, threads: int = 1) -> None:
     """Time per optimizer step of each arm, measured in ONE process with the arms interleaved
     (round-robin, `reps` rounds, median of train_seconds / steps): on a shared machine the load
-    changes between sweeps, so the samples/s of separate sweeps do not give a fair cost ratio."""
+    changes between sweeps, so the samples/s of separate sweeps do not give a fair cost ratio.
+    One torch thread by default, as the sweeps run (OMP_NUM_THREADS=1)."""
     import statistics
     import tempfile
+
+    import torch
 
     from runner.config import compose
     from runner.main import run as train
 
-    arms = list(recipe["arms"])
+    torch.set_num_threads(threads)
+    arms = list(arms or recipe["arms"])
+    if baseline not in arms:
+        arms.insert(0, baseline)
     per = {a: [] for a in arms}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(reps):
@@ -561,7 +567,8 @@ def measure_cost(recipe: dict, extra: list[str], out: Path, steps: int = 300, re
     med = {a: statistics.median(v) for a, v in per.items() if v}
     base = med.get(baseline)
     lines = ["# Measured cost per optimizer step\n",
-             f"All arms timed in one process, interleaved, {reps} rounds of {steps} steps each; "
+             f"All arms timed in one process ({threads} torch thread{'s' if threads > 1 else ''}), "
+             f"interleaved, {reps} rounds of {steps} steps each; "
              f"median over rounds of training seconds per optimizer step (evaluation excluded). "
              f"Arms that differ from the baseline only in epochs cost the same per step: their "
              f"ratio shows the measurement's noise on this shared machine.\n",
@@ -671,6 +678,10 @@ def main(argv=None) -> int:
             p.add_argument("--no-report", action="store_true")
             p.add_argument("--parallel", type=int, default=1,
                            help="arms to sweep at the same time (default 1)")
+        if name == "cost":
+            p.add_argument("--steps", type=int, default=300, help="steps per timed run")
+            p.add_argument("--reps", type=int, default=3, help="interleaved rounds")
+            p.add_argument("--threads", type=int, default=1, help="torch threads")
     argv = list(sys.argv[1:] if argv is None else argv)
     # Hydra overrides (KEY=VALUE) may stand anywhere, also after --options
     extra = [t for t in argv if "=" in t and not t.startswith("-")]
@@ -692,7 +703,7 @@ def main(argv=None) -> int:
                                   a.out if len(names) == 1 else None)
         arms = a.arms.split(",") if a.arms else None
         if a.cmd == "cost":
-            measure_cost(r, a.overrides, out)
+            measure_cost(r, a.overrides, out, a.steps, a.reps, arms=arms, threads=a.threads)
             update_readme(r, out)
             continue
         if a.cmd == "run":
