@@ -31,11 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from runner.config import LIST_GROUPS
+from runner.config import GROUPS, LIST_GROUPS, choices_of
 from runner.errors import ConfigError
 
-# Config groups in display order; a `choices.<group>` key stands for the group's option.
-GROUPS = ("model", "optimizer", "reg", "derived", "dataset", "clip", "schedule")
 # Keys that cannot change a result: never a reason to split runs into groups.
 IGNORED = ("seed", "resume", "run_dir", "trainer.progress", "trainer.log_every",
            "trainer.checkpoint_every", "trainer.eval_batch_size", "trainer.keep_checkpoints")
@@ -82,58 +80,8 @@ class Run:
         return float(v)
 
 
-def _target_name(target: str) -> str:
-    """runner.models.mlp.MLP -> mlp; torch.optim.AdamW -> adamw."""
-    parts = str(target).split(".")
-    if parts[0] == "runner" and len(parts) >= 3:
-        return parts[-2]
-    return parts[-1].lower()
-
-
-def _option_from_conf(group: str, node: dict) -> str:
-    """The conf/<group>/ option a config node came from (when Hydra's record is missing): the
-    option with the same `_target_` whose keys match the node best; else the target's name."""
-    from runner import CONF_DIR
-
-    import yaml
-
-    best, score = None, -1
-    for f in sorted((Path(CONF_DIR) / group).glob("*.yaml")):
-        try:
-            opt = yaml.safe_load(f.read_text()) or {}
-        except Exception:
-            continue
-        if not isinstance(opt, dict) or opt.get("_target_") != node.get("_target_"):
-            continue
-        sc = sum(1 for k, v in opt.items() if node.get(k) == v)
-        if sc > score:
-            best, score = f.stem, sc
-    return best or _target_name(node["_target_"])
-
-
 def _no_trick(d: dict) -> bool:
     return all(d.get(g, "none") in ("none", "[]") for g in ("reg", "derived", "clip"))
-
-
-def choices_of(config: dict, hydra_choices: dict | None = None) -> dict:
-    """The option of each config group: Hydra's runtime choices when known, else derived from the
-    nodes' `_target_`. `reg` is the list of tricks in the config, e.g. `[rdrop,flooding]`."""
-    hydra_choices = {k: v for k, v in (hydra_choices or {}).items()
-                     if not str(k).startswith("hydra/")}
-    out = {}
-    for g in GROUPS:
-        node = config.get(g)
-        if g in LIST_GROUPS:
-            names = list(node.keys()) if isinstance(node, dict) else []
-            out[g] = "[" + ",".join(names) + "]" if names else "none"
-        elif g in hydra_choices and hydra_choices[g] is not None:
-            out[g] = str(hydra_choices[g])
-        elif isinstance(node, dict):
-            out[g] = _option_from_conf(g, node) if node.get("_target_") else "none"
-    for k, v in hydra_choices.items():
-        if k not in out and k != "logger" and v is not None:
-            out[k] = str(v)
-    return out
 
 
 def natural_key(s: str):

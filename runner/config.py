@@ -15,6 +15,8 @@ from runner.errors import ConfigError, check, in_range, positive
 
 # Config groups that take a list of options (reg=[rdrop,flooding]) rather than one.
 LIST_GROUPS = ("reg", "derived")
+# The groups that describe a run, in display order (`tricks compare`, W&B tags and config)
+GROUPS = ("model", "optimizer", "reg", "derived", "dataset", "clip", "schedule")
 _LIST_EXAMPLES = {"reg": "reg=[rdrop,flooding]", "derived": "derived=[ema,lookahead]"}
 
 
@@ -121,4 +123,54 @@ def flatten(d: dict, prefix: str = "") -> dict:
             out[key] = list(v)
         else:
             out[key] = v
+    return out
+
+
+# -- which option of each group a resolved config is ------------------------------------------
+
+def _target_name(target: str) -> str:
+    """runner.models.mlp.MLP -> mlp; torch.optim.AdamW -> adamw."""
+    parts = str(target).split(".")
+    if parts[0] == "runner" and len(parts) >= 3:
+        return parts[-2]
+    return parts[-1].lower()
+
+
+def _option_from_conf(group: str, node: dict) -> str:
+    """The conf/<group>/ option a config node came from (when Hydra's record is missing): the
+    option with the same `_target_` whose keys match the node best; else the target's name."""
+    import yaml
+
+    best, score = None, -1
+    for f in sorted((Path(CONF_DIR) / group).glob("*.yaml")):
+        try:
+            opt = yaml.safe_load(f.read_text()) or {}
+        except Exception:
+            continue
+        if not isinstance(opt, dict) or opt.get("_target_") != node.get("_target_"):
+            continue
+        sc = sum(1 for k, v in opt.items() if node.get(k) == v)
+        if sc > score:
+            best, score = f.stem, sc
+    return best or _target_name(node["_target_"])
+
+
+def choices_of(config: dict, hydra_choices: dict | None = None) -> dict:
+    """The option of each config group: Hydra's runtime choices when known, else derived from the
+    nodes' `_target_`. `reg` is the list of tricks in the config, e.g. `[rdrop,flooding]`."""
+    hydra_choices = {k: v for k, v in (hydra_choices or {}).items()
+                     if not str(k).startswith("hydra/")}
+    out = {}
+    for g in GROUPS:
+        node = config.get(g)
+        if g in LIST_GROUPS:
+            names = list(node.keys()) if isinstance(node, dict) else []
+            out[g] = "[" + ",".join(names) + "]" if names else "none"
+        elif g in hydra_choices and hydra_choices[g] is not None:
+            out[g] = str(hydra_choices[g])
+        elif isinstance(node, dict):
+            out[g] = _option_from_conf(g, node) if node.get("_target_") else "none"
+    for k, v in hydra_choices.items():
+        if k not in out and k != "logger" and v is not None:
+            out[k] = str(v)
     return out

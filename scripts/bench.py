@@ -82,15 +82,10 @@ def conf_options(group: str) -> list[str]:
 
 # -- measurement ----------------------------------------------------------------------------
 
-def steady_sps(times: list[float], batch: int, skip: int) -> float:
-    """Samples/s between the end of step `skip` and the last step (times: end of each step)."""
-    n = len(times) - skip
-    return n * batch / (times[-1] - times[skip - 1]) if n > 0 else float("nan")
-
-
 def engine_run(over: list[str], steps: int, warm: int, mem: bool = False) -> dict:
     """`tricks train` in-process (runner.main.run) with eval/checkpoint only after the last step.
     Per-step end times are taken by a wrapper of engine.train_step (one perf_counter call)."""
+    from hand_loop import steady_sps
     from runner import engine
     from runner.config import compose
     from runner.main import run

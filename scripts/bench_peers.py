@@ -81,7 +81,7 @@ def _setup(overrides):
 
 
 def _result(times, t0, bs, warm):
-    from bench import steady_sps
+    from hand_loop import steady_sps
 
     sps = steady_sps(times, bs, warm)
     return {"sps": sps, "first_step_s": times[0] - t0, "step_ms": 1000 * bs / sps}

@@ -20,6 +20,12 @@ import torch
 import torch.nn.functional as F
 
 
+def steady_sps(times: list[float], batch: int, skip: int) -> float:
+    """Samples/s between the end of step `skip` and the last step (times: end of each step)."""
+    n = len(times) - skip
+    return n * batch / (times[-1] - times[skip - 1]) if n > 0 else float("nan")
+
+
 def engine_order(cfg, data):
     """The engine's sequence of training rows, epoch after epoch (runner.data.batching.
     IndexBatcher: seeded permutations, length-grouped with dataset.padding=bucket), for the
@@ -77,7 +83,5 @@ def hand_run(overrides: list[str], steps: int, log_every: int, on_first_step=Non
         times.append(time.perf_counter())
         if step == 0 and on_first_step is not None:
             on_first_step()
-    from bench import steady_sps
-
     sps = steady_sps(times, bs, log_every)
     return {"sps": sps, "first_step_s": times[0] - t0, "step_ms": 1000 * bs / sps}

@@ -155,7 +155,7 @@ class WandbSink(Sink):
     # -- what the run is called ----------------------------------------------------------------
     def describe(self, run_dir: Path, config: dict) -> dict:
         """The init arguments that come from the run: group, name, tags, flattened config."""
-        from runner.compare import choices_of
+        from runner.config import choices_of
         from runner.config import flatten
 
         hc = _hydra_config()
