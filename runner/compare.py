@@ -36,7 +36,8 @@ from runner.errors import ConfigError
 
 # Keys that cannot change a result: never a reason to split runs into groups.
 IGNORED = ("seed", "resume", "run_dir", "trainer.progress", "trainer.log_every",
-           "trainer.checkpoint_every", "trainer.eval_batch_size", "trainer.keep_checkpoints")
+           "trainer.checkpoint_every", "trainer.eval_batch_size", "trainer.keep_checkpoints",
+           "trainer.data_on_device")
 IGNORED_PREFIXES = ("logger", "hydra", "_wandb", "choices.logger")
 ALPHA = 0.05
 

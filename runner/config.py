@@ -86,6 +86,8 @@ def validate(cfg: DictConfig) -> None:
         check(isinstance(t[key], bool), f"trainer.{key}", f"must be true or false, got {t[key]!r}")
     check(t.progress in ("auto", True, False), "trainer.progress", f"got {t.progress!r}",
           "auto, true, false")
+    check(t.data_on_device in ("auto", True, False), "trainer.data_on_device",
+          f"got {t.data_on_device!r}", "auto, true, false")
     check(isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool), "seed",
           f"must be an integer, got {cfg.seed!r}")
     check(cfg.resume is False or cfg.resume is True or isinstance(cfg.resume, str), "resume",

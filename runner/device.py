@@ -15,12 +15,16 @@ class Caps:
     cuda: bool
     bf16: bool = False
     device_count: int = 0
+    free_mem: int | None = None  # free bytes on the training device (CUDA), None: unknown
 
     @staticmethod
-    def probe() -> "Caps":
+    def probe(device: str | None = None) -> "Caps":
         cuda = torch.cuda.is_available()
+        free = None
+        if cuda and device is not None and str(device).startswith("cuda"):
+            free = int(torch.cuda.mem_get_info(torch.device(device))[0])
         return Caps(cuda=cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
-                    device_count=torch.cuda.device_count() if cuda else 0)
+                    device_count=torch.cuda.device_count() if cuda else 0, free_mem=free)
 
 
 @dataclass
@@ -65,6 +69,24 @@ def plan(device: str = "auto", precision: str = "auto", caps: Caps | None = None
                 finite_check_each_step=not on_cuda)
 
 
+#: with trainer.data_on_device=auto, data stays on the host when it would take more than this
+#: share of the device's free memory (the rest is for the model, optimizer and activations)
+RESIDENT_SHARE = 0.25
+
+def data_on_device(setting, p: Plan, nbytes: int, caps: Caps | None = None) -> bool:
+    """Keep the data splits on the training device (batches are then slices: no copies), or on
+    the host (pinned) with every batch gathered there and copied non-blocking (streamed)?
+    `setting`: true | false | auto (on the device when it takes at most RESIDENT_SHARE of its
+    free memory; always on CPU, where the host is the device)."""
+    setting = str(setting).lower()
+    if setting in ("true", "false"):
+        return setting == "true"
+    if not p.device.startswith("cuda"):
+        return True
+    caps = caps or Caps.probe(p.device)
+    return caps.free_mem is None or nbytes <= RESIDENT_SHARE * caps.free_mem
+
+
 def setup_backends(p: Plan) -> None:
     """Process-wide switches the plan asks for: TF32 matmuls and convolutions on CUDA."""
     if p.tf32:
@@ -77,7 +99,7 @@ def to_device(t: torch.Tensor, device) -> torch.Tensor:
     non-blocking, so the copy neither stalls the host nor waits for the queued kernels."""
     device = torch.device(device)
     if device.type == "cuda" and t.device.type == "cpu":
-        return t.pin_memory().to(device, non_blocking=True)
+        return (t if t.is_pinned() else t.pin_memory()).to(device, non_blocking=True)
     return t.to(device)
 
 

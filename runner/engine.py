@@ -226,7 +226,8 @@ def evaluate(model: torch.nn.Module, split: dict, state: State) -> dict:
     correct = torch.zeros((), device=state.plan.device, dtype=torch.long)
     n = 0
     collate = getattr(state.data, "collate", None)
-    for batch in eval_batches(split, state.cfg.eval_batch_size, collate):
+    device = getattr(state.data, "device", None)  # streamed data: batches copied there
+    for batch in eval_batches(split, state.cfg.eval_batch_size, collate, device):
         with state.autocast():
             logits = model(batch)
         loss += F.cross_entropy(logits.float(), batch["y"], reduction="sum").double()

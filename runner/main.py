@@ -53,7 +53,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     engine.seed_everything(cfg.seed, tcfg.deterministic)
     devmod.setup_backends(plan)  # TF32 on CUDA
 
-    data = build.data(cfg).to(plan.device)
+    data = build.data(cfg)
+    data = data.to(plan.device, resident=devmod.data_on_device(tcfg.data_on_device, plan,
+                                                               data.nbytes()))
     model = build.model(cfg, data.info).to(plan.device)
     if tcfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
@@ -63,7 +65,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
         opt = t.wrap_optimizer(opt)
     batcher = IndexBatcher(data.train, tcfg.batch_size, seed=cfg.seed,
                            collate=getattr(data, "collate", None), rank=d.rank,
-                           world_size=d.world_size)
+                           world_size=d.world_size, device=data.device)
     steps = engine.total_steps(tcfg, batcher.steps_per_epoch)
     if steps <= 0:
         raise ConfigError("trainer.batch_size", f"batch_size x accum_steps "
@@ -187,7 +189,8 @@ def report(summary: dict, run_dir: Path) -> None:
 SWEEP_DIR: list[str] = []
 
 # Keys that may differ between a sweep job's earlier attempt and its re-run.
-_RERUN_FREE = ("resume", "trainer.progress", "logger", "trainer.keep_checkpoints")
+_RERUN_FREE = ("resume", "trainer.progress", "logger", "trainer.keep_checkpoints",
+               "trainer.data_on_device")
 
 
 def _same_config(old: dict, new: dict, free=_RERUN_FREE) -> str | None:

@@ -37,6 +37,7 @@ PRECHECK = [
     (["trainer.max_steps=0"], ["trainer.max_steps: must be > 0"]),
     (["trainer.on_nan=maybe"], ["trainer.on_nan", "allowed: stop, skip"]),
     (["trainer.keep_checkpoints=some"], ["trainer.keep_checkpoints", "allowed: all, best, none"]),
+    (["trainer.data_on_device=maybe"], ["trainer.data_on_device", "allowed: auto, true, false"]),
     (["trainer.precision=fp8"], ["trainer.precision", "allowed:"]),
     (["resume=true"], ["resume: no checkpoint at", "/new/checkpoints/last.pt", "allowed:"]),
     (["resume=/nonexistent/last.pt"], ["resume: no checkpoint at /nonexistent/last.pt"]),

@@ -198,12 +198,74 @@ def test_setup_backends_turns_on_tf32_only_for_cuda():
 def test_to_device_pins_and_copies_non_blocking_for_cuda():
     t = mock.MagicMock()
     t.device.type = "cpu"
+    t.is_pinned.return_value = False
     devmod.to_device(t, "cuda:0")
     t.pin_memory.assert_called_once_with()
     t.pin_memory.return_value.to.assert_called_once_with(torch.device("cuda:0"),
                                                          non_blocking=True)
+    pinned = mock.MagicMock()  # already page-locked (a streamed batch): not pinned again
+    pinned.device.type = "cpu"
+    pinned.is_pinned.return_value = True
+    devmod.to_device(pinned, "cuda")
+    pinned.pin_memory.assert_not_called()
+    pinned.to.assert_called_once_with(torch.device("cuda"), non_blocking=True)
     x = torch.randn(3)
     assert devmod.to_device(x, "cpu") is x  # nothing to do on CPU (no pinning without CUDA)
+
+
+def test_data_stays_on_the_gpu_only_when_it_fits():
+    gpu = plan("auto", "auto", Caps(cuda=True, bf16=True, device_count=1))
+    roomy, tight = Caps(cuda=True, free_mem=40 << 30), Caps(cuda=True, free_mem=1 << 30)
+    assert devmod.data_on_device("auto", gpu, 2 << 30, roomy)  # 2 GB of 40 GB free
+    assert not devmod.data_on_device("auto", gpu, 2 << 30, tight)  # 2 GB of 1 GB free: stream
+    assert devmod.data_on_device(True, gpu, 2 << 30, tight)  # the user's word wins
+    assert not devmod.data_on_device(False, gpu, 1, roomy)
+    cpu = plan("auto", "auto", Caps(cuda=False))
+    assert devmod.data_on_device("auto", cpu, 1 << 40)  # on CPU the host is the device
+    assert not devmod.data_on_device(False, cpu, 1)  # streamed on CPU too (tests the path)
+
+
+def test_streamed_batches_are_pinned_and_copied_non_blocking(monkeypatch):
+    """trainer.data_on_device=false on a GPU: the batcher gathers each batch on the host, pins
+    it and copies it non-blocking; the batches are the device-resident batcher's, row for row."""
+    split = {"x": torch.randn(50, 3), "y": torch.arange(50)}
+    calls = []
+    orig_to = torch.Tensor.to
+
+    def fake_to(self, *a, **k):
+        if a and str(a[0]).startswith("cuda"):
+            calls.append(("to", str(a[0]), k.get("non_blocking")))
+            return self.clone()
+        return orig_to(self, *a, **k)
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append("pin") or self)
+    monkeypatch.setattr(torch.Tensor, "is_pinned", lambda self: False)
+    monkeypatch.setattr(torch.Tensor, "to", fake_to)
+    streamed = list(IndexBatcher(split, 10, seed=2, device="cuda").epoch(1))
+    resident = list(IndexBatcher(split, 10, seed=2).epoch(1))
+    assert len(streamed) == len(resident) == 5
+    for s_, r in zip(streamed, resident):
+        assert torch.equal(s_["x"], r["x"]) and torch.equal(s_["y"], r["y"])
+    # per batch and tensor: pinned, then one non-blocking copy to the GPU
+    assert calls == ["pin", ("to", "cuda", True)] * 10
+
+
+@pytest.mark.parametrize("extra", [[], ["model=transformer", "model.width=32", "model.depth=1",
+                                        "model.heads=2", "dataset=tweets", "dataset.padding=bucket",
+                                        "dataset.train_size=64", "dataset.val_size=32",
+                                        "dataset.test_size=32", "trainer.batch_size=16"]])
+def test_streamed_data_trains_exactly_like_resident_data(tmp_path, extra):
+    """The streamed path (trainer.data_on_device=false: splits on the host, each batch gathered
+    and copied) gives the same metrics, row for row, as device-resident data."""
+    from conftest import read_rows, strip_timing
+
+    over = ["trainer.max_steps=8", "trainer.eval_every=4", "trainer.log_every=2",
+            "trainer.progress=false", *extra]
+    a = train_run(over + ["trainer.data_on_device=true"], tmp_path / "resident")
+    b = train_run(over + ["trainer.data_on_device=false"], tmp_path / "streamed")
+    assert a["status"] == b["status"] == "completed"
+    assert strip_timing(read_rows(tmp_path / "resident")) == strip_timing(
+        read_rows(tmp_path / "streamed"))
 
 
 @pytest.mark.parametrize("opt", ["adamw", "sgd"])

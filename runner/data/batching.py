@@ -7,7 +7,11 @@ batch_size x world_size samples of the same permutation on every rank, and rank 
 so the ranks together see exactly the batches a single process with the global batch size sees.
 
 Text data with `dataset.padding=bucket` gets length-grouped batches (`bucketed_order`): still
-every row once per epoch, still a function of (seed, epoch) only."""
+every row once per epoch, still a function of (seed, epoch) only.
+
+Streamed data (`device` given: the splits stay on the host because they would take too much of
+the GPU; trainer.data_on_device): each batch is gathered and trimmed on the host, pinned and
+copied to `device` non-blocking (runner.device.to_device). The same rows in the same order as device-resident batching."""
 
 from __future__ import annotations
 
@@ -22,8 +26,9 @@ class IndexBatcher:
     keeps every step's statistics comparable); `steps_per_epoch` says how many there are."""
 
     def __init__(self, split: dict, batch_size: int, seed: int, drop_last: bool = True,
-                 collate=None, rank: int = 0, world_size: int = 1):
+                 collate=None, rank: int = 0, world_size: int = 1, device=None):
         self.split, self.batch_size, self.seed = split, batch_size, seed
+        self.device = device  # streamed: copy each batch there (the split stays on the host)
         self.rank, self.world_size = rank, world_size
         self.global_batch = batch_size * world_size
         self.n = len(split["y"])
@@ -64,6 +69,9 @@ class IndexBatcher:
     def epoch(self, epoch: int, start: int = 0):
         from runner.device import to_device
 
+        if self.device is not None:
+            yield from self._streamed(epoch, start)
+            return
         host = self.host_order(epoch)
         perm = to_device(host, self.split["y"].device)
         rows = host.numpy() if self._host_collate is not None else None
@@ -77,6 +85,21 @@ class IndexBatcher:
                 yield self._host_collate(batch, rows[lo:lo + self.batch_size])
             else:
                 yield self.collate(batch) if self.collate else batch
+
+
+    def _streamed(self, epoch: int, start: int):
+        from runner.device import to_device
+
+        host = self.host_order(epoch)
+        for i in range(start, self.steps_per_epoch):
+            lo = i * self.global_batch + self.rank * self.batch_size
+            idx = host[lo:lo + self.batch_size]
+            batch = {k: v.index_select(0, idx) for k, v in self.split.items()}
+            if self._host_collate is not None:
+                batch = self._host_collate(batch, idx.numpy())
+            elif self.collate:
+                batch = self.collate(batch)
+            yield {k: to_device(v, self.device) for k, v in batch.items()}
 
 
 #: a bucket holds this many batches; rows are sorted by length inside a bucket only, so batches
@@ -102,15 +125,21 @@ def bucketed_order(perm: torch.Tensor, lengths, batch: int, g: torch.Generator) 
     return torch.cat([batches.reshape(-1), perm[full:]])
 
 
-def eval_batches(split: dict, batch_size: int, collate=None):
+def eval_batches(split: dict, batch_size: int, collate=None, device=None):
     """The batches of a whole split for evaluation. With a padding-trimming collate the rows go
     in length order (one device read of the lengths per split), so each batch pads to about its
-    own rows' length; a metric summed over every row is the same in any order."""
+    own rows' length; a metric summed over every row is the same in any order. `device`: the
+    split is streamed from the host, each batch copied there (see IndexBatcher)."""
     n = len(split["y"])
     lengths = getattr(collate, "host_lengths", None)
     if lengths is not None and n > batch_size:
         order = torch.as_tensor(np.argsort(lengths(split), kind="stable"))
         split = take(split, order.to(split["y"].device))
+    if device is not None:
+        from runner.device import to_device
     for i in range(0, n, batch_size):
         batch = {k: v[i:i + batch_size] for k, v in split.items()}
-        yield collate(batch) if collate else batch
+        batch = collate(batch) if collate else batch
+        if device is not None:
+            batch = {k: to_device(v, device) for k, v in batch.items()}
+        yield batch
