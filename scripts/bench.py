@@ -329,31 +329,11 @@ def section_scaling(args, out: dict):
     for kind, v, over in grid:
         print(f"[scaling] {kind}={v}", flush=True)
         res = interleave({"engine": lambda: engine_run(over, args.steps, args.warm),
-                          "hand": lambda: hand_run(over, args.steps, args.warm),
-                          "engine_logcheck": lambda: engine_log_check(over, args)},
-                         args.reps)
+                          "hand": lambda: hand_run(over, args.steps, args.warm)}, args.reps)
         rows.append({"kind": kind, "value": v, "engine_sps": med(res["engine"], "sps"),
                      "hand_sps": med(res["hand"], "sps"),
-                     "engine_vs_hand": ratio(res["engine"], res["hand"], "sps"),
-                     "logcheck_vs_hand": ratio(res["engine_logcheck"], res["hand"], "sps")})
+                     "engine_vs_hand": ratio(res["engine"], res["hand"], "sps")})
     out["scaling"] = rows
-
-
-def engine_log_check(over, args) -> dict:
-    """The engine with its NaN check on log steps only (what it does on CUDA, where a per-step
-    read would be a host sync) instead of reading the loss after every step (its CPU default;
-    gradients are checked on log steps either way)."""
-    import dataclasses
-
-    from runner import device as devmod
-
-    orig = devmod.plan
-    devmod.plan = lambda *a, **k: dataclasses.replace(orig(*a, **k),
-                                                      finite_check_each_step=False)
-    try:
-        return engine_run(over, args.steps, args.warm)
-    finally:
-        devmod.plan = orig
 
 
 def section_compile(args, out: dict):
@@ -456,8 +436,7 @@ def report(out: dict, argv: list) -> str:
         cols = [("", "kind", ""), ("value", "value", ""),
                 ("engine samples/s", "engine_sps", ".4g"), ("hand samples/s", "hand_sps",
                                                             ".4g"),
-                ("engine / hand", "engine_vs_hand", ".3f"),
-                ("engine, NaN check on log steps only / hand", "logcheck_vs_hand", ".3f")]
+                ("engine / hand", "engine_vs_hand", ".3f")]
         lines += ["### Scaling (mnist1d MLP; batch 100 / width 100 unless varied)", "",
                   table(out["scaling"], cols), ""]
     if "compile" in out:
