@@ -155,7 +155,10 @@ def git_commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                              capture_output=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        # the driver itself rewrites READMEs and results/ as recipes finish: not a code change
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":(exclude,glob)experiments/*/README.md",
+                                ":(exclude,glob)experiments/*/results*/**"],
                                cwd=ROOT, text=True, capture_output=True).stdout.strip()
         return sha + (" (+ uncommitted changes in the shared tree)" if dirty else "")
     except OSError:
