@@ -474,7 +474,8 @@ def optimizer_state_bytes(overrides: list[str]) -> tuple[int, int]:
 
 def analysis_lion(recipe, runs_dir, out):
     """Each optimizer at its own best (lr, wd) by mean best/val/acc; test/acc compared there;
-    sensitivity curve (test/acc vs lr at each lr's best wd); optimizer-state memory."""
+    sensitivity curve (test/acc vs lr at each lr's best wd); optimizer-state memory. Runs are
+    grouped by optimizer, so a grid may be spread over several arms (e.g. an extension arm)."""
     plt = _plt()
     sel = recipe.get("select", "best/val/acc")
     lines = ["# Lion vs AdamW: tuned on their own grids\n",
@@ -483,10 +484,11 @@ def analysis_lion(recipe, runs_dir, out):
              f"`test/acc` (at the best-val checkpoint).\n"]
     fig, ax = plt.subplots(figsize=(6, 4))
     best = {}
+    by_opt = {}
     for arm in recipe["arms"]:
-        runs = load_runs([runs_dir / arm])
-        if not runs:
-            continue
+        for r in load_runs([runs_dir / arm]):
+            by_opt.setdefault(r.choices.get("optimizer", arm), []).append(r)
+    for arm, runs in by_opt.items():
         cells = {}
         for r in runs:
             cells.setdefault((r.config["optimizer.lr"], r.config["optimizer.weight_decay"]),
@@ -527,14 +529,19 @@ def analysis_lion(recipe, runs_dir, out):
     lines.append("\n## Optimizer-state memory\n\nMeasured after one step on the recipe's model "
                  "(bytes of tensors in `optimizer.state`).\n\n| optimizer | parameters | state | "
                  "state / parameters |\n|---|---|---|---|")
+    measured = set()
     for arm in recipe["arms"]:
         ovr = first_combo(merge(list(recipe["common"]), list(recipe["arms"][arm])))
+        opt = next((o.split("=", 1)[1] for o in ovr if o.startswith("optimizer=")), arm)
+        if opt in measured:
+            continue
+        measured.add(opt)
         try:
             pb, sb = optimizer_state_bytes(ovr)
         except Exception as e:  # a model that cannot be built here: say so
-            lines.append(f"| {arm} | n/a | n/a | {type(e).__name__} |")
+            lines.append(f"| {opt} | n/a | n/a | {type(e).__name__} |")
             continue
-        lines.append(f"| {arm} | {pb / 1e6:.3f} MB | {sb / 1e6:.3f} MB | {sb / pb:.2f}× |")
+        lines.append(f"| {opt} | {pb / 1e6:.3f} MB | {sb / 1e6:.3f} MB | {sb / pb:.2f}× |")
     write_md(out, "analysis.md", "\n".join(lines) + "\n")
 
 

@@ -151,3 +151,29 @@ def test_lock_refuses_a_second_driver_on_the_same_arm(tmp_path):
     assert not X.lock(arm)
     (arm / ".driver.lock").write_text("999999999")  # a dead one: taken over
     assert X.lock(arm)
+
+
+def test_lion_analysis_groups_a_grid_spread_over_arms_by_optimizer(tmp_path):
+    """An extension arm (adamw_hi) joins its optimizer's grid: one table, one best cell and one
+    memory row per optimizer, the best cell chosen over both arms."""
+    tiny = ["model=mlp", "model.hidden=16", "trainer.max_steps=2", "trainer.eval_every=2",
+            "trainer.progress=false", "trainer.batch_size=50", "dataset.num_samples=600",
+            "dataset.val_size=50"]
+    cells = {"adamw": ["optimizer=adamw", "optimizer.lr=1e-3", "optimizer.weight_decay=0.01"],
+             "adamw_hi": ["optimizer=adamw", "optimizer.lr=3e-3", "optimizer.weight_decay=0.01"],
+             "lion": ["optimizer=lion", "optimizer.lr=1e-4", "optimizer.weight_decay=0.1"]}
+    runs = tmp_path / "runs"
+    for arm, ovr in cells.items():
+        for seed in (0, 1):
+            s = train_run(tiny + ovr + [f"+arm={arm}", f"seed={seed}"], runs / arm / str(seed))
+            assert s["status"] == "completed"
+    recipe = {"name": "tiny", "common": tiny, "arms": cells, "select": "best/val/acc",
+              "best_baseline": "optimizer=adamw"}
+    X.analysis_lion(recipe, runs, tmp_path / "out")
+    text = (tmp_path / "out" / "analysis.md").read_text()
+    assert text.count("\n## adamw") == 1 and text.count("\n## lion") == 1
+    adamw = text.split("\n## adamw")[1].split("\n## ")[0]
+    assert "| 0.001 | 0.01 | 2 |" in adamw and "| 0.003 | 0.01 | 2 |" in adamw
+    memory = text.split("Optimizer-state memory")[1]
+    assert memory.count("| adamw |") == 1 and memory.count("| lion |") == 1
+    assert "adamw_hi" not in memory
