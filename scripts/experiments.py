@@ -151,15 +151,18 @@ def first_combo(overrides: list[str]) -> list[str]:
 
 # -- running ---------------------------------------------------------------------------------
 
+# the files a run's numbers depend on: code, configs and recipes (not docs or results)
+RUN_INPUTS = ("runner", "conf", "scripts", "pyproject.toml", ":(glob)experiments/*/recipe.yaml")
+
+
 def git_commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                              capture_output=True).stdout.strip()
-        # the driver itself rewrites READMEs and results/ as recipes finish: not a code change
+        # only what changes a run counts (the driver itself rewrites READMEs and results/)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                ".", ":(exclude,glob)experiments/*/README.md",
-                                ":(exclude,glob)experiments/*/results*/**"],
-                               cwd=ROOT, text=True, capture_output=True).stdout.strip()
+                                *RUN_INPUTS], cwd=ROOT, text=True,
+                               capture_output=True).stdout.strip()
         return sha + (" (+ uncommitted changes in the shared tree)" if dirty else "")
     except OSError:
         return "unknown"
@@ -186,6 +189,7 @@ def run(recipe: dict, extra: list[str], runs_dir: Path, out: Path, arms=None, dr
     code = 0
     pending = list(arms)
     active: list[tuple[str, list, float, subprocess.Popen]] = []
+    commits: dict[str, str] = {}  # each arm's commit when its sweep started
 
     def finish(arm, cmd, t0, p):
         nonlocal code
@@ -195,9 +199,9 @@ def run(recipe: dict, extra: list[str], runs_dir: Path, out: Path, arms=None, dr
             info["arms"] = {**json.loads(info_path.read_text()).get("arms", {}), **{
                 k: v for k, v in info["arms"].items() if k != arm}}
         prev = info["arms"].get(arm, {})
-        commit = git_commit()
-        if prev.get("commit") and prev["commit"] != commit:  # a re-run that added jobs
-            commit = f"{prev['commit']}, then {commit}"
+        commit = commits.pop(arm)
+        if prev.get("commit") and prev["commit"].split(", then ")[-1] != commit:
+            commit = f"{prev['commit']}, then {commit}"  # a re-run at another commit
         info["arms"][arm] = {"command": shlex.join(cmd), "commit": commit,
                              # completed jobs are skipped on a re-run: the times add up
                              "wall_seconds": round(wall + prev.get("wall_seconds", 0), 1),
@@ -220,6 +224,7 @@ def run(recipe: dict, extra: list[str], runs_dir: Path, out: Path, arms=None, dr
                       f"{rel(runs_dir / arm)} (see its .driver.lock)", flush=True)
                 code = code or 1
                 continue
+            commits[arm] = git_commit()
             active.append((arm, cmd, time.time(), subprocess.Popen(cmd, cwd=ROOT, env=env)))
         for item in list(active):
             if item[3].poll() is not None:

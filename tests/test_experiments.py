@@ -177,3 +177,30 @@ def test_lion_analysis_groups_a_grid_spread_over_arms_by_optimizer(tmp_path):
     memory = text.split("Optimizer-state memory")[1]
     assert memory.count("| adamw |") == 1 and memory.count("| lion |") == 1
     assert "adamw_hi" not in memory
+
+
+def test_a_runs_commit_is_dirty_only_for_uncommitted_run_inputs(tmp_path, monkeypatch):
+    """Docs and the results the driver writes leave the commit clean; code and recipes do not."""
+    import subprocess
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    files = ["README.md", "experiments/README.md", "experiments/a/README.md",
+             "experiments/a/results/report.md", "runner/engine.py", "experiments/a/recipe.yaml",
+             "conf/config.yaml"]
+    for f in files:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("x\n")
+    subprocess.run(git[:-2] + ["init", "-q", str(tmp_path)], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-qm", "init"], check=True)
+    monkeypatch.setattr(X, "ROOT", tmp_path)
+    sha = X.git_commit()
+    assert len(sha) >= 7 and "uncommitted" not in sha
+    for f in files[:4]:  # docs and results
+        (tmp_path / f).write_text("y\n")
+    assert X.git_commit() == sha
+    for f in files[4:]:  # code, a recipe, a config
+        subprocess.run(git + ["add", "-A"], check=True)
+        subprocess.run(git + ["commit", "-qm", "docs"], check=True)
+        sha = X.git_commit()
+        (tmp_path / f).write_text("y\n")
+        assert X.git_commit() == sha + " (+ uncommitted changes in the shared tree)"
