@@ -400,3 +400,39 @@ def test_bench_arms_train_on_the_engines_batches(tmp_path):
             e, rows = next(order)
             assert e == epoch
             assert torch.equal(rows, torch.cat([x["y"] for x in b.epoch(epoch)]))
+
+
+def test_deterministic_steps_allocate_without_filling(tmp_path):
+    """trainer.deterministic=true turns on torch's deterministic algorithms but not its fill of
+    every new uninitialized tensor (a debugging aid that changes no correct op's result and cost
+    a fill per allocation): a conv net's training steps make no fill under an allocation."""
+    from torch.profiler import ProfilerActivity, profile
+
+    old = torch.utils.deterministic.fill_uninitialized_memory
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as p:
+            s = train_run(["model=cnn1d", "trainer.max_steps=3", "trainer.eval_every=3",
+                           "trainer.progress=false", "trainer.deterministic=true"], tmp_path / "r")
+        assert s["status"] == "completed" and torch.are_deterministic_algorithms_enabled()
+        allocations = {"aten::empty", "aten::empty_strided", "aten::empty_like"}
+        fills = [e for e in p.events() if e.name == "aten::fill_" and e.cpu_parent is not None
+                 and e.cpu_parent.name in allocations]
+        convs = [e for e in p.events() if e.name == "aten::convolution_backward"]
+        assert convs and not fills
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.utils.deterministic.fill_uninitialized_memory = old
+
+
+def test_bench_restores_torch_globals_after_the_engine_arm(monkeypatch):
+    """The engine's deterministic mode is process-wide; the benchmark's next arm (hand loop,
+    HF Trainer, Lightning) must run with torch's own defaults."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench
+
+    before = bench._torch_globals()
+    assert not before["deterministic"]
+    bench.engine_run(["trainer.deterministic=true"], steps=4, warm=2)
+    assert bench._torch_globals() == before
