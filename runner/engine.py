@@ -537,6 +537,22 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.utils.deterministic.fill_uninitialized_memory = False
 
 
+def torch_determinism(restore: dict | None = None) -> dict:
+    """torch's process-wide determinism settings, which `seed_everything` changes; with
+    `restore` (an earlier return value), set them back. For callers that run several trainings
+    or other code in one process (the benchmark, the tests)."""
+    import torch.utils.deterministic as det
+
+    now = {"deterministic": torch.are_deterministic_algorithms_enabled(),
+           "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+           "fill": det.fill_uninitialized_memory}
+    if restore:
+        torch.use_deterministic_algorithms(restore["deterministic"],
+                                           warn_only=restore["warn_only"])
+        det.fill_uninitialized_memory = restore["fill"]
+    return now
+
+
 def rng_state() -> dict:
     np_state = np.random.get_state()
     s = {"python": random.getstate(), "torch": torch.get_rng_state(),

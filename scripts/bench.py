@@ -112,7 +112,7 @@ def engine_run(over: list[str], steps: int, warm: int, mem: bool = False) -> dic
         return orig_fit(state, *a, **k)
 
     engine.train_step, engine.fit = train_step, fit
-    torch_globals = _torch_globals()
+    determinism = engine.torch_determinism()
     try:
         with tempfile.TemporaryDirectory() as d:
             t0 = time.perf_counter()
@@ -120,7 +120,7 @@ def engine_run(over: list[str], steps: int, warm: int, mem: bool = False) -> dic
     finally:
         engine.train_step, engine.fit = orig_step, orig_fit
         # the engine's deterministic mode is process-wide: the next arm gets torch's defaults
-        _torch_globals(torch_globals)
+        engine.torch_determinism(determinism)
     if summary["status"] != "completed":
         raise RuntimeError(f"engine run failed: {summary.get('error')}")
     state = box.pop("state")
@@ -129,22 +129,6 @@ def engine_run(over: list[str], steps: int, warm: int, mem: bool = False) -> dic
            "opt_state_bytes": optimizer_state_bytes(state.optimizer), **box}
     out["step_ms"] = 1000 * bs / out["sps"]
     return out
-
-
-def _torch_globals(restore: dict | None = None) -> dict:
-    """The process-wide torch settings a `tricks train` run may change; with `restore`, set them
-    back, so every arm of an interleaved comparison starts from the same state."""
-    import torch
-    import torch.utils.deterministic as det
-
-    now = {"deterministic": torch.are_deterministic_algorithms_enabled(),
-           "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
-           "fill": det.fill_uninitialized_memory}
-    if restore:
-        torch.use_deterministic_algorithms(restore["deterministic"],
-                                           warn_only=restore["warn_only"])
-        det.fill_uninitialized_memory = restore["fill"]
-    return now
 
 
 def optimizer_state_bytes(opt) -> int:

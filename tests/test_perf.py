@@ -408,7 +408,7 @@ def test_deterministic_steps_allocate_without_filling(tmp_path):
     a fill per allocation): a conv net's training steps make no fill under an allocation."""
     from torch.profiler import ProfilerActivity, profile
 
-    old = torch.utils.deterministic.fill_uninitialized_memory
+    saved = engine.torch_determinism()
     try:
         with profile(activities=[ProfilerActivity.CPU]) as p:
             s = train_run(["model=cnn1d", "trainer.max_steps=3", "trainer.eval_every=3",
@@ -420,11 +420,10 @@ def test_deterministic_steps_allocate_without_filling(tmp_path):
         convs = [e for e in p.events() if e.name == "aten::convolution_backward"]
         assert convs and not fills
     finally:
-        torch.use_deterministic_algorithms(False)
-        torch.utils.deterministic.fill_uninitialized_memory = old
+        engine.torch_determinism(saved)
 
 
-def test_bench_restores_torch_globals_after_the_engine_arm(monkeypatch):
+def test_bench_restores_torch_determinism_after_the_engine_arm():
     """The engine's deterministic mode is process-wide; the benchmark's next arm (hand loop,
     HF Trainer, Lightning) must run with torch's own defaults."""
     import sys
@@ -432,7 +431,11 @@ def test_bench_restores_torch_globals_after_the_engine_arm(monkeypatch):
     sys.path.insert(0, str(ROOT / "scripts"))
     import bench
 
-    before = bench._torch_globals()
-    assert not before["deterministic"]
-    bench.engine_run(["trainer.deterministic=true"], steps=4, warm=2)
-    assert bench._torch_globals() == before
+    saved = engine.torch_determinism()  # earlier tests in this process may have changed it
+    try:
+        torch.use_deterministic_algorithms(False)  # torch's default, as the other arms expect
+        before = engine.torch_determinism()
+        bench.engine_run(["trainer.deterministic=true"], steps=4, warm=2)
+        assert engine.torch_determinism() == before
+    finally:
+        engine.torch_determinism(saved)
