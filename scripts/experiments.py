@@ -493,12 +493,12 @@ def analysis_lion(recipe, runs_dir, out):
     for arm in recipe["arms"]:
         for r in load_runs([runs_dir / arm]):
             by_opt.setdefault(r.choices.get("optimizer", arm), []).append(r)
-    for arm, runs in by_opt.items():
+    for opt, runs in by_opt.items():
         cells = {}
         for r in runs:
             cells.setdefault((r.config["optimizer.lr"], r.config["optimizer.weight_decay"]),
                              []).append(r)
-        lines.append(f"\n## {arm}\n\n| lr | weight_decay | n | {sel} | test/acc |\n|---|---|---|---|---|")
+        lines.append(f"\n## {opt}\n\n| lr | weight_decay | n | {sel} | test/acc |\n|---|---|---|---|---|")
         scored = []
         for (lr, wd), rs in sorted(cells.items()):
             mv, hv, n = ci([r.value(sel) for r in rs])
@@ -506,15 +506,15 @@ def analysis_lion(recipe, runs_dir, out):
             scored.append((mv, lr, wd, mt, ht, rs))
             lines.append(f"| {lr:g} | {wd:g} | {n} | {fmt(mv, hv)} | {fmt(mt, ht)} |")
         b = max(scored, key=lambda s: s[0])
-        best[arm] = b
-        lines.append(f"\nbest {arm}: lr={b[1]:g}, weight_decay={b[2]:g}\n")
+        best[opt] = b
+        lines.append(f"\nbest {opt}: lr={b[1]:g}, weight_decay={b[2]:g}\n")
         lrs = sorted({s[1] for s in scored})
         ys, hs = [], []
         for lr in lrs:
             s = max((s for s in scored if s[1] == lr), key=lambda s: s[0])
             ys.append(s[3])
             hs.append(0 if math.isnan(s[4]) else s[4])
-        ax.errorbar(lrs, ys, yerr=hs, marker="o", capsize=3, label=f"{arm} (best wd per lr)")
+        ax.errorbar(lrs, ys, yerr=hs, marker="o", capsize=3, label=f"{opt} (best wd per lr)")
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("test/acc")
