@@ -11,7 +11,12 @@ drifting machine speed cancels out):
 - overhead: the engine (`runner.main.run`, exactly what `tricks train` runs) against a minimal
   hand-written PyTorch loop (scripts/hand_loop.py) with the same model, data, batch, optimizer
   (fused AdamW), schedule, steps and seed; steady-state samples/s (the first log interval, with
-  warm-up, is dropped) and, apart, the in-process time to the first finished step.
+  warm-up, is dropped) and, apart, the in-process time to the first finished step. Each arm
+  also splits its steady step (scripts/hand_loop.ModelClock) into the time inside the model's
+  forward, the backward and the optimizer's update kernel, which is the same work in every arm,
+  and the rest: the framework's own work per step, where the arms differ. On jobs where the
+  model's compute is nearly the whole step, that split resolves differences far below the
+  machine's noise on whole steps.
 - peers: the same jobs through Hugging Face `Trainer` and PyTorch Lightning (scripts/bench_peers.py).
 - startup: a fresh process per framework, time from spawn to the end of the first step.
 - tricks: steady step time and peak step memory of every conf/reg trick, clip mode and derived
@@ -85,7 +90,7 @@ def conf_options(group: str) -> list[str]:
 def engine_run(over: list[str], steps: int, warm: int, mem: bool = False) -> dict:
     """`tricks train` in-process (runner.main.run) with eval/checkpoint only after the last step.
     Per-step end times are taken by a wrapper of engine.train_step (one perf_counter call)."""
-    from hand_loop import steady_sps
+    from hand_loop import stamp, step_result
     from runner import engine
     from runner.config import compose
     from runner.main import run
@@ -105,7 +110,7 @@ def engine_run(over: list[str], steps: int, warm: int, mem: bool = False) -> dic
             box["peak_step_bytes"] = pk.peak
         else:
             orig_step(state, micro, loss_fn, bwd_fn, log_now)
-        times.append(time.perf_counter())
+        stamp(times)
 
     def fit(state, *a, **k):
         box["state"] = state
@@ -124,11 +129,8 @@ def engine_run(over: list[str], steps: int, warm: int, mem: bool = False) -> dic
     if summary["status"] != "completed":
         raise RuntimeError(f"engine run failed: {summary.get('error')}")
     state = box.pop("state")
-    bs = cfg.trainer.batch_size
-    out = {"sps": steady_sps(times, bs, warm), "first_step_s": times[0] - t0,
-           "opt_state_bytes": optimizer_state_bytes(state.optimizer), **box}
-    out["step_ms"] = 1000 * bs / out["sps"]
-    return out
+    return {**step_result(times, cfg.trainer.batch_size, warm, t0),
+            "opt_state_bytes": optimizer_state_bytes(state.optimizer), **box}
 
 
 def optimizer_state_bytes(opt) -> int:
@@ -170,6 +172,23 @@ def interleave(arms: dict, reps: int, log=print) -> dict:
     return res
 
 
+def clocked(fn, over: list[str], steps: int, warm: int) -> dict:
+    """fn(over, steps, warm) under a ModelClock: adds model_ms and framework_ms per step."""
+    from hand_loop import ModelClock
+
+    with ModelClock() as clock:
+        r = fn(over, steps, warm)
+    return {**r, **clock.split(r["times"], warm)}
+
+
+def paired_diff(a: list, b: list, key: str) -> dict:
+    """Mean and 95% CI (t) of b[i][key] - a[i][key] over the repetitions (paired: rep i of
+    both arms ran back to back)."""
+    from runner.compare import describe
+
+    return describe([y[key] - x[key] for x, y in zip(a, b)])
+
+
 def med(results: list, key: str) -> float:
     vals = [r[key] for r in results if r.get(key) is not None]
     return statistics.median(vals) if vals else float("nan")
@@ -192,18 +211,28 @@ def section_overhead(args, out: dict, with_peers: bool):
         print(f"[overhead{'+peers' if with_peers else ''}] {job}", flush=True)
         n, w = (args.text_steps, args.text_warm) if "dataset=tweets" in over else (args.steps,
                                                                                    args.warm)
-        arms = {"engine": lambda: engine_run(over, n, w), "hand": lambda: hand_run(over, n, w)}
+        arms = {"engine": lambda: clocked(engine_run, over, n, w),
+                "hand": lambda: clocked(hand_run, over, n, w)}
         if with_peers:
             from bench_peers import hf_run, lightning_run
 
-            arms["hf"] = lambda: hf_run(over, n, w)
-            arms["lightning"] = lambda: lightning_run(over, n, w)
+            arms["hf"] = lambda: clocked(hf_run, over, n, w)
+            arms["lightning"] = lambda: clocked(lightning_run, over, n, w)
         res = interleave(arms, args.reps)
         row = {"job": job, "hand_sps": med(res["hand"], "sps"),
                "engine_sps": med(res["engine"], "sps"),
                "engine_vs_hand": ratio(res["engine"], res["hand"], "sps"),
                "engine_first_step_s": med(res["engine"], "first_step_s"),
                "hand_first_step_s": med(res["hand"], "first_step_s")}
+        for a in res:
+            row[f"{a}_model_ms"] = med(res[a], "model_ms")
+            row[f"{a}_framework_ms"] = med(res[a], "framework_ms")
+        for p in ("hand", "hf", "lightning"):
+            if p in res:
+                # the engine's per-step saving over p: p's framework time minus the engine's
+                d = paired_diff(res["engine"], res[p], "framework_ms")
+                row[f"saved_vs_{p}_ms"], row[f"saved_vs_{p}_ci"] = d["mean"], d["ci95"]
+                row[f"saved_vs_{p}_pct"] = 100 * d["mean"] / med(res["engine"], "step_ms")
         for p in ("hf", "lightning"):
             if p in res:
                 row[f"{p}_sps"] = med(res[p], "sps")
@@ -411,6 +440,27 @@ def report(out: dict, argv: list) -> str:
                      ("engine / Lightning", "engine_vs_lightning", ".2f")]
         lines += ["### Engine overhead and peers (steady state, higher is faster)", "",
                   table(out["overhead"], cols), ""]
+        rows = [{**r, **{f"{k}_pm": f"{r[f'{k}_ms']:+.2f} ± {r[f'{k}_ci']:.2f}"
+                         for k in ("saved_vs_hand", "saved_vs_hf", "saved_vs_lightning")
+                         if f"{k}_ms" in r}} for r in out["overhead"]]
+        cols = [("job", "job", ""), ("hand loop", "hand_framework_ms", ".3g"),
+                ("engine", "engine_framework_ms", ".3g")]
+        if any("hf_sps" in r for r in rows):
+            cols += [("HF Trainer", "hf_framework_ms", ".3g"),
+                     ("Lightning", "lightning_framework_ms", ".3g")]
+        cols += [("model ms (engine)", "engine_model_ms", ".4g"),
+                 ("engine's saving vs hand loop, ms", "saved_vs_hand_pm", "")]
+        if any("hf_sps" in r for r in rows):
+            cols += [("vs HF Trainer, ms", "saved_vs_hf_pm", ""),
+                     ("% of a step", "saved_vs_hf_pct", ".2f"),
+                     ("vs Lightning, ms", "saved_vs_lightning_pm", ""),
+                     ("% of a step", "saved_vs_lightning_pct", ".2f")]
+        lines += ["### Per-step time outside the model's forward, backward and update, ms "
+                  "(the framework's own work; lower is faster)", "",
+                  "The rest of a step (model ms) is the same kernels on the same batches in "
+                  "every arm. Saving: the other arm's framework time minus the engine's, mean "
+                  "± 95% CI over the paired repetitions (negative: the engine spends more).",
+                  "", table(rows, cols), ""]
         cols = [("job", "job", ""), ("hand loop", "hand_first_step_s", ".2f"),
                 ("engine", "engine_first_step_s", ".2f"), ("HF Trainer", "hf_first_step_s",
                                                            ".2f"),
@@ -503,8 +553,9 @@ def main(argv=None):
         os.environ["BENCH_THREADS"] = str(args.threads)  # the startup section's children
 
     out = {"machine": machine(),
-           "settings": f"{args.reps} interleaved repetitions of {args.steps}-step runs, the "
-                       f"first {args.warm} steps dropped"}
+           "settings": f"{args.reps} interleaved repetitions of {args.steps}-step runs "
+                       f"({args.text_steps} for the tweets jobs), the first {args.warm} "
+                       f"({args.text_warm}) steps dropped"}
     t0 = time.perf_counter()
     if "peers" in sections or "overhead" in sections:
         section_overhead(args, out, with_peers="peers" in sections)

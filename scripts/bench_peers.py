@@ -20,6 +20,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from hand_loop import stamp, step_result
 
 
 class DictDataset(torch.utils.data.Dataset):
@@ -80,13 +81,6 @@ def _setup(overrides):
     return cfg, data, model, t0
 
 
-def _result(times, t0, bs, warm):
-    from hand_loop import steady_sps
-
-    sps = steady_sps(times, bs, warm)
-    return {"sps": sps, "first_step_s": times[0] - t0, "step_ms": 1000 * bs / sps}
-
-
 def hf_run(overrides: list[str], steps: int, warm: int, on_first_step=None) -> dict:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -106,7 +100,7 @@ def hf_run(overrides: list[str], steps: int, warm: int, on_first_step=None) -> d
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
-            times.append(time.perf_counter())
+            stamp(times)
             if len(times) == 1 and on_first_step is not None:
                 on_first_step()
 
@@ -129,7 +123,7 @@ def hf_run(overrides: list[str], steps: int, warm: int, on_first_step=None) -> d
                      data_collator=collator(getattr(data.collate, "multiple", None)),
                      callbacks=[Clock()])
         tr.train()
-    return _result(times, t0, bs, warm)
+    return step_result(times, bs, warm, t0)
 
 
 def lightning_run(overrides: list[str], steps: int, warm: int, on_first_step=None) -> dict:
@@ -156,7 +150,7 @@ def lightning_run(overrides: list[str], steps: int, warm: int, on_first_step=Non
 
     class Clock(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            times.append(time.perf_counter())
+            stamp(times)
             if len(times) == 1 and on_first_step is not None:
                 on_first_step()
 
@@ -170,4 +164,4 @@ def lightning_run(overrides: list[str], steps: int, warm: int, on_first_step=Non
                             enable_model_summary=False, num_sanity_val_steps=0,
                             limit_val_batches=0, callbacks=[Clock()], default_root_dir=d)
         trainer.fit(Module(), loader)
-    return _result(times, t0, bs, warm)
+    return step_result(times, bs, warm, t0)

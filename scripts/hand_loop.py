@@ -26,6 +26,112 @@ def steady_sps(times: list[float], batch: int, skip: int) -> float:
     return n * batch / (times[-1] - times[skip - 1]) if n > 0 else float("nan")
 
 
+class ModelClock:
+    """Time spent inside the model's forward, the backward pass and the optimizer's update
+    kernel, so that a step splits into that work, which every benchmark arm shares (same model,
+    batches and fused AdamW kernel), and the rest: the framework's own work per step (batching,
+    collation, loss and metric bookkeeping, hooks, scheduler, callbacks).
+
+    While a clock is entered: every model built by `runner.build.model` (the engine's, the hand
+    loop's and the peers') gets forward pre/post hooks; `torch.autograd.backward` (what
+    `Tensor.backward` calls) and `torch.optim.adam.adam` (the update AdamW's `step` calls,
+    after its own parameter bookkeeping) are wrapped. Nested intervals count once (a forward
+    inside a backward; Lightning's closure runs forward and backward inside `optimizer.step`, and
+    only its update kernel is timed, not the closure). Each arm calls `stamp(times)` at the end
+    of a step, which also records the clock's running total. CPU only: on CUDA the kernels run
+    asynchronously and these intervals would time their launches.
+
+        with ModelClock() as clock:
+            r = hand_run(...)            # stamps every step
+        r.update(clock.split(r["times"], skip=15))   # model_ms, framework_ms per steady step
+    """
+
+    active: "ModelClock | None" = None
+
+    def __init__(self, now=time.perf_counter):
+        self.now = now  # the clock of the intervals and of `stamp` (a fake one in the tests)
+        self.total, self.marks, self._depth, self._t0 = 0.0, [], 0, 0.0
+
+    def _enter(self, *_):
+        if self._depth == 0:
+            self._t0 = self.now()
+        self._depth += 1
+
+    def _exit(self, *_):
+        self._depth -= 1
+        if self._depth == 0:
+            self.total += self.now() - self._t0
+
+    def _timed(self, fn):
+        def wrapper(*a, **k):
+            self._enter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self._exit()
+        return wrapper
+
+    def __enter__(self):
+        import importlib
+
+        import torch.autograd
+
+        from runner import build
+
+        adam = importlib.import_module("torch.optim.adam")  # (torch.optim deletes the name)
+        self._saved = (build.model, torch.autograd.backward, adam.adam)
+        build_model = build.model
+
+        def model(*a, **k):
+            m = build_model(*a, **k)
+            m.register_forward_pre_hook(self._enter)
+            m.register_forward_hook(self._exit)
+            return m
+
+        build.model = model
+        torch.autograd.backward = self._timed(torch.autograd.backward)
+        adam.adam = self._timed(adam.adam)
+        ModelClock.active = self
+        return self
+
+    def __exit__(self, *exc):
+        import importlib
+
+        import torch.autograd
+
+        from runner import build
+
+        adam = importlib.import_module("torch.optim.adam")
+        build.model, torch.autograd.backward, adam.adam = self._saved
+        ModelClock.active = None
+
+    def split(self, times: list[float], skip: int) -> dict:
+        """Per steady step (after step `skip`), ms: inside the model's forward, backward and
+        update (`model_ms`) and everything else (`framework_ms`)."""
+        n = len(times) - skip
+        if n <= 0 or len(self.marks) != len(times):
+            return {}
+        wall = (times[-1] - times[skip - 1]) / n
+        model = (self.marks[-1] - self.marks[skip - 1]) / n
+        return {"model_ms": 1000 * model, "framework_ms": 1000 * (wall - model)}
+
+
+def stamp(times: list[float]) -> None:
+    """End of a training step: its time, and the running total of an active ModelClock."""
+    clock = ModelClock.active
+    times.append(time.perf_counter() if clock is None else clock.now())
+    if clock is not None:
+        clock.marks.append(clock.total)
+
+
+def step_result(times: list[float], batch: int, skip: int, t0: float) -> dict:
+    """What every benchmark arm returns: steady samples/s and ms per step, time to the first
+    step (from t0), and the step end times (for ModelClock.split)."""
+    sps = steady_sps(times, batch, skip)
+    return {"sps": sps, "first_step_s": times[0] - t0, "step_ms": 1000 * batch / sps,
+            "times": times}
+
+
 def engine_order(cfg, data):
     """The engine's sequence of training rows, epoch after epoch (runner.data.batching.
     IndexBatcher: seeded permutations, length-grouped with dataset.padding=bucket), for the
@@ -80,8 +186,7 @@ def hand_run(overrides: list[str], steps: int, log_every: int, on_first_step=Non
         sched.step()
         if (step + 1) % log_every == 0:
             loss.item()
-        times.append(time.perf_counter())
+        stamp(times)
         if step == 0 and on_first_step is not None:
             on_first_step()
-    sps = steady_sps(times, bs, log_every)
-    return {"sps": sps, "first_step_s": times[0] - t0, "step_ms": 1000 * bs / sps}
+    return step_result(times, bs, log_every, t0)

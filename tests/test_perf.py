@@ -439,3 +439,79 @@ def test_bench_restores_torch_determinism_after_the_engine_arm():
         assert engine.torch_determinism() == before
     finally:
         engine.torch_determinism(saved)
+
+
+def test_bench_clock_splits_a_step_into_model_and_framework_time(monkeypatch):
+    """scripts/hand_loop.ModelClock (the benchmark's split of a step) counts the model's forward,
+    the backward and AdamW's update as model time and the rest of the step as the framework's;
+    a closure that runs forward and backward inside optimizer.step (Lightning's way) is not
+    counted as the update, and a forward inside the backward counts once. A fake clock: forward
+    5 s, backward 7 s, update 11 s, framework 3 + 1 s per step."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from hand_loop import ModelClock, stamp
+
+    from runner import build
+
+    now = [0.0]
+
+    class Tick(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            now[0] += 7
+            if nested:  # a forward inside the backward (a gradient penalty's second pass)
+                with torch.no_grad():
+                    model(x)
+            return g
+
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+
+        def forward(self, x):
+            now[0] += 5
+            return Tick.apply(self.lin(x))
+
+    adam_mod = importlib.import_module("torch.optim.adam")
+    real_adam = adam_mod.adam
+
+    def slow_adam(*a, **k):
+        now[0] += 11
+        return real_adam(*a, **k)
+
+    monkeypatch.setattr(adam_mod, "adam", slow_adam)
+    monkeypatch.setattr(build, "model", lambda *a, **k: Toy())
+    before = (build.model, torch.autograd.backward, adam_mod.adam)
+    x = torch.randn(4, 2)
+    for closure_style, nested in ((False, False), (True, False), (False, True)):
+        with ModelClock(now=lambda: now[0]) as clock:
+            model = build.model()
+            opt = torch.optim.AdamW(model.parameters())
+            times = []
+            for _ in range(4):
+                now[0] += 3  # batching, bookkeeping
+
+                def closure():
+                    opt.zero_grad()
+                    loss = model(x).sum()
+                    now[0] += 1  # the framework's work between forward and backward
+                    loss.backward()
+                    return loss
+
+                if closure_style:
+                    opt.step(closure)
+                else:
+                    closure()
+                    opt.step()
+                stamp(times)
+        model_ms = 1000.0 * (5 + 7 + 11 + 5 * nested)
+        assert clock.split(times, skip=1) == {"model_ms": model_ms, "framework_ms": 4_000.0}
+        assert (build.model, torch.autograd.backward, adam_mod.adam) == before  # restored
+        assert ModelClock.active is None
