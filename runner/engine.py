@@ -528,8 +528,10 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed % (1 << 32))
     torch.manual_seed(seed)
+    # process-wide: set either way, so a job after a deterministic one in the same process (an
+    # in-process sweep, a caller running several trainings) gets the mode its config asks for
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         # deterministic mode would also fill every new uninitialized tensor with NaN, a debugging
         # aid for ops that read memory they never wrote: it changes no result of a correct op

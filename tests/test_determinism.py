@@ -50,3 +50,21 @@ def test_noop_trick_is_bit_identical(tmp_path, monkeypatch):
     train_run(ARGS, tmp_path / "noop")
     assert (strip_timing(read_rows(tmp_path / "plain"))
             == strip_timing(read_rows(tmp_path / "noop")))
+
+
+def test_deterministic_mode_follows_each_jobs_config_in_one_process(tmp_path):
+    """torch's deterministic mode is process-wide: a trainer.deterministic=false job after a
+    deterministic one in the same process (an in-process sweep) runs with it off, and back on."""
+    import torch
+
+    from runner import engine
+
+    saved = engine.torch_determinism()
+    try:
+        for i, flag in enumerate(("true", "false", "true")):
+            s = train_run(["trainer.max_steps=2", "trainer.eval_every=2", "trainer.progress=false",
+                           f"trainer.deterministic={flag}"], tmp_path / str(i))
+            assert s["status"] == "completed"
+            assert torch.are_deterministic_algorithms_enabled() == (flag == "true")
+    finally:
+        engine.torch_determinism(saved)
