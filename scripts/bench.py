@@ -24,6 +24,8 @@ drifting machine speed cancels out):
 - optim: step time and optimizer-state memory of every conf/optimizer entry, relative to AdamW.
 - scaling: engine and hand-loop throughput against batch size and model width.
 - compile: trainer.compile=true against false: warm-up and steady throughput.
+- precision: trainer.precision=bf16 against fp32 (not in the default set; on a CPU bf16 is
+  opt-in and pays only with bf16 matrix units such as AMX).
 
 Jobs: mnist1d MLP (the default config), mnist1d CNN (model=cnn1d), tweets Transformer
 (model=transformer dataset=tweets, 2,000 training tweets, minilm tokenizer, dynamic padding), and
@@ -387,6 +389,32 @@ def section_compile(args, out: dict):
     out["compile"] = rows
 
 
+def section_precision(args, out: dict):
+    """trainer.precision=bf16 (autocast) against fp32 on this device, engine only: on CUDA the
+    auto choice; on a CPU opt-in, and worth it only where the CPU has bf16 matrix units."""
+    import torch
+
+    rows = []
+    jobs = [j for j in args.jobs if j in JOBS]
+    for job in jobs:
+        print(f"[precision] {job}", flush=True)
+        over = JOBS[job]
+        n, w = (args.text_steps, args.text_warm) if "dataset=tweets" in over else (args.steps,
+                                                                                   args.warm)
+        res = interleave({p: (lambda p=p: engine_run(over + [f"trainer.precision={p}"], n, w))
+                          for p in ("fp32", "bf16")}, args.reps)
+        rows.append({"job": job, "fp32_sps": med(res["fp32"], "sps"),
+                     "bf16_sps": med(res["bf16"], "sps"),
+                     "bf16_vs_fp32": ratio(res["bf16"], res["fp32"], "sps")})
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+        amx = "amx_bf16" in flags
+    except OSError:
+        amx = None
+    out["precision"] = {"rows": rows, "cpu_amx": amx,
+                        "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 # -- report -----------------------------------------------------------------------------------
 
 def machine() -> dict:
@@ -499,10 +527,19 @@ def report(out: dict, argv: list) -> str:
                 ("eager first step s", "eager_first_step_s", ".2f"),
                 ("compiled first step s", "compiled_first_step_s", ".2f")]
         lines += ["### torch.compile (trainer.compile=true)", "", table(out["compile"], cols), ""]
+    if "precision" in out:
+        cols = [("job", "job", ""), ("fp32 samples/s", "fp32_sps", ".4g"),
+                ("bf16 samples/s", "bf16_sps", ".4g"), ("bf16 / fp32", "bf16_vs_fp32", ".2f")]
+        amx = out["precision"]["cpu_amx"]
+        lines += ["### Precision (trainer.precision, engine; CPU bf16 matrix units (AMX): "
+                  f"{'yes' if amx else 'no' if amx is False else 'unknown'}, torch CPU kernels: "
+                  f"{out['precision']['cpu_capability']})", "",
+                  table(out["precision"]["rows"], cols), ""]
     return "\n".join(lines)
 
 
-SECTIONS = ("overhead", "peers", "startup", "tricks", "optim", "scaling", "compile")
+SECTIONS = ("overhead", "peers", "startup", "tricks", "optim", "scaling", "compile",
+            "precision")
 
 
 def main(argv=None):
@@ -569,6 +606,8 @@ def main(argv=None):
         section_scaling(args, out)
     if "compile" in sections:
         section_compile(args, out)
+    if "precision" in sections:
+        section_precision(args, out)
     out["bench_seconds"] = time.perf_counter() - t0
     md = report(out, argv)
     print(md)

@@ -515,3 +515,31 @@ def test_bench_clock_splits_a_step_into_model_and_framework_time(monkeypatch):
         assert clock.split(times, skip=1) == {"model_ms": model_ms, "framework_ms": 4_000.0}
         assert (build.model, torch.autograd.backward, adam_mod.adam) == before  # restored
         assert ModelClock.active is None
+
+
+def test_bench_script_reports_the_framework_split_and_precision(tmp_path):
+    """scripts/bench.py as its users run it (tiny settings, the sections that need no peer
+    framework): the report has the steady ratio, each arm's framework time per step next to the
+    model's, the engine's saving over the hand loop, and the bf16/fp32 table."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench
+
+    saved = engine.torch_determinism()
+    try:
+        bench.main(["--quick", "--sections", "overhead,precision", "--jobs", "mnist1d MLP",
+                    "--out", str(tmp_path / "b.md"), "--json", str(tmp_path / "b.json")])
+    finally:
+        engine.torch_determinism(saved)
+    md = (tmp_path / "b.md").read_text()
+    raw = json.loads((tmp_path / "b.json").read_text())
+    row = raw["overhead"][0]
+    assert row["job"] == "mnist1d MLP"
+    for arm in ("engine", "hand"):
+        assert row[f"{arm}_model_ms"] > 0 and row[f"{arm}_framework_ms"] > 0
+    assert "Per-step time outside the model's forward, backward and update" in md
+    assert f"{row['saved_vs_hand_ms']:+.2f} ± nan" in md  # one repetition: no interval
+    prec = raw["precision"]["rows"][0]
+    assert prec["fp32_sps"] > 0 and prec["bf16_sps"] > 0 and "bf16 / fp32" in md
