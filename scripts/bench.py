@@ -175,9 +175,15 @@ def interleave(arms: dict, reps: int, log=print) -> dict:
 
 
 def clocked(fn, over: list[str], steps: int, warm: int) -> dict:
-    """fn(over, steps, warm) under a ModelClock: adds model_ms and framework_ms per step."""
+    """fn(over, steps, warm) under a ModelClock: adds model_ms and framework_ms per step. Not
+    on CUDA, where kernels run asynchronously: the clock would time their launches, and
+    synchronizing to time them would change the arms."""
+    import torch
+
     from hand_loop import ModelClock
 
+    if torch.cuda.is_available():
+        return fn(over, steps, warm)
     with ModelClock() as clock:
         r = fn(over, steps, warm)
     return {**r, **clock.split(r["times"], warm)}
@@ -226,11 +232,12 @@ def section_overhead(args, out: dict, with_peers: bool):
                "engine_vs_hand": ratio(res["engine"], res["hand"], "sps"),
                "engine_first_step_s": med(res["engine"], "first_step_s"),
                "hand_first_step_s": med(res["hand"], "first_step_s")}
-        for a in res:
+        split = all("framework_ms" in r for v in res.values() for r in v)
+        for a in res if split else ():
             row[f"{a}_model_ms"] = med(res[a], "model_ms")
             row[f"{a}_framework_ms"] = med(res[a], "framework_ms")
         for p in ("hand", "hf", "lightning"):
-            if p in res:
+            if p in res and split:
                 # the engine's per-step saving over p: p's framework time minus the engine's
                 d = paired_diff(res["engine"], res[p], "framework_ms")
                 row[f"saved_vs_{p}_ms"], row[f"saved_vs_{p}_ci"] = d["mean"], d["ci95"]
@@ -469,34 +476,35 @@ def report(out: dict, argv: list) -> str:
         lines += ["### Engine overhead and peers (steady state, higher is faster)", "",
                   table(out["overhead"], cols), ""]
         arms = [a for a in ("engine", "hand", "hf", "lightning")
-                if any(f"{a}_model_ms" in r for r in out["overhead"])]
-        rows = [{**r, **{f"{k}_pm": f"{r[f'{k}_ms']:+.2f} ± {r[f'{k}_ci']:.2f}"
-                         for k in ("saved_vs_hand", "saved_vs_hf", "saved_vs_lightning")
-                         if f"{k}_ms" in r},
-                 "model_ms_all": " · ".join(format(r[f"{a}_model_ms"], ".4g") for a in arms)}
-                for r in out["overhead"]]
-        cols = [("job", "job", ""), ("hand loop", "hand_framework_ms", ".3g"),
-                ("engine", "engine_framework_ms", ".3g")]
-        if any("hf_sps" in r for r in rows):
-            cols += [("HF Trainer", "hf_framework_ms", ".3g"),
-                     ("Lightning", "lightning_framework_ms", ".3g")]
-        names = {"engine": "engine", "hand": "hand", "hf": "HF", "lightning": "Lightning"}
-        cols += [("model ms: " + " · ".join(names[a] for a in arms), "model_ms_all", ""),
-                 ("engine's saving vs hand loop, ms", "saved_vs_hand_pm", "")]
-        if any("hf_sps" in r for r in rows):
-            cols += [("vs HF Trainer, ms", "saved_vs_hf_pm", ""),
-                     ("% of a step", "saved_vs_hf_pct", ".2f"),
-                     ("vs Lightning, ms", "saved_vs_lightning_pm", ""),
-                     ("% of a step", "saved_vs_lightning_pct", ".2f")]
-        lines += ["### Per-step time outside the model's forward, backward and update, ms "
-                  "(the framework's own work; lower is faster)", "",
-                  "The rest of a step (model ms) is the same kernels on the same batches in "
-                  "every arm. Saving: the other arm's framework time minus the engine's, mean "
-                  "± 95% CI over the paired repetitions (negative: the engine spends more).",
-                  "", table(rows, cols), ""]
+                if all(f"{a}_model_ms" in r for r in out["overhead"])]
+        if arms:  # (no split on CUDA)
+            rows = [{**r, **{f"{k}_pm": f"{r[f'{k}_ms']:+.2f} ± {r[f'{k}_ci']:.2f}"
+                             for k in ("saved_vs_hand", "saved_vs_hf", "saved_vs_lightning")
+                             if f"{k}_ms" in r},
+                     "model_ms_all": " · ".join(format(r[f"{a}_model_ms"], ".4g") for a in arms)}
+                    for r in out["overhead"]]
+            cols = [("job", "job", ""), ("hand loop", "hand_framework_ms", ".3g"),
+                    ("engine", "engine_framework_ms", ".3g")]
+            if any("hf_sps" in r for r in rows):
+                cols += [("HF Trainer", "hf_framework_ms", ".3g"),
+                         ("Lightning", "lightning_framework_ms", ".3g")]
+            names = {"engine": "engine", "hand": "hand", "hf": "HF", "lightning": "Lightning"}
+            cols += [("model ms: " + " · ".join(names[a] for a in arms), "model_ms_all", ""),
+                     ("engine's saving vs hand loop, ms", "saved_vs_hand_pm", "")]
+            if any("hf_sps" in r for r in rows):
+                cols += [("vs HF Trainer, ms", "saved_vs_hf_pm", ""),
+                         ("% of a step", "saved_vs_hf_pct", ".2f"),
+                         ("vs Lightning, ms", "saved_vs_lightning_pm", ""),
+                         ("% of a step", "saved_vs_lightning_pct", ".2f")]
+            lines += ["### Per-step time outside the model's forward, backward and update, ms "
+                      "(the framework's own work; lower is faster)", "",
+                      "The rest of a step (model ms) is the same kernels on the same batches in "
+                      "every arm. Saving: the other arm's framework time minus the engine's, mean "
+                      "± 95% CI over the paired repetitions (negative: the engine spends more).",
+                      "", table(rows, cols), ""]
         cols = [("job", "job", ""), ("hand loop", "hand_first_step_s", ".2f"),
                 ("engine", "engine_first_step_s", ".2f")]
-        if any("hf_sps" in r for r in rows):
+        if any("hf_sps" in r for r in out["overhead"]):
             cols += [("HF Trainer", "hf_first_step_s", ".2f"),
                      ("Lightning", "lightning_first_step_s", ".2f")]
         lines += ["### In-process time to the first finished step, s (imports done; data, "
