@@ -15,6 +15,7 @@ import os
 import random
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -380,7 +381,12 @@ def train_step(state: State, micro_batches: list, loss_fn, bwd_fn, log_now: bool
         else:
             opt.step()
     opt.zero_grad(set_to_none=True)
-    state.scheduler.step()
+    if ok:
+        state.scheduler.step()
+    else:  # a skipped step keeps its slot of the schedule; torch warns when it was the first
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step")
+            state.scheduler.step()
     state.step += 1
     for t in state._on_step_end:
         t.on_step_end(state)
