@@ -174,6 +174,12 @@ def interleave(arms: dict, reps: int, log=print) -> dict:
     return res
 
 
+def job_steps(args, over: list[str]) -> tuple[int, int]:
+    """(steps, warm-up steps) of a job's measured runs: the tweets jobs have their own."""
+    return (args.text_steps, args.text_warm) if "dataset=tweets" in over else (args.steps,
+                                                                               args.warm)
+
+
 def clocked(fn, over: list[str], steps: int, warm: int) -> dict:
     """fn(over, steps, warm) under a ModelClock: adds model_ms and framework_ms per step. Not
     on CUDA, where kernels run asynchronously: the clock would time their launches, and
@@ -217,8 +223,7 @@ def section_overhead(args, out: dict, with_peers: bool):
         if job not in args.jobs:
             continue
         print(f"[overhead{'+peers' if with_peers else ''}] {job}", flush=True)
-        n, w = (args.text_steps, args.text_warm) if "dataset=tweets" in over else (args.steps,
-                                                                                   args.warm)
+        n, w = job_steps(args, over)
         arms = {"engine": lambda: clocked(engine_run, over, n, w),
                 "hand": lambda: clocked(hand_run, over, n, w)}
         if with_peers:
@@ -232,16 +237,15 @@ def section_overhead(args, out: dict, with_peers: bool):
                "engine_vs_hand": ratio(res["engine"], res["hand"], "sps"),
                "engine_first_step_s": med(res["engine"], "first_step_s"),
                "hand_first_step_s": med(res["hand"], "first_step_s")}
-        split = all("framework_ms" in r for v in res.values() for r in v)
-        for a in res if split else ():
-            row[f"{a}_model_ms"] = med(res[a], "model_ms")
-            row[f"{a}_framework_ms"] = med(res[a], "framework_ms")
-        for p in ("hand", "hf", "lightning"):
-            if p in res and split:
-                # the engine's per-step saving over p: p's framework time minus the engine's
-                d = paired_diff(res["engine"], res[p], "framework_ms")
-                row[f"saved_vs_{p}_ms"], row[f"saved_vs_{p}_ci"] = d["mean"], d["ci95"]
-                row[f"saved_vs_{p}_pct"] = 100 * d["mean"] / med(res["engine"], "step_ms")
+        if all("framework_ms" in r for v in res.values() for r in v):  # (no split on CUDA)
+            for a in res:
+                row[f"{a}_model_ms"] = med(res[a], "model_ms")
+                row[f"{a}_framework_ms"] = med(res[a], "framework_ms")
+                if a != "engine":
+                    # the engine's per-step saving over a: a's framework time minus the engine's
+                    d = paired_diff(res["engine"], res[a], "framework_ms")
+                    row[f"saved_vs_{a}_ms"], row[f"saved_vs_{a}_ci"] = d["mean"], d["ci95"]
+                    row[f"saved_vs_{a}_pct"] = 100 * d["mean"] / med(res["engine"], "step_ms")
         for p in ("hf", "lightning"):
             if p in res:
                 row[f"{p}_sps"] = med(res[p], "sps")
@@ -399,27 +403,18 @@ def section_compile(args, out: dict):
 def section_precision(args, out: dict):
     """trainer.precision=bf16 (autocast) against fp32 on this device, engine only: on CUDA the
     auto choice; on a CPU opt-in, and worth it only where the CPU has bf16 matrix units."""
-    import torch
-
     rows = []
     jobs = [j for j in args.jobs if j in JOBS]
     for job in jobs:
         print(f"[precision] {job}", flush=True)
         over = JOBS[job]
-        n, w = (args.text_steps, args.text_warm) if "dataset=tweets" in over else (args.steps,
-                                                                                   args.warm)
+        n, w = job_steps(args, over)
         res = interleave({p: (lambda p=p: engine_run(over + [f"trainer.precision={p}"], n, w))
                           for p in ("fp32", "bf16")}, args.reps)
         rows.append({"job": job, "fp32_sps": med(res["fp32"], "sps"),
                      "bf16_sps": med(res["bf16"], "sps"),
                      "bf16_vs_fp32": ratio(res["bf16"], res["fp32"], "sps")})
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-        amx = "amx_bf16" in flags
-    except OSError:
-        amx = None
-    out["precision"] = {"rows": rows, "cpu_amx": amx,
-                        "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    out["precision"] = rows
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -427,9 +422,11 @@ def section_precision(args, out: dict):
 def machine() -> dict:
     import torch
 
-    cpu = "?"
+    cpu, amx = "?", None  # amx: bf16 matrix units (None: unknown)
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        info = Path("/proc/cpuinfo").read_text()
+        amx = "amx_bf16" in info.split()
+        for line in info.splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
@@ -440,7 +437,8 @@ def machine() -> dict:
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                            capture_output=True, text=True).stdout.strip()
     return {"commit": commit + (" (+ uncommitted changes in the tree)" if dirty else ""),
-            "nproc": os.cpu_count(), "cpu": cpu, "torch": torch.__version__,
+            "nproc": os.cpu_count(), "cpu": cpu, "cpu_amx": amx,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
@@ -465,10 +463,11 @@ def report(out: dict, argv: list) -> str:
              f"({m['torch_threads']} threads) · Python {m['python']} · {m['date_utc']} · "
              f"{out['settings']}", ""]
     if "overhead" in out:
+        peers = any("hf_sps" in r for r in out["overhead"])
         cols = [("job", "job", ""), ("hand loop samples/s", "hand_sps", ".4g"),
                 ("engine samples/s", "engine_sps", ".4g"),
                 ("engine / hand", "engine_vs_hand", ".3f")]
-        if any("hf_sps" in r for r in out["overhead"]):
+        if peers:
             cols += [("HF Trainer samples/s", "hf_sps", ".4g"),
                      ("engine / HF", "engine_vs_hf", ".2f"),
                      ("Lightning samples/s", "lightning_sps", ".4g"),
@@ -485,13 +484,13 @@ def report(out: dict, argv: list) -> str:
                     for r in out["overhead"]]
             cols = [("job", "job", ""), ("hand loop", "hand_framework_ms", ".3g"),
                     ("engine", "engine_framework_ms", ".3g")]
-            if any("hf_sps" in r for r in rows):
+            if peers:
                 cols += [("HF Trainer", "hf_framework_ms", ".3g"),
                          ("Lightning", "lightning_framework_ms", ".3g")]
             names = {"engine": "engine", "hand": "hand", "hf": "HF", "lightning": "Lightning"}
             cols += [("model ms: " + " · ".join(names[a] for a in arms), "model_ms_all", ""),
                      ("engine's saving vs hand loop, ms", "saved_vs_hand_pm", "")]
-            if any("hf_sps" in r for r in rows):
+            if peers:
                 cols += [("vs HF Trainer, ms", "saved_vs_hf_pm", ""),
                          ("% of a step", "saved_vs_hf_pct", ".2f"),
                          ("vs Lightning, ms", "saved_vs_lightning_pm", ""),
@@ -504,7 +503,7 @@ def report(out: dict, argv: list) -> str:
                       "", table(rows, cols), ""]
         cols = [("job", "job", ""), ("hand loop", "hand_first_step_s", ".2f"),
                 ("engine", "engine_first_step_s", ".2f")]
-        if any("hf_sps" in r for r in out["overhead"]):
+        if peers:
             cols += [("HF Trainer", "hf_first_step_s", ".2f"),
                      ("Lightning", "lightning_first_step_s", ".2f")]
         lines += ["### In-process time to the first finished step, s (imports done; data, "
@@ -544,11 +543,10 @@ def report(out: dict, argv: list) -> str:
     if "precision" in out:
         cols = [("job", "job", ""), ("fp32 samples/s", "fp32_sps", ".4g"),
                 ("bf16 samples/s", "bf16_sps", ".4g"), ("bf16 / fp32", "bf16_vs_fp32", ".2f")]
-        amx = out["precision"]["cpu_amx"]
+        amx = m["cpu_amx"]
         lines += ["### Precision (trainer.precision, engine; CPU bf16 matrix units (AMX): "
                   f"{'yes' if amx else 'no' if amx is False else 'unknown'}, torch CPU kernels: "
-                  f"{out['precision']['cpu_capability']})", "",
-                  table(out["precision"]["rows"], cols), ""]
+                  f"{m['cpu_capability']})", "", table(out["precision"], cols), ""]
     return "\n".join(lines)
 
 

@@ -79,7 +79,6 @@ class ModelClock:
         from runner import build
 
         adam = importlib.import_module("torch.optim.adam")  # (torch.optim deletes the name)
-        self._saved = (build.model, torch.autograd.backward, adam.adam)
         build_model = build.model
 
         def model(*a, **k):
@@ -88,6 +87,9 @@ class ModelClock:
             m.register_forward_hook(self._exit)
             return m
 
+        self._saved = [(build, "model", build.model),  # what __exit__ puts back
+                       (torch.autograd, "backward", torch.autograd.backward),
+                       (adam, "adam", adam.adam)]
         build.model = model
         torch.autograd.backward = self._timed(torch.autograd.backward)
         adam.adam = self._timed(adam.adam)
@@ -95,14 +97,8 @@ class ModelClock:
         return self
 
     def __exit__(self, *exc):
-        import importlib
-
-        import torch.autograd
-
-        from runner import build
-
-        adam = importlib.import_module("torch.optim.adam")
-        build.model, torch.autograd.backward, adam.adam = self._saved
+        for owner, name, orig in self._saved:
+            setattr(owner, name, orig)
         ModelClock.active = None
 
     def split(self, times: list[float], skip: int) -> dict:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from unittest import mock
 
 import pytest
@@ -23,6 +24,13 @@ from runner import device as devmod
 from runner import engine
 from runner.data.batching import IndexBatcher
 from runner.device import Caps, plan
+
+def scripts_importable() -> None:
+    """Let the tests import the benchmark's modules (scripts/ is not a package)."""
+    path = str(ROOT / "scripts")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
 
 #: Tensor methods that read a value on the host (a device sync on CUDA)
 SYNC_METHODS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "cpu")
@@ -354,9 +362,7 @@ def test_grad_norm_equals_torch_total_norm():
 def test_bench_memory_counter_sees_step_allocations():
     """scripts/bench_mem.py (the benchmark's CPU peak-memory counter) counts what a block
     allocates and frees: a forward+backward of a doubled batch peaks higher than of one batch."""
-    import sys
-
-    sys.path.insert(0, str(ROOT / "scripts"))
+    scripts_importable()
     from bench_mem import PeakTensorMemory
 
     with PeakTensorMemory() as pk:
@@ -379,9 +385,7 @@ def test_bench_memory_counter_sees_step_allocations():
 def test_bench_arms_train_on_the_engines_batches(tmp_path):
     """scripts/hand_loop.engine_order (the row order every benchmark arm trains on) is the
     engine's own: the batches of runner's IndexBatcher, epoch after epoch, bucketed or not."""
-    import sys
-
-    sys.path.insert(0, str(ROOT / "scripts"))
+    scripts_importable()
     from hand_loop import engine_order
 
     from runner.data.text import TrimPadding
@@ -426,9 +430,7 @@ def test_deterministic_steps_allocate_without_filling(tmp_path):
 def test_bench_restores_torch_determinism_after_the_engine_arm():
     """The engine's deterministic mode is process-wide; the benchmark's next arm (hand loop,
     HF Trainer, Lightning) must run with torch's own defaults."""
-    import sys
-
-    sys.path.insert(0, str(ROOT / "scripts"))
+    scripts_importable()
     import bench
 
     saved = engine.torch_determinism()  # earlier tests in this process may have changed it
@@ -448,9 +450,8 @@ def test_bench_clock_splits_a_step_into_model_and_framework_time(monkeypatch):
     counted as the update, and a forward inside the backward counts once. A fake clock: forward
     5 s, backward 7 s, update 11 s, framework 3 + 1 s per step."""
     import importlib
-    import sys
 
-    sys.path.insert(0, str(ROOT / "scripts"))
+    scripts_importable()
     from hand_loop import ModelClock, stamp
 
     from runner import build
@@ -522,9 +523,8 @@ def test_bench_script_reports_the_framework_split_and_precision(tmp_path):
     framework): the report has the steady ratio, each arm's framework time per step next to the
     model's, the engine's saving over the hand loop, and the bf16/fp32 table."""
     import json
-    import sys
 
-    sys.path.insert(0, str(ROOT / "scripts"))
+    scripts_importable()
     import bench
 
     saved = engine.torch_determinism()
@@ -541,5 +541,5 @@ def test_bench_script_reports_the_framework_split_and_precision(tmp_path):
         assert row[f"{arm}_model_ms"] > 0 and row[f"{arm}_framework_ms"] > 0
     assert "Per-step time outside the model's forward, backward and update" in md
     assert f"{row['saved_vs_hand_ms']:+.2f} ± nan" in md  # one repetition: no interval
-    prec = raw["precision"]["rows"][0]
+    prec = raw["precision"][0]
     assert prec["fp32_sps"] > 0 and prec["bf16_sps"] > 0 and "bf16 / fp32" in md
