@@ -308,9 +308,11 @@ def _launch_ddp(nproc: int, args: list[str]) -> int:
 def list_(group: Optional[str] = typer.Argument(None, help="A config group, e.g. optimizer")):
     """Show the config groups and their options, each with its one-line description."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    from runner.config import describe, groups, options
+    from runner.config import TRICK_GROUPS, describe, groups, options, trick_target
+    from runner.facts import summary
 
     all_groups = groups()
     if group is not None and group not in all_groups:
@@ -318,10 +320,12 @@ def list_(group: Optional[str] = typer.Argument(None, help="A config group, e.g.
     table = Table(show_header=True, header_style="bold", box=None)
     table.add_column("group")
     table.add_column("option")
+    table.add_column("cost, place")  # a trick's passes per step and its `order` in the chains
     table.add_column("description")
     for g in [group] if group else all_groups:
         for i, o in enumerate(options(g)):
-            table.add_row(g if i == 0 else "", o, describe(g, o))
+            facts = summary(trick_target(g, o)) if g in TRICK_GROUPS else ""
+            table.add_row(g if i == 0 else "", o, escape(facts), describe(g, o))
     Console().print(table)
 
 

@@ -15,6 +15,8 @@ from runner.errors import ConfigError, check, in_range, positive
 
 # Config groups that take a list of options (reg=[rdrop,flooding]) rather than one.
 LIST_GROUPS = ("reg", "derived")
+# The groups whose options are tricks (runner.hooks.Trick subclasses), in build order
+TRICK_GROUPS = ("reg", "derived", "clip")
 # The groups that describe a run, in display order (`tricks compare`, W&B tags and config)
 GROUPS = ("model", "optimizer", "reg", "derived", "dataset", "clip", "schedule")
 _LIST_EXAMPLES = {"reg": "reg=[rdrop,flooding]", "derived": "derived=[ema,lookahead]"}
@@ -29,6 +31,21 @@ def options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
     if not d.is_dir():
         raise ConfigError(group, "unknown config group", ", ".join(groups(conf_dir)))
     return sorted(p.stem for p in d.glob("*.yaml"))
+
+
+def option_override(group: str, option: str) -> str:
+    """The override that selects `option`: `reg=[rdrop]` for a list group, else `clip=norm`."""
+    return f"{group}=[{option}]" if group in LIST_GROUPS else f"{group}={option}"
+
+
+def trick_target(group: str, option: str, conf_dir: Path = CONF_DIR) -> str | None:
+    """The `_target_` of a trick option's config (None for e.g. clip=none)."""
+    import yaml
+
+    node = yaml.safe_load((conf_dir / group / f"{option}.yaml").read_text()) or {}
+    if group in LIST_GROUPS:
+        node = node.get(option) or {}
+    return node.get("_target_")
 
 
 def describe(group: str, option: str, conf_dir: Path = CONF_DIR) -> str:

@@ -19,6 +19,8 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from conftest import CONF, FAST, conf_options, read_rows, strip_timing, train_run
+from runner.config import LIST_GROUPS, TRICK_GROUPS, option_override
+from runner.facts import trick_class
 
 REG = conf_options("reg")
 STEPS = 3
@@ -29,11 +31,12 @@ DROP = BASE + ["model.dropout=0.1"]
 # in near-zero gradient entries (R-Drop's doubled batch) would become lr-sized.
 NOOP_BASE = BASE + ["optimizer=sgd", "model.dropout=0"]
 
-# the figure each trick logs (a trick missing here is still run, just not checked for a figure)
-FIGURES = {"rdrop": "train/rdrop_kl", "fgm": "train/adv_loss", "pgd": "train/adv_loss",
-           "vat": "train/vat_kl", "gradpen": "train/gradpen_sq",
-           "paramgradpen": "train/paramgradpen_sq", "flooding": "train/flood_active_frac",
-           "spectral": "train/spectral_sq"}
+
+
+def figures(name: str) -> tuple:
+    """The metric keys the trick declares it logs (runner.hooks: the trick facts)."""
+    return trick_class("reg", name).figures
+
 
 PAIRS = list(itertools.combinations(REG, 2))
 
@@ -51,8 +54,8 @@ def check_run(summary, run_dir, combo):
     assert finite_losses(rows) == []
     assert math.isfinite(rows[-1]["val/loss"])
     for name in combo:
-        if name in FIGURES:
-            assert any(FIGURES[name] in r for r in rows), (name, rows[-1])
+        for key in figures(name):
+            assert any(key in r for r in rows), (name, key, rows[-1])
 
 
 @pytest.mark.parametrize("name", REG)
@@ -114,23 +117,27 @@ def same_rows(base, rows, exact: bool):
                 assert r[k] == pytest.approx(v, rel=1e-4, abs=1e-6), (k, r[k], v)
 
 
-# (trick, overrides, exact): the no-op setting of each trick
-NOOPS = [
-    ("flooding", ["reg.flooding.b=0"], True),
-    ("childtuning_f", ["reg.childtuning_f.p=1"], True),
-    ("noise", ["reg.noise.sigma=0"], True),
-    ("label_smoothing", ["reg.label_smoothing.eps=0"], True),
-    ("rdrop", ["reg.rdrop.alpha=0"], False),  # dropout 0: one doubled-batch forward
-    ("gradpen", ["reg.gradpen.eps=0"], False),
-    ("paramgradpen", ["reg.paramgradpen.gamma=0"], False),
-    ("spectral", ["reg.spectral.lam=0"], False),
-    ("vat", ["reg.vat.weight=0"], False),
-]
+def noop_cases() -> list:
+    """(id, overrides, exact) for every trick option that declares a no-op setting (`noop`)."""
+    cases = []
+    for group in TRICK_GROUPS:
+        for name in conf_options(group):
+            cls = trick_class(group, name)
+            if cls is None or cls.noop is None:
+                continue
+            key = f"{group}.{name}" if group in LIST_GROUPS else group
+            over = [option_override(group, name)]
+            over += [f"{key}.{k}={v!r}" for k, v in cls.noop.items()]
+            cases.append((name if group == "reg" else f"{group}={name}", over, cls.noop_exact))
+    return cases
+
+
+NOOPS = noop_cases()
 
 
 @pytest.mark.parametrize("name,overrides,exact", NOOPS, ids=[n[0] for n in NOOPS])
 def test_noop_setting_reproduces_the_baseline(name, overrides, exact, baseline, tmp_path):
-    s = train_run(NOOP_BASE + [f"reg=[{name}]", *overrides], tmp_path / "run")
+    s = train_run(NOOP_BASE + overrides, tmp_path / "run")
     assert s["status"] == "completed", s.get("error")
     same_rows(baseline, strip_timing(read_rows(tmp_path / "run")), exact)
 

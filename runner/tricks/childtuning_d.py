@@ -73,6 +73,10 @@ def top_fraction_mask(scores: list, p: float) -> list:
 
 class ChildTuningD(Trick):
     order = 80
+    figures = ()
+    noop = {"p": 1.0}
+    noop_exact = True
+    passes = "1 (+ Fisher pass before training)"
 
     def __init__(self, p: float = 0.3, batches: int = 16, order: int | None = None):
         super().__init__(order)

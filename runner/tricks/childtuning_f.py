@@ -65,6 +65,10 @@ def bernoulli_mask_(grads: list, p: float) -> None:
 
 class ChildTuningF(Trick):
     order = 80
+    figures = ()
+    noop = {"p": 1.0}
+    noop_exact = True
+    passes = "1 (+ mask)"
 
     def __init__(self, p: float = 0.3, order: int | None = None):
         super().__init__(order)

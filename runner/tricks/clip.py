@@ -45,23 +45,40 @@ def scale_grads(grads: list, factor: torch.Tensor) -> None:
         torch._foreach_mul_(grads, factor.to(grads[0].device))
 
 
-class NormClip(Trick):
+class _Clip(Trick):
     order = 90
+    figures = ("train/clip_factor",)
+    noop_exact = True  # a huge threshold (noop) changes no gradient: factor exactly 1
+    passes = "1"
+
+
+class _FactorClip(_Clip):
+    """The norm forms: g <- g * factor(||g||, max_norm), one body for both."""
+
+    noop = {"max_norm": 1e30}
 
     def __init__(self, max_norm: float = 1.0, order: int | None = None):
         super().__init__(order)
         positive(max_norm, "clip.max_norm")
         self.max_norm = float(max_norm)
 
+    @staticmethod
+    def factor(total_norm: torch.Tensor, max_norm: float) -> torch.Tensor:
+        raise NotImplementedError
+
     def on_grads(self, state) -> None:
         norm = state.grad_norm()  # cached: shared with the engine's grad_norm metric
-        factor = norm_clip_factor(norm, self.max_norm)  # torch's clip_grad_norm_ coefficient
+        factor = self.factor(norm, self.max_norm)
         scale_grads(state.grads(), factor)
         state.log_scalar("train/clip_factor", factor)
 
 
-class ValueClip(Trick):
-    order = 90
+class NormClip(_FactorClip):
+    factor = staticmethod(norm_clip_factor)  # torch's clip_grad_norm_ coefficient
+
+
+class ValueClip(_Clip):
+    noop = {"max_value": 1e30}
 
     def __init__(self, max_value: float = 0.1, order: int | None = None):
         super().__init__(order)
@@ -76,15 +93,5 @@ class ValueClip(Trick):
                                                           1.0))
 
 
-class AdaptiveClip(Trick):
-    order = 90
-
-    def __init__(self, max_norm: float = 1.0, order: int | None = None):
-        super().__init__(order)
-        positive(max_norm, "clip.max_norm")
-        self.max_norm = float(max_norm)
-
-    def on_grads(self, state) -> None:
-        factor = adaptive_clip_factor(state.grad_norm(), self.max_norm)
-        scale_grads(state.grads(), factor)
-        state.log_scalar("train/clip_factor", factor)
+class AdaptiveClip(_FactorClip):
+    factor = staticmethod(adaptive_clip_factor)

@@ -36,6 +36,10 @@ def ema_decay(decay: float, updates: int, warmup: bool) -> float:
 
 class EMA(Trick):
     order = 100
+    figures = ("val/raw/loss", "val/raw/acc", "test/raw/loss", "test/raw/acc")
+    noop = {"decay": 0.0}
+    noop_exact = True
+    passes = "1 (+ parameter average)"
 
     def __init__(self, decay: float = 0.999, warmup: bool = False, order: int | None = None):
         super().__init__(order)

@@ -68,6 +68,10 @@ def embed_grad(out) -> torch.Tensor | None:
 
 class FGM(Trick):
     order = 70
+    figures = ("train/adv_loss",)
+    noop = None
+    noop_exact = None
+    passes = "2"
     needs_embed_grad = True
 
     def __init__(self, eps: float = 1.0, norm: str = "global", order: int | None = None):

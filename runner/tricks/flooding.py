@@ -33,6 +33,10 @@ def flood(loss, b: float):
 
 class Flooding(Trick):
     order = 10  # outermost: floods the total loss, including other tricks' terms
+    figures = ("train/flood_active_frac",)
+    noop = {"b": 0.0}
+    noop_exact = True
+    passes = "1"
 
     def __init__(self, b: float = 0.1, order: int | None = None):
         super().__init__(order)

@@ -29,24 +29,55 @@ from runner.errors import positive
 from runner.tricks import Trick
 
 
+def grad_sq(loss: torch.Tensor, inputs: list) -> torch.Tensor:
+    """‖∂loss/∂inputs‖², summed over the tensors, differentiable (create_graph)."""
+    grads = torch.autograd.grad(loss, inputs, create_graph=True, allow_unused=True)
+    return sum(g.float().pow(2).sum() for g in grads if g is not None)
+
+
 def input_grad_sq(loss: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:
-    (g,) = torch.autograd.grad(loss, embed, create_graph=True)
-    return g.float().pow(2).sum()
+    return grad_sq(loss, [embed])
 
 
-class GradPen(Trick):
+class GradPenalty(Trick):
+    """loss <- loss + weight · ‖∂loss/∂wrt‖², logged as train/<key>: the shared body of the input
+    and the parameter gradient penalties (subclasses name `wrt`, `weight` and `key`)."""
+
     order = 20
     needs_double_backward = True
+    key = ""
+
+    def wrt(self, state, out) -> list:
+        raise NotImplementedError
+
+    @property
+    def weight(self) -> float:
+        raise NotImplementedError
+
+    def loss(self, state, batch, next):
+        out = next(batch)
+        sq = grad_sq(out.loss, self.wrt(state, out))
+        out.loss = out.loss + self.weight * sq
+        out.parts[self.key] = sq.detach()
+        return out
+
+
+class GradPen(GradPenalty):
+    figures = ("train/gradpen_sq",)
+    noop = {"eps": 0.0}
+    noop_exact = False
+    passes = "~3 (double backward)"
     needs_embed_grad = True
+    key = "gradpen_sq"
 
     def __init__(self, eps: float = 1.0, order: int | None = None):
         super().__init__(order)
         positive(eps, "reg.gradpen.eps", allow_zero=True)
         self.eps = float(eps)
 
-    def loss(self, state, batch, next):
-        out = next(batch)
-        sq = input_grad_sq(out.loss, out.embed)
-        out.loss = out.loss + self.eps / 2 * sq
-        out.parts["gradpen_sq"] = sq.detach()
-        return out
+    @property
+    def weight(self) -> float:
+        return self.eps / 2
+
+    def wrt(self, state, out) -> list:
+        return [out.embed]

@@ -44,6 +44,10 @@ def trust_ratio(theta: torch.Tensor, step: torch.Tensor, lr: float,
 
 class LayerAdapt(Trick):
     order = 40
+    figures = ()
+    noop = None
+    noop_exact = None
+    passes = "1"
 
     def __init__(self, adapt_bias_and_norm: bool = False, max_ratio: float | None = None,
                  order: int | None = None):

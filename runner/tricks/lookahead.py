@@ -40,6 +40,10 @@ def lookahead_sync(fast: list, slow: list, alpha: float) -> None:
 
 class Lookahead(Trick):
     order = 60
+    figures = ()
+    noop = {"alpha": 1.0}
+    noop_exact = True
+    passes = "1 (+ every k steps)"
 
     def __init__(self, k: int = 5, alpha: float = 0.5, order: int | None = None):
         super().__init__(order)

@@ -26,6 +26,10 @@ from runner.tricks import Trick
 
 class Noise(Trick):
     order = 60
+    figures = ()
+    noop = {"sigma": 0.0}
+    noop_exact = True
+    passes = "1"
 
     def __init__(self, sigma: float = 0.1, order: int | None = None):
         super().__init__(order)

@@ -22,26 +22,28 @@ from __future__ import annotations
 import torch
 
 from runner.errors import positive
-from runner.tricks import Trick
+from runner.tricks.gradpen import GradPenalty, grad_sq
 
 
 def param_grad_sq(loss: torch.Tensor, params: list) -> torch.Tensor:
-    grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
-    return sum(g.float().pow(2).sum() for g in grads if g is not None)
+    return grad_sq(loss, params)
 
 
-class ParamGradPen(Trick):
-    order = 20
-    needs_double_backward = True
+class ParamGradPen(GradPenalty):
+    figures = ("train/paramgradpen_sq",)
+    noop = {"gamma": 0.0}
+    noop_exact = False
+    passes = "~3 (double backward)"
+    key = "paramgradpen_sq"
 
     def __init__(self, gamma: float = 0.1, order: int | None = None):
         super().__init__(order)
         positive(gamma, "reg.paramgradpen.gamma", allow_zero=True)
         self.gamma = float(gamma)
 
-    def loss(self, state, batch, next):
-        out = next(batch)
-        sq = param_grad_sq(out.loss, state.params)
-        out.loss = out.loss + self.gamma / 4 * sq
-        out.parts["paramgradpen_sq"] = sq.detach()
-        return out
+    @property
+    def weight(self) -> float:
+        return self.gamma / 4
+
+    def wrt(self, state, out) -> list:
+        return state.params

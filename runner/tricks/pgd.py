@@ -30,6 +30,10 @@ from runner.tricks.fgm import check_norm, embed_grad, for_direction, l2_normaliz
 
 class PGD(Trick):
     order = 70
+    figures = ("train/adv_loss",)
+    noop = None
+    noop_exact = None
+    passes = "K+1"
     needs_embed_grad = True
 
     def __init__(self, eps: float = 1.0, alpha: float = 0.3, K: int = 3, norm: str = "global",

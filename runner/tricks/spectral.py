@@ -56,6 +56,10 @@ def sigma(W: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 class Spectral(Trick):
     order = 50
+    figures = ("train/spectral_sq", "train/spectral_max")
+    noop = {"lam": 0.0}
+    noop_exact = False
+    passes = "1 (+ power iteration)"
 
     def __init__(self, lam: float = 0.01, order: int | None = None):
         super().__init__(order)
