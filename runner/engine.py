@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
 import signal
 import time
@@ -392,7 +391,7 @@ def train_step(state: State, micro_batches: list, loss_fn, bwd_fn, log_now: bool
         t.on_step_end(state)
 
 
-def _eval_due(state: State, spe: int) -> bool:
+def _eval_due(state: State) -> bool:
     every = state.tc.eval_every
     if state.step >= state.total_steps:
         return True
@@ -401,12 +400,12 @@ def _eval_due(state: State, spe: int) -> bool:
     return state.micro_pos == 0  # an epoch just ended
 
 
-def fit(state: State, logger, progress=None, checkpoint_fn=None, best_fn=None) -> dict:
-    """Train until total_steps; returns the summary figures (without status)."""
+def _prepare(state: State):
+    """Before the first step of `fit`: the chains, the hook lists, the accumulators. Returns
+    (loss_fn, bwd_fn, optimizer steps per epoch)."""
     state._tc = None
     cfg = state.tc  # plain values: read every step
-    k = cfg.accum_steps
-    spe = state.batcher.steps_per_epoch // k  # optimizer steps per epoch
+    spe = state.batcher.steps_per_epoch // cfg.accum_steps  # optimizer steps per epoch
     if spe == 0:
         from runner.errors import ConfigError
 
@@ -420,12 +419,73 @@ def fit(state: State, logger, progress=None, checkpoint_fn=None, best_fn=None) -
     if not state._acc:
         _reset_acc(state)
     state.model.train()
+    return loss_fn, bwd_fn, spe
 
-    # tests only: "N" sends this process a real SIGKILL right after step N, "N:TERM" a SIGTERM
-    at, _, sig = (os.environ.get("TRICKS_TEST_KILL_AT_STEP") or "-1").partition(":")
-    kill_at, kill_sig = int(at), getattr(signal, f"SIG{sig or 'KILL'}")
+
+class _Clock:
+    """Training time without evaluation (`state.train_seconds`) and samples/s per log interval."""
+
+    def __init__(self, state: State):
+        self.t, self.samples = time.perf_counter(), state.samples_seen
+
+    def interval(self, state: State) -> dict:
+        """A log step: lr and samples/s since the last one."""
+        now = time.perf_counter()
+        state.train_seconds += now - self.t
+        row = {"lr": state.lr,
+               "samples_per_sec": (state.samples_seen - self.samples) / max(now - self.t, 1e-9)}
+        self.t, self.samples = now, state.samples_seen
+        return row
+
+    def pause(self, state: State) -> None:
+        state.train_seconds += time.perf_counter() - self.t
+
+    def resume(self) -> None:
+        self.t = time.perf_counter()
+
+
+def _step_row(state: State, clock: _Clock, log_now: bool, best_fn) -> dict:
+    """After an optimizer step: the train metrics (log steps) and the evaluation (when due)."""
+    row = {}
+    if log_now:
+        row.update(_read_acc(state))
+        _reset_acc(state)
+        row.update(clock.interval(state))
+    if state.world_size > 1 and log_now:  # a signal on any rank stops every rank
+        from runner.dist import agree_stop
+
+        agree_stop(state)
+    if _eval_due(state) and state.is_main:  # rank 0 evaluates alone
+        clock.pause(state)
+        row.update(run_eval(state))
+        if best_fn is not None:
+            best_fn(state, row)
+        clock.resume()
+    return row
+
+
+def _emit(state: State, row: dict, spe: int, logger, progress) -> None:
+    row = {"step": state.step, "epoch": round(state.step / spe, 4), **row}
+    state.rows.append(row)
+    if state.is_main:
+        logger.log(row)
+    if progress is not None:
+        progress.update(state.step, row)
+        if "val/acc" in row:
+            progress.eval_line(state.step, row)
+
+
+def fit(state: State, logger, progress=None, checkpoint_fn=None, best_fn=None,
+        callbacks=()) -> dict:
+    """Train until total_steps; returns the summary figures (without status). `callbacks`:
+    objects with `on_step_start(state)` and/or `on_step_end(state)`, called right before and
+    right after every optimizer step (the benchmark's clocks; the tests' kill switch)."""
+    loss_fn, bwd_fn, spe = _prepare(state)
+    k, log_every = state.tc.accum_steps, state.tc.log_every
+    starts = [cb.on_step_start for cb in callbacks if hasattr(cb, "on_step_start")]
+    ends = [cb.on_step_end for cb in callbacks if hasattr(cb, "on_step_end")]
     ckpt_step = state.step
-    t_last, samples_last = time.perf_counter(), state.samples_seen
+    clock = _Clock(state)
     while state.step < state.total_steps and not state.stop_requested:
         it = state.batcher.epoch(state.epoch, start=state.micro_pos)
         while state.step < state.total_steps and not state.stop_requested:
@@ -438,50 +498,25 @@ def fit(state: State, logger, progress=None, checkpoint_fn=None, best_fn=None) -
             if len(micro) < k:  # cannot happen: steps_per_epoch counts whole groups
                 state.epoch, state.micro_pos = state.epoch + 1, 0
                 break
-            log_now = (state.step + 1) % cfg.log_every == 0 or state.step + 1 == state.total_steps
+            log_now = (state.step + 1) % log_every == 0 or state.step + 1 == state.total_steps
+            for f in starts:
+                f(state)
             train_step(state, micro, loss_fn, bwd_fn, log_now)
-            if state.step == kill_at:
-                os.kill(os.getpid(), kill_sig)
+            for f in ends:
+                f(state)
             state.micro_pos += k
             epoch_done = state.micro_pos // k >= spe
             if epoch_done:
                 state.epoch, state.micro_pos = state.epoch + 1, 0
-            row = {}
-            if log_now:
-                row.update(_read_acc(state))
-                _reset_acc(state)
-                now = time.perf_counter()
-                state.train_seconds += now - t_last
-                row["lr"] = state.lr
-                row["samples_per_sec"] = (state.samples_seen - samples_last) / max(now - t_last,
-                                                                                   1e-9)
-                t_last, samples_last = now, state.samples_seen
-            if state.world_size > 1 and log_now:  # a signal on any rank stops every rank
-                from runner.dist import agree_stop
-
-                agree_stop(state)
-            if _eval_due(state, spe) and state.is_main:  # rank 0 evaluates alone
-                now = time.perf_counter()
-                state.train_seconds += now - t_last
-                row.update(run_eval(state))
-                if best_fn is not None:
-                    best_fn(state, row)
-                t_last = time.perf_counter()
+            row = _step_row(state, clock, log_now, best_fn)
             if row:
-                row = {"step": state.step, "epoch": round(state.step / spe, 4), **row}
-                state.rows.append(row)
-                if state.is_main:
-                    logger.log(row)
-                if progress is not None:
-                    progress.update(state.step, row)
-                    if "val/acc" in row:
-                        progress.eval_line(state.step, row)
+                _emit(state, row, spe, logger, progress)
             if checkpoint_fn is not None and _checkpoint_due(state, row):
                 checkpoint_fn(state)
                 ckpt_step = state.step
             if epoch_done:
                 break
-    state.train_seconds += time.perf_counter() - t_last
+    clock.pause(state)
     if state.stop_requested and checkpoint_fn is not None and ckpt_step != state.step:
         checkpoint_fn(state)  # the signal came after this step's checkpoint decision
     return summary_figures(state)
@@ -541,7 +576,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
         # deterministic mode would also fill every new uninitialized tensor with NaN, a debugging
         # aid for ops that read memory they never wrote: it changes no result of a correct op
-        # and costs a fill per allocation (~7% of a mnist1d CNN step on CPU, docs/bench.md)
+        # and costs a fill per allocation (measured in docs/bench.md)
         torch.utils.deterministic.fill_uninitialized_memory = False
 
 
@@ -603,7 +638,3 @@ def total_steps(cfg, steps_per_epoch: int) -> int:
     if cfg.max_steps is not None:
         return int(cfg.max_steps)
     return int(cfg.epochs) * (steps_per_epoch // cfg.accum_steps)
-
-
-def is_finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)

@@ -1,4 +1,5 @@
-"""The @hydra.main entry: validate the config -> build -> fit -> summary.
+"""The @hydra.main entry: `run` = setup (validate, build, resume) -> train (fit) -> finish
+(summary, checkpoints, teardown).
 
 `tricks train ARGS` hands ARGS to this entry unchanged, so multirun (-m), output directories and
 launchers work as in any Hydra app. `python -m runner.main ARGS` (e.g. under torchrun) is the same.
@@ -10,6 +11,7 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -22,37 +24,101 @@ from runner.errors import ConfigError
 FAILED: list[str] = []
 #: run dirs this process has started writing into (a later crash records a failed summary)
 WROTE: set[str] = set()
+#: a run dir's checkpoint folder
+CKPT = "checkpoints"
 
 
 def debug() -> bool:
     return os.environ.get("TRICKS_DEBUG", "") not in ("", "0")
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> dict:
+class KillAtStep:
+    """Tests only (installed by `run` when TRICKS_TEST_KILL_AT_STEP is set): "N" makes this
+    process send itself a real SIGKILL right after optimizer step N, "N:TERM" a SIGTERM."""
+
+    def __init__(self, spec: str):
+        import signal
+
+        at, _, sig = spec.partition(":")
+        self.step, self.signal = int(at), getattr(signal, f"SIG{sig or 'KILL'}")
+
+    def on_step_end(self, state) -> None:
+        if state.step == self.step:
+            os.kill(os.getpid(), self.signal)
+
+
+#: callbacks every run of this process passes to `engine.fit` (objects with `on_step_start(state)`
+#: and/or `on_step_end(state)`), for a caller that runs `tricks train` through the CLI in its own
+#: process and cannot pass them to `run` (the benchmark's first-step clock)
+CALLBACKS: list = []
+
+
+@dataclass
+class Job:
+    """One run between its steps: what `setup` builds and `train` and `finish` use."""
+
+    cfg: DictConfig
+    run_dir: Path
+    dist: object  # runner.dist.Dist
+    state: object  # runner.engine.State
+    config: dict  # the resolved config, as checkpoints and loggers record it
+    logger: object = None
+    resumed: bool = False
+    submitit: object = None  # the preemption handler train installed, if any
+
+
+def run(cfg: DictConfig, run_dir: str | Path, callbacks=()) -> dict:
     """Train one run into `run_dir`; returns summary.json's content. Raises ConfigError for bad
-    input before anything in `run_dir` is touched."""
+    input before anything in `run_dir` is touched. `callbacks`: see engine.fit."""
     t0 = time.perf_counter()
+    job = setup(cfg, Path(run_dir))
+    kill = os.environ.get("TRICKS_TEST_KILL_AT_STEP")  # read once, here: the loop names no test
+    callbacks = [*CALLBACKS, *callbacks, *([KillAtStep(kill)] if kill else [])]
+    summary = train(job, callbacks)
+    return finish(job, summary, t0)
+
+
+def setup(cfg: DictConfig, run_dir: Path) -> Job:
+    """Validate, place the process (device, DDP), build everything, resume, open the run dir."""
     from runner.config import to_container, validate
 
     validate(cfg)
-    import torch
-
-    from runner import build, checkpoint, engine
     from runner import device as devmod
-    from runner.data.batching import IndexBatcher
-    from runner.log import write_json_atomic
-    from runner.log.progress import ProgressView
+    from runner import dist, engine
 
-    run_dir = Path(run_dir)
     tcfg = cfg.trainer
     plan = devmod.plan(str(tcfg.device), str(tcfg.precision), compile=bool(tcfg.compile))
-    from runner import dist
-
     d = dist.setup(plan)  # under torchrun / SLURM tasks: process group, cuda:LOCAL_RANK
     run_dir = Path(dist.broadcast_object(str(run_dir), d))  # rank 0's ${now:} run dir
     engine.seed_everything(cfg.seed, tcfg.deterministic)
     devmod.setup_backends(plan)  # TF32 on CUDA
+    state = build_state(cfg, plan, d)
+    job = Job(cfg=cfg, run_dir=run_dir, dist=d, state=state, config=to_container(cfg))
+    for t in state.tricks:
+        t.setup(state)
+    saved_cfg = resume(job)
+    from runner import build
 
+    # building the sinks does no I/O: a bad logger key is rejected before run_dir is written
+    job.logger = build.loggers(cfg, run_dir) if d.is_main else dist.NullLogger()
+    # Nothing above wrote to run_dir: bad input has lost nothing.
+    if d.is_main:  # only rank 0 writes
+        run_dir.mkdir(parents=True, exist_ok=True)
+        WROTE.add(str(run_dir))
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(saved_cfg, resolve=True))
+    job.logger.start(run_dir, job.config, rows=state.rows if job.resumed else None)
+    return job
+
+
+def build_state(cfg: DictConfig, plan, d):
+    """Data, model, tricks, optimizer, schedule and the engine's State, on this process's device."""
+    import torch
+
+    from runner import build, dist, engine
+    from runner import device as devmod
+    from runner.data.batching import IndexBatcher
+
+    tcfg = cfg.trainer
     data = build.data(cfg)
     data = data.to(plan.device, resident=devmod.data_on_device(tcfg.data_on_device, plan,
                                                                data.nbytes()))
@@ -75,40 +141,41 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     called = torch.compile(model) if plan.compile else model
     called = dist.wrap(called, d, plan)  # DistributedDataParallel when world_size > 1
     scaler = torch.amp.GradScaler(plan.device.split(":")[0]) if plan.scaler else None
-    state = engine.State(cfg=tcfg, plan=plan, model=called, raw_model=model, optimizer=opt,
-                         scheduler=sched, tricks=tricks, data=data, batcher=batcher,
-                         total_steps=steps, seed=cfg.seed, scaler=scaler, is_main=d.is_main,
-                         world_size=d.world_size)
-    config = to_container(cfg)
-    for t in tricks:
-        t.setup(state)
+    return engine.State(cfg=tcfg, plan=plan, model=called, raw_model=model, optimizer=opt,
+                        scheduler=sched, tricks=tricks, data=data, batcher=batcher,
+                        total_steps=steps, seed=cfg.seed, scaler=scaler, is_main=d.is_main,
+                        world_size=d.world_size)
 
-    ckpt_dir = run_dir / "checkpoints"
-    resumed = False
-    saved_cfg = cfg
-    if cfg.resume or dist.auto_resume(run_dir):  # auto: a SLURM job requeued after preemption
-        path = Path(cfg.resume) if isinstance(cfg.resume, str) else ckpt_dir / "last.pt"
-        ckpt = checkpoint.load(path)
-        checkpoint.check_compatible(ckpt["config"], config)
-        checkpoint.restore(state, ckpt)
-        resumed = True
-        # config.yaml keeps the original `resume` value: a resumed job of a sweep must group
-        # with its siblings in `tricks compare`
-        saved_cfg = cfg.copy()
-        saved_cfg.resume = ckpt["config"].get("resume", False)
 
-    # building the sinks does no I/O: a bad logger key is rejected before run_dir is written
-    logger = build.loggers(cfg, run_dir) if d.is_main else dist.NullLogger()
-    # Nothing above wrote to run_dir: bad input has lost nothing.
-    if d.is_main:  # only rank 0 writes
-        run_dir.mkdir(parents=True, exist_ok=True)
-        WROTE.add(str(run_dir))
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(saved_cfg, resolve=True))
-    logger.start(run_dir, config, rows=state.rows if resumed else None)
+def resume(job: Job) -> DictConfig:
+    """Restore the checkpoint `resume` names (or a requeued SLURM job's own); returns the config
+    to write as config.yaml."""
+    from runner import checkpoint, dist
+
+    cfg = job.cfg
+    if not (cfg.resume or dist.auto_resume(job.run_dir)):  # auto: requeued after preemption
+        return cfg
+    path = Path(cfg.resume) if isinstance(cfg.resume, str) else job.run_dir / CKPT / "last.pt"
+    ckpt = checkpoint.load(path)
+    checkpoint.check_compatible(ckpt["config"], job.config)
+    checkpoint.restore(job.state, ckpt)
+    job.resumed = True
+    # config.yaml keeps the original `resume` value: a resumed job of a sweep must group with
+    # its siblings in `tricks compare`
+    saved_cfg = cfg.copy()
+    saved_cfg.resume = ckpt["config"].get("resume", False)
+    return saved_cfg
+
+
+def _checkpointers(job: Job):
+    """(save last.pt, on an evaluation: track the best and save best.pt) for engine.fit."""
+    from runner import checkpoint, engine
+
+    ckpt_dir = job.run_dir / CKPT
 
     def save_last(s):
         if s.is_main:
-            checkpoint.save_atomic(checkpoint.state_to_ckpt(s, config), ckpt_dir / "last.pt")
+            checkpoint.save_atomic(checkpoint.state_to_ckpt(s, job.config), ckpt_dir / "last.pt")
 
     def on_eval(s, row):
         if engine.update_best(s, row):
@@ -118,13 +185,24 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
                                     "step": s.step, "val/acc": row["val/acc"]},
                                    ckpt_dir / "best.pt")
 
-    progress = ProgressView(steps, enabled=tcfg.progress if d.is_main else False,
+    return save_last, on_eval
+
+
+def train(job: Job, callbacks: list) -> dict:
+    """engine.fit under the signal handlers; returns the summary (status, error, figures)."""
+    from runner import dist, engine
+    from runner.log.progress import ProgressView
+
+    state, d = job.state, job.dist
+    save_last, on_eval = _checkpointers(job)
+    progress = ProgressView(state.total_steps, enabled=state.cfg.progress if d.is_main else False,
                             start=state.step)
     old_handlers = engine.install_signal_handlers(state)
-    submitit_handler = dist.install_preemption_handler(state)  # SIGUSR2 under submitit
+    job.submitit = dist.install_preemption_handler(state)  # SIGUSR2 under submitit
     summary = {"status": "running"}
     try:
-        figures = engine.fit(state, logger, progress, checkpoint_fn=save_last, best_fn=on_eval)
+        figures = engine.fit(state, job.logger, progress, checkpoint_fn=save_last,
+                             best_fn=on_eval, callbacks=callbacks)
         dist.check_in_sync(state)  # DDP replicas must still be equal
         stopped = state.stop_requested and state.step < state.total_steps
         summary = {**figures, "status": "interrupted" if stopped else "completed"}
@@ -142,28 +220,41 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
             traceback.print_exc()
     finally:
         progress.close()
-        import signal
+        _restore_signals(old_handlers)
+    return summary
 
-        for s, h in old_handlers.items():
-            try:
-                signal.signal(s, h)
-            except (ValueError, TypeError):
-                pass
+
+def _restore_signals(old_handlers: dict) -> None:
+    import signal
+
+    for s, h in old_handlers.items():
+        try:
+            signal.signal(s, h)
+        except (ValueError, TypeError):
+            pass
+
+
+def finish(job: Job, summary: dict, t0: float) -> dict:
+    """Complete the summary, write it, prune checkpoints, tear DDP down, requeue if preempted."""
+    from runner import checkpoint, dist
+    from runner.log import write_json_atomic
+
+    d, run_dir = job.dist, job.run_dir
     summary["wall_seconds"] = time.perf_counter() - t0
-    summary["resumed"] = resumed
+    summary["resumed"] = job.resumed
     if d.enabled:
         summary["world_size"] = d.world_size
-    logger.finish(summary)
+    job.logger.finish(summary)
     if d.is_main:
         if not (run_dir / "summary.json").exists():
             write_json_atomic(run_dir / "summary.json", summary)
         if summary["status"] == "completed":
-            checkpoint.prune(ckpt_dir, tcfg.keep_checkpoints)
+            checkpoint.prune(run_dir / CKPT, job.cfg.trainer.keep_checkpoints)
         report(summary, run_dir)
     dist.teardown(d)  # destroy the process group (no collective follows)
-    if submitit_handler is not None and state.stop_requested == dist.PREEMPT_NAME:
-        dist.requeue(submitit_handler)  # last.pt is written: let submitit requeue this job
-    dist.restore_preemption_handler(submitit_handler)
+    if job.submitit is not None and job.state.stop_requested == dist.PREEMPT_NAME:
+        dist.requeue(job.submitit)  # last.pt is written: let submitit requeue this job
+    dist.restore_preemption_handler(job.submitit)
     return summary
 
 

@@ -72,15 +72,16 @@ JOBS["tweets Transformer bucketed"] = JOBS["tweets Transformer"] + ["dataset.pad
 #: backward passes, not the per-step Python, dominate a step
 TRICK_JOB = ["model=mlp", "model.hidden=512", "model.depth=4", "trainer.batch_size=256"]
 
-#: forward+backward passes per step, in theory (default settings of each config)
-THEORY = {
-    "none": "1", "rdrop": "2 (one doubled batch)", "fgm": "2", "pgd": "K+1", "vat": "3",
-    "gradpen": "~3 (double backward)", "paramgradpen": "~3 (double backward)",
-    "flooding": "1", "label_smoothing": "1", "noise": "1", "spectral": "1 (+ power iteration)",
-    "childtuning_f": "1 (+ mask)", "childtuning_d": "1 (+ Fisher pass before training)",
-    "clip=norm": "1", "clip=value": "1", "clip=adaptive": "1", "ema": "1 (+ parameter average)",
-    "lookahead": "1 (+ every k steps)", "layer_adapt": "1",
-}
+
+
+def theory(group: str | None, option: str) -> str:
+    """Forward+backward passes per step in theory (default settings): the trick's own `passes`
+    fact (runner.hooks); no trick is one pass."""
+    if group is None:
+        return "1"
+    from runner.facts import trick_class
+
+    return trick_class(group, option).passes
 
 
 def conf_options(group: str) -> list[str]:
@@ -89,10 +90,34 @@ def conf_options(group: str) -> list[str]:
 
 # -- measurement ----------------------------------------------------------------------------
 
+class StepClock:
+    """The engine's callback (engine.fit `callbacks`) that takes each step's end time (one
+    perf_counter call, hand_loop.stamp), keeps the State, and with `mem` counts the peak tensor
+    memory of step 3 (bench_mem.PeakTensorMemory around that one step)."""
+
+    def __init__(self, mem: bool = False):
+        self.times, self.box, self.mem, self._peak = [], {}, mem, None
+
+    def on_step_start(self, state) -> None:
+        if self.mem and state.step == 2:
+            from bench_mem import PeakTensorMemory
+
+            self._peak = PeakTensorMemory().__enter__()
+
+    def on_step_end(self, state) -> None:
+        from hand_loop import stamp
+
+        if self._peak is not None:
+            self._peak.__exit__(None, None, None)
+            self.box["peak_step_bytes"], self._peak = self._peak.peak, None
+        stamp(self.times)
+        self.box["state"] = state
+
+
 def engine_run(over: list[str], steps: int, warm: int, mem: bool = False) -> dict:
-    """`tricks train` in-process (runner.main.run) with eval/checkpoint only after the last step.
-    Per-step end times are taken by a wrapper of engine.train_step (one perf_counter call)."""
-    from hand_loop import stamp, step_result
+    """`tricks train` in-process (runner.main.run) with eval/checkpoint only after the last step,
+    timed by a StepClock callback."""
+    from hand_loop import step_result
     from runner import engine
     from runner.config import compose
     from runner.main import run
@@ -100,38 +125,20 @@ def engine_run(over: list[str], steps: int, warm: int, mem: bool = False) -> dic
     cfg = compose(over + [f"trainer.max_steps={steps}", f"trainer.log_every={warm}",
                           f"trainer.eval_every={steps}", "trainer.progress=false",
                           "logger=jsonl"])
-    times, box = [], {}
-    orig_step, orig_fit = engine.train_step, engine.fit
-
-    def train_step(state, micro, loss_fn, bwd_fn, log_now):
-        if mem and state.step == 2:
-            from bench_mem import PeakTensorMemory
-
-            with PeakTensorMemory() as pk:
-                orig_step(state, micro, loss_fn, bwd_fn, log_now)
-            box["peak_step_bytes"] = pk.peak
-        else:
-            orig_step(state, micro, loss_fn, bwd_fn, log_now)
-        stamp(times)
-
-    def fit(state, *a, **k):
-        box["state"] = state
-        return orig_fit(state, *a, **k)
-
-    engine.train_step, engine.fit = train_step, fit
+    clock = StepClock(mem)
     determinism = engine.torch_determinism()
     try:
         with tempfile.TemporaryDirectory() as d:
             t0 = time.perf_counter()
-            summary = run(cfg, Path(d) / "run")
+            summary = run(cfg, Path(d) / "run", callbacks=[clock])
     finally:
-        engine.train_step, engine.fit = orig_step, orig_fit
         # the engine's deterministic mode is process-wide: the next arm gets torch's defaults
         engine.torch_determinism(determinism)
     if summary["status"] != "completed":
         raise RuntimeError(f"engine run failed: {summary.get('error')}")
+    box = clock.box
     state = box.pop("state")
-    return {**step_result(times, cfg.trainer.batch_size, warm, t0),
+    return {**step_result(clock.times, cfg.trainer.batch_size, warm, t0),
             "opt_state_bytes": optimizer_state_bytes(state.optimizer), **box}
 
 
@@ -291,17 +298,15 @@ def child(framework: str, job: str):
 
         torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
     if framework == "tricks":
-        from runner import engine
+        from runner import main as entry
 
-        orig = engine.train_step
+        class FirstStep:  # engine.fit callback: the end of the first step
+            def on_step_end(self, state):
+                if not getattr(self, "done", False):
+                    self.done = True
+                    print(f"FIRST_STEP_END {time.time()}", flush=True)
 
-        def train_step(*a, **k):
-            orig(*a, **k)
-            if not getattr(train_step, "done", False):
-                train_step.done = True
-                print(f"FIRST_STEP_END {time.time()}", flush=True)
-
-        engine.train_step = train_step
+        entry.CALLBACKS.append(FirstStep())
         from runner.cli import main
 
         d = tempfile.mkdtemp()
@@ -323,13 +328,14 @@ def child(framework: str, job: str):
 
 def section_tricks(args, out: dict):
     cases = {"none": []}
+    groups = {"none": (None, "none")}  # arm -> (group, option), for its theoretical passes
     for r in conf_options("reg"):
-        cases[r] = [f"reg=[{r}]"]
+        cases[r], groups[r] = [f"reg=[{r}]"], ("reg", r)
     for c in conf_options("clip"):
         if c != "none":
-            cases[f"clip={c}"] = [f"clip={c}"]
+            cases[f"clip={c}"], groups[f"clip={c}"] = [f"clip={c}"], ("clip", c)
     for d in conf_options("derived"):
-        cases[d] = [f"derived=[{d}]"]
+        cases[d], groups[d] = [f"derived=[{d}]"], ("derived", d)
     if args.quick:
         cases = {k: v for k, v in cases.items() if k in ("none", "rdrop", "fgm", "clip=norm")}
     print(f"[tricks] {len(cases)} arms on {' '.join(TRICK_JOB)}", flush=True)
@@ -344,7 +350,7 @@ def section_tricks(args, out: dict):
         rows.append({"trick": k, "step_ms": med(res[k], "step_ms"),
                      "time_vs_none": ratio(res[k], res["none"], "step_ms"),
                      "peak_step_MB": mem[k] / 1e6, "mem_vs_none": mem[k] / mem["none"],
-                     "theory": THEORY.get(k, "?")})
+                     "theory": theory(*groups[k])})
     out["tricks"] = rows
 
 

@@ -4,8 +4,8 @@
 
 p1, p2 are the predicted distributions of the two passes, which differ only by their dropout masks.
 Both passes are one forward of the batch concatenated with itself (one kernel launch per layer
-instead of two, ~13% faster per step than two forwards on mnist1d's MLP), and gradients flow
-through both sides of the KL, as in the paper.
+instead of two: faster per step than two forwards, docs/bench.md), and gradients flow through both
+sides of the KL, as in the paper.
 
 Liang et al., "R-Drop: Regularized Dropout for Neural Networks", NeurIPS 2021.
 Su Jianlin, "又是Dropout两次！这次它做到了有监督任务的SOTA", https://kexue.fm/archives/8496 — the
