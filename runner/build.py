@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner.errors import ConfigError
 
 # Keys of an optimizer config that are ours, not the optimizer constructor's.
-OPT_META_KEYS = ("_target_", "fused", "decay_bias_and_norm", "name")
+OPT_META_KEYS = ("_target_", "fused", "decay_bias_and_norm")
 
 
 def _target(node, key: str):
@@ -105,9 +105,9 @@ def schedule(cfg: DictConfig, opt, total_steps: int):
 def tricks(cfg: DictConfig) -> list:
     """Every selected trick, sorted by `order` (stable: config order breaks ties)."""
     found = []
-    from runner.config import LIST_GROUPS
+    from runner.config import LIST_GROUPS, TRICK_GROUPS
 
-    for group in ("reg", "derived", "clip"):
+    for group in TRICK_GROUPS:
         node = cfg.get(group)
         if not node:
             continue

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from runner.config import GROUPS, LIST_GROUPS, choices_of
+from runner.config import GROUPS, LIST_GROUPS, TRICK_GROUPS, choices_of
 from runner.errors import ConfigError
 
 # Keys that cannot change a result: never a reason to split runs into groups.
@@ -82,7 +82,7 @@ class Run:
 
 
 def _no_trick(d: dict) -> bool:
-    return all(d.get(g, "none") in ("none", "[]") for g in ("reg", "derived", "clip"))
+    return all(d.get(g, "none") in ("none", "[]") for g in TRICK_GROUPS)
 
 
 def natural_key(s: str):

@@ -5,16 +5,12 @@ from __future__ import annotations
 import pytest
 
 from conftest import CONF, FAST, conf_options, train_run
+from runner.config import groups, option_override as _override
 
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
+GROUPS = groups(CONF)
 # groups whose options need heavy assets are still composed, and built in their own test files
 HEAVY = {("model", "minilm"), ("model", "hf"), ("dataset", "hf"), ("dataset", "csv"),
          ("dataset", "tweets"), ("model", "transformer")}
-LIST_GROUPS = {"reg", "derived"}
-
-
-def _override(group, option):
-    return f"{group}=[{option}]" if group in LIST_GROUPS else f"{group}={option}"
 
 
 CASES = [(g, o) for g in GROUPS for o in conf_options(g)]

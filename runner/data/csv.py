@@ -111,70 +111,62 @@ def _missing(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=None,
-                label_column="label", tokenizer=None, max_len: int = 128,
-                val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0,
-                train_size=None, val_size=None, test_size=None, padding: str = "dynamic",
-                standardize: bool = True, dataset: str = "csv", label_names=None) -> Data:
-    """`tables`: {'train': Dataset, 'val'?: Dataset, 'test'?: Dataset}; `where` names each for
-    error messages. Shared by dataset=csv and dataset=hf."""
-    check((text_column is None) != (feature_columns is None), "dataset.text_column",
-          "set exactly one of text_column (text) and feature_columns (numeric)")
-    check(isinstance(label_column, str) and label_column != "", "dataset.label_column",
-          "required: the name of the label column")
-    if text_column is not None:
-        cols = [text_column] if isinstance(text_column, str) else list(text_column)
-        check(len(cols) in (1, 2) and all(isinstance(c, str) for c in cols),
-              "dataset.text_column", f"one column name or a list of two, got {text_column!r}")
-        tok = T.load_tokenizer(tokenizer, dataset)
+def _feature_columns(first, feature_columns, label_column) -> list:
+    if feature_columns in ("all", "*"):
+        cols = [c for c in first.column_names if c != label_column]
     else:
-        first = tables["train"]
-        if feature_columns in ("all", "*"):
-            cols = [c for c in first.column_names if c != label_column]
-        else:
-            cols = [feature_columns] if isinstance(feature_columns, str) else list(feature_columns)
-        check(len(cols) > 0, "dataset.feature_columns", "no feature columns")
-    in_range(val_fraction, "dataset.val_fraction", 0.0, 1.0, hi_open=True)
-    in_range(test_fraction, "dataset.test_fraction", 0.0, 1.0, hi_open=True)
+        cols = [feature_columns] if isinstance(feature_columns, str) else list(feature_columns)
+    check(len(cols) > 0, "dataset.feature_columns", "no feature columns")
+    return cols
 
-    # Gather every split's columns, dropping rows without a label or text.
+
+def _text_rows(ds, cols: list, labels: list, w: str):
+    """(kept row indices, [texts of each column]): rows with a label and non-empty texts."""
+    data = [list(_column(ds, c, "dataset.text_column", w)) for c in cols]
+    keep = [i for i, l in enumerate(labels) if not _missing(l)
+            and all(not _missing(d[i]) and str(d[i]).strip() for d in data)]
+    return keep, [[str(d[i]) for i in keep] for d in data]
+
+
+def _numeric_rows(ds, cols: list, labels: list, w: str):
+    """(kept row indices, float64 features): rows with a label; missing features refused."""
+    data = []
+    for c in cols:
+        v = _column(ds, c, "dataset.feature_columns", w)
+        try:
+            data.append(np.asarray(v, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise ConfigError("dataset.feature_columns", f"column {c!r} in {w} is not numeric")
+    x = np.stack(data, 1) if data else np.zeros((len(labels), 0))
+    keep = [i for i, l in enumerate(labels) if not _missing(l)]
+    x = x[keep]
+    if np.isnan(x).any():
+        bad = cols[int(np.where(np.isnan(x).any(0))[0][0])]
+        raise ConfigError("dataset.feature_columns", f"column {bad!r} in {w} has missing values")
+    return keep, x
+
+
+def _gather(tables: dict, where: dict, cols: list, text: bool, label_column, dataset) -> dict:
+    """Every split's (labels, features), dropping rows without a label or text."""
     rows = {}
     dropped = 0
     for split, ds in tables.items():
         w = where[split]
         labels = list(_column(ds, label_column, "dataset.label_column", w))
-        if text_column is not None:
-            data = [list(_column(ds, c, "dataset.text_column", w)) for c in cols]
-            keep = [i for i, l in enumerate(labels) if not _missing(l)
-                    and all(not _missing(d[i]) and str(d[i]).strip() for d in data)]
-            feats = [[str(d[i]) for i in keep] for d in data]
-        else:
-            data = []
-            for c in cols:
-                v = _column(ds, c, "dataset.feature_columns", w)
-                try:
-                    data.append(np.asarray(v, dtype=np.float64))
-                except (TypeError, ValueError):
-                    raise ConfigError("dataset.feature_columns",
-                                      f"column {c!r} in {w} is not numeric")
-            x = np.stack(data, 1) if data else np.zeros((len(labels), 0))
-            keep = [i for i, l in enumerate(labels) if not _missing(l)]
-            x = x[keep]
-            if np.isnan(x).any():
-                bad = cols[int(np.where(np.isnan(x).any(0))[0][0])]
-                raise ConfigError("dataset.feature_columns",
-                                  f"column {bad!r} in {w} has missing values")
-            feats = x
+        keep, feats = (_text_rows if text else _numeric_rows)(ds, cols, labels, w)
         dropped += len(labels) - len(keep)
         rows[split] = ([labels[i] for i in keep], feats)
         if not keep:
-            raise ConfigError("dataset.label_column" if text_column is None else
-                              "dataset.text_column", f"no usable rows in {w}")
+            raise ConfigError("dataset.text_column" if text else "dataset.label_column",
+                              f"no usable rows in {w}")
     if dropped:
         T.note(f"dataset={dataset}: dropped {dropped} rows with a missing label"
-               + (" or an empty text" if text_column is not None else ""))
+               + (" or an empty text" if text else ""))
+    return rows
 
-    # One label vocabulary across splits.
+
+def _encode(rows: dict, where: dict, label_names):
+    """One label vocabulary across splits: (ids, class names, {split: its rows' positions})."""
     order = list(rows)
     all_labels = [l for s in order for l in rows[s][0]]
     if label_names is not None and any(isinstance(l, int) and l < 0 for l in all_labels):
@@ -185,9 +177,11 @@ def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=
     ids, class_names = T.encode_labels(all_labels, "dataset.label_column", where_all,
                                        names=label_names)
     offsets = np.cumsum([0] + [len(rows[s][0]) for s in order])
-    span = {s: np.arange(offsets[i], offsets[i + 1]) for i, s in enumerate(order)}
+    return ids, class_names, {s: np.arange(offsets[i], offsets[i + 1]) for i, s in enumerate(order)}
 
-    # Carve missing splits from train (seeded, independent of the run seed).
+
+def _carve(span: dict, given, val_fraction, test_fraction, split_seed, sizes) -> dict:
+    """Carve missing splits from train (seeded, independent of the run seed), then cap sizes."""
     rng = np.random.RandomState(split_seed)
     train = span["train"][rng.permutation(len(span["train"]))]
     n_rows = len(train)  # fractions are of the train file (of the whole table when one file)
@@ -201,14 +195,41 @@ def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=
           "training rows")
     span["train"] = train
     for s in ("val", "test"):  # shuffle given splits too, so *_size takes a random subset
-        if s in tables:
+        if s in given:
             span[s] = span[s][np.random.RandomState(split_seed + 1).permutation(len(span[s]))]
-    span = {"train": T.cap(span["train"], train_size, "dataset.train_size"),
-            "val": T.cap(span["val"], val_size, "dataset.val_size"),
-            "test": T.cap(span["test"], test_size, "dataset.test_size")}
+    return {s: T.cap(span[s], sizes[s], f"dataset.{s}_size") for s in ("train", "val", "test")}
+
+
+def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=None,
+                label_column="label", tokenizer=None, max_len: int = 128,
+                val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0,
+                train_size=None, val_size=None, test_size=None, padding: str = "dynamic",
+                standardize: bool = True, dataset: str = "csv", label_names=None) -> Data:
+    """`tables`: {'train': Dataset, 'val'?: Dataset, 'test'?: Dataset}; `where` names each for
+    error messages. Shared by dataset=csv and dataset=hf."""
+    check((text_column is None) != (feature_columns is None), "dataset.text_column",
+          "set exactly one of text_column (text) and feature_columns (numeric)")
+    check(isinstance(label_column, str) and label_column != "", "dataset.label_column",
+          "required: the name of the label column")
+    text = text_column is not None
+    if text:
+        cols = [text_column] if isinstance(text_column, str) else list(text_column)
+        check(len(cols) in (1, 2) and all(isinstance(c, str) for c in cols),
+              "dataset.text_column", f"one column name or a list of two, got {text_column!r}")
+        tok = T.load_tokenizer(tokenizer, dataset)
+    else:
+        cols = _feature_columns(tables["train"], feature_columns, label_column)
+    in_range(val_fraction, "dataset.val_fraction", 0.0, 1.0, hi_open=True)
+    in_range(test_fraction, "dataset.test_fraction", 0.0, 1.0, hi_open=True)
+
+    rows = _gather(tables, where, cols, text, label_column, dataset)
+    order = list(rows)
+    ids, class_names, span = _encode(rows, where, label_names)
+    span = _carve(span, tables, val_fraction, test_fraction, split_seed,
+                  {"train": train_size, "val": val_size, "test": test_size})
     num_classes = len(class_names)
 
-    if text_column is not None:
+    if text:
         texts = [t for s in order for t in rows[s][1][0]]
         pairs = [t for s in order for t in rows[s][1][1]] if len(cols) == 2 else None
         splits, info, collate = T.text_splits(tok, texts, pairs, ids, span, max_len, padding,
