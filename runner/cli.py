@@ -157,7 +157,7 @@ def _hydra_msg(e: Exception, overrides: list[str] | None = None) -> str:
             rest = [o for o in (overrides or []) if o.lstrip("+~").partition("=")[0] != key]
             node = OmegaConf.select(compose(rest), parent) if parent else compose(rest)
             if isinstance(node, DictConfig):
-                allowed = f" (allowed: {', '.join(str(k) for k in node.keys())})"
+                allowed = f" (allowed: {', '.join(str(k) for k in node)})"
         except Exception:
             pass
         return f"{key}: unknown key{allowed}; add a new key with +{key}=..."

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from runner.config import GROUPS, LIST_GROUPS, TRICK_GROUPS, choices_of
+from runner.config import GROUPS, TRICK_GROUPS, choices_of
 from runner.errors import ConfigError
 
 # Keys that cannot change a result: never a reason to split runs into groups.

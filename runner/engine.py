@@ -197,7 +197,8 @@ def _base_backward(state: State, out: Out, batch: dict) -> None:
 
 def build_chains(state: State):
     """Compose the tricks' loss and backward hooks like middleware: the lowest `order` is the
-    outermost wrapper. Only tricks that override a hook take part, so an unused hook costs nothing."""
+    outermost wrapper. Only tricks that override a hook take part, so an unused hook costs
+    nothing."""
     loss_fn = partial(_base_loss, state)
     for t in reversed([t for t in state.tricks if overrides(t, "loss")]):
         loss_fn = partial(t.loss, state, next=loss_fn)
@@ -543,7 +544,8 @@ def summary_figures(state: State) -> dict:
         "final/val/acc": final.get("val/acc"),
         "steps": state.step,
         "epochs": state.epoch,
-        "samples_per_sec": state.samples_seen / state.train_seconds if state.train_seconds else None,
+        "samples_per_sec": (state.samples_seen / state.train_seconds if state.train_seconds
+                            else None),
         "train_seconds": state.train_seconds,
         "peak_mem_bytes": devmod.peak_mem_bytes(state.plan.device),
     }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-from functools import lru_cache
+from functools import cache
 
 #: what the static reading keeps (literal class attributes)
 STATIC = ("order", "figures", "noop", "noop_exact", "passes")
@@ -16,7 +16,7 @@ STATIC = ("order", "figures", "noop", "noop_exact", "passes")
 BASE_ORDER = 50
 
 
-@lru_cache(maxsize=None)
+@cache
 def _module_classes(module: str) -> dict:
     """{class name: (base names, {attribute: literal value})} of a module's top-level classes."""
     spec = importlib.util.find_spec(module)
@@ -33,8 +33,13 @@ def _module_classes(module: str) -> dict:
             continue
         attrs = {}
         for st in node.body:
-            target = (st.targets[0] if isinstance(st, ast.Assign) and len(st.targets) == 1
-                      else st.target if isinstance(st, ast.AnnAssign) else None)
+            target = (
+                st.targets[0]
+                if isinstance(st, ast.Assign) and len(st.targets) == 1
+                else st.target
+                if isinstance(st, ast.AnnAssign)
+                else None
+            )
             if isinstance(target, ast.Name) and target.id in STATIC and st.value is not None:
                 try:
                     attrs[target.id] = ast.literal_eval(st.value)

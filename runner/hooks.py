@@ -151,8 +151,10 @@ def facts(cls: type) -> dict:
     and what it lacks."""
     bad = missing_facts(cls)
     if bad:
-        raise TypeError(f"{cls.__module__}.{cls.__qualname__} does not declare the trick facts: "
-                        f"{', '.join(bad)} (see runner.hooks)")
+        raise TypeError(
+            f"{cls.__module__}.{cls.__qualname__} does not declare the trick facts: "
+            f"{', '.join(bad)} (see runner.hooks)"
+        )
     return {"order": cls.order, **{f: getattr(cls, f) for f in FACTS}}
 
 

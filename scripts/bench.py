@@ -17,7 +17,8 @@ drifting machine speed cancels out):
   and the rest: the framework's own work per step, where the arms differ. On jobs where the
   model's compute is nearly the whole step, that split resolves differences far below the
   machine's noise on whole steps.
-- peers: the same jobs through Hugging Face `Trainer` and PyTorch Lightning (scripts/bench_peers.py).
+- peers: the same jobs through Hugging Face `Trainer` and PyTorch Lightning
+  (scripts/bench_peers.py).
 - startup: a fresh process per framework, time from spawn to the end of the first step.
 - tricks: steady step time and peak step memory of every conf/reg trick, clip mode and derived
   optimizer relative to no trick, next to the theoretical count of forward+backward passes.

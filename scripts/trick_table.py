@@ -47,8 +47,18 @@ def rows() -> list[list[str]]:
             f = facts(cls)  # raises, naming the class, when a fact is missing
             hooks = ", ".join(h for h in HOOKS if getattr(cls, h) is not getattr(Trick, h))
             figs = ", ".join(f"`{k}`" for k in f["figures"]) or "—"
-            out.append([f"`{group}`", f"`{option}`", describe(group, option), hooks,
-                        f["passes"], str(f["order"]), figs, _noop(cls)])
+            out.append(
+                [
+                    f"`{group}`",
+                    f"`{option}`",
+                    describe(group, option),
+                    hooks,
+                    f["passes"],
+                    str(f["order"]),
+                    figs,
+                    _noop(cls),
+                ]
+            )
     return out
 
 
@@ -82,8 +92,11 @@ def main(argv=None) -> int:
         README.write_text(new, encoding="utf-8")
         return 0
     if new != text:
-        print("README.md: the trick table differs from the tricks' facts; run "
-              "python scripts/trick_table.py --write", file=sys.stderr)
+        print(
+            "README.md: the trick table differs from the tricks' facts; run "
+            "python scripts/trick_table.py --write",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

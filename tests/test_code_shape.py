@@ -20,8 +20,9 @@ def long_functions(root=ROOT / "runner", limit: int = MAX_LINES) -> list[str]:
                 start = min([node.lineno] + [d.lineno for d in node.decorator_list])
                 n = node.end_lineno - start + 1
                 if n > limit:
-                    out.append(f"{path.relative_to(root.parent)}:{node.lineno} {node.name} "
-                               f"({n} lines)")
+                    out.append(
+                        f"{path.relative_to(root.parent)}:{node.lineno} {node.name} ({n} lines)"
+                    )
     return out
 
 
@@ -33,7 +34,8 @@ def test_the_check_names_a_long_function(tmp_path):
     pkg = tmp_path / "pkg"
     pkg.mkdir()
     body = "\n".join(f"        x{i} = {i}" for i in range(MAX_LINES))
-    (pkg / "m.py").write_text(f"def short():\n    pass\n\n\nclass C:\n    @staticmethod\n"
-                              f"    def long():\n{body}\n")
+    (pkg / "m.py").write_text(
+        f"def short():\n    pass\n\n\nclass C:\n    @staticmethod\n    def long():\n{body}\n"
+    )
     assert long_functions(pkg) == [f"pkg/m.py:7 long ({MAX_LINES + 2} lines)"]
     assert long_functions(pkg, limit=MAX_LINES + 2) == []

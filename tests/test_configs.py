@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from runner.config import groups
+from runner.config import option_override as _override
+
 from conftest import CONF, FAST, conf_options, train_run
-from runner.config import groups, option_override as _override
 
 GROUPS = groups(CONF)
 # groups whose options need heavy assets are still composed, and built in their own test files

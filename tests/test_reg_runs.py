@@ -18,9 +18,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from conftest import CONF, FAST, conf_options, read_rows, strip_timing, train_run
 from runner.config import LIST_GROUPS, TRICK_GROUPS, option_override
 from runner.facts import trick_class
+
+from conftest import CONF, FAST, conf_options, read_rows, strip_timing, train_run
 
 REG = conf_options("reg")
 STEPS = 3

@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT, conf_options
 from runner.config import TRICK_GROUPS, trick_target
+
+from conftest import ROOT, conf_options
 
 CASES = [(g, o) for g in TRICK_GROUPS for o in conf_options(g) if trick_target(g, o)]
 
@@ -33,8 +34,11 @@ def test_a_trick_without_facts_is_named_with_what_it_lacks():
         noop = {"w": 0.0}
 
     assert missing_facts(Half) == ["noop_exact", "passes"]
-    with pytest.raises(TypeError, match=r"Half does not declare the trick facts: noop_exact, "
-                                        r"passes"):
+    with pytest.raises(
+        TypeError,
+        match=r"Half does not declare the trick facts: noop_exact, "
+        r"passes",
+    ):
         facts(Half)
 
     class Wrong(Trick):
@@ -43,8 +47,10 @@ def test_a_trick_without_facts_is_named_with_what_it_lacks():
         noop_exact = True  # a no-op that does not exist cannot be exact
         passes = "1"
 
-    assert missing_facts(Wrong) == ["figures (a tuple of metric keys)",
-                                    "noop_exact (None when noop is None)"]
+    assert missing_facts(Wrong) == [
+        "figures (a tuple of metric keys)",
+        "noop_exact (None when noop is None)",
+    ]
 
 
 @pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
@@ -66,14 +72,18 @@ def test_list_shows_passes_and_order(tmp_path):
 
 
 def test_readme_trick_table_is_generated_from_the_facts():
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "trick_table.py"), "--check"],
-                       capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "trick_table.py"), "--check"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert r.returncode == 0, r.stderr
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("trick_table", ROOT / "scripts" /
-                                                  "trick_table.py")
+    spec = importlib.util.spec_from_file_location(
+        "trick_table", ROOT / "scripts" / "trick_table.py"
+    )
     tt = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tt)
     stale = tt.with_table((ROOT / "README.md").read_text(), "| stale |")

@@ -35,10 +35,22 @@ from runner.data import text as T
 from runner.data.base import Data
 from runner.errors import ConfigError, check, in_range
 
-FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
-           ".pq": "parquet"}
-SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "dev": "val",
-               "test": "test"}
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+SPLIT_NAMES = {
+    "train": "train",
+    "val": "val",
+    "validation": "val",
+    "valid": "val",
+    "dev": "val",
+    "test": "test",
+}
 
 
 def quiet_datasets():
@@ -54,11 +66,13 @@ def _check_file(p, key: str) -> Path:
     if not path.exists():
         raise ConfigError(key, f"file not found: {path}")
     if path.is_dir():
-        raise ConfigError(key, f"{path} is a folder; give a file (or use dataset=hf with "
-                          "dataset.name=FOLDER)")
+        raise ConfigError(
+            key, f"{path} is a folder; give a file (or use dataset=hf with dataset.name=FOLDER)"
+        )
     if path.suffix.lower() not in FORMATS:
-        raise ConfigError(key, f"unknown file type {path.suffix!r} ({path.name})",
-                          ", ".join(sorted(FORMATS)))
+        raise ConfigError(
+            key, f"unknown file type {path.suffix!r} ({path.name})", ", ".join(sorted(FORMATS))
+        )
     if path.stat().st_size == 0:
         raise ConfigError(key, f"{path} is empty")
     return path
@@ -68,8 +82,10 @@ def load_files(path) -> tuple[dict, dict]:
     """({'train'|'val'|'test': datasets.Dataset}, {split: file name}) from one file or a mapping
     of split files."""
     if path is None or path == "":
-        raise ConfigError("dataset.path", "required: a CSV/TSV/JSON/parquet file, or "
-                          "{train: FILE, val: FILE, test: FILE}")
+        raise ConfigError(
+            "dataset.path",
+            "required: a CSV/TSV/JSON/parquet file, or {train: FILE, val: FILE, test: FILE}",
+        )
     if isinstance(path, dict):
         files = {}
         for k, v in path.items():
@@ -85,11 +101,19 @@ def load_files(path) -> tuple[dict, dict]:
     for split, f in files.items():
         fmt = FORMATS[f.suffix.lower()]
         kw = {"delimiter": "\t"} if f.suffix.lower() == ".tsv" else {}
-        key = "dataset.path" if len(files) == 1 and not isinstance(path, dict) \
+        key = (
+            "dataset.path"
+            if len(files) == 1 and not isinstance(path, dict)
             else f"dataset.path.{split}"
+        )
         try:
-            ds = datasets.load_dataset(fmt, data_files={"train": str(f)}, split="train",
-                                       cache_dir=str(CACHE_DIR / "datasets"), **kw)
+            ds = datasets.load_dataset(
+                fmt,
+                data_files={"train": str(f)},
+                split="train",
+                cache_dir=str(CACHE_DIR / "datasets"),
+                **kw,
+            )
         except Exception as e:
             msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
             if "corresponds to no data" in msg:  # a header and no rows
@@ -123,8 +147,11 @@ def _feature_columns(first, feature_columns, label_column) -> list:
 def _text_rows(ds, cols: list, labels: list, w: str):
     """(kept row indices, [texts of each column]): rows with a label and non-empty texts."""
     data = [list(_column(ds, c, "dataset.text_column", w)) for c in cols]
-    keep = [i for i, l in enumerate(labels) if not _missing(l)
-            and all(not _missing(d[i]) and str(d[i]).strip() for d in data)]
+    keep = [
+        i
+        for i, l in enumerate(labels)
+        if not _missing(l) and all(not _missing(d[i]) and str(d[i]).strip() for d in data)
+    ]
     return keep, [[str(d[i]) for i in keep] for d in data]
 
 
@@ -157,11 +184,14 @@ def _gather(tables: dict, where: dict, cols: list, text: bool, label_column, dat
         dropped += len(labels) - len(keep)
         rows[split] = ([labels[i] for i in keep], feats)
         if not keep:
-            raise ConfigError("dataset.text_column" if text else "dataset.label_column",
-                              f"no usable rows in {w}")
+            raise ConfigError(
+                "dataset.text_column" if text else "dataset.label_column", f"no usable rows in {w}"
+            )
     if dropped:
-        T.note(f"dataset={dataset}: dropped {dropped} rows with a missing label"
-               + (" or an empty text" if text else ""))
+        T.note(
+            f"dataset={dataset}: dropped {dropped} rows with a missing label"
+            + (" or an empty text" if text else "")
+        )
     return rows
 
 
@@ -171,11 +201,15 @@ def _encode(rows: dict, where: dict, label_names):
     all_labels = [l for s in order for l in rows[s][0]]
     if label_names is not None and any(isinstance(l, int) and l < 0 for l in all_labels):
         bad = next(s for s in order if any(l < 0 for l in rows[s][0]))
-        raise ConfigError("dataset", f"the {bad} split ({where[bad]}) has no labels (-1); "
-                          f"set dataset.{bad}_split=null to carve it from train")
+        raise ConfigError(
+            "dataset",
+            f"the {bad} split ({where[bad]}) has no labels (-1); "
+            f"set dataset.{bad}_split=null to carve it from train",
+        )
     where_all = " + ".join(where[s] for s in order)
-    ids, class_names = T.encode_labels(all_labels, "dataset.label_column", where_all,
-                                       names=label_names)
+    ids, class_names = T.encode_labels(
+        all_labels, "dataset.label_column", where_all, names=label_names
+    )
     offsets = np.cumsum([0] + [len(rows[s][0]) for s in order])
     return ids, class_names, {s: np.arange(offsets[i], offsets[i + 1]) for i, s in enumerate(order)}
 
@@ -188,11 +222,17 @@ def _carve(span: dict, given, val_fraction, test_fraction, split_seed, sizes) ->
     for s, frac in (("test", test_fraction), ("val", val_fraction)):
         if s not in span:
             n = int(round(n_rows * frac))
-            check(n > 0, f"dataset.{s}_fraction", f"gives an empty {s} split "
-                  f"({len(train)} train rows); raise it or give a {s} file")
+            check(
+                n > 0,
+                f"dataset.{s}_fraction",
+                f"gives an empty {s} split ({len(train)} train rows); raise it or give a {s} file",
+            )
             span[s], train = train[:n], train[n:]
-    check(len(train) > 0, "dataset.val_fraction", "val_fraction + test_fraction leave no "
-          "training rows")
+    check(
+        len(train) > 0,
+        "dataset.val_fraction",
+        "val_fraction + test_fraction leave no training rows",
+    )
     span["train"] = train
     for s in ("val", "test"):  # shuffle given splits too, so *_size takes a random subset
         if s in given:
@@ -200,22 +240,46 @@ def _carve(span: dict, given, val_fraction, test_fraction, split_seed, sizes) ->
     return {s: T.cap(span[s], sizes[s], f"dataset.{s}_size") for s in ("train", "val", "test")}
 
 
-def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=None,
-                label_column="label", tokenizer=None, max_len: int = 128,
-                val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0,
-                train_size=None, val_size=None, test_size=None, padding: str = "dynamic",
-                standardize: bool = True, dataset: str = "csv", label_names=None) -> Data:
+def from_tables(
+    tables: dict,
+    where: dict,
+    *,
+    text_column=None,
+    feature_columns=None,
+    label_column="label",
+    tokenizer=None,
+    max_len: int = 128,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    split_seed: int = 0,
+    train_size=None,
+    val_size=None,
+    test_size=None,
+    padding: str = "dynamic",
+    standardize: bool = True,
+    dataset: str = "csv",
+    label_names=None,
+) -> Data:
     """`tables`: {'train': Dataset, 'val'?: Dataset, 'test'?: Dataset}; `where` names each for
     error messages. Shared by dataset=csv and dataset=hf."""
-    check((text_column is None) != (feature_columns is None), "dataset.text_column",
-          "set exactly one of text_column (text) and feature_columns (numeric)")
-    check(isinstance(label_column, str) and label_column != "", "dataset.label_column",
-          "required: the name of the label column")
+    check(
+        (text_column is None) != (feature_columns is None),
+        "dataset.text_column",
+        "set exactly one of text_column (text) and feature_columns (numeric)",
+    )
+    check(
+        isinstance(label_column, str) and label_column != "",
+        "dataset.label_column",
+        "required: the name of the label column",
+    )
     text = text_column is not None
     if text:
         cols = [text_column] if isinstance(text_column, str) else list(text_column)
-        check(len(cols) in (1, 2) and all(isinstance(c, str) for c in cols),
-              "dataset.text_column", f"one column name or a list of two, got {text_column!r}")
+        check(
+            len(cols) in (1, 2) and all(isinstance(c, str) for c in cols),
+            "dataset.text_column",
+            f"one column name or a list of two, got {text_column!r}",
+        )
         tok = T.load_tokenizer(tokenizer, dataset)
     else:
         cols = _feature_columns(tables["train"], feature_columns, label_column)
@@ -225,45 +289,88 @@ def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=
     rows = _gather(tables, where, cols, text, label_column, dataset)
     order = list(rows)
     ids, class_names, span = _encode(rows, where, label_names)
-    span = _carve(span, tables, val_fraction, test_fraction, split_seed,
-                  {"train": train_size, "val": val_size, "test": test_size})
+    span = _carve(
+        span,
+        tables,
+        val_fraction,
+        test_fraction,
+        split_seed,
+        {"train": train_size, "val": val_size, "test": test_size},
+    )
     num_classes = len(class_names)
 
     if text:
         texts = [t for s in order for t in rows[s][1][0]]
         pairs = [t for s in order for t in rows[s][1][1]] if len(cols) == 2 else None
-        splits, info, collate = T.text_splits(tok, texts, pairs, ids, span, max_len, padding,
-                                              dataset)
+        splits, info, collate = T.text_splits(
+            tok, texts, pairs, ids, span, max_len, padding, dataset
+        )
         info["num_classes"] = num_classes
         return Data(splits["train"], splits["val"], splits["test"], info, class_names, collate)
 
-    x = np.concatenate([rows[s][1] for s in order]).astype(np.float32)
+    return _numeric_data(rows, ids, span, standardize, class_names)
+
+
+def _numeric_data(rows: dict, ids, span: dict, standardize: bool, class_names) -> Data:
+    """The feature splits as tensors, standardized with the train split's statistics."""
+    x = np.concatenate([rows[s][1] for s in rows]).astype(np.float32)
     if standardize:
         tr = x[span["train"]]
         mu, sd = tr.mean(0), tr.std(0)
         x = (x - mu) / np.where(sd > 0, sd, 1.0)
     x, y = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(ids)
     mk = lambda idx: {"x": x[idx], "y": y[idx]}
-    return Data(mk(span["train"]), mk(span["val"]), mk(span["test"]),
-                {"in_dim": x.shape[1], "num_classes": num_classes}, class_names)
+    return Data(
+        mk(span["train"]),
+        mk(span["val"]),
+        mk(span["test"]),
+        {"in_dim": x.shape[1], "num_classes": len(class_names)},
+        class_names,
+    )
 
 
-def build(path=None, text_column=None, feature_columns=None, label_column: str = "label",
-          tokenizer=None, max_len: int = 128, val_fraction: float = 0.1,
-          test_fraction: float = 0.1, split_seed: int = 0, train_size: int | None = None,
-          val_size: int | None = None, test_size: int | None = None,
-          padding: str = "dynamic", standardize: bool = True) -> Data:
+def build(
+    path=None,
+    text_column=None,
+    feature_columns=None,
+    label_column: str = "label",
+    tokenizer=None,
+    max_len: int = 128,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    split_seed: int = 0,
+    train_size: int | None = None,
+    val_size: int | None = None,
+    test_size: int | None = None,
+    padding: str = "dynamic",
+    standardize: bool = True,
+) -> Data:
     # Cheap argument checks before any file is read.
-    check((text_column is None) != (feature_columns is None), "dataset.text_column",
-          "set exactly one of text_column (text) and feature_columns (numeric)")
+    check(
+        (text_column is None) != (feature_columns is None),
+        "dataset.text_column",
+        "set exactly one of text_column (text) and feature_columns (numeric)",
+    )
     if text_column is not None and tokenizer is None:
         T.load_tokenizer(None, "csv")  # says: pick a text model
     if isinstance(path, DictConfig):
         path = OmegaConf.to_container(path)
     tables, where = load_files(path)
-    return from_tables(tables, where, text_column=text_column, feature_columns=feature_columns,
-                       label_column=label_column, tokenizer=tokenizer, max_len=max_len,
-                       val_fraction=val_fraction, test_fraction=test_fraction,
-                       split_seed=split_seed, train_size=train_size, val_size=val_size,
-                       test_size=test_size, padding=padding, standardize=standardize,
-                       dataset="csv")
+    return from_tables(
+        tables,
+        where,
+        text_column=text_column,
+        feature_columns=feature_columns,
+        label_column=label_column,
+        tokenizer=tokenizer,
+        max_len=max_len,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        train_size=train_size,
+        val_size=val_size,
+        test_size=test_size,
+        padding=padding,
+        standardize=standardize,
+        dataset="csv",
+    )

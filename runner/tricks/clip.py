@@ -11,9 +11,10 @@ unscaling (the engine's `on_grads` hook), so the threshold applies to the full-b
   below lr * gamma and is ~ lr * ||g|| for small gradients.
   Zhang, He, Sra, Jadbabaie, "Why gradient clipping accelerates training: a theoretical
   justification for adaptivity", ICLR 2020, https://arxiv.org/abs/1905.11881 ((L0, L1)-smoothness:
-  where the gradient is large the loss is sharp, so the step should shrink with ||g||); Su Jianlin,
-  "为什么梯度裁剪能加速训练过程？一个简明的分析", https://kexue.fm/archives/7469: under that condition
-  the best step is 1 / (L0 + L1 ||g||), which gives this form (the post's second clipping form).
+  where the gradient is large the loss is sharp, so the step should shrink with ||g||);
+  Su Jianlin, "为什么梯度裁剪能加速训练过程？一个简明的分析", https://kexue.fm/archives/7469:
+  under that condition the best step is 1 / (L0 + L1 ||g||), which gives this form (the post's
+  second clipping form).
 
 Logged on log steps: ``grad_norm`` (before clipping, the engine's contract key) and
 ``train/clip_factor`` (averaged over the log interval): the factor applied to g for the norm
@@ -89,8 +90,9 @@ class ValueClip(_Clip):
         norm = state.grad_norm()
         torch.nn.utils.clip_grad_value_(state.params, self.max_value)
         after = torch.nn.utils.get_total_norm(state.grads())
-        state.log_scalar("train/clip_factor", torch.where(norm > 0, after / norm.clamp_min(1e-30),
-                                                          1.0))
+        state.log_scalar(
+            "train/clip_factor", torch.where(norm > 0, after / norm.clamp_min(1e-30), 1.0)
+        )
 
 
 class AdaptiveClip(_FactorClip):

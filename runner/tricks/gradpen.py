@@ -10,8 +10,9 @@ without the extra forward pass.
 
 Drucker & LeCun, "Improving Generalization Performance Using Double Backpropagation", 1992;
 Ross & Doshi-Velez, AAAI 2018.
-Su Jianlin, "对抗训练浅谈：意义、方法和思考（附Keras实现）", https://kexue.fm/archives/7234 (the
-gradient-penalty section); "输入梯度惩罚与参数梯度惩罚的一个不等式", https://kexue.fm/archives/8796 .
+Su Jianlin, "对抗训练浅谈：意义、方法和思考（附Keras实现）", https://kexue.fm/archives/7234
+(the gradient-penalty section); "输入梯度惩罚与参数梯度惩罚的一个不等式",
+https://kexue.fm/archives/8796 .
 
 Defaults: eps = 1.0.
 
