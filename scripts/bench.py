@@ -77,12 +77,13 @@ TRICK_JOB = ["model=mlp", "model.hidden=512", "model.depth=4", "trainer.batch_si
 
 def theory(group: str | None, option: str) -> str:
     """Forward+backward passes per step in theory (default settings): the trick's own `passes`
-    fact (runner.hooks); no trick is one pass."""
+    fact (runner.hooks; a trick without it fails here, naming it); no trick is one pass."""
     if group is None:
         return "1"
     from runner.facts import trick_class
+    from runner.hooks import facts
 
-    return trick_class(group, option).passes
+    return facts(trick_class(group, option))["passes"]
 
 
 def conf_options(group: str) -> list[str]:
