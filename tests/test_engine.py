@@ -52,3 +52,38 @@ def test_param_groups_skip_bias_and_norm():
     assert [len(x["params"]) for x in g] == [1, 3]
     assert g[0]["weight_decay"] == 0.1 and g[1]["weight_decay"] == 0.0
     assert len(param_groups(m, 0.1, decay_bias_and_norm=True)) == 1
+
+
+def test_fit_calls_callbacks_around_every_step_and_changes_nothing(tmp_path):
+    """engine.fit's callbacks (how the tests' kill switch and the benchmark's clock plug in):
+    on_step_start before step k sees state.step == k, on_step_end after it k + 1, once per
+    optimizer step also with accumulation; a run with callbacks logs the same rows."""
+    from conftest import FAST, read_rows, strip_timing, train_run
+    from runner.config import compose
+    from runner.main import run
+
+    class Record:
+        def __init__(self):
+            self.calls = []
+
+        def on_step_start(self, state):
+            self.calls.append(("start", state.step))
+
+        def on_step_end(self, state):
+            self.calls.append(("end", state.step))
+
+    class EndOnly:  # either hook may be absent
+        def __init__(self):
+            self.steps = []
+
+        def on_step_end(self, state):
+            self.steps.append(state.step)
+
+    over = [*FAST, "trainer.accum_steps=2"]
+    rec, end = Record(), EndOnly()
+    s = run(compose(over), tmp_path / "cb", callbacks=[rec, end])
+    assert s["status"] == "completed" and s["steps"] == 6
+    assert rec.calls == [c for k in range(6) for c in (("start", k), ("end", k + 1))]
+    assert end.steps == [1, 2, 3, 4, 5, 6]
+    assert train_run(over, tmp_path / "plain")["status"] == "completed"
+    assert strip_timing(read_rows(tmp_path / "cb")) == strip_timing(read_rows(tmp_path / "plain"))
