@@ -58,9 +58,10 @@ def test_fit_calls_callbacks_around_every_step_and_changes_nothing(tmp_path):
     """engine.fit's callbacks (how the tests' kill switch and the benchmark's clock plug in):
     on_step_start before step k sees state.step == k, on_step_end after it k + 1, once per
     optimizer step also with accumulation; a run with callbacks logs the same rows."""
-    from conftest import FAST, read_rows, strip_timing, train_run
     from runner.config import compose
     from runner.main import run
+
+    from conftest import FAST, read_rows, strip_timing, train_run
 
     class Record:
         def __init__(self):
