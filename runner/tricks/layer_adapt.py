@@ -8,8 +8,9 @@ weight decay included), each parameter tensor ("layer") takes a step of the same
 so the update keeps the optimizer's direction and its length is lr times the parameter's norm.
 You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes", ICLR 2020,
 https://arxiv.org/abs/1904.00962 (LAMB = Adam + this).
-Su Jianlin, "6个派生优化器的简单介绍及其实现", https://kexue.fm/archives/7094, section 层自适应 (bert4keras `extend_with_layer_adaptation`: the
-ratio is 1 when ||theta|| = 0 or the update is 0, which we follow).
+Su Jianlin, "6个派生优化器的简单介绍及其实现", https://kexue.fm/archives/7094, section 层自适应
+(bert4keras `extend_with_layer_adaptation`: the ratio is 1 when ||theta|| = 0 or the update is 0,
+which we follow).
 
 How it plugs in: `wrap_optimizer` registers a step pre-hook (remember theta and lr) and a step
 post-hook (rescale theta_new - theta) on the optimizer itself, so it works with every optimizer
