@@ -7,8 +7,9 @@ updated momentum itself:
 Su Jianlin, "Tiger：一个“抠”到极致的优化器", https://kexue.fm/archives/9512 (reference code:
 github.com/bojone/tiger); Lion: Chen et al., "Symbolic Discovery of Optimization Algorithms",
 NeurIPS 2023, https://arxiv.org/abs/2302.06675. Because only the momentum builds the update, the
-momentum itself performs gradient accumulation ("隐藏在动量中的梯度累积：少更新几步，效果反而更好？",
-https://kexue.fm/archives/8634): Tiger needs no extra buffer for it.
+momentum itself performs gradient accumulation
+("隐藏在动量中的梯度累积：少更新几步，效果反而更好？", https://kexue.fm/archives/8634): Tiger
+needs no extra buffer for it.
 
 Default beta 0.965 (the post's choice for NLP, from Lion's (0.95, 0.98); 0.945 for CV from
 (0.9, 0.99)). Learning rate and weight decay: as Lion (3-10x smaller lr, 3-10x larger wd than
