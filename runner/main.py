@@ -83,8 +83,8 @@ def setup(cfg: DictConfig, run_dir: Path) -> Job:
     from runner.config import to_container, validate
 
     validate(cfg)
+    from runner import build, dist, engine
     from runner import device as devmod
-    from runner import dist, engine
 
     tcfg = cfg.trainer
     plan = devmod.plan(str(tcfg.device), str(tcfg.precision), compile=bool(tcfg.compile))
@@ -97,8 +97,6 @@ def setup(cfg: DictConfig, run_dir: Path) -> Job:
     for t in state.tricks:
         t.setup(state)
     saved_cfg = resume(job)
-    from runner import build
-
     # building the sinks does no I/O: a bad logger key is rejected before run_dir is written
     job.logger = build.loggers(cfg, run_dir) if d.is_main else dist.NullLogger()
     # Nothing above wrote to run_dir: bad input has lost nothing.
