@@ -16,7 +16,7 @@ from runner.errors import ConfigError, check, in_range, positive
 # Config groups that take a list of options (reg=[rdrop,flooding]) rather than one.
 LIST_GROUPS = ("reg", "derived")
 # The groups that describe a run, in display order (`tricks compare`, W&B tags and config)
-GROUPS = ("model", "optimizer", "reg", "derived", "dataset", "clip", "schedule")
+GROUPS = ("model", "optimizer", "reg", "derived", "dataset", "clip", "schedule", "loss")
 _LIST_EXAMPLES = {"reg": "reg=[rdrop,flooding]", "derived": "derived=[ema,lookahead]"}
 
 
@@ -61,6 +61,7 @@ _TRAINER_CHOICES = {
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "on_nan": ("stop", "skip"),
     "keep_checkpoints": ("all", "best", "none"),
+    "select": ("auto", "val/acc", "val/f1", "val/f1_macro"),
 }
 
 
