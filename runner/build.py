@@ -62,9 +62,12 @@ def loss(cfg: DictConfig, data):
         obj = default()
     else:
         obj = call(node, "loss")
-    name = OmegaConf.select(cfg, "dataset._target_", default="") or ""
-    name = name.rsplit(".", 2)[-2] if name.count(".") >= 2 else name
-    obj.check_data(data.train["y"].dim() == 2, getattr(data, "name", None) or name)
+    from runner.config import _option_from_conf
+
+    ds = cfg.get("dataset")
+    name = (_option_from_conf("dataset", OmegaConf.to_container(ds, resolve=True))
+            if isinstance(ds, DictConfig) and ds.get("_target_") else "?")
+    obj.check_data(data.train["y"].dim() == 2, name)
     from runner.losses import select_metric
 
     trainer = cfg.get("trainer")

@@ -12,12 +12,22 @@ Splits: `path` is one file (split by a permutation seeded by `split_seed`, never
 test split is carved from train by its fraction. `train_size` / `val_size` / `test_size` keep only
 the first n of a split (for CPU runs).
 
+Multi-label (multi-hot labels, for loss=multilabel_ce | bce): `label_columns` names several 0/1
+columns (one per class, in that order: class names are the column names), or `label_delimiter`
+splits `label_column`'s strings into a set of labels ("sports|politics"; an empty cell is a
+row with no label; classes in sorted order). `y` is then a float 0/1 matrix (rows x classes).
+
+Semi-supervised: `labeled_fraction` / `labeled_size` keep labels on a subset of the train split
+seeded by `split_seed` (runner.data.base.semi_supervised); the other rows are unlabelled.
+
 Rows with a missing label or an empty text are dropped (said in one line). Bad input (missing
 file, empty file, missing column, one class, non-numeric feature) is one ConfigError line.
 
     tricks train dataset=csv dataset.path=reviews.csv dataset.text_column=review \\
         dataset.label_column=stars model=minilm
     tricks train dataset=csv dataset.path=table.parquet dataset.feature_columns=all model=mlp
+    tricks train dataset=csv dataset.path=tags.csv dataset.feature_columns=all \\
+        dataset.label_columns=[sports,politics,tech] loss=multilabel_ce
 """
 
 from __future__ import annotations
@@ -28,11 +38,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from runner import CACHE_DIR
 from runner.data import text as T
-from runner.data.base import Data
+from runner.data.base import Data, semi_supervised
 from runner.errors import ConfigError, check, in_range
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
@@ -111,17 +121,65 @@ def _missing(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
+def _multi_labels(ds, w: str, label_column, label_columns, label_delimiter) -> list:
+    """Each row's labels as a tuple (None when missing): the 0/1 values of `label_columns`, or
+    the set of names in `label_column` split at `label_delimiter`."""
+    if label_columns is not None:
+        cols = [list(_column(ds, c, "dataset.label_columns", w)) for c in label_columns]
+        out = []
+        for i, row in enumerate(zip(*cols)):
+            if any(_missing(v) for v in row):
+                out.append(None)
+                continue
+            for c, v in zip(label_columns, row):
+                if isinstance(v, str) or v not in (0, 1):  # True/False, 0.0/1.0 are 0/1 too
+                    raise ConfigError("dataset.label_columns", f"column {c!r} in {w} has the "
+                                      f"value {v!r} (row {i + 1}); multi-hot columns hold 0 or 1")
+            out.append(tuple(int(v) for v in row))
+        return out
+    vals = _column(ds, label_column, "dataset.label_column", w)
+    # an empty cell (read as missing) is a row with no label: a valid multi-label row
+    return [() if _missing(v) else tuple(sorted({s.strip() for s in str(v).split(
+        label_delimiter) if s.strip()})) for v in vals]
+
+
+def _encode_multi(labels: list, label_columns) -> tuple:
+    """(float32 multi-hot matrix, class names) from `_multi_labels` tuples."""
+    if label_columns is not None:
+        return np.asarray(labels, dtype=np.float32).reshape(len(labels), -1), list(label_columns)
+    names = sorted({n for row in labels for n in row})
+    check(len(names) >= 2, "dataset.label_delimiter", f"found {len(names)} label name(s) "
+          f"({', '.join(names) or 'none'}); need at least 2")
+    index = {n: i for i, n in enumerate(names)}
+    y = np.zeros((len(labels), len(names)), dtype=np.float32)
+    for r, row in enumerate(labels):
+        y[r, [index[n] for n in row]] = 1.0
+    return y, names
+
+
 def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=None,
                 label_column="label", tokenizer=None, max_len: int = 128,
                 val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0,
                 train_size=None, val_size=None, test_size=None, padding: str = "dynamic",
-                standardize: bool = True, dataset: str = "csv", label_names=None) -> Data:
+                standardize: bool = True, dataset: str = "csv", label_names=None,
+                label_columns=None, label_delimiter=None, labeled_fraction=None,
+                labeled_size=None) -> Data:
     """`tables`: {'train': Dataset, 'val'?: Dataset, 'test'?: Dataset}; `where` names each for
     error messages. Shared by dataset=csv and dataset=hf."""
     check((text_column is None) != (feature_columns is None), "dataset.text_column",
           "set exactly one of text_column (text) and feature_columns (numeric)")
     check(isinstance(label_column, str) and label_column != "", "dataset.label_column",
           "required: the name of the label column")
+    if isinstance(label_columns, str):
+        label_columns = [label_columns]
+    multi = label_columns is not None or label_delimiter is not None
+    check(label_columns is None or label_delimiter is None, "dataset.label_columns",
+          "set label_columns (0/1 columns) or label_delimiter (one delimited column), not both")
+    check(label_columns is None or (len(label_columns) >= 2 and all(
+        isinstance(c, str) for c in label_columns)), "dataset.label_columns",
+        f"a list of at least two column names, got {label_columns!r}")
+    check(label_delimiter is None or (isinstance(label_delimiter, str) and label_delimiter),
+          "dataset.label_delimiter", f"a non-empty string, got {label_delimiter!r}")
     if text_column is not None:
         cols = [text_column] if isinstance(text_column, str) else list(text_column)
         check(len(cols) in (1, 2) and all(isinstance(c, str) for c in cols),
@@ -130,7 +188,8 @@ def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=
     else:
         first = tables["train"]
         if feature_columns in ("all", "*"):
-            cols = [c for c in first.column_names if c != label_column]
+            skip = set(label_columns) if label_columns is not None else {label_column}
+            cols = [c for c in first.column_names if c not in skip]
         else:
             cols = [feature_columns] if isinstance(feature_columns, str) else list(feature_columns)
         check(len(cols) > 0, "dataset.feature_columns", "no feature columns")
@@ -142,7 +201,8 @@ def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=
     dropped = 0
     for split, ds in tables.items():
         w = where[split]
-        labels = list(_column(ds, label_column, "dataset.label_column", w))
+        labels = (_multi_labels(ds, w, label_column, label_columns, label_delimiter) if multi
+                  else list(_column(ds, label_column, "dataset.label_column", w)))
         if text_column is not None:
             data = [list(_column(ds, c, "dataset.text_column", w)) for c in cols]
             keep = [i for i, l in enumerate(labels) if not _missing(l)
@@ -182,8 +242,9 @@ def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=
         raise ConfigError("dataset", f"the {bad} split ({where[bad]}) has no labels (-1); "
                           f"set dataset.{bad}_split=null to carve it from train")
     where_all = " + ".join(where[s] for s in order)
-    ids, class_names = T.encode_labels(all_labels, "dataset.label_column", where_all,
-                                       names=label_names)
+    ids, class_names = (_encode_multi(all_labels, label_columns) if multi else
+                        T.encode_labels(all_labels, "dataset.label_column", where_all,
+                                        names=label_names))
     offsets = np.cumsum([0] + [len(rows[s][0]) for s in order])
     span = {s: np.arange(offsets[i], offsets[i + 1]) for i, s in enumerate(order)}
 
@@ -214,7 +275,8 @@ def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=
         splits, info, collate = T.text_splits(tok, texts, pairs, ids, span, max_len, padding,
                                               dataset)
         info["num_classes"] = num_classes
-        return Data(splits["train"], splits["val"], splits["test"], info, class_names, collate)
+        train = semi_supervised(splits["train"], labeled_fraction, labeled_size, split_seed)
+        return Data(train, splits["val"], splits["test"], info, class_names, collate)
 
     x = np.concatenate([rows[s][1] for s in order]).astype(np.float32)
     if standardize:
@@ -223,7 +285,8 @@ def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=
         x = (x - mu) / np.where(sd > 0, sd, 1.0)
     x, y = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(ids)
     mk = lambda idx: {"x": x[idx], "y": y[idx]}
-    return Data(mk(span["train"]), mk(span["val"]), mk(span["test"]),
+    train = semi_supervised(mk(span["train"]), labeled_fraction, labeled_size, split_seed)
+    return Data(train, mk(span["val"]), mk(span["test"]),
                 {"in_dim": x.shape[1], "num_classes": num_classes}, class_names)
 
 
@@ -231,7 +294,9 @@ def build(path=None, text_column=None, feature_columns=None, label_column: str =
           tokenizer=None, max_len: int = 128, val_fraction: float = 0.1,
           test_fraction: float = 0.1, split_seed: int = 0, train_size: int | None = None,
           val_size: int | None = None, test_size: int | None = None,
-          padding: str = "dynamic", standardize: bool = True) -> Data:
+          padding: str = "dynamic", standardize: bool = True, label_columns=None,
+          label_delimiter: str | None = None, labeled_fraction: float | None = None,
+          labeled_size: int | None = None) -> Data:
     # Cheap argument checks before any file is read.
     check((text_column is None) != (feature_columns is None), "dataset.text_column",
           "set exactly one of text_column (text) and feature_columns (numeric)")
@@ -245,4 +310,10 @@ def build(path=None, text_column=None, feature_columns=None, label_column: str =
                        val_fraction=val_fraction, test_fraction=test_fraction,
                        split_seed=split_seed, train_size=train_size, val_size=val_size,
                        test_size=test_size, padding=padding, standardize=standardize,
-                       dataset="csv")
+                       dataset="csv", label_columns=_plain(label_columns),
+                       label_delimiter=label_delimiter, labeled_fraction=labeled_fraction,
+                       labeled_size=labeled_size)
+
+
+def _plain(v):
+    return OmegaConf.to_container(v) if isinstance(v, (DictConfig, ListConfig)) else v

@@ -63,7 +63,8 @@ def build(name: str | None = None, subset: str | None = None, train_split: str =
           tokenizer=None, max_len: int = 128, val_fraction: float = 0.1,
           test_fraction: float = 0.1, split_seed: int = 0, train_size: int | None = None,
           val_size: int | None = None, test_size: int | None = None,
-          padding: str = "dynamic", standardize: bool = True, revision: str | None = None) -> Data:
+          padding: str = "dynamic", standardize: bool = True, revision: str | None = None,
+          labeled_fraction: float | None = None, labeled_size: int | None = None) -> Data:
     check((text_column is None) != (feature_columns is None), "dataset.text_column",
           "set exactly one of text_column (text) and feature_columns (numeric)")
     if text_column is not None and tokenizer is None:
@@ -92,4 +93,5 @@ def build(name: str | None = None, subset: str | None = None, train_split: str =
                        val_fraction=val_fraction, test_fraction=test_fraction,
                        split_seed=split_seed, train_size=train_size, val_size=val_size,
                        test_size=test_size, padding=padding, standardize=standardize,
-                       dataset="hf", label_names=label_names)
+                       dataset="hf", label_names=label_names,
+                       labeled_fraction=labeled_fraction, labeled_size=labeled_size)

@@ -51,6 +51,10 @@ def has_dropout(model: torch.nn.Module) -> bool:
 
 class RDrop(Trick):
     order = 30
+    figures = ("train/rdrop_kl",)
+    noop = {"alpha": 0.0}
+    noop_exact = False  # the doubled batch's mean CE: other dropout masks, other sum order
+    passes = "2"  # one forward+backward of a batch twice as large
 
     def __init__(self, alpha: float = 4.0, order: int | None = None):
         super().__init__(order)

@@ -62,6 +62,10 @@ def vat_perturbation(state, batch: dict, p_logits: torch.Tensor, shape, dtype, e
 
 class VAT(Trick):
     order = 30
+    figures = ("train/vat_kl",)
+    noop = {"weight": 0.0}
+    noop_exact = False  # weight 0 still draws u (the RNG stream moves) and runs the passes
+    passes = "2+iters"  # the clean pass, iters passes back to r only, the adversarial pass
     needs_embed_grad = True  # keeps Out.embed: its shape is the perturbation's
 
     def __init__(self, eps: float = 1.0, xi: float = 10.0, iters: int = 1, weight: float = 1.0,
