@@ -189,3 +189,29 @@ def test_semi_supervised_csv_and_tweets(tmp_path):
     t = tweets(tokenizer="bytes", train_size=40, val_size=20, test_size=20, max_len=24,
                labeled_size=10)
     assert int(t.train["labeled"].sum()) == 10 and int((t.train["y"] == -1).sum()) == 30
+
+
+def test_multilabel_semi_supervised_resume_is_exact(tmp_path):
+    """A kill between log steps: the pending multi-label counts (train/f1) and the best-val/f1
+    figures go through the checkpoint exactly."""
+    import json
+
+    from conftest import TIMING_KEYS, cli, strip_timing
+
+    args = ["dataset=mnist1d_multi", "loss=multilabel_ce", "dataset.labeled_fraction=0.3",
+            "reg=[vat]", "trainer.max_steps=14", "trainer.batch_size=128", "trainer.log_every=4",
+            "trainer.eval_every=5", "trainer.checkpoint_every=3", "trainer.progress=false"]
+    want, got = tmp_path / "want", tmp_path / "got"
+    r = cli(["train", *args, f"hydra.run.dir={want}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = cli(["train", *args, f"hydra.run.dir={got}"], cwd=tmp_path,
+            env={"TRICKS_TEST_KILL_AT_STEP": "7"})  # last checkpoint at step 6, mid-interval
+    assert r.returncode != 0
+    r = cli(["train", *args, "resume=true", f"hydra.run.dir={got}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert strip_timing(read_rows(got)) == strip_timing(read_rows(want))
+    drop = (*TIMING_KEYS, "resumed")
+    sa, sb = ({k: v for k, v in json.loads((d / "summary.json").read_text()).items()
+               if k not in drop} for d in (got, want))
+    assert sa == sb and sa["select"] == "val/f1" and sa["test/f1"] is not None
+    assert any("train/f1" in row for row in read_rows(got))
