@@ -157,22 +157,10 @@ def _encode_multi(labels: list, label_columns) -> tuple:
     return y, names
 
 
-def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=None,
-                label_column="label", tokenizer=None, max_len: int = 128,
-                val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0,
-                train_size=None, val_size=None, test_size=None, padding: str = "dynamic",
-                standardize: bool = True, dataset: str = "csv", label_names=None,
-                label_columns=None, label_delimiter=None, labeled_fraction=None,
-                labeled_size=None) -> Data:
-    """`tables`: {'train': Dataset, 'val'?: Dataset, 'test'?: Dataset}; `where` names each for
-    error messages. Shared by dataset=csv and dataset=hf."""
-    check((text_column is None) != (feature_columns is None), "dataset.text_column",
-          "set exactly one of text_column (text) and feature_columns (numeric)")
-    check(isinstance(label_column, str) and label_column != "", "dataset.label_column",
-          "required: the name of the label column")
+def _check_multi_args(label_columns, label_delimiter):
+    """label_columns as a list (or None), after checking the multi-label arguments."""
     if isinstance(label_columns, str):
         label_columns = [label_columns]
-    multi = label_columns is not None or label_delimiter is not None
     check(label_columns is None or label_delimiter is None, "dataset.label_columns",
           "set label_columns (0/1 columns) or label_delimiter (one delimited column), not both")
     check(label_columns is None or (len(label_columns) >= 2 and all(
@@ -180,29 +168,18 @@ def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=
         f"a list of at least two column names, got {label_columns!r}")
     check(label_delimiter is None or (isinstance(label_delimiter, str) and label_delimiter),
           "dataset.label_delimiter", f"a non-empty string, got {label_delimiter!r}")
-    if text_column is not None:
-        cols = [text_column] if isinstance(text_column, str) else list(text_column)
-        check(len(cols) in (1, 2) and all(isinstance(c, str) for c in cols),
-              "dataset.text_column", f"one column name or a list of two, got {text_column!r}")
-        tok = T.load_tokenizer(tokenizer, dataset)
-    else:
-        first = tables["train"]
-        if feature_columns in ("all", "*"):
-            skip = set(label_columns) if label_columns is not None else {label_column}
-            cols = [c for c in first.column_names if c not in skip]
-        else:
-            cols = [feature_columns] if isinstance(feature_columns, str) else list(feature_columns)
-        check(len(cols) > 0, "dataset.feature_columns", "no feature columns")
-    in_range(val_fraction, "dataset.val_fraction", 0.0, 1.0, hi_open=True)
-    in_range(test_fraction, "dataset.test_fraction", 0.0, 1.0, hi_open=True)
+    return label_columns
 
-    # Gather every split's columns, dropping rows without a label or text.
+
+def _gather_rows(tables: dict, where: dict, cols: list, text_column, labels_of,
+                 dataset: str) -> dict:
+    """{split: (labels, texts per column | feature matrix)}, rows without a label or text
+    dropped (said in one line)."""
     rows = {}
     dropped = 0
     for split, ds in tables.items():
         w = where[split]
-        labels = (_multi_labels(ds, w, label_column, label_columns, label_delimiter) if multi
-                  else list(_column(ds, label_column, "dataset.label_column", w)))
+        labels = labels_of(ds, w)
         if text_column is not None:
             data = [list(_column(ds, c, "dataset.text_column", w)) for c in cols]
             keep = [i for i, l in enumerate(labels) if not _missing(l)
@@ -233,22 +210,13 @@ def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=
     if dropped:
         T.note(f"dataset={dataset}: dropped {dropped} rows with a missing label"
                + (" or an empty text" if text_column is not None else ""))
+    return rows
 
-    # One label vocabulary across splits.
-    order = list(rows)
-    all_labels = [l for s in order for l in rows[s][0]]
-    if label_names is not None and any(isinstance(l, int) and l < 0 for l in all_labels):
-        bad = next(s for s in order if any(l < 0 for l in rows[s][0]))
-        raise ConfigError("dataset", f"the {bad} split ({where[bad]}) has no labels (-1); "
-                          f"set dataset.{bad}_split=null to carve it from train")
-    where_all = " + ".join(where[s] for s in order)
-    ids, class_names = (_encode_multi(all_labels, label_columns) if multi else
-                        T.encode_labels(all_labels, "dataset.label_column", where_all,
-                                        names=label_names))
-    offsets = np.cumsum([0] + [len(rows[s][0]) for s in order])
-    span = {s: np.arange(offsets[i], offsets[i + 1]) for i, s in enumerate(order)}
 
-    # Carve missing splits from train (seeded, independent of the run seed).
+def _carve_splits(span: dict, tables: dict, val_fraction: float, test_fraction: float,
+                  split_seed: int, sizes: tuple) -> dict:
+    """Missing val/test carved from train (seeded by split_seed, independent of the run seed);
+    every split shuffled and capped at its *_size."""
     rng = np.random.RandomState(split_seed)
     train = span["train"][rng.permutation(len(span["train"]))]
     n_rows = len(train)  # fractions are of the train file (of the whole table when one file)
@@ -264,9 +232,63 @@ def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=
     for s in ("val", "test"):  # shuffle given splits too, so *_size takes a random subset
         if s in tables:
             span[s] = span[s][np.random.RandomState(split_seed + 1).permutation(len(span[s]))]
-    span = {"train": T.cap(span["train"], train_size, "dataset.train_size"),
-            "val": T.cap(span["val"], val_size, "dataset.val_size"),
-            "test": T.cap(span["test"], test_size, "dataset.test_size")}
+    return {s: T.cap(span[s], size, f"dataset.{s}_size")
+            for s, size in zip(("train", "val", "test"), sizes)}
+
+
+def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=None,
+                label_column="label", tokenizer=None, max_len: int = 128,
+                val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0,
+                train_size=None, val_size=None, test_size=None, padding: str = "dynamic",
+                standardize: bool = True, dataset: str = "csv", label_names=None,
+                label_columns=None, label_delimiter=None, labeled_fraction=None,
+                labeled_size=None) -> Data:
+    """`tables`: {'train': Dataset, 'val'?: Dataset, 'test'?: Dataset}; `where` names each for
+    error messages. Shared by dataset=csv and dataset=hf."""
+    check((text_column is None) != (feature_columns is None), "dataset.text_column",
+          "set exactly one of text_column (text) and feature_columns (numeric)")
+    check(isinstance(label_column, str) and label_column != "", "dataset.label_column",
+          "required: the name of the label column")
+    label_columns = _check_multi_args(label_columns, label_delimiter)
+    multi = label_columns is not None or label_delimiter is not None
+    if text_column is not None:
+        cols = [text_column] if isinstance(text_column, str) else list(text_column)
+        check(len(cols) in (1, 2) and all(isinstance(c, str) for c in cols),
+              "dataset.text_column", f"one column name or a list of two, got {text_column!r}")
+        tok = T.load_tokenizer(tokenizer, dataset)
+    else:
+        first = tables["train"]
+        if feature_columns in ("all", "*"):
+            skip = set(label_columns) if label_columns is not None else {label_column}
+            cols = [c for c in first.column_names if c not in skip]
+        else:
+            cols = [feature_columns] if isinstance(feature_columns, str) else list(feature_columns)
+        check(len(cols) > 0, "dataset.feature_columns", "no feature columns")
+    in_range(val_fraction, "dataset.val_fraction", 0.0, 1.0, hi_open=True)
+    in_range(test_fraction, "dataset.test_fraction", 0.0, 1.0, hi_open=True)
+
+    # Gather every split's columns, dropping rows without a label or text.
+    labels_of = (lambda ds, w: _multi_labels(ds, w, label_column, label_columns,
+                                             label_delimiter)) if multi else (
+        lambda ds, w: list(_column(ds, label_column, "dataset.label_column", w)))
+    rows = _gather_rows(tables, where, cols, text_column, labels_of, dataset)
+
+    # One label vocabulary across splits.
+    order = list(rows)
+    all_labels = [l for s in order for l in rows[s][0]]
+    if label_names is not None and any(isinstance(l, int) and l < 0 for l in all_labels):
+        bad = next(s for s in order if any(l < 0 for l in rows[s][0]))
+        raise ConfigError("dataset", f"the {bad} split ({where[bad]}) has no labels (-1); "
+                          f"set dataset.{bad}_split=null to carve it from train")
+    where_all = " + ".join(where[s] for s in order)
+    ids, class_names = (_encode_multi(all_labels, label_columns) if multi else
+                        T.encode_labels(all_labels, "dataset.label_column", where_all,
+                                        names=label_names))
+    offsets = np.cumsum([0] + [len(rows[s][0]) for s in order])
+    span = {s: np.arange(offsets[i], offsets[i + 1]) for i, s in enumerate(order)}
+
+    span = _carve_splits(span, tables, val_fraction, test_fraction, split_seed,
+                         (train_size, val_size, test_size))
     num_classes = len(class_names)
 
     if text_column is not None:
