@@ -69,7 +69,7 @@ class State:
     _grad_norm: torch.Tensor | None = None
     _finite_buf: tuple | None = None  # (found_inf, one) reused by the per-step finite check
     _acc: dict = field(default_factory=dict)
-    _hits: list = field(default_factory=list)  # (logits, y, labeled) of train/acc not yet counted
+    _hits: list = field(default_factory=list)  # (logits, y, labeled) not yet counted
     _hits_size: int = 0  # elements of logits in _hits
     _params: list | None = None
     _keep_embed: bool = False
@@ -133,9 +133,9 @@ class State:
 
     def forward(self, batch: dict, delta=None, keep_embed: bool = False) -> Out:
         """The plain forward + the supervised loss (state.loss), optionally with `delta` added to
-        the embedding. Tricks call it for their extra passes (adversarial, virtual adversarial). A batch may
-        carry its own embedding offset under the key ``delta`` (a loss trick's input noise);
-        it is added too. The returned Out records the batch it ran on (``Out.batch``)."""
+        the embedding. Tricks call it for their extra passes (adversarial, virtual adversarial).
+        A batch may carry its own embedding offset under the key ``delta`` (a loss trick's input
+        noise); it is added too. The returned Out records the batch it ran on (``Out.batch``)."""
         own = batch.get("delta")
         if own is not None:
             delta = own if delta is None else own + delta
@@ -300,11 +300,11 @@ def _read_acc(state: State) -> dict:
         from runner.dist import mean_across
 
         vals = mean_across(vals, state.world_size)
+    vals = vals.tolist()  # the one host read
     out = {}
     if counts is not None:  # ratios of counts: the mean over ranks gives the global figures
-        out.update({f"train/{m}": v for m, v in
-                    state.loss.metrics(vals[len(names):]).items()})
-    vals = vals[:len(names)].tolist()
+        out.update({f"train/{m}": v for m, v in state.loss.metrics(vals[len(names):]).items()})
+    vals = vals[:len(names)]
     for k, v in zip(names, vals):
         cnt = state._acc[k][1]
         if k == "__loss":

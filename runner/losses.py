@@ -29,8 +29,9 @@ Multi-label metrics: ``acc`` is the exact-match accuracy (every class of the row
 micro-averaged (2·TP / (2·TP + FP + FN) over all classes and rows), ``f1_macro`` the mean over
 classes of each class's F1 (a class with no positive and no prediction counts 0, as
 scikit-learn's default). The metric counts are integers kept on the device (no host sync):
-``counts`` returns one vector per batch, summed over batches, and ``metrics`` turns a sum into
-figures, so a figure does not depend on how rows were batched.
+``counts`` returns one vector per batch, summed over batches, and ``metrics`` turns a sum (a
+tensor, or the list the engine read from it) into figures, so a figure does not depend on how
+rows were batched.
 
 Semi-supervised batches carry a ``labeled`` bool tensor: the loss is the mean over labelled rows
 only (0, with a graph, when a batch has none) and the counts see labelled rows only.
@@ -73,6 +74,11 @@ def multilabel_ce(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     neg_part = torch.cat([s.masked_fill(pos, float("-inf")), zero], -1)
     pos_part = torch.cat([(-s).masked_fill(~pos, float("-inf")), zero], -1)
     return torch.logsumexp(neg_part, -1) + torch.logsumexp(pos_part, -1)
+
+
+def _floats(c) -> list:
+    """Counts as Python floats: a device tensor (one host read) or a list already read."""
+    return [float(v) for v in (c.tolist() if torch.is_tensor(c) else c)]
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -145,7 +151,7 @@ class CE(Loss):
         return torch.stack([hit.sum(), _rows(hit)])
 
     def metrics(self, c) -> dict:
-        c = [float(v) for v in c.tolist()]
+        c = _floats(c)
         return {"acc": c[0] / max(c[1], 1)}
 
     def divergence(self, p_logits, q_logits, symmetric: bool = False):
@@ -175,7 +181,7 @@ class MultiLabel(Loss):
         return torch.cat([torch.stack([exact, rows]), tp, fp, fn])
 
     def metrics(self, c) -> dict:
-        c = [float(v) for v in c.tolist()]
+        c = _floats(c)
         k = (len(c) - 2) // 3
         tp, fp, fn = c[2:2 + k], c[2 + k:2 + 2 * k], c[2 + 2 * k:]
         f1 = lambda a, b, d: 2 * a / (2 * a + b + d) if 2 * a + b + d else 0.0

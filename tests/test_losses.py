@@ -121,7 +121,7 @@ def test_select_follows_the_task_and_rejects_what_is_not_logged():
         L.select_metric("val/f1", L.CE())
 
 
-# -- the consistency tricks ask the loss ------------------------------------------------------------
+# -- the consistency tricks ask the loss ------------------------------------------------------
 
 def _state(loss, model):
     from runner import device as devmod
@@ -143,7 +143,8 @@ def test_rdrop_and_vat_use_the_multilabel_divergence():
     torch.manual_seed(0)
     model = MLP(in_dim=4, num_classes=C, hidden=8, depth=2, dropout=0.3)
     g = torch.Generator().manual_seed(1)
-    batch = {"x": torch.randn(6, 4, generator=g), "y": (torch.rand(6, C, generator=g) < .5).float()}
+    batch = {"x": torch.randn(6, 4, generator=g),
+             "y": (torch.rand(6, C, generator=g) < .5).float()}
     st = _state(L.MultiLabelCE(), model)
     rd = RDrop(alpha=4.0)
     out = rd.loss(st, batch, lambda b: st.forward(b))
