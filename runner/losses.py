@@ -93,8 +93,9 @@ def _masked_mean(per_row: torch.Tensor, labeled: torch.Tensor) -> torch.Tensor:
 
 class Loss:
     """The interface: ``loss(logits, y, labeled=None)`` (mean over the batch, or over its
-    labelled rows), ``per_sample``, ``sum`` (evaluation), ``counts`` / ``metrics`` (train and
-    eval figures), ``divergence(p_logits, q_logits, symmetric=False)`` (per sample)."""
+    labelled rows), ``per_sample``, ``sum`` (evaluation), ``predict`` (class ids, or a 0/1
+    matrix multi-label), ``counts`` / ``metrics`` (train and eval figures),
+    ``divergence(p_logits, q_logits, symmetric=False)`` (per sample)."""
 
     multilabel = False
     #: the figures `metrics` returns (logged as train/<m>, val/<m>, test/<m>)
@@ -144,8 +145,11 @@ class CE(Loss):
     def sum(self, logits, y):
         return F.cross_entropy(logits.float(), y, reduction="sum")
 
+    def predict(self, logits):
+        return logits.argmax(-1)
+
     def counts(self, logits, y, labeled=None):
-        hit = logits.argmax(-1) == y
+        hit = self.predict(logits) == y
         if labeled is not None:
             return torch.stack([(hit & labeled).sum(), labeled.sum()])
         return torch.stack([hit.sum(), _rows(hit)])
@@ -168,9 +172,13 @@ class MultiLabel(Loss):
     def fill(self, y, labeled):
         return y.clamp(min=0)
 
+    def predict(self, logits):
+        """Present where the score is above 0 (bce: σ(s) > 0.5, the same set)."""
+        return logits > 0
+
     def counts(self, logits, y, labeled=None):
         """[exact matches, rows, TP per class, FP per class, FN per class]."""
-        pred, yb = logits > 0, y > 0.5
+        pred, yb = self.predict(logits), y > 0.5
         if labeled is not None:
             keep = labeled[:, None]
             pred, yb = pred & keep, yb & keep
