@@ -52,6 +52,29 @@ def data(cfg: DictConfig):
     return call(cfg.dataset, "dataset", tokenizer=tok)
 
 
+def loss(cfg: DictConfig, data):
+    """The `loss` group's object (runner.losses), checked against the data's labels: a
+    multi-label loss needs multi-hot labels (a 2-d `y`) and cross-entropy one label per row."""
+    node = cfg.get("loss")
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        from runner.losses import default
+
+        obj = default()
+    else:
+        obj = call(node, "loss")
+    from runner.config import _option_from_conf
+
+    ds = cfg.get("dataset")
+    name = (_option_from_conf("dataset", OmegaConf.to_container(ds, resolve=True))
+            if isinstance(ds, DictConfig) and ds.get("_target_") else "?")
+    obj.check_data(data.train["y"].dim() == 2, name)
+    from runner.losses import select_metric
+
+    trainer = cfg.get("trainer")
+    obj.select = select_metric(trainer.get("select", "auto") if trainer else "auto", obj)
+    return obj
+
+
 def model(cfg: DictConfig, info: dict):
     return call(cfg.model, "model", **info)
 

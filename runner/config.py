@@ -18,7 +18,7 @@ LIST_GROUPS = ("reg", "derived")
 # The groups whose options are tricks (runner.hooks.Trick subclasses), in build order
 TRICK_GROUPS = ("reg", "derived", "clip")
 # The groups that describe a run, in display order (`tricks compare`, W&B tags and config)
-GROUPS = ("model", "optimizer", "reg", "derived", "dataset", "clip", "schedule")
+GROUPS = ("model", "optimizer", "reg", "derived", "dataset", "clip", "schedule", "loss")
 _LIST_EXAMPLES = {"reg": "reg=[rdrop,flooding]", "derived": "derived=[ema,lookahead]"}
 
 
@@ -78,6 +78,7 @@ _TRAINER_CHOICES = {
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "on_nan": ("stop", "skip"),
     "keep_checkpoints": ("all", "best", "none"),
+    "select": ("auto", "val/acc", "val/f1", "val/f1_macro"),
 }
 
 

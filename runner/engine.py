@@ -20,7 +20,6 @@ from functools import partial
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from runner import device as devmod
 from runner.data.batching import IndexBatcher, eval_batches
@@ -51,6 +50,7 @@ class State:
     batcher: IndexBatcher
     total_steps: int
     seed: int = 0
+    loss: object = None  # the `loss` group's object (runner.losses); None: cross-entropy
     scaler: object = None
     step: int = 0
     epoch: int = 0
@@ -68,13 +68,19 @@ class State:
     _grad_norm: torch.Tensor | None = None
     _finite_buf: tuple | None = None  # (found_inf, one) reused by the per-step finite check
     _acc: dict = field(default_factory=dict)
-    _hits: list = field(default_factory=list)  # (logits, y) of train/acc not yet counted
+    _hits: list = field(default_factory=list)  # (logits, y, labeled) not yet counted
     _hits_size: int = 0  # elements of logits in _hits
     _params: list | None = None
     _keep_embed: bool = False
     _tc: object = None  # plain copy of cfg (see tc)
     _one_group: bool | None = None  # all params dense, on one device, of one dtype
     _no_sync: object = None  # DDP's model.no_sync, else None (set by fit)
+
+    def __post_init__(self):
+        if self.loss is None:
+            from runner.losses import default
+
+            self.loss = default()
 
     @property
     def tc(self):
@@ -119,14 +125,16 @@ class State:
     def autocast(self):
         return devmod.autocast(self.plan)
 
-    def criterion(self, logits, y):
-        return F.cross_entropy(logits.float(), y)
+    def criterion(self, logits, y, labeled=None):
+        """The supervised loss (state.loss); with `labeled` (semi-supervised batches) the mean
+        over the labelled rows only."""
+        return self.loss(logits, y, labeled)
 
     def forward(self, batch: dict, delta=None, keep_embed: bool = False) -> Out:
-        """The plain forward + cross-entropy, optionally with `delta` added to the embedding.
-        Tricks call it for their extra passes (adversarial, virtual adversarial). A batch may
-        carry its own embedding offset under the key ``delta`` (a loss trick's input noise);
-        it is added too. The returned Out records the batch it ran on (``Out.batch``)."""
+        """The plain forward + the supervised loss (state.loss), optionally with `delta` added to
+        the embedding. Tricks call it for their extra passes (adversarial, virtual adversarial).
+        A batch may carry its own embedding offset under the key ``delta`` (a loss trick's input
+        noise); it is added too. The returned Out records the batch it ran on (``Out.batch``)."""
         own = batch.get("delta")
         if own is not None:
             delta = own if delta is None else own + delta
@@ -135,8 +143,8 @@ class State:
                 logits, h = self.model(batch, delta=delta, return_embed=True)
             else:
                 logits, h = self.model(batch, delta=delta), None
-        return Out(loss=self.criterion(logits, batch["y"]), logits=logits, y=batch["y"], embed=h,
-                   batch=batch)
+        return Out(loss=self.criterion(logits, batch["y"], batch.get("labeled")), logits=logits,
+                   y=batch["y"], embed=h, batch=batch)
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backpropagate one micro-batch loss, scaled for accumulation (and fp16)."""
@@ -163,17 +171,31 @@ class State:
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
+    def add_hits(self, out: Out) -> None:
+        """Queue a micro-batch's (logits, y, labeled) for the train metrics (count_hits)."""
+        logits = out.logits.detach()
+        b = out.batch if out.batch is not None else {}
+        self._hits.append((logits, out.y, b.get("labeled")))
+        self._hits_size += logits.numel()
+        if self._hits_size > HITS_CAP:
+            self.count_hits()
+
     def count_hits(self) -> None:
-        """Fold the pending (logits, y) pairs of this log interval into the train/acc counters:
-        one argmax over all of them instead of three small kernels per step. Counts are integers,
-        so when this runs (log step, checkpoint, memory cap) never changes a figure."""
+        """Fold the pending (logits, y, labeled) of this log interval into the train metric
+        counters (state.loss.counts: train/acc, and train/f1 multi-label): one pass over all of
+        them instead of small kernels per step. Counts are integers, so when this runs (log step,
+        checkpoint, memory cap) never changes a figure. Semi-supervised: labelled rows only."""
         if not self._hits:
             return
-        logits = torch.cat([h[0] for h in self._hits]) if len(self._hits) > 1 else self._hits[0][0]
-        y = torch.cat([h[1] for h in self._hits]) if len(self._hits) > 1 else self._hits[0][1]
-        c = self._acc["__correct"]
-        c[0] += (logits.argmax(-1) == y).sum()
-        c[1] += len(y)
+        cat = lambda i: (torch.cat([h[i] for h in self._hits]) if len(self._hits) > 1
+                         else self._hits[0][i])
+        lab = cat(2) if self._hits[0][2] is not None else None
+        c = self._acc.get("__counts")
+        counts = self.loss.counts(cat(0), cat(1), lab)
+        if c is None or not torch.is_tensor(c[0]) or c[0].shape != counts.shape:
+            c = self._acc["__counts"] = [torch.zeros_like(counts), 0]
+        c[0] += counts
+        c[1] += 1
         self._hits.clear()
         self._hits_size = 0
 
@@ -220,22 +242,26 @@ def hooks(state: State, name: str) -> list:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, split: dict, state: State) -> dict:
-    """Mean cross-entropy and accuracy over a whole split (one host sync at the end)."""
+    """Mean loss (state.loss) and its metrics over a whole split (acc; multi-label also f1,
+    f1_macro), one host sync at the end."""
     was_training = model.training
     model.eval()
     loss = torch.zeros((), device=state.plan.device, dtype=torch.float64)
-    correct = torch.zeros((), device=state.plan.device, dtype=torch.long)
+    counts = None
     n = 0
     collate = getattr(state.data, "collate", None)
     device = getattr(state.data, "device", None)  # streamed data: batches copied there
     for batch in eval_batches(split, state.cfg.eval_batch_size, collate, device):
         with state.autocast():
             logits = model(batch)
-        loss += F.cross_entropy(logits.float(), batch["y"], reduction="sum").double()
-        correct += (logits.argmax(-1) == batch["y"]).sum()
+        loss += state.loss.sum(logits, batch["y"]).double()
+        c = state.loss.counts(logits, batch["y"])
+        counts = c if counts is None else counts + c
         n += len(batch["y"])
     model.train(was_training)
-    return {"loss": loss.item() / max(n, 1), "acc": correct.item() / max(n, 1)}
+    figures = state.loss.metrics(counts) if counts is not None else {
+        m: 0.0 for m in state.loss.figures}
+    return {"loss": loss.item() / max(n, 1), **figures}
 
 
 def run_eval(state: State) -> dict:
@@ -247,10 +273,10 @@ def run_eval(state: State) -> dict:
     main = ev if ev is not None else model
     for split in ("val", "test"):
         r = evaluate(main, getattr(state.data, split), state)
-        row[f"{split}/loss"], row[f"{split}/acc"] = r["loss"], r["acc"]
+        row.update({f"{split}/{k}": v for k, v in r.items()})
         if ev is not None:  # the raw weights too, so the trick's effect is visible
             r = evaluate(model, getattr(state.data, split), state)
-            row[f"{split}/raw/loss"], row[f"{split}/raw/acc"] = r["loss"], r["acc"]
+            row.update({f"{split}/raw/{k}": v for k, v in r.items()})
     return row
 
 
@@ -258,27 +284,31 @@ def run_eval(state: State) -> dict:
 
 def _reset_acc(state: State):
     dev = state.plan.device
-    state._acc = {"__loss": [torch.zeros((), device=dev), 0],
-                  "__correct": [torch.zeros((), device=dev, dtype=torch.long), 0]}
+    state._acc = {"__loss": [torch.zeros((), device=dev), 0]}  # "__counts": by count_hits
 
 
 def _read_acc(state: State) -> dict:
     """One host sync: turn the interval's device accumulators into floats."""
     state.count_hits()
-    names = list(state._acc)
-    vals = torch.stack([state._acc[k][0].double() for k in names])
+    names = [k for k in state._acc if k != "__counts"]
+    counts = state._acc.get("__counts")
+    parts = [state._acc[k][0].double().reshape(1) for k in names]
+    if counts is not None:  # the metric counts ride in the same read (and all-reduce)
+        parts.append(counts[0].double())
+    vals = torch.cat(parts)
     if state.world_size > 1:  # the mean over ranks (same keys and counts on every rank)
         from runner.dist import mean_across
 
         vals = mean_across(vals, state.world_size)
-    vals = vals.tolist()
+    vals = vals.tolist()  # the one host read
     out = {}
+    if counts is not None:  # ratios of counts: the mean over ranks gives the global figures
+        out.update({f"train/{m}": v for m, v in state.loss.metrics(vals[len(names):]).items()})
+    vals = vals[:len(names)]
     for k, v in zip(names, vals):
         cnt = state._acc[k][1]
         if k == "__loss":
             out["train/loss"] = v / max(cnt, 1)
-        elif k == "__correct":
-            out["train/acc"] = v / max(cnt, 1)
         else:
             key = k if ("/" in k or k in TOP_LEVEL_METRICS) else f"train/{k}"
             out[key] = v / max(cnt, 1)
@@ -340,6 +370,7 @@ def train_step(state: State, micro_batches: list, loss_fn, bwd_fn, log_now: bool
     parts = {}  # this step's loss parts (summed over micro-batches), named if the loss goes NaN
     no_sync = state._no_sync
     loss_acc = state._acc["__loss"]
+    add_hits = state.add_hits
     for i, batch in enumerate(micro_batches):
         state.sync_grads = i == last
         if i < last and no_sync is not None:  # DDP: all-reduce on the last micro-batch only
@@ -353,11 +384,7 @@ def train_step(state: State, micro_batches: list, loss_fn, bwd_fn, log_now: bool
         step_loss = loss if step_loss is None else step_loss + loss
         loss_acc[0] += loss
         loss_acc[1] += 1
-        logits = out.logits.detach()
-        state._hits.append((logits, out.y))  # train/acc: counted on log steps (count_hits)
-        state._hits_size += logits.numel()
-        if state._hits_size > HITS_CAP:
-            state.count_hits()
+        add_hits(out)  # train/acc (f1): counted on log steps (count_hits)
         for k, v in out.parts.items():
             state.log_scalar(k, v)
             parts[k] = parts[k] + v.detach() if k in parts else v.detach()
@@ -533,35 +560,39 @@ def _checkpoint_due(state: State, row: dict) -> bool:
 
 
 def summary_figures(state: State) -> dict:
+    """summary.json's figures: `best/val/<m>` and `test/<m>` at the best-val checkpoint (chosen
+    on `select`), `final/*` at the last evaluation; m: loss, acc (multi-label: f1, f1_macro)."""
     final = next((r for r in reversed(state.rows) if "test/acc" in r), {})
-    s = {
-        "best/val/acc": state.best.get("val/acc"),
-        "best/step": state.best.get("step"),
-        "test/acc": state.best.get("test/acc"),
-        "test/loss": state.best.get("test/loss"),
-        "final/test/acc": final.get("test/acc"),
-        "final/test/loss": final.get("test/loss"),
-        "final/val/acc": final.get("val/acc"),
+    figs = state.loss.figures
+    s = {f"best/val/{m}": state.best.get(f"val/{m}") for m in figs}
+    s.update({"best/step": state.best.get("step"), "select": state.loss.select})
+    s.update({f"test/{m}": state.best.get(f"test/{m}") for m in (*figs, "loss")})
+    s.update({f"final/test/{m}": final.get(f"test/{m}") for m in (*figs, "loss")})
+    s.update({f"final/val/{m}": final.get(f"val/{m}") for m in figs})
+    s.update({
         "steps": state.step,
         "epochs": state.epoch,
         "samples_per_sec": (state.samples_seen / state.train_seconds if state.train_seconds
                             else None),
         "train_seconds": state.train_seconds,
         "peak_mem_bytes": devmod.peak_mem_bytes(state.plan.device),
-    }
+    })
     if state.nan_skips:
         s["nan_skips"] = state.nan_skips
     return s
 
 
 def update_best(state: State, row: dict) -> bool:
-    """Track the best validation accuracy; the test figures at that point are `test/acc`."""
-    if "val/acc" not in row:
+    """Track the best value of the selection metric (trainer.select: val/acc, or val/f1 for a
+    multi-label loss); the val and test figures at that point are kept (summary's `test/*`)."""
+    key = state.loss.select
+    if key not in row:
         return False
-    if state.best and row["val/acc"] <= state.best["val/acc"]:
+    if state.best and key in state.best and row[key] <= state.best[key]:
         return False
-    state.best = {"val/acc": row["val/acc"], "step": state.step, "test/acc": row["test/acc"],
-                  "test/loss": row["test/loss"]}
+    state.best = {k: v for k, v in row.items() if k.startswith(("val/", "test/"))
+                  and "/raw/" not in k}
+    state.best["step"] = state.step
     return True
 
 

@@ -120,6 +120,7 @@ def build_state(cfg: DictConfig, plan, d):
     data = build.data(cfg)
     data = data.to(plan.device, resident=devmod.data_on_device(tcfg.data_on_device, plan,
                                                                data.nbytes()))
+    loss = build.loss(cfg, data)  # checked against the labels (multi-hot or not)
     model = build.model(cfg, data.info).to(plan.device)
     if tcfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
@@ -142,7 +143,7 @@ def build_state(cfg: DictConfig, plan, d):
     return engine.State(cfg=tcfg, plan=plan, model=called, raw_model=model, optimizer=opt,
                         scheduler=sched, tricks=tricks, data=data, batcher=batcher,
                         total_steps=steps, seed=cfg.seed, scaler=scaler, is_main=d.is_main,
-                        world_size=d.world_size)
+                        world_size=d.world_size, loss=loss)
 
 
 def resume(job: Job) -> DictConfig:
@@ -263,10 +264,12 @@ def report(summary: dict, run_dir: Path) -> None:
     c = Console(stderr=True, highlight=False, soft_wrap=True)  # one line, never wrapped
     st = summary.get("status")
     if st == "completed":
-        acc = summary.get("test/acc")
+        sel = str(summary.get("select") or "val/acc")  # val/acc, or val/f1 multi-label
+        m = sel.split("/", 1)[1]
+        acc = summary.get(f"test/{m}")
         acc_s = f"{acc:.4f}" if acc is not None else "n/a"
-        c.print(f"[bold green]done[/] test/acc {acc_s} (at best val/acc "
-                f"{summary.get('best/val/acc') or 0:.4f}, step {summary.get('best/step')}) · "
+        c.print(f"[bold green]done[/] test/{m} {acc_s} (at best {sel} "
+                f"{summary.get('best/' + sel) or 0:.4f}, step {summary.get('best/step')}) · "
                 f"{summary['steps']} steps · {summary['wall_seconds']:.1f} s · run dir "
                 f"{escape(str(run_dir))}")
     else:
@@ -405,8 +408,10 @@ def hydra_main(cfg: DictConfig) -> None:
 
 def objective(summary: dict) -> float:
     """What the task function returns, hence what an Optuna sweep (hydra/sweeper=...) optimizes:
-    the best validation accuracy (maximize); NaN marks a failed trial."""
-    v = summary.get("best/val/acc") if summary.get("status") == "completed" else None
+    the best value of the selection metric (trainer.select: val/acc, or val/f1 for a multi-label
+    loss; maximize); NaN marks a failed trial."""
+    key = "best/" + str(summary.get("select") or "val/acc")
+    v = summary.get(key) if summary.get("status") == "completed" else None
     return float(v) if v is not None else float("nan")
 
 

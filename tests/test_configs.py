@@ -13,6 +13,12 @@ GROUPS = groups(CONF)
 # groups whose options need heavy assets are still composed, and built in their own test files
 HEAVY = {("model", "minilm"), ("model", "hf"), ("dataset", "hf"), ("dataset", "csv"),
          ("dataset", "tweets"), ("model", "transformer")}
+# options that need a partner to train: multi-label losses need multi-hot labels and back
+MULTI_LOSSES = ("multilabel_ce", "bce")
+MULTI_DATA = ("mnist1d_multi",)
+PARTNER = {**{("loss", o): ["dataset=mnist1d_multi"] for o in MULTI_LOSSES},
+           **{("dataset", o): ["loss=multilabel_ce"] for o in MULTI_DATA}}
+
 
 
 CASES = [(g, o) for g in GROUPS for o in conf_options(g)]
@@ -22,7 +28,7 @@ CASES = [(g, o) for g in GROUPS for o in conf_options(g)]
 def test_option_composes_and_has_help(group, option):
     from runner.config import compose, describe, validate
 
-    cfg = compose([_override(group, option)])
+    cfg = compose([_override(group, option), *PARTNER.get((group, option), [])])
     validate(cfg)
     assert describe(group, option), f"conf/{group}/{option}.yaml needs a '# description' line"
 
@@ -31,7 +37,8 @@ def test_option_composes_and_has_help(group, option):
                                           c[0] not in ("logger",)],
                          ids=lambda c: str(c))
 def test_option_instantiates_and_trains(group, option, tmp_path):
-    summary = train_run([_override(group, option), *FAST], tmp_path / "run")
+    summary = train_run([_override(group, option), *PARTNER.get((group, option), []), *FAST],
+                        tmp_path / "run")
     assert summary["status"] == "completed", summary.get("error")
     assert summary["steps"] == 6
 
@@ -47,3 +54,11 @@ def test_defaults_are_the_documented_ones():
     for key in ("epochs", "max_steps", "batch_size", "accum_steps", "eval_every",
                 "checkpoint_every", "device", "precision", "compile", "deterministic"):
         assert key in cfg.trainer
+
+
+def test_every_loss_option_is_covered():
+    """The loss group is enumerated like every group; its multi-label options train paired."""
+    assert {"ce", "multilabel_ce", "bce"} <= set(conf_options("loss"))
+    for o in conf_options("loss"):
+        assert ("loss", o) in CASES
+        assert o == "ce" or ("loss", o) in PARTNER, f"loss={o}: add it to MULTI_LOSSES"

@@ -93,6 +93,12 @@ GLOBAL_ONLY = ("childtuning_d",)
 for _opt in conf_options("reg"):
     CASES[f"reg={_opt}"] = (("global", NO_DROPOUT + [f"reg=[{_opt}]"], None) if _opt in GLOBAL_ONLY
                             else ("accum", [f"reg=[{_opt}]"], None))
+for _opt in conf_options("loss"):  # multi-label losses on multi-hot data: train/f1 all-reduced
+    if _opt != "ce":
+        CASES[f"loss={_opt}"] = ("accum", [f"loss={_opt}", "dataset=mnist1d_multi",
+                                           "+reg.rdrop._target_=runner.tricks.rdrop.RDrop"], None)
+CASES["semi-supervised"] = ("accum", ["dataset.labeled_fraction=0.3",
+                                      "+reg.vat._target_=runner.tricks.vat.VAT"], None)
 for _opt in conf_options("derived"):  # EMA, Lookahead, layer adaptation
     CASES[f"derived={_opt}"] = ("accum", [f"derived=[{_opt}]"], None)
 for _opt in conf_options("clip"):  # clipping sees the all-reduced gradient of the global batch

@@ -108,6 +108,11 @@ def _trick_cases():
     cases += [f"clip={c}" for c in conf_options("clip") if c != "none"]
     cases += [f"derived=[{d}]" for d in conf_options("derived")]
     cases += [f"optimizer={o}" for o in conf_options("optimizer")]
+    # losses (multi-label ones on multi-hot data) and semi-supervised batches (a `labeled` mask)
+    cases += [f"loss={o}" + (" dataset=mnist1d_multi" if o != "ce" else "")
+              for o in conf_options("loss")]
+    cases += ["dataset.labeled_fraction=0.2 reg=[vat]",
+              "dataset=mnist1d_multi loss=multilabel_ce dataset.labeled_fraction=0.2 reg=[rdrop]"]
     return [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=KNOWN_SYNCS[c]))
             if c in KNOWN_SYNCS else c for c in cases]
 
@@ -123,7 +128,7 @@ KNOWN_SYNCS = {
 def test_no_host_read_inside_a_step(monkeypatch, tmp_path, case):
     """Every trick, clipping mode, derived optimizer and optimizer keeps the step sync-free:
     the steps that do not log make no host read at all."""
-    c = _count(monkeypatch, tmp_path, 4, [case])
+    c = _count(monkeypatch, tmp_path, 4, case.split())
     silent = [n for log, n in c.per_step if not log]
     assert len(silent) == 3
     assert silent == [0, 0, 0], f"{case}: host reads inside non-logging steps: {silent}"

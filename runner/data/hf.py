@@ -12,7 +12,8 @@ split from train (seeded by `split_seed`, never by the run seed) by `val_fractio
 
 Labels: a ClassLabel column keeps its ids and names; other columns are mapped to 0..K-1 in sorted
 order. Columns, label checks, tokenization and padding are shared with dataset=csv
-(runner.data.csv.from_tables). When the Hub cannot be reached (no network, HF_DATASETS_OFFLINE=1)
+(runner.data.csv.from_tables), and so are multi-hot labels (`label_columns`, `label_delimiter`)
+and semi-supervised subsets (`labeled_fraction`, `labeled_size`, seeded by `split_seed`). When the Hub cannot be reached (no network, HF_DATASETS_OFFLINE=1)
 the error says so in one line.
 """
 
@@ -23,7 +24,7 @@ import os
 from runner import CACHE_DIR
 from runner.data import text as T
 from runner.data.base import Data
-from runner.data.csv import from_tables, quiet_datasets
+from runner.data.csv import _plain, from_tables, quiet_datasets
 from runner.errors import ConfigError, check
 
 
@@ -63,7 +64,9 @@ def build(name: str | None = None, subset: str | None = None, train_split: str =
           tokenizer=None, max_len: int = 128, val_fraction: float = 0.1,
           test_fraction: float = 0.1, split_seed: int = 0, train_size: int | None = None,
           val_size: int | None = None, test_size: int | None = None,
-          padding: str = "dynamic", standardize: bool = True, revision: str | None = None) -> Data:
+          padding: str = "dynamic", standardize: bool = True, revision: str | None = None,
+          labeled_fraction: float | None = None, labeled_size: int | None = None,
+          label_columns=None, label_delimiter: str | None = None) -> Data:
     check((text_column is None) != (feature_columns is None), "dataset.text_column",
           "set exactly one of text_column (text) and feature_columns (numeric)")
     if text_column is not None and tokenizer is None:
@@ -92,4 +95,6 @@ def build(name: str | None = None, subset: str | None = None, train_split: str =
                        val_fraction=val_fraction, test_fraction=test_fraction,
                        split_seed=split_seed, train_size=train_size, val_size=val_size,
                        test_size=test_size, padding=padding, standardize=standardize,
-                       dataset="hf", label_names=label_names)
+                       dataset="hf", label_names=label_names,
+                       labeled_fraction=labeled_fraction, labeled_size=labeled_size,
+                       label_columns=_plain(label_columns), label_delimiter=label_delimiter)

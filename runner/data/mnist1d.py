@@ -11,6 +11,16 @@ depends only on the dataset settings, never on the run seed. Published test accu
 
 `label_noise` replaces that fraction of the train labels (not val/test) by uniform random labels,
 seeded by `data_seed` (the flooding paper's noisy-label setting).
+
+Semi-supervised (`labeled_fraction` / `labeled_size`, runner.data.base.semi_supervised): labels
+kept on a subset of train seeded by `data_seed` (the dataset's seed, not the run seed).
+
+`mnist1d_multi` (`build_multi`), a multi-label task built from the same arrays with no download:
+each row of a split is the sum of that row's signal and, except for a `single_fraction` of rows,
+the signal of another row of the same split with a different digit (picked by a permutation
+seeded by `data_seed`); its labels are the set of digits present (multi-hot, 10 columns). The
+signals overlaid keep their own random shift, scale and noise from mnist1d's generator, so the
+model must tell apart two templates in one sequence. Sizes and split as mnist1d: 3500 / 500 / 1000.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import numpy as np
 import torch
 
 from runner import CACHE_DIR
-from runner.data.base import Data
+from runner.data.base import Data, semi_supervised
 from runner.errors import ConfigError, in_range, positive
 
 
@@ -57,7 +67,8 @@ def load_arrays(num_samples: int = 5000, data_seed: int = 42) -> dict:
 
 
 def build(num_samples: int = 5000, val_size: int = 500, label_noise: float = 0.0,
-          data_seed: int = 42) -> Data:
+          data_seed: int = 42, labeled_fraction: float | None = None,
+          labeled_size: int | None = None) -> Data:
     positive(num_samples, "dataset.num_samples", integer=True)
     positive(val_size, "dataset.val_size", integer=True)
     in_range(label_noise, "dataset.label_noise", 0.0, 1.0)
@@ -76,10 +87,51 @@ def build(num_samples: int = 5000, val_size: int = 500, label_noise: float = 0.0
         g = torch.Generator().manual_seed(data_seed + 1)
         flip = torch.rand(len(ytr), generator=g) < label_noise
         ytr[flip] = torch.randint(0, num_classes, (int(flip.sum()),), generator=g)
+    train = semi_supervised({"x": x[:-val_size], "y": ytr}, labeled_fraction, labeled_size,
+                            data_seed, "dataset.data_seed")
     return Data(
-        train={"x": x[:-val_size], "y": ytr},
+        train=train,
         val={"x": x[-val_size:], "y": y[-val_size:]},
         test={"x": xt, "y": yt},
         info={"in_dim": x.shape[1], "num_classes": num_classes},
         class_names=[str(i) for i in range(num_classes)],
     )
+
+
+def mix(x: np.ndarray, y: np.ndarray, single_fraction: float, seed: int):
+    """(x_i + x_j, multi-hot {y_i, y_j}) for each row i, j a seeded partner with another digit
+    (none for a `single_fraction` of the rows)."""
+    rng = np.random.RandomState(seed)
+    n = len(y)
+    partner = rng.permutation(n)
+    same = y[partner] == y
+    while same.any():  # re-draw the partners that share the digit
+        partner[same] = rng.randint(0, n, int(same.sum()))
+        same = y[partner] == y
+    single = rng.rand(n) < single_fraction
+    xm = x + np.where(single[:, None], 0.0, x[partner])
+    ym = np.zeros((n, 10), dtype=np.float32)
+    ym[np.arange(n), y] = 1.0
+    ym[np.arange(n)[~single], y[partner][~single]] = 1.0
+    return xm.astype(np.float32), ym
+
+
+def build_multi(num_samples: int = 5000, val_size: int = 500, single_fraction: float = 0.3,
+                data_seed: int = 42, labeled_fraction: float | None = None,
+                labeled_size: int | None = None) -> Data:
+    """mnist1d_multi: see the module docstring."""
+    positive(num_samples, "dataset.num_samples", integer=True)
+    positive(val_size, "dataset.val_size", integer=True)
+    in_range(single_fraction, "dataset.single_fraction", 0.0, 1.0)
+    a = load_arrays(num_samples, data_seed)
+    if val_size >= len(a["y"]):
+        raise ConfigError("dataset.val_size", f"{val_size} leaves no training data "
+                          f"(train split has {len(a['y'])})")
+    x, y = mix(a["x"], a["y"].astype(np.int64), single_fraction, data_seed + 2)
+    xt, yt = mix(a["x_test"], a["y_test"].astype(np.int64), single_fraction, data_seed + 3)
+    x, y, xt, yt = (torch.from_numpy(v) for v in (x, y, xt, yt))
+    train = semi_supervised({"x": x[:-val_size], "y": y[:-val_size]}, labeled_fraction,
+                            labeled_size, data_seed, "dataset.data_seed")
+    return Data(train=train, val={"x": x[-val_size:], "y": y[-val_size:]},
+                test={"x": xt, "y": yt}, info={"in_dim": x.shape[1], "num_classes": 10},
+                class_names=[str(i) for i in range(10)])

@@ -269,7 +269,8 @@ def text_splits(tokenizer, texts: list, pairs: list | None, labels: np.ndarray,
     if "types" in tok:
         types = torch.zeros_like(ids)
         types[:, :tok["types"].shape[1]] = tok["types"].long()
-    y = torch.as_tensor(labels, dtype=torch.long)
+    labels = np.asarray(labels)  # multi-hot labels (rows x classes) stay float
+    y = torch.as_tensor(labels, dtype=torch.float32 if labels.ndim == 2 else torch.long)
     splits = {}
     for name, idx in split_idx.items():
         idx = torch.as_tensor(idx, dtype=torch.long)

@@ -15,6 +15,9 @@ Split: a permutation seeded by `split_seed` (never by the run seed): test 10% (3
 (3,720), train the rest (29,757). `train_size` / `val_size` / `test_size` keep only the first n of
 their split (nested subsets of the same fixed split): for CPU runs, e.g. train_size=2000.
 
+Semi-supervised: `labeled_fraction` / `labeled_size` keep labels on a subset of the train split
+seeded by `split_seed`, not the run seed (runner.data.base.semi_supervised).
+
 Labels: negative 0, neutral 1, positive 2. Tokenized with the model's tokenizer (model.tokenizer),
 cached on disk, dynamically padded: see runner.data.text.
 """
@@ -27,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from runner.data import text as T
-from runner.data.base import Data
+from runner.data.base import Data, semi_supervised
 from runner.errors import ConfigError, in_range
 
 CLASSES = ["negative", "neutral", "positive"]
@@ -68,7 +71,8 @@ def load_frame(min_confidence: float | None = None):
 def build(tokenizer=None, max_len: int = 64, val_fraction: float = 0.1,
           test_fraction: float = 0.1, split_seed: int = 0, train_size: int | None = None,
           val_size: int | None = None, test_size: int | None = None,
-          min_confidence: float | None = None, padding: str = "dynamic") -> Data:
+          min_confidence: float | None = None, padding: str = "dynamic",
+          labeled_fraction: float | None = None, labeled_size: int | None = None) -> Data:
     tok = T.load_tokenizer(tokenizer, "tweets")
     in_range(val_fraction, "dataset.val_fraction", 0.0, 1.0, lo_open=True, hi_open=True)
     in_range(test_fraction, "dataset.test_fraction", 0.0, 1.0, lo_open=True, hi_open=True)
@@ -90,4 +94,5 @@ def build(tokenizer=None, max_len: int = 64, val_fraction: float = 0.1,
     splits, info, collate = T.text_splits(tok, texts, None, labels, split_idx, max_len, padding,
                                           "tweets")
     info["num_classes"] = len(CLASSES)
-    return Data(splits["train"], splits["val"], splits["test"], info, list(CLASSES), collate)
+    train = semi_supervised(splits["train"], labeled_fraction, labeled_size, split_seed)
+    return Data(train, splits["val"], splits["test"], info, list(CLASSES), collate)

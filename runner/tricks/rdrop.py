@@ -3,6 +3,12 @@
     loss = mean CE over both passes + alpha/4 · mean_i [ KL(p1_i ‖ p2_i) + KL(p2_i ‖ p1_i) ]
 
 p1, p2 are the predicted distributions of the two passes, which differ only by their dropout masks.
+The divergence is the run's loss's (``state.loss.divergence(..., symmetric=True)``,
+runner.losses): the symmetric KL above for cross-entropy; for a multi-label loss (loss=
+multilabel_ce | bce) the blog's Σ_i (σ(s_i) − σ(t_i))(s_i − t_i) between the two passes' scores
+("GlobalPointer下的“KL散度”应该是怎样的？", https://kexue.fm/archives/9039), with the same alpha/4.
+Label-free: on semi-supervised data (dataset.labeled_fraction) the KL sees every row, labelled or
+not; the cross-entropy sees the labelled rows only.
 Both passes are one forward of the batch concatenated with itself (one kernel launch per layer
 instead of two: faster per step than two forwards, docs/bench.md), and gradients flow through both
 sides of the KL, as in the paper.
@@ -25,17 +31,10 @@ from __future__ import annotations
 import sys
 
 import torch
-import torch.nn.functional as F
 
 from runner.errors import positive
+from runner.losses import symmetric_kl  # noqa: F401  (the functional core, importable here)
 from runner.tricks import Trick
-
-
-def symmetric_kl(logits1: torch.Tensor, logits2: torch.Tensor) -> torch.Tensor:
-    """Per-sample KL(p1‖p2) + KL(p2‖p1) = Σ_c (p1 - p2)(log p1 - log p2)."""
-    lp1 = F.log_softmax(logits1.float(), -1)
-    lp2 = F.log_softmax(logits2.float(), -1)
-    return ((lp1.exp() - lp2.exp()) * (lp1 - lp2)).sum(-1)
 
 
 def double(batch: dict) -> dict:
@@ -54,7 +53,7 @@ class RDrop(Trick):
     order = 30
     figures = ("train/rdrop_kl",)
     noop = {"alpha": 0.0}
-    noop_exact = False
+    noop_exact = False  # the doubled batch's mean CE: other dropout masks, other sum order
     passes = "2 (one doubled batch)"
 
     def __init__(self, alpha: float = 4.0, order: int | None = None):
@@ -70,7 +69,7 @@ class RDrop(Trick):
     def loss(self, state, batch, next):
         out = next(double(batch))
         n = len(out.logits) // 2
-        kl = symmetric_kl(out.logits[:n], out.logits[n:]).mean()
+        kl = state.loss.divergence(out.logits[:n], out.logits[n:], symmetric=True).mean()
         out.loss = out.loss + self.alpha / 4 * kl
         out.parts["rdrop_kl"] = kl.detach()
         return out
