@@ -60,6 +60,17 @@ def test_every_trick_trains_with_finite_loss(name, tmp_path):
     check_run(train_run(DROP + [f"reg=[{name}]"], tmp_path / "run"), tmp_path / "run", [name])
 
 
+# forms of a trick other than its defaults, each run alone like the options above
+FORMS = [("fgm", ["reg.fgm.mode=adv"]), ("pgd", ["reg.pgd.mode=adv", "reg.pgd.adv_weight=0.5"]),
+         ("fgm", ["reg.fgm.adv_weight=0.5"])]
+
+
+@pytest.mark.parametrize("name,extra", FORMS, ids=[" ".join(f[1]) for f in FORMS])
+def test_every_form_trains_with_finite_loss(name, extra, tmp_path):
+    check_run(train_run(DROP + [f"reg=[{name}]", *extra], tmp_path / "run"), tmp_path / "run",
+              [name])
+
+
 @pytest.fixture(scope="module")
 def drop_cfg():
     from runner.config import compose
@@ -125,6 +136,8 @@ NOOPS = [
     ("paramgradpen", ["reg.paramgradpen.gamma=0"], False),
     ("spectral", ["reg.spectral.lam=0"], False),
     ("vat", ["reg.vat.weight=0"], False),
+    ("fgm", ["reg.fgm.adv_weight=0"], True),
+    ("pgd", ["reg.pgd.adv_weight=0"], True),
 ]
 
 

@@ -29,6 +29,13 @@ class Model(nn.Module):
         logits = self.forward_embedded(e, batch)
         return (logits, h) if return_embed else logits
 
+    def embedding_table(self) -> nn.Parameter | None:
+        """The token-embedding matrix that `embed` looks rows up in (`embed(batch)` is
+        ``table[batch["x"]]``), for tricks that act on the table itself: FGM/PGD with
+        ``target=table`` (the blog's form) and LazyOptimizer. None for models that embed
+        continuous inputs (mlp, cnn1d)."""
+        return None
+
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute activations in backward; models that support it override this."""
         if enabled:

@@ -115,6 +115,9 @@ class HFEncoder(Model):
     def embed(self, batch):
         return self.encoder.get_input_embeddings()(batch["x"])
 
+    def embedding_table(self):
+        return self.encoder.get_input_embeddings().weight
+
     def forward_embedded(self, h, batch):
         kw = {"inputs_embeds": h, "attention_mask": batch["mask"]}
         if "token_type_ids" in batch:
