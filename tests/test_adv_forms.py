@@ -264,3 +264,20 @@ def test_table_on_mnist1d_is_refused_before_the_run(tmp_path):
     with pytest.raises(ConfigError, match="reg.fgm.target: table: MLP has no embedding table"):
         train_run([*FAST, "reg=[fgm]", "reg.fgm.target=table"], tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("case", [["reg=[fgm]", "reg.fgm.target=table", "reg.fgm.mode=adv"],
+                                  ["reg=[pgd]", "reg.pgd.target=table"], ["derived=[lazy]"]],
+                         ids=["fgm-table", "pgd-table", "lazy"])
+def test_table_forms_and_lazy_make_no_host_read_inside_a_step(case, monkeypatch, tmp_path):
+    from conftest import train_run
+    from test_perf import SyncCounter
+
+    ov = [o for o in TEXT_RUN if not o.startswith(("trainer.max_steps", "trainer.eval_every",
+                                                   "trainer.log_every"))]
+    ov += ["trainer.max_steps=4", "trainer.eval_every=4", "trainer.log_every=4"]
+    with monkeypatch.context() as m:
+        c = SyncCounter(m)
+        s = train_run(ov + case, tmp_path / "run")
+    assert s["status"] == "completed", s.get("error")
+    assert [n for log, n in c.per_step if not log] == [0, 0, 0]

@@ -92,6 +92,8 @@ CASES = {
     "fgm-table": ("accum", TEXT + ["reg=[fgm]", "reg.fgm.target=table", "reg.fgm.mode=adv"],
                   "fgm"),
     "pgd-table": ("accum", TEXT + ["reg=[pgd]", "reg.pgd.target=table"], "pgd"),
+    "lazy-text": ("accum", TEXT + ["derived=[lazy]", "optimizer=lion", "optimizer.weight_decay=0.1"],
+                  "lazy"),
     "rdrop+fgm+clip": ("accum", ["+reg.rdrop._target_=runner.tricks.rdrop.RDrop",
                                  "+reg.fgm._target_=runner.tricks.fgm.FGM", "clip=norm",
                                  "clip.max_norm=0.05"], "fgm"),

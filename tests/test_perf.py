@@ -108,6 +108,7 @@ def _trick_cases():
     cases += [f"clip={c}" for c in conf_options("clip") if c != "none"]
     cases += [f"derived=[{d}]" for d in conf_options("derived")]
     cases += [f"optimizer={o}" for o in conf_options("optimizer")]
+    cases += ["reg=[fgm] reg.fgm.mode=adv", "reg=[pgd] reg.pgd.mode=adv"]  # forms (space-separated)
     return [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=KNOWN_SYNCS[c]))
             if c in KNOWN_SYNCS else c for c in cases]
 
@@ -123,7 +124,7 @@ KNOWN_SYNCS = {
 def test_no_host_read_inside_a_step(monkeypatch, tmp_path, case):
     """Every trick, clipping mode, derived optimizer and optimizer keeps the step sync-free:
     the steps that do not log make no host read at all."""
-    c = _count(monkeypatch, tmp_path, 4, [case])
+    c = _count(monkeypatch, tmp_path, 4, case.split())
     silent = [n for log, n in c.per_step if not log]
     assert len(silent) == 3
     assert silent == [0, 0, 0], f"{case}: host reads inside non-logging steps: {silent}"
