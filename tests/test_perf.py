@@ -114,10 +114,7 @@ def _trick_cases():
 
 
 #: host reads that are not ours to remove (the test fails when they go away: strict xfail)
-KNOWN_SYNCS = {
-    "optimizer=adafactor": "torch.optim.Adafactor reads its step counter with .item() every step "
-                           "(torch's implementation, foreach or not)",
-}
+KNOWN_SYNCS: dict = {}  # (runner.optim.adafactor replaced torch's, which read its step counter)
 
 
 @pytest.mark.parametrize("case", _trick_cases())
