@@ -233,10 +233,21 @@ def test_adv_mode_refuses_a_second_backward_trick():
         make_state(tiny_model(), [FGM(mode="adv"), PGD()])
 
 
-def test_models_expose_their_embedding_table():
-    assert tiny_model().embedding_table() is None
+def test_models_expose_their_embedding_table_and_encoder():
+    mlp = tiny_model()
+    assert mlp.embedding_table() is None
+    assert {id(p) for p in mlp.encoder_parameters()} == {
+        id(p) for n, p in mlp.named_parameters() if not n.startswith("out.")}
     m = text_model()
     assert m.embedding_table() is m.tok.weight
+    from runner.models.minilm import MiniLM
+
+    lm = MiniLM(num_classes=3, max_len=16)
+    assert lm.embedding_table() is lm.encoder.embeddings.word_embeddings.weight
+    enc = {id(p) for p in lm.encoder_parameters()}
+    names = [n for n, p in lm.named_parameters() if id(p) in enc]
+    assert names and all(".layer." in n for n in names)  # the reference's 'layer' rule
+    assert len(enc) == sum(".layer." in n for n, _ in lm.named_parameters())
 
 
 # -- real runs on a text model ----------------------------------------------------------------
