@@ -138,6 +138,7 @@ NOOPS = [
     ("vat", ["reg.vat.weight=0"], False),
     ("fgm", ["reg.fgm.adv_weight=0"], True),
     ("pgd", ["reg.pgd.adv_weight=0"], True),
+    ("childtuning_d", ["reg.childtuning_d.p=1", "reg.childtuning_d.fisher_mode=eval"], True),
 ]
 
 

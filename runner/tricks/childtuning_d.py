@@ -92,7 +92,7 @@ def top_fraction_mask(scores: list, p: float) -> list:
 class ChildTuningD(Trick):
     order = 80
     figures = ()
-    noop = None  # p = 1 keeps every entry, but the Fisher pass still draws dropout masks
+    noop = {"p": 1.0, "fisher_mode": "eval"}  # every entry kept; an eval-mode Fisher draws nothing
     noop_exact = True
     passes = "1"  # + one pass over the train split before training
 
