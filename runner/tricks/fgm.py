@@ -147,8 +147,8 @@ class TableShift:
     def matrix_grad(self, g_out: torch.Tensor) -> torch.Tensor:
         """∂loss/∂E from ∂loss/∂(E[ids]): the lookup's backward (rows of absent tokens are 0)."""
         flat = g_out.reshape(-1, g_out.shape[-1]).float()
-        return torch.zeros(self.table.shape, dtype=torch.float32,
-                           device=flat.device).index_add_(0, self.ids, flat)
+        G = torch.zeros(self.table.shape, dtype=torch.float32, device=flat.device)
+        return G.index_put_((self.ids,), flat, accumulate=True)  # deterministic on CUDA too
 
     @torch.no_grad()
     def apply(self, r: torch.Tensor) -> None:
