@@ -292,3 +292,16 @@ def test_table_forms_and_lazy_make_no_host_read_inside_a_step(case, monkeypatch,
         s = train_run(ov + case, tmp_path / "run")
     assert s["status"] == "completed", s.get("error")
     assert [n for log, n in c.per_step if not log] == [0, 0, 0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fgm", "pgd"])
+def test_the_blogs_form_on_minilm(name, tmp_path):
+    """mode=adv target=table on the pretrained encoder: the table is the word embeddings."""
+    from conftest import read_rows, train_run
+
+    ov = [o for o in TEXT_RUN if not o.startswith("model.")]
+    s = train_run([*ov, "model=minilm", "optimizer.lr=5e-5", f"reg=[{name}]",
+                   f"reg.{name}.target=table", f"reg.{name}.mode=adv"], tmp_path / "run")
+    assert s["status"] == "completed", s.get("error")
+    assert any("train/adv_loss" in r for r in read_rows(tmp_path / "run"))
