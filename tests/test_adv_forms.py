@@ -15,13 +15,22 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from test_reg_math import (
+    assert_close_list,
+    ce,
+    grads,
+    make_state,
+    pgrad,
+    record_deltas,
+    run,
+    tiny_batch,
+    tiny_model,
+)
 
 from runner.errors import ConfigError
 from runner.models.transformer import Transformer
 from runner.tricks.fgm import FGM
 from runner.tricks.pgd import PGD
-from test_reg_math import (assert_close_list, ce, grads, make_state, pgrad, record_deltas, run,
-                           tiny_batch, tiny_model)
 
 V, T, C, B = 30, 7, 3, 5
 

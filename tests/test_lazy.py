@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import FAST, read_rows, strip_timing, train_run
+
 from runner.models.transformer import Transformer
 from runner.optim.lion import Lion
 from runner.optim.sgdw import SGDW

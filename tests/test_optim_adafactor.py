@@ -135,9 +135,8 @@ def test_state_dict_round_trip_continues_identically():
 
 
 def test_config_uses_ours():
-    from omegaconf import OmegaConf
-
     from conftest import CONF
+    from omegaconf import OmegaConf
 
     assert OmegaConf.load(CONF / "optimizer" / "adafactor.yaml")["_target_"] == \
         "runner.optim.adafactor.Adafactor"

@@ -33,8 +33,17 @@ import torch
 
 from runner.errors import positive
 from runner.tricks import Trick
-from runner.tricks.fgm import (TableShift, adv_backward, check_forms, check_setup, clean_grad,
-                               for_direction, l2_normalize, project, table_of)
+from runner.tricks.fgm import (
+    TableShift,
+    adv_backward,
+    check_forms,
+    check_setup,
+    clean_grad,
+    for_direction,
+    l2_normalize,
+    project,
+    table_of,
+)
 
 
 class PGD(Trick):
