@@ -44,7 +44,10 @@ def precheck(args: list[str]) -> None:
     except Exception as e:
         raise ConfigError("", f"cannot parse overrides: {str(e).splitlines()[0]}")
     base, sweeps = [], []
+    multirun = any(a in ("-m", "--multirun") for a in args)
     for o in parsed:
+        if o.is_sweep_override() and not multirun:
+            raise _single_run_sweep(o, LIST_GROUPS)
         if o.is_sweep_override():
             vals = _sweep_values(o)
             sweeps.append((o, vals))
@@ -77,7 +80,6 @@ def precheck(args: list[str]) -> None:
             c = list(base)
             c[i] = f"{o.get_key_element()}={v}"
             combos.append(c)
-    multirun = any(a in ("-m", "--multirun") for a in args)
     for c in combos:
         try:
             cfg = compose(c)
@@ -91,6 +93,19 @@ def precheck(args: list[str]) -> None:
             raise ConfigError("", f"invalid config ({type(e).__name__}: "
                               f"{' '.join(str(e).split())[:160]}); see `tricks train --cfg job`")
         _precheck_resume(cfg, hydra_keys, multirun)
+
+
+def _single_run_sweep(o, list_groups):
+    """`reg=rdrop,fgm` without -m: Hydra's four-line "Ambiguous value"; ours names the fix."""
+    from runner.errors import ConfigError
+
+    key, vals = o.get_key_element().lstrip("+~"), _sweep_values(o)
+    if key in list_groups:
+        return ConfigError(key, f"{','.join(vals)} without brackets is a sweep; for a list write "
+                           f"'{key}=[{','.join(vals)}]' (quoted for the shell), or add -m to "
+                           "sweep over them")
+    return ConfigError(key, f"{','.join(vals)} is a sweep (a comma without brackets): add -m to "
+                       "run one job per value")
 
 
 def _sweep_values(o) -> list[str]:
@@ -147,6 +162,9 @@ def _hydra_msg(e: Exception, overrides: list[str] | None = None) -> str:
     m = re.search(r"Could not override '([^']+)'", msg)
     if m and "is not in struct" in msg:
         key = m.group(1)
+        unselected = _unselected_trick(key, overrides or [])
+        if unselected:
+            return unselected
         parent, _, _ = key.rpartition(".")
         allowed = ""
         try:  # the keys that do exist there, from the config without this override
@@ -162,6 +180,25 @@ def _hydra_msg(e: Exception, overrides: list[str] | None = None) -> str:
             pass
         return f"{key}: unknown key{allowed}; add a new key with +{key}=..."
     return msg
+
+
+def _unselected_trick(key: str, overrides: list[str]) -> str | None:
+    """`reg.rdrop.alpha=2` without rdrop in `reg`: the fix is to select it (not Hydra's `+key`)."""
+    from runner.config import LIST_GROUPS, compose, options
+
+    group, _, rest = key.partition(".")
+    name = rest.partition(".")[0]
+    if group not in LIST_GROUPS or not name or name not in options(group):
+        return None
+    selected = []
+    try:
+        rest_ov = [o for o in overrides if not o.lstrip("+~").startswith(f"{group}.")]
+        selected = [str(k) for k in (compose(rest_ov).get(group) or {})]
+    except Exception:
+        pass
+    this = next((o for o in overrides if o.lstrip("+~").partition("=")[0] == key), f"{key}=...")
+    return (f"{key}: {name} is not selected in {group}; select it: "
+            f"'{group}=[{','.join([*selected, name])}]' {this.lstrip('+')}")
 
 
 class _HydraRecord:

@@ -42,6 +42,14 @@ PRECHECK = [
     (["resume=true"], ["resume: no checkpoint at", "/new/checkpoints/last.pt", "allowed:"]),
     (["resume=/nonexistent/last.pt"], ["resume: no checkpoint at /nonexistent/last.pt"]),
     (["-m", "optimizer.lr=0.01,-1"], ["optimizer.lr: must be > 0, got -1"]),
+    # a list without brackets, a key of a trick not selected: the fix, not Hydra's message
+    (["reg=rdrop,fgm"], ["reg: rdrop,fgm without brackets is a sweep", "'reg=[rdrop,fgm]'",
+                         "add -m"]),
+    (["seed=0,1"], ["seed: 0,1 is a sweep", "add -m"]),
+    (["reg.rdrop.alpha=2"], ["reg.rdrop.alpha: rdrop is not selected",
+                             "'reg=[rdrop]' reg.rdrop.alpha=2"]),
+    (["reg=[fgm]", "reg.rdrop.alpha=2"], ["'reg=[fgm,rdrop]' reg.rdrop.alpha=2"]),
+    (["reg=[fgm]", "reg.fgm.mode=blog"], ["reg.fgm.mode: got 'blog'", "allowed: both, adv"]),
 ]
 
 # Caught by the run itself (they need the data or the model built), still before any write.
@@ -50,6 +58,8 @@ AT_BUILD = [
     (["model.dropout=-0.1"], ["model.dropout: must be in"]),
     (["dataset.label_noise=1.5"], ["dataset.label_noise: must be in [0.0, 1.0]"]),
     (["trainer.batch_size=100000"], ["trainer.batch_size", "larger than the train split"]),
+    (["reg=[fgm]", "reg.fgm.target=table"], ["reg.fgm.target: table: MLP has no embedding table",
+                                             "model=transformer, minilm, hf"]),
 ]
 
 

@@ -107,3 +107,14 @@ def test_bad_config_one_line_no_run_dir(tmp_path):
     _one_line_error(cli(["train", "trainer.nope=1"], tmp_path), "trainer.nope")
     _one_line_error(cli(["train", "-m", "optimizer=adamw,nope"], tmp_path), "nope")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "multirun").exists()
+
+
+def test_the_mission_command_with_a_bare_trick_name(tmp_path):
+    """`tricks train optimizer=lion reg=rdrop`: a bare name selects one trick, as reg=[rdrop]."""
+    r = cli(["train", "optimizer=lion", "reg=rdrop", "trainer.max_steps=4",
+             "trainer.eval_every=4", "trainer.log_every=2", "hydra.run.dir=out"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    cfg = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
+    assert list(cfg["reg"]) == ["rdrop"] and cfg["optimizer"]["_target_"].endswith("Lion")
+    assert any("train/rdrop_kl" in row for row in read_rows(tmp_path / "out"))
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["status"] == "completed"

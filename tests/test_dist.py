@@ -36,6 +36,10 @@ B = 16  # per-rank batch
 BASE = ["trainer.max_steps=5", "trainer.eval_every=3", "trainer.log_every=2",
         "trainer.progress=false", "model.hidden=32", "schedule=constant"]
 NO_DROPOUT = ["model.dropout=0.0"]
+# a tiny text model, for the forms that perturb an embedding table
+TEXT = ["dataset=tweets", "model=transformer", "model.width=16", "model.depth=1", "model.heads=2",
+        "dataset.train_size=64", "dataset.val_size=16", "dataset.test_size=16",
+        "dataset.max_len=16"]
 
 
 class SameRng(Trick):
@@ -83,6 +87,13 @@ CASES = {
     "dropout": ("accum", [], None),
     "rdrop": ("accum", ["+reg.rdrop._target_=runner.tricks.rdrop.RDrop"], "rdrop"),
     "fgm": ("accum", ["+reg.fgm._target_=runner.tricks.fgm.FGM"], "fgm"),
+    "fgm-adv": ("accum", ["+reg.fgm._target_=runner.tricks.fgm.FGM", "+reg.fgm.mode=adv"], "fgm"),
+    "pgd-adv": ("accum", ["+reg.pgd._target_=runner.tricks.pgd.PGD", "+reg.pgd.mode=adv"], "pgd"),
+    "fgm-table": ("accum", TEXT + ["reg=[fgm]", "reg.fgm.target=table", "reg.fgm.mode=adv"],
+                  "fgm"),
+    "pgd-table": ("accum", TEXT + ["reg=[pgd]", "reg.pgd.target=table"], "pgd"),
+    "lazy-text": ("accum", TEXT + ["derived=[lazy]", "optimizer=lion", "optimizer.weight_decay=0.1"],
+                  "lazy"),
     "rdrop+fgm+clip": ("accum", ["+reg.rdrop._target_=runner.tricks.rdrop.RDrop",
                                  "+reg.fgm._target_=runner.tricks.fgm.FGM", "clip=norm",
                                  "clip.max_norm=0.05"], "fgm"),
@@ -109,16 +120,23 @@ _SKIP = {n: f"runner/tricks/{m}.py does not exist yet" for n, (_, _, m) in CASES
          if m and not _module_exists(m)}
 
 
+def _base(extra: list[str]) -> list[str]:
+    """BASE, without its mlp keys when the case picks another model."""
+    if any(e.startswith("model=") for e in extra):
+        return [o for o in BASE if not o.startswith("model.")]
+    return BASE
+
+
 def ddp_overrides(name: str) -> list[str]:
     mode, extra, _ = CASES[name]
-    return BASE + extra + [f"trainer.batch_size={B}"]
+    return _base(extra) + extra + [f"trainer.batch_size={B}"]
 
 
 def reference_overrides(name: str) -> list[str]:
     mode, extra, _ = CASES[name]
     if mode == "global":
-        return BASE + extra + [f"trainer.batch_size={2 * B}"]
-    return BASE + extra + [f"trainer.batch_size={B}", "trainer.accum_steps=2"]
+        return _base(extra) + extra + [f"trainer.batch_size={2 * B}"]
+    return _base(extra) + extra + [f"trainer.batch_size={B}", "trainer.accum_steps=2"]
 
 
 def reference_run(name: str, run_dir: Path) -> dict:

@@ -113,15 +113,13 @@ def _trick_cases():
               for o in conf_options("loss")]
     cases += ["dataset.labeled_fraction=0.2 reg=[vat]",
               "dataset=mnist1d_multi loss=multilabel_ce dataset.labeled_fraction=0.2 reg=[rdrop]"]
+    cases += ["reg=[fgm] reg.fgm.mode=adv", "reg=[pgd] reg.pgd.mode=adv"]  # forms (space-separated)
     return [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=KNOWN_SYNCS[c]))
             if c in KNOWN_SYNCS else c for c in cases]
 
 
 #: host reads that are not ours to remove (the test fails when they go away: strict xfail)
-KNOWN_SYNCS = {
-    "optimizer=adafactor": "torch.optim.Adafactor reads its step counter with .item() every step "
-                           "(torch's implementation, foreach or not)",
-}
+KNOWN_SYNCS: dict = {}  # (runner.optim.adafactor replaced torch's, which read its step counter)
 
 
 @pytest.mark.parametrize("case", _trick_cases())

@@ -388,29 +388,36 @@ def _train_split(n=40, seed=2):
     return {"x": b["x"], "y": b["y"]}
 
 
-@pytest.mark.parametrize("n_batches", [3, 7])  # 7 > 5 batches per epoch: cycles into epoch 1
-def test_childtuning_d_fisher_and_exact_top_p_mask(n_batches):
+@pytest.mark.parametrize("n_batches", [3, 7, None])  # 7 > 5 batches per epoch: cycles into
+def test_childtuning_d_fisher_and_exact_top_p_mask(n_batches):  # epoch 1; None: one epoch
     model = tiny_model(dropout=0.3)
     batcher = IndexBatcher(_train_split(), batch_size=8, seed=0)
-    trick = ChildTuningD(p=0.3, batches=n_batches)
+    trick = ChildTuningD(p=0.3, fisher_batches=n_batches)
     st = make_state(model, [trick], batcher=batcher)
-    assert model.training  # restored after the eval-mode estimate
+    assert model.training
 
-    # direct Fisher: mean squared batch gradient of the mean NLL, eval mode (no dropout)
-    ref = tiny_model(dropout=0.3).eval()
+    # direct Fisher: mean squared batch gradient of the mean NLL, in train mode (dropout on, as
+    # the reference code), over the whole train split by default; same dropout draws (seeded)
+    n = n_batches or batcher.steps_per_epoch
+    assert n == (n_batches or 5)
+    ref = tiny_model(dropout=0.3).train()
     fisher = [torch.zeros_like(p) for p in ref.parameters()]
-    order = [b for e in range(2) for b in batcher.epoch(e)][:n_batches]
+    order = [b for e in range(2) for b in batcher.epoch(e)][:n]
+    torch.manual_seed(11)
     for b in order:
         for f, g in zip(fisher, pgrad(ce(ref, b["x"], b["y"]), ref)):
             f += g.pow(2)
-    fisher = [f / n_batches for f in fisher]
+    fisher = [f / n for f in fisher]
+    torch.manual_seed(11)
     own = fisher_diag(st, n_batches)
     assert_close_list(own, fisher)
+    torch.manual_seed(11)
+    assert not all(torch.allclose(a, b) for a, b in zip(fisher_diag(st, n_batches, train=False),
+                                                          fisher))  # dropout mattered
 
-    flat = torch.cat([f.flatten() for f in own])
+    flat = torch.cat([f.flatten() for f in fisher_diag(st, n_batches, train=True)])
     keep = torch.cat([m.flatten() for m in trick.mask])
     assert keep.sum().item() == round(0.3 * flat.numel())
-    assert flat[keep].min() >= flat[~keep].max()
 
     # on_grads keeps exactly the masked entries, unscaled
     batch = tiny_batch()
@@ -420,10 +427,50 @@ def test_childtuning_d_fisher_and_exact_top_p_mask(n_batches):
     assert_close_list(grads(model), [g * m for g, m in zip(before, trick.mask)])
 
     # the mask is trick state: it round-trips through state_dict
-    other = ChildTuningD(p=0.3, batches=1)
+    other = ChildTuningD(p=0.3, fisher_batches=1)
     make_state(tiny_model(seed=9), [other], batcher=batcher)
     other.load_state_dict(trick.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(other.mask, trick.mask))
+
+
+def test_childtuning_d_mask_is_the_top_p_of_its_fisher_in_eval_mode():
+    model = tiny_model(dropout=0.3)
+    batcher = IndexBatcher(_train_split(), batch_size=8, seed=0)
+    trick = ChildTuningD(p=0.3, fisher_mode="eval")
+    st = make_state(model, [trick], batcher=batcher)
+    flat = torch.cat([f.flatten() for f in fisher_diag(st, None, train=False)])
+    keep = torch.cat([m.flatten() for m in trick.mask])
+    assert keep.sum().item() == round(0.3 * flat.numel())
+    assert flat[keep].min() >= flat[~keep].max()
+
+
+def test_childtuning_d_scope_encoder_masks_neither_embeddings_nor_the_head():
+    from runner.models.transformer import Transformer
+
+    torch.manual_seed(0)
+    model = Transformer(num_classes=C, vocab_size=20, max_len=6, width=8, depth=1, heads=2,
+                        dropout=0.0)
+    g = torch.Generator().manual_seed(1)
+    split = {"x": torch.randint(1, 20, (16, 6), generator=g), "mask": torch.ones(16, 6,
+                                                                                dtype=torch.long),
+             "y": torch.randint(0, C, (16,), generator=g)}
+    trick = ChildTuningD(p=0.3, scope="encoder", fisher_mode="eval")
+    st = make_state(model, [trick], batcher=IndexBatcher(split, batch_size=8, seed=0))
+    names = {id(p): n for n, p in model.named_parameters()}
+    scoped = [names[id(p)] for p in trick.params]
+    assert scoped and all(n.startswith(("blocks.", "ln.")) for n in scoped)
+    assert not any(n.startswith(("tok.", "pos.", "head.")) for n in scoped)
+    # the Fisher, the top-p count over the scope only
+    fisher = fisher_diag(st, None, trick.params, train=False)
+    assert sum(int(m.sum()) for m in trick.mask) == round(0.3 * sum(f.numel() for f in fisher))
+    F.cross_entropy(model(split), split["y"]).backward()
+    before = {n: p.grad.clone() for n, p in model.named_parameters()}
+    trick.on_grads(st)
+    for n, p in model.named_parameters():
+        if n.startswith(("tok.", "pos.", "head.")):
+            assert torch.equal(p.grad, before[n]), n  # out of scope: untouched
+    with pytest.raises(Exception, match="scope"):
+        ChildTuningD(scope="head")
 
 
 def test_top_fraction_mask_counts_exactly_with_ties():

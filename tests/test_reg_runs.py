@@ -64,6 +64,17 @@ def test_every_trick_trains_with_finite_loss(name, tmp_path):
     check_run(train_run(DROP + [f"reg=[{name}]"], tmp_path / "run"), tmp_path / "run", [name])
 
 
+# forms of a trick other than its defaults, each run alone like the options above
+FORMS = [("fgm", ["reg.fgm.mode=adv"]), ("pgd", ["reg.pgd.mode=adv", "reg.pgd.adv_weight=0.5"]),
+         ("fgm", ["reg.fgm.adv_weight=0.5"])]
+
+
+@pytest.mark.parametrize("name,extra", FORMS, ids=[" ".join(f[1]) for f in FORMS])
+def test_every_form_trains_with_finite_loss(name, extra, tmp_path):
+    check_run(train_run(DROP + [f"reg=[{name}]", *extra], tmp_path / "run"), tmp_path / "run",
+              [name])
+
+
 @pytest.fixture(scope="module")
 def drop_cfg():
     from runner.config import compose
@@ -166,7 +177,7 @@ def test_childtuning_d_mask_is_checkpointed_restored_and_freezes_weights(tmp_pat
     from runner.tricks import childtuning_d
 
     run_dir = tmp_path / "run"
-    ov = DROP + ["reg=[childtuning_d]", "reg.childtuning_d.batches=4"]
+    ov = DROP + ["reg=[childtuning_d]", "reg.childtuning_d.fisher_batches=4"]
     assert train_run(ov, run_dir)["status"] == "completed"
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     mask = ckpt["tricks"]["0:childtuning_d"]["mask"]
@@ -184,7 +195,7 @@ def test_childtuning_d_mask_is_checkpointed_restored_and_freezes_weights(tmp_pat
 
     # resume: setup would compute a different mask; the checkpoint's must win
     monkeypatch.setattr(childtuning_d, "fisher_diag",
-                        lambda state, batches: [torch.rand_like(p) for p in state.params])
+                        lambda state, batches, params, train: [torch.rand_like(p) for p in params])
     s = train_run(ov + ["resume=true", f"trainer.max_steps={STEPS + 2}"], run_dir)
     assert s["status"] == "completed", s.get("error")
     assert s["steps"] == STEPS + 2
@@ -199,7 +210,7 @@ def test_stateful_tricks_resume_exactly(tmp_path, monkeypatch):
     SIGTERM after step 5 and resumed ends with the same rows as an uninterrupted one."""
     ov = [o for o in DROP if not o.startswith(("trainer.max_steps", "trainer.eval_every"))] + [
         "trainer.max_steps=8", "trainer.eval_every=4", "trainer.checkpoint_every=2",
-        "reg=[spectral,childtuning_f,childtuning_d,noise,rdrop]", "reg.childtuning_d.batches=2"]
+        "reg=[spectral,childtuning_f,childtuning_d,noise,rdrop]", "reg.childtuning_d.fisher_batches=2"]
     want = tmp_path / "want"
     assert train_run(ov, want)["status"] == "completed"
     got = tmp_path / "got"

@@ -7,6 +7,9 @@ from torch import nn
 class Model(nn.Module):
     """Base class: see runner.models for the embed / forward_embedded interface."""
 
+    #: attribute names of the submodules that form the task head (not the encoder)
+    head_modules: tuple = ("head",)
+
     def embed(self, batch: dict) -> torch.Tensor:
         return batch["x"]
 
@@ -28,6 +31,25 @@ class Model(nn.Module):
         e = h if delta is None else h + delta
         logits = self.forward_embedded(e, batch)
         return (logits, h) if return_embed else logits
+
+    def embedding_table(self) -> nn.Parameter | None:
+        """The token-embedding matrix that `embed` looks rows up in (`embed(batch)` is
+        ``table[batch["x"]]``), for tricks that act on the table itself: FGM/PGD with
+        ``target=table`` (the blog's form) and LazyOptimizer. None for models that embed
+        continuous inputs (mlp, cnn1d)."""
+        return None
+
+    def encoder_parameters(self) -> list:
+        """The encoder's parameters: all but the embedding tables (every nn.Embedding, and
+        `embedding_table()`) and the task head (`head_modules`). ChildTuning-D's scope=encoder
+        masks these only, as its reference code masks only BERT's encoder layers."""
+        skip = {id(p) for name in self.head_modules if hasattr(self, name)
+                for p in getattr(self, name).parameters()}
+        skip |= {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
+        table = self.embedding_table()
+        if table is not None:
+            skip.add(id(table))
+        return [p for p in self.parameters() if id(p) not in skip]
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute activations in backward; models that support it override this."""

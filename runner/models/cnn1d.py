@@ -15,6 +15,8 @@ from runner.models.base import Model
 
 
 class CNN1d(Model):
+    head_modules = ("linear",)
+
     def __init__(self, in_dim: int, num_classes: int, channels: int = 25, dropout: float = 0.0):
         super().__init__()
         positive(channels, "model.channels", integer=True)

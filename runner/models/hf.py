@@ -115,6 +115,14 @@ class HFEncoder(Model):
     def embed(self, batch):
         return self.encoder.get_input_embeddings()(batch["x"])
 
+    def embedding_table(self):
+        return self.encoder.get_input_embeddings().weight
+
+    def encoder_parameters(self):
+        # the rule of ChildTuning's reference code: names containing 'layer' (BERT's
+        # encoder.layer.N.*; not embeddings, their LayerNorm, the pooler, or our head)
+        return [p for n, p in self.encoder.named_parameters() if "layer" in n]
+
     def forward_embedded(self, h, batch):
         kw = {"inputs_embeds": h, "attention_mask": batch["mask"]}
         if "token_type_ids" in batch:

@@ -25,6 +25,8 @@ class Block(nn.Module):
 
 
 class MLP(Model):
+    head_modules = ("out",)
+
     def __init__(self, in_dim: int, num_classes: int, hidden: int = 100, depth: int = 2,
                  dropout: float = 0.0):
         super().__init__()

@@ -142,6 +142,9 @@ class Transformer(Model):
     def embed(self, batch):
         return self.tok(batch["x"])
 
+    def embedding_table(self):
+        return self.tok.weight
+
     def forward_embedded(self, h, batch):
         keep = batch["mask"].bool()
         L = h.shape[1]

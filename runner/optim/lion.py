@@ -9,8 +9,10 @@ https://arxiv.org/abs/2302.06675. Su Jianlin, "Google新搜出的优化器Lion�
 https://kexue.fm/archives/9473 (every coordinate moves by exactly lr, so the update norm is large:
 lr must be smaller and weight decay larger than AdamW's).
 
-Defaults: betas (0.9, 0.99), the paper's. The paper's advice: a learning rate 3-10x smaller and a
-weight decay 3-10x larger than AdamW's, keeping lr * wd (the effective decay strength) similar.
+Defaults: betas (0.9, 0.99), the paper's; (0.95, 0.98) for NLP (the paper's stability advice,
+taken by the blog). The paper's advice: a learning rate 3-10x smaller and a weight decay 3-10x
+larger than AdamW's, keeping lr * wd (the effective decay strength) similar; the blog's: at least
+10x smaller (conf/optimizer/lion.yaml takes the blog's).
 Lion is worse than AdamW at small batch sizes (< 64 in the paper): the sign adds noise.
 
 State: one momentum buffer per parameter (`exp_avg`), half of AdamW's. The update is written with

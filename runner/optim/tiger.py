@@ -12,9 +12,16 @@ momentum itself performs gradient accumulation
 needs no extra buffer for it.
 
 Default beta 0.965 (the post's choice for NLP, from Lion's (0.95, 0.98); 0.945 for CV from
-(0.9, 0.99)). Learning rate and weight decay: as Lion (3-10x smaller lr, 3-10x larger wd than
-AdamW). Only the basic form is implemented: the post's extra parameter-scale-dependent learning
-rates (LAMB-like) are available separately as `derived=[layer_adapt]`; its NaN guard is not.
+(0.9, 0.99)). Learning rate and weight decay: as Lion's (kexue.fm/archives/9473: lr >= 10x below
+AdamW's, weight decay scaled up by as much). The post's extras, where they live here:
+- parameter-scale learning rates (lr · RMS(θ) per tensor, LAMB-like): `derived=[layer_adapt]`,
+  whose trust ratio on a sign update is exactly RMS(θ) (lr is then relative; the reference code's
+  is 1.76e-3). The reference code also halves the lr of biases and normalisation weights and
+  uses each embedding row's RMS: not reproduced (the optimizer sees tensors, not layers);
+- gradient accumulation inside the momentum: `trainer.accum_steps` (the engine sums the
+  micro-batches' gradients; Tiger needs no buffer of its own either way);
+- the NaN guard (skip the momentum update and shrink θ when a gradient is NaN):
+  `trainer.on_nan=skip` skips the whole step instead (no shrinking).
 """
 
 from __future__ import annotations

@@ -1,42 +1,60 @@
 """ChildTuning-D: update only the "child network" of parameters most informative for the task.
 
-Before training, estimate the diagonal Fisher information of every parameter entry over N batches,
+Before training, estimate the diagonal Fisher information of every parameter entry in scope over
+N batches,
 
     F = (1/N) Σ_batches (∂ loss_batch/∂θ)²       (loss = mean negative log-likelihood)
 
-keep the top-p fraction of entries (exactly round(p · #entries), over all parameters together) as a
-fixed mask, and multiply the gradients by it at every step (no rescaling, as in the paper's
-ChildTuning-D; the -F variant rescales by 1/p).
+keep the top-p fraction of entries (exactly round(p · #entries), over all parameters in scope
+together) as a fixed mask, and multiply their gradients by it at every step (no rescaling, as in
+the paper's ChildTuning-D; the -F variant rescales by 1/p). Parameters out of scope are trained
+normally.
 
 Xu et al., "Raise a Child in Large Language Model: Towards Effective and Generalizable
-Fine-tuning", EMNLP 2021 (the Fisher of batch gradients follows their reference code).
-Su Jianlin, "ChildTuning：试试把Dropout加到梯度上去？", https://kexue.fm/archives/8764 .
+Fine-tuning", EMNLP 2021. Su Jianlin, "ChildTuning：试试把Dropout加到梯度上去？",
+https://kexue.fm/archives/8764 .
 
-Defaults: p = 0.3, batches = 16 (N; training batches in the run's own order, cycling epochs).
+What the reference code (github.com/alibaba/AliceMind, ChildTuning, `calculate_fisher`) does:
+the model in train mode (dropout on), one pass over the whole training set (N = its number of
+batches), each batch's loss backpropagated and each parameter's gradient clipped to norm
+max_grad_norm before squaring, only parameters whose name contains 'layer' (BERT's encoder
+layers: not the embeddings, their LayerNorm, the pooler nor the classifier), and the mask
+F >= the (1 - p) percentile of those entries. Here: the same, except that gradients are not
+clipped per tensor, and the mask keeps exactly round(p · n) entries (ties broken by topk).
 
-The Fisher is computed in eval mode (no dropout: deterministic, and it draws no random numbers,
-so the training stream is the same as without the trick). The mask is trick state: saved in
-checkpoints and restored on resume. Under DDP each batch's gradient is averaged over the ranks
-first (the global batch's gradient), so every rank computes the same Fisher and keeps the same
-mask. Composition: order 80 (gradient masking) in ``on_grads``, before clipping. Logged: nothing
-per step (the mask is fixed; its density is p).
+Defaults: p = 0.3; fisher_batches = null (the whole train split, one epoch; a number caps it,
+cycling epochs past one); fisher_mode = train (the reference's; eval: no dropout, draws no random
+numbers); scope = all (every parameter) | encoder (`Model.encoder_parameters()`: all but the
+embedding tables and the task head; for hf/minilm the reference's 'layer' rule).
+
+In train mode the Fisher pass draws dropout masks, so the training stream's random numbers differ
+from a run without the trick. The mask is trick state: saved in checkpoints and restored on
+resume. Under DDP each batch's gradient is averaged over the ranks first (the global batch's
+gradient), so every rank computes the same Fisher and keeps the same mask. Composition: order 80
+(gradient masking) in ``on_grads``, before clipping. Logged: nothing per step (the mask is fixed).
 """
 
 from __future__ import annotations
 
 import torch
 
-from runner.errors import in_range, positive
+from runner.errors import ConfigError, check, in_range, positive
 from runner.tricks import Trick
 
+SCOPES = ("all", "encoder")
+MODES = ("train", "eval")
 
-def fisher_diag(state, batches: int) -> list:
-    """Mean over `batches` training batches of the squared gradient of the batch loss."""
-    params = state.params
+
+def fisher_diag(state, batches: int | None = None, params: list | None = None,
+                train: bool = True) -> list:
+    """Mean over `batches` training batches (None: one epoch) of the squared gradient of the
+    batch loss, for `params` (default: all trainable parameters)."""
+    params = state.params if params is None else params
+    batches = batches or state.batcher.steps_per_epoch
     fisher = [torch.zeros_like(p, dtype=torch.float32) for p in params]
     model = state.model
     was_training = model.training
-    model.eval()
+    model.train(train)
     try:
         done, epoch = 0, 0
         while done < batches:
@@ -74,23 +92,44 @@ def top_fraction_mask(scores: list, p: float) -> list:
 class ChildTuningD(Trick):
     order = 80
     figures = ()
-    noop = {"p": 1.0}
+    noop = {"p": 1.0, "fisher_mode": "eval"}  # every entry kept; an eval-mode Fisher draws nothing
     noop_exact = True
     passes = "1 (+ Fisher pass before training)"
 
-    def __init__(self, p: float = 0.3, batches: int = 16, order: int | None = None):
+    def __init__(self, p: float = 0.3, fisher_batches: int | None = None, scope: str = "all",
+                 fisher_mode: str = "train", order: int | None = None):
         super().__init__(order)
         in_range(p, "reg.childtuning_d.p", 0.0, 1.0, lo_open=True)
-        positive(batches, "reg.childtuning_d.batches", integer=True)
-        self.p, self.batches = float(p), int(batches)
+        if fisher_batches is not None:
+            positive(fisher_batches, "reg.childtuning_d.fisher_batches", integer=True)
+        check(scope in SCOPES, "reg.childtuning_d.scope", f"got {scope!r}", ", ".join(SCOPES))
+        check(fisher_mode in MODES, "reg.childtuning_d.fisher_mode", f"got {fisher_mode!r}",
+              ", ".join(MODES))
+        self.p, self.fisher_batches, self.scope = float(p), fisher_batches, scope
+        self.train_mode = fisher_mode == "train"
         self.mask: list | None = None
+        self.params: list = []
+
+    def _scope(self, state) -> list:
+        if self.scope == "all":
+            return list(state.params)
+        fn = getattr(state.raw_model, "encoder_parameters", None)
+        params = fn() if fn is not None else None
+        if not params:
+            raise ConfigError(f"reg.{self.name}.scope", f"encoder: "
+                              f"{type(state.raw_model).__name__} names no encoder parameters",
+                              "all; encoder with the models of runner/models/")
+        trainable = {id(p) for p in state.params}
+        return [p for p in params if id(p) in trainable]
 
     def setup(self, state) -> None:
-        self.mask = top_fraction_mask(fisher_diag(state, self.batches), self.p)
+        self.params = self._scope(state)
+        fisher = fisher_diag(state, self.fisher_batches, self.params, train=self.train_mode)
+        self.mask = top_fraction_mask(fisher, self.p)
 
     @torch.no_grad()
     def on_grads(self, state) -> None:
-        for p, m in zip(state.params, self.mask):
+        for p, m in zip(self.params, self.mask):
             if p.grad is not None:
                 p.grad.mul_(m)
 

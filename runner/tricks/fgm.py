@@ -1,35 +1,58 @@
-"""FGM adversarial training: one adversarial step on the embedding, gradients accumulated.
+"""FGM adversarial training: one adversarial step on the embedding.
 
-After the clean backward, with g = ∂loss/∂embedding:
+After the clean pass, with g = ∂loss/∂embedding:
 
     r = eps · g / ‖g‖        (‖·‖ over the whole perturbed tensor; per-sample with norm=sample)
 
-forward and backward again at embedding + r, so the adversarial gradients add to the clean ones,
-then carry on from the clean embedding. The perturbation is passed to the model as an additive
-``delta``: the embedding (for mnist1d: the input itself; for text: the embedding output, not the
-embedding table) is never modified, so nothing needs restoring.
+then one forward and backward at embedding + r. Two choices, each with the blog's form and the
+common one:
+
+- ``mode``: what the step's gradients are.
+  ``both`` (default): clean + adversarial, ∇L(x) + w·∇L(x + r) (the common PyTorch form, as in
+  most FGM snippets); ``adv`` (**the blog's**, the Keras implementation of kexue.fm/archives/7234,
+  which replaces the training loss by the adversarial one): w·∇L(x + r) alone. With ``adv`` the
+  clean pass only differentiates down to the embedding (``torch.autograd.grad``, no parameter
+  gradient), so under gradient accumulation the earlier micro-batches' gradients are kept and only
+  this micro-batch's clean gradient is left out. w = ``adv_weight`` (default 1; 0 with mode=both
+  is a bit-exact no-op that skips the extra pass).
+- ``target``: what is perturbed.
+  ``output`` (default): each position's embedding output, passed to the model as an additive
+  ``delta`` (for mnist1d: the input itself), so nothing is modified and nothing needs restoring;
+  ``table`` (**the blog's**: it perturbs the embedding *matrix*): G = ∂loss/∂E, the gradient of
+  the embedding matrix E (nonzero exactly on the rows of the tokens in the batch), r = eps·G/‖G‖_F
+  normalised over the whole matrix, E <- E + r for the forward+backward, then the touched rows are
+  copied back from a saved copy (bit-exact, no subtraction). A token occurring twice in the batch
+  gets one shared perturbation (the sum of its positions' gradients) instead of one per
+  position. Needs a model with ``embedding_table()`` (transformer, minilm, hf).
 
 Miyato, Dai & Goodfellow, "Adversarial Training Methods for Semi-Supervised Text
 Classification", ICLR 2017 (FGM on embeddings); Goodfellow et al. 2015 (FGSM).
 Su Jianlin, "对抗训练浅谈：意义、方法和思考（附Keras实现）", https://kexue.fm/archives/7234 .
 
-Defaults: eps = 1.0, norm = global (the blog's whole-tensor norm) | sample.
+Defaults: eps = 1.0, norm = global (the blog's whole-tensor norm) | sample, mode = both,
+target = output, adv_weight = 1. The blog's form: ``reg.fgm.mode=adv reg.fgm.target=table``.
 
 Composition: order 70 (adversarial backward). g is the gradient of the loss the loss chain
 returned (R-Drop's KL and flooding included); the adversarial pass runs on ``Out.batch`` (the
 doubled batch under R-Drop, the noisy one under input noise) with the plain cross-entropy. Under
 gradient accumulation g is scaled by 1/accum_steps (and the fp16 loss scale): the direction is
-unaffected. Cost: one extra forward+backward. Logged: ``train/adv_loss``.
+unaffected. ``mode=adv`` replaces the clean backward, so it cannot share the backward chain with
+another backward trick (PGD). Cost: one extra forward+backward (with ``adv`` the clean backward
+stops at the embedding). Logged: ``train/adv_loss``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from runner.errors import check, positive
+from runner.errors import ConfigError, check, positive
+from runner.hooks import overrides
 from runner.tricks import Trick
 
 NORMS = ("global", "sample")
+MODES = ("both", "adv")
+TARGETS = ("output", "table")
+TABLE_MODELS = "transformer, minilm, hf"
 
 
 def l2_normalize(g: torch.Tensor, norm: str = "global", tiny: float = 1e-12) -> torch.Tensor:
@@ -55,6 +78,33 @@ def check_norm(norm: str, key: str) -> None:
     check(norm in NORMS, key, f"got {norm!r}", ", ".join(NORMS))
 
 
+def check_forms(key: str, mode: str, target: str, norm: str, adv_weight) -> None:
+    """The options shared by FGM and PGD (`key` is e.g. reg.fgm)."""
+    check_norm(norm, f"{key}.norm")
+    check(mode in MODES, f"{key}.mode", f"got {mode!r}", ", ".join(MODES))
+    check(target in TARGETS, f"{key}.target", f"got {target!r}", ", ".join(TARGETS))
+    check(not (target == "table" and norm != "global"), f"{key}.norm",
+          "target=table normalises over the whole embedding matrix", "global")
+    positive(adv_weight, f"{key}.adv_weight", allow_zero=mode == "both")
+
+
+def check_setup(trick, state, key: str) -> None:
+    """Build-time checks that need the model and the other tricks."""
+    if trick.target == "table" and table_of(state) is None:
+        raise ConfigError(f"{key}.target", f"table: {type(state.raw_model).__name__} has no "
+                          "embedding table", f"output; table with model={TABLE_MODELS}")
+    if trick.mode == "adv":
+        other = [t for t in state.tricks if t is not trick and overrides(t, "backward")]
+        if other:
+            raise ConfigError(f"{key}.mode", f"adv replaces the clean backward, which "
+                              f"{other[0].name} wraps too", "both; or one adversarial trick")
+
+
+def table_of(state):
+    fn = getattr(state.raw_model, "embedding_table", None)
+    return fn() if fn is not None else None
+
+
 def for_direction(state, loss: torch.Tensor) -> torch.Tensor:
     """The loss to differentiate when only the gradient's direction matters: scaled by the fp16
     GradScaler when there is one, so small gradients do not underflow (no host sync)."""
@@ -66,26 +116,84 @@ def embed_grad(out) -> torch.Tensor | None:
     return None if out.embed is None else out.embed.grad
 
 
+def clean_grad(state, out, batch, next, mode: str) -> torch.Tensor | None:
+    """Run the clean backward as `mode` asks and return ∂loss/∂embedding. ``both``: the inner
+    backward chain (parameter gradients accumulate); ``adv``: the gradient w.r.t. the embedding
+    only (no parameter gradient, no DDP hook fires)."""
+    if mode == "both" or out.embed is None:
+        next(out, batch)
+        return embed_grad(out)
+    (g,) = torch.autograd.grad(for_direction(state, out.loss), out.embed, allow_unused=True)
+    if g is None:  # the loss does not reach the embedding: keep the clean step
+        next(out, batch)
+    return g
+
+
+def adv_backward(state, loss: torch.Tensor, weight: float) -> None:
+    state.backward(loss if weight == 1.0 else weight * loss)
+    state.log_scalar("adv_loss", loss)
+
+
+class TableShift:
+    """Perturb the rows of the embedding matrix that `ids` look up, and put them back bit-exactly.
+
+    Sync-free (no torch.unique): rows are written per position with index_put_, where duplicate
+    ids write the same value."""
+
+    def __init__(self, table: torch.nn.Parameter, ids: torch.Tensor):
+        self.table, self.ids = table, ids.reshape(-1)
+        self.saved = table.detach()[self.ids]  # a copy (advanced indexing)
+
+    def matrix_grad(self, g_out: torch.Tensor) -> torch.Tensor:
+        """∂loss/∂E from ∂loss/∂(E[ids]): the lookup's backward (rows of absent tokens are 0)."""
+        flat = g_out.reshape(-1, g_out.shape[-1]).float()
+        G = torch.zeros(self.table.shape, dtype=torch.float32, device=flat.device)
+        return G.index_put_((self.ids,), flat, accumulate=True)  # deterministic on CUDA too
+
+    @torch.no_grad()
+    def apply(self, r: torch.Tensor) -> None:
+        """E[rows] = saved + r[rows] (from the saved rows: repeated PGD steps do not compound)."""
+        new = (self.saved.float() + r[self.ids]).to(self.table.dtype)
+        self.table.index_put_((self.ids,), new)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        self.table.index_put_((self.ids,), self.saved)
+
+
 class FGM(Trick):
     order = 70
-    figures = ("train/adv_loss",)
-    noop = None
-    noop_exact = None
-    passes = "2"
     needs_embed_grad = True
+    figures = ("train/adv_loss",)
+    noop = {"adv_weight": 0.0}
+    noop_exact = True
+    passes = "2"
 
-    def __init__(self, eps: float = 1.0, norm: str = "global", order: int | None = None):
+    def __init__(self, eps: float = 1.0, norm: str = "global", mode: str = "both",
+                 target: str = "output", adv_weight: float = 1.0, order: int | None = None):
         super().__init__(order)
         positive(eps, "reg.fgm.eps")
-        check_norm(norm, "reg.fgm.norm")
-        self.eps, self.norm = float(eps), norm
+        check_forms("reg.fgm", mode, target, norm, adv_weight)
+        self.eps, self.norm, self.mode, self.target = float(eps), norm, mode, target
+        self.adv_weight = float(adv_weight)
+
+    def setup(self, state) -> None:
+        check_setup(self, state, f"reg.{self.name}")
 
     def backward(self, state, out, batch, next) -> None:
-        next(out, batch)
-        g = embed_grad(out)
+        if self.adv_weight == 0.0:  # the no-op: no extra pass
+            return next(out, batch)
+        g = clean_grad(state, out, batch, next, self.mode)
         if g is None:
             return
-        r = (self.eps * l2_normalize(g, self.norm)).to(out.embed.dtype)
-        adv = state.forward(out.batch if out.batch is not None else batch, delta=r)
-        state.backward(adv.loss)
-        state.log_scalar("adv_loss", adv.loss)
+        b = out.batch if out.batch is not None else batch
+        if self.target == "output":
+            r = (self.eps * l2_normalize(g, self.norm)).to(out.embed.dtype)
+            adv_backward(state, state.forward(b, delta=r).loss, self.adv_weight)
+            return
+        shift = TableShift(table_of(state), b["x"])
+        shift.apply(self.eps * l2_normalize(shift.matrix_grad(g)))
+        try:
+            adv_backward(state, state.forward(b).loss, self.adv_weight)
+        finally:
+            shift.restore()

@@ -5,15 +5,23 @@ Starting from the clean gradient g_0 = ∂loss/∂embedding and r_0 = 0, for t =
     r_t = Proj_{‖r‖ ≤ eps}( r_{t-1} + alpha · g_{t-1} / ‖g_{t-1}‖ ),
     g_t = ∂ CE(embedding + r_t)/∂ r_t            (t < K: gradient w.r.t. r only)
 
-and at t = K the adversarial loss CE(embedding + r_K) is backpropagated into the parameters, so
-only the last step's gradients accumulate onto the clean ones (the intermediate steps touch no
-parameter gradient, so nothing needs backing up). The embedding itself is never modified: each
-step passes r as an additive ``delta``.
+and at t = K the adversarial loss CE(embedding + r_K) is backpropagated into the parameters
+(the intermediate steps touch no parameter gradient, so nothing needs backing up).
+
+``mode`` and ``target`` as FGM (runner.tricks.fgm), each with the blog's form:
+``mode=both`` (default): the step's gradients are ∇L(x) + w·∇L(x + r_K); ``mode=adv`` (**the
+blog's**, kexue.fm/archives/7234): w·∇L(x + r_K) alone (the clean pass differentiates down to the
+embedding only). ``target=output`` (default): r is an additive ``delta`` on each position's
+embedding output, nothing is modified; ``target=table`` (**the blog's**): r lives on the embedding
+matrix, g_t = ∂loss/∂E (rows of the batch's tokens), the norm and the projection are over the
+whole matrix, E = E_0 + r_t during each pass, and the touched rows are copied back bit-exactly
+at the end. w = ``adv_weight`` (default 1; 0 with mode=both is a bit-exact no-op).
 
 Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018.
 Su Jianlin, "对抗训练浅谈：意义、方法和思考（附Keras实现）", https://kexue.fm/archives/7234 .
 
-Defaults: K = 3, alpha = 0.3, eps = 1.0, norm = global | sample (as FGM).
+Defaults: K = 3, alpha = 0.3, eps = 1.0, norm = global | sample (as FGM), mode = both,
+target = output, adv_weight = 1. The blog's form: ``reg.pgd.mode=adv reg.pgd.target=table``.
 
 Composition: order 70, as FGM (see runner.tricks.fgm). Cost: K extra forward+backward passes.
 Logged: ``train/adv_loss`` (the last step's loss).
@@ -25,32 +33,50 @@ import torch
 
 from runner.errors import positive
 from runner.tricks import Trick
-from runner.tricks.fgm import check_norm, embed_grad, for_direction, l2_normalize, project
+from runner.tricks.fgm import (
+    TableShift,
+    adv_backward,
+    check_forms,
+    check_setup,
+    clean_grad,
+    for_direction,
+    l2_normalize,
+    project,
+    table_of,
+)
 
 
 class PGD(Trick):
     order = 70
-    figures = ("train/adv_loss",)
-    noop = None
-    noop_exact = None
-    passes = "K+1"
     needs_embed_grad = True
+    figures = ("train/adv_loss",)
+    noop = {"adv_weight": 0.0}
+    noop_exact = True
+    passes = "K+1"
 
     def __init__(self, eps: float = 1.0, alpha: float = 0.3, K: int = 3, norm: str = "global",
+                 mode: str = "both", target: str = "output", adv_weight: float = 1.0,
                  order: int | None = None):
         super().__init__(order)
         positive(eps, "reg.pgd.eps")
         positive(alpha, "reg.pgd.alpha")
         positive(K, "reg.pgd.K", integer=True)
-        check_norm(norm, "reg.pgd.norm")
+        check_forms("reg.pgd", mode, target, norm, adv_weight)
         self.eps, self.alpha, self.K, self.norm = float(eps), float(alpha), int(K), norm
+        self.mode, self.target, self.adv_weight = mode, target, float(adv_weight)
+
+    def setup(self, state) -> None:
+        check_setup(self, state, f"reg.{self.name}")
 
     def backward(self, state, out, batch, next) -> None:
-        next(out, batch)
-        g = embed_grad(out)
+        if self.adv_weight == 0.0:  # the no-op: no extra pass
+            return next(out, batch)
+        g = clean_grad(state, out, batch, next, self.mode)
         if g is None:
             return
         b = out.batch if out.batch is not None else batch
+        if self.target == "table":
+            return self._table(state, b, g)
         r = torch.zeros_like(g, dtype=torch.float32)
         for t in range(self.K):
             r = project(r + self.alpha * l2_normalize(g, self.norm), self.eps, self.norm)
@@ -58,6 +84,22 @@ class PGD(Trick):
                 d = r.detach().to(out.embed.dtype).requires_grad_(True)
                 (g,) = torch.autograd.grad(for_direction(state, state.forward(b, delta=d).loss), d)
             else:
-                adv = state.forward(b, delta=r.to(out.embed.dtype))
-                state.backward(adv.loss)
-                state.log_scalar("adv_loss", adv.loss)
+                adv_backward(state, state.forward(b, delta=r.to(out.embed.dtype)).loss,
+                             self.adv_weight)
+
+    def _table(self, state, b, g) -> None:
+        shift = TableShift(table_of(state), b["x"])
+        G = shift.matrix_grad(g)
+        r = torch.zeros_like(G)
+        try:
+            for t in range(self.K):
+                r = project(r + self.alpha * l2_normalize(G), self.eps)
+                shift.apply(r)
+                if t < self.K - 1:
+                    o = state.forward(b, keep_embed=True)
+                    (g,) = torch.autograd.grad(for_direction(state, o.loss), o.embed)
+                    G = shift.matrix_grad(g)
+                else:
+                    adv_backward(state, state.forward(b).loss, self.adv_weight)
+        finally:
+            shift.restore()
