@@ -241,6 +241,8 @@ def train(ctx: typer.Context):
     if ("resume=true" in [a.lower() for a in args] and "-m" not in args and "--multirun" not in args
             and not any(a.lstrip("+~").startswith("hydra.output_subdir") for a in args)):
         args.append("hydra.output_subdir=null")  # keep the run's original .hydra/ record
+    if any(a in ("--cfg", "-c") for a in args) and "--resolve" not in args:
+        args.append("--resolve")  # show the values used (model defaults are interpolations)
     sys.argv = ["tricks-train", *args]
     keep = _HydraRecord(args)
     code = 0

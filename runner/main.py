@@ -271,6 +271,11 @@ def hydra_main(cfg: DictConfig) -> None:
     multirun = hc.mode == RunMode.MULTIRUN
     if multirun and not SWEEP_DIR:
         SWEEP_DIR.append(str(hc.sweep.dir))
+    from runner.config import model_defaults
+
+    notes = model_defaults(cfg)  # where a default came from: the run's first line
+    if notes:
+        print("defaults: " + "; ".join(notes), file=sys.stderr, flush=True)
 
     def job_failed(msg: str, code: int, write: bool):
         print(f"error: {msg}", file=sys.stderr)
