@@ -333,6 +333,8 @@ def compare(
     metric: str = typer.Option("test/acc", help="Summary metric to compare"),
     baseline: Optional[str] = typer.Option(None, help="KEY=VALUE selecting the baseline group"),
     out: Optional[str] = typer.Option(None, help="Directory for report.md/html, summary.csv, plots"),
+    wandb: bool = typer.Option(False, "--wandb", help="Also log the verdict (table, plots, "
+                               "headline) as one W&B run in the sweep's project and group"),
 ):
     """Aggregate runs over seeds: mean, 95% CI, difference to the baseline, p-value, cost."""
     try:
@@ -342,7 +344,7 @@ def compare(
     from runner.errors import ConfigError
 
     try:
-        code = cmp.main(paths, metric=metric, baseline=baseline, out=out)
+        code = cmp.main(paths, metric=metric, baseline=baseline, out=out, wandb=wandb)
     except ConfigError as e:
         _fail(str(e))
     raise typer.Exit(code or 0)

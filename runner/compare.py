@@ -788,6 +788,49 @@ def write_report(res: Result, out: Path) -> list[Path]:
             *[out / n for n, _ in plots]]
 
 
+def wandb_target(runs: list[Run]) -> tuple[str | None, str | None]:
+    """(project, group) the runs were logged to: `logger.project` / `logger.group` of their
+    configs, else the group WandbSink gives a sweep's jobs (its hydra.sweep.dir); a source
+    `wandb:ENTITY/PROJECT[/GROUP]` names them itself. The most common value wins."""
+    from collections import Counter
+
+    from runner.log.wandb import _safe
+
+    projects, groups = Counter(), Counter()
+    for r in runs:
+        if r.path.startswith("wandb:"):
+            parts = r.path[len("wandb:"):].split("/")
+            projects[parts[1]] += 1
+            continue
+        if r.config.get("logger._target_", "").endswith("WandbSink"):
+            projects[r.config.get("logger.project") or "tricks"] += 1
+            if r.config.get("logger.group"):
+                groups[r.config["logger.group"]] += 1
+                continue
+        hf = Path(r.path) / ".hydra" / "hydra.yaml"
+        try:
+            import yaml
+
+            h = (yaml.safe_load(hf.read_text()) or {}).get("hydra", {})
+            if h.get("mode") == "MULTIRUN" or "RunMode.MULTIRUN" in str(h.get("mode")):
+                groups[_safe(h["sweep"]["dir"])] += 1
+        except (OSError, KeyError, TypeError, AttributeError):
+            pass
+    top = lambda c: c.most_common(1)[0][0] if c else None  # noqa: E731
+    return top(projects), top(groups)
+
+
+def log_wandb(res: Result, files: list[Path], runs: list[Run], out: Path) -> Path | None:
+    """The verdict as one W&B run of the sweep's project and group (runner.log.wandb)."""
+    from runner.log.wandb import log_verdict
+
+    project, group = wandb_target(runs)
+    head = [h.format(metric=res.metric) for h in TABLE_HEAD]
+    return log_verdict(head, table_rows(res), [f for f in files if f.suffix == ".png"],
+                       headline(res), project=project, group=group,
+                       name=f"verdict {res.metric}", dir=out)
+
+
 def default_out(paths: list[str]) -> Path:
     local = [Path(p) for p in paths if not str(p).startswith("wandb:")]
     if len(local) == 1 and local[0].is_dir() and not is_run_dir(local[0]):
@@ -796,7 +839,7 @@ def default_out(paths: list[str]) -> Path:
 
 
 def main(paths: list[str], metric: str = "test/acc", baseline: str | None = None,
-         out: str | None = None) -> int:
+         out: str | None = None, wandb: bool = False) -> int:
     """The `tricks compare` command; returns the exit code (0: report written, 1: nothing to
     compare). Raises ConfigError for bad input."""
     from rich.console import Console
@@ -820,4 +863,8 @@ def main(paths: list[str], metric: str = "test/acc", baseline: str | None = None
     files = write_report(res, dest)
     console.print(f"report: {files[0]} (also {', '.join(f.name for f in files[1:])})",
                   highlight=False, soft_wrap=True)
+    if wandb:
+        local = log_wandb(res, files, runs, dest)
+        if local is not None:
+            console.print(f"wandb: verdict run {local}", highlight=False, soft_wrap=True)
     return 0

@@ -67,7 +67,7 @@ def test_wandb_offline_history_has_the_keys_of_metrics_jsonl(tmp_path, monkeypat
     assert {k: config.get(k, "<missing>") for k in resolved} == resolved
     assert config["trainer.batch_size"] == 32
     assert config["choices.optimizer"] == "sgd" and config["seed"] == 0
-    assert info["tags"] == ["mlp", "sgd", "mnist1d", "mine"]
+    assert info["tags"] == ["mlp", "sgd", "cosine", "mnist1d", "mine"]
     assert info["job_type"] == "train" and info["project"] == "tricks"
     # curves against `step`
     metrics = [r["metric"] for r in recs if r["type"] == "metric"]
