@@ -61,3 +61,79 @@ def test_compare_wandb_logs_one_verdict_run_with_table_plots_headline(tmp_path, 
     assert table["columns"][:3] == ["#", "group", "n"]
     assert [row[1] for row in table["data"]] == ["optimizer=adamw (baseline)", "optimizer=sgd"]
     assert table["data"][1][7] == "worse"
+
+
+# -- report.html in a real browser ---------------------------------------------------------------
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _render(page: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+    exe = _chromium()
+    if exe is None:
+        print("chromium is not installed (apt-get install chromium; .ci/run does it): "
+              "report.html is not rendered")
+        pytest.skip("chromium is not installed: report.html is not rendered")
+    return subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu",
+                           "--disable-background-networking", "--disable-component-update",
+                           "--disable-sync", "--no-first-run", f"--user-data-dir={tmp / 'chr'}",
+                           "--window-size=1280,900", *extra, page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+
+
+# After load: the page's width, then a click on the mean's header and on it again: the first
+# row's group each time (ascending, then descending).
+PROBE = """<script>window.addEventListener('load',function(){
+var d=document.documentElement,th=document.querySelectorAll('#summary th')[3],out={};
+out.scrollWidth=d.scrollWidth;out.boxes=[];
+document.querySelectorAll('.box').forEach(function(b){out.boxes.push(b.getBoundingClientRect().right)});
+function first(){return document.querySelector('#summary tbody tr').cells[1].textContent}
+th.click();out.asc=first();th.click();out.desc=first();
+var p=document.createElement('pre');p.id='probe';p.textContent=JSON.stringify(out);
+document.body.appendChild(p)});</script>"""
+
+
+def _wide_sweep(root: Path) -> Path:
+    """A report at its widest: long group labels (several differing keys), a long path."""
+    d = root / ("a-rather-long-directory-name-" * 3) / "multirun" / "2026-12-01" / "22-00-00"
+    regs = [None, {"rdrop": {"alpha": 4.0}}, {"fgm": {"eps": 1.0}},
+            {"rdrop": {"alpha": 4.0}, "fgm": {"eps": 1.0}, "flooding": {"b": 0.05}}]
+    i = 0
+    for g, reg in enumerate(regs):
+        for s in range(3):
+            make_run(d, str(i), 0.8 + 0.01 * g + 0.005 * s, seed=s, reg=reg,
+                     config_extra={"model.dropout": 0.1 * g, "optimizer.weight_decay": 0.01 * g,
+                                   "trainer.batch_size": 32 * (g + 1)})
+            i += 1
+    make_run(d, str(i), None, seed=9, status="failed")
+    return d
+
+
+def test_report_html_fits_1280px_sorts_and_hovers(tmp_path):
+    out = tmp_path / "rep"
+    assert compare.main([str(_wide_sweep(tmp_path))], out=str(out)) == 0
+    page = (out / "report.html").read_text()
+    assert "<script src" not in page and "http" not in page.split("<body>")[1]  # offline
+    titles = re.findall(r"<title>([^<]*)</title>", page.split("</head>")[1])
+    assert any(re.search(r"\nn=3 · mean 0\.8\d+ ± [0-9.]+ \[", t) for t in titles), titles[:5]
+    assert any(re.search(r"step 6 · n=3 · mean [0-9.]+ ± ", t) for t in titles)
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", PROBE + "</body>"))
+    r = _render(probe, tmp_path, "--virtual-time-budget=5000", "--dump-dom")
+    m = re.search(r'<pre id="probe">(.*?)</pre>', r.stdout)
+    assert m, r.stderr[-2000:]
+    got = json.loads(m.group(1).replace("&quot;", '"'))
+    assert got["scrollWidth"] <= 1280, got  # no horizontal overflow of the page
+    assert all(right <= 1280 for right in got["boxes"]), got  # tables scroll inside their box
+    assert got["asc"].startswith("reg=none ") and got["asc"].endswith("(baseline)")
+    assert got["desc"].startswith("reg=[fgm,flooding,rdrop] ")
+    shot = tmp_path / "report_1280.png"
+    r = _render(out / "report.html", tmp_path, "--hide-scrollbars", f"--screenshot={shot}")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", r.stderr[-2000:]
+    import struct
+
+    assert struct.unpack(">II", shot.read_bytes()[16:24]) == (1280, 900)
