@@ -137,3 +137,53 @@ def test_report_html_fits_1280px_sorts_and_hovers(tmp_path):
     import struct
 
     assert struct.unpack(">II", shot.read_bytes()[16:24]) == (1280, 900)
+
+
+# -- W&B Sweeps: a sweep file from a -m command line --------------------------------------------
+
+def test_wandb_sweep_file_runs_the_same_jobs_as_the_multirun(tmp_path):
+    import itertools
+
+    import yaml
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    from runner.cli import precheck
+    from runner.config import compose
+    from tests.conftest import FAST
+
+    args = ["optimizer=adamw,lion", "seed=0,1", "reg=[rdrop],[fgm,rdrop]", "hydra/launcher=joblib",
+            *FAST]
+    r = subprocess.run([sys.executable, "-m", "runner.log.wandb_sweep", "--project", "p1", *args],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(Path(compare.__file__).parents[1])})
+    assert r.returncode == 0, r.stderr
+    assert "hydra/launcher=joblib dropped" in r.stderr
+    sweep = yaml.safe_load(r.stdout)
+    assert sweep["method"] == "grid" and sweep["project"] == "p1"
+    assert sweep["parameters"] == {"optimizer": {"values": ["adamw", "lion"]},
+                                   "seed": {"values": [0, 1]},
+                                   "reg": {"values": ["[rdrop]", "[fgm,rdrop]"]}}
+    cmd = sweep["command"]
+    assert cmd[:5] == ["${env}", "tricks", "train", "logger=wandb", "logger.project=p1"]
+    assert cmd[-1] == "${args_no_hyphens}" and cmd[5:-1] == FAST
+    # what `wandb agent` runs for each point: W&B's own formatting of the arguments
+    names = list(sweep["parameters"])
+    points = list(itertools.product(*(sweep["parameters"][n]["values"] for n in names)))
+    assert len(points) == 8
+    for point in points:
+        agent = create_sweep_command_args(
+            {"args": {n: {"value": v} for n, v in zip(names, point)}})["args_no_hyphens"]
+        overrides = [*cmd[3:-1], *agent]
+        precheck(overrides)
+        cfg = compose(overrides)
+        assert cfg.seed == point[1] and sorted(cfg.reg) == sorted(point[2].strip("[]").split(","))
+    # an interval becomes a distribution, and grid refuses it
+    r = subprocess.run([sys.executable, "-m", "runner.log.wandb_sweep",
+                        "optimizer.lr=interval(0.001,0.01)"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(Path(compare.__file__).parents[1])})
+    assert r.returncode == 0, r.stderr
+    s = yaml.safe_load(r.stdout)
+    assert s["method"] == "random"
+    assert s["parameters"]["optimizer.lr"] == {"distribution": "uniform", "min": 0.001,
+                                               "max": 0.01}
