@@ -78,3 +78,16 @@ def test_a_multirun_on_a_terminal_shows_the_sweep_line(tmp_path):
     text = ANSI.sub("", r.stdout)
     assert re.search(r"sweep .*2/2 failed 0 .*eta 0:00:00", text), text[-2000:]
     assert re.search(r"train .*/6", text)  # the run's own bar, in the same display
+
+
+@pytest.mark.slow
+def test_a_joblib_multirun_says_so_and_counts_the_jobs_at_the_end(tmp_path):
+    fast = [a for a in FAST if not a.startswith("trainer.progress")]
+    r = cli(["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1",
+             *fast, f"hydra.sweep.dir={tmp_path / 'sw'}"], cwd=tmp_path,
+            env={"OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    sweep = [l for l in r.stderr.splitlines() if l.startswith("sweep  ")]
+    assert sweep[0].startswith("sweep  2 jobs  (JoblibLauncher runs them in other processes")
+    assert sweep[-1].startswith("sweep  2/2  failed 0  elapsed ")
+    assert not CONTROL.search(r.stderr)

@@ -185,31 +185,57 @@ def sweep_total(config) -> int | None:
 from hydra.experimental.callback import Callback  # noqa: E402 (the callback's base only)
 
 
+def _finished_jobs(sweep_dir) -> tuple[int, int]:
+    """(jobs with a summary.json, of which not completed) under a sweep directory."""
+    import json
+    from pathlib import Path
+
+    done = failed = 0
+    for f in Path(str(sweep_dir)).glob("*/summary.json"):
+        done += 1
+        try:
+            failed += json.loads(f.read_text()).get("status") != "completed"
+        except (OSError, ValueError, AttributeError):
+            failed += 1
+    return done, failed
+
+
 class SweepCallback(Callback):
-    """Hydra callback: a SweepProgress over the multirun's jobs. It draws in the process that
-    started the multirun: the basic launcher runs the jobs there, so every job end counts. A
-    launcher running jobs in other processes (joblib, submitit) gets pickled copies that stay
-    silent; the line then moves only when Hydra reports back (see the README)."""
+    """Hydra callback: a SweepProgress over the multirun's jobs. The basic launcher runs the jobs
+    in the process that started the multirun, so every job end moves the line. A launcher that
+    runs them in other processes (joblib, submitit) gets pickled copies that stay silent there;
+    the sweep then says so in one plain line at the start and, at the end, counts the jobs'
+    summary.json files (done, failed)."""
 
     def __init__(self, enabled="auto"):
         self.enabled = enabled
         self.view, self.pid = None, None
         self.done = self.failed = 0
         self.best = None
+        self.remote = None
 
     def __getstate__(self):  # launchers pickle the callbacks into their workers
         return {"enabled": self.enabled, "view": None, "pid": self.pid, "done": 0, "failed": 0,
-                "best": None}
+                "best": None, "remote": self.remote}
 
     def on_multirun_start(self, config, **kwargs) -> None:
         total = sweep_total(config)
         if not total:
             return
+        self.pid = os.getpid()
+        from omegaconf import OmegaConf
+
+        launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+        if launcher and not launcher.endswith("BasicLauncher"):
+            self.remote = (launcher.rsplit(".", 1)[-1], total, time.monotonic())
+            print(f"sweep  {total} jobs  ({self.remote[0]} runs them in other processes: "
+                  f"counted when they have all returned)", file=sys.stderr, flush=True)
+            return
         enabled = self.enabled
         p = config.get("trainer", {}).get("progress", "auto")
         if enabled == "auto" and p is False:
             enabled = False
-        self.view, self.pid = SweepProgress(total, "sweep", enabled=enabled), os.getpid()
+        self.view = SweepProgress(total, "sweep", enabled=enabled)
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         if self.view is None or os.getpid() != self.pid:
@@ -229,3 +255,9 @@ class SweepCallback(Callback):
         if self.view is not None:
             self.view.close()
             self.view = None
+        if self.remote is not None and os.getpid() == self.pid:
+            name, total, t0 = self.remote
+            done, failed = _finished_jobs(config.hydra.sweep.dir)
+            print(f"sweep  {done}/{total}  failed {failed}  elapsed "
+                  f"{_hms(time.monotonic() - t0)}", file=sys.stderr, flush=True)
+            self.remote = None
