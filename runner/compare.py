@@ -38,7 +38,8 @@ from runner.errors import ConfigError
 IGNORED = ("seed", "resume", "run_dir", "trainer.progress", "trainer.log_every",
            "trainer.checkpoint_every", "trainer.eval_batch_size", "trainer.keep_checkpoints",
            "trainer.data_on_device")
-IGNORED_PREFIXES = ("logger", "hydra", "_wandb", "choices.logger")
+# model.train_with: a model's advice; the values it set show as optimizer.lr, schedule.warmup_steps
+IGNORED_PREFIXES = ("logger", "hydra", "_wandb", "choices.logger", "model.train_with")
 ALPHA = 0.05
 
 

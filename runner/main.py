@@ -190,7 +190,7 @@ SWEEP_DIR: list[str] = []
 
 # Keys that may differ between a sweep job's earlier attempt and its re-run.
 _RERUN_FREE = ("resume", "trainer.progress", "logger", "trainer.keep_checkpoints",
-               "trainer.data_on_device")
+               "trainer.data_on_device", "model.train_with")
 
 
 def _same_config(old: dict, new: dict, free=_RERUN_FREE) -> str | None:

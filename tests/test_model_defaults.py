@@ -98,3 +98,23 @@ def test_minilm_with_no_lr_learns_on_tweets(tmp_path):
                    "trainer.progress=false"], tmp_path / "run")
     assert s["status"] == "completed", s.get("error")
     assert s["best/val/acc"] > majority + 0.1, (s["best/val/acc"], majority)
+
+
+def test_runs_from_before_train_with_still_resume_and_rerun(tmp_path):
+    """A run written before models carried `train_with` (same values set by hand) is the same
+    config: its sweep job is skipped, its checkpoint resumes; train_with is advice only."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from runner.checkpoint import check_compatible
+    from runner.config import to_container
+    from runner.main import sweep_job_plan
+
+    cfg = compose(["model=transformer", "dataset=tweets"])
+    old = to_container(cfg)
+    del old["model"]["train_with"]
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(old)))
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "completed"}))
+    assert sweep_job_plan(cfg, tmp_path) == "skip"
+    check_compatible(old, to_container(cfg))
