@@ -272,10 +272,10 @@ def hydra_main(cfg: DictConfig) -> None:
     if multirun and not SWEEP_DIR:
         SWEEP_DIR.append(str(hc.sweep.dir))
     from runner.config import model_defaults
+    from runner.log.progress import announce
 
-    notes = model_defaults(cfg)  # where a default came from: the run's first line
-    if notes:
-        print("defaults: " + "; ".join(notes), file=sys.stderr, flush=True)
+    notes = model_defaults(cfg)  # where a default came from: said when training starts
+    announce("defaults: " + "; ".join(notes) if notes else None)
 
     def job_failed(msg: str, code: int, write: bool):
         print(f"error: {msg}", file=sys.stderr)

@@ -59,16 +59,20 @@ def test_the_users_own_config_wins(tmp_path):
 
 def test_cfg_job_and_config_yaml_show_the_values_and_the_first_line_says_why(tmp_path):
     args = ["train", "model=transformer", "model.width=16", "model.depth=1", "model.heads=2",
-            "model.tokenizer=bytes", "dataset=tweets", "dataset.train_size=16",
-            "dataset.val_size=8", "dataset.test_size=8", "dataset.max_len=16",
+            "dataset=tweets", "dataset.train_size=16",
+            "dataset.val_size=8", "dataset.test_size=8", "dataset.max_len=64",
             "trainer.max_steps=2", "trainer.progress=false", "trainer.batch_size=8"]
     r = cli([*args, "--cfg", "job"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert yaml.safe_load(r.stdout)["optimizer"]["lr"] == 1e-3
     r = cli([*args, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    first = r.stderr.splitlines()[0]
+    first = r.stderr.splitlines()[0]  # (a data note, e.g. truncation, would come before it)
     assert first.startswith("defaults: optimizer.lr=0.001 from model=transformer's defaults")
+    # bad input stays one error line: the note waits for training to start
+    r = cli([*args, "dataset=csv", f"dataset.path={tmp_path / 'missing.csv'}",
+             "dataset.text_column=text"], cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["optimizer"]["lr"] == 1e-3 and saved["schedule"]["warmup_steps"] == 0.1
 

@@ -24,6 +24,16 @@ from rich.text import Text
 _ACTIVE: list["SweepProgress"] = []
 
 
+#: a line to print when the next run's training starts (after its input checks: bad input stays
+#: one error line)
+_PENDING: list[str] = []
+
+
+def announce(line: str | None) -> None:
+    """Say `line` when the next run starts training (None: nothing); replaces any earlier one."""
+    _PENDING[:] = [line] if line else []
+
+
 def _hms(seconds: float) -> str:
     s = int(max(0, seconds))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
@@ -58,6 +68,9 @@ class ProgressView:
         self.enabled = bool(enabled)
         self.progress, self.owned = None, False
         self.fields = {"loss": "-", "sps": "-", "val": ""}
+        for line in _PENDING:
+            print(line, file=sys.stderr, flush=True)
+        _PENDING.clear()
         if self.enabled:
             sweep = _ACTIVE[-1] if _ACTIVE and _ACTIVE[-1].progress else None
             if sweep is not None:  # one live display: the run's bar goes under the sweep line
