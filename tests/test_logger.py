@@ -337,3 +337,15 @@ def test_tensorboard_hparams_of_a_real_run(tmp_path):
     assert hp["choices.reg"].string_value == "flooding"
     assert hp["choices.derived"].string_value == "none"
     assert math.isclose(acc.Scalars("summary/test/acc")[-1].value, s["test/acc"], rel_tol=1e-6)
+
+
+def test_wandb_tags_name_every_group_option():
+    from runner.config import choices_of, compose, to_container
+    from runner.log.wandb import tags_of
+
+    config = to_container(compose(["reg=[rdrop,fgm]", "derived=[ema]", "clip=norm",
+                                   "schedule=linear", "optimizer=lion"]))
+    assert tags_of(choices_of(config), config, ["mine"]) == [
+        "mlp", "lion", "rdrop", "fgm", "ema", "norm", "linear", "mnist1d", "mine"]
+    # the loss group (another branch adds conf/loss/): tagged from Hydra's choices when present
+    assert tags_of({**choices_of(config), "loss": "bce"}, config)[-1] == "bce"
