@@ -76,7 +76,11 @@ def loss(cfg: DictConfig, data):
 
 
 def model(cfg: DictConfig, info: dict):
-    return call(cfg.model, "model", **info)
+    node = cfg.model
+    if "train_with" in node:  # the settings it trains with (config.model_defaults), no argument
+        node = OmegaConf.create({k: v for k, v in OmegaConf.to_container(node, resolve=True)
+                                 .items() if k != "train_with"})
+    return call(node, "model", **info)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, decay_bias_and_norm: bool):

@@ -108,7 +108,8 @@ def state_to_ckpt(state, config: dict) -> dict:
 # Config keys that may differ between the run that wrote a checkpoint and the one resuming it.
 RESUMABLE_DIFFS = ("resume", "trainer.progress", "trainer.epochs", "trainer.max_steps",
                    "trainer.checkpoint_every", "trainer.log_every", "logger", "trainer.device",
-                   "trainer.keep_checkpoints", "trainer.data_on_device")
+                   "trainer.keep_checkpoints", "trainer.data_on_device",
+                   "model.train_with")  # advice; what it set is compared as optimizer.lr etc.
 
 
 def prune(ckpt_dir: Path, keep: str) -> None:

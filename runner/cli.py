@@ -278,6 +278,8 @@ def train(ctx: typer.Context):
     if ("resume=true" in [a.lower() for a in args] and "-m" not in args and "--multirun" not in args
             and not any(a.lstrip("+~").startswith("hydra.output_subdir") for a in args)):
         args.append("hydra.output_subdir=null")  # keep the run's original .hydra/ record
+    if any(a in ("--cfg", "-c") for a in args) and "--resolve" not in args:
+        args.append("--resolve")  # show the values used (model defaults are interpolations)
     sys.argv = ["tricks-train", *args]
     keep = _HydraRecord(args)
     code = 0
@@ -372,6 +374,8 @@ def compare(
     metric: str = typer.Option("test/acc", help="Summary metric to compare"),
     baseline: Optional[str] = typer.Option(None, help="KEY=VALUE selecting the baseline group"),
     out: Optional[str] = typer.Option(None, help="Directory for report.md/html, summary.csv, plots"),
+    wandb: bool = typer.Option(False, "--wandb", help="Also log the verdict (table, plots, "
+                               "headline) as one W&B run in the sweep's project and group"),
 ):
     """Aggregate runs over seeds: mean, 95% CI, difference to the baseline, p-value, cost."""
     try:
@@ -381,7 +385,7 @@ def compare(
     from runner.errors import ConfigError
 
     try:
-        code = cmp.main(paths, metric=metric, baseline=baseline, out=out)
+        code = cmp.main(paths, metric=metric, baseline=baseline, out=out, wandb=wandb)
     except ConfigError as e:
         _fail(str(e))
     raise typer.Exit(code or 0)

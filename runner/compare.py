@@ -38,7 +38,8 @@ from runner.errors import ConfigError
 IGNORED = ("seed", "resume", "run_dir", "trainer.progress", "trainer.log_every",
            "trainer.checkpoint_every", "trainer.eval_batch_size", "trainer.keep_checkpoints",
            "trainer.data_on_device")
-IGNORED_PREFIXES = ("logger", "hydra", "_wandb", "choices.logger")
+# model.train_with: a model's advice; the values it set show as optimizer.lr, schedule.warmup_steps
+IGNORED_PREFIXES = ("logger", "hydra", "_wandb", "choices.logger", "model.train_with")
 ALPHA = 0.05
 
 
@@ -730,52 +731,85 @@ def _short(label: str, n: int = 48) -> str:
     return label if len(label) <= n else label[: n - 1] + "…"
 
 
+def _step_counts(runs: list[Run], key: str) -> dict[int, int]:
+    """How many runs logged a finite `key` at each step (the n of _band's points)."""
+    n: dict[int, int] = {}
+    for r in runs:
+        for row in r.rows:
+            v = row.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                n[int(row["step"])] = n.get(int(row["step"]), 0) + 1
+    return n
+
+
+def svg_plots(res: Result) -> list[str]:
+    """The report's interactive plots (runner.report_html): the metric per group, then the
+    learning curves; hover shows the arm, n and mean ± 95% CI."""
+    from runner import report_html as rh
+
+    color = {g.label: rh.COLORS[i % len(rh.COLORS)] for i, g in enumerate(res.groups)}
+    items = [{"label": g.label, "n": g.stats["n"], "mean": g.stats["mean"],
+              "low": g.stats["ci_low"], "high": g.stats["ci_high"], "values": g.values,
+              "color": color[g.label]} for g in res.groups]
+    figs = [rh.figure(rh.interval_plot(items, f"{res.metric} (mean, 95% CI; small dots: runs; "
+                                              f"dashed: baseline)", res.baseline.stats["mean"]),
+                      f"{res.metric} per group")]
+    all_runs = [r for g in res.groups for r in g.runs]
+    for key in (_curve_key(res.metric, all_runs), "train/loss"):
+        series = []
+        for g in res.groups:
+            steps, mean, lo, hi = _band(g.runs, key)
+            n = _step_counts(g.runs, key)
+            if steps:
+                series.append({"label": g.label, "color": color[g.label], "x": steps,
+                               "mean": mean, "low": lo, "high": hi, "n": [n[s] for s in steps]})
+        if series:
+            figs.append(rh.figure(rh.curve_plot(series, "step", key),
+                                  f"{key}: mean over seeds with 95% CI band",
+                                  [(s["label"], s["color"]) for s in series]))
+    return figs
+
+
+def _sort_values(res: Result) -> list[list]:
+    """Numbers the HTML table sorts by, column by column as TABLE_HEAD."""
+    out = []
+    for i, g in enumerate(res.groups, 1):
+        s = g.stats
+        out.append([i, None, s["n"], s["mean"], s["best"], s["diff"], s["p"], None,
+                    s["samples_per_sec"], s["cost_ratio"], s["wall_seconds"],
+                    s["peak_mem_bytes"]])
+    return [[v if _ok(v) else None for v in row] for row in out]
+
+
 def html(res: Result, out: Path, plots: list[tuple[str, str]]) -> str:
-    import base64
+    """report.html: one offline file that fits a 1280 px window (runner.report_html)."""
     from html import escape
 
-    head = "".join(f"<th>{escape(h.format(metric=res.metric))}</th>" for h in TABLE_HEAD)
-    body = []
-    for row in table_rows(res):
-        cls = row[7].split()[0] if row[7] else ""
-        body.append("<tr>" + "".join(
-            f'<td class="{"v-" + cls if j == 7 else ""}">{escape(c)}</td>'
-            for j, c in enumerate(row)) + "</tr>")
+    from runner import report_html as rh
+
+    head = [h.format(metric=res.metric) for h in TABLE_HEAD]
+    right = {j for j, h in enumerate(TABLE_HEAD) if h in ("#", "n", "samples/s", "cost ×",
+                                                            "wall s", "peak mem")}
+    summary = rh.table(head, table_rows(res), right=right, wide={1, 7}, id="summary",
+                       sort_values=_sort_values(res),
+                       cell_class=lambda j, c: f"v-{c.split()[0]}" if j == 7 and c else "")
     excl = ""
     if res.excluded:
-        excl = ("<h2>Failed, unfinished or excluded runs (not averaged)</h2><table><tr><th>run"
-                "</th><th>reason</th></tr>" + "".join(
-                    f"<tr><td><code>{escape(r.path)}</code></td><td>{escape(w)}</td></tr>"
-                    for r, w in res.excluded) + "</table>")
-    imgs = []
-    for name, title in plots:
-        data = base64.b64encode((out / name).read_bytes()).decode()
-        imgs.append(f'<figure><img alt="{escape(title)}" src="data:image/png;base64,{data}">'
-                    f"<figcaption>{escape(title)}</figcaption></figure>")
+        excl = ("<h2>Failed, unfinished or excluded runs (not averaged)</h2>"
+                + rh.table(["run", "reason"], [[r.path, w] for r, w in res.excluded],
+                           wide={0, 1}))
     keys = ("<p>Groups differ in: " + ", ".join(f"<code>{escape(k)}</code>" for k in res.keys)
             + " (seed ignored).</p>") if res.keys else ""
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>tricks compare: {escape(res.metric)}</title>
-<style>
-body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}}
-table{{border-collapse:collapse;margin:1em 0;font-size:14px}}
-th,td{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left;white-space:nowrap}}
-th{{background:#f4f4f4}} .v-better{{color:#080;font-weight:bold}}
-.v-worse{{color:#b00;font-weight:bold}} .v-no{{color:#a60}} .v-baseline{{font-weight:bold}}
-img{{max-width:100%}} figure{{margin:1em 0}} p.m{{color:#555;font-size:13px}}
-</style></head><body>
-<h1>tricks compare: {escape(res.metric)}</h1>
-<p>Sources: {escape(", ".join(res.sources))}</p>
-<p>{escape(headline(res))}</p>
-<table id="summary"><tr>{head}</tr>
-{chr(10).join(body)}
-</table>
-<p class="m">{escape(METHOD)}</p>
-{keys}
-{excl}
-{"".join(imgs)}
-</body></html>
-"""
+    pngs = ("<p class=m>The same plots as PNG files beside this report: "
+            + ", ".join(f'<a href="{escape(n)}">{escape(n)}</a>' for n, _ in plots)
+            + ".</p>") if plots else ""
+    cmd = f"<p class=m>Made with <code>{escape(res.command)}</code>.</p>" if res.command else ""
+    body = (f"<h1>tricks compare: {escape(res.metric)}</h1>\n"
+            f"<p>Sources: {escape(', '.join(res.sources))}</p>\n<p>{escape(headline(res))}</p>\n"
+            f"{summary}\n<p class=m>{escape(METHOD)} Click a column header to sort.</p>\n"
+            f"{keys}{cmd}{excl}\n<h2>Plots</h2>\n<p class=m>Hover a dot or a row for the arm, "
+            f"n and mean ± 95% CI.</p>\n" + "\n".join(svg_plots(res)) + f"\n{pngs}")
+    return rh.page(f"tricks compare: {res.metric}", body)
 
 
 def write_report(res: Result, out: Path) -> list[Path]:
@@ -788,6 +822,49 @@ def write_report(res: Result, out: Path) -> list[Path]:
             *[out / n for n, _ in plots]]
 
 
+def wandb_target(runs: list[Run]) -> tuple[str | None, str | None]:
+    """(project, group) the runs were logged to: `logger.project` / `logger.group` of their
+    configs, else the group WandbSink gives a sweep's jobs (its hydra.sweep.dir); a source
+    `wandb:ENTITY/PROJECT[/GROUP]` names them itself. The most common value wins."""
+    from collections import Counter
+
+    from runner.log.wandb import _safe
+
+    projects, groups = Counter(), Counter()
+    for r in runs:
+        if r.path.startswith("wandb:"):
+            parts = r.path[len("wandb:"):].split("/")
+            projects[parts[1]] += 1
+            continue
+        if r.config.get("logger._target_", "").endswith("WandbSink"):
+            projects[r.config.get("logger.project") or "tricks"] += 1
+            if r.config.get("logger.group"):
+                groups[r.config["logger.group"]] += 1
+                continue
+        hf = Path(r.path) / ".hydra" / "hydra.yaml"
+        try:
+            import yaml
+
+            h = (yaml.safe_load(hf.read_text()) or {}).get("hydra", {})
+            if h.get("mode") == "MULTIRUN" or "RunMode.MULTIRUN" in str(h.get("mode")):
+                groups[_safe(h["sweep"]["dir"])] += 1
+        except (OSError, KeyError, TypeError, AttributeError):
+            pass
+    top = lambda c: c.most_common(1)[0][0] if c else None  # noqa: E731
+    return top(projects), top(groups)
+
+
+def log_wandb(res: Result, files: list[Path], runs: list[Run], out: Path) -> Path | None:
+    """The verdict as one W&B run of the sweep's project and group (runner.log.wandb)."""
+    from runner.log.wandb import log_verdict
+
+    project, group = wandb_target(runs)
+    head = [h.format(metric=res.metric) for h in TABLE_HEAD]
+    return log_verdict(head, table_rows(res), [f for f in files if f.suffix == ".png"],
+                       headline(res), project=project, group=group,
+                       name=f"verdict {res.metric}", dir=out)
+
+
 def default_out(paths: list[str]) -> Path:
     local = [Path(p) for p in paths if not str(p).startswith("wandb:")]
     if len(local) == 1 and local[0].is_dir() and not is_run_dir(local[0]):
@@ -796,7 +873,7 @@ def default_out(paths: list[str]) -> Path:
 
 
 def main(paths: list[str], metric: str = "test/acc", baseline: str | None = None,
-         out: str | None = None) -> int:
+         out: str | None = None, wandb: bool = False) -> int:
     """The `tricks compare` command; returns the exit code (0: report written, 1: nothing to
     compare). Raises ConfigError for bad input."""
     from rich.console import Console
@@ -820,4 +897,8 @@ def main(paths: list[str], metric: str = "test/acc", baseline: str | None = None
     files = write_report(res, dest)
     console.print(f"report: {files[0]} (also {', '.join(f.name for f in files[1:])})",
                   highlight=False, soft_wrap=True)
+    if wandb:
+        local = log_wandb(res, files, runs, dest)
+        if local is not None:
+            console.print(f"wandb: verdict run {local}", highlight=False, soft_wrap=True)
     return 0

@@ -194,3 +194,36 @@ def choices_of(config: dict, hydra_choices: dict | None = None) -> dict:
         if k not in out and k != "logger" and v is not None:
             out[k] = str(v)
     return out
+
+
+# -- model defaults: the optimizer settings a model trains with --------------------------------
+# A model config's `train_with` node ({lr: {adamw: 5e-5, lion: 1e-5}, warmup_steps: 0.06}) feeds
+# the optimizer and schedule files through `${oc.select:model.train_with.<key>,<own default>}`:
+# Hydra's composition itself applies it (every entry point agrees), and any value the user sets,
+# on the command line or in a config of their own, replaces the interpolation and wins.
+_DEFAULT_KEYS = (("optimizer", "lr"), ("schedule", "warmup_steps"))
+
+
+def model_defaults(cfg: DictConfig) -> list[str]:
+    """One note per optimizer/schedule key whose value came from the model's `train_with`
+    (e.g. "optimizer.lr=5e-05 from model=minilm's defaults"), or that the model has no value
+    for with this optimizer. Empty when the model has no `train_with` or the user set them."""
+    model = cfg.get("model")
+    if not isinstance(model, DictConfig) or not isinstance(model.get("train_with"), DictConfig):
+        return []
+    names = choices_of(to_container(cfg))
+    mname, notes = names.get("model", "?"), []
+    for group, key in _DEFAULT_KEYS:
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig) or key not in node:
+            continue
+        raw = node._get_node(key)._value()
+        if not (isinstance(raw, str) and raw.startswith("${oc.select:model.train_with.")):
+            continue  # the user's own value
+        path = raw[len("${oc.select:"):].split(",")[0]
+        if OmegaConf.select(cfg, path) is not None:
+            notes.append(f"{group}.{key}={node[key]} from model={mname}'s defaults")
+        elif group == "optimizer":
+            notes.append(f"{group}.{key}={node[key]}: model={mname} has no {key} for "
+                         f"optimizer={names.get('optimizer')}, its own default is used")
+    return notes

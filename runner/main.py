@@ -282,7 +282,7 @@ SWEEP_DIR: list[str] = []
 
 # Keys that may differ between a sweep job's earlier attempt and its re-run.
 _RERUN_FREE = ("resume", "trainer.progress", "logger", "trainer.keep_checkpoints",
-               "trainer.data_on_device")
+               "trainer.data_on_device", "model.train_with")
 
 
 def _same_config(old: dict, new: dict, free=_RERUN_FREE) -> str | None:
@@ -363,6 +363,11 @@ def hydra_main(cfg: DictConfig) -> None:
     multirun = hc.mode == RunMode.MULTIRUN
     if multirun and not SWEEP_DIR:
         SWEEP_DIR.append(str(hc.sweep.dir))
+    from runner.config import model_defaults
+    from runner.log.progress import announce
+
+    notes = model_defaults(cfg)  # where a default came from: said when training starts
+    announce("defaults: " + "; ".join(notes) if notes else None)
 
     def job_failed(msg: str, code: int, write: bool):
         print(f"error: {msg}", file=sys.stderr)

@@ -4,8 +4,9 @@ torch's LambdaLR. Each config's `_target_` is a factory called with its keys plu
 `step` is the number of optimizer updates done before the update the multiplier applies to (0 for
 the first); the `lr` logged in metrics.jsonl at step n is the one the next update will use, f(n).
 
-- `constant`, `cosine`, `linear`: optional linear warm-up over `warmup_steps`, then constant /
-  cosine / linear decay to `min_ratio` at the last step.
+- `constant`, `cosine`, `linear`: optional linear warm-up over `warmup_steps` (steps, or a
+  fraction of the run in (0, 1)), then constant / cosine / linear decay to `min_ratio` at the
+  last step.
 - `piecewise`: the blog's `{step: multiplier}` form, linear between the points. Su Jianlin,
   "6个派生优化器的简单介绍及其实现", https://kexue.fm/archives/7094 (bert4keras
   `extend_with_piecewise_linear_lr`): e.g. {1000: 1, 2000: 0.1} warms up from 0 to 1 over the first
@@ -21,18 +22,34 @@ from bisect import bisect_right
 from runner.errors import ConfigError, in_range, positive
 
 
-def _warmup(warmup_steps: int):
+def warmup_length(warmup_steps, total_steps: int) -> int:
+    """`warmup_steps` in optimizer steps: an integer >= 0 is a number of steps, a number in
+    (0, 1) a fraction of the run (the model defaults' form, e.g. 0.06: known before the run's
+    length is), rounded, at least one step."""
+    if isinstance(warmup_steps, float) and not isinstance(warmup_steps, bool) \
+            and 0 < warmup_steps < 1:
+        return max(1, round(warmup_steps * total_steps))
+    if isinstance(warmup_steps, float) and warmup_steps == 0:
+        return 0
+    if isinstance(warmup_steps, float) and warmup_steps == warmup_steps and warmup_steps > 1:
+        raise ConfigError("schedule.warmup_steps", f"got {warmup_steps!r}", "an integer number "
+                          "of steps >= 0, or a fraction of the run in (0, 1), e.g. 0.06")
     positive(warmup_steps, "schedule.warmup_steps", integer=True, allow_zero=True)
+    return warmup_steps
+
+
+def _warmup(warmup_steps: int):
     return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
 
 
 def constant(total_steps: int, warmup_steps: int = 0):
-    w = _warmup(warmup_steps)
+    w = _warmup(warmup_length(warmup_steps, total_steps))
     return lambda step: w(step)
 
 
 def _decay(total_steps: int, warmup_steps: int, min_ratio: float, shape):
     """Warm-up, then min_ratio + (1 - min_ratio) * shape(t), t in [0, 1] over the rest."""
+    warmup_steps = warmup_length(warmup_steps, total_steps)
     w = _warmup(warmup_steps)
     in_range(min_ratio, "schedule.min_ratio", 0.0, 1.0)
 

@@ -263,7 +263,7 @@ def test_report_files(sweep, tmp_path):
     page = (out / "report.html").read_text()
     assert '<table id="summary">' in page
     assert "optimizer=adamw (baseline)" in page and "optimizer=sgd" in page
-    assert page.count("data:image/png;base64,") == 3 and 'src="final.png"' not in page
+    assert page.count('<svg class="plot"') == 3 and "<img" not in page  # one offline file
     m, _ = hand_mean_sd(A)
     assert f"{m:.4f}" in page
     rows = list(csv.DictReader((out / "summary.csv").open()))
@@ -361,7 +361,7 @@ def test_cli_end_to_end_on_a_real_sweep(tmp_path):
                 for i in range(4)]
         vals = accs[:2] if x["group"] == "optimizer=adamw" else accs[2:]
         assert float(x["mean"]) == pytest.approx(sum(vals) / 2)
-    assert (out / "report.html").read_text().count("data:image/png;base64,") == 3
+    assert (out / "report.html").read_text().count('<svg class="plot"') == 3
     # --baseline, and the default output dir inside the sweep
     r = cli(["compare", str(sweep), "--baseline", "optimizer=sgd", "--metric", "best/val/acc"],
             cwd=tmp_path)

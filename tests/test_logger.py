@@ -67,7 +67,7 @@ def test_wandb_offline_history_has_the_keys_of_metrics_jsonl(tmp_path, monkeypat
     assert {k: config.get(k, "<missing>") for k in resolved} == resolved
     assert config["trainer.batch_size"] == 32
     assert config["choices.optimizer"] == "sgd" and config["seed"] == 0
-    assert info["tags"] == ["mlp", "sgd", "mnist1d", "mine"]
+    assert info["tags"] == ["mlp", "sgd", "cosine", "mnist1d", "mine"]
     assert info["job_type"] == "train" and info["project"] == "tricks"
     # curves against `step`
     metrics = [r["metric"] for r in recs if r["type"] == "metric"]
@@ -281,3 +281,71 @@ def test_wandb_online_init_that_gets_no_answer_goes_offline(tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert "wandb: offline (online init failed" in err and "wandb sync" in err
     assert history(wandb_records(tmp_path)) == [{"step": 1, "train/loss": 1.0}]
+
+
+def _hparams_records(logdir):
+    """The hparams plugin's records in an event dir, as TensorBoard's own reader sees them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    out = {}
+    for tag, content in acc.PluginTagToContent(metadata.PLUGIN_NAME).items():
+        d = HParamsPluginData()
+        d.ParseFromString(content)
+        out[d.WhichOneof("data")] = d
+    return out, acc
+
+
+def test_tensorboard_hparams_start_with_the_run_and_end_with_its_summary(tmp_path):
+    from runner.config import compose, to_container
+    from runner.log.tensorboard import TensorBoardSink
+    from tensorboard.plugins.hparams.api_pb2 import Status
+
+    config = to_container(compose(["reg=[rdrop,fgm]", "optimizer=lion", "seed=3"]))
+    sink = TensorBoardSink(flush_secs=1)
+    sink.start(tmp_path, config)
+    sink.log({"step": 5, "train/loss": 1.5, "val/acc": 0.25})
+    sink.writer.flush()
+    running, _ = _hparams_records(tmp_path / "tensorboard")  # a job still training
+    assert set(running) == {"experiment", "session_start_info"}
+    hp = running["session_start_info"].session_start_info.hparams
+    assert hp["choices.reg"].string_value == "fgm+rdrop"
+    assert hp["choices.optimizer"].string_value == "lion"
+    assert hp["choices.model"].string_value == "mlp"
+    assert hp["seed"].number_value == 3 and hp["optimizer.lr"].number_value == 0.003
+    names = {i.name for i in running["experiment"].experiment.hparam_infos}
+    assert {"choices.reg", "choices.derived", "choices.schedule", "seed"} <= names
+    metrics = {m.name.tag for m in running["experiment"].experiment.metric_infos}
+    assert {"val/acc", "summary/test/acc", "summary/best/val/acc"} <= metrics
+
+    sink.finish({"status": "completed", "test/acc": 0.5, "best/val/acc": 0.75, "steps": 5})
+    done, acc = _hparams_records(tmp_path / "tensorboard")
+    assert done["session_end_info"].session_end_info.status == Status.Value("STATUS_SUCCESS")
+    assert [(e.step, e.value) for e in acc.Scalars("summary/test/acc")] == [(5, 0.5)]
+    assert acc.Scalars("val/acc")[-1].value == 0.25
+
+
+def test_tensorboard_hparams_of_a_real_run(tmp_path):
+    run = tmp_path / "run"
+    s = train_run([*FAST, "logger=tensorboard", "reg=[flooding]"], run)
+    rec, acc = _hparams_records(run / "tensorboard")
+    assert set(rec) == {"experiment", "session_start_info", "session_end_info"}
+    hp = rec["session_start_info"].session_start_info.hparams
+    assert hp["choices.reg"].string_value == "flooding"
+    assert hp["choices.derived"].string_value == "none"
+    assert math.isclose(acc.Scalars("summary/test/acc")[-1].value, s["test/acc"], rel_tol=1e-6)
+
+
+def test_wandb_tags_name_every_group_option():
+    from runner.config import choices_of, compose, to_container
+    from runner.log.wandb import tags_of
+
+    config = to_container(compose(["reg=[rdrop,fgm]", "derived=[ema]", "clip=norm",
+                                   "schedule=linear", "optimizer=lion"]))
+    assert tags_of(choices_of(config), config, ["mine"]) == [
+        "mlp", "lion", "rdrop", "fgm", "ema", "norm", "linear", "mnist1d", "mine"]
+    # the loss group (another branch adds conf/loss/): tagged from Hydra's choices when present
+    assert tags_of({**choices_of(config), "loss": "bce"}, config)[-1] == "bce"

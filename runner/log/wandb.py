@@ -2,7 +2,10 @@
 
 - The full resolved config, flattened (`optimizer.lr`, `trainer.batch_size`, ...), plus
   `choices.<group>` (the selected option of each config group), so the dashboard can group and
-  filter by any key; tags: model, optimizer, each trick, dataset.
+  filter by any key; tags: model, optimizer, each reg and derived trick, clip, schedule,
+  dataset, loss (`tags_of`).
+- `log_verdict`: `tricks compare --wandb` puts its verdict table, plots and headline into one
+  "verdict" run of the sweep's project and group.
 - `mode: auto` (default): online when an API key is configured and the service answers a short
   probe; otherwise offline, with one line telling how to `wandb sync` later. Online init has a
   short timeout (`init_timeout`) and falls back to offline: a run never hangs on W&B.
@@ -133,6 +136,79 @@ def _safe(s: str) -> str:
     return "-".join(p for p in str(s).replace("\\", "/").split("/") if p not in ("", "."))
 
 
+def tags_of(choices: dict, config: dict, extra=()) -> list[str]:
+    """One tag per group option: model, optimizer, each reg and derived trick, clip (unless
+    none), schedule, dataset, loss (when the config has that group), then the user's own."""
+    lists = [t for g in ("reg", "derived") for t in str(choices.get(g, "")).strip("[]").split(",")]
+    loss = choices.get("loss")
+    if loss is None and isinstance(config.get("loss"), dict) and config["loss"].get("_target_"):
+        from runner.config import _option_from_conf
+
+        loss = _option_from_conf("loss", config["loss"])
+    tags = [choices.get("model"), choices.get("optimizer"), *lists,
+            choices.get("clip") if choices.get("clip") not in (None, "none") else None,
+            choices.get("schedule"), choices.get("dataset"), loss, *extra]
+    seen, clean = set(), []
+    for t in tags:
+        t = str(t).strip() if t is not None else ""
+        if t and t not in ("none", "[]") and t not in seen:
+            seen.add(t)
+            clean.append(t[:64])
+    return clean
+
+
+def _init(mode: str, init_timeout: float, **kwargs):
+    """wandb.init with a bounded wait; an online attempt that fails (mode auto) goes offline.
+    Returns (run, mode used, why offline or None)."""
+    import wandb
+
+    settings = wandb.Settings(init_timeout=float(init_timeout), silent=True,
+                              reinit="finish_previous")
+    try:
+        return wandb.init(mode=mode, settings=settings, **kwargs), mode, None
+    except Exception as e:
+        if mode != "online":
+            raise
+        msg = str(e).splitlines()[0] if str(e).strip() else f"no answer in {init_timeout:g} s"
+        return (wandb.init(mode="offline", settings=settings, **{**kwargs, "id": new_run_id()}),
+                "offline", f"online init failed ({type(e).__name__}: {msg})")
+
+
+def log_verdict(headers: list[str], rows: list[list], images: list[Path], headline: str,
+                project: str | None = None, group: str | None = None, name: str = "verdict",
+                mode: str = "auto", dir: Path | None = None) -> Path | None:
+    """One W&B run (job_type "verdict") holding the verdict table as a wandb.Table (`verdict`),
+    the plots as images (`plots/<file stem>`) and the headline in the run summary, in the
+    sweep's project and group. Returns the local run dir (None when mode resolves to
+    disabled). Offline (not logged in, unreachable) it says how to `wandb sync` it."""
+    import wandb
+
+    check(mode in MODES, "--wandb mode", f"got {mode!r}", ", ".join(MODES))
+    if os.environ.get("WANDB_MODE", None) == "":
+        del os.environ["WANDB_MODE"]
+    mode, why = resolve_mode(mode)
+    if mode == "disabled":
+        return None
+    dir = Path(dir) if dir else Path.cwd()
+    dir.mkdir(parents=True, exist_ok=True)
+    run, mode, failed = _init(mode, 20.0, project=project or "tricks", group=group, name=name,
+                              job_type="verdict", dir=str(dir), id=new_run_id(),
+                              config={"headline": headline})
+    why = why or failed
+    table = wandb.Table(columns=[str(h) for h in headers],
+                        data=[["" if c is None else str(c) for c in r] for r in rows])
+    run.log({"verdict": table,
+             **{f"plots/{Path(p).stem}": wandb.Image(str(p)) for p in images}})
+    run.summary["headline"] = headline
+    run.summary["n_groups"] = len(rows)
+    local = Path(run.dir).parent
+    run.finish()
+    if mode == "offline":
+        print(f"wandb: verdict saved offline{f' ({why})' if why else ''}; upload with "
+              f"`wandb sync {local}`", file=sys.stderr)
+    return local
+
+
 class WandbSink(Sink):
     """Log to W&B; see the module docstring. Keys are those of conf/logger/wandb.yaml."""
 
@@ -176,17 +252,8 @@ class WandbSink(Sink):
         flat = flatten(config)
         flat.update({f"choices.{k}": v for k, v in choices.items()})
         flat["run_dir"] = str(run_dir)
-        tags = [choices.get("model"), choices.get("optimizer"),
-                *[t for t in str(choices.get("reg", "")).strip("[]").split(",")],
-                choices.get("clip") if choices.get("clip") not in (None, "none") else None,
-                choices.get("dataset"), *self.tags]
-        seen, clean = set(), []
-        for t in tags:
-            t = str(t).strip() if t is not None else ""
-            if t and t not in ("none", "[]") and t not in seen:
-                seen.add(t)
-                clean.append(t[:64])
-        return {"group": group, "name": name, "tags": clean, "config": flat}
+        return {"group": group, "name": name, "tags": tags_of(choices, config, self.tags),
+                "config": flat}
 
     # -- Sink ----------------------------------------------------------------------------------
     def start(self, run_dir, config):
