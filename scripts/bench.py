@@ -26,10 +26,14 @@ drifting machine speed cancels out):
 - compile: trainer.compile=true against false: warm-up and steady throughput.
 - precision: trainer.precision=bf16 against fp32 (not in the default set; on a CPU bf16 is
   opt-in and pays only with bf16 matrix units such as AMX).
+- data: trainer.data_on_device=true (splits on the device, batches are slices) against false
+  (splits on the host, each batch gathered, pinned and copied non-blocking); not in the default
+  set: on a CPU both are the host. scripts/gpu_check.py runs it on a GPU.
 
 Jobs: mnist1d MLP (the default config), mnist1d CNN (model=cnn1d), tweets Transformer
 (model=transformer dataset=tweets, 2,000 training tweets, minilm tokenizer, dynamic padding), and
-the same with length-grouped batches (dataset.padding=bucket). Every arm trains on the engine's
+the same with length-grouped batches (dataset.padding=bucket); `--jobs` can add `tweets MiniLM`
+(the pretrained MiniLM-L6 fine-tuned on 2,000 tweets, bucketed: a GPU-sized job). Every arm trains on the engine's
 batch order (scripts/hand_loop.engine_order), so text batches have the same shapes everywhere.
 Peak memory on CPU is the largest total size of tensors alive during one training step, counted
 by a TorchDispatchMode (scripts/bench_mem.py): the process RSS would be dominated by torch itself.
@@ -68,6 +72,11 @@ JOBS = {
 #: the same text job with length-grouped batches (dataset.padding=bucket): every arm follows the
 #: engine's (bucketed) batch order, so this row shows what bucketing saves, in every framework
 JOBS["tweets Transformer bucketed"] = JOBS["tweets Transformer"] + ["dataset.padding=bucket"]
+#: the jobs run when --jobs is not given (the MiniLM job is sized for a GPU: --jobs adds it)
+DEFAULT_JOBS = list(JOBS)
+JOBS["tweets MiniLM"] = ["model=minilm", "dataset=tweets", "dataset.train_size=2000",
+                         "dataset.val_size=200", "dataset.test_size=200", "dataset.padding=bucket",
+                         "trainer.batch_size=32", "optimizer.lr=5e-5"]
 #: the model the trick and optimizer costs are measured on: big enough that the forward and
 #: backward passes, not the per-step Python, dominate a step
 TRICK_JOB = ["model=mlp", "model.hidden=512", "model.depth=4", "trainer.batch_size=256"]
@@ -417,6 +426,22 @@ def section_precision(args, out: dict):
     out["precision"] = rows
 
 
+def section_data(args, out: dict):
+    """trainer.data_on_device=true against false, engine only: on a GPU, slices of resident
+    splits against batches gathered on the host, pinned and copied non-blocking."""
+    rows = []
+    for job in [j for j in args.jobs if j in JOBS]:
+        print(f"[data] {job}", flush=True)
+        over = JOBS[job]
+        n, w = job_steps(args, over)
+        res = interleave({k: (lambda k=k: engine_run(over + [f"trainer.data_on_device={k}"], n,
+                                                     w)) for k in ("true", "false")}, args.reps)
+        rows.append({"job": job, "resident_sps": med(res["true"], "sps"),
+                     "streamed_sps": med(res["false"], "sps"),
+                     "streamed_vs_resident": ratio(res["false"], res["true"], "sps")})
+    out["data"] = rows
+
+
 # -- report -----------------------------------------------------------------------------------
 
 def machine() -> dict:
@@ -436,7 +461,9 @@ def machine() -> dict:
                             capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                            capture_output=True, text=True).stdout.strip()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"commit": commit + (" (+ uncommitted changes in the tree)" if dirty else ""),
+            "gpu": gpu, "cuda": torch.version.cuda if gpu else None,
             "nproc": os.cpu_count(), "cpu": cpu, "cpu_amx": amx,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
@@ -460,7 +487,9 @@ def report(out: dict, argv: list) -> str:
     m = out["machine"]
     lines = [f"Command: `python scripts/bench.py {' '.join(argv)}`", "",
              f"Commit {m['commit']} · {m['nproc']} cores ({m['cpu']}) · torch {m['torch']} "
-             f"({m['torch_threads']} threads) · Python {m['python']} · {m['date_utc']} · "
+             f"({m['torch_threads']} threads) · "
+             + (f"GPU {m['gpu']} (CUDA {m['cuda']}) · " if m.get("gpu") else "")
+             + f"Python {m['python']} · {m['date_utc']} · "
              f"{out['settings']}", ""]
     if "overhead" in out:
         peers = any("hf_sps" in r for r in out["overhead"])
@@ -547,11 +576,17 @@ def report(out: dict, argv: list) -> str:
         lines += ["### Precision (trainer.precision, engine; CPU bf16 matrix units (AMX): "
                   f"{'yes' if amx else 'no' if amx is False else 'unknown'}, torch CPU kernels: "
                   f"{m['cpu_capability']})", "", table(out["precision"], cols), ""]
+    if "data" in out:
+        cols = [("job", "job", ""), ("on device samples/s", "resident_sps", ".4g"),
+                ("streamed samples/s", "streamed_sps", ".4g"),
+                ("streamed / on device", "streamed_vs_resident", ".2f")]
+        lines += ["### Data on the device against streamed from the host (trainer.data_on_device)",
+                  "", table(out["data"], cols), ""]
     return "\n".join(lines)
 
 
 SECTIONS = ("overhead", "peers", "startup", "tricks", "optim", "scaling", "compile",
-            "precision")
+            "precision", "data")
 
 
 def main(argv=None):
@@ -559,7 +594,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sections", default="peers,startup,tricks,optim,scaling,compile",
                     help=f"comma list of {', '.join(SECTIONS)} (peers includes overhead)")
-    ap.add_argument("--jobs", default=",".join(JOBS), help="comma list of " + ", ".join(JOBS))
+    ap.add_argument("--jobs", default=",".join(DEFAULT_JOBS),
+                    help="comma list of " + ", ".join(JOBS))
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--startup-reps", type=int, default=3)
     ap.add_argument("--compile-reps", type=int, default=2)
@@ -606,25 +642,27 @@ def main(argv=None):
                        f"({args.text_steps} for the tweets jobs), the first {args.warm} "
                        f"({args.text_warm}) steps dropped"}
     t0 = time.perf_counter()
-    if "peers" in sections or "overhead" in sections:
-        section_overhead(args, out, with_peers="peers" in sections)
-    if "startup" in sections:
-        section_startup(args, out)
-    if "tricks" in sections:
-        section_tricks(args, out)
-    if "optim" in sections:
-        section_optim(args, out)
-    if "scaling" in sections:
-        section_scaling(args, out)
-    if "compile" in sections:
-        section_compile(args, out)
-    if "precision" in sections:
-        section_precision(args, out)
-    out["bench_seconds"] = time.perf_counter() - t0
-    md = report(out, argv)
-    print(md)
+    runs = [("peers" in sections or "overhead" in sections,
+             lambda: section_overhead(args, out, with_peers="peers" in sections)),
+            ("startup" in sections, lambda: section_startup(args, out)),
+            ("tricks" in sections, lambda: section_tricks(args, out)),
+            ("optim" in sections, lambda: section_optim(args, out)),
+            ("scaling" in sections, lambda: section_scaling(args, out)),
+            ("compile" in sections, lambda: section_compile(args, out)),
+            ("precision" in sections, lambda: section_precision(args, out)),
+            ("data" in sections, lambda: section_data(args, out))]
+    for wanted, fn in runs:
+        if wanted:
+            fn()
+            # written after every section: a run stopped by a time limit keeps what it measured
+            out["bench_seconds"] = time.perf_counter() - t0
+            save(out, argv, args)
+    print(report(out, argv))
+
+
+def save(out: dict, argv: list, args) -> None:
     if args.out:
-        Path(args.out).write_text(md + "\n")
+        Path(args.out).write_text(report(out, argv) + "\n")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))
 
