@@ -59,10 +59,11 @@ WHEELS = ["hydra-core", "omegaconf", "antlr4-python3-runtime", "mnist1d", "empyt
 MINILM_DIR = "minilm"
 
 RECIPE = "rdrop_vs_adversarial_tweets"
+TINY_RECIPE = "rdrop_vs_adversarial"  # --tiny: the mnist1d CNN version of the comparison
 STUDY_ARMS = ["baseline", "rdrop", "fgm", "baseline_2x", "pgd"]
 
 #: what each part gets of the budget (the study takes what is left)
-SHARES = {"install": 45, "tests": 75, "bench": 170}
+SHARES = {"install": 45, "tests": 90, "bench": 160}
 RESERVE = 15  # seconds kept for writing the summary
 MIN_PART = 10  # a part with less time than this left is skipped
 COMPARE_S = 30  # kept after the study's sweeps for `tricks compare`
@@ -98,16 +99,15 @@ def settings(tiny: bool, gpu: bool) -> dict:
     if tiny:
         return {"bench": {"sections": "overhead,precision,data", "jobs": "mnist1d MLP",
                           "reps": 1, "steps": 8, "warm": 4, "text_steps": 6, "text_warm": 3},
-                "study_arms": ["baseline", "rdrop"], "seeds": [0, 1],
-                "study_overrides": ["model=transformer", "model.width=16", "model.depth=1",
-                                    "model.heads=2", "dataset.train_size=64",
-                                    "dataset.val_size=32", "dataset.test_size=32",
-                                    "trainer.epochs=1", "trainer.batch_size=16",
-                                    "trainer.eval_batch_size=32", "trainer.log_every=2"]}
-    return {"bench": {"sections": "peers,precision,compile,data",
+                # the same route on the blog comparison's mnist1d recipe: no text to load
+                "recipe": TINY_RECIPE, "study_arms": ["baseline", "rdrop"], "seeds": [0, 1],
+                "study_overrides": ["dataset.num_samples=600", "dataset.val_size=50",
+                                    "trainer.max_steps=4", "trainer.batch_size=16",
+                                    "trainer.log_every=2"]}
+    return {"bench": {"sections": "peers,precision,data,compile",
                       "jobs": "mnist1d CNN,tweets MiniLM", "reps": 2, "steps": 300, "warm": 100,
                       "text_steps": 150, "text_warm": 50},
-            "study_arms": STUDY_ARMS, "seeds": [0, 1, 2, 3, 4],
+            "recipe": RECIPE, "study_arms": STUDY_ARMS, "seeds": [0, 1, 2, 3, 4],
             # the full split (the recipe's *_size overrides are CPU-sized), one epoch
             "study_overrides": ["dataset.train_size=null", "dataset.val_size=null",
                                 "dataset.test_size=null", "trainer.epochs=1",
@@ -125,14 +125,14 @@ def study_steps(args, s: dict) -> tuple[list[Step], str]:
     """`tricks study FILE` when the recipe has a study file, else one sweep per arm."""
     cli = [PY, "-m", "runner.cli"]
     work = Path(args.work)
-    study_file = ROOT / "experiments" / RECIPE / "study.yaml"
+    study_file = ROOT / "experiments" / s["recipe"] / "study.yaml"
     if study_file.is_file():
         return [Step(cli + ["study", str(study_file), *s["study_overrides"], "--out",
                             str(work / "study")], "study.log")], "study"
     sys.path.insert(0, str(ROOT / "scripts"))
     import experiments as X
 
-    recipe = X.load(RECIPE)
+    recipe = X.load(s["recipe"])
     steps = []
     for arm in s["study_arms"]:
         over = X.arm_overrides(recipe, arm, s["study_overrides"])
@@ -315,13 +315,14 @@ def pytest_tail(logs: Path) -> str:
 def study_report(args, part: Part, out: Path, env: dict, deadline: float) -> None:
     """study.md: the study's own report, or `tricks compare` over the arms' finished runs."""
     work = Path(args.work)
-    lines = [f"# {RECIPE} at GPU scale" if not args.tiny else f"# {RECIPE} (tiny, CPU)", ""]
+    s = settings(args.tiny, False)
+    lines = [f"# {s['recipe']} " + ("(tiny, CPU)" if args.tiny else "at GPU scale"), ""]
     lines += ["Commands:", ""] + [f"    {shlex.join(s.argv[1:])}" for s in part.steps] + [""]
     lines += [f"- {n}" for n in part.notes] + [""]
     if part.kind == "study":
         rep = work / "study" / "report.md"
     else:
-        dirs = [str(work / "sweeps" / a) for a in settings(args.tiny, False)["study_arms"]
+        dirs = [str(work / "sweeps" / a) for a in s["study_arms"]
                 if (work / "sweeps" / a).is_dir()]
         rep = work / "compare" / "report.md"
         if dirs:
@@ -495,7 +496,9 @@ def main(argv=None) -> int:
     wanted = [p.strip() for p in args.parts.split(",")]
     bad = [p for p in wanted if p not in ("install", "tests", "bench", "study")]
     if bad:
-        ap.error(f"--parts: unknown part {bad[0]!r} (allowed: install, tests, bench, study)")
+        print(f"error: --parts: unknown part {bad[0]!r} (allowed: install, tests, bench, study)",
+              file=sys.stderr)
+        return 2
     parts = make_plan(args)
     for p in parts:
         if p.name not in wanted and not p.skip:
@@ -509,6 +512,8 @@ def main(argv=None) -> int:
     env = child_env(args)
     deadline = t_start + args.budget
     for p in parts:
+        if parts[0].status == "failed" and p is not parts[0] and not p.skip:
+            p.skip = "install failed (see install.log)"  # the rest would fail the same way
         print(f"[gpu_check] {p.name} ...", flush=True)
         run_part(p, deadline, out, env)
         print(f"[gpu_check] {p.name}: {p.status} in {p.seconds:.0f} s "
