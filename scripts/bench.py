@@ -33,8 +33,10 @@ drifting machine speed cancels out):
 Jobs: mnist1d MLP (the default config), mnist1d CNN (model=cnn1d), tweets Transformer
 (model=transformer dataset=tweets, 2,000 training tweets, minilm tokenizer, dynamic padding), and
 the same with length-grouped batches (dataset.padding=bucket); `--jobs` can add `tweets MiniLM`
-(the pretrained MiniLM-L6 fine-tuned on 2,000 tweets, bucketed: a GPU-sized job). Every arm trains on the engine's
-batch order (scripts/hand_loop.engine_order), so text batches have the same shapes everywhere.
+(the pretrained MiniLM-L6 fine-tuned on 2,000 tweets, bucketed: a GPU-sized job). Every arm
+trains on the engine's batch order (scripts/hand_loop.engine_order), so text batches have the same
+shapes everywhere. On a GPU every arm runs on the engine's device and precision (bf16 autocast,
+TF32), and the model/framework split is not taken (kernels run asynchronously).
 Peak memory on CPU is the largest total size of tensors alive during one training step, counted
 by a TorchDispatchMode (scripts/bench_mem.py): the process RSS would be dominated by torch itself.
 """

@@ -1,11 +1,10 @@
 """The GPU check: one command that exercises every GPU code path on a lent CUDA machine and writes
 its tables and logs under one folder, inside a time budget (issue 21; docs/bench.md, "GPU check").
 
-    python scripts/gpu_check.py --fetch-wheels .wheels     # HERE (a machine that reaches the
-                                                           #   package index): the device's wheels
-    python scripts/gpu_check.py --out "$OUT"               # THERE (CUDA): install, test, bench, study
-    python scripts/gpu_check.py --dry-run                  # print the plan, run nothing
-    python scripts/gpu_check.py --tiny --out /tmp/gc       # CPU, tiny settings: every part, a few steps
+    python scripts/gpu_check.py --fetch-wheels .wheels  # HERE, where pip reaches an index
+    python scripts/gpu_check.py --out "$OUT"            # THERE (CUDA): install, test, bench, study
+    python scripts/gpu_check.py --dry-run               # print the plan, run nothing
+    python scripts/gpu_check.py --tiny --out /tmp/gc    # CPU, tiny: every part, a few steps
 
 Parts, in order, each with its own share of `--budget` (seconds; a part whose time is gone is
 skipped with a note, a part that runs over is stopped and keeps what it wrote):
@@ -203,9 +202,12 @@ def pip_target(site: Path, wheels: list[Path]) -> list[str]:
 
 
 IMPORT_CHECK = """
-import json, platform
+import json, platform, subprocess, sys
 import torch, hydra, omegaconf, mnist1d, typer, rich
 import runner.cli
+cli = subprocess.run([sys.executable, "-m", "runner.cli", "list", "optimizer"],
+                     capture_output=True, text=True)
+assert cli.returncode == 0, "tricks list: " + cli.stdout[-1000:] + cli.stderr[-2000:]
 from runner.data.text import minilm_path
 from runner.data.tweets import csv_path
 gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
@@ -214,7 +216,8 @@ print("IMPORT_CHECK " + json.dumps({
     "cuda": torch.version.cuda, "gpu": gpu,
     "gpu_mem_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
     if gpu else None, "hydra": hydra.__version__, "omegaconf": omegaconf.__version__,
-    "minilm": str(minilm_path()), "tweets_csv": str(csv_path())}))
+    "typer": typer.__version__, "minilm": str(minilm_path()),
+    "tweets_csv": str(csv_path())}))
 """
 
 
@@ -339,6 +342,11 @@ def study_report(args, part: Part, out: Path, env: dict, deadline: float) -> Non
     lines += [f"- {n}" for n in part.notes] + [""]
     if part.kind == "study":
         rep = work / "study" / "report.md"
+        # a study stopped at its time limit: the report of the trials it finished
+        step = Step(part.steps[0].argv + ["--report-only"], "study.log")
+        code, _ = run_step(step, max(MIN_PART, deadline - time.monotonic() - 5), out, env)
+        if code != 0:
+            part.notes.append(f"tricks study --report-only: exit {code} (see study.log)")
     else:
         dirs = [str(work / "sweeps" / a) for a in s["study_arms"]
                 if (work / "sweeps" / a).is_dir()]

@@ -165,3 +165,28 @@ def test_fallback_steps_run_only_to_repair_a_failed_part(tmp_path):
                                      step(1, True, "check2")])
     G.run_part(broken, deadline, tmp_path, env)
     assert broken.status == "failed"
+
+
+def test_study_file_is_used_when_the_recipe_has_one(tmp_path, monkeypatch):
+    """With experiments/<recipe>/study.yaml (the verdict protocol) the study part runs
+    `tricks study` on it; without, one `tricks train -m` sweep per arm."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import argparse
+
+    import gpu_check as G
+
+    args = argparse.Namespace(work=str(tmp_path / "w"), tiny=False)
+    s = G.settings(False, True)
+    steps, kind = G.study_steps(args, s)
+    assert kind == "sweeps" and [st.note for st in steps] == G.STUDY_ARMS
+    assert all(st.argv[3:5] == ["train", "-m"] and "seed=0,1,2,3,4" in st.argv for st in steps)
+    fake = tmp_path / "root"
+    (fake / "experiments" / G.RECIPE).mkdir(parents=True)
+    (fake / "experiments" / G.RECIPE / "study.yaml").write_text("arms: {}\n")
+    monkeypatch.setattr(G, "ROOT", fake)
+    steps, kind = G.study_steps(args, s)
+    assert kind == "study" and len(steps) == 1
+    argv = steps[0].argv
+    assert argv[3:5] == ["study", str(fake / "experiments" / G.RECIPE / "study.yaml")]
+    assert "dataset.train_size=null" in argv
+    assert argv[-2:] == ["--out", str(tmp_path / "w" / "study")]
