@@ -406,7 +406,8 @@ def summary_md(s: dict, out: Path) -> str:
     for name, p in s["parts"].items():
         notes = "; ".join(p["notes"]).replace("|", "/")
         lines.append(f"| {name} | {p['status']} | {p['seconds']:.0f} | {notes} |")
-    lines += ["", "Files: " + ", ".join(sorted(f.name for f in out.iterdir() if f.is_file()))]
+    files = {f.name for f in out.iterdir() if f.is_file()} | {"summary.md"}
+    lines += ["", "Files: " + ", ".join(sorted(files))]
     return "\n".join(lines) + "\n"
 
 
