@@ -174,7 +174,7 @@ def make_plan(args) -> list[Part]:
     if not files:
         tests.skip = "no test file has tests marked cuda"
     tests.steps.append(Step([PY, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
-                             "-o", "addopts=-ra", *files], "tests.log"))
+                             "-o", "addopts=-ra", "--durations=10", *files], "tests.log"))
     parts.append(tests)
 
     b = s["bench"]
@@ -211,9 +211,18 @@ assert cli.returncode == 0, "tricks list: " + cli.stdout[-1000:] + cli.stderr[-2
 from runner.data.text import minilm_path
 from runner.data.tweets import csv_path
 gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+driver = None
+if gpu:
+    try:
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version",
+                                 "--format=csv,noheader"], capture_output=True, text=True,
+                                timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
 print("IMPORT_CHECK " + json.dumps({
     "python": platform.python_version(), "torch": torch.__version__,
-    "cuda": torch.version.cuda, "gpu": gpu,
+    "cuda": torch.version.cuda, "gpu": gpu, "driver": driver,
+    "cudnn": torch.backends.cudnn.version() if gpu else None,
     "gpu_mem_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
     if gpu else None, "hydra": hydra.__version__, "omegaconf": omegaconf.__version__,
     "typer": typer.__version__, "minilm": str(minilm_path()),
@@ -399,6 +408,7 @@ def summary_md(s: dict, out: Path) -> str:
              f"Commit {s['commit']}{' (+ uncommitted changes)' if s['dirty'] else ''} · "
              f"{'GPU ' + str(m.get('gpu')) if m.get('gpu') else 'no GPU'}"
              + (f" ({m.get('gpu_mem_gib')} GiB)" if m.get("gpu") else "")
+             + (f" · driver {m.get('driver')} · cuDNN {m.get('cudnn')}" if m.get("gpu") else "")
              + f" · torch {m.get('torch', '?')} (CUDA {m.get('cuda')}) · Python "
                f"{m.get('python', '?')} · mode {s['mode']} · {s['seconds']:.0f} s of a "
                f"{s['budget']:.0f} s budget", "",
