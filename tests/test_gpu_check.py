@@ -190,3 +190,28 @@ def test_study_file_is_used_when_the_recipe_has_one(tmp_path, monkeypatch):
     assert argv[3:5] == ["study", str(fake / "experiments" / G.RECIPE / "study.yaml")]
     assert "dataset.train_size=null" in argv
     assert argv[-2:] == ["--out", str(tmp_path / "w" / "study")]
+
+
+def test_parallel_steps_share_the_time_and_join_their_logs(tmp_path, monkeypatch):
+    """The study's sweeps run N at a time, each stopped at the part's end; their logs are joined
+    into the part's one log, in the arms' order."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import time
+
+    import gpu_check as G
+
+    monkeypatch.setattr(G, "MIN_PART", 0.5)
+
+    def step(name, seconds):
+        return G.Step([sys.executable, "-c", f"import time; print('{name} ran', flush=True); "
+                                             f"time.sleep({seconds})"],
+                      str(tmp_path / f"{name}.log"), note=name)
+
+    part = G.Part("study", float("inf"), [step("a", 0), step("b", 60), step("c", 0)],
+                  parallel=2, log="study.log")
+    G.run_part(part, time.monotonic() + G.RESERVE + 4, tmp_path, dict(os.environ))
+    assert part.status == "partial"
+    assert any(n.startswith("b: stopped at its time limit") for n in part.notes)
+    assert {n.split(":")[0] for n in part.notes} == {"a", "b", "c"}
+    log = (tmp_path / "study.log").read_text()
+    assert log.index("a ran") < log.index("b ran") < log.index("c ran")
