@@ -134,11 +134,16 @@ def cuda_test_files() -> list[str]:
 
 
 def study_steps(args, s: dict) -> tuple[list[Step], str]:
-    """`tricks study FILE` when the recipe has a study file, else one sweep per arm."""
+    """`tricks study FILE` when the recipe has a study file (route auto; --tiny keeps to the
+    sweeps unless --route study: the CI test must not depend on another branch's study size),
+    else one sweep per arm."""
     cli = [PY, "-m", "runner.cli"]
     work = Path(args.work)
     study_file = ROOT / "experiments" / s["recipe"] / "study.yaml"
-    if study_file.is_file():
+    route = getattr(args, "route", "auto")
+    if route == "study" and not study_file.is_file():
+        raise SystemExit(f"error: --route study: no {study_file.relative_to(ROOT)}")
+    if route == "study" or (route == "auto" and not args.tiny and study_file.is_file()):
         return [Step(cli + ["study", str(study_file), *s["study_overrides"], "--out",
                             str(work / "study")], "study.log")], "study"
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -581,6 +586,10 @@ def main(argv=None) -> int:
     ap.add_argument("--wheels", default=str(ROOT / ".wheels"), help="the carried wheels")
     ap.add_argument("--budget", type=float, default=540.0, help="seconds for everything")
     ap.add_argument("--parts", default="install,tests,bench,study", help="comma list to run")
+    ap.add_argument("--route", choices=("auto", "study", "sweeps"), default="auto",
+                    help="the study part: tricks study on the recipe's study.yaml, or one "
+                         "tricks train -m per arm (auto: the study file when there is one; "
+                         "--tiny: the sweeps)")
     args = ap.parse_args(argv)
     if args.fetch_wheels:
         return fetch_wheels(Path(args.fetch_wheels))

@@ -175,7 +175,7 @@ def test_study_file_is_used_when_the_recipe_has_one(tmp_path, monkeypatch):
 
     import gpu_check as G
 
-    args = argparse.Namespace(work=str(tmp_path / "w"), tiny=False)
+    args = argparse.Namespace(work=str(tmp_path / "w"), tiny=False, route="auto")
     s = G.settings(False, True)
     steps, kind = G.study_steps(args, s)
     assert kind == "sweeps" and [st.note for st in steps] == G.STUDY_ARMS
@@ -190,6 +190,11 @@ def test_study_file_is_used_when_the_recipe_has_one(tmp_path, monkeypatch):
     assert argv[3:5] == ["study", str(fake / "experiments" / G.RECIPE / "study.yaml")]
     assert "dataset.train_size=null" in argv
     assert argv[-2:] == ["--out", str(tmp_path / "w" / "study")]
+    assert G.study_steps(argparse.Namespace(**{**vars(args), "tiny": True}), s)[1] == "sweeps"
+    assert G.study_steps(argparse.Namespace(**{**vars(args), "route": "sweeps"}), s)[1] == \
+        "sweeps"
+    tiny = argparse.Namespace(**{**vars(args), "tiny": True, "route": "study"})
+    assert G.study_steps(tiny, s)[1] == "study"
 
 
 def test_parallel_steps_share_the_time_and_join_their_logs(tmp_path, monkeypatch):
