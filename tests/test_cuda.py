@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import FAST, read_rows, strip_timing, train_run
+from conftest import FAST, conf_options, read_rows, strip_timing, train_run
 from runner import device as devmod
 from runner import engine
 from runner.data.batching import IndexBatcher
@@ -62,12 +62,14 @@ def test_streamed_data_trains_exactly_like_resident_data_on_the_gpu(tmp_path):
         read_rows(tmp_path / "streamed"))
 
 
-@pytest.mark.parametrize("extra", [["model=mlp"], ["model=cnn1d"], ["reg=[rdrop]"],
-                                   ["reg=[fgm]"], ["trainer.precision=fp16"],
-                                   ["trainer.data_on_device=false"]])
+@pytest.mark.parametrize("extra", [["model=mlp"], ["model=cnn1d"], ["trainer.precision=fp16"],
+                                   ["trainer.data_on_device=false"], ["clip=norm"],
+                                   ["derived=[ema]"]]
+                         + [[f"reg=[{r}]"] for r in conf_options("reg")])
 def test_no_device_sync_inside_a_step(monkeypatch, tmp_path, extra):
     """CUDA's sync debug mode raises on any synchronizing call inside the steps that do not log
-    (after two warm-up steps, which may initialise lazily)."""
+    (after two warm-up steps, which may initialise lazily): every regularizer, clipping, EMA,
+    fp16 with its GradScaler, streamed batches."""
     orig = engine.train_step
 
     def train_step(state, micro, loss_fn, bwd_fn, log_now):
