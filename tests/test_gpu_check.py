@@ -220,3 +220,21 @@ def test_parallel_steps_share_the_time_and_join_their_logs(tmp_path, monkeypatch
     assert {n.split(":")[0] for n in part.notes} == {"a", "b", "c"}
     log = (tmp_path / "study.log").read_text()
     assert log.index("a ran") < log.index("b ran") < log.index("c ran")
+
+
+def test_commit_is_known_on_a_copy_without_git(tmp_path, monkeypatch):
+    """The device runs on a copy of the tree without its git folder: the commit comes from the
+    note --fetch-wheels writes beside the wheels."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import argparse
+
+    import gpu_check as G
+
+    args = argparse.Namespace(wheels=str(tmp_path))
+    here = G.git(["rev-parse", "--short", "HEAD"])
+    G.write_commit_note(tmp_path)
+    monkeypatch.setattr(G, "git", lambda argv: "")  # as on the device
+    commit, _ = G.tree_commit(args)
+    assert commit.startswith(f"{here} (as of --fetch-wheels")
+    (tmp_path / G.COMMIT_NOTE).unlink()
+    assert G.tree_commit(args)[0].startswith("unknown")
