@@ -70,7 +70,7 @@ TINY_RECIPE = "rdrop_vs_adversarial"  # --tiny: the mnist1d CNN version of the c
 STUDY_ARMS = ["baseline", "rdrop", "fgm", "baseline_2x", "pgd"]
 
 #: what each part gets of the budget (the study takes what is left)
-SHARES = {"install": 45, "tests": 90, "bench": 160}
+SHARES = {"install": 45, "tests": 120, "bench": 150}
 RESERVE = 15  # seconds kept for writing the summary
 MIN_PART = 10  # a part with less time than this left is skipped
 COMPARE_S = 30  # kept after the study's sweeps for `tricks compare`
@@ -188,7 +188,8 @@ def make_plan(args) -> list[Part]:
     files = cuda_test_files()
     if not files:
         tests.skip = "no test file has tests marked cuda"
-    tests.steps.append(Step([PY, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
+    # -v: one line per test as it ends, so a run stopped at its limit still says what passed
+    tests.steps.append(Step([PY, "-m", "pytest", "-v", "-m", "cuda", "-p", "no:cacheprovider",
                              "-o", "addopts=-ra", "--durations=10", *files], "tests.log"))
     parts.append(tests)
 

@@ -46,7 +46,7 @@ def test_dry_run_plans_every_part():
         assert r.returncode == 0, r.stderr
         for part in ("[install]", "[tests]", "[bench]", "[study]"):
             assert part in r.stdout
-        assert "pytest -q -m cuda" in r.stdout and "tests/test_cuda.py" in r.stdout
+        assert "pytest -v -m cuda" in r.stdout and "tests/test_cuda.py" in r.stdout
         assert "scripts/bench.py --sections" in r.stdout
         assert "+arm=baseline" in r.stdout and "+arm=rdrop" in r.stdout and study in r.stdout
     assert "peers,precision,data,compile" in gpu_check(["--dry-run"], 60).stdout
