@@ -621,6 +621,9 @@ def main(argv=None):
     ap.add_argument("--widths", default="100,400,1600")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch.set_num_threads for every measurement (default: torch's own)")
+    ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                    help="a Hydra override added to every job of the in-process sections "
+                         "(repeatable; e.g. trainer.deterministic=false)")
     ap.add_argument("--quick", action="store_true", help="tiny settings to check the script")
     ap.add_argument("--out", help="write the markdown report here")
     ap.add_argument("--json", help="write the raw figures here")
@@ -634,6 +637,9 @@ def main(argv=None):
         args.text_steps, args.text_warm, args.trick_steps = 8, 4, 12
         args.batches, args.widths = "32,256", "100,800"
     args.jobs = [j.strip() for j in args.jobs.split(",")]
+    for job in JOBS:
+        JOBS[job] = JOBS[job] + args.override
+    TRICK_JOB.extend(args.override)
     args.batches = [int(b) for b in args.batches.split(",")]
     args.widths = [int(w) for w in args.widths.split(",")]
     sections = [s.strip() for s in args.sections.split(",")]
