@@ -27,11 +27,17 @@ drifting machine speed cancels out):
 - compile: trainer.compile=true against false: warm-up and steady throughput.
 - precision: trainer.precision=bf16 against fp32 (not in the default set; on a CPU bf16 is
   opt-in and pays only with bf16 matrix units such as AMX).
+- data: trainer.data_on_device=true (splits on the device, batches are slices) against false
+  (splits on the host, each batch gathered, pinned and copied non-blocking); not in the default
+  set: on a CPU both are the host. scripts/gpu_check.py runs it on a GPU.
 
 Jobs: mnist1d MLP (the default config), mnist1d CNN (model=cnn1d), tweets Transformer
 (model=transformer dataset=tweets, 2,000 training tweets, minilm tokenizer, dynamic padding), and
-the same with length-grouped batches (dataset.padding=bucket). Every arm trains on the engine's
-batch order (scripts/hand_loop.engine_order), so text batches have the same shapes everywhere.
+the same with length-grouped batches (dataset.padding=bucket); `--jobs` can add `tweets MiniLM`
+(the pretrained MiniLM-L6 fine-tuned on 2,000 tweets, bucketed: a GPU-sized job). Every arm
+trains on the engine's batch order (scripts/hand_loop.engine_order), so text batches have the same
+shapes everywhere. On a GPU every arm runs on the engine's device and precision (bf16 autocast,
+TF32), and the model/framework split is not taken (kernels run asynchronously).
 Peak memory on CPU is the largest total size of tensors alive during one training step, counted
 by a TorchDispatchMode (scripts/bench_mem.py): the process RSS would be dominated by torch itself.
 """
@@ -69,6 +75,11 @@ JOBS = {
 #: the same text job with length-grouped batches (dataset.padding=bucket): every arm follows the
 #: engine's (bucketed) batch order, so this row shows what bucketing saves, in every framework
 JOBS["tweets Transformer bucketed"] = JOBS["tweets Transformer"] + ["dataset.padding=bucket"]
+#: the jobs run when --jobs is not given (the MiniLM job is sized for a GPU: --jobs adds it)
+DEFAULT_JOBS = list(JOBS)
+JOBS["tweets MiniLM"] = ["model=minilm", "dataset=tweets", "dataset.train_size=2000",
+                         "dataset.val_size=200", "dataset.test_size=200", "dataset.padding=bucket",
+                         "trainer.batch_size=32", "optimizer.lr=5e-5"]
 #: the model the trick and optimizer costs are measured on: big enough that the forward and
 #: backward passes, not the per-step Python, dominate a step
 TRICK_JOB = ["model=mlp", "model.hidden=512", "model.depth=4", "trainer.batch_size=256"]
@@ -444,7 +455,31 @@ def section_precision(args, out: dict):
     out["precision"] = rows
 
 
+def section_data(args, out: dict):
+    """trainer.data_on_device=true against false, engine only: on a GPU, slices of resident
+    splits against batches gathered on the host, pinned and copied non-blocking."""
+    rows = []
+    for job in [j for j in args.jobs if j in JOBS]:
+        print(f"[data] {job}", flush=True)
+        over = JOBS[job]
+        n, w = job_steps(args, over)
+        res = interleave({k: (lambda k=k: engine_run(over + [f"trainer.data_on_device={k}"], n,
+                                                     w)) for k in ("true", "false")}, args.reps)
+        rows.append({"job": job, "resident_sps": med(res["true"], "sps"),
+                     "streamed_sps": med(res["false"], "sps"),
+                     "streamed_vs_resident": ratio(res["false"], res["true"], "sps")})
+    out["data"] = rows
+
+
 # -- report -----------------------------------------------------------------------------------
+
+def git(*argv: str) -> str:
+    try:
+        return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip()
+    except OSError:  # no git on this machine
+        return ""
+
 
 def machine() -> dict:
     import torch
@@ -459,11 +494,13 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no") if commit else ""
+    if not commit:  # a copy of the tree without git (the GPU check's device): its caller's word
+        commit = os.environ.get("TRICKS_COMMIT", "unknown")
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"commit": commit + (" (+ uncommitted changes in the tree)" if dirty else ""),
+            "gpu": gpu, "cuda": torch.version.cuda if gpu else None,
             "nproc": os.cpu_count(), "cpu": cpu, "cpu_amx": amx,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
@@ -487,7 +524,9 @@ def report(out: dict, argv: list) -> str:
     m = out["machine"]
     lines = [f"Command: `python scripts/bench.py {' '.join(argv)}`", "",
              f"Commit {m['commit']} · {m['nproc']} cores ({m['cpu']}) · torch {m['torch']} "
-             f"({m['torch_threads']} threads) · Python {m['python']} · {m['date_utc']} · "
+             f"({m['torch_threads']} threads) · "
+             + (f"GPU {m['gpu']} (CUDA {m['cuda']}) · " if m.get("gpu") else "")
+             + f"Python {m['python']} · {m['date_utc']} · "
              f"{out['settings']}", ""]
     if "overhead" in out:
         peers = any("hf_sps" in r for r in out["overhead"])
@@ -574,11 +613,17 @@ def report(out: dict, argv: list) -> str:
         lines += ["### Precision (trainer.precision, engine; CPU bf16 matrix units (AMX): "
                   f"{'yes' if amx else 'no' if amx is False else 'unknown'}, torch CPU kernels: "
                   f"{m['cpu_capability']})", "", table(out["precision"], cols), ""]
+    if "data" in out:
+        cols = [("job", "job", ""), ("on device samples/s", "resident_sps", ".4g"),
+                ("streamed samples/s", "streamed_sps", ".4g"),
+                ("streamed / on device", "streamed_vs_resident", ".2f")]
+        lines += ["### Data on the device against streamed from the host (trainer.data_on_device)",
+                  "", table(out["data"], cols), ""]
     return "\n".join(lines)
 
 
 SECTIONS = ("overhead", "peers", "startup", "tricks", "optim", "scaling", "compile",
-            "precision")
+            "precision", "data")
 
 
 def main(argv=None):
@@ -586,7 +631,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sections", default="peers,startup,tricks,optim,scaling,compile",
                     help=f"comma list of {', '.join(SECTIONS)} (peers includes overhead)")
-    ap.add_argument("--jobs", default=",".join(JOBS), help="comma list of " + ", ".join(JOBS))
+    ap.add_argument("--jobs", default=",".join(DEFAULT_JOBS),
+                    help="comma list of " + ", ".join(JOBS))
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--startup-reps", type=int, default=3)
     ap.add_argument("--compile-reps", type=int, default=2)
@@ -602,6 +648,9 @@ def main(argv=None):
     ap.add_argument("--widths", default="100,400,1600")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch.set_num_threads for every measurement (default: torch's own)")
+    ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                    help="a Hydra override added to every job of the in-process sections "
+                         "(repeatable; e.g. trainer.deterministic=false)")
     ap.add_argument("--quick", action="store_true", help="tiny settings to check the script")
     ap.add_argument("--out", help="write the markdown report here")
     ap.add_argument("--json", help="write the raw figures here")
@@ -615,6 +664,9 @@ def main(argv=None):
         args.text_steps, args.text_warm, args.trick_steps = 8, 4, 12
         args.batches, args.widths = "32,256", "100,800"
     args.jobs = [j.strip() for j in args.jobs.split(",")]
+    for job in JOBS:
+        JOBS[job] = JOBS[job] + args.override
+    TRICK_JOB.extend(args.override)
     args.batches = [int(b) for b in args.batches.split(",")]
     args.widths = [int(w) for w in args.widths.split(",")]
     sections = [s.strip() for s in args.sections.split(",")]
@@ -633,25 +685,27 @@ def main(argv=None):
                        f"({args.text_steps} for the tweets jobs), the first {args.warm} "
                        f"({args.text_warm}) steps dropped"}
     t0 = time.perf_counter()
-    if "peers" in sections or "overhead" in sections:
-        section_overhead(args, out, with_peers="peers" in sections)
-    if "startup" in sections:
-        section_startup(args, out)
-    if "tricks" in sections:
-        section_tricks(args, out)
-    if "optim" in sections:
-        section_optim(args, out)
-    if "scaling" in sections:
-        section_scaling(args, out)
-    if "compile" in sections:
-        section_compile(args, out)
-    if "precision" in sections:
-        section_precision(args, out)
-    out["bench_seconds"] = time.perf_counter() - t0
-    md = report(out, argv)
-    print(md)
+    runs = {"overhead": lambda: section_overhead(args, out, with_peers="peers" in sections),
+            "startup": lambda: section_startup(args, out),
+            "tricks": lambda: section_tricks(args, out),
+            "optim": lambda: section_optim(args, out),
+            "scaling": lambda: section_scaling(args, out),
+            "compile": lambda: section_compile(args, out),
+            "precision": lambda: section_precision(args, out),
+            "data": lambda: section_data(args, out)}
+    # in the order asked for (peers is overhead with the peers); the report keeps its own
+    order = list(dict.fromkeys("overhead" if s == "peers" else s for s in sections))
+    for name in order:
+        runs[name]()
+        # written after every section: a run stopped by a time limit keeps what it measured
+        out["bench_seconds"] = time.perf_counter() - t0
+        save(out, argv, args)
+    print(report(out, argv))
+
+
+def save(out: dict, argv: list, args) -> None:
     if args.out:
-        Path(args.out).write_text(md + "\n")
+        Path(args.out).write_text(report(out, argv) + "\n")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))
 

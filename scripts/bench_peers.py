@@ -9,7 +9,9 @@ partial batch dropped; text batches trimmed to their longest row like the engine
 padding). One departure from the defaults: the DataLoader's sampler yields the engine's own row
 order (hand_loop.engine_order), so every framework trains on the same batches; with text, whose
 batch shapes vary with the rows drawn, a different shuffle would change the work per step.
-Step end times come from each framework's own callback.
+Step end times come from each framework's own callback. On a GPU each runs on the engine's device
+and precision (bf16 autocast where the engine plans it: HF `bf16=True`, Lightning
+`precision="bf16-mixed"`; TF32 on; pinned DataLoader memory).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from hand_loop import stamp, step_result
+from hand_loop import device_plan, stamp, step_result
 
 
 class DictDataset(torch.utils.data.Dataset):
@@ -86,6 +88,8 @@ def hf_run(overrides: list[str], steps: int, warm: int, on_first_step=None) -> d
 
     cfg, data, model, t0 = _setup(overrides)
     o, bs = cfg.optimizer, cfg.trainer.batch_size
+    p = device_plan(cfg)
+    gpu = p.device.startswith("cuda")
 
     class Wrap(torch.nn.Module):
         def __init__(self, m):
@@ -115,9 +119,10 @@ def hf_run(overrides: list[str], steps: int, warm: int, on_first_step=None) -> d
             output_dir=d, per_device_train_batch_size=bs, max_steps=steps,
             learning_rate=o.lr, weight_decay=o.weight_decay, adam_beta1=o.betas[0],
             adam_beta2=o.betas[1], adam_epsilon=o.eps, lr_scheduler_type="cosine",
-            warmup_steps=0, optim="adamw_torch_fused", max_grad_norm=0.0, use_cpu=True,
+            warmup_steps=0, optim="adamw_torch_fused", max_grad_norm=0.0, use_cpu=not gpu,
+            bf16=p.precision == "bf16",
             eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none",
-            disable_tqdm=True, dataloader_drop_last=True, dataloader_pin_memory=False,
+            disable_tqdm=True, dataloader_drop_last=True, dataloader_pin_memory=gpu,
             remove_unused_columns=False, seed=cfg.seed)
         tr = OrderedTrainer(model=Wrap(model), args=args, train_dataset=DictDataset(data.train),
                      data_collator=collator(getattr(data.collate, "multiple", None)),
@@ -131,6 +136,8 @@ def lightning_run(overrides: list[str], steps: int, warm: int, on_first_step=Non
 
     cfg, data, model, t0 = _setup(overrides)
     o, bs = cfg.optimizer, cfg.trainer.batch_size
+    p = device_plan(cfg)
+    gpu = p.device.startswith("cuda")
     times = []
 
     class Module(L.LightningModule):
@@ -156,10 +163,12 @@ def lightning_run(overrides: list[str], steps: int, warm: int, on_first_step=Non
 
     loader = torch.utils.data.DataLoader(
         DictDataset(data.train), batch_size=bs, sampler=EngineOrder(cfg, data, steps),
-        drop_last=True,
+        drop_last=True, pin_memory=gpu,
         collate_fn=collator(getattr(data.collate, "multiple", None)))
     with tempfile.TemporaryDirectory() as d:
-        trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False,
+        trainer = L.Trainer(max_steps=steps, accelerator="gpu" if gpu else "cpu",
+                            devices=1, precision={"bf16": "bf16-mixed", "fp16": "16-mixed"}.get(
+                                p.precision, "32-true"), logger=False,
                             enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False, num_sanity_val_steps=0,
                             limit_val_batches=0, callbacks=[Clock()], default_root_dir=d)

@@ -6,6 +6,8 @@ engine's batch order (`engine_order`: text batches then have the same shapes in 
 gathered from device-resident tensors, text batches trimmed to their longest row (the engine's
 dynamic padding). Nothing else: no accuracy or metric bookkeeping, no NaN check, no
 hooks; the loss is read on the host once every `log_every` steps (a typical loop's logging).
+On a GPU it runs where the engine does, as a hand-written GPU loop would: the config's device and
+precision (runner.device.plan: bf16 autocast, TF32), model and splits on the device.
 
     from hand_loop import hand_run
     hand_run(["model=cnn1d"], steps=60, log_every=15)  # {"sps": ..., "first_step_s": ...}
@@ -151,6 +153,8 @@ def hand_run(overrides: list[str], steps: int, log_every: int, on_first_step=Non
     torch.manual_seed(cfg.seed)
     data = build.data(cfg)
     model = build.model(cfg, data.info)
+    p = device_plan(cfg)
+    model = model.to(p.device)
     o = cfg.optimizer
     opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
                             weight_decay=o.weight_decay, fused=True)
@@ -160,6 +164,7 @@ def hand_run(overrides: list[str], steps: int, log_every: int, on_first_step=Non
     n = len(split["y"])
     multiple = getattr(data.collate, "multiple", None)  # dynamic padding of text batches
     lengths = split["mask"].sum(1).numpy() if multiple else None
+    split = {k: v.to(p.device) for k, v in split.items()}
     order = engine_order(cfg, data)
     per_epoch, pos, perm = n // bs, n // bs, None
     model.train()
@@ -175,7 +180,8 @@ def hand_run(overrides: list[str], steps: int, log_every: int, on_first_step=Non
             w = min(full, -(-int(lengths[idx.numpy()].max()) // multiple) * multiple)
             batch = {k: (v[:, :w] if v.ndim == 2 and v.shape[1] == full else v)
                      for k, v in batch.items()}
-        loss = F.cross_entropy(model(batch), batch["y"])
+        with autocast(p):
+            loss = F.cross_entropy(model(batch), batch["y"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -186,3 +192,18 @@ def hand_run(overrides: list[str], steps: int, log_every: int, on_first_step=Non
         if step == 0 and on_first_step is not None:
             on_first_step()
     return step_result(times, bs, log_every, t0)
+
+
+def device_plan(cfg):
+    """The engine's device and precision for this config (TF32 switched on where it plans it)."""
+    from runner.device import plan, setup_backends
+
+    p = plan(str(cfg.trainer.device), str(cfg.trainer.precision))
+    setup_backends(p)
+    return p
+
+
+def autocast(p):
+    from runner.device import autocast as ac
+
+    return ac(p)

@@ -57,6 +57,19 @@ def cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 300,
                           capture_output=True, text=True, timeout=timeout, input=input)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` run the real GPU path: skipped where torch sees no CUDA device."""
+    cuda = [it for it in items if it.get_closest_marker("cuda")]
+    if not cuda:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device (scripts/gpu_check.py on a GPU)")
+        for it in cuda:
+            it.add_marker(skip)
+
+
 @pytest.fixture
 def run_dir(tmp_path):
     return tmp_path / "run"
