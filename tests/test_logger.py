@@ -67,7 +67,7 @@ def test_wandb_offline_history_has_the_keys_of_metrics_jsonl(tmp_path, monkeypat
     assert {k: config.get(k, "<missing>") for k in resolved} == resolved
     assert config["trainer.batch_size"] == 32
     assert config["choices.optimizer"] == "sgd" and config["seed"] == 0
-    assert info["tags"] == ["mlp", "sgd", "cosine", "mnist1d", "mine"]
+    assert info["tags"] == ["mlp", "sgd", "cosine", "mnist1d", "ce", "mine"]
     assert info["job_type"] == "train" and info["project"] == "tricks"
     # curves against `step`
     metrics = [r["metric"] for r in recs if r["type"] == "metric"]
@@ -315,7 +315,7 @@ def test_tensorboard_hparams_start_with_the_run_and_end_with_its_summary(tmp_pat
     assert hp["choices.reg"].string_value == "fgm+rdrop"
     assert hp["choices.optimizer"].string_value == "lion"
     assert hp["choices.model"].string_value == "mlp"
-    assert hp["seed"].number_value == 3 and hp["optimizer.lr"].number_value == 0.003
+    assert hp["seed"].number_value == 3 and hp["optimizer.lr"].number_value == 0.001
     names = {i.name for i in running["experiment"].experiment.hparam_infos}
     assert {"choices.reg", "choices.derived", "choices.schedule", "seed"} <= names
     metrics = {m.name.tag for m in running["experiment"].experiment.metric_infos}
@@ -346,6 +346,6 @@ def test_wandb_tags_name_every_group_option():
     config = to_container(compose(["reg=[rdrop,fgm]", "derived=[ema]", "clip=norm",
                                    "schedule=linear", "optimizer=lion"]))
     assert tags_of(choices_of(config), config, ["mine"]) == [
-        "mlp", "lion", "rdrop", "fgm", "ema", "norm", "linear", "mnist1d", "mine"]
+        "mlp", "lion", "rdrop", "fgm", "ema", "norm", "linear", "mnist1d", "ce", "mine"]
     # the loss group (another branch adds conf/loss/): tagged from Hydra's choices when present
     assert tags_of({**choices_of(config), "loss": "bce"}, config)[-1] == "bce"
