@@ -98,15 +98,18 @@ def plot(study_dir: Path, name: str | None, arms: dict, select: str) -> str | No
     return fname
 
 
-def optimizer_state_bytes(config_file: Path) -> tuple[int, int]:
-    """(parameter bytes, optimizer-state bytes) after one step of the run's resolved config."""
+def optimizer_state_bytes(config_file: Path, datasets: dict | None = None) -> tuple[int, int]:
+    """(parameter bytes, optimizer-state bytes) after one step of the run's resolved config.
+    `datasets` caches the built dataset by its config (the arms of a workload share it)."""
     import torch
     from omegaconf import OmegaConf
 
     from runner import build
 
     cfg = OmegaConf.load(config_file)
-    data = build.data(cfg)
+    key = OmegaConf.to_yaml(cfg.dataset) + str(cfg.model.get("tokenizer"))
+    datasets = {} if datasets is None else datasets
+    data = datasets[key] if key in datasets else datasets.setdefault(key, build.data(cfg))
     model = build.model(cfg, data.info)
     opt = build.optimizer(cfg, model, fused_ok=False)
     for p in model.parameters():
@@ -120,6 +123,7 @@ def optimizer_state_bytes(config_file: Path) -> tuple[int, int]:
 
 def memory_table(study_dir: Path, arms: dict) -> list[str]:
     lines = ["| arm | parameters | optimizer state | state / parameters |", "|---|---|---|---|"]
+    datasets = {}
     for name, rec in arms.items():
         if rec.get("equal_compute_of"):
             continue
@@ -131,7 +135,7 @@ def memory_table(study_dir: Path, arms: dict) -> list[str]:
             lines.append(f"| {name} | n/a | n/a | no run config to build the model from |")
             continue
         try:
-            pb, sb = optimizer_state_bytes(cfg)
+            pb, sb = optimizer_state_bytes(cfg, datasets)
         except Exception as e:  # a model that cannot be built here: say so, keep the rest
             lines.append(f"| {name} | n/a | n/a | {type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''} |")
             continue
