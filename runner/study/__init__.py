@@ -37,9 +37,9 @@ study.json (contract, issue 16; extra keys are additions):
           "target": {"key", "value", "steps": [...], "seconds": [...], "reached", "n",
                      "mean_steps", "mean_seconds"} | absent}
 
-Run dirs are relative to the study dir (the folder holding study.json): runs/WORKLOAD/ARM/
-trial-II-seed-S and runs/WORKLOAD/ARM/confirm-seed-S (WORKLOAD is "main" with one workload);
-cost/WORKLOAD/ARM/rep-R are the interleaved timing runs.
+Run dirs are relative to the study dir (the folder holding study.json):
+runs/WORKLOAD/ARM/trial-II-seed-S, runs/WORKLOAD/ARM/confirm-trial-II-seed-S (II: the chosen
+trial), cost/WORKLOAD/ARM/rep-R (the interleaved timing runs); WORKLOAD is "main" with one.
 """
 
 from __future__ import annotations

@@ -141,10 +141,15 @@ def tune_jobs(study: Study, w: str, arms: dict, points: dict) -> tuple[dict, lis
     return trials, jobs
 
 
-def confirm_jobs(study: Study, w: str, arms: dict, chosen: dict) -> list[Job]:
-    return [Job(_ovr(study, w, arms[a], params, s), Path(f"runs/{w}/{a}/confirm-seed-{s}"),
+def confirm_dir(w: str, a: str, trial: int, seed: int) -> str:
+    # the chosen trial is in the name: a different choice never meets another config's run
+    return f"runs/{w}/{a}/confirm-trial-{trial:02d}-seed-{seed}"
+
+
+def confirm_jobs(study: Study, w: str, arms: dict, trials: dict, chosen: dict) -> list[Job]:
+    return [Job(_ovr(study, w, arms[a], trials[a][i]["params"], s), Path(confirm_dir(w, a, i, s)),
                 f"{w}/{a}")
-            for s in study.seeds for a, params in chosen.items() if params is not None]
+            for s in study.seeds for a, i in chosen.items() if i is not None]
 
 
 def n_runs(study: Study, n_arms: int) -> int:
@@ -176,7 +181,7 @@ class Runner:
         self.done += 1
         self.failed += status != "completed"
         v = R.run_value(self.out / job.run_dir, self.study.select)
-        if v is not None and "/confirm-" not in str(job.run_dir) and "cost" != job.run_dir.parts[0]:
+        if v is not None and "/trial-" in str(job.run_dir):
             old = self.best.get(job.label)
             hi = self.study.select_higher
             if old is None or (v > old if hi else v < old):
@@ -245,9 +250,8 @@ def execute(study: Study, out, parallel: int = 1, progress="auto") -> dict:
             for t in trials[w].values():
                 R.score_trials(out, t, study.select)
             chosen[w] = {a: R.choose(t, study.select_higher) for a, t in trials[w].items()}
-        runner.run([j for w in study.workloads for j in confirm_jobs(
-            study, w, plans[w], {a: None if i is None else trials[w][a][i]["params"]
-                                 for a, i in chosen[w].items()})])
+        runner.run([j for w in study.workloads
+                    for j in confirm_jobs(study, w, plans[w], trials[w], chosen[w])])
     except KeyboardInterrupt:
         raise Interrupted()
     finally:
@@ -264,7 +268,7 @@ def arm_record(study: Study, out: Path, w: str, a: str, plan: dict, trials: list
                chosen: int | None) -> dict:
     space = study.space(a)
     params = trials[chosen]["params"] if chosen is not None else None
-    dirs = [f"runs/{w}/{a}/confirm-seed-{s}" for s in study.seeds] if params is not None else []
+    dirs = [confirm_dir(w, a, chosen, s) for s in study.seeds] if params is not None else []
     rec = {"overrides": merge(plan["overrides"], plan["forced"]),
            "space": {d.key: d.text for d in space}, "trials": trials, "chosen": params,
            "chosen_trial": chosen, "edge": edges(space, params) if params else [],

@@ -70,6 +70,16 @@ def _number(s: str, key: str, text: str, integer: bool):
     return int(v) if integer else float(v)
 
 
+def _scalar(v):
+    """yaml reads 1e6 (no dot) as a string: a choice of numbers stays numbers."""
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            pass
+    return v
+
+
 def parse(key: str, text, where: str) -> Dim:
     """One range; `where` is the study-file key that holds it (for the error line)."""
     name = f"{where}.{key}"
@@ -81,7 +91,7 @@ def parse(key: str, text, where: str) -> Dim:
     if kind == "choice":
         import yaml
 
-        vals = tuple(yaml.safe_load(p) if p.strip() else None for p in parts)
+        vals = tuple(_scalar(yaml.safe_load(p)) if p.strip() else None for p in parts)
         if not body.strip() or None in vals:
             raise ConfigError(name, f"malformed range {text!r}: empty choice", FORMS)
         return Dim(key, kind, vals, text)

@@ -1,0 +1,268 @@
+"""`tricks study`: the protocol end to end as a user runs it (subprocess), its controls, resume
+after a real SIGKILL, the lock, and every bad input of issue 16 item 8 (one line, exit 2, nothing
+run). Tiny mnist1d runs: a crippled baseline (lr 1e-6), an arm identical to it (null control), a
+normal arm (positive control) whose lr choice includes a diverging value (a failing trial)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, cli
+
+BASE = {
+    "common": ["model=mlp", "model.hidden=32", "trainer.max_steps=60", "trainer.eval_every=20",
+               "trainer.batch_size=32", "dataset.num_samples=1500", "dataset.val_size=200"],
+    "baseline": "slow",
+    "arms": {"slow": ["optimizer.lr=1e-6"], "same": ["optimizer.lr=1e-6"], "good": []},
+    "search": {"optimizer.weight_decay": "uniform(0.0, 0.01)"},
+    "arm_search": {"good": {"optimizer.lr": "choice(0.01, 1e6)"}},
+    "budget": 2, "tune_seeds": [100], "seeds": [0, 1, 2],
+    "select": "val/acc", "metric": "test/acc", "target": {"val/acc": 0.25},
+}
+ENV = {"OMP_NUM_THREADS": "1"}
+
+
+def study_text(**change) -> str:
+    d = {**BASE, **change}
+    return "# a tiny test study\n" + yaml.safe_dump({k: v for k, v in d.items() if v is not None},
+                                                     sort_keys=False)
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    d = tmp_path_factory.mktemp("study")
+    (d / "s.yaml").write_text(study_text())
+    r = cli(["study", "s.yaml", "--out", "out", "--parallel", "2"], cwd=d, env=ENV)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return d, json.loads((d / "out" / "study.json").read_text()), r
+
+
+def values(study: dict) -> dict:
+    """What must not depend on how the study was run (timings and paths excluded)."""
+    return {a: {"trials": [(t["params"], t["select_value"], t["status"]) for t in r["trials"]],
+                "chosen": r["chosen"], "final": (r["final"]["values"], r["final"]["seeds"]),
+                "diff": r["diff"], "verdict": r["verdict"]}
+            for a, r in study["arms"].items()}
+
+
+def test_end_to_end_writes_the_contract_and_ordinary_run_dirs(e2e):
+    d, s, r = e2e
+    out = d / "out"
+    for k in ("baseline", "select", "metric", "budget", "commit", "dirty", "arms"):
+        assert k in s
+    assert isinstance(s["dirty"], bool) and s["commit"]
+    assert (s["baseline"], s["select"], s["metric"], s["budget"]) == ("slow", "val/acc",
+                                                                      "test/acc", 2)
+    assert set(s["arms"]) == {"slow", "same", "good"}
+    for arm, rec in s["arms"].items():
+        assert len(rec["trials"]) == 2
+        for k in ("chosen", "edge", "final", "diff", "verdict", "cost"):
+            assert k in rec
+        assert rec["final"]["seeds"] == [0, 1, 2] and rec["final"]["n"] == 3
+        for rd in [t["run_dir"] for t in rec["trials"]] + rec["final"]["run_dirs"]:
+            assert (out / rd / "config.yaml").is_file() and (out / rd / "summary.json").is_file()
+            assert (out / rd).parent.parent.name == "main" and (out / rd).parent.name == arm
+        done = out / rec["final"]["run_dirs"][0]
+        assert not list((done / "checkpoints").glob("*.pt"))  # keep_checkpoints=none
+        cfg = yaml.safe_load((done / "config.yaml").read_text())
+        assert cfg["seed"] == 0 and cfg["trainer"]["progress"] is False
+    assert (out / "study.yaml").read_text() == (d / "s.yaml").read_text()  # the inputs, pinned
+    assert not (out / ".study.lock").exists()
+    assert "good: test/acc" in r.stdout and "better" in r.stdout
+    if (ROOT / "runner" / "study" / "report.py").is_file():
+        assert (out / "report.md").is_file()
+
+
+def test_positive_and_null_controls(e2e):
+    arms = e2e[1]["arms"]
+    assert arms["good"]["verdict"] == "better"  # lr 0.01 against a baseline at lr 1e-6
+    assert arms["good"]["diff"]["mean"] > 0.05
+    assert arms["same"]["verdict"] not in ("better", "worse")  # identical to the baseline
+    assert arms["same"]["final"]["values"] == arms["slow"]["final"]["values"]
+    assert arms["slow"]["verdict"] == "baseline" and arms["slow"]["diff"] is None
+
+
+def test_holm_adjusts_across_the_arms_compared_with_the_baseline(e2e):
+    arms = e2e[1]["arms"]
+    p = {a: arms[a]["diff"]["p"] for a in ("same", "good")}
+    lo, hi = sorted(p, key=p.get)
+    assert arms[lo]["diff"]["p_holm"] == pytest.approx(min(1.0, 2 * p[lo]))
+    assert arms[hi]["diff"]["p_holm"] == pytest.approx(max(min(1.0, 2 * p[lo]), p[hi]))
+
+
+def test_a_failing_trial_is_recorded_failed_and_listed(e2e):
+    _, s, r = e2e
+    trials = s["arms"]["good"]["trials"]
+    bad = [t for t in trials if t["params"]["optimizer.lr"] == 1e6]
+    assert len(bad) == 1 and bad[0]["status"] == "failed" and bad[0]["select_value"] is None
+    assert "non-finite" in bad[0]["errors"][0]
+    assert s["arms"]["good"]["chosen"]["optimizer.lr"] == 0.01
+    assert "failed" in r.stderr and bad[0]["run_dir"] in r.stderr
+
+
+def test_shared_keys_take_the_same_points_in_every_arm_and_the_best_is_chosen(e2e):
+    arms = e2e[1]["arms"]
+    wd = {a: [t["params"]["optimizer.weight_decay"] for t in r["trials"]] for a, r in arms.items()}
+    assert wd["slow"] == wd["same"] == wd["good"] and len(set(wd["slow"])) == 2
+    for rec in arms.values():
+        ok = [t for t in rec["trials"] if t["select_value"] is not None]
+        best = max(ok, key=lambda t: (t["select_value"], -t["index"]))
+        assert rec["chosen"] == best["params"] and rec["chosen_trial"] == best["index"]
+
+
+def test_time_to_target_reads_the_confirmation_curves(e2e):
+    d, s, _ = e2e
+    t = s["arms"]["good"]["target"]
+    assert t["key"] == "val/acc" and t["n"] == 3
+    for rd, step in zip(s["arms"]["good"]["final"]["run_dirs"], t["steps"]):
+        rows = [json.loads(l) for l in (d / "out" / rd / "metrics.jsonl").read_text().splitlines()]
+        hits = [r["step"] for r in rows if r.get("val/acc", -1) >= 0.25]
+        assert step == (hits[0] if hits else None)
+    assert s["arms"]["slow"]["target"]["reached"] == 0
+
+
+def test_selection_reads_the_select_metric_only(tmp_path):
+    """Trial 1 is far better on test/acc and worse on val/acc: choosing on anything but `select`
+    would pick it."""
+    from runner.study.results import choose, score_trials
+
+    trials = []
+    for i, (val, test) in enumerate([(0.8, 0.1), (0.5, 0.99), (0.7, 0.98)]):
+        rd = tmp_path / f"t{i}"
+        rd.mkdir()
+        (rd / "summary.json").write_text(json.dumps(
+            {"status": "completed", "best/val/acc": val, "test/acc": test,
+             "final/test/acc": test, "final/val/acc": val}))
+        trials.append({"index": i, "params": {}, "run_dirs": [rd.name]})
+    score_trials(tmp_path, trials, "val/acc")
+    assert [t["select_value"] for t in trials] == [0.8, 0.5, 0.7]
+    assert choose(trials, higher=True) == 0
+    (tmp_path / "t0" / "summary.json").write_text(json.dumps({"status": "failed", "error": "x"}))
+    score_trials(tmp_path, trials, "val/acc")
+    assert trials[0]["status"] == "failed" and choose(trials, higher=True) == 2  # failed: worst
+
+
+def _kill_during_tuning(cwd: Path, out: str) -> int:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **ENV}
+    p = subprocess.Popen([sys.executable, "-m", "runner.cli", "study", "s.yaml", "--out", out],
+                         cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    done = lambda: [f for f in (cwd / out / "runs").glob("*/*/trial-*/summary.json")
+                    if json.loads(f.read_text()).get("status") == "completed"]
+    while time.time() < deadline and p.poll() is None and not done():
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    return len(done())
+
+
+def test_resume_after_sigkill_in_tuning_gives_the_uninterrupted_study(e2e, tmp_path):
+    d, s, _ = e2e
+    (tmp_path / "s.yaml").write_text(study_text())
+    n_done = _kill_during_tuning(tmp_path, "out")
+    assert 1 <= n_done < 6, "the kill must land inside the tuning phase"
+    assert not (tmp_path / "out" / "study.json").exists()
+    time.sleep(1)  # the orphaned worker notices its parent is gone and exits
+    r = cli(["study", "s.yaml", "--out", "out"], cwd=tmp_path, env=ENV)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert values(json.loads((tmp_path / "out" / "study.json").read_text())) == values(s)
+
+
+def test_a_second_study_on_the_same_dir_refuses(tmp_path):
+    (tmp_path / "s.yaml").write_text(study_text())
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".study.lock").write_text(str(os.getpid()))  # a live holder
+    r = cli(["study", "s.yaml", "--out", "out"], cwd=tmp_path, env=ENV)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert r.stderr.startswith("error: --out:") and "in use by another tricks study" in r.stderr
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_another_study_file_on_a_used_dir_refuses(e2e, tmp_path):
+    d, _, _ = e2e
+    (tmp_path / "t.yaml").write_text(study_text(budget=3))
+    r = cli(["study", str(tmp_path / "t.yaml"), "--out", str(d / "out")], cwd=tmp_path, env=ENV)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "holds a study of another study file" in r.stderr
+    r = cli(["study", "s.yaml", "--out", "out", "trainer.log_every=5"], cwd=d, env=ENV)
+    assert r.returncode == 2 and "OVERRIDES: " in r.stderr
+
+
+def test_report_only_remakes_the_report(e2e):
+    d, s, _ = e2e
+    if not (ROOT / "runner" / "study" / "report.py").is_file():
+        pytest.skip("runner.study.report not in this tree")
+    (d / "out" / "report.md").unlink()
+    r = cli(["study", "s.yaml", "--out", "out", "--report-only"], cwd=d, env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert (d / "out" / "report.md").is_file()
+    assert json.loads((d / "out" / "study.json").read_text()) == s
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
+    (tmp_path / "s.yaml").write_text(study_text(budget=3))
+    r = cli(["study", "s.yaml", "--dry-run", "--out", "out"], cwd=tmp_path, env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert "runs: 18" in r.stdout  # 3 arms x (3 trials + 3 seeds)
+    assert r.stdout.count("trial  2: optimizer.weight_decay=") == 3
+    assert not (tmp_path / "out").exists() and not (tmp_path / "studies").exists()
+
+
+BAD = [
+    (dict(baseline="nope"), "baseline: unknown arm 'nope' (allowed: slow, same, good)"),
+    (dict(arm_search={"nope": {"reg.fgm.eps": "uniform(0, 1)"}}),
+     "arm_search: unknown arm 'nope' (allowed: slow, same, good)"),
+    (dict(search={"optimizer.nope": "uniform(0, 1)"}), "search: arms.slow: optimizer.nope: "
+                                                        "unknown key"),
+    (dict(arms={"slow": [], "x": ["trainer.nope=3"]}, arm_search=None),
+     "arms.x: trainer.nope: unknown key"),
+    (dict(arms={"slow": [], "x": ["reg=[nope]"]}, arm_search=None),
+     "arms.x: reg: unknown option 'nope'"),
+    (dict(search={"optimizer.weight_decay": "uniform(0.1)"}),
+     "search.optimizer.weight_decay: malformed range 'uniform(0.1)': needs two ends (allowed: "
+     "loguniform(a, b), uniform(a, b), int(a, b), choice(x, y, ...))"),
+    (dict(search={"optimizer.lr": "loguniform(0, 1)"}), "search.optimizer.lr: malformed range"),
+    (dict(search={"optimizer.lr": "between(1, 2)"}), "search.optimizer.lr: malformed range"),
+    (dict(select="test/acc"), "select: test/acc is a test metric"),
+    (dict(select="final/test/acc"), "select: final/test/acc is a test metric"),
+    (dict(seeds=[5, 100]), "seeds: overlap the tune seeds (100)"),
+    (dict(seeds=[1, 1]), "seeds: repeats a seed"),
+    (dict(budget=0), "budget: must be an integer >= 1"),
+    (dict(budget="many"), "budget: must be an integer >= 1"),
+    (dict(budgett=3), "budgett: unknown study key (allowed: common, workloads,"),
+    (dict(equal_compute="yes"), "equal_compute: got 'yes' (allowed: true, false)"),
+]
+
+
+@pytest.mark.parametrize("change,msg", BAD, ids=[m.split(":")[0] + str(i)
+                                                  for i, (_, m) in enumerate(BAD)])
+def test_bad_input_is_one_line_naming_the_key(change, msg, tmp_path):
+    from runner.errors import ConfigError
+    from runner.study import load
+
+    (tmp_path / "s.yaml").write_text(study_text(**change))
+    with pytest.raises(ConfigError) as e:
+        load(tmp_path / "s.yaml")
+    assert str(e.value).startswith(msg), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_input_through_the_cli_exits_2_before_any_run(tmp_path):
+    (tmp_path / "s.yaml").write_text(study_text(seeds=[100, 1]))
+    r = cli(["study", "s.yaml", "--out", "out"], cwd=tmp_path, env=ENV)
+    assert r.returncode == 2
+    assert r.stderr == "error: seeds: overlap the tune seeds (100): the confirmation must run " \
+                       "on fresh seeds (allowed: seeds disjoint from tune_seeds)\n"
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "s.yaml").write_text(study_text())
+    r = cli(["study", "s.yaml", "optimizer.weight_decay=0.1"], cwd=tmp_path, env=ENV)
+    assert r.returncode == 2 and r.stderr.startswith("error: optimizer.weight_decay: is searched")
