@@ -94,6 +94,26 @@ def _worker(conn, parent: int, threads: int, log: str) -> None:
         conn.send((i, run_one(overrides, Path(run_dir))))
 
 
+class _main_hidden:
+    """A spawned worker re-runs the parent's __main__ script unless told it has none: a user's
+    script (or a benchmark) calling `execute` without an `if __name__ == "__main__"` guard would
+    start again in every worker. The worker needs nothing from __main__."""
+
+    def __enter__(self):
+        self.main = sys.modules.get("__main__")
+        self.saved = {k: getattr(self.main, k) for k in ("__file__", "__spec__")
+                      if hasattr(self.main, k)}
+        if "__file__" in self.saved:
+            del self.main.__file__
+        self.main.__spec__ = None
+
+    def __exit__(self, *exc):
+        for k, v in self.saved.items():
+            setattr(self.main, k, v)
+        if "__spec__" not in self.saved:
+            del self.main.__spec__
+
+
 class Pool:
     """N workers. `run(jobs, on_done)` blocks until every job has a status."""
 
@@ -109,7 +129,8 @@ class Pool:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         p = self.ctx.Process(target=_worker, daemon=True, args=(
             b, os.getpid(), self.threads, str(self.log_dir / f"worker-{k}.log")))
-        p.start()
+        with _main_hidden():
+            p.start()
         b.close()
         return {"proc": p, "conn": a, "job": None, "k": k}
 
@@ -136,7 +157,7 @@ class Pool:
                 if w["conn"] in ready:
                     try:
                         _, status = w["conn"].recv()
-                    except EOFError:
+                    except (EOFError, OSError):
                         status = None
                 elif w["proc"].sentinel in ready:
                     status = None
