@@ -112,8 +112,8 @@ def trial_table(arms: dict) -> list[str]:
 
 def chosen_text(rec: dict) -> str:
     c = rec.get("chosen") or {}
-    parts = [f"lr {c[LR_KEY]:g}"] if isinstance(c.get(LR_KEY), (int, float)) else []
-    parts += [f"{k.split('.')[-1]} {c[k]:g}" for k in THRESHOLD_KEYS if isinstance(c.get(k), (int, float))]
+    parts = [f"lr {c[LR_KEY]:.3g}"] if isinstance(c.get(LR_KEY), (int, float)) else []
+    parts += [f"{k.split('.')[-1]} {c[k]:.3g}" for k in THRESHOLD_KEYS if isinstance(c.get(k), (int, float))]
     return ", ".join(parts) or "none completed"
 
 
