@@ -569,9 +569,9 @@ def markdown(res: Result, plots: list[tuple[str, str]] = ()) -> str:
 
 def write_csv(res: Result, path: Path) -> None:
     cols = ["rank", "group", "baseline", *res.keys, "n", "mean", "std", "ci95", "ci_low",
-            "ci_high", "best", "diff", "diff_low", "diff_high", "p", "p_holm", "test", "verdict", "mde", "failed",
-            "samples_per_sec", "samples_per_sec_ratio", "cost_ratio", "wall_seconds",
-            "wall_seconds_ratio", "train_seconds", "peak_mem_bytes", "peak_mem_bytes_ratio",
+            "ci_high", "best", "diff", "diff_low", "diff_high", "p", "p_holm", "test", "verdict",
+            "mde", "failed", "samples_per_sec", "samples_per_sec_ratio", "cost_ratio",
+            "wall_seconds", "wall_seconds_ratio", "train_seconds", "peak_mem_bytes", "peak_mem_bytes_ratio",
             "seeds", "runs"]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
