@@ -176,6 +176,8 @@ def test_one_workload_report(tmp_path):
     assert page.count('<div class="box"><table>') == page.count("<table>") == 3
     assert ".box{max-width:100%;overflow-x:auto" in page and "max-width:1200px" in page
     assert '<td class="v-better">better</td>' in page
+    # figures never break inside a cell; long text (the edge warning) wraps in its own cell
+    assert "td{white-space:nowrap}" in page and '<td class="w">optimizer.lr=0.0298 at the' in page
 
 
 def test_best_so_far_and_learning_band(tmp_path):

@@ -456,7 +456,7 @@ def _docs_link(out: Path) -> str:
 
 
 def how_to_read(study: dict, out: Path) -> str:
-    return (f"Every arm was tuned with the same budget ({study.get('budget')} trials, drawn "
+    return (f"Every arm was tuned with the same budget ({study.get('budget')} trial(s), drawn "
             f"quasi-randomly from its search space, the shared keys at the same points) and "
             f"scored on {study.get('select')} (mean over the tune seeds); the best trial of "
             f"each arm ran again on fresh seeds and is reported on {study.get('metric')}. "
@@ -477,8 +477,9 @@ def _intro(study: dict) -> list:
     blocks = [("h", 1, f"tricks study: {study.get('name') or study.get('study_file') or ''}")]
     if study.get("description"):
         blocks.append(("p", study["description"]))
-    blocks.append(("p", f"Baseline {study.get('baseline')}; budget {study.get('budget')} trials "
-                        f"per arm on tune seeds [{tune}]; chosen on {study.get('select')}; "
+    b = study.get("budget")
+    blocks.append(("p", f"Baseline {study.get('baseline')}; budget {b} trial{'' if b == 1 else 's'}"
+                        f" per arm on tune seeds [{tune}]; chosen on {study.get('select')}; "
                         f"confirmed on seeds [{seeds}], reported on {study.get('metric')}. "
                         f"Commit {sha}."))
     return blocks
@@ -606,7 +607,8 @@ def _table_html(head: list, rows: list, escape) -> str:
     for r in rows:
         cells = []
         for j, c in enumerate(r):
-            cls = f' class="v-{str(c).split()[0]}"' if j == verdict and c else ""
+            cls = f' class="v-{str(c).split()[0]}"' if j == verdict and c else \
+                (' class="w"' if len(str(c)) > 40 else "")  # long text wraps; figures never
             cells.append(f"<td{cls}>{_inline(str(c), escape)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return ('<div class="box"><table><tr>' + "".join(f"<th>{escape(h)}</th>" for h in head)
@@ -644,7 +646,8 @@ CSS = """body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1200p
 color:#222;box-sizing:border-box} .box{max-width:100%;overflow-x:auto;margin:1em 0}
 table{border-collapse:collapse;font-size:13px} th,td{border-bottom:1px solid #ddd;
 padding:4px 8px;text-align:left;vertical-align:top} th{background:#f4f4f4;white-space:nowrap}
-td{max-width:28em;overflow-wrap:anywhere} .v-better{color:#080;font-weight:bold}
+td{white-space:nowrap} td.w{white-space:normal;min-width:14em;max-width:28em;
+overflow-wrap:break-word} .v-better{color:#080;font-weight:bold}
 .v-worse{color:#b00;font-weight:bold} .v-no{color:#a60} .v-baseline{font-weight:bold}
 img{max-width:100%} figure{margin:1em 0} figcaption{color:#555;font-size:13px}"""
 
