@@ -364,23 +364,18 @@ def write(result: dict, out: Path, study: Study | None = None) -> list[Path]:
 
 
 def make_report(result: dict, out: Path) -> list[Path]:
+    """The recipe's analysis first (DIR/analysis.md), then the report, which appends it."""
     files = [out / "study.json"]
+    text = analysis(result, out)
+    if text is not None:
+        (out / "analysis.md").write_text(text.rstrip() + "\n")
+        files.append(out / "analysis.md")
     try:
         from runner.study.report import write_report
     except ImportError as e:  # the report module ships separately: study.json is the result
         print(f"note: no report ({e}); study.json is written", file=sys.stderr)
-        write_report = None
-    if write_report is not None:
-        files += list(write_report(result, out) or [])
-    text = analysis(result, out)
-    if text is not None:
-        (out / "analysis.md").write_text(text.rstrip() + "\n")
-        report = out / "report.md"
-        if report.is_file():
-            body = report.read_text().split("\n## Analysis\n")[0].rstrip()
-            report.write_text(body + "\n\n## Analysis\n\n" + text.rstrip() + "\n")
-        files.append(out / "analysis.md")
-    return files
+        return files
+    return files + list(write_report(result, out) or [])
 
 
 def analysis(result: dict, out: Path) -> str | None:
