@@ -245,3 +245,37 @@ def test_analysis_and_equal_compute_sections(tmp_path):
     assert md.rstrip().endswith("| 0.1 | 0.2 |") and "## Analysis" in md
     page = (tmp_path / "report.html").read_text()
     assert "<h2>Analysis</h2>" in page and "<td>0.1</td>" in page
+
+
+def test_time_to_target_and_an_arm_that_failed_everywhere(tmp_path):
+    study = study_of(tmp_path)
+    arms = study["arms"]
+    study["target"] = {"key": "val/acc", "value": 0.8}
+    arms["fgm"]["target"] = {"key": "val/acc", "value": 0.8, "steps": [30, 20, None, 30, 30],
+                             "seconds": [1.5, 1.0, None, 1.5, 1.5], "reached": 4, "n": 5,
+                             "mean_steps": 27.5, "mean_seconds": 1.375}
+    arms["none"]["target"] = {"key": "val/acc", "value": 0.8, "steps": [None] * 5,
+                              "seconds": [None] * 5, "reached": 0, "n": 5, "mean_steps": None,
+                              "mean_seconds": None}
+    # every trial and confirmation of rdrop failed: no chosen config, nothing to average
+    rd = arms["rdrop"]
+    for t in rd["trials"]:
+        t.update(select_value=None, status="failed", errors=["NaN loss at step 1"])
+    rd.update(chosen=None, chosen_trial=None, verdict=stats.TOO_FEW,
+              diff={"mean": None, "ci95": [None, None], "p": None, "p_holm": None, "test": "",
+                    "mde": None})
+    rd["final"] = {"n": 0, "mean": None, "ci95": [None, None], "values": [], "seeds": [],
+                   "failed": 0, "run_dirs": [], "failed_runs": []}
+    files = write_report(study, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    rows = table(md, "arm")
+    body = {r[0]: dict(zip(rows[0], r)) for r in rows[1:]}
+    assert rows[0][-1] == "time to val/acc 0.8"
+    assert body["fgm"]["time to val/acc 0.8"] == "28 steps, 1.38 s (4/5)"
+    assert body["none (baseline)"]["time to val/acc 0.8"] == "not reached (0/5)"
+    assert body["rdrop"]["verdict"] == stats.TOO_FEW and body["rdrop"]["chosen values"] == "–"
+    assert body["rdrop"]["test/acc (mean ± 95% CI)"] == "–"
+    assert "**rdrop** against none: too few runs" in md
+    assert {f.name for f in files} >= {"final.png", "tuning.png"}
+    rows = {r["arm"]: r for r in csv.DictReader((tmp_path / "summary.csv").open())}
+    assert rows["fgm"]["target_mean_steps"] == "27.5" and rows["rdrop"]["mean"] == ""
