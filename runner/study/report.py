@@ -29,8 +29,11 @@ def _ok(x) -> bool:
 
 def workloads(study: dict) -> dict[str, dict]:
     """workload name -> its arms (name -> arm dict), in study order."""
-    if study.get("by_workload"):
-        return {w: v.get("arms", {}) for w, v in study["by_workload"].items()}
+    for key in ("by_workload", "workloads"):  # `workloads` may hold them too (the issue's wording)
+        nested = study.get(key)
+        if isinstance(nested, dict) and all(isinstance(v, dict) and "arms" in v
+                                            for v in nested.values()) and nested:
+            return {w: v.get("arms", {}) for w, v in nested.items()}
     return {MAIN: study.get("arms", {})}
 
 
