@@ -266,3 +266,70 @@ def test_bad_input_through_the_cli_exits_2_before_any_run(tmp_path):
     (tmp_path / "s.yaml").write_text(study_text())
     r = cli(["study", "s.yaml", "optimizer.weight_decay=0.1"], cwd=tmp_path, env=ENV)
     assert r.returncode == 2 and r.stderr.startswith("error: optimizer.weight_decay: is searched")
+
+
+def test_equal_compute_adds_a_baseline_arm_scaled_by_the_measured_ratio(tmp_path):
+    """Timing runs (faked here: their summaries) give rdrop 2x and flood 1.05x a baseline step:
+    only rdrop gets `slow@rdrop`, trained for twice the steps, in the tuning jobs."""
+    from runner.study import protocol as P
+    from runner.study.spec import parse_text
+
+    text = study_text(arms={"slow": [], "rdrop": ["reg=[rdrop]"], "flood": ["reg=[flooding]"]},
+                      arm_search=None, equal_compute=True)
+    study = parse_text(tmp_path / "s.yaml", text)
+    per_step = {"slow": 0.010, "rdrop": 0.020, "flood": 0.0105}
+
+    class FakeRunner:
+        out = tmp_path
+
+        def start_view(self, total, label):
+            pass
+
+        def run(self, jobs, width=None):
+            assert width == 1  # one process: the arms interleaved
+            assert [j.label for j in jobs[:3]] == ["main/slow", "main/rdrop", "main/flood"]
+            for j in jobs:
+                d = tmp_path / j.run_dir
+                d.mkdir(parents=True)
+                (d / "summary.json").write_text(json.dumps({
+                    "status": "completed", "steps": 30,
+                    "train_seconds": 30 * per_step[j.label.split("/")[1]]}))
+
+    plans = P.arm_plans(study)
+    costs = P.measure_cost(study, FakeRunner(), "main", plans, P.points_for(study, plans))
+    assert costs["rdrop"]["ratio"] == pytest.approx(2.0)
+    assert costs["slow"]["ratio"] == pytest.approx(1.0)
+    assert set(plans) == {"slow", "rdrop", "flood", "slow@rdrop"}
+    assert plans["slow@rdrop"]["forced"] == ["trainer.max_steps=120"]  # 60 steps x 2.0
+    _, jobs = P.tune_jobs(study, "main", plans, P.points_for(study, plans))
+    ec = [j for j in jobs if j.label == "main/slow@rdrop"]
+    assert len(ec) == 2 and all("trainer.max_steps=120" in j.overrides for j in ec)
+    assert all("reg=[rdrop]" not in j.overrides for j in ec)
+    # the same weight_decay points as every other arm: tuned under the same budget
+    wd = lambda a: [o for j in jobs if j.label == a for o in j.overrides if "weight_decay" in o]
+    assert wd("main/slow@rdrop") == wd("main/slow")
+
+
+def test_a_dead_worker_costs_its_run_only(tmp_path):
+    """A worker killed mid-run (as the OOM killer would): that run is recorded failed, a new
+    worker takes the next job, which completes."""
+    import threading
+
+    from runner.study.pool import Job, Pool, status_of
+
+    fast = BASE["common"] + ["trainer.max_steps=20", "trainer.progress=false"]
+    slow_job = Job(fast + ["trainer.max_steps=200000", "trainer.eval_every=100000"],
+                   tmp_path / "long")
+    pool = Pool(1, tmp_path / "logs")
+    got = {}
+    t = threading.Thread(target=lambda: got.update(pool.run([slow_job, Job(fast, tmp_path / "ok")])))
+    t.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "long" / "metrics.jsonl").exists():
+        time.sleep(0.1)
+    os.kill(pool.workers[0]["proc"].pid, signal.SIGKILL)
+    t.join(180)
+    pool.close()
+    assert got == {0: "failed", 1: "completed"}
+    assert "worker process died" in json.loads((tmp_path / "long" / "summary.json").read_text())["error"]
+    assert status_of(tmp_path / "ok") == "completed"

@@ -39,7 +39,8 @@ study.json (contract, issue 16; extra keys are additions):
 
 Run dirs are relative to the study dir (the folder holding study.json):
 runs/WORKLOAD/ARM/trial-II-seed-S, runs/WORKLOAD/ARM/confirm-trial-II-seed-S (II: the chosen
-trial), cost/WORKLOAD/ARM/rep-R (the interleaved timing runs); WORKLOAD is "main" with one.
+trial), runs/_cost/WORKLOAD/ARM/rep-R (the interleaved timing runs) and runs/_logs/ (the
+workers' logs); WORKLOAD is "main" with one workload.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ def cost_jobs(study: Study, w: str, arms: dict, points: dict) -> list[Job]:
              f"trainer.log_every={max(1, n // 5)}", f"trainer.checkpoint_every={n}",
              "trainer.keep_checkpoints=none"]
     return [Job(merge(run_overrides(study, w, arms[a], points[a][0], rep), short),
-                Path("cost") / w / a / f"rep-{rep}", f"{w}/{a}")
+                Path("runs") / "_cost" / w / a / f"rep-{rep}", f"{w}/{a}")
             for rep in range(REPS) for a in arms]
 
 

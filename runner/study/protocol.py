@@ -163,7 +163,7 @@ class Runner:
 
     def __init__(self, study: Study, out: Path, parallel: int, progress):
         self.study, self.out, self.progress = study, out, progress
-        self.pool = Pool(parallel, out / "logs")
+        self.pool = Pool(parallel, out / "runs" / "_logs")  # runs/: git-ignored
         self.view, self.done, self.failed, self.best = None, 0, 0, {}
 
     def start_view(self, total: int, label: str) -> None:

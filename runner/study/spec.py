@@ -183,7 +183,8 @@ def parse_text(path: Path, text: str, overrides: list[str] = ()) -> Study:
     for a in own:
         check(a in arms, "arm_search", f"unknown arm {a!r}", ", ".join(arms))
     workloads = raw.get("workloads") or {"main": []}
-    check(isinstance(workloads, dict) and all(_NAME.match(str(w)) for w in workloads),
+    check(isinstance(workloads, dict) and all(_NAME.match(str(w)) and not str(w).startswith("_")
+                                              for w in workloads),
           "workloads", f"must map workload names to override lists, got {workloads!r}",
           "e.g. {mlp: [model=mlp], cnn: [model=cnn1d]}")
     budget = raw.get("budget")
