@@ -322,7 +322,8 @@ def test_a_dead_worker_costs_its_run_only(tmp_path):
                    tmp_path / "long")
     pool = Pool(1, tmp_path / "logs")
     got = {}
-    t = threading.Thread(target=lambda: got.update(pool.run([slow_job, Job(fast, tmp_path / "ok")])))
+    jobs = [slow_job, Job(fast, tmp_path / "ok")]
+    t = threading.Thread(target=lambda: got.update(pool.run(jobs)))
     t.start()
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "long" / "metrics.jsonl").exists():
@@ -331,5 +332,6 @@ def test_a_dead_worker_costs_its_run_only(tmp_path):
     t.join(180)
     pool.close()
     assert got == {0: "failed", 1: "completed"}
-    assert "worker process died" in json.loads((tmp_path / "long" / "summary.json").read_text())["error"]
+    error = json.loads((tmp_path / "long" / "summary.json").read_text())["error"]
+    assert "worker process died" in error
     assert status_of(tmp_path / "ok") == "completed"

@@ -99,8 +99,8 @@ def pin(study: Study, out: Path) -> None:
     saved, meta = out / "study.yaml", out / "study_input.json"
     if saved.is_file():
         if saved.read_text() != study.text:
-            raise ConfigError("--out", f"{out} holds a study of another study file "
-                              f"({json.loads(meta.read_text()).get('study_file') if meta.is_file() else saved})",
+            was = json.loads(meta.read_text()).get("study_file") if meta.is_file() else saved
+            raise ConfigError("--out", f"{out} holds a study of another study file ({was})",
                               "the same study file, or another --out")
         old = json.loads(meta.read_text()).get("overrides", []) if meta.is_file() else []
         if old != study.overrides:
@@ -281,7 +281,8 @@ def arm_record(study: Study, out: Path, w: str, a: str, plan: dict, trials: list
         rec["equal_compute_of"] = plan["equal_compute_of"]
         rec["verdict"] = f"equal-compute baseline of {plan['equal_compute_of']}"
     if study.target and dirs:
-        rec["target"] = R.time_to_target(out, dirs, study.target, _higher_for(study, study.target["key"]))
+        rec["target"] = R.time_to_target(out, dirs, study.target,
+                                         _higher_for(study, study.target["key"]))
     return rec
 
 

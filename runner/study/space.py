@@ -58,7 +58,8 @@ def _number(s: str, key: str, text: str, integer: bool):
         v = yaml.safe_load(s)
     except Exception:
         v = None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
+    if (isinstance(v, bool) or not isinstance(v, (int, float))
+            or (integer and not isinstance(v, int))):
         if isinstance(v, str):  # yaml reads 1e-4 as a string
             try:
                 v = float(v)

@@ -80,7 +80,8 @@ def _overrides(v, key: str) -> list[str]:
     if v is None:
         return []
     check(isinstance(v, list) and all(isinstance(o, str) and "=" in o for o in v), key,
-          f"must be a list of KEY=VALUE overrides, got {v!r}", "e.g. [model=mlp, trainer.epochs=30]")
+          f"must be a list of KEY=VALUE overrides, got {v!r}",
+          "e.g. [model=mlp, trainer.epochs=30]")
     return list(v)
 
 
