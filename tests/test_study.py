@@ -256,6 +256,22 @@ def test_bad_input_is_one_line_naming_the_key(change, msg, tmp_path):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("ovr,msg", [
+    (["optimizer.weight_decay=0.1"], "optimizer.weight_decay: is searched by the study"),
+    (["seed=3"], "seed: is set by the study"),
+    (["hydra.run.dir=x"], "hydra.run.dir: is set by the study"),
+    (["trainer.nope=1"], "arms.slow: trainer.nope: unknown key"),
+])
+def test_bad_overrides_are_one_line(ovr, msg, tmp_path):
+    from runner.errors import ConfigError
+    from runner.study import load
+
+    (tmp_path / "s.yaml").write_text(study_text())
+    with pytest.raises(ConfigError) as e:
+        load(tmp_path / "s.yaml", ovr)
+    assert str(e.value).startswith(msg) and "\n" not in str(e.value)
+
+
 def test_bad_input_through_the_cli_exits_2_before_any_run(tmp_path):
     (tmp_path / "s.yaml").write_text(study_text(seeds=[100, 1]))
     r = cli(["study", "s.yaml", "--out", "out"], cwd=tmp_path, env=ENV)

@@ -43,6 +43,8 @@ def load(path, overrides: list[str]) -> Study:
         check(key_of(o) not in searched, key_of(o), "is searched by the study; an override "
               "would make every trial the same", "an unsearched key, or edit search:")
         check(key_of(o) != "seed", "seed", "is set by the study (tune_seeds, seeds)")
+        check(key_of(o) != "resume" and not key_of(o).startswith("hydra"), key_of(o),
+              "is set by the study (run dirs under --out; a re-run resumes by itself)")
     validate_configs(study)
     return study
 
