@@ -351,3 +351,35 @@ def test_a_dead_worker_costs_its_run_only(tmp_path):
     error = json.loads((tmp_path / "long" / "summary.json").read_text())["error"]
     assert "worker process died" in error
     assert status_of(tmp_path / "ok") == "completed"
+
+
+def test_search_space_points_and_edges():
+    import math
+
+    from runner.study.space import edges, parse, trial_points, unit_points
+    from runner.study.spec import _rejoin
+
+    lr = parse("optimizer.lr", "loguniform(1e-4, 1e-2)", "search")
+    eps = parse("reg.fgm.eps", "uniform(0, 2)", "arm_search.fgm")
+    k = parse("reg.pgd.K", "int(1, 4)", "arm_search.pgd")
+    pts = trial_points([lr], {"none": [], "fgm": [eps], "pgd": [k]}, 8, seed=0)
+    assert [p["optimizer.lr"] for p in pts["none"]] == [p["optimizer.lr"] for p in pts["fgm"]] \
+        == [p["optimizer.lr"] for p in pts["pgd"]]
+    assert pts == trial_points([lr], {"none": [], "fgm": [eps], "pgd": [k]}, 8, seed=0)
+    assert pts != trial_points([lr], {"none": [], "fgm": [eps], "pgd": [k]}, 8, seed=1)
+    assert sorted({p["reg.pgd.K"] for p in pts["pgd"]}) == [1, 2, 3, 4]  # both ends included
+    # scrambled Sobol: the first 2^m points put one in each of 2^m strata of every dimension
+    u = unit_points(8, 3, seed=0)
+    for dim in range(3):
+        assert sorted(int(x[dim] * 8) for x in u) == list(range(8))
+    assert trial_points([lr], {"a": [eps]}, 1, 0)["a"] == [{"optimizer.lr": 0.001,
+                                                           "reg.fgm.eps": 1.0}]  # the centre
+    assert math.isclose(lr.value(0.5), 1e-3)  # log scale
+    assert edges([lr, eps], {"optimizer.lr": 1.2e-4, "reg.fgm.eps": 1.0}) == [
+        {"key": "optimizer.lr", "value": 1.2e-4, "range": "loguniform(1e-4, 1e-2)",
+         "side": "low"}]  # 1.2e-4 is 4% of the log range
+    assert edges([lr, eps], {"optimizer.lr": 1e-3, "reg.fgm.eps": 1.95})[0]["side"] == "high"
+    assert edges([lr], {"optimizer.lr": 1.5e-4}) == []  # 8.8% of the log range: not the edge
+    assert parse("o", "choice(adamw, lion, 1e6)", "search").args == ("adamw", "lion", 1e6)
+    # YAML's flow mapping splits `{eps: loguniform(0.1, 3)}` at the comma: rejoined
+    assert _rejoin({"eps": "loguniform(0.1", "3)": None}) == {"eps": "loguniform(0.1, 3)"}

@@ -378,7 +378,12 @@ def make_report(result: dict, out: Path) -> list[Path]:
     except ImportError as e:  # the report module ships separately: study.json is the result
         print(f"note: no report ({e}); study.json is written", file=sys.stderr)
         return files
-    return files + list(write_report(result, out) or [])
+    try:
+        return files + list(write_report(result, out) or [])
+    except Exception as e:  # study.json holds the result; --report-only retries the report
+        print(f"warning: the report failed ({type(e).__name__}: {e}); study.json is written, "
+              f"re-make the report with --report-only", file=sys.stderr)
+        return files
 
 
 def analysis(result: dict, out: Path) -> str | None:
