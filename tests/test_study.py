@@ -383,3 +383,26 @@ def test_search_space_points_and_edges():
     assert parse("o", "choice(adamw, lion, 1e6)", "search").args == ("adamw", "lion", 1e6)
     # YAML's flow mapping splits `{eps: loguniform(0.1, 3)}` at the comma: rejoined
     assert _rejoin({"eps": "loguniform(0.1", "3)": None}) == {"eps": "loguniform(0.1, 3)"}
+
+
+def test_the_data_memo_changes_no_number(tmp_path):
+    """Workers share one built dataset across runs: runs with input-perturbing tricks must not
+    write into it (the next run would train on other data)."""
+    from conftest import read_rows, strip_timing, train_run
+    from runner import build
+
+    tiny = BASE["common"] + ["trainer.max_steps=8", "trainer.eval_every=4",
+                             "trainer.progress=false", "trainer.log_every=2"]
+    tricks = [["reg=[noise]"], ["reg=[fgm]"], []]
+    fresh = [strip_timing(read_rows(d)) for d in
+             [train_run(tiny + t, tmp_path / f"a{i}") and tmp_path / f"a{i}"
+              for i, t in enumerate(tricks)]]
+    build.memoize_data(True)
+    try:
+        shared = [strip_timing(read_rows(d)) for d in
+                  [train_run(tiny + t, tmp_path / f"b{i}") and tmp_path / f"b{i}"
+                   for i, t in enumerate(tricks)]]
+        assert len(build._DATA_MEMO) == 1  # one dataset built, reused by all three
+    finally:
+        build.memoize_data(False)
+    assert shared == fresh
