@@ -410,7 +410,9 @@ def study(
     except ConfigError as e:
         _fail(str(e))
     except P.Interrupted:
-        _fail(f"interrupted; re-run the same command to resume (completed runs are kept)", 3)
+        _fail("interrupted; re-run the same command to resume (completed runs are kept)", 3)
+    except ImportError as e:
+        _fail(f"tricks study needs the report extras ({e.name}); pip install 'tricks[report]'")
     for line in P.headline(result):
         typer.echo(line)
     failed = P.failed_runs(result)

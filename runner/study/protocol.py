@@ -60,8 +60,10 @@ def validate_configs(study: Study) -> None:
             precheck(run_overrides(study, w, ovr, {}, study.tune_seeds[0]))
         except ConfigError as e:
             raise ConfigError(where, str(e))
-        for key, dims in (("search", study.search),
-                          (f"arm_search.{arm}", study.search + study.arm_search.get(arm, []))):
+        points = [("search", study.search)]
+        if study.arm_search.get(arm):
+            points.append((f"arm_search.{arm}", study.search + study.arm_search[arm]))
+        for key, dims in points:
             centre = {d.key: d.value(0.5) for d in dims}
             try:
                 precheck(run_overrides(study, w, ovr, centre, study.tune_seeds[0]))
