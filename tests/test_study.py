@@ -76,6 +76,7 @@ def test_end_to_end_writes_the_contract_and_ordinary_run_dirs(e2e):
         cfg = yaml.safe_load((done / "config.yaml").read_text())
         assert cfg["seed"] == 0 and cfg["trainer"]["progress"] is False
     assert (out / "study.yaml").read_text() == (d / "s.yaml").read_text()  # the inputs, pinned
+    assert [i["commit"] for i in s["invocations"]] == [s["commit"]]
     assert not (out / ".study.lock").exists()
     assert "good: test/acc" in r.stdout and "better" in r.stdout
     if (ROOT / "runner" / "study" / "report.py").is_file():
@@ -174,7 +175,9 @@ def test_resume_after_sigkill_in_tuning_gives_the_uninterrupted_study(e2e, tmp_p
     time.sleep(1)  # the orphaned worker notices its parent is gone and exits
     r = cli(["study", "s.yaml", "--out", "out"], cwd=tmp_path, env=ENV)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert values(json.loads((tmp_path / "out" / "study.json").read_text())) == values(s)
+    resumed = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert values(resumed) == values(s)
+    assert len(resumed["invocations"]) == 2  # the killed start and the resuming one
 
 
 def test_a_second_study_on_the_same_dir_refuses(tmp_path):

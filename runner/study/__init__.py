@@ -13,7 +13,9 @@ study.json (contract, issue 16; extra keys are additions):
     {"name", "description", "study_file", "overrides": [...],
      "baseline", "select", "metric", "higher_better" (for metric), "select_higher_better",
      "budget", "tune_seeds", "seeds", "search": {key: range}, "arm_search": {arm: {key: range}},
-     "commit", "dirty", "equal_compute": bool, "target": {"key", "value"} | null,
+     "commit", "dirty" (at the end), "invocations": [{"commit", "dirty", "started"}] (each start
+     of the study on DIR: a resumed study may span commits),
+     "equal_compute": bool, "target": {"key", "value"} | null,
      "workloads": [names],
      "arms": {ARM: {...}}                   # one workload: at the top
      "by_workload": {W: {"arms": {ARM: {...}}}}   # several workloads: per workload instead

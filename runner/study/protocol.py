@@ -106,11 +106,17 @@ def pin(study: Study, out: Path) -> None:
             was = json.loads(meta.read_text()).get("study_file") if meta.is_file() else saved
             raise ConfigError("--out", f"{out} holds a study of another study file ({was})",
                               "the same study file, or another --out")
-        old = json.loads(meta.read_text()).get("overrides", []) if meta.is_file() else []
+        inputs = json.loads(meta.read_text()) if meta.is_file() else inputs
+        old = inputs.get("overrides", [])
         if old != study.overrides:
             raise ConfigError("OVERRIDES", f"{out} was run with {' '.join(old) or 'none'}",
                               "the same overrides, or another --out")
-        return
+    from runner.gitinfo import commit_info
+
+    sha, dirty = commit_info(ROOT)  # a resumed study may span commits: each start is recorded
+    inputs.setdefault("invocations", []).append(
+        {"commit": sha, "dirty": dirty, "started": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                  time.gmtime())})
     saved.write_text(study.text)
     meta.write_text(json.dumps(inputs, indent=2) + "\n")
 
@@ -331,7 +337,8 @@ def assemble(study: Study, out: Path, plans: dict, trials: dict, chosen: dict,
            "tune_seeds": study.tune_seeds, "seeds": study.seeds,
            "search": {d.key: d.text for d in study.search},
            "arm_search": {a: {d.key: d.text for d in ds} for a, ds in study.arm_search.items()},
-           "commit": sha, "dirty": dirty, "equal_compute": study.equal_compute,
+           "commit": sha, "dirty": dirty, "invocations": _invocations(out),
+           "equal_compute": study.equal_compute,
            "target": study.target, "workloads": list(study.workloads),
            "analysis": str(study.analysis) if study.analysis else None,
            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -342,6 +349,13 @@ def assemble(study: Study, out: Path, plans: dict, trials: dict, chosen: dict,
     else:
         res["by_workload"] = per
     return R.clean(res)
+
+
+def _invocations(out: Path) -> list[dict]:
+    try:
+        return json.loads((out / "study_input.json").read_text()).get("invocations", [])
+    except (OSError, ValueError):
+        return []
 
 
 def each_workload(result: dict):
