@@ -94,6 +94,30 @@ def test_clipping_counts_divergence_per_lr_region_and_steps_to_target(tmp_path):
     assert (tmp_path / "clipping_main.png").stat().st_size > 0
 
 
+# -- derived: accumulation paired with the batch it equals ---------------------------------
+
+def test_derived_pairs_accumulation_with_the_baseline_at_the_same_lr_and_seed():
+    A = analysis("derived")
+
+    def arm(vals, lrs, final):
+        return {"trials": [{"params": {"optimizer.lr": lr}, "select_value": v}
+                           for lr, v in zip(lrs, vals)],
+                "final": {"seeds": [0, 1, 2], "values": final}}
+
+    lrs = [0.001, 0.01, 0.1]
+    study = {"baseline": "none", "select": "val/acc", "metric": "test/acc",
+             "by_workload": {"mlp_d0": {"arms": {
+                 "none": arm([0.50, 0.60, 0.55], lrs, [0.60, 0.62, 0.64]),
+                 "accum4x25": arm([0.50, 0.602, None], lrs, [0.60, 0.621, 0.64]),
+                 "lookahead": arm([0.1, 0.2, 0.3], lrs, [0.5, 0.5, 0.5])}}}}
+    md = A.analyse(study, Path("."))
+    assert table_row(md, "0.01")[1:] == ["0.6000", "0.6020", "+0.0020"]
+    assert table_row(md, "0.1")[1:] == ["0.5500", "failed", "n/a"]
+    assert "Largest |difference| over the paired trials: 0.0020." in md
+    assert "seed 0 +0.0000, seed 1 +0.0010, seed 2 +0.0000" in md
+    assert "standard deviation there: 0.0200." in md   # sd of 0.60, 0.62, 0.64
+
+
 # -- lion vs adamw -------------------------------------------------------------------------
 
 def real_config(overrides: list[str]) -> dict:
