@@ -91,8 +91,8 @@ def region(lr: float) -> str:
 
 def trial_table(arms: dict) -> list[str]:
     regions = ("stable", "between", "diverging")
-    lines = [f"| arm | lr < {STABLE_BELOW:g}: failed | best val | {STABLE_BELOW:g} ≤ lr < "
-             f"{DIVERGING_FROM:g}: failed | best val | lr ≥ {DIVERGING_FROM:g}: failed | best val |",
+    lines = [(f"| arm | lr < {STABLE_BELOW:g}: failed | best val | {STABLE_BELOW:g} ≤ lr < "
+             f"{DIVERGING_FROM:g}: failed | best val | lr ≥ {DIVERGING_FROM:g}: failed | best val |"),
              "|---|---|---|---|---|---|---|"]
     for name, rec in arms.items():
         cells = {r: [] for r in regions}
@@ -190,10 +190,10 @@ def plot(study_dir: Path, name: str, arms: dict, curves: dict) -> str | None:
 
 def analyse(study: dict, study_dir: Path) -> str:
     study_dir = Path(study_dir)
-    out = ["Tuning trials by lr region (every arm at the same lr points; failed = diverged or "
+    out = [("Tuning trials by lr region (every arm at the same lr points; failed = diverged or "
            "otherwise stopped), then the confirmation runs at each arm's chosen point. A run "
            f"reaches the target when the mean of its last {SMOOTH} logged train/loss values is "
-           f"<= {TARGET_LOSS:g}; steps to target: mean ± 95% CI over the runs that reach it."]
+           f"<= {TARGET_LOSS:g}; steps to target: mean ± 95% CI over the runs that reach it.")]
     for name, arms in workloads(study).items():
         if name is not None:
             out.append(f"\n### {name}")

@@ -69,8 +69,8 @@ def workload_lines(arms: dict, baseline: str, select: str, metric: str) -> list[
     seeds = seed_pairs(base, accum)
     sd = [a - b for _, b, a in seeds]
     spread = _sd([b for _, b, _ in seeds])
-    lines += ["", f"Largest |difference| over the paired trials: "
-              f"{f'{max(diffs):.4f}' if diffs else 'n/a'}.", "",
+    lines += ["", (f"Largest |difference| over the paired trials: "
+              f"{f'{max(diffs):.4f}' if diffs else 'n/a'}."), "",
               f"Confirmation runs (`{metric}`; each arm at its own chosen point, so equal only "
               f"where both chose the same lr): " + (", ".join(
                   f"seed {s} {d:+.4f}" for (s, _, _), d in zip(seeds, sd)) or "none paired") + "."]
@@ -89,9 +89,9 @@ def _sd(xs: list[float]) -> float:
 def analyse(study: dict, study_dir: Path) -> str:
     baseline = study.get("baseline", "none")
     select, metric = study.get("select", "val/acc"), study.get("metric", "test/acc")
-    out = [f"Gradient accumulation ({ACCUM}) against the batch of 100 it should equal, paired at "
+    out = [(f"Gradient accumulation ({ACCUM}) against the batch of 100 it should equal, paired at "
            "the same lr points and seeds. With dropout 0 the two compute the same function on "
-           "the same examples in the same order; with dropout the masks differ."]
+           "the same examples in the same order; with dropout the masks differ.")]
     for name, arms in workloads(study).items():
         if name is not None:
             out.append(f"\n### {name}")

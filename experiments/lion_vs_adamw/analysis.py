@@ -136,7 +136,7 @@ def memory_table(study_dir: Path, arms: dict) -> list[str]:
             continue
         try:
             pb, sb = optimizer_state_bytes(cfg, datasets)
-        except Exception as e:  # a model that cannot be built here: say so, keep the rest
+        except Exception as e:  # noqa: BLE001 (a model that cannot be built here: say so, keep the rest)
             lines.append(f"| {name} | n/a | n/a | {type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''} |")
             continue
         lines.append(f"| {name} | {pb / 1e6:.3f} MB | {sb / 1e6:.3f} MB | {sb / pb:.2f}× |")
@@ -146,8 +146,8 @@ def memory_table(study_dir: Path, arms: dict) -> list[str]:
 def analyse(study: dict, study_dir: Path) -> str:
     study_dir = Path(study_dir)
     select = study.get("select", "val/acc")
-    out = [f"Sensitivity to the learning rate: every tuning trial's `{select}` (one tune seed "
-           "each) against its lr; both optimizers were tried at the same lr points."]
+    out = [(f"Sensitivity to the learning rate: every tuning trial's `{select}` (one tune seed "
+           "each) against its lr; both optimizers were tried at the same lr points.")]
     for name, arms in workloads(study).items():
         if name is not None:
             out.append(f"\n### {name}")
@@ -156,6 +156,6 @@ def analyse(study: dict, study_dir: Path) -> str:
         if fname:
             out.append(f"![{select} against lr]({fname})\n")
         out += trials_table(arms, select)
-        out += ["", "Optimizer-state memory, measured after one step on this workload's model "
-                "(bytes of the tensors in `optimizer.state`):", ""] + memory_table(study_dir, arms)
+        out += ["", ("Optimizer-state memory, measured after one step on this workload's model "
+                "(bytes of the tensors in `optimizer.state`):"), ""] + memory_table(study_dir, arms)
     return "\n".join(out) + "\n"

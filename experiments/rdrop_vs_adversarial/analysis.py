@@ -65,8 +65,8 @@ def diff_text(eq: dict, digits: int = 4) -> tuple[str, str, str]:
 
 
 def cost_table(study_dir: Path, workload: str | None, arms: dict, baseline: str) -> list[str]:
-    lines = ["| arm | ms / step (rounds) | × baseline | source | equal-compute baseline | its "
-             "length | diff to it [95% CI] | p (Holm) | verdict |",
+    lines = [("| arm | ms / step (rounds) | × baseline | source | equal-compute baseline | its "
+             "length | diff to it [95% CI] | p (Holm) | verdict |"),
              "|---|---|---|---|---|---|---|---|---|"]
     for name, rec in arms.items():
         if rec.get("equal_compute_of"):
@@ -97,12 +97,12 @@ def cost_table(study_dir: Path, workload: str | None, arms: dict, baseline: str)
 
 def analyse(study: dict, study_dir: Path) -> str:
     baseline = study.get("baseline", "none")
-    out = ["Cost per optimizer step as the study measured it: every arm timed in one process, "
+    out = [("Cost per optimizer step as the study measured it: every arm timed in one process, "
            "interleaved rounds (each round's ms/step in brackets; median first); evaluation "
            "excluded. `source: confirmation runs` means no interleaved timing was made and the "
            "figure is the median over the arm's confirmation runs (noisier on a shared machine). "
            "Each arm dearer than 1.1× the baseline is compared with a baseline trained for as "
-           "much more compute; those pairs are Holm-adjusted as their own family."]
+           "much more compute; those pairs are Holm-adjusted as their own family.")]
     for name, arms in workloads(study).items():
         if name is not None:
             out.append(f"\n### {name}")
