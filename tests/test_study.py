@@ -409,3 +409,11 @@ def test_the_data_memo_changes_no_number(tmp_path):
     finally:
         build.memoize_data(False)
     assert shared == fresh
+
+
+def test_help_lists_the_study_files_of_experiments(tmp_path):
+    r = cli(["study", "--help"], cwd=tmp_path, env={"COLUMNS": "200"})
+    assert r.returncode == 0
+    assert "experiments/flooding/study.yaml  Flooding, its level b tuned" in r.stdout
+    for p in sorted((ROOT / "experiments").glob("*/study.yaml")):
+        assert f"experiments/{p.parent.name}/study.yaml" in r.stdout
