@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from runner.config import GROUPS, LIST_GROUPS, choices_of
+from runner.config import GROUPS, choices_of
 from runner.errors import ConfigError
 from runner.stats import compare_to, describe, holm_verdicts, lower_is_better, match_value
 
@@ -571,8 +571,8 @@ def write_csv(res: Result, path: Path) -> None:
     cols = ["rank", "group", "baseline", *res.keys, "n", "mean", "std", "ci95", "ci_low",
             "ci_high", "best", "diff", "diff_low", "diff_high", "p", "p_holm", "test", "verdict",
             "mde", "failed", "samples_per_sec", "samples_per_sec_ratio", "cost_ratio",
-            "wall_seconds", "wall_seconds_ratio", "train_seconds", "peak_mem_bytes", "peak_mem_bytes_ratio",
-            "seeds", "runs"]
+            "wall_seconds", "wall_seconds_ratio", "train_seconds", "peak_mem_bytes",
+            "peak_mem_bytes_ratio", "seeds", "runs"]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)
