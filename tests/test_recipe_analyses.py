@@ -183,7 +183,9 @@ def test_cost_table_reads_interleaved_rounds_and_the_equal_compute_pair(tmp_path
                      "cost": {"sec_per_step": 1.0, "ratio": 1.0, "source": "interleaved"}},
         "rdrop": {"cost": {"sec_per_step": 1.05, "ratio": 1.05, "source": "confirmation runs"}},
     }
-    md = A.analyse({"baseline": "none", "by_workload": {"cnn": {"arms": arms}}}, tmp_path)
+    # several workloads, nested under `workloads` here (`by_workload` in the lion test): both read
+    md = A.analyse({"baseline": "none", "workloads": {"cnn": {"arms": arms}}}, tmp_path)
+    assert "### cnn" in md
     assert table_row(md, "none")[1:3] == ["1000.00 (900.0, 1000.0, 1200.0)", "1.00×"]
     pgd = table_row(md, "pgd")
     assert pgd[1] == "3100.00 (3000.0, 3100.0, 3300.0)" and pgd[2] == "3.10×"

@@ -23,9 +23,14 @@ LR_KEY = "optimizer.lr"
 
 
 def workloads(study: dict) -> dict:
-    """workload name (None for a one-workload study) -> {arm: arm record}."""
-    if study.get("by_workload"):
-        return {w: v.get("arms", {}) for w, v in study["by_workload"].items()}
+    """workload name (None for a one-workload study) -> {arm: arm record}; several workloads
+    sit under `by_workload` (as runner.study writes them) or `workloads` (as runner.study.report
+    also reads them)."""
+    for key in ("by_workload", "workloads"):
+        nested = study.get(key)
+        if isinstance(nested, dict) and nested and all(isinstance(v, dict) and "arms" in v
+                                                       for v in nested.values()):
+            return {w: v.get("arms", {}) for w, v in nested.items()}
     return {None: study.get("arms", {})}
 
 
