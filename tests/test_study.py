@@ -417,3 +417,18 @@ def test_help_lists_the_study_files_of_experiments(tmp_path):
     assert "experiments/flooding/study.yaml  Flooding, its level b tuned" in r.stdout
     for p in sorted((ROOT / "experiments").glob("*/study.yaml")):
         assert f"experiments/{p.parent.name}/study.yaml" in r.stdout
+
+
+def test_a_worker_dead_while_idle_is_replaced(tmp_path):
+    from runner.study.pool import Job, Pool, status_of
+
+    fast = BASE["common"] + ["trainer.max_steps=4", "trainer.progress=false"]
+    pool = Pool(1, tmp_path / "logs")
+    try:
+        assert pool.run([Job(fast, tmp_path / "a")]) == {0: "completed"}
+        pool.workers[0]["proc"].kill()
+        pool.workers[0]["proc"].join()
+        assert pool.run([Job(fast + ["seed=1"], tmp_path / "b")]) == {0: "completed"}
+    finally:
+        pool.close()
+    assert status_of(tmp_path / "b") == "completed"

@@ -134,6 +134,15 @@ class Pool:
         b.close()
         return {"proc": p, "conn": a, "job": None, "k": k}
 
+    def _send(self, w: dict) -> None:
+        i, job = w["job"]
+        msg = (i, job.overrides, str(job.run_dir))
+        try:
+            w["conn"].send(msg)
+        except OSError:  # it died while idle: a fresh worker takes the job
+            w.update({**self._spawn(w["k"]), "job": w["job"]})
+            w["conn"].send(msg)
+
     def run(self, jobs: list[Job], on_done=lambda job, status: None,
             width: int | None = None) -> dict[int, str]:
         """Every job's status; `width` workers at most (1: the jobs run in order, in one
@@ -149,8 +158,10 @@ class Pool:
             for w in self.workers[:width]:
                 if w["job"] is None and todo:
                     w["job"] = todo.pop(0)
-                    w["conn"].send((w["job"][0], w["job"][1].overrides, str(w["job"][1].run_dir)))
+                    self._send(w)
             busy = [w for w in self.workers if w["job"] is not None]
+            if not busy:  # never waits on nothing (that would block for ever)
+                raise RuntimeError("study pool: jobs left but no worker holds one")
             ready = wait([w["conn"] for w in busy] + [w["proc"].sentinel for w in busy])
             for w in busy:
                 i, job = w["job"]
