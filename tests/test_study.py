@@ -74,7 +74,7 @@ def test_end_to_end_writes_the_contract_and_ordinary_run_dirs(e2e):
         done = out / rec["final"]["run_dirs"][0]
         assert not list((done / "checkpoints").glob("*.pt"))  # keep_checkpoints=none
         cfg = yaml.safe_load((done / "config.yaml").read_text())
-        assert cfg["seed"] == 0 and cfg["trainer"]["progress"] is False
+        assert cfg["seed"] == 0 and cfg["trainer"]["progress"] is False and cfg["arm"] == arm
     assert (out / "study.yaml").read_text() == (d / "s.yaml").read_text()  # the inputs, pinned
     assert [i["commit"] for i in s["invocations"]] == [s["commit"]]
     assert not (out / ".study.lock").exists()

@@ -20,7 +20,7 @@ def cost_jobs(study: Study, w: str, arms: dict, points: dict) -> list[Job]:
     short = [f"trainer.max_steps={n}", f"trainer.eval_every={n}",
              f"trainer.log_every={max(1, n // 5)}", f"trainer.checkpoint_every={n}",
              "trainer.keep_checkpoints=none"]
-    return [Job(merge(run_overrides(study, w, arms[a], points[a][0], rep), short),
+    return [Job(merge(run_overrides(study, w, arms[a], points[a][0], rep), short, [f"+arm={a}"]),
                 Path("runs") / "_cost" / w / a / f"rep-{rep}", f"{w}/{a}")
             for rep in range(REPS) for a in arms]
 

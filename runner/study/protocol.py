@@ -133,8 +133,11 @@ def points_for(study: Study, arms: dict) -> dict[str, list[dict]]:
     return trial_points(study.search, own, study.budget, study.search_seed)
 
 
-def _ovr(study: Study, w: str, plan: dict, params: dict, seed: int) -> list[str]:
-    return merge(run_overrides(study, w, plan["overrides"], params, seed), plan["forced"])
+def _ovr(study: Study, w: str, arm: str, plan: dict, params: dict, seed: int) -> list[str]:
+    # `arm` in every run's config: `tricks compare DIR/runs/main --baseline arm=none` groups
+    # the runs by arm even where two arms share a config
+    return merge(run_overrides(study, w, plan["overrides"], params, seed), plan["forced"],
+                 [f"+arm={arm}"])
 
 
 def tune_jobs(study: Study, w: str, arms: dict, points: dict) -> tuple[dict, list[Job]]:
@@ -146,7 +149,7 @@ def tune_jobs(study: Study, w: str, arms: dict, points: dict) -> tuple[dict, lis
             dirs = [f"runs/{w}/{a}/trial-{i:02d}-seed-{s}" for s in study.tune_seeds]
             trials[a].append({"index": i, "params": points[a][i], "run_dir": dirs[0],
                               "run_dirs": dirs})
-            jobs += [Job(_ovr(study, w, plan, points[a][i], s), Path(d), f"{w}/{a}")
+            jobs += [Job(_ovr(study, w, a, plan, points[a][i], s), Path(d), f"{w}/{a}")
                      for s, d in zip(study.tune_seeds, dirs)]
     return trials, jobs
 
@@ -157,8 +160,8 @@ def confirm_dir(w: str, a: str, trial: int, seed: int) -> str:
 
 
 def confirm_jobs(study: Study, w: str, arms: dict, trials: dict, chosen: dict) -> list[Job]:
-    return [Job(_ovr(study, w, arms[a], trials[a][i]["params"], s), Path(confirm_dir(w, a, i, s)),
-                f"{w}/{a}")
+    return [Job(_ovr(study, w, a, arms[a], trials[a][i]["params"], s),
+                Path(confirm_dir(w, a, i, s)), f"{w}/{a}")
             for s in study.seeds for a, i in chosen.items() if i is not None]
 
 
