@@ -306,13 +306,15 @@ def test_equal_compute_adds_a_baseline_arm_scaled_by_the_measured_ratio(tmp_path
 
         def run(self, jobs, width=None):
             assert width == 1  # one process: the arms interleaved
-            assert [j.label for j in jobs[:3]] == ["main/slow", "main/rdrop", "main/flood"]
+            assert [j.label for j in jobs[:4]] == ["warmup", "main/slow", "main/rdrop",
+                                                   "main/flood"]
+            assert len(jobs) == 1 + 3 * 3  # a warm-up, then 3 interleaved rounds
             for j in jobs:
                 d = tmp_path / j.run_dir
                 d.mkdir(parents=True)
+                sec = 1.0 if j.label == "warmup" else per_step[j.label.split("/")[1]]
                 (d / "summary.json").write_text(json.dumps({
-                    "status": "completed", "steps": 30,
-                    "train_seconds": 30 * per_step[j.label.split("/")[1]]}))
+                    "status": "completed", "steps": 30, "train_seconds": 30 * sec}))
 
     plans = P.arm_plans(study)
     costs = P.measure_cost(study, FakeRunner(), "main", plans, P.points_for(study, plans))

@@ -321,6 +321,12 @@ def workload_arms(study: Study, out: Path, w: str, plans: dict, trials: dict, ch
     for a in arms:
         if a in costs:
             arms[a]["cost"] = costs[a]
+        elif plans[a]["equal_compute_of"] and study.baseline in costs:
+            # the baseline's step, trained the trick's measured ratio times longer
+            of = costs[plans[a]["equal_compute_of"]]
+            arms[a]["cost"] = {"sec_per_step": costs[study.baseline]["sec_per_step"],
+                               "ratio": of["ratio"], "source": "the baseline's step, "
+                               "ratio x the steps (total compute)"}
         else:
             base = sec.get(study.baseline)
             arms[a]["cost"] = {"sec_per_step": sec[a], "ratio": sec[a] / base if sec[a] and base
@@ -463,7 +469,7 @@ def dry_run(study: Study) -> str:
             lines.append(f"  trial {i:2d}: " + " ".join(f"{k}={v}" for k, v in p.items()))
     if study.equal_compute:
         k = len(arms) - 1
-        lines.append(f"equal compute: {costmod.REPS} x {len(arms)} timing runs of "
+        lines.append(f"equal compute: 1 warm-up + {costmod.REPS} x {len(arms)} timing runs of "
                      f"{study.cost_steps} steps per workload first; each arm > "
                      f"{costmod.THRESHOLD}x the baseline adds an arm {study.baseline}@ARM "
                      f"(up to {k * len(study.workloads)} arms, "

@@ -41,7 +41,7 @@ class Study:
     target: dict | None
     analysis: Path | None
     search_seed: int = 0
-    cost_steps: int = 30
+    cost_steps: int = 200
     overrides: list[str] = field(default_factory=list)
 
     @property
@@ -216,7 +216,7 @@ def parse_text(path: Path, text: str, overrides: list[str] = ()) -> Study:
         select_higher=_higher(raw, select, "select"), metric_higher=_higher(raw, metric, "metric"),
         equal_compute=bool(raw.get("equal_compute", False)), target=_target(raw.get("target")),
         analysis=analysis, search_seed=_int(raw.get("search_seed"), "search_seed", 0, 0),
-        cost_steps=_int(raw.get("cost_steps"), "cost_steps", 2, 30), overrides=list(overrides))
+        cost_steps=_int(raw.get("cost_steps"), "cost_steps", 2, 200), overrides=list(overrides))
 
 
 def run_overrides(study: Study, workload: str, arm_overrides: list[str], params: dict,
