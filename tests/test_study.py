@@ -434,3 +434,28 @@ def test_a_worker_dead_while_idle_is_replaced(tmp_path):
     finally:
         pool.close()
     assert status_of(tmp_path / "b") == "completed"
+
+
+def test_equal_compute_end_to_end(tmp_path):
+    """PGD (K=3: about four passes a step) measures well above 1.1x the baseline's step: the
+    study adds `slow@pgd`, trained the measured ratio times longer, tuned and confirmed like any
+    arm, and judges pgd against it in a Holm family of its own."""
+    from runner.study import execute
+    from runner.study.spec import parse_text
+
+    text = study_text(arms={"slow": [], "pgd": ["reg=[pgd]"]}, arm_search=None, budget=1,
+                      seeds=[0, 1], target=None, equal_compute=True, cost_steps=20)
+    study = parse_text(tmp_path / "s.yaml", text)
+    s = execute(study, tmp_path / "out", 1, progress=False)
+    arms = s["arms"]
+    assert set(arms) == {"slow", "pgd", "slow@pgd"}
+    r = arms["pgd"]["cost"]["ratio"]
+    assert r > 1.1 and arms["pgd"]["cost"]["source"] == "interleaved"
+    assert arms["slow@pgd"]["equal_compute_of"] == "pgd"
+    assert arms["slow@pgd"]["overrides"] == [f"trainer.max_steps={round(60 * r)}"]
+    summ = json.loads((tmp_path / "out" / arms["slow@pgd"]["final"]["run_dirs"][0] /
+                       "summary.json").read_text())
+    assert summ["steps"] == round(60 * r)
+    ec = arms["pgd"]["equal_compute"]
+    assert ec["vs"] == "slow@pgd" and ec["diff"]["p_holm"] == ec["diff"]["p"]  # a family of one
+    assert arms["slow@pgd"]["final"]["n"] == 2 and len(arms["slow@pgd"]["trials"]) == 1
