@@ -271,7 +271,7 @@ def execute(study: Study, out, parallel: int = 1, progress="auto") -> dict:
         runner.close()
         lockfile.unlink(missing_ok=True)
     result = assemble(study, out, plans, trials, chosen, costs)
-    write(result, out, study)
+    write(result, out)
     return result
 
 
@@ -383,7 +383,7 @@ def failed_runs(result: dict) -> list[str]:
     return out
 
 
-def write(result: dict, out: Path, study: Study | None = None) -> list[Path]:
+def write(result: dict, out: Path) -> list[Path]:
     """study.json, then the report (runner.study.report) and the recipe's analysis."""
     from runner.log import write_json_atomic
 

@@ -136,7 +136,7 @@ def _arms(raw: dict) -> dict[str, list[str]]:
     return {str(a): _overrides(o, f"arms.{a}") for a, o in arms.items()}
 
 
-def _higher(raw: dict, metric: str, key: str) -> bool:
+def _higher(raw: dict, metric: str) -> bool:
     from runner.stats import lower_is_better
 
     d = raw.get("direction")
@@ -213,7 +213,7 @@ def parse_text(path: Path, text: str, overrides: list[str] = ()) -> Study:
         baseline=raw["baseline"], arms=arms, search=_ranges(raw.get("search"), "search"),
         arm_search={a: _ranges(r, f"arm_search.{a}") for a, r in own.items()},
         budget=budget, tune_seeds=tune, seeds=seeds, select=select, metric=metric,
-        select_higher=_higher(raw, select, "select"), metric_higher=_higher(raw, metric, "metric"),
+        select_higher=_higher(raw, select), metric_higher=_higher(raw, metric),
         equal_compute=bool(raw.get("equal_compute", False)), target=_target(raw.get("target")),
         analysis=analysis, search_seed=_int(raw.get("search_seed"), "search_seed", 0, 0),
         cost_steps=_int(raw.get("cost_steps"), "cost_steps", 2, 200), overrides=list(overrides))
