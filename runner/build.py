@@ -44,12 +44,31 @@ def call(node: DictConfig, key: str, **extra):
         raise ConfigError(key, str(e).split("\n")[0])
 
 
+# Built datasets by (resolved dataset config, tokenizer), when a long-lived process trains many
+# runs on the same data (the `tricks study` workers). Off by default: one run needs no memo.
+_DATA_MEMO: dict | None = None
+
+
+def memoize_data(on: bool = True) -> None:
+    global _DATA_MEMO
+    _DATA_MEMO = {} if on else None
+
+
 def data(cfg: DictConfig):
     # Text datasets tokenize with the model's tokenizer (model.tokenizer); builders that do not
     # take a `tokenizer` argument never see it (call() filters extras by signature).
     model_node = cfg.get("model")
     tok = model_node.get("tokenizer") if isinstance(model_node, DictConfig) else None
-    return call(cfg.dataset, "dataset", tokenizer=tok)
+    if _DATA_MEMO is None:
+        return call(cfg.dataset, "dataset", tokenizer=tok)
+    import json
+
+    key = json.dumps([OmegaConf.to_container(cfg.dataset, resolve=True), tok], sort_keys=True,
+                     default=str)
+    if key not in _DATA_MEMO:  # the splits are never written to in place: sharing is safe
+        _DATA_MEMO.clear()  # keep one dataset: a study switching datasets must not pile them up
+        _DATA_MEMO[key] = call(cfg.dataset, "dataset", tokenizer=tok)
+    return _DATA_MEMO[key]
 
 
 def loss(cfg: DictConfig, data):

@@ -391,6 +391,99 @@ def compare(
     raise typer.Exit(code or 0)
 
 
+def _study_help() -> str:
+    """`tricks study --help`: the protocol in brief, and the study files of experiments/."""
+    from pathlib import Path
+
+    text = ("Run a study: every arm tuned with the same budget of quasi-random trials, chosen on "
+            "a validation metric, confirmed on fresh seeds, compared with the baseline "
+            "(Holm-adjusted p). Writes DIR/study.json, report.md/.html, summary.csv, PNGs and "
+            "the run dirs DIR/runs/...; re-running on DIR resumes.\n\n"
+            "  tricks study experiments/flooding/study.yaml --parallel 2\n\n"
+            "  tricks study my.yaml trainer.device=cuda --out studies/my   # OVERRIDES: every run"
+            "\n\n  tricks study my.yaml --dry-run                # the plan, nothing run")
+    root = Path(__file__).resolve().parent.parent / "experiments"
+    found = []
+    for p in sorted(root.glob("*/study.yaml")):
+        first = next((l.strip().lstrip("#").strip() for l in p.read_text().splitlines()
+                      if l.strip().startswith("#")), "")
+        found.append(f"  experiments/{p.parent.name}/study.yaml  {first}")
+    if found:
+        text += "\n\nStudy files in experiments/:\n\n" + "\n\n".join(found)
+    return text
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             help=_study_help())
+def study(
+    ctx: typer.Context,
+    file: str = typer.Argument(..., help="The study file (YAML), or with --report-only its DIR"),
+    out: Optional[str] = typer.Option(None, help="Study dir (default studies/NAME)"),
+    parallel: int = typer.Option(1, help="Worker processes (one torch thread each on CPU)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; run nothing"),
+    report_only: bool = typer.Option(False, "--report-only", help="Re-make the report of DIR"),
+    wandb: bool = typer.Option(False, "--wandb", help="Also log the verdict table to W&B"),
+):
+    """The verdict protocol (the help text is _study_help's)."""
+    from pathlib import Path
+
+    from runner.errors import ConfigError
+
+    overrides = list(ctx.args)
+    bad = [a for a in overrides if a.startswith("-") or "=" not in a]
+    if bad:
+        _fail(f"{bad[0]}: not an option of tricks study nor a KEY=VALUE override (allowed: "
+              f"--out, --parallel, --dry-run, --report-only, --wandb, KEY=VALUE)")
+    if parallel < 1:
+        _fail(f"--parallel: must be >= 1, got {parallel}")
+    from runner import study as S
+    from runner.study import protocol as P
+
+    try:
+        if report_only:
+            d = Path(out) if out else (Path(file) if Path(file).is_dir()
+                                       else Path("studies") / S.load_name(file))
+            for f in P.report_only(d):
+                typer.echo(f"wrote {f}")
+            return
+        spec = S.load(file, overrides)
+        if dry_run:
+            typer.echo(P.dry_run(spec))
+            return
+        d = Path(out) if out else Path("studies") / spec.name
+        result = S.execute(spec, d, parallel)
+    except ConfigError as e:
+        _fail(str(e))
+    except P.Interrupted:
+        _fail("interrupted; re-run the same command to resume (completed runs are kept)", 3)
+    except ImportError as e:
+        _fail(f"tricks study needs the report extras ({e.name}); pip install 'tricks[report]'")
+    for line in P.headline(result):
+        typer.echo(line)
+    failed = P.failed_runs(result)
+    if failed:
+        typer.echo(f"{len(failed)} run(s) failed (recorded as failed, worst score): "
+                   + "; ".join(failed[:5]), err=True)
+    if wandb:
+        _study_wandb(result, d)
+    typer.echo(f"study dir: {d} (study.json, report.md)")
+
+
+def _study_wandb(result: dict, d) -> None:
+    try:
+        from runner.log.wandb import log_verdict
+    except ImportError:
+        typer.echo("note: --wandb needs runner.log.wandb.log_verdict (not in this build)", err=True)
+        return
+    from runner.study.protocol import each_workload, headline
+
+    rows = [[w or "", a, r["final"]["mean"], (r.get("diff") or {}).get("mean"),
+             (r.get("diff") or {}).get("p_holm"), r["verdict"]]
+            for w, arms in each_workload(result) for a, r in arms.items()]
+    log_verdict(["workload", "arm", result["metric"], "diff", "p_holm", "verdict"], rows,
+                sorted(d.glob("*.png")), "; ".join(headline(result)), group=result["name"])
+
+
 def main():
     if os.environ.get("TRICKS_DEBUG", "") in ("", "0"):
         os.environ.setdefault("HYDRA_FULL_ERROR", "0")

@@ -10,8 +10,10 @@ From a sweep to a verdict: which trick helped, by how much, how sure, at what co
 3. Per group: n, mean, sample std, 95% CI of the mean (t distribution, n-1 dof), best run.
    Difference to the baseline group with its 95% CI and p-value: a paired t-test when both groups
    ran the same seeds (differences per seed), Welch's unequal-variance t-test otherwise.
-   Verdict at 95%: better / worse / no significant difference. p-values are per comparison, not
-   corrected for multiple comparisons.
+   p_holm: Holm-adjusted across the groups compared with the baseline; the verdict at 95%
+   (better / worse / no significant difference) is read on p_holm; zero spread gives none.
+   failed k/n: the group's failed runs (k) among its runs (n); MDE: the difference the test
+   would find with 80% power at that n and spread (runner/stats.py).
 4. Cost per group: samples/s, wall time, peak memory, each as a ratio to the baseline.
 5. Output: a ranked rich table; DIR/report.md, DIR/summary.csv, DIR/final.png (final metric per
    group with CI), DIR/curves.png and DIR/train_loss.png (learning curves: mean with a 95% CI band
@@ -33,6 +35,9 @@ from typing import Callable
 
 from runner.config import GROUPS, TRICK_GROUPS, choices_of
 from runner.errors import ConfigError
+from runner.stats import compare_to, describe, holm_verdicts, lower_is_better, match_value
+
+_match = match_value  # the name scripts/experiments.py imports (that script is being retired)
 
 # Keys that cannot change a result: never a reason to split runs into groups.
 IGNORED = ("seed", "resume", "run_dir", "trainer.progress", "trainer.log_every",
@@ -313,79 +318,7 @@ def label_of(key: tuple) -> str:
     return " ".join(f"{k}={v}" for k, v in key) or "all runs"
 
 
-# -- statistics ------------------------------------------------------------------------------
-
-def lower_is_better(metric: str) -> bool:
-    m = metric.lower()
-    return any(w in m for w in ("loss", "error", "err", "ppl", "perplexity", "wall", "mem",
-                                "seconds"))
-
-
-def t_quantile(df: float, level: float = 0.95) -> float:
-    from scipy import stats
-
-    return float(stats.t.ppf(0.5 + level / 2, df))
-
-
-def describe(values: list[float], higher_better: bool = True) -> dict:
-    """n, mean, std (n-1), 95% CI half-width (t, n-1 dof), ci low/high, best."""
-    n = len(values)
-    mean = sum(values) / n if n else float("nan")
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
-    half = t_quantile(n - 1) * std / math.sqrt(n) if n > 1 else float("nan")
-    best = (max(values) if higher_better else min(values)) if n else float("nan")
-    return {"n": n, "mean": mean, "std": std, "ci95": half, "ci_low": mean - half,
-            "ci_high": mean + half, "best": best}
-
-
-def compare_to(values: list[float], seeds: list, base_values: list[float], base_seeds: list,
-               higher_better: bool = True) -> dict:
-    """Difference (group - baseline) with its 95% CI and two-sided p-value.
-
-    Paired t-test over seeds when both groups hold the same set of distinct seeds (the pairs share
-    data order and initialisation, which removes their variance); Welch's t-test otherwise."""
-    from scipy import stats
-
-    n, nb = len(values), len(base_values)
-    out = {"diff": (sum(values) / n - sum(base_values) / nb) if n and nb else float("nan"),
-           "diff_low": float("nan"), "diff_high": float("nan"), "p": float("nan"),
-           "test": "", "verdict": "too few runs (need n >= 2)"}
-    paired = (n >= 2 and None not in seeds and len(set(seeds)) == n
-              and sorted(seeds, key=str) == sorted(base_seeds, key=str)
-              and len(set(base_seeds)) == nb)
-    if paired:
-        b = dict(zip(base_seeds, base_values))
-        d = [v - b[s] for v, s in zip(values, seeds)]
-        mean = sum(d) / n
-        sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
-        se, df = sd / math.sqrt(n), n - 1
-        out.update(diff=mean, test="paired t")
-        if se > 0:
-            out["p"] = float(stats.ttest_rel(values, [b[s] for s in seeds]).pvalue)
-    elif n >= 2 and nb >= 2:
-        m, mb = sum(values) / n, sum(base_values) / nb
-        va = sum((x - m) ** 2 for x in values) / (n - 1)
-        vb = sum((x - mb) ** 2 for x in base_values) / (nb - 1)
-        se = math.sqrt(va / n + vb / nb)
-        df = (va / n + vb / nb) ** 2 / ((va / n) ** 2 / (n - 1) + (vb / nb) ** 2 / (nb - 1)) \
-            if se > 0 else n + nb - 2
-        out["test"] = "Welch t"
-        if se > 0:
-            out["p"] = float(stats.ttest_ind(values, base_values, equal_var=False).pvalue)
-    else:
-        return out
-    if se == 0:  # no spread at all: identical -> no difference; else the difference is exact
-        out["p"] = 1.0 if out["diff"] == 0 else 0.0
-        out["diff_low"] = out["diff_high"] = out["diff"]
-    else:
-        h = t_quantile(df) * se
-        out["diff_low"], out["diff_high"] = out["diff"] - h, out["diff"] + h
-    if out["p"] < ALPHA and out["diff"] != 0:
-        out["verdict"] = "better" if (out["diff"] > 0) == higher_better else "worse"
-    else:
-        out["verdict"] = "no significant difference"
-    return out
-
+# -- statistics: runner/stats.py ------------------------------------------------------------
 
 def _mean(xs):
     xs = [float(x) for x in xs if isinstance(x, (int, float)) and not isinstance(x, bool)
@@ -413,16 +346,6 @@ class Result:
     command: str = ""
 
 
-def _match(value: str, want: str) -> bool:
-    if value == want:
-        return True
-    try:
-        return float(value) == float(want)
-    except (TypeError, ValueError):
-        return value.strip("[]") == want.strip("[]") or (want in ("none", "[]", "")
-                                                         and value in ("none", "[]"))
-
-
 def choose_baseline(groups: list[Group], baseline: str | None) -> tuple[Group, str]:
     if baseline:
         if "=" not in baseline:
@@ -432,7 +355,7 @@ def choose_baseline(groups: list[Group], baseline: str | None) -> tuple[Group, s
         k, v = k.strip(), v.strip()
         keys = {kk for g in groups for kk, _ in g.key}
         descs = [dict(g.key) | descriptor(g.runs[0]) for g in groups]
-        matches = [g for g, d in zip(groups, descs) if k in d and _match(d[k], v)]
+        matches = [g for g, d in zip(groups, descs) if k in d and match_value(d[k], v)]
         if not matches:
             if not any(k in d for d in descs):
                 raise ConfigError("--baseline", f"unknown key {k!r}",
@@ -451,6 +374,13 @@ def choose_baseline(groups: list[Group], baseline: str | None) -> tuple[Group, s
                 _no_trick(dict(x.key) | descriptor(x.runs[0])) for x in groups)
                 else "default: the group without a trick")
     return groups[0], "default: the first group (every group uses a trick)"
+
+
+def failed_per_group(excluded: list, keys: list[str]) -> dict[tuple, int]:
+    """Group key -> how many of its runs failed (status failed, or completed without a finite
+    metric); unfinished runs are not failures (they may still be running)."""
+    bad = [r for r, why in excluded if r.status in ("failed", "completed")]
+    return {k: len(v) for k, v in group_runs(bad, keys).items()}
 
 
 def analyse(runs: list[Run], metric: str = "test/acc", baseline: str | None = None,
@@ -476,6 +406,7 @@ def analyse(runs: list[Run], metric: str = "test/acc", baseline: str | None = No
         vals = [r.value(metric) for r in members]
         groups.append(Group(label=label_of(key), key=key, runs=members, values=vals))
     base, why = choose_baseline(groups, baseline)
+    failed = failed_per_group(excluded, keys)
     b_seeds = [r.seed for r in base.runs]
     b_cost = {k: _mean(r.summary.get(k) for r in base.runs)
               for k in ("samples_per_sec", "wall_seconds", "peak_mem_bytes", "train_seconds")}
@@ -487,12 +418,14 @@ def analyse(runs: list[Run], metric: str = "test/acc", baseline: str | None = No
             s[k + "_ratio"] = _ratio(s[k], b_cost[k])
         # cost of the same work relative to the baseline: >1 = slower per sample
         s["cost_ratio"] = _ratio(b_cost["samples_per_sec"], s["samples_per_sec"])
+        s["failed"] = failed.get(g.key, 0)
         if g is base:
             s.update(diff=0.0, diff_low=float("nan"), diff_high=float("nan"), p=float("nan"),
-                     test="", verdict="baseline")
+                     p_holm=float("nan"), test="", mde=float("nan"), verdict="baseline")
         else:
             s.update(compare_to(g.values, s["seeds"], base.values, b_seeds, higher))
         g.stats = s
+    holm_verdicts([g.stats for g in groups if g is not base], higher)
     groups.sort(key=lambda g: -g.stats["mean"] if higher else g.stats["mean"])
     return Result(metric, higher, keys, groups, base, why, excluded, len(runs), sources or [])
 
@@ -539,8 +472,11 @@ def diff_ci(s: dict) -> str:
     return f"{fsigned(s['diff'])} [{fsigned(s['diff_low'])}, {fsigned(s['diff_high'])}]"
 
 
-TABLE_HEAD = ["#", "group", "n", "{metric} (mean ± 95% CI)", "best", "diff vs baseline [95% CI]",
-              "p", "verdict", "samples/s", "cost ×", "wall s", "peak mem"]
+TABLE_HEAD = ["#", "group", "n", "{metric} (mean ± 95% CI)", "diff vs baseline [95% CI]", "p",
+              "p_holm", "verdict", "best", "MDE", "failed k/n", "samples/s", "cost ×", "wall s",
+              "peak mem"]
+RIGHT = ("#", "n", "p_holm", "MDE", "failed k/n", "samples/s", "cost ×", "wall s", "peak mem")
+VERDICT = TABLE_HEAD.index("verdict")  # html() styles the 8th cell: keep the verdict there
 
 
 def table_rows(res: Result) -> list[list[str]]:
@@ -548,8 +484,10 @@ def table_rows(res: Result) -> list[list[str]]:
     for i, g in enumerate(res.groups, 1):
         s = g.stats
         p = fp(s["p"]) + (f" ({s['test']})" if s.get("test") and _ok(s["p"]) else "")
+        k = s.get("failed", 0)
         rows.append([str(i), g.label + (" (baseline)" if g is res.baseline else ""),
-                     str(s["n"]), mean_ci(s), fnum(s["best"]), diff_ci(s), p, s["verdict"],
+                     str(s["n"]), mean_ci(s), diff_ci(s), p, fp(s.get("p_holm")), s["verdict"],
+                     fnum(s["best"]), fnum(s.get("mde")), f"{k}/{s['n'] + k}",
                      fnum(s["samples_per_sec"], 0), fratio(s["cost_ratio"]),
                      fnum(s["wall_seconds"], 1), fmem(s["peak_mem_bytes"])])
     return rows
@@ -565,8 +503,11 @@ def headline(res: Result) -> str:
 
 METHOD = ("95% CI of the mean from the t distribution (n-1 dof); difference to the baseline with "
           "a paired t-test when both groups ran the same seeds, Welch's t-test otherwise; "
-          "verdict at p < 0.05 (not corrected for multiple comparisons). cost × = baseline "
-          "samples/s ÷ group samples/s (time per sample relative to the baseline).")
+          "p_holm: Holm-adjusted across the groups compared with the baseline, and the verdict "
+          "at p_holm < 0.05 (no verdict from zero spread). MDE: the difference that test finds "
+          "with 80% power at this n and spread. failed k/n: failed runs (not averaged) among the "
+          "group's runs. cost × = baseline samples/s ÷ group samples/s (time per sample "
+          "relative to the baseline).")
 
 VERDICT_STYLE = {"better": "bold green", "worse": "bold red", "baseline": "bold",
                  "no significant difference": "yellow"}
@@ -583,12 +524,11 @@ def print_table(res: Result, console=None) -> None:
         t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         for h in TABLE_HEAD:
             t.add_column(h.format(metric=res.metric),
-                         justify="right" if h in ("#", "n", "samples/s", "cost ×", "wall s",
-                                                  "peak mem") else "left")
+                         justify="right" if h in RIGHT else "left")
         for row in table_rows(res):
-            style = VERDICT_STYLE.get(row[7], "dim")
+            style = VERDICT_STYLE.get(row[VERDICT], "dim")
             row = [escape(c) for c in row]  # labels hold brackets: reg=[rdrop]
-            row[7] = f"[{style}]{row[7]}[/]"
+            row[VERDICT] = f"[{style}]{row[VERDICT]}[/]"
             t.add_row(*row)
         c.print(t)
     if res.excluded:
@@ -606,8 +546,7 @@ def markdown(res: Result, plots: list[tuple[str, str]] = ()) -> str:
     lines = [f"# tricks compare: {res.metric}", "",
              f"Sources: {', '.join(f'`{s}`' for s in res.sources)}", "", headline(res), "",
              "| " + " | ".join(head) + " |",
-             "|" + "|".join("---:" if h in ("#", "n", "samples/s", "cost ×", "wall s",
-                                            "peak mem") else "---" for h in TABLE_HEAD) + "|"]
+             "|" + "|".join("---:" if h in RIGHT else "---" for h in TABLE_HEAD) + "|"]
     for row in table_rows(res):
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
     lines += ["", METHOD, ""]
@@ -632,10 +571,10 @@ def markdown(res: Result, plots: list[tuple[str, str]] = ()) -> str:
 
 def write_csv(res: Result, path: Path) -> None:
     cols = ["rank", "group", "baseline", *res.keys, "n", "mean", "std", "ci95", "ci_low",
-            "ci_high", "best", "diff", "diff_low", "diff_high", "p", "test", "verdict",
-            "samples_per_sec", "samples_per_sec_ratio", "cost_ratio", "wall_seconds",
-            "wall_seconds_ratio", "train_seconds", "peak_mem_bytes", "peak_mem_bytes_ratio",
-            "seeds", "runs"]
+            "ci_high", "best", "diff", "diff_low", "diff_high", "p", "p_holm", "test", "verdict",
+            "mde", "failed", "samples_per_sec", "samples_per_sec_ratio", "cost_ratio",
+            "wall_seconds", "wall_seconds_ratio", "train_seconds", "peak_mem_bytes",
+            "peak_mem_bytes_ratio", "seeds", "runs"]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)

@@ -234,7 +234,7 @@ def clocked(fn, over: list[str], steps: int, warm: int) -> dict:
 def paired_diff(a: list, b: list, key: str) -> dict:
     """Mean and 95% CI (t) of b[i][key] - a[i][key] over the repetitions (paired: rep i of
     both arms ran back to back)."""
-    from runner.compare import describe
+    from runner.stats import describe
 
     return describe([y[key] - x[key] for x, y in zip(a, b)])
 

@@ -374,3 +374,38 @@ def test_cli_end_to_end_on_a_real_sweep(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: --metric: no run")
     r = cli(["compare", str(tmp_path / "missing")], cwd=tmp_path)
     assert r.returncode == 2 and "no such file or directory" in r.stderr
+
+
+def test_holm_adjusted_p_decides_the_verdict_and_failed_k_of_n(tmp_path):
+    """Three groups against one baseline: p_holm is Holm over their p's (by hand), the verdict is
+    read on it (a raw p < 0.05 that does not survive gives no verdict), failed runs count in k/n."""
+    root = tmp_path / "s"
+    base = [0.80, 0.82, 0.81, 0.79, 0.83]
+    near = [0.81, 0.82, 0.83, 0.80, 0.84]  # paired: +0.01 +0 +0.02 +0.01 +0.01, raw p 0.034
+    near2 = [0.812, 0.82, 0.83, 0.80, 0.838]  # raw p 0.036
+    far = [0.70, 0.72, 0.71, 0.69, 0.74]  # about -0.1 on every seed
+    for s in range(5):
+        make_run(root, f"a{s}", base[s], seed=s)
+        make_run(root, f"b{s}", near[s], seed=s, optimizer={**SGD, "lr": 0.1})
+        make_run(root, f"c{s}", far[s], seed=s, optimizer={**SGD, "lr": 0.5})
+        make_run(root, f"d{s}", near2[s], seed=s, optimizer={**SGD, "lr": 0.2})
+    make_run(root, "c5", None, seed=5, optimizer={**SGD, "lr": 0.5}, status="failed")
+    res = compare.analyse(compare.load_runs([str(root)]), baseline="optimizer=adamw")
+    by = {g.label: g.stats for g in res.groups}
+    b, c, d = (by[f"optimizer=sgd optimizer.lr={lr}"] for lr in ("0.1", "0.5", "0.2"))
+    pb, pc, pd = (stats.ttest_rel(x, base).pvalue for x in (near, far, near2))
+    assert pc < pb < pd < 0.05
+    # Holm by hand: 3 pc, then max(3 pc, 2 pb), then max(that, pd)
+    assert c["p_holm"] == pytest.approx(3 * pc)
+    assert b["p_holm"] == pytest.approx(2 * pb)
+    assert d["p_holm"] == pytest.approx(max(2 * pb, pd))
+    assert b["verdict"] == d["verdict"] == "no significant difference"
+    assert c["verdict"] == "worse"
+    assert c["failed"] == 1 and b["failed"] == 0
+    md = compare.markdown(res)
+    head = next(line for line in md.splitlines() if line.startswith("| # |"))
+    assert "| p | p_holm | verdict |" in head and "| MDE | failed k/n |" in head
+    row = next(line for line in md.splitlines() if "optimizer.lr=0.1 |" in line)
+    assert f"| {2 * pb:.3f} | no significant difference |" in row and "| 0/5 |" in row
+    row = next(line for line in md.splitlines() if "optimizer.lr=0.5 |" in line)
+    assert "| <0.001 | worse |" in row and "| 1/6 |" in row

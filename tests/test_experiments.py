@@ -1,206 +1,176 @@
-"""experiments/: every recipe's every arm composes and trains a few steps; the driver builds the
-commands a user would type, and turns sweeps into reports.
+"""experiments/: every study file parses, and each arm of each study composes, validates and
+trains a few steps at the centre of its search space (first workload); flooding's analysis runs
+on a synthetic study; run inputs decide whether a commit is dirty.
 
-Parametrized over experiments/*/recipe.yaml, so a new recipe or arm is tested by adding it."""
+Parametrized over experiments/*/study.yaml, so a new study or arm is tested by adding it. Arms
+marked `# needs issue 17` in their study file (trick forms built in another branch) may fail
+to compose in a tree without that branch: they xfail then, and pass after the merge."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
+import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, train_run
 
-spec = importlib.util.spec_from_file_location("experiments_driver", ROOT / "scripts" / "experiments.py")
-X = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(X)
-
+EXP = ROOT / "experiments"
 TINY = ["trainer.max_steps=3", "trainer.eval_every=3", "trainer.log_every=1",
-        "trainer.progress=false", "seed=0"]
+        "trainer.progress=false", "trainer.epochs=1"]
 TINY_TEXT = ["dataset.train_size=64", "dataset.val_size=32", "dataset.test_size=32"]
 # pretrained encoders (MiniLM, 22M params): tiny batches of short texts keep each arm ~5 s
 TINY_PRETRAINED = ["dataset.train_size=16", "dataset.val_size=8", "dataset.test_size=8",
                    "dataset.max_len=16", "trainer.batch_size=4", "trainer.eval_batch_size=8"]
+MARK = "needs issue 17"
 
 
-def _pretrained(ovr) -> bool:
-    return any(o.startswith("model=") and o.split("=", 1)[1] in ("minilm", "hf") for o in ovr)
+def study_files() -> list[Path]:
+    return sorted(EXP.glob("*/study.yaml"))
+
+
+def load(path: Path):
+    from runner.study.spec import parse_text
+
+    return parse_text(path, path.read_text())
+
+
+def marked(text: str, arm: str) -> bool:
+    """The arm (its line or the comment block above it) or every arm is marked `needs issue 17`."""
+    lines = text.splitlines()
+    if any(MARK + " (every arm" in l or (MARK in l and "in common" in l) for l in lines):
+        return True
+    for i, line in enumerate(lines):
+        if re.match(rf"^\s+{re.escape(arm)}\s*:", line):
+            j = i - 1  # the comment block right above the arm
+            while j >= 0 and lines[j].strip().startswith("#"):
+                j -= 1
+            if MARK in line or any(MARK in l for l in lines[j + 1:i]):
+                return True
+    return False
 
 
 def arms():
     out = []
-    for name in X.recipes():
-        r = X.load(name)
-        for arm in r["arms"]:
-            out.append(pytest.param(name, arm, id=f"{name}/{arm}"))
+    for p in study_files():
+        for arm in load(p).arms:
+            out.append(pytest.param(p, arm, id=f"{p.parent.name}/{arm}"))
     return out
 
 
-def test_every_recipe_is_complete():
-    names = X.recipes()
+def test_every_study_is_complete():
+    names = {p.parent.name for p in study_files()}
     assert {"flooding", "derived", "clipping", "lion_vs_adamw", "rdrop_vs_adversarial",
-            "childtuning"} <= set(names)
-    for name in names:
-        r = X.load(name)
-        assert r["description"], f"{name}/recipe.yaml needs a first-line # description"
-        assert len(r["seeds"]) >= 5, f"{name}: at least 5 seeds per arm"
-        assert (ROOT / "experiments" / name / "README.md").is_file(), f"{name}: README.md"
-        for cname, spec in r["compare"].items():
-            assert set(spec["arms"]) <= set(r["arms"]), f"{name}/{cname}: unknown arm"
-        if r.get("analysis"):
-            assert r["analysis"] in X.ANALYSES
+            "childtuning"} <= names
+    for p in study_files():
+        s = load(p)
+        assert s.description, f"{p}: needs a first-line # description"
+        assert len(s.seeds) >= 5, f"{p}: at least 5 confirmation seeds"
+        assert s.budget >= 1 and s.select.startswith("val/")
+        assert (p.parent / "README.md").is_file() or p.parent.name in (
+            "semi_supervised_vat", "multilabel_rdrop", "regularisers_profile"), f"{p}: README.md"
 
 
-@pytest.mark.parametrize("name,arm", arms())
-def test_recipe_arm_trains(name, arm, tmp_path):
-    r = X.load(name)
-    ovr = X.first_combo(X.arm_overrides(r, arm))
+def test_flooding_study_validates_whole():
+    """The converted example: every arm x workload composes and validates (runner.study.load)."""
+    from runner.study import load as full_load
+
+    s = full_load(EXP / "flooding" / "study.yaml")
+    assert set(s.workloads) == {"clean", "noisy"} and set(s.arms) == {"none", "flood"}
+    assert s.analysis == EXP / "flooding" / "analysis.py"
+
+
+def _tiny(ovr: list[str]) -> list[str]:
+    from runner.study.spec import merge
+
     if any(o.startswith("dataset=tweets") for o in ovr):
-        ovr = X.merge(ovr, TINY_TEXT)
-    if _pretrained(ovr):
-        ovr = X.merge(ovr, TINY_PRETRAINED)
-    summary = train_run(X.merge(ovr, TINY), tmp_path / "run")
+        ovr = merge(ovr, TINY_TEXT)
+    if any(o.startswith("model=") and o.split("=", 1)[1] in ("minilm", "hf") for o in ovr):
+        ovr = merge(ovr, TINY_PRETRAINED)
+    return merge(ovr, TINY)
+
+
+@pytest.mark.parametrize("path,arm", arms())
+def test_study_arm_trains(path, arm, tmp_path):
+    from runner.cli import precheck
+    from runner.errors import ConfigError
+    from runner.study.spec import run_overrides
+
+    s = load(path)
+    w = next(iter(s.workloads))
+    centre = {d.key: d.value(0.5) for d in s.space(arm)}
+    ovr = _tiny(run_overrides(s, w, s.arms[arm], centre, s.tune_seeds[0]))
+    try:
+        precheck(ovr)
+    except ConfigError as e:
+        if marked(s.text, arm):
+            pytest.xfail(f"marked '{MARK}': {e}")
+        raise
+    summary = train_run(ovr, tmp_path / "run")
     assert summary["status"] == "completed", summary.get("error")
     assert summary["steps"] == 3
-    cfg = (tmp_path / "run" / "config.yaml").read_text()
-    assert f"arm: {arm}" in cfg  # the tag `tricks compare --baseline arm=...` relies on
 
 
-def test_merge_replaces_same_key_and_keeps_order():
-    assert X.merge(["a=1", "b=2"], ["+c=3"], ["a=9"]) == ["b=2", "+c=3", "a=9"]
-    assert X.first_combo(["x=1,2,3", "reg=[rdrop,fgm]", "y=4"]) == ["x=1", "reg=[rdrop,fgm]", "y=4"]
+def _fake_run(d: Path, b, train_loss: float, test_loss: float, status="completed"):
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps({"status": status, "test/acc": 0.6,
+                                                "final/test/loss": test_loss}))
+    (d / "metrics.jsonl").write_text(json.dumps({"step": 10, "train/loss": train_loss}) + "\n")
 
 
-def test_dry_run_prints_the_commands_with_user_overrides(capsys):
-    assert X.main(["run", "flooding", "--dry-run", "trainer.epochs=3", "trainer.device=cuda"]) == 0
-    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("$ tricks train -m")]
-    r = X.load("flooding")
-    assert len(lines) == len(r["arms"])
-    for line, arm in zip(lines, r["arms"]):
-        assert " trainer.epochs=3 " in line and "trainer.epochs=40" not in line
-        assert "trainer.device=cuda" in line
-        assert f"+arm={arm}" in line and "seed=0,1,2,3,4" in line
-        assert f"hydra.sweep.dir=experiments/flooding/runs/{arm}" in line
+def test_flooding_analysis_reads_trials_and_confirmation_runs(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("flood_an", EXP / "flooding" / "analysis.py")
+    an = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(an)
+    arms = {}
+    for arm, bs in (("none", [None, None]), ("flood", [0.05, 0.4])):
+        trials = []
+        for i, b in enumerate(bs):
+            rd = f"runs/clean/{arm}/trial-{i:02d}-seed-100"
+            _fake_run(tmp_path / rd, b, train_loss=b or 0.02, test_loss=1.4 - (b or 0))
+            trials.append({"index": i, "params": {"optimizer.lr": 0.01, **(
+                {"reg.flooding.b": b} if b else {})}, "select_value": 0.6, "status": "completed",
+                "run_dir": rd})
+        conf = [f"runs/clean/{arm}/confirm-trial-01-seed-{s}" for s in (0, 1)]
+        for s, rd in enumerate(conf):
+            _fake_run(tmp_path / rd, None, 0.4 if arm == "flood" else 0.02, 1.0 + s * 0.1)
+        arms[arm] = {"trials": trials, "final": {"run_dirs": conf}}
+    md = an.analyse({"by_workload": {"clean": {"arms": arms}}}, tmp_path)
+    assert "### clean" in md and "| 0.05 | 0.01 | 0.6 | 0.05 | 1.35 | completed |" in md
+    assert "| flood | 2/2 |" in md and "| none | 2/2 |" in md
+    assert "1.0500 ± 0.6353" in md  # final/test/loss 1.0, 1.1: mean ± t(0.975, 1) * 0.0707
+    assert (tmp_path / "flooding_b_clean.png").is_file()
 
 
-def test_steps_to_target():
-    rows = [{"step": s, "train/loss": v} for s, v in
-            [(5, 2.0), (10, 1.2), (15, 0.9), (20, 0.8), (25, 1.5), (30, 0.5)]]
-    assert X.steps_to(rows, "train/loss", 1.0, smooth=1) == 15
-    assert X.steps_to(rows, "train/loss", 1.0, smooth=2) == 20  # (0.9 + 0.8) / 2
-    assert X.steps_to(rows, "train/loss", 0.1, smooth=1) is None
+def test_a_commit_is_dirty_only_for_uncommitted_run_inputs(tmp_path):
+    """Docs and the results a study writes leave the commit clean; code, configs, study files
+    and analyses do not."""
+    from runner.gitinfo import commit_info
 
-
-def test_optimizer_state_memory_lion_half_of_adamw():
-    _, adamw = X.optimizer_state_bytes(["optimizer=adamw", "model=mlp"])
-    pb, lion = X.optimizer_state_bytes(["optimizer=lion", "model=mlp"])
-    assert lion == pb  # one momentum buffer
-    assert adamw == 2 * pb  # exp_avg and exp_avg_sq (the scalar step is not counted)
-
-
-@pytest.mark.slow
-def test_driver_end_to_end(tmp_path, monkeypatch):
-    """A two-arm recipe through the real CLI: sweeps, run_info.json, and the compare report."""
-    exp = tmp_path / "experiments" / "tiny"
-    exp.mkdir(parents=True)
-    (exp / "recipe.yaml").write_text(
-        "# tiny\nseeds: [0, 1]\ncommon: [trainer.max_steps=4, trainer.eval_every=2, "
-        "trainer.batch_size=50]\narms:\n  baseline: []\n  flood: ['reg=[flooding]', "
-        "reg.flooding.b=0.5]\ncompare:\n  main: {arms: [baseline, flood], baseline: arm=baseline}\n")
-    monkeypatch.setattr(X, "EXPERIMENTS", tmp_path / "experiments")
-    assert X.main(["run", "tiny"]) == 0
-    runs = sorted((exp / "runs").glob("*/*/summary.json"))
-    assert len(runs) == 4
-    assert all(json.loads(p.read_text())["status"] == "completed" for p in runs)
-    info = json.loads((exp / "results" / "run_info.json").read_text())
-    assert set(info["arms"]) == {"baseline", "flood"}
-    report = (exp / "results" / "main" / "report.md").read_text()
-    assert "arm=flood" in report and "baseline" in report
-
-
-def test_cost_times_every_arm_in_one_process(tmp_path):
-    recipe = {"name": "tiny", "seeds": [0], "common": ["trainer.batch_size=50"],
-              "arms": {"baseline": [], "rdrop": ["reg=[rdrop]"]}, "compare": {}}
-    X.measure_cost(recipe, [], tmp_path, steps=4, reps=1)
-    rows = [l for l in (tmp_path / "cost.md").read_text().splitlines() if l.startswith("| ")]
-    assert [r.split("|")[1].strip() for r in rows[1:]] == ["baseline", "rdrop"]
-    assert rows[1].rstrip().endswith("1.00× |")
-
-
-def test_render_uses_only_run_files(tmp_path):
-    recipe = X.load("flooding")
-    assert "Not run yet" in X.render(recipe, tmp_path / "nothing")
-    (tmp_path / "run_info.json").write_text(json.dumps({"arms": {"clean": {
-        "command": "tricks train -m x=1", "commit": "abc1234", "wall_seconds": 12.0,
-        "finished": "2026-01-01 00:00 UTC"}}}))
-    text = X.render(recipe, tmp_path)
-    assert "abc1234" in text and "`tricks train -m x=1`" in text
-    assert "Arms not run yet: noisy" in text
-
-
-def test_lock_refuses_a_second_driver_on_the_same_arm(tmp_path):
-    arm = tmp_path / "runs" / "baseline"
-    assert X.lock(arm)  # first claim
-    assert X.lock(arm)  # the same process may claim again
-    (arm / ".driver.lock").write_text(str(os.getppid()))  # a live process (our parent) holds it
-    assert not X.lock(arm)
-    (arm / ".driver.lock").write_text("999999999")  # a dead one: taken over
-    assert X.lock(arm)
-
-
-def test_lion_analysis_groups_a_grid_spread_over_arms_by_optimizer(tmp_path):
-    """An extension arm (adamw_hi) joins its optimizer's grid: one table, one best cell and one
-    memory row per optimizer, the best cell chosen over both arms."""
-    tiny = ["model=mlp", "model.hidden=16", "trainer.max_steps=2", "trainer.eval_every=2",
-            "trainer.progress=false", "trainer.batch_size=50", "dataset.num_samples=600",
-            "dataset.val_size=50"]
-    cells = {"adamw": ["optimizer=adamw", "optimizer.lr=1e-3", "optimizer.weight_decay=0.01"],
-             "adamw_hi": ["optimizer=adamw", "optimizer.lr=3e-3", "optimizer.weight_decay=0.01"],
-             "lion": ["optimizer=lion", "optimizer.lr=1e-4", "optimizer.weight_decay=0.1"]}
-    runs = tmp_path / "runs"
-    for arm, ovr in cells.items():
-        for seed in (0, 1):
-            s = train_run(tiny + ovr + [f"+arm={arm}", f"seed={seed}"], runs / arm / str(seed))
-            assert s["status"] == "completed"
-    recipe = {"name": "tiny", "common": tiny, "arms": cells, "select": "best/val/acc",
-              "best_baseline": "optimizer=adamw"}
-    X.analysis_lion(recipe, runs, tmp_path / "out")
-    text = (tmp_path / "out" / "analysis.md").read_text()
-    assert text.count("\n## adamw") == 1 and text.count("\n## lion") == 1
-    adamw = text.split("\n## adamw")[1].split("\n## ")[0]
-    assert "| 0.001 | 0.01 | 2 |" in adamw and "| 0.003 | 0.01 | 2 |" in adamw
-    memory = text.split("Optimizer-state memory")[1]
-    assert memory.count("| adamw |") == 1 and memory.count("| lion |") == 1
-    assert "adamw_hi" not in memory
-
-
-def test_a_runs_commit_is_dirty_only_for_uncommitted_run_inputs(tmp_path, monkeypatch):
-    """Docs and the results the driver writes leave the commit clean; code and recipes do not."""
-    import subprocess
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
     files = ["README.md", "experiments/README.md", "experiments/a/README.md",
-             "experiments/a/results/report.md", "runner/engine.py", "experiments/a/recipe.yaml",
-             "conf/config.yaml"]
+             "experiments/a/study/report.md", "runner/engine.py", "experiments/a/study.yaml",
+             "experiments/a/analysis.py", "conf/config.yaml"]
     for f in files:
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / f).write_text("x\n")
     subprocess.run(git[:-2] + ["init", "-q", str(tmp_path)], check=True)
     subprocess.run(git + ["add", "-A"], check=True)
     subprocess.run(git + ["commit", "-qm", "init"], check=True)
-    monkeypatch.setattr(X, "ROOT", tmp_path)
-    sha = X.git_commit()
-    assert len(sha) >= 7 and "uncommitted" not in sha
+    sha, dirty = commit_info(tmp_path)
+    assert len(sha) >= 7 and not dirty
     for f in files[:4]:  # docs and results
         (tmp_path / f).write_text("y\n")
-    assert X.git_commit() == sha
-    for f in files[4:]:  # code, a recipe, a config
+    assert commit_info(tmp_path) == (sha, False)
+    for f in files[4:]:  # code, a study file, an analysis, a config
         subprocess.run(git + ["add", "-A"], check=True)
-        subprocess.run(git + ["commit", "-qm", "docs"], check=True)
-        sha = X.git_commit()
+        subprocess.run(git + ["commit", "-qm", "next"], check=True)
+        sha = commit_info(tmp_path)[0]
         (tmp_path / f).write_text("y\n")
-        assert X.git_commit() == sha + " (+ uncommitted changes in the shared tree)"
+        assert commit_info(tmp_path) == (sha, True), f
+    (tmp_path.parent / "nogit").mkdir(exist_ok=True)
+    assert commit_info(tmp_path.parent / "nogit") == ("unknown", False)

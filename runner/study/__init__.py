@@ -1,0 +1,74 @@
+"""`tricks study`: the verdict protocol (tune -> select -> confirm -> verdict), after MLCommons
+AlgoPerf's external-tuning ruleset. See README "tricks study" and docs/study.md.
+
+    from runner.study import load, execute
+    study = execute(load("experiments/flooding/study.yaml", ["trainer.device=cpu"]), "out/", 2)
+
+`load(path, overrides)` parses and validates the study file (every bad input: one ConfigError
+line, nothing run); `execute(study, out, parallel)` runs it into `out` (resuming what is there)
+and returns study.json's content; `report_only(out)` re-makes the report from `out`.
+
+study.json (contract, issue 16; extra keys are additions):
+
+    {"name", "description", "study_file", "overrides": [...],
+     "baseline", "select", "metric", "higher_better" (for metric), "select_higher_better",
+     "budget", "tune_seeds", "seeds", "search": {key: range}, "arm_search": {arm: {key: range}},
+     "commit", "dirty" (at the end), "invocations": [{"commit", "dirty", "started"}] (each start
+     of the study on DIR: a resumed study may span commits),
+     "equal_compute": bool, "target": {"key", "value"} | null,
+     "workloads": [names],
+     "arms": {ARM: {...}}                   # one workload: at the top
+     "by_workload": {W: {"arms": {ARM: {...}}}}   # several workloads: per workload instead
+    }
+
+    ARM: {"overrides": [...], "space": {key: range},
+          "equal_compute_of": "fgm" | absent     (arm "<baseline>@fgm": the baseline given fgm's
+                                                  measured compute, more steps)
+          "trials": [{"index", "params", "select_value" (mean over tune seeds; null when a
+                      tune run failed: worst), "status" ("completed" | "failed"),
+                      "run_dir", "run_dirs", "errors": [...]}],
+          "chosen": {params} | null, "chosen_trial": index | null,
+          "edge": [{"key", "value", "range", "side": "low" | "high"}],
+          "final": {"n", "mean", "ci95": [lo, hi], "values", "seeds", "failed",
+                    "run_dirs", "failed_runs": [{"run_dir", "error"}]},
+          "diff": {"mean", "ci95", "p", "p_holm", "test", "mde", "se", "df"} | null (baseline),
+          "verdict": str,           # on p_holm: Holm across the arms vs the baseline
+          "equal_compute": {"vs": "<baseline>@ARM", "diff": {...}, "verdict"} | absent
+                                    # its own Holm family: trick vs its equal-compute baseline
+          "cost": {"sec_per_step", "ratio", "source": "interleaved" | "confirmation runs"},
+          "target": {"key", "value", "steps": [...], "seconds": [...], "reached", "n",
+                     "mean_steps", "mean_seconds"} | absent}
+
+Run dirs are relative to the study dir (the folder holding study.json):
+runs/WORKLOAD/ARM/trial-II-seed-S, runs/WORKLOAD/ARM/confirm-trial-II-seed-S (II: the chosen
+trial), runs/_cost/WORKLOAD/ARM/rep-R (the interleaved timing runs) and runs/_logs/ (the
+workers' logs); WORKLOAD is "main" with one workload.
+"""
+
+from __future__ import annotations
+
+
+def load(path, overrides=()):
+    from runner.study.protocol import load as _load
+
+    return _load(path, list(overrides))
+
+
+def execute(study, out, parallel: int = 1, progress="auto") -> dict:
+    from runner.study.protocol import execute as _execute
+
+    return _execute(study, out, parallel, progress)
+
+
+def report_only(out) -> list:
+    from runner.study.protocol import report_only as _report_only
+
+    return _report_only(out)
+
+
+def load_name(path) -> str:
+    """The default study-dir name of a study file: its folder for .../NAME/study.yaml."""
+    from pathlib import Path
+
+    p = Path(path)
+    return p.parent.name if p.name == "study.yaml" else p.stem

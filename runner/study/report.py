@@ -1,0 +1,740 @@
+"""The study report: `write_report(study, out)` from study.json's content (runner/study/__init__.py
+states the contract) into `out`: report.md, report.html (one self-contained file), summary.csv and
+the PNGs. What each table and plot means, and how a verdict is reached: docs/study.md.
+
+Run dirs in study.json are relative to the study dir; `out` is that dir (absolute paths work too).
+With several workloads (`by_workload`) every table and plot is made per workload, and a
+per-workload table and a Dolan-Moré performance profile compare the arms across them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
+from runner.stats import describe, lower_is_better, performance_profile
+
+DOCS = "docs/study.md"
+MAIN = "main"  # the workload's name when the study has one
+
+
+# -- reading study.json ---------------------------------------------------------------------
+
+def _ok(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def workloads(study: dict) -> dict[str, dict]:
+    """workload name -> its arms (name -> arm dict), in study order."""
+    for key in ("by_workload", "workloads"):  # `workloads` may hold them too (the issue's wording)
+        nested = study.get(key)
+        if isinstance(nested, dict) and all(isinstance(v, dict) and "arms" in v
+                                            for v in nested.values()) and nested:
+            return {w: v.get("arms", {}) for w, v in nested.items()}
+    return {MAIN: study.get("arms", {})}
+
+
+def higher_better(study: dict, key: str = "metric") -> bool:
+    flag = {"metric": "higher_better", "select": "select_higher_better"}[key]
+    if isinstance(study.get(flag), bool):
+        return study[flag]
+    return not lower_is_better(str(study.get(key, "")))
+
+
+def _run_path(out: Path, d: str) -> Path:
+    p = Path(d)
+    return p if p.is_absolute() else out / p
+
+
+def _rows(path: Path) -> list[dict]:
+    try:
+        lines = (path / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut by a kill
+    return rows
+
+
+# -- formatting -----------------------------------------------------------------------------
+
+def fnum(x, digits: int = 4) -> str:
+    if not _ok(x):
+        return "–"
+    return f"{x:.{digits}f}" if abs(x) < 1000 else f"{x:,.0f}"
+
+
+def fsig(x) -> str:
+    return f"{x:+.4f}" if _ok(x) else "–"
+
+
+def fp(p) -> str:
+    if not _ok(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def fval(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def params_text(params: dict | None) -> str:
+    if not params:
+        return "–"
+    return ", ".join(f"{k}={fval(v)}" for k, v in params.items())
+
+
+def mean_ci(final: dict | None) -> str:
+    final = final or {}
+    lo, hi = (final.get("ci95") or [None, None])[:2]
+    if not _ok(final.get("mean")):
+        return "–"
+    if _ok(lo) and _ok(hi):
+        return f"{fnum(final['mean'])} ± {fnum((hi - lo) / 2)}"
+    return fnum(final["mean"])
+
+
+def diff_ci(diff: dict | None) -> str:
+    if not diff or not _ok(diff.get("mean")):
+        return "–"
+    lo, hi = (diff.get("ci95") or [None, None])[:2]
+    if _ok(lo) and _ok(hi) and lo != hi:
+        return f"{fsig(diff['mean'])} [{fsig(lo)}, {fsig(hi)}]"
+    return fsig(diff["mean"])
+
+
+def failed_k_n(final: dict | None) -> str:
+    final = final or {}
+    k = final.get("failed") or 0
+    return f"{k}/{(final.get('n') or 0) + k}"
+
+
+def edge_text(edge: list | None) -> str:
+    if not edge:
+        return ""
+    return "; ".join(f"{e.get('key')}={fval(e.get('value'))} at the {e.get('side')} edge of "
+                     f"{e.get('range')}: widen the range" for e in edge)
+
+
+def ttt_text(t: dict | None) -> str:
+    if not t:
+        return "–"
+    if not t.get("reached"):
+        return f"not reached (0/{t.get('n', 0)})"
+    secs = f", {t['mean_seconds']:.2f} s" if _ok(t.get("mean_seconds")) else ""
+    return f"{t['mean_steps']:.0f} steps{secs} ({t['reached']}/{t['n']})"
+
+
+def cost_text(c: dict | None) -> str:
+    return f"{c['ratio']:.2f}×" if c and _ok(c.get("ratio")) else "–"
+
+
+# -- the tables -----------------------------------------------------------------------------
+# A report is a list of blocks, rendered once to markdown and once to HTML:
+#   ("h", level, text)  ("p", text)  ("table", headers, rows)  ("img", file, title)  ("md", text)
+
+def _main_arms(study: dict, arms: dict) -> list[str]:
+    """The arms compared with the baseline (its Holm family), in study order."""
+    base = study.get("baseline")
+    return [a for a, v in arms.items() if a != base and not v.get("equal_compute_of")]
+
+
+def headline(study: dict, arms: dict) -> list[str]:
+    base, metric = study.get("baseline"), study.get("metric", "")
+    lines = []
+    for name in _main_arms(study, arms):
+        lines.append(_sentence(name, arms[name], base, metric))
+        ec = arms[name].get("equal_compute")
+        if ec:
+            lines.append(_sentence(name, {**arms[name], **ec}, ec.get("vs"), metric)
+                         + " (same measured compute)")
+    return lines
+
+
+def _sentence(name: str, a: dict, base: str, metric: str) -> str:
+    v, d = a.get("verdict") or "–", a.get("diff") or {}
+    final = a.get("final") or {}
+    n = f"n {final.get('n', 0)}" + (f", failed {failed_k_n(final)}" if final.get("failed")
+                                   else "")
+    stat = f"{diff_ci(d)} {metric} (p_holm {fp(d.get('p_holm'))}, {d.get('test') or '–'}, {n})"
+    if v in ("better", "worse"):
+        return f"**{name}** is {v} than {base}: {stat}"
+    if v == "no significant difference":
+        mde = f"; this study detects about {fnum(d.get('mde'))} or more (80% power)" \
+            if _ok(d.get("mde")) else ""
+        return f"**{name}**: no significant difference from {base}: {stat}{mde}"
+    return f"**{name}** against {base}: {v} ({n})"
+
+
+def comparison_table(study: dict, arms: dict) -> tuple[list, list]:
+    base, metric = study.get("baseline"), study.get("metric", "")
+    has_ttt = any(a.get("target") for a in arms.values())
+    head = ["arm", "chosen values", "edge warning", "n", f"{metric} (mean ± 95% CI)",
+            f"diff vs {base} [95% CI]", "p", "p_holm", "test", "MDE", "failed k/n", "cost ×",
+            "verdict"]
+    if has_ttt:
+        t = next(a["target"] for a in arms.values() if a.get("target"))
+        head.append(f"time to {t.get('key')} {fval(t.get('value'))}")
+    rows = []
+    for name in [base] + _main_arms(study, arms) + [a for a in arms if a != base
+                                                    and arms[a].get("equal_compute_of")]:
+        if name not in arms:
+            continue
+        a = arms[name]
+        d = a.get("diff") if name != base else None
+        row = [name + (" (baseline)" if name == base else ""), params_text(a.get("chosen")),
+               edge_text(a.get("edge")), str((a.get("final") or {}).get("n", 0)),
+               mean_ci(a.get("final")), "baseline" if name == base else diff_ci(d),
+               fp((d or {}).get("p")), fp((d or {}).get("p_holm")), (d or {}).get("test") or "–",
+               fnum((d or {}).get("mde")), failed_k_n(a.get("final")), cost_text(a.get("cost")),
+               "baseline" if name == base else (a.get("verdict") or "–")]
+        if has_ttt:
+            row.append(ttt_text(a.get("target")))
+        rows.append(row)
+    return head, rows
+
+
+def equal_compute_table(study: dict, arms: dict) -> tuple[list, list] | None:
+    rows = []
+    for name in _main_arms(study, arms):
+        ec = arms[name].get("equal_compute")
+        if not ec:
+            continue
+        d = ec.get("diff") or {}
+        vs = arms.get(ec.get("vs"), {})
+        rows.append([name, ec.get("vs", "–"), mean_ci(vs.get("final")), diff_ci(d),
+                     fp(d.get("p")), fp(d.get("p_holm")), d.get("test") or "–",
+                     fnum(d.get("mde")), ec.get("verdict") or "–"])
+    if not rows:
+        return None
+    return (["arm", "vs (baseline, same compute)", "its mean ± 95% CI", "diff [95% CI]", "p",
+             "p_holm", "test", "MDE", "verdict"], rows)
+
+
+def tuning_table(study: dict, arms: dict) -> tuple[list, list]:
+    keys = []
+    for a in arms.values():
+        for t in a.get("trials", []):
+            keys += [k for k in (t.get("params") or {}) if k not in keys]
+    head = ["arm", "trial", *keys, f"{study.get('select', 'select')} (mean over tune seeds)",
+            "status", "chosen", "note"]
+    rows = []
+    for name, a in arms.items():
+        for i, t in enumerate(a.get("trials", [])):
+            idx = t.get("index", i)
+            p = t.get("params") or {}
+            err = "; ".join(t.get("errors") or [])
+            rows.append([name, str(idx), *[fval(p[k]) if k in p else "" for k in keys],
+                         fnum(t.get("select_value")), t.get("status", "–"),
+                         "✓" if idx == a.get("chosen_trial") else "",
+                         err if len(err) <= 120 else err[:119] + "…"])
+    return head, rows
+
+
+def workload_table(study: dict, wl: dict) -> tuple[list, list]:
+    names = []
+    for arms in wl.values():
+        names += [a for a in arms if a not in names]
+    rows = []
+    for name in names:
+        cells = []
+        for arms in wl.values():
+            a = arms.get(name)
+            if a is None:
+                cells.append("")
+                continue
+            v = "baseline" if name == study.get("baseline") else (a.get("verdict") or "–")
+            cells.append(f"{mean_ci(a.get('final'))} · {v}")
+        rows.append([name, *cells])
+    return ["arm", *[f"{w}: {study.get('metric', '')} · verdict" for w in wl]], rows
+
+
+PROFILE_TAUS = (1.0, 1.01, 1.02, 1.05, 1.1)
+
+
+def profile_table(study: dict, wl: dict) -> tuple[list, list]:
+    prof = performance_profile(profile_scores(wl), list(PROFILE_TAUS), higher_better(study))
+    return (["arm", *[f"τ = {t:g}" for t in PROFILE_TAUS]],
+            [[a, *[f"{x:.2f}" for x in fr]] for a, fr in prof.items()])
+
+
+def profile_scores(wl: dict) -> dict[str, dict[str, float]]:
+    return {w: {a: (v.get("final") or {}).get("mean") for a, v in arms.items()}
+            for w, arms in wl.items()}
+
+
+# -- the plots ------------------------------------------------------------------------------
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colors(names: list[str]) -> dict:
+    cmap = _plt().get_cmap("tab10")
+    return {n: cmap(i % 10) for i, n in enumerate(names)}
+
+
+def best_so_far(values: list, higher: bool) -> list:
+    """The running best of the trial scores (None: a failed trial, never the best)."""
+    out, best = [], None
+    for v in values:
+        if _ok(v) and (best is None or (v > best if higher else v < best)):
+            best = v
+        out.append(best)
+    return out
+
+
+def plot_tuning(study: dict, arms: dict, path: Path, title: str) -> bool:
+    plt, higher = _plt(), higher_better(study, "select")
+    colors = _colors(list(arms))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    drawn = False
+    for name, a in arms.items():
+        vals = [t.get("select_value") for t in a.get("trials", [])]
+        if not any(_ok(v) for v in vals):
+            continue
+        drawn = True
+        x = list(range(1, len(vals) + 1))
+        ax.step(x, [b if b is not None else math.nan for b in best_so_far(vals, higher)],
+                where="post", color=colors[name], label=name, lw=1.8)
+        ax.scatter([i for i, v in zip(x, vals) if _ok(v)], [v for v in vals if _ok(v)],
+                   color=colors[name], alpha=0.35, s=14)
+    if not drawn:
+        plt.close(fig)
+        return False
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"best {study.get('select')} so far")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_final(study: dict, arms: dict, path: Path, title: str) -> bool:
+    plt = _plt()
+    names = [a for a in arms if _ok((arms[a].get("final") or {}).get("mean"))]
+    if not names:
+        return False
+    colors = _colors(list(arms))
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.6))
+    for i, name in enumerate(reversed(names)):
+        f = arms[name]["final"]
+        lo, hi = (f.get("ci95") or [None, None])[:2]
+        err = [[max(0.0, f["mean"] - lo)], [max(0.0, hi - f["mean"])]] \
+            if _ok(lo) and _ok(hi) else None
+        ax.errorbar(f["mean"], i, xerr=err, fmt="o", color=colors[name], capsize=4, ms=7)
+        vals = [v for v in f.get("values") or [] if _ok(v)]
+        ax.scatter(vals, [i] * len(vals), color=colors[name], alpha=0.35, s=14)
+    base = (arms.get(study.get("baseline"), {}).get("final") or {}).get("mean")
+    if _ok(base):
+        ax.axvline(base, color="gray", ls="--", lw=1)
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(list(reversed(names)))
+    ax.set_xlabel(f"{study.get('metric')} (mean, 95% CI; dots: seeds; dashed: baseline)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def curve_key(study: dict) -> str:
+    return re.sub(r"^(best|final)/", "", str(study.get("select", "val/acc")))
+
+
+def band(run_dirs: list[Path], key: str):
+    """steps, mean, low, high of `key` across runs (95% t CI where >= 2 runs have the step)."""
+    by_step: dict[int, list[float]] = {}
+    for d in run_dirs:
+        for r in _rows(d):
+            if _ok(r.get(key)) and _ok(r.get("step")):
+                by_step.setdefault(int(r["step"]), []).append(float(r[key]))
+    steps = sorted(by_step)
+    mean, lo, hi = [], [], []
+    for s in steps:
+        x = describe(by_step[s])
+        ok = _ok(x["ci95"])
+        mean.append(x["mean"])
+        lo.append(x["ci_low"] if ok else x["mean"])
+        hi.append(x["ci_high"] if ok else x["mean"])
+    return steps, mean, lo, hi
+
+
+def plot_curves(study: dict, arms: dict, out: Path, path: Path, title: str) -> bool:
+    plt, key = _plt(), curve_key(study)
+    colors = _colors(list(arms))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    drawn = False
+    for name, a in arms.items():
+        dirs = [_run_path(out, d) for d in (a.get("final") or {}).get("run_dirs") or []]
+        steps, mean, lo, hi = band(dirs, key)
+        if not steps:
+            continue
+        drawn = True
+        ax.plot(steps, mean, color=colors[name], label=name, lw=1.6)
+        ax.fill_between(steps, lo, hi, color=colors[name], alpha=0.2, lw=0)
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.set_xlabel("step")
+    ax.set_ylabel(key)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def profile_taus(scores: dict, higher: bool, n: int = 200) -> list[float]:
+    """tau from 1 to a little past the largest finite ratio to the best (at least 1.05)."""
+    worst = 1.0
+    for per in scores.values():
+        ok = [v for v in per.values() if _ok(v) and v > 0]
+        if ok:
+            best = max(ok) if higher else min(ok)
+            worst = max(worst, *((best / v) if higher else (v / best) for v in ok))
+    top = max(1.05, 1 + (worst - 1) * 1.1)
+    return [1 + (top - 1) * i / (n - 1) for i in range(n)]
+
+
+def plot_profile(study: dict, wl: dict, path: Path) -> dict:
+    """The performance profile of the final metric's means across workloads; returns it."""
+    plt, higher = _plt(), higher_better(study)
+    scores = profile_scores(wl)
+    taus = profile_taus(scores, higher)
+    prof = performance_profile(scores, taus, higher)
+    colors = _colors(list(prof))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, fr in prof.items():
+        ax.step(taus, fr, where="post", color=colors[name], label=name, lw=1.8)
+    ax.set_xlabel(f"τ (ratio to the best arm's {study.get('metric')} on a workload)")
+    ax.set_ylabel("fraction of workloads within τ of the best")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title(f"performance profile over {len(wl)} workloads")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return {"taus": taus, "profile": prof}
+
+
+# -- the document ---------------------------------------------------------------------------
+
+def _slug(w: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", w)
+
+
+def _docs_link(out: Path) -> str:
+    """A link to docs/study.md from a study dir inside the source tree; its name otherwise."""
+    import os
+
+    root = Path(__file__).resolve().parents[2]
+    docs = root / DOCS
+    if docs.is_file() and out.resolve().is_relative_to(root):
+        return f"[{DOCS}]({os.path.relpath(docs, out.resolve())})"
+    return f"{DOCS} in the tricks source tree"
+
+
+def how_to_read(study: dict, out: Path) -> str:
+    return (f"Every arm was tuned with the same budget ({study.get('budget')} trial(s), drawn "
+            f"quasi-randomly from its search space, the shared keys at the same points) and "
+            f"scored on {study.get('select')} (mean over the tune seeds); the best trial of "
+            f"each arm ran again on fresh seeds and is reported on {study.get('metric')}. "
+            "diff: arm − baseline, paired t when the seeds match (Welch otherwise); p_holm: "
+            "Holm-adjusted across the arms compared with the baseline, and the verdict is read "
+            "on p_holm < 0.05, never from zero spread. MDE: the smallest true difference the "
+            "test finds 4 times in 5 at this n and spread: 'no significant difference' with a "
+            "large MDE means the study was too small to tell. failed k/n: confirmation runs "
+            "that failed (never averaged). An edge warning: the chosen value lies in the outer "
+            "5% of its range, so the best may lie outside it. cost ×: measured seconds per step "
+            f"over the baseline's. More: {_docs_link(out)}.")
+
+
+def _intro(study: dict) -> list:
+    sha = str(study.get("commit") or "unknown")[:12] + (" (dirty)" if study.get("dirty") else "")
+    seeds = " ".join(map(str, study.get("seeds") or []))
+    tune = " ".join(map(str, study.get("tune_seeds") or []))
+    blocks = [("h", 1, f"tricks study: {study.get('name') or study.get('study_file') or ''}")]
+    if study.get("description"):
+        blocks.append(("p", study["description"]))
+    b = study.get("budget")
+    blocks.append(("p", f"Baseline {study.get('baseline')}; budget {b} trial{'' if b == 1 else 's'}"
+                        f" per arm on tune seeds [{tune}]; chosen on {study.get('select')}; "
+                        f"confirmed on seeds [{seeds}], reported on {study.get('metric')}. "
+                        f"Commit {sha}."))
+    return blocks
+
+
+def _workload_blocks(study: dict, w: str, arms: dict, out: Path, several: bool) -> tuple:
+    lvl, sfx = (3, f"_{_slug(w)}") if several else (2, "")
+    tag = f" ({w})" if several else ""
+    blocks = [("h", 2, f"Workload {w}")] if several else []
+    blocks += [("h", lvl, f"Comparison with the baseline{tag}"), ("table", *comparison_table(
+        study, arms))]
+    ec = equal_compute_table(study, arms)
+    if ec:
+        blocks += [("h", lvl, f"Against the baseline given the same measured compute{tag}"),
+                   ("p", "Each costly arm against a baseline given its measured compute (more "
+                         "steps), tuned with the same budget; these comparisons are their own "
+                         "Holm family."), ("table", *ec)]
+    plots = []
+    for name, fn, title in (
+            (f"final{sfx}.png", lambda p, t: plot_final(study, arms, p, t),
+             f"{study.get('metric')} per arm{tag}: mean and 95% CI over the seeds"),
+            (f"tuning{sfx}.png", lambda p, t: plot_tuning(study, arms, p, t),
+             f"tuning curves{tag}: best {study.get('select')} so far"),
+            (f"curves{sfx}.png", lambda p, t: plot_curves(study, arms, out, p, t),
+             f"confirmation runs{tag}: {curve_key(study)}, mean with a 95% CI band")):
+        if fn(out / name, title):
+            plots.append((name, title))
+    blocks += [("h", lvl, f"Plots{tag}")] + [("img", n, t) for n, t in plots] if plots else []
+    blocks += [("h", lvl, f"Tuning trials{tag}"), ("table", *tuning_table(study, arms))]
+    return blocks, [n for n, _ in plots]
+
+
+def _failed_blocks(wl: dict) -> list:
+    rows = [[w, arm, f.get("run_dir", ""), str(f.get("error", ""))[:200]]
+            for w, arms in wl.items() for arm, a in arms.items()
+            for f in (a.get("final") or {}).get("failed_runs") or []]
+    if not rows:
+        return []
+    return [("h", 2, "Failed confirmation runs (not averaged)"),
+            ("table", ["workload", "arm", "run", "error"], rows)]
+
+
+def document(study: dict, out: Path, analysis: str | None = None) -> tuple[list, list[str]]:
+    """The report's blocks and the PNGs written for them."""
+    wl = workloads(study)
+    several = len(wl) > 1
+    blocks = _intro(study) + [("h", 2, "Verdicts")]
+    for w, arms in wl.items():
+        lines = headline(study, arms)
+        if several and lines:
+            blocks.append(("p", f"**{w}**"))
+        blocks.append(("ul", lines or ["no arm to compare with the baseline"]))
+    pngs = []
+    for w, arms in wl.items():
+        b, p = _workload_blocks(study, w, arms, out, several)
+        blocks += b
+        pngs += p
+    if several:
+        blocks += [("h", 2, "Across workloads"), ("table", *workload_table(study, wl))]
+        plot_profile(study, wl, out / "profile.png")
+        blocks += [("p", "Performance profile (Dolan-Moré, as AlgoPerf plots it): for each τ, "
+                         "the fraction of workloads on which an arm's mean "
+                         f"{study.get('metric')} is within a factor τ of the best arm's there "
+                         "(τ = 1: the best)."), ("table", *profile_table(study, wl)),
+                   ("img", "profile.png", "performance profile across workloads")]
+        pngs.append("profile.png")
+    blocks += _failed_blocks(wl)
+    blocks += [("h", 2, "How to read this"), ("p", how_to_read(study, out))]
+    if analysis:
+        blocks += [("h", 2, "Analysis"), ("md", analysis)]
+    return blocks, pngs
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+def _md_cell(c: str) -> str:
+    return str(c).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(blocks: list) -> str:
+    lines = []
+    for b in blocks:
+        kind = b[0]
+        if kind == "h":
+            lines += ["#" * b[1] + " " + b[2], ""]
+        elif kind == "p":
+            lines += [b[1], ""]
+        elif kind == "ul":
+            lines += [f"- {x}" for x in b[1]] + [""]
+        elif kind == "table":
+            head, rows = b[1], b[2]
+            lines.append("| " + " | ".join(_md_cell(h) for h in head) + " |")
+            lines.append("|" + "|".join("---" for _ in head) + "|")
+            lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+            lines.append("")
+        elif kind == "img":
+            lines += [f"![{b[2]}]({b[1]})", ""]
+        elif kind == "md":
+            lines += [b[1].rstrip(), ""]
+    return "\n".join(lines)
+
+
+def _inline(text: str, escape) -> str:
+    """Markdown's **bold**, `code` and [text](link) in one line of HTML."""
+    t = escape(text)
+    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+    t = re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+    return re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', t)
+
+
+def _img_html(out: Path, name: str, title: str, escape) -> str:
+    import base64
+
+    f = out / name
+    if not f.is_file():
+        return f"<p>(missing image {escape(name)})</p>"
+    data = base64.b64encode(f.read_bytes()).decode()
+    return (f'<figure><img alt="{escape(title)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{escape(title)}</figcaption></figure>")
+
+
+def _table_html(head: list, rows: list, escape) -> str:
+    verdict = head.index("verdict") if "verdict" in head else -1
+    body = []
+    for r in rows:
+        cells = []
+        for j, c in enumerate(r):
+            cls = f' class="v-{str(c).split()[0]}"' if j == verdict and c else \
+                (' class="w"' if len(str(c)) > 40 else "")  # long text wraps; figures never
+            cells.append(f"<td{cls}>{_inline(str(c), escape)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return ('<div class="box"><table><tr>' + "".join(f"<th>{escape(h)}</th>" for h in head)
+            + "</tr>" + "".join(body) + "</table></div>")
+
+
+def md_to_html(text: str, out: Path, escape) -> str:
+    """The small markdown of an analysis: headings, images (embedded), pipe tables, lists,
+    paragraphs."""
+    html, table = [], []
+    for line in text.splitlines() + [""]:
+        s = line.strip()
+        if s.startswith("|"):
+            cells = [c.strip() for c in s.strip("|").split("|")]
+            if not all(re.fullmatch(r":?-+:?", c) for c in cells):
+                table.append(cells)
+            continue
+        if table:
+            html.append(_table_html(table[0], table[1:], escape))
+            table = []
+        m = re.fullmatch(r"!\[([^\]]*)\]\(([^)\s]+)\)", s)
+        if m:
+            html.append(_img_html(out, m.group(2), m.group(1), escape))
+        elif s.startswith("#"):
+            level = min(len(s) - len(s.lstrip("#")) + 1, 6)
+            html.append(f"<h{level}>{_inline(s.lstrip('#').strip(), escape)}</h{level}>")
+        elif s.startswith(("- ", "* ")):
+            html.append(f"<ul><li>{_inline(s[2:], escape)}</li></ul>")
+        elif s:
+            html.append(f"<p>{_inline(s, escape)}</p>")
+    return "\n".join(html)
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;
+color:#222;box-sizing:border-box} .box{max-width:100%;overflow-x:auto;margin:1em 0}
+table{border-collapse:collapse;font-size:13px} th,td{border-bottom:1px solid #ddd;
+padding:4px 8px;text-align:left;vertical-align:top} th{background:#f4f4f4;white-space:nowrap}
+td{white-space:nowrap} td.w{white-space:normal;min-width:14em;max-width:28em;
+overflow-wrap:break-word} .v-better{color:#080;font-weight:bold}
+.v-worse{color:#b00;font-weight:bold} .v-no{color:#a60} .v-baseline{font-weight:bold}
+img{max-width:100%} figure{margin:1em 0} figcaption{color:#555;font-size:13px}"""
+
+
+def to_html(blocks: list, out: Path, title: str) -> str:
+    from html import escape
+
+    parts = []
+    for b in blocks:
+        kind = b[0]
+        if kind == "h":
+            parts.append(f"<h{b[1]}>{escape(b[2])}</h{b[1]}>")
+        elif kind == "p":
+            parts.append(f"<p>{_inline(b[1], escape)}</p>")
+        elif kind == "ul":
+            parts.append("<ul>" + "".join(f"<li>{_inline(x, escape)}</li>" for x in b[1])
+                         + "</ul>")
+        elif kind == "table":
+            parts.append(_table_html(b[1], b[2], escape))
+        elif kind == "img":
+            parts.append(_img_html(out, b[1], b[2], escape))
+        elif kind == "md":
+            parts.append(md_to_html(b[1], out, escape))
+    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{escape(title)}</title>\n<style>{CSS}</style></head><body>\n"
+            + "\n".join(parts) + "\n</body></html>\n")
+
+
+CSV_COLS = ["workload", "arm", "baseline", "equal_compute_of", "chosen", "edge", "n", "mean",
+            "ci_low", "ci_high", "failed", "seeds", "values", "diff", "diff_low", "diff_high", "p",
+            "p_holm", "test", "mde", "verdict", "ec_vs", "ec_diff", "ec_p_holm", "ec_verdict",
+            "sec_per_step", "cost_ratio", "target_reached", "target_mean_steps",
+            "target_mean_seconds"]
+
+
+def csv_rows(study: dict) -> list[dict]:
+    rows = []
+    for w, arms in workloads(study).items():
+        for name, a in arms.items():
+            f, d = a.get("final") or {}, a.get("diff") or {}
+            ec, c, t = a.get("equal_compute") or {}, a.get("cost") or {}, a.get("target") or {}
+            lo, hi = (f.get("ci95") or [None, None])[:2]
+            dlo, dhi = (d.get("ci95") or [None, None])[:2]
+            is_base = name == study.get("baseline")
+            rows.append({
+                "workload": w, "arm": name, "baseline": is_base,
+                "equal_compute_of": a.get("equal_compute_of"),
+                "chosen": json.dumps(a.get("chosen")), "edge": edge_text(a.get("edge")),
+                "n": f.get("n"), "mean": f.get("mean"), "ci_low": lo, "ci_high": hi,
+                "failed": f.get("failed"), "seeds": " ".join(map(str, f.get("seeds") or [])),
+                "values": " ".join(map(str, f.get("values") or [])), "diff": d.get("mean"),
+                "diff_low": dlo, "diff_high": dhi, "p": d.get("p"), "p_holm": d.get("p_holm"),
+                "test": d.get("test"), "mde": d.get("mde"),
+                "verdict": "baseline" if is_base else a.get("verdict"), "ec_vs": ec.get("vs"),
+                "ec_diff": (ec.get("diff") or {}).get("mean"),
+                "ec_p_holm": (ec.get("diff") or {}).get("p_holm"),
+                "ec_verdict": ec.get("verdict"), "sec_per_step": c.get("sec_per_step"),
+                "cost_ratio": c.get("ratio"), "target_reached": t.get("reached"),
+                "target_mean_steps": t.get("mean_steps"),
+                "target_mean_seconds": t.get("mean_seconds")})
+    return rows
+
+
+def write_csv(study: dict, path: Path) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=CSV_COLS)
+        w.writeheader()
+        for r in csv_rows(study):
+            w.writerow({k: "" if v is None or (isinstance(v, float) and not math.isfinite(v))
+                        else v for k, v in r.items()})
+
+
+def write_report(study: dict, out: Path) -> list[Path]:
+    """report.md, report.html, summary.csv and the PNGs into `out` (the study dir: relative
+    run dirs are read from there). An `analysis.md` already in `out` (the study file's
+    `analysis:` hook) is appended under "## Analysis". Returns the files written."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    analysis = (out / "analysis.md").read_text() if (out / "analysis.md").is_file() else None
+    blocks, pngs = document(study, out, analysis)
+    title = f"tricks study: {study.get('name') or study.get('study_file') or ''}"
+    (out / "report.md").write_text(to_markdown(blocks))
+    (out / "report.html").write_text(to_html(blocks, out, title))
+    write_csv(study, out / "summary.csv")
+    return [out / "report.md", out / "report.html", out / "summary.csv",
+            *[out / p for p in pngs]]
