@@ -714,9 +714,11 @@ def _sort_values(res: Result) -> list[list]:
     out = []
     for i, g in enumerate(res.groups, 1):
         s = g.stats
-        out.append([i, None, s["n"], s["mean"], s["best"], s["diff"], s["p"], None,
-                    s["samples_per_sec"], s["cost_ratio"], s["wall_seconds"],
-                    s["peak_mem_bytes"]])
+        k = s.get("failed", 0)
+        out.append([i, None, s["n"], s["mean"], s["diff"], s["p"], s.get("p_holm"), None,
+                    s["best"], s.get("mde"), k, s["samples_per_sec"], s["cost_ratio"],
+                    s["wall_seconds"], s["peak_mem_bytes"]])
+    assert all(len(r) == len(TABLE_HEAD) for r in out), "sort values follow TABLE_HEAD"
     return [[v if _ok(v) else None for v in row] for row in out]
 
 
@@ -727,11 +729,10 @@ def html(res: Result, out: Path, plots: list[tuple[str, str]]) -> str:
     from runner import report_html as rh
 
     head = [h.format(metric=res.metric) for h in TABLE_HEAD]
-    right = {j for j, h in enumerate(TABLE_HEAD) if h in ("#", "n", "samples/s", "cost ×",
-                                                            "wall s", "peak mem")}
-    summary = rh.table(head, table_rows(res), right=right, wide={1, 7}, id="summary",
+    right = {j for j, h in enumerate(TABLE_HEAD) if h in RIGHT}
+    summary = rh.table(head, table_rows(res), right=right, wide={1, VERDICT}, id="summary",
                        sort_values=_sort_values(res),
-                       cell_class=lambda j, c: f"v-{c.split()[0]}" if j == 7 and c else "")
+                       cell_class=lambda j, c: f"v-{c.split()[0]}" if j == VERDICT and c else "")
     excl = ""
     if res.excluded:
         excl = ("<h2>Failed, unfinished or excluded runs (not averaged)</h2>"
