@@ -1,8 +1,8 @@
 """tricks: a lab bench for deep-learning training tricks (package `runner`)."""
 
-from pathlib import Path
 import os
 import warnings
+from pathlib import Path
 
 __version__ = "0.1.0"
 
@@ -14,5 +14,6 @@ CACHE_DIR = Path(os.environ.get("TRICKS_CACHE", Path.home() / ".cache" / "tricks
 # conf/hydra/launcher/joblib.yaml is named like the joblib plugin's schema on purpose (Hydra
 # validates it against that schema); Hydra's notice about this matching would otherwise be
 # printed by every job process.
-warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema",
-                        category=UserWarning)
+warnings.filterwarnings(
+    "ignore", message=r"(?s).*is validated against ConfigStore schema", category=UserWarning
+)

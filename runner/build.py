@@ -28,8 +28,9 @@ def _target(node, key: str):
 def call(node: DictConfig, key: str, **extra):
     """Call node._target_ with the node's keys plus `extra`; bad keys give a ConfigError."""
     fn = _target(node, key)
-    kwargs = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
-              if k != "_target_"}
+    kwargs = {
+        k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_target_"
+    }
     sig = inspect.signature(fn)
     has_var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
     if not has_var_kw:
@@ -63,8 +64,9 @@ def data(cfg: DictConfig):
         return call(cfg.dataset, "dataset", tokenizer=tok)
     import json
 
-    key = json.dumps([OmegaConf.to_container(cfg.dataset, resolve=True), tok], sort_keys=True,
-                     default=str)
+    key = json.dumps(
+        [OmegaConf.to_container(cfg.dataset, resolve=True), tok], sort_keys=True, default=str
+    )
     if key not in _DATA_MEMO:  # the splits are never written to in place: sharing is safe
         _DATA_MEMO.clear()  # keep one dataset: a study switching datasets must not pile them up
         _DATA_MEMO[key] = call(cfg.dataset, "dataset", tokenizer=tok)
@@ -84,8 +86,11 @@ def loss(cfg: DictConfig, data):
     from runner.config import _option_from_conf
 
     ds = cfg.get("dataset")
-    name = (_option_from_conf("dataset", OmegaConf.to_container(ds, resolve=True))
-            if isinstance(ds, DictConfig) and ds.get("_target_") else "?")
+    name = (
+        _option_from_conf("dataset", OmegaConf.to_container(ds, resolve=True))
+        if isinstance(ds, DictConfig) and ds.get("_target_")
+        else "?"
+    )
     obj.check_data(data.train["y"].dim() == 2, name)
     from runner.losses import select_metric
 
@@ -97,8 +102,13 @@ def loss(cfg: DictConfig, data):
 def model(cfg: DictConfig, info: dict):
     node = cfg.model
     if "train_with" in node:  # the settings it trains with (config.model_defaults), no argument
-        node = OmegaConf.create({k: v for k, v in OmegaConf.to_container(node, resolve=True)
-                                 .items() if k != "train_with"})
+        node = OmegaConf.create(
+            {
+                k: v
+                for k, v in OmegaConf.to_container(node, resolve=True).items()
+                if k != "train_with"
+            }
+        )
     return call(node, "model", **info)
 
 
@@ -106,8 +116,12 @@ def param_groups(model: torch.nn.Module, weight_decay: float, decay_bias_and_nor
     """Decoupled weight decay on weights only: biases and normalisation weights (every parameter
     with fewer than 2 dims) go to a group without decay unless decay_bias_and_norm."""
     if decay_bias_and_norm or not weight_decay:
-        return [{"params": [p for p in model.parameters() if p.requires_grad],
-                 "weight_decay": weight_decay}]
+        return [
+            {
+                "params": [p for p in model.parameters() if p.requires_grad],
+                "weight_decay": weight_decay,
+            }
+        ]
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -121,8 +135,11 @@ def param_groups(model: torch.nn.Module, weight_decay: float, decay_bias_and_nor
 def optimizer(cfg: DictConfig, model: torch.nn.Module, fused_ok: bool):
     node = cfg.optimizer
     cls = _target(node, "optimizer")
-    kwargs = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
-              if k not in OPT_META_KEYS}
+    kwargs = {
+        k: v
+        for k, v in OmegaConf.to_container(node, resolve=True).items()
+        if k not in OPT_META_KEYS
+    }
     if isinstance(kwargs.get("betas"), list):
         kwargs["betas"] = tuple(kwargs["betas"])
     wd = kwargs.pop("weight_decay", 0.0)
@@ -135,8 +152,11 @@ def optimizer(cfg: DictConfig, model: torch.nn.Module, fused_ok: bool):
         kwargs["fused"] = False
     unknown = [k for k in kwargs if k not in sig]
     if unknown and not any(p.kind is p.VAR_KEYWORD for p in sig.values()):
-        raise ConfigError(f"optimizer.{unknown[0]}", "unknown key",
-                          ", ".join(k for k in sig if k not in ("self", "params")))
+        raise ConfigError(
+            f"optimizer.{unknown[0]}",
+            "unknown key",
+            ", ".join(k for k in sig if k not in ("self", "params")),
+        )
     try:
         return cls(groups, **kwargs)
     except (ValueError, TypeError, RuntimeError) as e:
@@ -166,8 +186,11 @@ def tricks(cfg: DictConfig) -> list:
             key = f"{group}.{name}" if name else group
             t = call(sub, key)
             if t.needs_double_backward and cfg.trainer.get("compile", False):
-                raise ConfigError(key, "needs a double backward, which torch.compile does not "
-                                  "support", "trainer.compile=false")
+                raise ConfigError(
+                    key,
+                    "needs a double backward, which torch.compile does not support",
+                    "trainer.compile=false",
+                )
             t._name = name or OmegaConf.select(cfg, "clip._target_").rsplit(".", 1)[-1].lower()
             found.append(t)
     return sorted(found, key=lambda t: t.order)

@@ -29,7 +29,7 @@ def save_atomic(obj, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     _saves += path.name == "last.pt"
     kill = os.environ.get("TRICKS_TEST_KILL_IN_SAVE")  # tests only: SIGKILL mid-write of the
-    with open(tmp, "wb") as f:                          # N-th last.pt of this process
+    with open(tmp, "wb") as f:  # N-th last.pt of this process
         if kill and int(kill) == _saves and path.name == "last.pt":
             import io
             import signal
@@ -71,12 +71,17 @@ def load(path: Path, map_location="cpu") -> dict:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         detail = " ".join(str(e).split())[:120]
-        raise ConfigError("resume", f"checkpoint {path} is corrupt or unreadable "
-                          f"({type(e).__name__}: {detail}); delete it to start over, or resume "
-                          "from another checkpoint")
+        raise ConfigError(
+            "resume",
+            f"checkpoint {path} is corrupt or unreadable "
+            f"({type(e).__name__}: {detail}); delete it to start over, or resume "
+            "from another checkpoint",
+        )
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "rows" not in ckpt:
-        raise ConfigError("resume", f"{path} is not a tricks last.pt checkpoint "
-                          f"(format {FORMAT}, with the training state)")
+        raise ConfigError(
+            "resume",
+            f"{path} is not a tricks last.pt checkpoint (format {FORMAT}, with the training state)",
+        )
     return ckpt
 
 
@@ -106,10 +111,19 @@ def state_to_ckpt(state, config: dict) -> dict:
 
 
 # Config keys that may differ between the run that wrote a checkpoint and the one resuming it.
-RESUMABLE_DIFFS = ("resume", "trainer.progress", "trainer.epochs", "trainer.max_steps",
-                   "trainer.checkpoint_every", "trainer.log_every", "logger", "trainer.device",
-                   "trainer.keep_checkpoints", "trainer.data_on_device",
-                   "model.train_with")  # advice; what it set is compared as optimizer.lr etc.
+RESUMABLE_DIFFS = (
+    "resume",
+    "trainer.progress",
+    "trainer.epochs",
+    "trainer.max_steps",
+    "trainer.checkpoint_every",
+    "trainer.log_every",
+    "logger",
+    "trainer.device",
+    "trainer.keep_checkpoints",
+    "trainer.data_on_device",
+    "model.train_with",
+)  # advice; what it set is compared as optimizer.lr etc.
 
 
 def prune(ckpt_dir: Path, keep: str) -> None:
@@ -130,9 +144,12 @@ def check_compatible(ckpt_config: dict, config: dict) -> None:
         if any(key == k or key.startswith(k + ".") for k in RESUMABLE_DIFFS):
             continue
         if a.get(key) != b.get(key):
-            raise ConfigError("resume", f"checkpoint was written with {key}={a.get(key)!r}, "
-                              f"this run has {key}={b.get(key)!r}; only "
-                              f"{', '.join(RESUMABLE_DIFFS[1:])} may change on resume")
+            raise ConfigError(
+                "resume",
+                f"checkpoint was written with {key}={a.get(key)!r}, "
+                f"this run has {key}={b.get(key)!r}; only "
+                f"{', '.join(RESUMABLE_DIFFS[1:])} may change on resume",
+            )
 
 
 def restore(state, ckpt: dict) -> None:
@@ -154,8 +171,11 @@ def restore(state, ckpt: dict) -> None:
     except ConfigError:
         raise
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
-        raise ConfigError("resume", f"checkpoint does not fit this model/optimizer/tricks "
-                          f"({type(e).__name__}: {' '.join(str(e).split())[:160]})")
+        raise ConfigError(
+            "resume",
+            f"checkpoint does not fit this model/optimizer/tricks "
+            f"({type(e).__name__}: {' '.join(str(e).split())[:160]})",
+        )
     state.step, state.epoch, state.micro_pos = ckpt["step"], ckpt["epoch"], ckpt["micro_pos"]
     state.rows, state.best = list(ckpt["rows"]), dict(ckpt["best"])
     state._acc = {k: [v[0].to(state.plan.device), v[1]] for k, v in ckpt["acc"].items()}

@@ -14,12 +14,12 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="rich",
     help="A lab bench for deep-learning training tricks: one engine, Hydra configs, "
-         "seed-aware verdicts.\n\n"
-         "  tricks train                                   # MLP on mnist1d, CPU, < 1 min\n\n"
-         "  tricks train optimizer=lion 'reg=\\[rdrop]'      # compose tricks by config\n\n"
-         "  tricks train -m optimizer=adamw,sgd seed=0,1,2 # sweep\n\n"
-         "  tricks compare multirun/                       # which trick helped, how sure\n\n"
-         "  tricks list [GROUP]                            # the options of each config group",
+    "seed-aware verdicts.\n\n"
+    "  tricks train                                   # MLP on mnist1d, CPU, < 1 min\n\n"
+    "  tricks train optimizer=lion 'reg=\\[rdrop]'      # compose tricks by config\n\n"
+    "  tricks train -m optimizer=adamw,sgd seed=0,1,2 # sweep\n\n"
+    "  tricks compare multirun/                       # which trick helped, how sure\n\n"
+    "  tricks list [GROUP]                            # the options of each config group",
 )
 
 
@@ -31,7 +31,7 @@ def _fail(msg: str, code: int = 2):
 def precheck(args: list[str]) -> None:
     """Compose and validate before Hydra starts a run, so a bad override gives one line and
     creates or touches no run directory. Sweeps are checked value by value."""
-    from runner.config import compose, options, validate, LIST_GROUPS
+    from runner.config import LIST_GROUPS, compose, options, validate
     from runner.errors import ConfigError
 
     overrides = [a for a in args if not a.startswith("-") and "=" in a]
@@ -69,7 +69,7 @@ def precheck(args: list[str]) -> None:
             v = o.value()
             values = [str(x) for x in v] if isinstance(v, list) else [str(v)]
         for v in values:
-            for name in (v.strip("[]").split(",") if key in LIST_GROUPS else [v]):
+            for name in v.strip("[]").split(",") if key in LIST_GROUPS else [v]:
                 name = name.strip()
                 if name and name not in available:
                     raise ConfigError(key, f"unknown option {name!r}", ", ".join(available))
@@ -90,8 +90,11 @@ def precheck(args: list[str]) -> None:
         except ConfigError:
             raise
         except Exception as e:  # e.g. `trainer=3` replaced a whole section
-            raise ConfigError("", f"invalid config ({type(e).__name__}: "
-                              f"{' '.join(str(e).split())[:160]}); see `tricks train --cfg job`")
+            raise ConfigError(
+                "",
+                f"invalid config ({type(e).__name__}: "
+                f"{' '.join(str(e).split())[:160]}); see `tricks train --cfg job`",
+            )
         _precheck_resume(cfg, hydra_keys, multirun)
 
 
@@ -101,11 +104,16 @@ def _single_run_sweep(o, list_groups):
 
     key, vals = o.get_key_element().lstrip("+~"), _sweep_values(o)
     if key in list_groups:
-        return ConfigError(key, f"{','.join(vals)} without brackets is a sweep; for a list write "
-                           f"'{key}=[{','.join(vals)}]' (quoted for the shell), or add -m to "
-                           "sweep over them")
-    return ConfigError(key, f"{','.join(vals)} is a sweep (a comma without brackets): add -m to "
-                       "run one job per value")
+        return ConfigError(
+            key,
+            f"{','.join(vals)} without brackets is a sweep; for a list write "
+            f"'{key}=[{','.join(vals)}]' (quoted for the shell), or add -m to "
+            "sweep over them",
+        )
+    return ConfigError(
+        key,
+        f"{','.join(vals)} is a sweep (a comma without brackets): add -m to run one job per value",
+    )
 
 
 def _sweep_values(o) -> list[str]:
@@ -140,9 +148,12 @@ def _precheck_resume(cfg, hydra_keys: list[str], multirun: bool) -> None:
             return  # each job resumes from its own dir (runner.main.sweep_job_plan)
         run_dir = _hydra_value(hydra_keys, "hydra.run.dir")
         if run_dir is None:
-            raise ConfigError("resume", "true needs the run to continue: add "
-                              "hydra.run.dir=<its directory>", "resume=true with "
-                              "hydra.run.dir=<an existing run dir>, or resume=<path to a last.pt>")
+            raise ConfigError(
+                "resume",
+                "true needs the run to continue: add hydra.run.dir=<its directory>",
+                "resume=true with "
+                "hydra.run.dir=<an existing run dir>, or resume=<path to a last.pt>",
+            )
         if "${" in run_dir:
             return  # interpolated: checked by the run itself
         path = Path(run_dir) / "checkpoints" / "last.pt"
@@ -197,8 +208,10 @@ def _unselected_trick(key: str, overrides: list[str]) -> str | None:
     except Exception:
         pass
     this = next((o for o in overrides if o.lstrip("+~").partition("=")[0] == key), f"{key}=...")
-    return (f"{key}: {name} is not selected in {group}; select it: "
-            f"'{group}=[{','.join([*selected, name])}]' {this.lstrip('+')}")
+    return (
+        f"{key}: {name} is not selected in {group}; select it: "
+        f"'{group}=[{','.join([*selected, name])}]' {this.lstrip('+')}"
+    )
 
 
 class _HydraRecord:
@@ -212,13 +225,15 @@ class _HydraRecord:
         self.files: dict | None = None
         if "-m" in args or "--multirun" in args:
             return
-        d = _hydra_value([a for a in args if a.lstrip("+~").startswith("hydra.")],
-                         "hydra.run.dir")
+        d = _hydra_value([a for a in args if a.lstrip("+~").startswith("hydra.")], "hydra.run.dir")
         if d is None or "${" in d or not Path(d).is_dir():
             return
         self.dir = Path(d) / ".hydra"
-        self.files = ({p: p.read_bytes() for p in self.dir.iterdir() if p.is_file()}
-                      if self.dir.is_dir() else {})
+        self.files = (
+            {p: p.read_bytes() for p in self.dir.iterdir() if p.is_file()}
+            if self.dir.is_dir()
+            else {}
+        )
         self.top = set(Path(d).iterdir())  # Hydra's job log (main.log) may appear, empty
 
     def restore(self) -> None:
@@ -275,8 +290,12 @@ def train(ctx: typer.Context):
         raise typer.Exit(_launch_ddp(nproc, args))
     from runner import main as entry
 
-    if ("resume=true" in [a.lower() for a in args] and "-m" not in args and "--multirun" not in args
-            and not any(a.lstrip("+~").startswith("hydra.output_subdir") for a in args)):
+    if (
+        "resume=true" in [a.lower() for a in args]
+        and "-m" not in args
+        and "--multirun" not in args
+        and not any(a.lstrip("+~").startswith("hydra.output_subdir") for a in args)
+    ):
         args.append("hydra.output_subdir=null")  # keep the run's original .hydra/ record
     if any(a in ("--cfg", "-c") for a in args) and "--resolve" not in args:
         args.append("--resolve")  # show the values used (model defaults are interpolations)
@@ -290,11 +309,14 @@ def train(ctx: typer.Context):
     if code == 2:  # bad input found by the run itself: undo Hydra's rewrite of .hydra/
         keep.restore()
     if entry.FAILED and entry.SWEEP_DIR:
-        typer.echo(f"{len(entry.FAILED)} job(s) did not complete: "
-                   + ", ".join(entry.FAILED[:5]), err=True)
-        typer.echo(f"to retry them (completed jobs are skipped, interrupted ones resume): "
-                   f"re-run the same command with hydra.sweep.dir={entry.SWEEP_DIR[0]}",
-                   err=True)
+        typer.echo(
+            f"{len(entry.FAILED)} job(s) did not complete: " + ", ".join(entry.FAILED[:5]), err=True
+        )
+        typer.echo(
+            f"to retry them (completed jobs are skipped, interrupted ones resume): "
+            f"re-run the same command with hydra.sweep.dir={entry.SWEEP_DIR[0]}",
+            err=True,
+        )
         code = code or 1
     if code:
         raise typer.Exit(code)
@@ -323,8 +345,10 @@ def _launch_ddp(nproc: int, args: list[str]) -> int:
     import subprocess
 
     if any(a in ("-m", "--multirun") for a in args):
-        _fail("--nproc starts one data-parallel run, not a sweep; sweep DDP runs with "
-              "hydra/launcher=slurm hydra.launcher.tasks_per_node=N (see docs/scale.md)")
+        _fail(
+            "--nproc starts one data-parallel run, not a sweep; sweep DDP runs with "
+            "hydra/launcher=slurm hydra.launcher.tasks_per_node=N (see docs/scale.md)"
+        )
     if not any(a.startswith("hydra.run.dir=") for a in args):
         # every process must agree on the run directory, so resolve ${now:} once, here
         from hydra.core.utils import setup_globals
@@ -335,8 +359,16 @@ def _launch_ddp(nproc: int, args: list[str]) -> int:
         setup_globals()  # registers the ${now:} resolver
         pattern = OmegaConf.load(CONF_DIR / "train.yaml").hydra.run._get_node("dir")._value()
         args = [*args, f"hydra.run.dir={OmegaConf.create({'d': pattern}).d}"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "runner.main", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "runner.main",
+        *args,
+    ]
     try:
         return subprocess.call(cmd)
     except KeyboardInterrupt:  # torchrun forwards the signal; the ranks checkpoint and stop
@@ -370,12 +402,20 @@ def list_(group: Optional[str] = typer.Argument(None, help="A config group, e.g.
 
 @app.command()
 def compare(
-    paths: List[str] = typer.Argument(..., help="Run dirs, sweep dirs, or wandb:entity/project[/group]"),
+    paths: List[str] = typer.Argument(
+        ..., help="Run dirs, sweep dirs, or wandb:entity/project[/group]"
+    ),
     metric: str = typer.Option("test/acc", help="Summary metric to compare"),
     baseline: Optional[str] = typer.Option(None, help="KEY=VALUE selecting the baseline group"),
-    out: Optional[str] = typer.Option(None, help="Directory for report.md/html, summary.csv, plots"),
-    wandb: bool = typer.Option(False, "--wandb", help="Also log the verdict (table, plots, "
-                               "headline) as one W&B run in the sweep's project and group"),
+    out: Optional[str] = typer.Option(
+        None, help="Directory for report.md/html, summary.csv, plots"
+    ),
+    wandb: bool = typer.Option(
+        False,
+        "--wandb",
+        help="Also log the verdict (table, plots, "
+        "headline) as one W&B run in the sweep's project and group",
+    ),
 ):
     """Aggregate runs over seeds: mean, 95% CI, difference to the baseline, p-value, cost."""
     try:
@@ -395,26 +435,35 @@ def _study_help() -> str:
     """`tricks study --help`: the protocol in brief, and the study files of experiments/."""
     from pathlib import Path
 
-    text = ("Run a study: every arm tuned with the same budget of quasi-random trials, chosen on "
-            "a validation metric, confirmed on fresh seeds, compared with the baseline "
-            "(Holm-adjusted p). Writes DIR/study.json, report.md/.html, summary.csv, PNGs and "
-            "the run dirs DIR/runs/...; re-running on DIR resumes.\n\n"
-            "  tricks study experiments/flooding/study.yaml --parallel 2\n\n"
-            "  tricks study my.yaml trainer.device=cuda --out studies/my   # OVERRIDES: every run"
-            "\n\n  tricks study my.yaml --dry-run                # the plan, nothing run")
+    text = (
+        "Run a study: every arm tuned with the same budget of quasi-random trials, chosen on "
+        "a validation metric, confirmed on fresh seeds, compared with the baseline "
+        "(Holm-adjusted p). Writes DIR/study.json, report.md/.html, summary.csv, PNGs and "
+        "the run dirs DIR/runs/...; re-running on DIR resumes.\n\n"
+        "  tricks study experiments/flooding/study.yaml --parallel 2\n\n"
+        "  tricks study my.yaml trainer.device=cuda --out studies/my   # OVERRIDES: every run"
+        "\n\n  tricks study my.yaml --dry-run                # the plan, nothing run"
+    )
     root = Path(__file__).resolve().parent.parent / "experiments"
     found = []
     for p in sorted(root.glob("*/study.yaml")):
-        first = next((l.strip().lstrip("#").strip() for l in p.read_text().splitlines()
-                      if l.strip().startswith("#")), "")
+        first = next(
+            (
+                l.strip().lstrip("#").strip()
+                for l in p.read_text().splitlines()
+                if l.strip().startswith("#")
+            ),
+            "",
+        )
         found.append(f"  experiments/{p.parent.name}/study.yaml  {first}")
     if found:
         text += "\n\nStudy files in experiments/:\n\n" + "\n\n".join(found)
     return text
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-             help=_study_help())
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, help=_study_help()
+)
 def study(
     ctx: typer.Context,
     file: str = typer.Argument(..., help="The study file (YAML), or with --report-only its DIR"),
@@ -432,8 +481,10 @@ def study(
     overrides = list(ctx.args)
     bad = [a for a in overrides if a.startswith("-") or "=" not in a]
     if bad:
-        _fail(f"{bad[0]}: not an option of tricks study nor a KEY=VALUE override (allowed: "
-              f"--out, --parallel, --dry-run, --report-only, --wandb, KEY=VALUE)")
+        _fail(
+            f"{bad[0]}: not an option of tricks study nor a KEY=VALUE override (allowed: "
+            f"--out, --parallel, --dry-run, --report-only, --wandb, KEY=VALUE)"
+        )
     if parallel < 1:
         _fail(f"--parallel: must be >= 1, got {parallel}")
     from runner import study as S
@@ -441,8 +492,11 @@ def study(
 
     try:
         if report_only:
-            d = Path(out) if out else (Path(file) if Path(file).is_dir()
-                                       else Path("studies") / S.load_name(file))
+            d = (
+                Path(out)
+                if out
+                else (Path(file) if Path(file).is_dir() else Path("studies") / S.load_name(file))
+            )
             for f in P.report_only(d):
                 typer.echo(f"wrote {f}")
             return
@@ -462,8 +516,11 @@ def study(
         typer.echo(line)
     failed = P.failed_runs(result)
     if failed:
-        typer.echo(f"{len(failed)} run(s) failed (recorded as failed, worst score): "
-                   + "; ".join(failed[:5]), err=True)
+        typer.echo(
+            f"{len(failed)} run(s) failed (recorded as failed, worst score): "
+            + "; ".join(failed[:5]),
+            err=True,
+        )
     if wandb:
         _study_wandb(result, d)
     typer.echo(f"study dir: {d} (study.json, report.md)")
@@ -477,11 +534,25 @@ def _study_wandb(result: dict, d) -> None:
         return
     from runner.study.protocol import each_workload, headline
 
-    rows = [[w or "", a, r["final"]["mean"], (r.get("diff") or {}).get("mean"),
-             (r.get("diff") or {}).get("p_holm"), r["verdict"]]
-            for w, arms in each_workload(result) for a, r in arms.items()]
-    log_verdict(["workload", "arm", result["metric"], "diff", "p_holm", "verdict"], rows,
-                sorted(d.glob("*.png")), "; ".join(headline(result)), group=result["name"])
+    rows = [
+        [
+            w or "",
+            a,
+            r["final"]["mean"],
+            (r.get("diff") or {}).get("mean"),
+            (r.get("diff") or {}).get("p_holm"),
+            r["verdict"],
+        ]
+        for w, arms in each_workload(result)
+        for a, r in arms.items()
+    ]
+    log_verdict(
+        ["workload", "arm", result["metric"], "diff", "p_holm", "verdict"],
+        rows,
+        sorted(d.glob("*.png")),
+        "; ".join(headline(result)),
+        group=result["name"],
+    )
 
 
 def main():

@@ -29,9 +29,9 @@ import math
 import os
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from runner.config import GROUPS, TRICK_GROUPS, choices_of
 from runner.errors import ConfigError
@@ -40,15 +40,24 @@ from runner.stats import compare_to, describe, holm_verdicts, lower_is_better, m
 _match = match_value  # the name scripts/experiments.py imports (that script is being retired)
 
 # Keys that cannot change a result: never a reason to split runs into groups.
-IGNORED = ("seed", "resume", "run_dir", "trainer.progress", "trainer.log_every",
-           "trainer.checkpoint_every", "trainer.eval_batch_size", "trainer.keep_checkpoints",
-           "trainer.data_on_device")
+IGNORED = (
+    "seed",
+    "resume",
+    "run_dir",
+    "trainer.progress",
+    "trainer.log_every",
+    "trainer.checkpoint_every",
+    "trainer.eval_batch_size",
+    "trainer.keep_checkpoints",
+    "trainer.data_on_device",
+)
 # model.train_with: a model's advice; the values it set show as optimizer.lr, schedule.warmup_steps
 IGNORED_PREFIXES = ("logger", "hydra", "_wandb", "choices.logger", "model.train_with")
 ALPHA = 0.05
 
 
 # -- runs ------------------------------------------------------------------------------------
+
 
 @dataclass
 class Run:
@@ -75,7 +84,7 @@ class Run:
         return self._rows
 
     def value(self, metric: str):
-        """The run's figure for `metric`: summary.json first, else the metric's last logged value."""
+        """The run's figure for `metric`: summary.json first, else its last logged value."""
         v = self.summary.get(metric)
         if v is None:
             for r in reversed(self.rows):
@@ -96,8 +105,11 @@ def natural_key(s: str):
 
 
 def is_run_dir(d: Path) -> bool:
-    return (d / "summary.json").is_file() or (d / "config.yaml").is_file() \
+    return (
+        (d / "summary.json").is_file()
+        or (d / "config.yaml").is_file()
         or (d / "metrics.jsonl").is_file()
+    )
 
 
 def _read_rows(path: Path) -> list:
@@ -146,10 +158,15 @@ def load_run_dir(d: Path) -> Run:
                 status = "unfinished"
         except json.JSONDecodeError:
             status, error = "unfinished", "summary.json is not valid JSON"
-    return Run(path=str(d), config=flatten(config) if isinstance(config, dict) else {},
-               choices=choices_of(config if isinstance(config, dict) else {}, hydra_choices),
-               summary=summary, status=status, error=error,
-               load_rows=lambda p=d / "metrics.jsonl": _read_rows(p))
+    return Run(
+        path=str(d),
+        config=flatten(config) if isinstance(config, dict) else {},
+        choices=choices_of(config if isinstance(config, dict) else {}, hydra_choices),
+        summary=summary,
+        status=status,
+        error=error,
+        load_rows=lambda p=d / "metrics.jsonl": _read_rows(p),
+    )
 
 
 def find_run_dirs(root: Path) -> list[Path]:
@@ -158,8 +175,14 @@ def find_run_dirs(root: Path) -> list[Path]:
     found = []
     for dirpath, dirnames, _ in os.walk(root):
         p = Path(dirpath)
-        dirnames[:] = sorted((n for n in dirnames if not n.startswith(".")
-                              and n not in ("checkpoints", "wandb", "tensorboard")), key=natural_key)
+        dirnames[:] = sorted(
+            (
+                n
+                for n in dirnames
+                if not n.startswith(".") and n not in ("checkpoints", "wandb", "tensorboard")
+            ),
+            key=natural_key,
+        )
         if p != root and is_run_dir(p):
             found.append(p)
             dirnames[:] = []
@@ -170,19 +193,28 @@ def load_wandb(spec: str) -> list[Run]:
     """`wandb:ENTITY/PROJECT[/GROUP]` through the W&B public API (needs a login and a network)."""
     from runner.log import wandb as wb
 
-    path = spec[len("wandb:"):].strip("/")
+    path = spec[len("wandb:") :].strip("/")
     parts = [p for p in path.split("/") if p]
     if len(parts) not in (2, 3):
         raise ConfigError(spec, "expected wandb:ENTITY/PROJECT or wandb:ENTITY/PROJECT/GROUP")
     if os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun", "disabled"):
-        raise ConfigError(spec, f"WANDB_MODE={os.environ['WANDB_MODE']}: reading runs from W&B "
-                          "needs online mode; compare the local run directories instead")
+        raise ConfigError(
+            spec,
+            f"WANDB_MODE={os.environ['WANDB_MODE']}: reading runs from W&B "
+            "needs online mode; compare the local run directories instead",
+        )
     if not wb.has_api_key():
-        raise ConfigError(spec, "not logged in to W&B (run `wandb login` or set WANDB_API_KEY); "
-                          "or compare the local run directories instead")
+        raise ConfigError(
+            spec,
+            "not logged in to W&B (run `wandb login` or set WANDB_API_KEY); "
+            "or compare the local run directories instead",
+        )
     if not wb.reachable(timeout=5.0):
-        raise ConfigError(spec, f"cannot reach W&B at {wb.base_url()} (offline?); compare the "
-                          "local run directories instead")
+        raise ConfigError(
+            spec,
+            f"cannot reach W&B at {wb.base_url()} (offline?); compare the "
+            "local run directories instead",
+        )
     import wandb
 
     try:
@@ -190,34 +222,49 @@ def load_wandb(spec: str) -> list[Run]:
         filters = {"group": parts[2]} if len(parts) == 3 else None
         remote = list(api.runs(f"{parts[0]}/{parts[1]}", filters=filters))
     except Exception as e:
-        raise ConfigError(spec, f"W&B API error: {type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''}")
+        raise ConfigError(
+            spec, f"W&B API error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        )
     runs = []
     for r in remote:
         config = {k: v for k, v in dict(r.config).items() if not k.startswith("_")}
         from runner.config import flatten
 
         config = flatten(config)
-        choices = {k[len("choices."):]: str(v) for k, v in config.items()
-                   if k.startswith("choices.")}
+        choices = {
+            k[len("choices.") :]: str(v) for k, v in config.items() if k.startswith("choices.")
+        }
         config = {k: v for k, v in config.items() if not k.startswith("choices.")}
         raw = getattr(r.summary, "_json_dict", None)
         raw = raw if isinstance(raw, dict) else dict(r.summary)
         summary = {k: v for k, v in raw.items() if not k.startswith("_")}
         state = getattr(r, "state", "")
-        status = summary.get("status") or {"finished": "completed", "crashed": "failed",
-                                           "failed": "failed", "killed": "interrupted"}.get(
-            state, "unfinished")
+        status = summary.get("status") or {
+            "finished": "completed",
+            "crashed": "failed",
+            "failed": "failed",
+            "killed": "interrupted",
+        }.get(state, "unfinished")
         if state == "running":
             status = "unfinished"
 
         def rows(r=r):
-            return [{k: v for k, v in dict(h).items() if not k.startswith("_")}
-                    for h in r.scan_history()]
+            return [
+                {k: v for k, v in dict(h).items() if not k.startswith("_")}
+                for h in r.scan_history()
+            ]
 
-        runs.append(Run(path=f"wandb:{parts[0]}/{parts[1]}/{r.id}", config=config,
-                        choices=choices or {}, summary=summary, status=status,
-                        error=summary.get("error"), load_rows=rows))
+        runs.append(
+            Run(
+                path=f"wandb:{parts[0]}/{parts[1]}/{r.id}",
+                config=config,
+                choices=choices or {},
+                summary=summary,
+                status=status,
+                error=summary.get("error"),
+                load_rows=rows,
+            )
+        )
     if not runs:
         raise ConfigError(spec, "no runs found")
     return runs
@@ -236,8 +283,11 @@ def load_runs(paths: list[str]) -> list[Run]:
             raise ConfigError(str(p), "not a directory (give run or sweep directories)")
         dirs = find_run_dirs(root)
         if not dirs:
-            raise ConfigError(str(p), "no run directories found (a run directory holds "
-                              "summary.json, config.yaml or metrics.jsonl)")
+            raise ConfigError(
+                str(p),
+                "no run directories found (a run directory holds "
+                "summary.json, config.yaml or metrics.jsonl)",
+            )
         for d in dirs:
             key = d.resolve()
             if key not in seen:
@@ -247,6 +297,7 @@ def load_runs(paths: list[str]) -> list[Run]:
 
 
 # -- grouping --------------------------------------------------------------------------------
+
 
 def _ignored(key: str) -> bool:
     return key in IGNORED or any(key == p or key.startswith(p + ".") for p in IGNORED_PREFIXES)
@@ -320,9 +371,13 @@ def label_of(key: tuple) -> str:
 
 # -- statistics: runner/stats.py ------------------------------------------------------------
 
+
 def _mean(xs):
-    xs = [float(x) for x in xs if isinstance(x, (int, float)) and not isinstance(x, bool)
-          and math.isfinite(x)]
+    xs = [
+        float(x)
+        for x in xs
+        if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    ]
     return sum(xs) / len(xs) if xs else None
 
 
@@ -331,6 +386,7 @@ def _ratio(a, b):
 
 
 # -- the comparison --------------------------------------------------------------------------
+
 
 @dataclass
 class Result:
@@ -349,8 +405,11 @@ class Result:
 def choose_baseline(groups: list[Group], baseline: str | None) -> tuple[Group, str]:
     if baseline:
         if "=" not in baseline:
-            raise ConfigError("--baseline", f"expected KEY=VALUE, got {baseline!r}",
-                              "e.g. optimizer=adamw, reg=none")
+            raise ConfigError(
+                "--baseline",
+                f"expected KEY=VALUE, got {baseline!r}",
+                "e.g. optimizer=adamw, reg=none",
+            )
         k, v = baseline.split("=", 1)
         k, v = k.strip(), v.strip()
         keys = {kk for g in groups for kk, _ in g.key}
@@ -358,8 +417,11 @@ def choose_baseline(groups: list[Group], baseline: str | None) -> tuple[Group, s
         matches = [g for g, d in zip(groups, descs) if k in d and match_value(d[k], v)]
         if not matches:
             if not any(k in d for d in descs):
-                raise ConfigError("--baseline", f"unknown key {k!r}",
-                                  ", ".join(sorted(keys)) or "no key differs across groups")
+                raise ConfigError(
+                    "--baseline",
+                    f"unknown key {k!r}",
+                    ", ".join(sorted(keys)) or "no key differs across groups",
+                )
             vals = sorted({d[k] for d in descs if k in d})
             raise ConfigError("--baseline", f"no group has {k}={v}", ", ".join(vals))
         why = f"--baseline {k}={v}"
@@ -370,9 +432,11 @@ def choose_baseline(groups: list[Group], baseline: str | None) -> tuple[Group, s
         d = dict(g.key) | descriptor(g.runs[0])
         if _no_trick(d):
             first = g is groups[0]
-            return g, ("default: the first group" if first and all(
-                _no_trick(dict(x.key) | descriptor(x.runs[0])) for x in groups)
-                else "default: the group without a trick")
+            return g, (
+                "default: the first group"
+                if first and all(_no_trick(dict(x.key) | descriptor(x.runs[0])) for x in groups)
+                else "default: the group without a trick"
+            )
     return groups[0], "default: the first group (every group uses a trick)"
 
 
@@ -383,8 +447,12 @@ def failed_per_group(excluded: list, keys: list[str]) -> dict[tuple, int]:
     return {k: len(v) for k, v in group_runs(bad, keys).items()}
 
 
-def analyse(runs: list[Run], metric: str = "test/acc", baseline: str | None = None,
-            sources: list | None = None) -> Result:
+def analyse(
+    runs: list[Run],
+    metric: str = "test/acc",
+    baseline: str | None = None,
+    sources: list | None = None,
+) -> Result:
     higher = not lower_is_better(metric)
     excluded, ok = [], []
     for r in runs:
@@ -396,8 +464,14 @@ def analyse(runs: list[Run], metric: str = "test/acc", baseline: str | None = No
             ok.append(r)
     if not ok:
         if runs and all(r.status == "completed" for r in runs):
-            known = sorted({k for r in runs for k, v in r.summary.items()
-                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            known = sorted(
+                {
+                    k
+                    for r in runs
+                    for k, v in r.summary.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)
+                }
+            )
             raise ConfigError("--metric", f"no run has {metric!r}", ", ".join(known))
         return Result(metric, higher, [], [], None, "", excluded, len(runs), sources or [])
     keys = differing_keys(ok)
@@ -408,8 +482,10 @@ def analyse(runs: list[Run], metric: str = "test/acc", baseline: str | None = No
     base, why = choose_baseline(groups, baseline)
     failed = failed_per_group(excluded, keys)
     b_seeds = [r.seed for r in base.runs]
-    b_cost = {k: _mean(r.summary.get(k) for r in base.runs)
-              for k in ("samples_per_sec", "wall_seconds", "peak_mem_bytes", "train_seconds")}
+    b_cost = {
+        k: _mean(r.summary.get(k) for r in base.runs)
+        for k in ("samples_per_sec", "wall_seconds", "peak_mem_bytes", "train_seconds")
+    }
     for g in groups:
         s = describe(g.values, higher)
         s["seeds"] = [r.seed for r in g.runs]
@@ -420,8 +496,16 @@ def analyse(runs: list[Run], metric: str = "test/acc", baseline: str | None = No
         s["cost_ratio"] = _ratio(b_cost["samples_per_sec"], s["samples_per_sec"])
         s["failed"] = failed.get(g.key, 0)
         if g is base:
-            s.update(diff=0.0, diff_low=float("nan"), diff_high=float("nan"), p=float("nan"),
-                     p_holm=float("nan"), test="", mde=float("nan"), verdict="baseline")
+            s.update(
+                diff=0.0,
+                diff_low=float("nan"),
+                diff_high=float("nan"),
+                p=float("nan"),
+                p_holm=float("nan"),
+                test="",
+                mde=float("nan"),
+                verdict="baseline",
+            )
         else:
             s.update(compare_to(g.values, s["seeds"], base.values, b_seeds, higher))
         g.stats = s
@@ -431,6 +515,7 @@ def analyse(runs: list[Run], metric: str = "test/acc", baseline: str | None = No
 
 
 # -- formatting ------------------------------------------------------------------------------
+
 
 def _ok(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
@@ -472,9 +557,23 @@ def diff_ci(s: dict) -> str:
     return f"{fsigned(s['diff'])} [{fsigned(s['diff_low'])}, {fsigned(s['diff_high'])}]"
 
 
-TABLE_HEAD = ["#", "group", "n", "{metric} (mean ± 95% CI)", "diff vs baseline [95% CI]", "p",
-              "p_holm", "verdict", "best", "MDE", "failed k/n", "samples/s", "cost ×", "wall s",
-              "peak mem"]
+TABLE_HEAD = [
+    "#",
+    "group",
+    "n",
+    "{metric} (mean ± 95% CI)",
+    "diff vs baseline [95% CI]",
+    "p",
+    "p_holm",
+    "verdict",
+    "best",
+    "MDE",
+    "failed k/n",
+    "samples/s",
+    "cost ×",
+    "wall s",
+    "peak mem",
+]
 RIGHT = ("#", "n", "p_holm", "MDE", "failed k/n", "samples/s", "cost ×", "wall s", "peak mem")
 VERDICT = TABLE_HEAD.index("verdict")  # html() styles the 8th cell: keep the verdict there
 
@@ -485,32 +584,54 @@ def table_rows(res: Result) -> list[list[str]]:
         s = g.stats
         p = fp(s["p"]) + (f" ({s['test']})" if s.get("test") and _ok(s["p"]) else "")
         k = s.get("failed", 0)
-        rows.append([str(i), g.label + (" (baseline)" if g is res.baseline else ""),
-                     str(s["n"]), mean_ci(s), diff_ci(s), p, fp(s.get("p_holm")), s["verdict"],
-                     fnum(s["best"]), fnum(s.get("mde")), f"{k}/{s['n'] + k}",
-                     fnum(s["samples_per_sec"], 0), fratio(s["cost_ratio"]),
-                     fnum(s["wall_seconds"], 1), fmem(s["peak_mem_bytes"])])
+        rows.append(
+            [
+                str(i),
+                g.label + (" (baseline)" if g is res.baseline else ""),
+                str(s["n"]),
+                mean_ci(s),
+                diff_ci(s),
+                p,
+                fp(s.get("p_holm")),
+                s["verdict"],
+                fnum(s["best"]),
+                fnum(s.get("mde")),
+                f"{k}/{s['n'] + k}",
+                fnum(s["samples_per_sec"], 0),
+                fratio(s["cost_ratio"]),
+                fnum(s["wall_seconds"], 1),
+                fmem(s["peak_mem_bytes"]),
+            ]
+        )
     return rows
 
 
 def headline(res: Result) -> str:
     n_ok = sum(len(g.runs) for g in res.groups)
     direction = "higher" if res.higher_better else "lower"
-    return (f"{n_ok} completed run(s) in {len(res.groups)} group(s)"
-            f"{f', {len(res.excluded)} excluded' if res.excluded else ''}; metric {res.metric} "
-            f"({direction} is better); baseline: {res.baseline.label} ({res.baseline_reason}).")
+    return (
+        f"{n_ok} completed run(s) in {len(res.groups)} group(s)"
+        f"{f', {len(res.excluded)} excluded' if res.excluded else ''}; metric {res.metric} "
+        f"({direction} is better); baseline: {res.baseline.label} ({res.baseline_reason})."
+    )
 
 
-METHOD = ("95% CI of the mean from the t distribution (n-1 dof); difference to the baseline with "
-          "a paired t-test when both groups ran the same seeds, Welch's t-test otherwise; "
-          "p_holm: Holm-adjusted across the groups compared with the baseline, and the verdict "
-          "at p_holm < 0.05 (no verdict from zero spread). MDE: the difference that test finds "
-          "with 80% power at this n and spread. failed k/n: failed runs (not averaged) among the "
-          "group's runs. cost × = baseline samples/s ÷ group samples/s (time per sample "
-          "relative to the baseline).")
+METHOD = (
+    "95% CI of the mean from the t distribution (n-1 dof); difference to the baseline with "
+    "a paired t-test when both groups ran the same seeds, Welch's t-test otherwise; "
+    "p_holm: Holm-adjusted across the groups compared with the baseline, and the verdict "
+    "at p_holm < 0.05 (no verdict from zero spread). MDE: the difference that test finds "
+    "with 80% power at this n and spread. failed k/n: failed runs (not averaged) among the "
+    "group's runs. cost × = baseline samples/s ÷ group samples/s (time per sample "
+    "relative to the baseline)."
+)
 
-VERDICT_STYLE = {"better": "bold green", "worse": "bold red", "baseline": "bold",
-                 "no significant difference": "yellow"}
+VERDICT_STYLE = {
+    "better": "bold green",
+    "worse": "bold red",
+    "baseline": "bold",
+    "no significant difference": "yellow",
+}
 
 
 def print_table(res: Result, console=None) -> None:
@@ -523,8 +644,7 @@ def print_table(res: Result, console=None) -> None:
         c.print(escape(headline(res)))
         t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         for h in TABLE_HEAD:
-            t.add_column(h.format(metric=res.metric),
-                         justify="right" if h in RIGHT else "left")
+            t.add_column(h.format(metric=res.metric), justify="right" if h in RIGHT else "left")
         for row in table_rows(res):
             style = VERDICT_STYLE.get(row[VERDICT], "dim")
             row = [escape(c) for c in row]  # labels hold brackets: reg=[rdrop]
@@ -532,8 +652,13 @@ def print_table(res: Result, console=None) -> None:
             t.add_row(*row)
         c.print(t)
     if res.excluded:
-        t = Table(title="failed / unfinished / excluded runs (not averaged)", box=None,
-                  show_header=True, header_style="bold", title_justify="left")
+        t = Table(
+            title="failed / unfinished / excluded runs (not averaged)",
+            box=None,
+            show_header=True,
+            header_style="bold",
+            title_justify="left",
+        )
         t.add_column("run")
         t.add_column("reason")
         for r, why in res.excluded:
@@ -543,23 +668,39 @@ def print_table(res: Result, console=None) -> None:
 
 def markdown(res: Result, plots: list[tuple[str, str]] = ()) -> str:
     head = [h.format(metric=res.metric) for h in TABLE_HEAD]
-    lines = [f"# tricks compare: {res.metric}", "",
-             f"Sources: {', '.join(f'`{s}`' for s in res.sources)}", "", headline(res), "",
-             "| " + " | ".join(head) + " |",
-             "|" + "|".join("---:" if h in RIGHT else "---" for h in TABLE_HEAD) + "|"]
+    lines = [
+        f"# tricks compare: {res.metric}",
+        "",
+        f"Sources: {', '.join(f'`{s}`' for s in res.sources)}",
+        "",
+        headline(res),
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---:" if h in RIGHT else "---" for h in TABLE_HEAD) + "|",
+    ]
     for row in table_rows(res):
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
     lines += ["", METHOD, ""]
-    lines += ["Seeds: " + "; ".join(f"{g.label}: {' '.join(map(str, g.stats['seeds']))}"
-                                    for g in res.groups) + ".", ""]
+    lines += [
+        "Seeds: "
+        + "; ".join(f"{g.label}: {' '.join(map(str, g.stats['seeds']))}" for g in res.groups)
+        + ".",
+        "",
+    ]
     if res.command:
         lines += [f"Made with `{res.command}`.", ""]
     if res.keys:
-        lines += ["Groups differ in: " + ", ".join(f"`{k}`" for k in res.keys) + " (seed ignored).",
-                  ""]
+        lines += [
+            "Groups differ in: " + ", ".join(f"`{k}`" for k in res.keys) + " (seed ignored).",
+            "",
+        ]
     if res.excluded:
-        lines += ["## Failed, unfinished or excluded runs (not averaged)", "",
-                  "| run | reason |", "|---|---|"]
+        lines += [
+            "## Failed, unfinished or excluded runs (not averaged)",
+            "",
+            "| run | reason |",
+            "|---|---|",
+        ]
         lines += [f"| `{r.path}` | {why.replace('|', '/')} |" for r, why in res.excluded]
         lines.append("")
     if plots:
@@ -570,23 +711,57 @@ def markdown(res: Result, plots: list[tuple[str, str]] = ()) -> str:
 
 
 def write_csv(res: Result, path: Path) -> None:
-    cols = ["rank", "group", "baseline", *res.keys, "n", "mean", "std", "ci95", "ci_low",
-            "ci_high", "best", "diff", "diff_low", "diff_high", "p", "p_holm", "test", "verdict",
-            "mde", "failed", "samples_per_sec", "samples_per_sec_ratio", "cost_ratio",
-            "wall_seconds", "wall_seconds_ratio", "train_seconds", "peak_mem_bytes",
-            "peak_mem_bytes_ratio", "seeds", "runs"]
+    cols = [
+        "rank",
+        "group",
+        "baseline",
+        *res.keys,
+        "n",
+        "mean",
+        "std",
+        "ci95",
+        "ci_low",
+        "ci_high",
+        "best",
+        "diff",
+        "diff_low",
+        "diff_high",
+        "p",
+        "p_holm",
+        "test",
+        "verdict",
+        "mde",
+        "failed",
+        "samples_per_sec",
+        "samples_per_sec_ratio",
+        "cost_ratio",
+        "wall_seconds",
+        "wall_seconds_ratio",
+        "train_seconds",
+        "peak_mem_bytes",
+        "peak_mem_bytes_ratio",
+        "seeds",
+        "runs",
+    ]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)
         for i, g in enumerate(res.groups, 1):
             s, key = g.stats, dict(g.key)
-            row = {"rank": i, "group": g.label, "baseline": g is res.baseline, **key, **s,
-                   "seeds": " ".join(map(str, s["seeds"])),
-                   "runs": " ".join(r.path for r in g.runs)}
+            row = {
+                "rank": i,
+                "group": g.label,
+                "baseline": g is res.baseline,
+                **key,
+                **s,
+                "seeds": " ".join(map(str, s["seeds"])),
+                "runs": " ".join(r.path for r in g.runs),
+            }
             w.writerow(["" if row.get(c) is None else row.get(c) for c in cols])
 
 
 # -- plots -----------------------------------------------------------------------------------
+
 
 def _curve_key(metric: str, runs: list[Run]) -> str:
     for key in (re.sub(r"^(best|final)/", "", metric), "val/acc", "test/acc"):
@@ -627,8 +802,7 @@ def plot(res: Result, out: Path) -> list[tuple[str, str]]:
     for i, g in enumerate(reversed(res.groups)):
         s = g.stats
         err = s["ci95"] if _ok(s["ci95"]) else 0
-        ax.errorbar(s["mean"], i, xerr=err, fmt="o", color=colors[g.label], capsize=4,
-                    markersize=7)
+        ax.errorbar(s["mean"], i, xerr=err, fmt="o", color=colors[g.label], capsize=4, markersize=7)
         ax.scatter(g.values, [i] * len(g.values), color=colors[g.label], alpha=0.35, s=14)
     ax.axvline(res.baseline.stats["mean"], color="gray", ls="--", lw=1)
     ax.set_yticks(range(len(res.groups)))
@@ -640,8 +814,10 @@ def plot(res: Result, out: Path) -> list[tuple[str, str]]:
     plt.close(fig)
     made.append(("final.png", f"{res.metric} per group"))
 
-    for key, name in ((_curve_key(res.metric, [r for g in res.groups for r in g.runs]),
-                       "curves.png"), ("train/loss", "train_loss.png")):
+    for key, name in (
+        (_curve_key(res.metric, [r for g in res.groups for r in g.runs]), "curves.png"),
+        ("train/loss", "train_loss.png"),
+    ):
         fig, ax = plt.subplots(figsize=(8, 4.5))
         drawn = False
         for g in res.groups:
@@ -687,12 +863,28 @@ def svg_plots(res: Result) -> list[str]:
     from runner import report_html as rh
 
     color = {g.label: rh.COLORS[i % len(rh.COLORS)] for i, g in enumerate(res.groups)}
-    items = [{"label": g.label, "n": g.stats["n"], "mean": g.stats["mean"],
-              "low": g.stats["ci_low"], "high": g.stats["ci_high"], "values": g.values,
-              "color": color[g.label]} for g in res.groups]
-    figs = [rh.figure(rh.interval_plot(items, f"{res.metric} (mean, 95% CI; small dots: runs; "
-                                              f"dashed: baseline)", res.baseline.stats["mean"]),
-                      f"{res.metric} per group")]
+    items = [
+        {
+            "label": g.label,
+            "n": g.stats["n"],
+            "mean": g.stats["mean"],
+            "low": g.stats["ci_low"],
+            "high": g.stats["ci_high"],
+            "values": g.values,
+            "color": color[g.label],
+        }
+        for g in res.groups
+    ]
+    figs = [
+        rh.figure(
+            rh.interval_plot(
+                items,
+                f"{res.metric} (mean, 95% CI; small dots: runs; dashed: baseline)",
+                res.baseline.stats["mean"],
+            ),
+            f"{res.metric} per group",
+        )
+    ]
     all_runs = [r for g in res.groups for r in g.runs]
     for key in (_curve_key(res.metric, all_runs), "train/loss"):
         series = []
@@ -700,12 +892,25 @@ def svg_plots(res: Result) -> list[str]:
             steps, mean, lo, hi = _band(g.runs, key)
             n = _step_counts(g.runs, key)
             if steps:
-                series.append({"label": g.label, "color": color[g.label], "x": steps,
-                               "mean": mean, "low": lo, "high": hi, "n": [n[s] for s in steps]})
+                series.append(
+                    {
+                        "label": g.label,
+                        "color": color[g.label],
+                        "x": steps,
+                        "mean": mean,
+                        "low": lo,
+                        "high": hi,
+                        "n": [n[s] for s in steps],
+                    }
+                )
         if series:
-            figs.append(rh.figure(rh.curve_plot(series, "step", key),
-                                  f"{key}: mean over seeds with 95% CI band",
-                                  [(s["label"], s["color"]) for s in series]))
+            figs.append(
+                rh.figure(
+                    rh.curve_plot(series, "step", key),
+                    f"{key}: mean over seeds with 95% CI band",
+                    [(s["label"], s["color"]) for s in series],
+                )
+            )
     return figs
 
 
@@ -715,9 +920,25 @@ def _sort_values(res: Result) -> list[list]:
     for i, g in enumerate(res.groups, 1):
         s = g.stats
         k = s.get("failed", 0)
-        out.append([i, None, s["n"], s["mean"], s["diff"], s["p"], s.get("p_holm"), None,
-                    s["best"], s.get("mde"), k, s["samples_per_sec"], s["cost_ratio"],
-                    s["wall_seconds"], s["peak_mem_bytes"]])
+        out.append(
+            [
+                i,
+                None,
+                s["n"],
+                s["mean"],
+                s["diff"],
+                s["p"],
+                s.get("p_holm"),
+                None,
+                s["best"],
+                s.get("mde"),
+                k,
+                s["samples_per_sec"],
+                s["cost_ratio"],
+                s["wall_seconds"],
+                s["peak_mem_bytes"],
+            ]
+        )
     assert all(len(r) == len(TABLE_HEAD) for r in out), "sort values follow TABLE_HEAD"
     return [[v if _ok(v) else None for v in row] for row in out]
 
@@ -730,25 +951,46 @@ def html(res: Result, out: Path, plots: list[tuple[str, str]]) -> str:
 
     head = [h.format(metric=res.metric) for h in TABLE_HEAD]
     right = {j for j, h in enumerate(TABLE_HEAD) if h in RIGHT}
-    summary = rh.table(head, table_rows(res), right=right, wide={1, VERDICT}, id="summary",
-                       sort_values=_sort_values(res),
-                       cell_class=lambda j, c: f"v-{c.split()[0]}" if j == VERDICT and c else "")
+    summary = rh.table(
+        head,
+        table_rows(res),
+        right=right,
+        wide={1, VERDICT},
+        id="summary",
+        sort_values=_sort_values(res),
+        cell_class=lambda j, c: f"v-{c.split()[0]}" if j == VERDICT and c else "",
+    )
     excl = ""
     if res.excluded:
-        excl = ("<h2>Failed, unfinished or excluded runs (not averaged)</h2>"
-                + rh.table(["run", "reason"], [[r.path, w] for r, w in res.excluded],
-                           wide={0, 1}))
-    keys = ("<p>Groups differ in: " + ", ".join(f"<code>{escape(k)}</code>" for k in res.keys)
-            + " (seed ignored).</p>") if res.keys else ""
-    pngs = ("<p class=m>The same plots as PNG files beside this report: "
+        excl = "<h2>Failed, unfinished or excluded runs (not averaged)</h2>" + rh.table(
+            ["run", "reason"], [[r.path, w] for r, w in res.excluded], wide={0, 1}
+        )
+    keys = (
+        (
+            "<p>Groups differ in: "
+            + ", ".join(f"<code>{escape(k)}</code>" for k in res.keys)
+            + " (seed ignored).</p>"
+        )
+        if res.keys
+        else ""
+    )
+    pngs = (
+        (
+            "<p class=m>The same plots as PNG files beside this report: "
             + ", ".join(f'<a href="{escape(n)}">{escape(n)}</a>' for n, _ in plots)
-            + ".</p>") if plots else ""
+            + ".</p>"
+        )
+        if plots
+        else ""
+    )
     cmd = f"<p class=m>Made with <code>{escape(res.command)}</code>.</p>" if res.command else ""
-    body = (f"<h1>tricks compare: {escape(res.metric)}</h1>\n"
-            f"<p>Sources: {escape(', '.join(res.sources))}</p>\n<p>{escape(headline(res))}</p>\n"
-            f"{summary}\n<p class=m>{escape(METHOD)} Click a column header to sort.</p>\n"
-            f"{keys}{cmd}{excl}\n<h2>Plots</h2>\n<p class=m>Hover a dot or a row for the arm, "
-            f"n and mean ± 95% CI.</p>\n" + "\n".join(svg_plots(res)) + f"\n{pngs}")
+    body = (
+        f"<h1>tricks compare: {escape(res.metric)}</h1>\n"
+        f"<p>Sources: {escape(', '.join(res.sources))}</p>\n<p>{escape(headline(res))}</p>\n"
+        f"{summary}\n<p class=m>{escape(METHOD)} Click a column header to sort.</p>\n"
+        f"{keys}{cmd}{excl}\n<h2>Plots</h2>\n<p class=m>Hover a dot or a row for the arm, "
+        f"n and mean ± 95% CI.</p>\n" + "\n".join(svg_plots(res)) + f"\n{pngs}"
+    )
     return rh.page(f"tricks compare: {res.metric}", body)
 
 
@@ -758,8 +1000,12 @@ def write_report(res: Result, out: Path) -> list[Path]:
     (out / "report.md").write_text(markdown(res, plots))
     write_csv(res, out / "summary.csv")
     (out / "report.html").write_text(html(res, out, plots))
-    return [out / "report.html", out / "report.md", out / "summary.csv",
-            *[out / n for n, _ in plots]]
+    return [
+        out / "report.html",
+        out / "report.md",
+        out / "summary.csv",
+        *[out / n for n, _ in plots],
+    ]
 
 
 def wandb_target(runs: list[Run]) -> tuple[str | None, str | None]:
@@ -773,7 +1019,7 @@ def wandb_target(runs: list[Run]) -> tuple[str | None, str | None]:
     projects, groups = Counter(), Counter()
     for r in runs:
         if r.path.startswith("wandb:"):
-            parts = r.path[len("wandb:"):].split("/")
+            parts = r.path[len("wandb:") :].split("/")
             projects[parts[1]] += 1
             continue
         if r.config.get("logger._target_", "").endswith("WandbSink"):
@@ -800,9 +1046,16 @@ def log_wandb(res: Result, files: list[Path], runs: list[Run], out: Path) -> Pat
 
     project, group = wandb_target(runs)
     head = [h.format(metric=res.metric) for h in TABLE_HEAD]
-    return log_verdict(head, table_rows(res), [f for f in files if f.suffix == ".png"],
-                       headline(res), project=project, group=group,
-                       name=f"verdict {res.metric}", dir=out)
+    return log_verdict(
+        head,
+        table_rows(res),
+        [f for f in files if f.suffix == ".png"],
+        headline(res),
+        project=project,
+        group=group,
+        name=f"verdict {res.metric}",
+        dir=out,
+    )
 
 
 def default_out(paths: list[str]) -> Path:
@@ -812,8 +1065,13 @@ def default_out(paths: list[str]) -> Path:
     return Path("compare")
 
 
-def main(paths: list[str], metric: str = "test/acc", baseline: str | None = None,
-         out: str | None = None, wandb: bool = False) -> int:
+def main(
+    paths: list[str],
+    metric: str = "test/acc",
+    baseline: str | None = None,
+    out: str | None = None,
+    wandb: bool = False,
+) -> int:
     """The `tricks compare` command; returns the exit code (0: report written, 1: nothing to
     compare). Raises ConfigError for bad input."""
     from rich.console import Console
@@ -822,21 +1080,32 @@ def main(paths: list[str], metric: str = "test/acc", baseline: str | None = None
         raise ConfigError("PATH", "give at least one run or sweep directory")
     runs = load_runs(list(paths))
     res = analyse(runs, metric=metric, baseline=baseline, sources=[str(p) for p in paths])
-    res.command = " ".join(["tricks compare", *map(shlex.quote, map(str, paths)),
-                            "--metric", shlex.quote(metric),
-                            *(["--baseline", shlex.quote(baseline)] if baseline else [])])
+    res.command = " ".join(
+        [
+            "tricks compare",
+            *map(shlex.quote, map(str, paths)),
+            "--metric",
+            shlex.quote(metric),
+            *(["--baseline", shlex.quote(baseline)] if baseline else []),
+        ]
+    )
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console = Console(width=200)
     print_table(res, console)
     if not res.groups:
-        console.print(f"no completed run with {metric} to compare "
-                      f"({len(res.excluded)} run(s) excluded, listed above)")
+        console.print(
+            f"no completed run with {metric} to compare "
+            f"({len(res.excluded)} run(s) excluded, listed above)"
+        )
         return 1
     dest = Path(out) if out else default_out(list(paths))
     files = write_report(res, dest)
-    console.print(f"report: {files[0]} (also {', '.join(f.name for f in files[1:])})",
-                  highlight=False, soft_wrap=True)
+    console.print(
+        f"report: {files[0]} (also {', '.join(f.name for f in files[1:])})",
+        highlight=False,
+        soft_wrap=True,
+    )
     if wandb:
         local = log_wandb(res, files, runs, dest)
         if local is not None:

@@ -61,14 +61,16 @@ def describe(group: str, option: str, conf_dir: Path = CONF_DIR) -> str:
 
 def compose(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
     """Compose the config as `tricks train` would, without running anything."""
-    from hydra import compose as hcompose, initialize_config_dir
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            return hcompose(config_name=config_name, overrides=list(overrides or []),
-                            return_hydra_config=False)
+            return hcompose(
+                config_name=config_name, overrides=list(overrides or []), return_hydra_config=False
+            )
     finally:
         GlobalHydra.instance().clear()
 
@@ -95,21 +97,40 @@ def validate(cfg: DictConfig) -> None:
         if t[key] is not None:
             positive(t[key], f"trainer.{key}", integer=True)
     dev = str(t.device)
-    check(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
-          "trainer.device", f"unknown device {dev!r}", "auto, cpu, cuda, cuda:N")
+    check(
+        dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
+        "trainer.device",
+        f"unknown device {dev!r}",
+        "auto, cpu, cuda, cuda:N",
+    )
     for key, allowed in _TRAINER_CHOICES.items():
         if allowed:
             check(t[key] in allowed, f"trainer.{key}", f"got {t[key]!r}", ", ".join(allowed))
     for key in ("compile", "deterministic", "grad_checkpointing"):
         check(isinstance(t[key], bool), f"trainer.{key}", f"must be true or false, got {t[key]!r}")
-    check(t.progress in ("auto", True, False), "trainer.progress", f"got {t.progress!r}",
-          "auto, true, false")
-    check(t.data_on_device in ("auto", True, False), "trainer.data_on_device",
-          f"got {t.data_on_device!r}", "auto, true, false")
-    check(isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool), "seed",
-          f"must be an integer, got {cfg.seed!r}")
-    check(cfg.resume is False or cfg.resume is True or isinstance(cfg.resume, str), "resume",
-          f"got {cfg.resume!r}", "true, false, or a checkpoint path")
+    check(
+        t.progress in ("auto", True, False),
+        "trainer.progress",
+        f"got {t.progress!r}",
+        "auto, true, false",
+    )
+    check(
+        t.data_on_device in ("auto", True, False),
+        "trainer.data_on_device",
+        f"got {t.data_on_device!r}",
+        "auto, true, false",
+    )
+    check(
+        isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool),
+        "seed",
+        f"must be an integer, got {cfg.seed!r}",
+    )
+    check(
+        cfg.resume is False or cfg.resume is True or isinstance(cfg.resume, str),
+        "resume",
+        f"got {cfg.resume!r}",
+        "true, false, or a checkpoint path",
+    )
     opt = cfg.optimizer
     positive(opt.lr, "optimizer.lr")
     if "weight_decay" in opt:
@@ -118,14 +139,20 @@ def validate(cfg: DictConfig) -> None:
         if key in opt:
             in_range(opt[key], f"optimizer.{key}", 0.0, 1.0, hi_open=True)
     if "betas" in opt:
-        check(isinstance(opt.betas, ListConfig) and len(opt.betas) == 2, "optimizer.betas",
-              f"must be two numbers [beta1, beta2], got {opt.betas!r}")
+        check(
+            isinstance(opt.betas, ListConfig) and len(opt.betas) == 2,
+            "optimizer.betas",
+            f"must be two numbers [beta1, beta2], got {opt.betas!r}",
+        )
         for i, b in enumerate(opt.betas):
             in_range(b, f"optimizer.betas[{i}]", 0.0, 1.0, hi_open=True)
     for group in LIST_GROUPS:
         node = cfg.get(group)
-        check(node is None or isinstance(node, DictConfig), group,
-              f"must be a list of options, e.g. {_LIST_EXAMPLES.get(group, group + '=[a,b]')}")
+        check(
+            node is None or isinstance(node, DictConfig),
+            group,
+            f"must be a list of options, e.g. {_LIST_EXAMPLES.get(group, group + '=[a,b]')}",
+        )
 
 
 def to_container(cfg: DictConfig) -> dict:
@@ -147,6 +174,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 
 # -- which option of each group a resolved config is ------------------------------------------
+
 
 def _target_name(target: str) -> str:
     """runner.models.mlp.MLP -> mlp; torch.optim.AdamW -> adamw."""
@@ -178,8 +206,9 @@ def _option_from_conf(group: str, node: dict) -> str:
 def choices_of(config: dict, hydra_choices: dict | None = None) -> dict:
     """The option of each config group: Hydra's runtime choices when known, else derived from the
     nodes' `_target_`. `reg` is the list of tricks in the config, e.g. `[rdrop,flooding]`."""
-    hydra_choices = {k: v for k, v in (hydra_choices or {}).items()
-                     if not str(k).startswith("hydra/")}
+    hydra_choices = {
+        k: v for k, v in (hydra_choices or {}).items() if not str(k).startswith("hydra/")
+    }
     out = {}
     for g in GROUPS:
         node = config.get(g)
@@ -220,10 +249,12 @@ def model_defaults(cfg: DictConfig) -> list[str]:
         raw = node._get_node(key)._value()
         if not (isinstance(raw, str) and raw.startswith("${oc.select:model.train_with.")):
             continue  # the user's own value
-        path = raw[len("${oc.select:"):].split(",")[0]
+        path = raw[len("${oc.select:") :].split(",")[0]
         if OmegaConf.select(cfg, path) is not None:
             notes.append(f"{group}.{key}={node[key]} from model={mname}'s defaults")
         elif group == "optimizer":
-            notes.append(f"{group}.{key}={node[key]}: model={mname} has no {key} for "
-                         f"optimizer={names.get('optimizer')}, its own default is used")
+            notes.append(
+                f"{group}.{key}={node[key]}: model={mname} has no {key} for "
+                f"optimizer={names.get('optimizer')}, its own default is used"
+            )
     return notes

@@ -18,13 +18,17 @@ class Caps:
     free_mem: int | None = None  # free bytes on the training device (CUDA), None: unknown
 
     @staticmethod
-    def probe(device: str | None = None) -> "Caps":
+    def probe(device: str | None = None) -> Caps:
         cuda = torch.cuda.is_available()
         free = None
         if cuda and device is not None and str(device).startswith("cuda"):
             free = int(torch.cuda.mem_get_info(torch.device(device))[0])
-        return Caps(cuda=cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
-                    device_count=torch.cuda.device_count() if cuda else 0, free_mem=free)
+        return Caps(
+            cuda=cuda,
+            bf16=cuda and torch.cuda.is_bf16_supported(),
+            device_count=torch.cuda.device_count() if cuda else 0,
+            free_mem=free,
+        )
 
 
 @dataclass
@@ -46,8 +50,9 @@ class Plan:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
 
-def plan(device: str = "auto", precision: str = "auto", caps: Caps | None = None,
-         compile: bool = False) -> Plan:
+def plan(
+    device: str = "auto", precision: str = "auto", caps: Caps | None = None, compile: bool = False
+) -> Plan:
     """On CUDA: bf16 autocast where supported (fp16 + GradScaler otherwise), fused optimizer
     kernels, TF32 matmuls, pinned non-blocking host-to-device copies, no per-step host sync.
     On CPU: fp32, fused kernels (torch's fused AdamW runs on CPU too)."""
@@ -57,21 +62,30 @@ def plan(device: str = "auto", precision: str = "auto", caps: Caps | None = None
     if device == "auto":
         device = "cuda" if caps.cuda else "cpu"
     if device.startswith("cuda") and not caps.cuda:
-        raise ConfigError("trainer.device", f"{device} requested but CUDA is not available",
-                          "auto, cpu")
+        raise ConfigError(
+            "trainer.device", f"{device} requested but CUDA is not available", "auto, cpu"
+        )
     on_cuda = device.startswith("cuda")
     if precision == "auto":
         precision = ("bf16" if caps.bf16 else "fp16") if on_cuda else "fp32"
     if precision == "fp16" and not on_cuda:
         raise ConfigError("trainer.precision", "fp16 needs CUDA", "fp32, bf16 on CPU")
-    return Plan(device=device, precision=precision, scaler=precision == "fp16",
-                fused=True, tf32=on_cuda, compile=bool(compile), pin_memory=on_cuda,
-                finite_check_each_step=not on_cuda)
+    return Plan(
+        device=device,
+        precision=precision,
+        scaler=precision == "fp16",
+        fused=True,
+        tf32=on_cuda,
+        compile=bool(compile),
+        pin_memory=on_cuda,
+        finite_check_each_step=not on_cuda,
+    )
 
 
 #: with trainer.data_on_device=auto, data stays on the host when it would take more than this
 #: share of the device's free memory (the rest is for the model, optimizer and activations)
 RESIDENT_SHARE = 0.25
+
 
 def data_on_device(setting, p: Plan, nbytes: int, caps: Caps | None = None) -> bool:
     """Keep the data splits on the training device (batches are then slices: no copies), or on

@@ -111,8 +111,11 @@ def setup(plan) -> Dist:
     on_cuda = plan.device.startswith("cuda")
     if on_cuda:
         if plan.device != "cuda":
-            raise ConfigError("trainer.device", f"{plan.device} under torchrun: each process "
-                              "takes cuda:LOCAL_RANK", "auto, cuda, cpu")
+            raise ConfigError(
+                "trainer.device",
+                f"{plan.device} under torchrun: each process takes cuda:LOCAL_RANK",
+                "auto, cuda, cpu",
+            )
         plan.device = f"cuda:{local}"
         torch.cuda.set_device(local)
     backend = "nccl" if on_cuda else "gloo"
@@ -123,8 +126,13 @@ def setup(plan) -> Dist:
         from datetime import timedelta
 
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
-    return Dist(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local,
-                backend=backend, owned=owned)
+    return Dist(
+        rank=dist.get_rank(),
+        world_size=dist.get_world_size(),
+        local_rank=local,
+        backend=backend,
+        owned=owned,
+    )
 
 
 def teardown(d: Dist) -> None:
@@ -182,7 +190,7 @@ def mean_grads(grads: list, world_size: int) -> list:
         if g is None:
             out.append(None)
             continue
-        out.append(flat[i:i + g.numel()].view_as(g).to(g.dtype))
+        out.append(flat[i : i + g.numel()].view_as(g).to(g.dtype))
         i += g.numel()
     return out
 
@@ -204,9 +212,11 @@ def check_in_sync(state, tol: float = 1e-4) -> None:
     gap = (hi + lo).abs().max().item()
     if gap > tol * max(1.0, sums.abs().max().item()):
         names = ", ".join(t.name for t in state.tricks) or "none"
-        raise TrainingFailed(f"parameters differ across the {state.world_size} ranks (checksum "
-                             f"gap {gap:.3g} at step {state.step}): a trick keeps rank-local "
-                             f"state; active tricks: {names}")
+        raise TrainingFailed(
+            f"parameters differ across the {state.world_size} ranks (checksum "
+            f"gap {gap:.3g} at step {state.step}): a trick keeps rank-local "
+            f"state; active tricks: {names}"
+        )
 
 
 def agree_stop(state) -> None:
@@ -238,8 +248,14 @@ def sampler(dataset, d: Dist, seed: int, shuffle: bool = True, drop_last: bool =
     from torch.utils.data import DistributedSampler, RandomSampler, SequentialSampler
 
     if d.enabled:
-        return DistributedSampler(dataset, num_replicas=d.world_size, rank=d.rank,
-                                  shuffle=shuffle, seed=seed, drop_last=drop_last)
+        return DistributedSampler(
+            dataset,
+            num_replicas=d.world_size,
+            rank=d.rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+        )
     if shuffle:
         return RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
     return SequentialSampler(dataset)
@@ -260,8 +276,7 @@ class NullLogger:
 
 # -- SLURM preemption ------------------------------------------------------------------------
 
-PREEMPT_SIGNAL = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"),
-                         None)
+PREEMPT_SIGNAL = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
 PREEMPT_NAME = PREEMPT_SIGNAL.name if PREEMPT_SIGNAL is not None else None
 
 

@@ -26,7 +26,6 @@ from runner.data.batching import IndexBatcher, eval_batches
 from runner.errors import TrainingFailed
 from runner.hooks import Out, overrides
 
-
 #: pending train/acc logits are counted early past this many elements (memory stays small)
 HITS_CAP = 1 << 20
 
@@ -92,8 +91,11 @@ class State:
             from omegaconf import DictConfig, OmegaConf
 
             c = self.cfg
-            self._tc = (SimpleNamespace(**OmegaConf.to_container(c, resolve=True))
-                        if isinstance(c, DictConfig) else c)
+            self._tc = (
+                SimpleNamespace(**OmegaConf.to_container(c, resolve=True))
+                if isinstance(c, DictConfig)
+                else c
+            )
         return self._tc
 
     # -- what tricks use -------------------------------------------------------------------
@@ -113,7 +115,8 @@ class State:
             if g and self._one_group is None:
                 d, t = g[0].device, g[0].dtype
                 self._one_group = d.type in ("cpu", "cuda") and all(
-                    x.device == d and x.dtype == t and x.layout == torch.strided for x in g)
+                    x.device == d and x.dtype == t and x.layout == torch.strided for x in g
+                )
             if not g:
                 self._grad_norm = torch.zeros((), device=self.plan.device)
             elif self._one_group:  # get_total_norm's own math minus its grouping (half the cost)
@@ -143,8 +146,13 @@ class State:
                 logits, h = self.model(batch, delta=delta, return_embed=True)
             else:
                 logits, h = self.model(batch, delta=delta), None
-        return Out(loss=self.criterion(logits, batch["y"], batch.get("labeled")), logits=logits,
-                   y=batch["y"], embed=h, batch=batch)
+        return Out(
+            loss=self.criterion(logits, batch["y"], batch.get("labeled")),
+            logits=logits,
+            y=batch["y"],
+            embed=h,
+            batch=batch,
+        )
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backpropagate one micro-batch loss, scaled for accumulation (and fp16)."""
@@ -187,8 +195,9 @@ class State:
         checkpoint, memory cap) never changes a figure. Semi-supervised: labelled rows only."""
         if not self._hits:
             return
-        cat = lambda i: (torch.cat([h[i] for h in self._hits]) if len(self._hits) > 1
-                         else self._hits[0][i])
+        cat = lambda i: (
+            torch.cat([h[i] for h in self._hits]) if len(self._hits) > 1 else self._hits[0][i]
+        )
         lab = cat(2) if self._hits[0][2] is not None else None
         c = self._acc.get("__counts")
         counts = self.loss.counts(cat(0), cat(1), lab)
@@ -208,6 +217,7 @@ class State:
 
 
 # -- the chains ------------------------------------------------------------------------------
+
 
 def _base_loss(state: State, batch: dict) -> Out:
     return state.forward(batch, keep_embed=state._keep_embed)
@@ -240,6 +250,7 @@ def hooks(state: State, name: str) -> list:
 
 # -- evaluation ------------------------------------------------------------------------------
 
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, split: dict, state: State) -> dict:
     """Mean loss (state.loss) and its metrics over a whole split (acc; multi-label also f1,
@@ -259,8 +270,9 @@ def evaluate(model: torch.nn.Module, split: dict, state: State) -> dict:
         counts = c if counts is None else counts + c
         n += len(batch["y"])
     model.train(was_training)
-    figures = state.loss.metrics(counts) if counts is not None else {
-        m: 0.0 for m in state.loss.figures}
+    figures = (
+        state.loss.metrics(counts) if counts is not None else {m: 0.0 for m in state.loss.figures}
+    )
     return {"loss": loss.item() / max(n, 1), **figures}
 
 
@@ -281,6 +293,7 @@ def run_eval(state: State) -> dict:
 
 
 # -- the loop --------------------------------------------------------------------------------
+
 
 def _reset_acc(state: State):
     dev = state.plan.device
@@ -303,8 +316,8 @@ def _read_acc(state: State) -> dict:
     vals = vals.tolist()  # the one host read
     out = {}
     if counts is not None:  # ratios of counts: the mean over ranks gives the global figures
-        out.update({f"train/{m}": v for m, v in state.loss.metrics(vals[len(names):]).items()})
-    vals = vals[:len(names)]
+        out.update({f"train/{m}": v for m, v in state.loss.metrics(vals[len(names) :]).items()})
+    vals = vals[: len(names)]
     for k, v in zip(names, vals):
         cnt = state._acc[k][1]
         if k == "__loss":
@@ -349,18 +362,27 @@ def _check_finite(state: State, step_loss: torch.Tensor, parts: dict, full: bool
         state.nan_skips += 1
         return False
     loss = step_loss.item() / state.cfg.accum_steps
-    what = (f"non-finite loss ({loss})" if not math.isfinite(loss)
-            else f"non-finite gradients (grad norm {state.grad_norm().item()}, loss {loss:.6g})")
+    what = (
+        f"non-finite loss ({loss})"
+        if not math.isfinite(loss)
+        else f"non-finite gradients (grad norm {state.grad_norm().item()}, loss {loss:.6g})"
+    )
     where = f"step {state.step + 1}"
-    if state.cfg.on_nan != "skip" and not (state.plan.finite_check_each_step
-                                           and not math.isfinite(loss)):
-        where += (" (or earlier: checked on log steps)" if not state.plan.finite_check_each_step
-                  else " (or earlier: gradients are checked on log steps)")
+    if state.cfg.on_nan != "skip" and not (
+        state.plan.finite_check_each_step and not math.isfinite(loss)
+    ):
+        where += (
+            " (or earlier: checked on log steps)"
+            if not state.plan.finite_check_each_step
+            else " (or earlier: gradients are checked on log steps)"
+        )
     parts_s = ", ".join(f"{k}={v.item():.6g}" for k, v in parts.items()) or "none"
     names = ", ".join(t.name for t in state.tricks) or "none"
-    raise TrainingFailed(f"{what} at {where}; loss parts: {parts_s}; active tricks: {names}; "
-                         "lower optimizer.lr, clip gradients (clip=norm), or set "
-                         "trainer.on_nan=skip")
+    raise TrainingFailed(
+        f"{what} at {where}; loss parts: {parts_s}; active tricks: {names}; "
+        "lower optimizer.lr, clip gradients (clip=norm), or set "
+        "trainer.on_nan=skip"
+    )
 
 
 def train_step(state: State, micro_batches: list, loss_fn, bwd_fn, log_now: bool) -> None:
@@ -437,8 +459,10 @@ def _prepare(state: State):
     if spe == 0:
         from runner.errors import ConfigError
 
-        raise ConfigError("trainer.accum_steps", f"batch_size x accum_steps exceeds the train "
-                          f"split ({state.batcher.n} samples)")
+        raise ConfigError(
+            "trainer.accum_steps",
+            f"batch_size x accum_steps exceeds the train split ({state.batcher.n} samples)",
+        )
     loss_fn, bwd_fn = build_chains(state)
     state._on_grads = hooks(state, "on_grads")
     state._on_step_end = hooks(state, "on_step_end")
@@ -460,8 +484,10 @@ class _Clock:
         """A log step: lr and samples/s since the last one."""
         now = time.perf_counter()
         state.train_seconds += now - self.t
-        row = {"lr": state.lr,
-               "samples_per_sec": (state.samples_seen - self.samples) / max(now - self.t, 1e-9)}
+        row = {
+            "lr": state.lr,
+            "samples_per_sec": (state.samples_seen - self.samples) / max(now - self.t, 1e-9),
+        }
         self.t, self.samples = now, state.samples_seen
         return row
 
@@ -503,8 +529,9 @@ def _emit(state: State, row: dict, spe: int, logger, progress) -> None:
             progress.eval_line(state.step, row)
 
 
-def fit(state: State, logger, progress=None, checkpoint_fn=None, best_fn=None,
-        callbacks=()) -> dict:
+def fit(
+    state: State, logger, progress=None, checkpoint_fn=None, best_fn=None, callbacks=()
+) -> dict:
     """Train until total_steps; returns the summary figures (without status). `callbacks`:
     objects with `on_step_start(state)` and/or `on_step_end(state)`, called right before and
     right after every optimizer step (the benchmark's clocks; the tests' kill switch)."""
@@ -569,14 +596,17 @@ def summary_figures(state: State) -> dict:
     s.update({f"test/{m}": state.best.get(f"test/{m}") for m in (*figs, "loss")})
     s.update({f"final/test/{m}": final.get(f"test/{m}") for m in (*figs, "loss")})
     s.update({f"final/val/{m}": final.get(f"val/{m}") for m in figs})
-    s.update({
-        "steps": state.step,
-        "epochs": state.epoch,
-        "samples_per_sec": (state.samples_seen / state.train_seconds if state.train_seconds
-                            else None),
-        "train_seconds": state.train_seconds,
-        "peak_mem_bytes": devmod.peak_mem_bytes(state.plan.device),
-    })
+    s.update(
+        {
+            "steps": state.step,
+            "epochs": state.epoch,
+            "samples_per_sec": (
+                state.samples_seen / state.train_seconds if state.train_seconds else None
+            ),
+            "train_seconds": state.train_seconds,
+            "peak_mem_bytes": devmod.peak_mem_bytes(state.plan.device),
+        }
+    )
     if state.nan_skips:
         s["nan_skips"] = state.nan_skips
     return s
@@ -590,13 +620,15 @@ def update_best(state: State, row: dict) -> bool:
         return False
     if state.best and key in state.best and row[key] <= state.best[key]:
         return False
-    state.best = {k: v for k, v in row.items() if k.startswith(("val/", "test/"))
-                  and "/raw/" not in k}
+    state.best = {
+        k: v for k, v in row.items() if k.startswith(("val/", "test/")) and "/raw/" not in k
+    }
     state.best["step"] = state.step
     return True
 
 
 # -- seeds and RNG ---------------------------------------------------------------------------
+
 
 def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
@@ -619,21 +651,30 @@ def torch_determinism(restore: dict | None = None) -> dict:
     or other code in one process (the benchmark, the tests)."""
     import torch.utils.deterministic as det
 
-    now = {"deterministic": torch.are_deterministic_algorithms_enabled(),
-           "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
-           "fill": det.fill_uninitialized_memory}
+    now = {
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "fill": det.fill_uninitialized_memory,
+    }
     if restore:
-        torch.use_deterministic_algorithms(restore["deterministic"],
-                                           warn_only=restore["warn_only"])
+        torch.use_deterministic_algorithms(restore["deterministic"], warn_only=restore["warn_only"])
         det.fill_uninitialized_memory = restore["fill"]
     return now
 
 
 def rng_state() -> dict:
     np_state = np.random.get_state()
-    s = {"python": random.getstate(), "torch": torch.get_rng_state(),
-         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
-                   int(np_state[3]), float(np_state[4])]}
+    s = {
+        "python": random.getstate(),
+        "torch": torch.get_rng_state(),
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
+    }
     if torch.cuda.is_available():
         s["cuda"] = torch.cuda.get_rng_state_all()
     return s
@@ -651,6 +692,7 @@ def set_rng_state(s: dict) -> None:
 
 def install_signal_handlers(state: State):
     """SIGTERM / SIGINT: finish the current step, checkpoint, exit as `interrupted`."""
+
     def handler(signum, frame):
         if state.stop_requested or state._stop_pending:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt

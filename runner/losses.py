@@ -123,8 +123,9 @@ class Loss:
             want = "multi-hot labels (several per row)" if self.multilabel else "one label per row"
             have = "multi-hot labels" if multilabel else "one label per row"
             allowed = "multilabel_ce, bce" if multilabel else "ce"
-            raise ConfigError("loss", f"{self.name} needs {want}; dataset={dataset} has {have}",
-                              allowed)
+            raise ConfigError(
+                "loss", f"{self.name} needs {want}; dataset={dataset} has {have}", allowed
+            )
 
     @property
     def name(self) -> str:
@@ -191,10 +192,13 @@ class MultiLabel(Loss):
     def metrics(self, c) -> dict:
         c = _floats(c)
         k = (len(c) - 2) // 3
-        tp, fp, fn = c[2:2 + k], c[2 + k:2 + 2 * k], c[2 + 2 * k:]
+        tp, fp, fn = c[2 : 2 + k], c[2 + k : 2 + 2 * k], c[2 + 2 * k :]
         f1 = lambda a, b, d: 2 * a / (2 * a + b + d) if 2 * a + b + d else 0.0
-        return {"acc": c[0] / max(c[1], 1), "f1": f1(sum(tp), sum(fp), sum(fn)),
-                "f1_macro": sum(f1(*z) for z in zip(tp, fp, fn)) / max(k, 1)}
+        return {
+            "acc": c[0] / max(c[1], 1),
+            "f1": f1(sum(tp), sum(fp), sum(fn)),
+            "f1_macro": sum(f1(*z) for z in zip(tp, fp, fn)) / max(k, 1),
+        }
 
     def divergence(self, p_logits, q_logits, symmetric: bool = False):
         return multilabel_divergence(p_logits, q_logits)
@@ -218,8 +222,9 @@ class BCE(MultiLabel):
         return F.binary_cross_entropy_with_logits(logits.float(), y.float())
 
     def per_sample(self, logits, y):
-        return F.binary_cross_entropy_with_logits(logits.float(), y.float(),
-                                                  reduction="none").mean(-1)
+        return F.binary_cross_entropy_with_logits(logits.float(), y.float(), reduction="none").mean(
+            -1
+        )
 
 
 def select_metric(select: str, loss: Loss) -> str:
@@ -227,10 +232,10 @@ def select_metric(select: str, loss: Loss) -> str:
     if select in (None, "auto"):
         return type(loss).select
     allowed = ", ".join(["auto"] + [f"val/{m}" for m in loss.figures])
-    if not (isinstance(select, str) and select.startswith("val/")
-            and select[4:] in loss.figures):
-        raise ConfigError("trainer.select", f"{select!r} is not a validation metric of "
-                          f"loss={loss.name}", allowed)
+    if not (isinstance(select, str) and select.startswith("val/") and select[4:] in loss.figures):
+        raise ConfigError(
+            "trainer.select", f"{select!r} is not a validation metric of loss={loss.name}", allowed
+        )
     return select
 
 

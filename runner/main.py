@@ -118,8 +118,9 @@ def build_state(cfg: DictConfig, plan, d):
 
     tcfg = cfg.trainer
     data = build.data(cfg)
-    data = data.to(plan.device, resident=devmod.data_on_device(tcfg.data_on_device, plan,
-                                                               data.nbytes()))
+    data = data.to(
+        plan.device, resident=devmod.data_on_device(tcfg.data_on_device, plan, data.nbytes())
+    )
     loss = build.loss(cfg, data)  # checked against the labels (multi-hot or not)
     model = build.model(cfg, data.info).to(plan.device)
     if tcfg.grad_checkpointing:
@@ -128,22 +129,44 @@ def build_state(cfg: DictConfig, plan, d):
     opt = build.optimizer(cfg, model, fused_ok=plan.fused)
     for t in tricks:
         opt = t.wrap_optimizer(opt)
-    batcher = IndexBatcher(data.train, tcfg.batch_size, seed=cfg.seed,
-                           collate=getattr(data, "collate", None), rank=d.rank,
-                           world_size=d.world_size, device=data.device)
+    batcher = IndexBatcher(
+        data.train,
+        tcfg.batch_size,
+        seed=cfg.seed,
+        collate=getattr(data, "collate", None),
+        rank=d.rank,
+        world_size=d.world_size,
+        device=data.device,
+    )
     steps = engine.total_steps(tcfg, batcher.steps_per_epoch)
     if steps <= 0:
-        raise ConfigError("trainer.batch_size", f"batch_size x accum_steps "
-                          f"({tcfg.batch_size * tcfg.accum_steps}) exceeds the train split "
-                          f"({batcher.n} samples)")
+        raise ConfigError(
+            "trainer.batch_size",
+            f"batch_size x accum_steps "
+            f"({tcfg.batch_size * tcfg.accum_steps}) exceeds the train split "
+            f"({batcher.n} samples)",
+        )
     sched = build.schedule(cfg, opt, steps)
     called = torch.compile(model) if plan.compile else model
     called = dist.wrap(called, d, plan)  # DistributedDataParallel when world_size > 1
     scaler = torch.amp.GradScaler(plan.device.split(":")[0]) if plan.scaler else None
-    return engine.State(cfg=tcfg, plan=plan, model=called, raw_model=model, optimizer=opt,
-                        scheduler=sched, tricks=tricks, data=data, batcher=batcher,
-                        total_steps=steps, seed=cfg.seed, scaler=scaler, is_main=d.is_main,
-                        world_size=d.world_size, loss=loss)
+    return engine.State(
+        cfg=tcfg,
+        plan=plan,
+        model=called,
+        raw_model=model,
+        optimizer=opt,
+        scheduler=sched,
+        tricks=tricks,
+        data=data,
+        batcher=batcher,
+        total_steps=steps,
+        seed=cfg.seed,
+        scaler=scaler,
+        is_main=d.is_main,
+        world_size=d.world_size,
+        loss=loss,
+    )
 
 
 def resume(job: Job) -> DictConfig:
@@ -180,9 +203,15 @@ def _checkpointers(job: Job):
         if engine.update_best(s, row):
             m = s.eval_model() or s.raw_model
             m = getattr(m, "module", m)
-            checkpoint.save_atomic({"format": checkpoint.FORMAT, "model": m.state_dict(),
-                                    "step": s.step, "val/acc": row["val/acc"]},
-                                   ckpt_dir / "best.pt")
+            checkpoint.save_atomic(
+                {
+                    "format": checkpoint.FORMAT,
+                    "model": m.state_dict(),
+                    "step": s.step,
+                    "val/acc": row["val/acc"],
+                },
+                ckpt_dir / "best.pt",
+            )
 
     return save_last, on_eval
 
@@ -194,14 +223,21 @@ def train(job: Job, callbacks: list) -> dict:
 
     state, d = job.state, job.dist
     save_last, on_eval = _checkpointers(job)
-    progress = ProgressView(state.total_steps, enabled=state.cfg.progress if d.is_main else False,
-                            start=state.step)
+    progress = ProgressView(
+        state.total_steps, enabled=state.cfg.progress if d.is_main else False, start=state.step
+    )
     old_handlers = engine.install_signal_handlers(state)
     job.submitit = dist.install_preemption_handler(state)  # SIGUSR2 under submitit
     summary = {"status": "running"}
     try:
-        figures = engine.fit(state, job.logger, progress, checkpoint_fn=save_last,
-                             best_fn=on_eval, callbacks=callbacks)
+        figures = engine.fit(
+            state,
+            job.logger,
+            progress,
+            checkpoint_fn=save_last,
+            best_fn=on_eval,
+            callbacks=callbacks,
+        )
         dist.check_in_sync(state)  # DDP replicas must still be equal
         stopped = state.stop_requested and state.step < state.total_steps
         summary = {**figures, "status": "interrupted" if stopped else "completed"}
@@ -210,11 +246,17 @@ def train(job: Job, callbacks: list) -> dict:
     except engine.TrainingFailed as e:
         summary = {**engine.summary_figures(state), "status": "failed", "error": str(e)}
     except KeyboardInterrupt:
-        summary = {**engine.summary_figures(state), "status": "interrupted",
-                   "error": f"interrupted at step {state.step}"}
+        summary = {
+            **engine.summary_figures(state),
+            "status": "interrupted",
+            "error": f"interrupted at step {state.step}",
+        }
     except Exception as e:
-        summary = {**engine.summary_figures(state), "status": "failed",
-                   "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+        summary = {
+            **engine.summary_figures(state),
+            "status": "failed",
+            "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+        }
         if debug():
             traceback.print_exc()
     finally:
@@ -268,21 +310,31 @@ def report(summary: dict, run_dir: Path) -> None:
         m = sel.split("/", 1)[1]
         acc = summary.get(f"test/{m}")
         acc_s = f"{acc:.4f}" if acc is not None else "n/a"
-        c.print(f"[bold green]done[/] test/{m} {acc_s} (at best {sel} "
-                f"{summary.get('best/' + sel) or 0:.4f}, step {summary.get('best/step')}) · "
-                f"{summary['steps']} steps · {summary['wall_seconds']:.1f} s · run dir "
-                f"{escape(str(run_dir))}")
+        c.print(
+            f"[bold green]done[/] test/{m} {acc_s} (at best {sel} "
+            f"{summary.get('best/' + sel) or 0:.4f}, step {summary.get('best/step')}) · "
+            f"{summary['steps']} steps · {summary['wall_seconds']:.1f} s · run dir "
+            f"{escape(str(run_dir))}"
+        )
     else:
-        c.print(f"[bold red]{st}[/]: {escape(str(summary.get('error')))} · run dir "
-                f"{escape(str(run_dir))}")
+        c.print(
+            f"[bold red]{st}[/]: {escape(str(summary.get('error')))} · run dir "
+            f"{escape(str(run_dir))}"
+        )
 
 
 #: the sweep directory of this process's multirun (read by the CLI for its resume hint)
 SWEEP_DIR: list[str] = []
 
 # Keys that may differ between a sweep job's earlier attempt and its re-run.
-_RERUN_FREE = ("resume", "trainer.progress", "logger", "trainer.keep_checkpoints",
-               "trainer.data_on_device", "model.train_with")
+_RERUN_FREE = (
+    "resume",
+    "trainer.progress",
+    "logger",
+    "trainer.keep_checkpoints",
+    "trainer.data_on_device",
+    "model.train_with",
+)
 
 
 def _same_config(old: dict, new: dict, free=_RERUN_FREE) -> str | None:
@@ -315,9 +367,11 @@ def sweep_job_plan(cfg: DictConfig, job_dir: Path) -> str:
         return "fresh"  # a job killed while writing its config: nothing worth keeping
     diff = _same_config(old, to_container(cfg))
     if diff is not None:
-        raise ConfigError("hydra.sweep.dir", f"{job_dir} holds a run of another config "
-                          f"({diff} differs); it is left as is", "a new hydra.sweep.dir, or the "
-                          "same sweep command as before")
+        raise ConfigError(
+            "hydra.sweep.dir",
+            f"{job_dir} holds a run of another config ({diff} differs); it is left as is",
+            "a new hydra.sweep.dir, or the same sweep command as before",
+        )
     try:
         done = json.loads((job_dir / "summary.json").read_text()).get("status") == "completed"
     except (OSError, ValueError, AttributeError):
@@ -339,7 +393,10 @@ def _drop_empty_run_dir(run_dir: Path) -> None:
             return
         hyd = run_dir / ".hydra"
         if hyd.exists() and not {p.name for p in hyd.iterdir()} <= {
-                "config.yaml", "hydra.yaml", "overrides.yaml"}:
+            "config.yaml",
+            "hydra.yaml",
+            "overrides.yaml",
+        }:
             return
         import shutil
 

@@ -16,8 +16,18 @@ import math
 from html import escape
 
 #: tab10, as matplotlib's PNGs use
-COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-          "#7f7f7f", "#bcbd22", "#17becf"]
+COLORS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]
 
 CSS = """
 *{box-sizing:border-box}
@@ -33,7 +43,8 @@ td{white-space:nowrap} td.w{white-space:normal;min-width:9em;overflow-wrap:break
 td.r,th.r{text-align:right}
 th{background:#f4f4f4;position:sticky;top:0}
 th.s{cursor:pointer;user-select:none} th.s:hover{background:#e8e8e8}
-th.s[aria-sort=ascending]::after{content:" \\25B2"} th.s[aria-sort=descending]::after{content:" \\25BC"}
+th.s[aria-sort=ascending]::after{content:" \\25B2"}
+th.s[aria-sort=descending]::after{content:" \\25BC"}
 .v-better{color:#080;font-weight:bold} .v-worse{color:#b00;font-weight:bold}
 .v-no{color:#a60} .v-baseline{font-weight:bold} .v-too{color:#777}
 figure{margin:1.2em 0} figcaption{color:#555;font-size:13px}
@@ -71,22 +82,38 @@ document.querySelectorAll('.sortable table').forEach(function(t){
 
 def page(title: str, body: str) -> str:
     """A whole report: one self-contained file (CSS and the sorting script inline)."""
-    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{escape(title)}</title><style>{CSS}</style></head><body>\n{body}\n"
-            f"<script>{SORT_JS}</script>\n</body></html>\n")
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>\n{body}\n"
+        f"<script>{SORT_JS}</script>\n</body></html>\n"
+    )
 
 
-def table(headers: list[str], rows: list[list], right: set[int] = frozenset(),
-          wide: set[int] = frozenset(), sort_values: list[list] | None = None,
-          cell_class=None, id: str | None = None) -> str:
+def table(
+    headers: list[str],
+    rows: list[list],
+    right: set[int] = frozenset(),
+    wide: set[int] = frozenset(),
+    sort_values: list[list] | None = None,
+    cell_class=None,
+    id: str | None = None,
+) -> str:
     """A sortable table in its own scrolling box. `right`: numeric columns (right-aligned);
     `wide`: the columns that may wrap (labels, verdicts; the others do not); `sort_values`:
     numbers to sort by, parallel to `rows` (None: sort by text); `cell_class(j, text)`: a CSS
     class for a cell."""
+
     def cls(j, text=""):
-        c = [x for x in ("r" if j in right else "", "w" if j in wide else "",
-                         cell_class(j, text) if cell_class else "") if x]
+        c = [
+            x
+            for x in (
+                "r" if j in right else "",
+                "w" if j in wide else "",
+                cell_class(j, text) if cell_class else "",
+            )
+            if x
+        ]
         return f' class="{" ".join(c)}"' if c else ""
 
     head = "".join(f"<th{cls(j)} scope=col>{escape(str(h))}</th>" for j, h in enumerate(headers))
@@ -100,19 +127,25 @@ def table(headers: list[str], rows: list[list], right: set[int] = frozenset(),
             cells.append(f"<td{cls(j, text)}{dv}>{escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     ident = f' id="{escape(id)}"' if id else ""
-    return (f'<div class="box sortable"><table{ident}><thead><tr>{head}</tr></thead>'
-            f"<tbody>\n" + "\n".join(body) + "\n</tbody></table></div>")
+    return (
+        f'<div class="box sortable"><table{ident}><thead><tr>{head}</tr></thead>'
+        f"<tbody>\n" + "\n".join(body) + "\n</tbody></table></div>"
+    )
 
 
 def figure(svg: str, caption: str, legend: list[tuple[str, str]] = ()) -> str:
     leg = ""
     if legend:
-        leg = '<div class="legend">' + "".join(
-            f'<span style="--c:{c}">{escape(l)}</span>' for l, c in legend) + "</div>"
+        leg = (
+            '<div class="legend">'
+            + "".join(f'<span style="--c:{c}">{escape(l)}</span>' for l, c in legend)
+            + "</div>"
+        )
     return f"<figure>{svg}{leg}<figcaption>{escape(caption)}</figcaption></figure>"
 
 
 # -- plots -------------------------------------------------------------------------------------
+
 
 def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
@@ -143,54 +176,72 @@ def _span(values: list[float], pad: float = 0.05) -> tuple[float, float]:
     return lo - d, hi + d
 
 
-def interval_plot(items: list[dict], xlabel: str, ref: float | None = None,
-                  width: int = 1000) -> str:
+def interval_plot(
+    items: list[dict], xlabel: str, ref: float | None = None, width: int = 1000
+) -> str:
     """One row per arm: its mean (dot) with its 95% CI (bar) and each run (small dots).
     items: {label, n, mean, low, high, values, color}; hover a row for arm, n, mean ± CI."""
     left, right, top, row_h = 280, 20, 10, 30
     h = top + row_h * len(items) + 44
-    lo, hi = _span([v for it in items for v in (it["low"], it["high"], it["mean"],
-                                                  *it.get("values", []))] + ([ref] if ref else []))
+    lo, hi = _span(
+        [v for it in items for v in (it["low"], it["high"], it["mean"], *it.get("values", []))]
+        + ([ref] if ref else [])
+    )
 
     def x(v):
         return left + (v - lo) / (hi - lo) * (width - left - right)
 
-    out = [f'<svg class="plot" viewBox="0 0 {width} {h}" role="img" '
-           f'aria-label="{escape(xlabel)}">']
+    out = [f'<svg class="plot" viewBox="0 0 {width} {h}" role="img" aria-label="{escape(xlabel)}">']
     base = top + row_h * len(items)
     for t in _ticks(lo, hi):
-        out.append(f'<line class="grid" x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{top}" y2="{base}"/>'
-                   f'<text x="{x(t):.1f}" y="{base + 16}" text-anchor="middle">{_fmt(t)}</text>')
-    out.append(f'<line class="ax" x1="{left}" x2="{width - right}" y1="{base}" y2="{base}"/>'
-               f'<text x="{(left + width - right) / 2:.0f}" y="{base + 36}" '
-               f'text-anchor="middle">{escape(xlabel)}</text>')
+        out.append(
+            f'<line class="grid" x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{top}" y2="{base}"/>'
+            f'<text x="{x(t):.1f}" y="{base + 16}" text-anchor="middle">{_fmt(t)}</text>'
+        )
+    out.append(
+        f'<line class="ax" x1="{left}" x2="{width - right}" y1="{base}" y2="{base}"/>'
+        f'<text x="{(left + width - right) / 2:.0f}" y="{base + 36}" '
+        f'text-anchor="middle">{escape(xlabel)}</text>'
+    )
     if ref is not None and math.isfinite(ref):
-        out.append(f'<line x1="{x(ref):.1f}" x2="{x(ref):.1f}" y1="{top}" y2="{base}" '
-                   f'stroke="#888" stroke-dasharray="4 3"/>')
+        out.append(
+            f'<line x1="{x(ref):.1f}" x2="{x(ref):.1f}" y1="{top}" y2="{base}" '
+            f'stroke="#888" stroke-dasharray="4 3"/>'
+        )
     for i, it in enumerate(items):
         y, c = top + row_h * i + row_h / 2, it.get("color", COLORS[i % len(COLORS)])
-        ci = (f" ± {_fmt((it['high'] - it['low']) / 2)} [{_fmt(it['low'])}, {_fmt(it['high'])}]"
-              if math.isfinite(it["low"]) else "")
+        ci = (
+            f" ± {_fmt((it['high'] - it['low']) / 2)} [{_fmt(it['low'])}, {_fmt(it['high'])}]"
+            if math.isfinite(it["low"])
+            else ""
+        )
         tip = f"{it['label']}\nn={it['n']} · mean {_fmt(it['mean'])}{ci}"
         label = it["label"] if len(it["label"]) <= 40 else it["label"][:39] + "…"
-        out.append(f'<g class="hit"><title>{escape(tip)}</title>'
-                   f'<rect x="0" y="{y - row_h / 2:.1f}" width="{width}" height="{row_h}" '
-                   f'fill="transparent"/>'
-                   f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{escape(label)}</text>')
+        out.append(
+            f'<g class="hit"><title>{escape(tip)}</title>'
+            f'<rect x="0" y="{y - row_h / 2:.1f}" width="{width}" height="{row_h}" '
+            f'fill="transparent"/>'
+            f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{escape(label)}</text>'
+        )
         if math.isfinite(it["low"]):
-            out.append(f'<line x1="{x(it["low"]):.1f}" x2="{x(it["high"]):.1f}" y1="{y:.1f}" '
-                       f'y2="{y:.1f}" stroke="{c}" stroke-width="2"/>')
+            out.append(
+                f'<line x1="{x(it["low"]):.1f}" x2="{x(it["high"]):.1f}" y1="{y:.1f}" '
+                f'y2="{y:.1f}" stroke="{c}" stroke-width="2"/>'
+            )
         for v in it.get("values", []):
-            out.append(f'<circle cx="{x(v):.1f}" cy="{y:.1f}" r="3" fill="{c}" '
-                       f'fill-opacity="0.35"/>')
-        out.append(f'<circle cx="{x(it["mean"]):.1f}" cy="{y:.1f}" r="6" fill="{c}" '
-                   f'stroke="{c}"/></g>')
+            out.append(
+                f'<circle cx="{x(v):.1f}" cy="{y:.1f}" r="3" fill="{c}" fill-opacity="0.35"/>'
+            )
+        out.append(
+            f'<circle cx="{x(it["mean"]):.1f}" cy="{y:.1f}" r="6" fill="{c}" stroke="{c}"/></g>'
+        )
     out.append("</svg>")
     return "".join(out)
 
 
-def curve_plot(series: list[dict], xlabel: str, ylabel: str, width: int = 1000,
-               height: int = 340) -> str:
+def curve_plot(
+    series: list[dict], xlabel: str, ylabel: str, width: int = 1000, height: int = 340
+) -> str:
     """Mean curves with their 95% CI bands. series: {label, color, x, mean, low, high, n}
     (lists over x); hover a point for arm, step, n, mean ± CI."""
     left, right, top, bottom = 64, 20, 10, 44
@@ -207,36 +258,49 @@ def curve_plot(series: list[dict], xlabel: str, ylabel: str, width: int = 1000,
         return top + (1 - (v - y0) / (y1 - y0)) * (height - top - bottom)
 
     base = height - bottom
-    out = [f'<svg class="plot" viewBox="0 0 {width} {height}" role="img" '
-           f'aria-label="{escape(ylabel)}">']
+    out = [
+        f'<svg class="plot" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(ylabel)}">'
+    ]
     for t in _ticks(y0, y1):
-        out.append(f'<line class="grid" x1="{left}" x2="{width - right}" y1="{py(t):.1f}" '
-                   f'y2="{py(t):.1f}"/><text x="{left - 6}" y="{py(t) + 4:.1f}" '
-                   f'text-anchor="end">{_fmt(t)}</text>')
+        out.append(
+            f'<line class="grid" x1="{left}" x2="{width - right}" y1="{py(t):.1f}" '
+            f'y2="{py(t):.1f}"/><text x="{left - 6}" y="{py(t) + 4:.1f}" '
+            f'text-anchor="end">{_fmt(t)}</text>'
+        )
     for t in _ticks(x0, x1):
         out.append(f'<text x="{px(t):.1f}" y="{base + 16}" text-anchor="middle">{_fmt(t)}</text>')
-    out.append(f'<line class="ax" x1="{left}" x2="{width - right}" y1="{base}" y2="{base}"/>'
-               f'<line class="ax" x1="{left}" x2="{left}" y1="{top}" y2="{base}"/>'
-               f'<text x="{(left + width - right) / 2:.0f}" y="{base + 36}" '
-               f'text-anchor="middle">{escape(xlabel)}</text>'
-               f'<text transform="translate(14 {(top + base) / 2:.0f}) rotate(-90)" '
-               f'text-anchor="middle">{escape(ylabel)}</text>')
+    out.append(
+        f'<line class="ax" x1="{left}" x2="{width - right}" y1="{base}" y2="{base}"/>'
+        f'<line class="ax" x1="{left}" x2="{left}" y1="{top}" y2="{base}"/>'
+        f'<text x="{(left + width - right) / 2:.0f}" y="{base + 36}" '
+        f'text-anchor="middle">{escape(xlabel)}</text>'
+        f'<text transform="translate(14 {(top + base) / 2:.0f}) rotate(-90)" '
+        f'text-anchor="middle">{escape(ylabel)}</text>'
+    )
     for i, s in enumerate(series):
         c = s.get("color", COLORS[i % len(COLORS)])
         pts = list(zip(s["x"], s["mean"], s["low"], s["high"], s["n"]))
         if not pts:
             continue
-        band = " ".join(f"{px(a):.1f},{py(h):.1f}" for a, _, _, h, _ in pts) + " " + " ".join(
-            f"{px(a):.1f},{py(lo):.1f}" for a, _, lo, _, _ in reversed(pts))
+        band = (
+            " ".join(f"{px(a):.1f},{py(h):.1f}" for a, _, _, h, _ in pts)
+            + " "
+            + " ".join(f"{px(a):.1f},{py(lo):.1f}" for a, _, lo, _, _ in reversed(pts))
+        )
         line = " ".join(f"{px(a):.1f},{py(m):.1f}" for a, m, _, _, _ in pts)
-        out.append(f'<g><title>{escape(s["label"])}</title>'
-                   f'<polygon points="{band}" fill="{c}" fill-opacity="0.18" stroke="none"/>'
-                   f'<polyline points="{line}" fill="none" stroke="{c}" stroke-width="1.8"/>')
+        out.append(
+            f"<g><title>{escape(s['label'])}</title>"
+            f'<polygon points="{band}" fill="{c}" fill-opacity="0.18" stroke="none"/>'
+            f'<polyline points="{line}" fill="none" stroke="{c}" stroke-width="1.8"/>'
+        )
         for a, m, lo, h, n in pts:
             ci = f" ± {_fmt((h - lo) / 2)}" if n > 1 and h > lo else ""
-            out.append(f'<g class="hit"><title>{escape(s["label"])}\n{escape(xlabel)} {_fmt(a)}'
-                       f' · n={n} · mean {_fmt(m)}{ci}</title><circle cx="{px(a):.1f}" '
-                       f'cy="{py(m):.1f}" r="3.5" fill="{c}" stroke="{c}"/></g>')
+            out.append(
+                f'<g class="hit"><title>{escape(s["label"])}\n{escape(xlabel)} {_fmt(a)}'
+                f' · n={n} · mean {_fmt(m)}{ci}</title><circle cx="{px(a):.1f}" '
+                f'cy="{py(m):.1f}" r="3.5" fill="{c}" stroke="{c}"/></g>'
+            )
         out.append("</g>")
     out.append("</svg>")
     return "".join(out)

@@ -26,14 +26,20 @@ def warmup_length(warmup_steps, total_steps: int) -> int:
     """`warmup_steps` in optimizer steps: an integer >= 0 is a number of steps, a number in
     (0, 1) a fraction of the run (the model defaults' form, e.g. 0.06: known before the run's
     length is), rounded, at least one step."""
-    if isinstance(warmup_steps, float) and not isinstance(warmup_steps, bool) \
-            and 0 < warmup_steps < 1:
+    if (
+        isinstance(warmup_steps, float)
+        and not isinstance(warmup_steps, bool)
+        and 0 < warmup_steps < 1
+    ):
         return max(1, round(warmup_steps * total_steps))
     if isinstance(warmup_steps, float) and warmup_steps == 0:
         return 0
     if isinstance(warmup_steps, float) and warmup_steps == warmup_steps and warmup_steps > 1:
-        raise ConfigError("schedule.warmup_steps", f"got {warmup_steps!r}", "an integer number "
-                          "of steps >= 0, or a fraction of the run in (0, 1), e.g. 0.06")
+        raise ConfigError(
+            "schedule.warmup_steps",
+            f"got {warmup_steps!r}",
+            "an integer number of steps >= 0, or a fraction of the run in (0, 1), e.g. 0.06",
+        )
     positive(warmup_steps, "schedule.warmup_steps", integer=True, allow_zero=True)
     return warmup_steps
 
@@ -74,17 +80,26 @@ def parse_points(points, key: str = "schedule.points") -> list[tuple[float, floa
     """{step: multiplier}, [[step, multiplier], ...] or '0:0,500:1,5000:0.1' -> sorted pairs."""
     if isinstance(points, str):
         try:
-            points = [tuple(float(x) for x in item.split(":")) for item in points.split(",")
-                      if item.strip()]
+            points = [
+                tuple(float(x) for x in item.split(":"))
+                for item in points.split(",")
+                if item.strip()
+            ]
         except ValueError:
             points = None
     elif hasattr(points, "items"):
         points = list(points.items())
-    ok = (isinstance(points, (list, tuple)) and len(points) > 0
-          and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in points))
+    ok = (
+        isinstance(points, (list, tuple))
+        and len(points) > 0
+        and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in points)
+    )
     if not ok:
-        raise ConfigError(key, f"must be {{step: multiplier}} pairs, e.g. {{1000: 1, 2000: 0.1}} "
-                          f"or '1000:1,2000:0.1', got {points!r}")
+        raise ConfigError(
+            key,
+            f"must be {{step: multiplier}} pairs, e.g. {{1000: 1, 2000: 0.1}} "
+            f"or '1000:1,2000:0.1', got {points!r}",
+        )
     pairs = []
     for s, m in points:
         positive(s, f"{key} step", allow_zero=True)
@@ -102,14 +117,19 @@ def piecewise(total_steps: int, points=None, unit: str = "steps"):
     if unit not in ("steps", "fraction"):
         raise ConfigError("schedule.unit", f"got {unit!r}", "steps, fraction")
     if points is None:
-        raise ConfigError("schedule.points", "missing: give {step: multiplier} pairs, e.g. "
-                          "schedule.points='1000:1,2000:0.1'")
+        raise ConfigError(
+            "schedule.points",
+            "missing: give {step: multiplier} pairs, e.g. schedule.points='1000:1,2000:0.1'",
+        )
     pairs = parse_points(points)
     if unit == "fraction":
         if pairs[-1][0] > 1:
-            raise ConfigError("schedule.points", f"with schedule.unit=fraction the steps are "
-                              f"fractions of the run in [0, 1], got {pairs[-1][0]:g}; for "
-                              f"absolute steps set schedule.unit=steps")
+            raise ConfigError(
+                "schedule.points",
+                f"with schedule.unit=fraction the steps are "
+                f"fractions of the run in [0, 1], got {pairs[-1][0]:g}; for "
+                f"absolute steps set schedule.unit=steps",
+            )
         pairs = [(s * total_steps, m) for s, m in pairs]
     if pairs[0][0] != 0:
         pairs.insert(0, (0.0, 0.0))

@@ -29,8 +29,9 @@ def _finite(x) -> bool:
 
 def lower_is_better(metric: str) -> bool:
     m = metric.lower()
-    return any(w in m for w in ("loss", "error", "err", "ppl", "perplexity", "wall", "mem",
-                                "seconds"))
+    return any(
+        w in m for w in ("loss", "error", "err", "ppl", "perplexity", "wall", "mem", "seconds")
+    )
 
 
 def t_quantile(df: float, level: float = 0.95) -> float:
@@ -47,8 +48,9 @@ def match_value(value: str, want: str) -> bool:
     try:
         return float(value) == float(want)
     except (TypeError, ValueError):
-        return value.strip("[]") == want.strip("[]") or (want in ("none", "[]", "")
-                                                         and value in ("none", "[]"))
+        return value.strip("[]") == want.strip("[]") or (
+            want in ("none", "[]", "") and value in ("none", "[]")
+        )
 
 
 def describe(values: list[float], higher_better: bool = True) -> dict:
@@ -58,8 +60,15 @@ def describe(values: list[float], higher_better: bool = True) -> dict:
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
     half = t_quantile(n - 1) * std / math.sqrt(n) if n > 1 else float("nan")
     best = (max(values) if higher_better else min(values)) if n else float("nan")
-    return {"n": n, "mean": mean, "std": std, "ci95": half, "ci_low": mean - half,
-            "ci_high": mean + half, "best": best}
+    return {
+        "n": n,
+        "mean": mean,
+        "std": std,
+        "ci95": half,
+        "ci_low": mean - half,
+        "ci_high": mean + half,
+        "best": best,
+    }
 
 
 def holm(pvalues: list[float]) -> list[float]:
@@ -78,7 +87,7 @@ def holm(pvalues: list[float]) -> list[float]:
 def _welch_df(va: float, n: int, vb: float, nb: int) -> float:
     """Welch-Satterthwaite degrees of freedom from the two variances of the means."""
     num = (va + vb) ** 2
-    den = (va ** 2 / (n - 1) if va else 0.0) + (vb ** 2 / (nb - 1) if vb else 0.0)
+    den = (va**2 / (n - 1) if va else 0.0) + (vb**2 / (nb - 1) if vb else 0.0)
     return num / den if den > 0 else float(n + nb - 2)
 
 
@@ -92,8 +101,15 @@ def _power(delta: float, se: float, df: float, alpha: float) -> float:
     return float(stats.nct.sf(crit, df, nc)) + (far if math.isfinite(far) else 0.0)
 
 
-def mde(n: int, sd: float, paired: bool = True, n_base: int | None = None,
-        sd_base: float | None = None, alpha: float = ALPHA, power: float = 0.8) -> float:
+def mde(
+    n: int,
+    sd: float,
+    paired: bool = True,
+    n_base: int | None = None,
+    sd_base: float | None = None,
+    alpha: float = ALPHA,
+    power: float = 0.8,
+) -> float:
     """Minimum detectable difference: the true difference the two-sided t-test (paired: `sd` is
     the spread of the per-seed differences; else Welch with the baseline's n and spread) finds at
     level `alpha` with probability `power` (noncentral t). NaN when it cannot test (n < 2, a
@@ -107,7 +123,7 @@ def mde(n: int, sd: float, paired: bool = True, n_base: int | None = None,
     else:
         if n < 2 or not n_base or n_base < 2 or not _finite(sd) or not _finite(sd_base):
             return float("nan")
-        va, vb = sd ** 2 / n, sd_base ** 2 / n_base
+        va, vb = sd**2 / n, sd_base**2 / n_base
         se, df = math.sqrt(va + vb), _welch_df(va, n, vb, n_base)
     if se <= 0:
         return float("nan")
@@ -132,9 +148,13 @@ def verdict(diff: float, p: float, se: float, higher_better: bool, alpha: float 
 
 def _paired(values, seeds, base_values, base_seeds) -> bool:
     n, nb = len(values), len(base_values)
-    return (n >= 2 and None not in seeds and len(set(seeds)) == n
-            and sorted(seeds, key=str) == sorted(base_seeds, key=str)
-            and len(set(base_seeds)) == nb)
+    return (
+        n >= 2
+        and None not in seeds
+        and len(set(seeds)) == n
+        and sorted(seeds, key=str) == sorted(base_seeds, key=str)
+        and len(set(base_seeds)) == nb
+    )
 
 
 def _sd(xs: list[float]) -> tuple[float, float]:
@@ -142,8 +162,14 @@ def _sd(xs: list[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
-def compare_to(values: list[float], seeds: list, base_values: list[float], base_seeds: list,
-               higher_better: bool = True, alpha: float = ALPHA) -> dict:
+def compare_to(
+    values: list[float],
+    seeds: list,
+    base_values: list[float],
+    base_seeds: list,
+    higher_better: bool = True,
+    alpha: float = ALPHA,
+) -> dict:
     """Difference (group - baseline): diff, its 95% CI (diff_low, diff_high), se, df, the
     two-sided p of `test` (paired t when both hold the same distinct seeds, else Welch t), the
     mde at 80% power, n, n_base and the (unadjusted) verdict."""
@@ -151,9 +177,19 @@ def compare_to(values: list[float], seeds: list, base_values: list[float], base_
 
     n, nb = len(values), len(base_values)
     nan = float("nan")
-    out = {"diff": (sum(values) / n - sum(base_values) / nb) if n and nb else nan,
-           "diff_low": nan, "diff_high": nan, "p": nan, "test": "", "se": nan, "df": nan,
-           "mde": nan, "n": n, "n_base": nb, "verdict": TOO_FEW}
+    out = {
+        "diff": (sum(values) / n - sum(base_values) / nb) if n and nb else nan,
+        "diff_low": nan,
+        "diff_high": nan,
+        "p": nan,
+        "test": "",
+        "se": nan,
+        "df": nan,
+        "mde": nan,
+        "n": n,
+        "n_base": nb,
+        "verdict": TOO_FEW,
+    }
     # a spread at the level of float rounding (equal differences computed from unequal values)
     # is no spread
     tiny = 1e-12 * max([abs(x) for x in [*values, *base_values]] + [1e-300])
@@ -168,7 +204,7 @@ def compare_to(values: list[float], seeds: list, base_values: list[float], base_
     elif n >= 2 and nb >= 2:
         (_, sa), (_, sb) = _sd(values), _sd(base_values)
         sa, sb = (sa if sa > tiny else 0.0), (sb if sb > tiny else 0.0)
-        va, vb = sa ** 2 / n, sb ** 2 / nb
+        va, vb = sa**2 / n, sb**2 / nb
         se, df = math.sqrt(va + vb), _welch_df(va, n, vb, nb)
         out.update(test="Welch t", mde=mde(n, sa, paired=False, n_base=nb, sd_base=sb))
         if se > 0:
@@ -186,8 +222,9 @@ def compare_to(values: list[float], seeds: list, base_values: list[float], base_
     return out
 
 
-def holm_verdicts(results: list[dict], higher_better: bool = True,
-                  alpha: float = ALPHA) -> list[dict]:
+def holm_verdicts(
+    results: list[dict], higher_better: bool = True, alpha: float = ALPHA
+) -> list[dict]:
     """Sets `p_holm` (Holm across `results`, the comparisons with one baseline) in each
     `compare_to` result and re-decides its `verdict` on it; returns `results`."""
     for r, ph in zip(results, holm([r.get("p", float("nan")) for r in results])):
@@ -196,8 +233,9 @@ def holm_verdicts(results: list[dict], higher_better: bool = True,
     return results
 
 
-def performance_profile(scores: dict[str, dict[str, float]], taus: list[float],
-                        higher_better: bool = True) -> dict[str, list[float]]:
+def performance_profile(
+    scores: dict[str, dict[str, float]], taus: list[float], higher_better: bool = True
+) -> dict[str, list[float]]:
     """Dolan-Moré performance profile. `scores`: workload -> arm -> score (positive, e.g. an
     accuracy, a loss, a time). On each workload an arm's ratio to the best arm there is
     best/score (higher better) or score/best (lower better), >= 1; an arm's profile at tau is
@@ -220,5 +258,6 @@ def performance_profile(scores: dict[str, dict[str, float]], taus: list[float],
                 r = v / best if best > 0 else math.inf
             ratios[a].append(r)
     w = len(scores)
-    return {a: [sum(r <= t for r in ratios[a]) / w if w else float("nan") for t in taus]
-            for a in arms}
+    return {
+        a: [sum(r <= t for r in ratios[a]) / w if w else float("nan") for t in taus] for a in arms
+    }

@@ -68,22 +68,34 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 JOBS = {
     "mnist1d MLP": ["model=mlp"],
     "mnist1d CNN": ["model=cnn1d"],
-    "tweets Transformer": ["model=transformer", "dataset=tweets", "dataset.train_size=2000",
-                           "dataset.val_size=200", "dataset.test_size=200",
-                           "trainer.batch_size=32", "optimizer.lr=0.001"],
+    "tweets Transformer": [
+        "model=transformer",
+        "dataset=tweets",
+        "dataset.train_size=2000",
+        "dataset.val_size=200",
+        "dataset.test_size=200",
+        "trainer.batch_size=32",
+        "optimizer.lr=0.001",
+    ],
 }
 #: the same text job with length-grouped batches (dataset.padding=bucket): every arm follows the
 #: engine's (bucketed) batch order, so this row shows what bucketing saves, in every framework
 JOBS["tweets Transformer bucketed"] = JOBS["tweets Transformer"] + ["dataset.padding=bucket"]
 #: the jobs run when --jobs is not given (the MiniLM job is sized for a GPU: --jobs adds it)
 DEFAULT_JOBS = list(JOBS)
-JOBS["tweets MiniLM"] = ["model=minilm", "dataset=tweets", "dataset.train_size=2000",
-                         "dataset.val_size=200", "dataset.test_size=200", "dataset.padding=bucket",
-                         "trainer.batch_size=32", "optimizer.lr=5e-5"]
+JOBS["tweets MiniLM"] = [
+    "model=minilm",
+    "dataset=tweets",
+    "dataset.train_size=2000",
+    "dataset.val_size=200",
+    "dataset.test_size=200",
+    "dataset.padding=bucket",
+    "trainer.batch_size=32",
+    "optimizer.lr=5e-5",
+]
 #: the model the trick and optimizer costs are measured on: big enough that the forward and
 #: backward passes, not the per-step Python, dominate a step
 TRICK_JOB = ["model=mlp", "model.hidden=512", "model.depth=4", "trainer.batch_size=256"]
-
 
 
 def theory(group: str | None, option: str) -> str:
@@ -101,13 +113,19 @@ def theory(group: str | None, option: str) -> str:
 #: embedding-table forms and LazyOptimizer need a text model (on the MLP lazy is a no-op).
 TEXT_TRICK_JOB = JOBS["tweets Transformer"]
 FORMS = {
-    "fgm mode=adv": (TRICK_JOB, ["reg=[fgm]", "reg.fgm.mode=adv"],
-                     "2 (clean backward to the input)"),
+    "fgm mode=adv": (
+        TRICK_JOB,
+        ["reg=[fgm]", "reg.fgm.mode=adv"],
+        "2 (clean backward to the input)",
+    ),
     "pgd mode=adv": (TRICK_JOB, ["reg=[pgd]", "reg.pgd.mode=adv"], "K+1"),
     "text: none": (TEXT_TRICK_JOB, [], "1"),
     "text: fgm": (TEXT_TRICK_JOB, ["reg=[fgm]"], "2"),
-    "text: fgm target=table mode=adv": (TEXT_TRICK_JOB, ["reg=[fgm]", "reg.fgm.target=table",
-                                                         "reg.fgm.mode=adv"], "2 (+ table rows)"),
+    "text: fgm target=table mode=adv": (
+        TEXT_TRICK_JOB,
+        ["reg=[fgm]", "reg.fgm.target=table", "reg.fgm.mode=adv"],
+        "2 (+ table rows)",
+    ),
     "text: pgd target=table": (TEXT_TRICK_JOB, ["reg=[pgd]", "reg.pgd.target=table"], "K+1"),
     "text: lazy": (TEXT_TRICK_JOB, ["derived=[lazy]"], "1 (+ copy of the tables)"),
 }
@@ -118,6 +136,7 @@ def conf_options(group: str) -> list[str]:
 
 
 # -- measurement ----------------------------------------------------------------------------
+
 
 class StepClock:
     """The engine's callback (engine.fit `callbacks`) that takes each step's end time (one
@@ -146,14 +165,22 @@ class StepClock:
 def engine_run(over: list[str], steps: int, warm: int, mem: bool = False) -> dict:
     """`tricks train` in-process (runner.main.run) with eval/checkpoint only after the last step,
     timed by a StepClock callback."""
-    from hand_loop import step_result
     from runner import engine
     from runner.config import compose
     from runner.main import run
 
-    cfg = compose(over + [f"trainer.max_steps={steps}", f"trainer.log_every={warm}",
-                          f"trainer.eval_every={steps}", "trainer.progress=false",
-                          "logger=jsonl"])
+    from hand_loop import step_result
+
+    cfg = compose(
+        over
+        + [
+            f"trainer.max_steps={steps}",
+            f"trainer.log_every={warm}",
+            f"trainer.eval_every={steps}",
+            "trainer.progress=false",
+            "logger=jsonl",
+        ]
+    )
     clock = StepClock(mem)
     determinism = engine.torch_determinism()
     try:
@@ -167,8 +194,11 @@ def engine_run(over: list[str], steps: int, warm: int, mem: bool = False) -> dic
         raise RuntimeError(f"engine run failed: {summary.get('error')}")
     box = clock.box
     state = box.pop("state")
-    return {**step_result(clock.times, cfg.trainer.batch_size, warm, t0),
-            "opt_state_bytes": optimizer_state_bytes(state.optimizer), **box}
+    return {
+        **step_result(clock.times, cfg.trainer.batch_size, warm, t0),
+        "opt_state_bytes": optimizer_state_bytes(state.optimizer),
+        **box,
+    }
 
 
 def optimizer_state_bytes(opt) -> int:
@@ -200,20 +230,25 @@ def interleave(arms: dict, reps: int, log=print) -> dict:
     names = list(arms)
     res = {n: [] for n in names}
     for r in range(reps):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for n in order:
             t = time.perf_counter()
             res[n].append(arms[n]())
-            log(f"  rep {r + 1}/{reps} {n}: " + ", ".join(
-                f"{k}={v:.4g}" for k, v in res[n][-1].items() if isinstance(v, (int, float)))
-                + f" ({time.perf_counter() - t:.1f} s)")
+            log(
+                f"  rep {r + 1}/{reps} {n}: "
+                + ", ".join(
+                    f"{k}={v:.4g}" for k, v in res[n][-1].items() if isinstance(v, (int, float))
+                )
+                + f" ({time.perf_counter() - t:.1f} s)"
+            )
     return res
 
 
 def job_steps(args, over: list[str]) -> tuple[int, int]:
     """(steps, warm-up steps) of a job's measured runs: the tweets jobs have their own."""
-    return (args.text_steps, args.text_warm) if "dataset=tweets" in over else (args.steps,
-                                                                               args.warm)
+    return (
+        (args.text_steps, args.text_warm) if "dataset=tweets" in over else (args.steps, args.warm)
+    )
 
 
 def clocked(fn, over: list[str], steps: int, warm: int) -> dict:
@@ -251,6 +286,7 @@ def ratio(a: list, b: list, key: str) -> float:
 
 # -- sections ---------------------------------------------------------------------------------
 
+
 def section_overhead(args, out: dict, with_peers: bool):
     from hand_loop import hand_run
 
@@ -260,19 +296,24 @@ def section_overhead(args, out: dict, with_peers: bool):
             continue
         print(f"[overhead{'+peers' if with_peers else ''}] {job}", flush=True)
         n, w = job_steps(args, over)
-        arms = {"engine": lambda: clocked(engine_run, over, n, w),
-                "hand": lambda: clocked(hand_run, over, n, w)}
+        arms = {
+            "engine": lambda: clocked(engine_run, over, n, w),
+            "hand": lambda: clocked(hand_run, over, n, w),
+        }
         if with_peers:
             from bench_peers import hf_run, lightning_run
 
             arms["hf"] = lambda: clocked(hf_run, over, n, w)
             arms["lightning"] = lambda: clocked(lightning_run, over, n, w)
         res = interleave(arms, args.reps)
-        row = {"job": job, "hand_sps": med(res["hand"], "sps"),
-               "engine_sps": med(res["engine"], "sps"),
-               "engine_vs_hand": ratio(res["engine"], res["hand"], "sps"),
-               "engine_first_step_s": med(res["engine"], "first_step_s"),
-               "hand_first_step_s": med(res["hand"], "first_step_s")}
+        row = {
+            "job": job,
+            "hand_sps": med(res["hand"], "sps"),
+            "engine_sps": med(res["engine"], "sps"),
+            "engine_vs_hand": ratio(res["engine"], res["hand"], "sps"),
+            "engine_first_step_s": med(res["engine"], "first_step_s"),
+            "hand_first_step_s": med(res["hand"], "first_step_s"),
+        }
         if all("framework_ms" in r for v in res.values() for r in v):  # (no split on CUDA)
             for a in res:
                 row[f"{a}_model_ms"] = med(res[a], "model_ms")
@@ -299,7 +340,7 @@ def section_startup(args, out: dict):
         fws = ["tricks", "hand", "hf", "lightning"]
         res = {f: [] for f in fws}
         for r in range(args.startup_reps):
-            for f in fws[r % 4:] + fws[:r % 4]:
+            for f in fws[r % 4 :] + fws[: r % 4]:
                 res[f].append(first_step_subprocess(f, job))
                 print(f"  rep {r + 1} {f}: {res[f][-1]:.2f} s", flush=True)
         rows.append({"job": job, **{f: statistics.median(v) for f, v in res.items()}})
@@ -309,9 +350,14 @@ def section_startup(args, out: dict):
 def first_step_subprocess(framework: str, job: str) -> float:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.time()
-    p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", framework,
-                        "--child-job", job], capture_output=True, text=True, env=env,
-                       cwd=tempfile.gettempdir(), timeout=600)
+    p = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", framework, "--child-job", job],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tempfile.gettempdir(),
+        timeout=600,
+    )
     for line in p.stdout.splitlines():
         if line.startswith("FIRST_STEP_END "):
             return float(line.split()[1]) - t0
@@ -339,8 +385,7 @@ def child(framework: str, job: str):
         from runner.cli import main
 
         d = tempfile.mkdtemp()
-        sys.argv = ["tricks", "train", *over, "trainer.progress=false",
-                    f"hydra.run.dir={d}/run"]
+        sys.argv = ["tricks", "train", *over, "trainer.progress=false", f"hydra.run.dir={d}/run"]
         try:
             main()
         except SystemExit:
@@ -369,8 +414,10 @@ def section_tricks(args, out: dict):
     cases.update({k: job + v for k, (job, v, _) in FORMS.items()})
     if args.quick:
         cases = {k: v for k, v in cases.items() if k in ("none", "rdrop", "fgm", "clip=norm")}
-    print(f"[tricks] {len(cases)} arms on {' '.join(TRICK_JOB)} (text: on the tweets "
-          "Transformer)", flush=True)
+    print(
+        f"[tricks] {len(cases)} arms on {' '.join(TRICK_JOB)} (text: on the tweets Transformer)",
+        flush=True,
+    )
     arms = {k: (lambda v=v: engine_run(v, args.trick_steps, args.warm)) for k, v in cases.items()}
     res = interleave(arms, args.reps)
     mem = {}
@@ -379,27 +426,40 @@ def section_tricks(args, out: dict):
     rows = []
     for k in cases:
         base = "text: none" if k.startswith("text: ") else "none"  # each against its own job
-        rows.append({"trick": k, "step_ms": med(res[k], "step_ms"),
-                     "time_vs_none": ratio(res[k], res[base], "step_ms"),
-                     "peak_step_MB": mem[k] / 1e6, "mem_vs_none": mem[k] / mem[base],
-                     "theory": FORMS[k][2] if k in FORMS else theory(*groups[k])})
+        rows.append(
+            {
+                "trick": k,
+                "step_ms": med(res[k], "step_ms"),
+                "time_vs_none": ratio(res[k], res[base], "step_ms"),
+                "peak_step_MB": mem[k] / 1e6,
+                "mem_vs_none": mem[k] / mem[base],
+                "theory": FORMS[k][2] if k in FORMS else theory(*groups[k]),
+            }
+        )
     out["tricks"] = rows
 
 
 def section_optim(args, out: dict):
     names = conf_options("optimizer")
     print(f"[optim] {names}", flush=True)
-    arms = {n: (lambda n=n: engine_run(TRICK_JOB + [f"optimizer={n}"], args.trick_steps,
-                                       args.warm)) for n in names}
+    arms = {
+        n: (lambda n=n: engine_run(TRICK_JOB + [f"optimizer={n}"], args.trick_steps, args.warm))
+        for n in names
+    }
     res = interleave(arms, args.reps)
     base = "adamw"
     rows = []
     for n in names:
-        rows.append({"optimizer": n, "step_ms": med(res[n], "step_ms"),
-                     "time_vs_adamw": ratio(res[n], res[base], "step_ms"),
-                     "state_MB": med(res[n], "opt_state_bytes") / 1e6,
-                     "state_vs_adamw": med(res[n], "opt_state_bytes")
-                     / med(res[base], "opt_state_bytes")})
+        rows.append(
+            {
+                "optimizer": n,
+                "step_ms": med(res[n], "step_ms"),
+                "time_vs_adamw": ratio(res[n], res[base], "step_ms"),
+                "state_MB": med(res[n], "opt_state_bytes") / 1e6,
+                "state_vs_adamw": med(res[n], "opt_state_bytes")
+                / med(res[base], "opt_state_bytes"),
+            }
+        )
     out["optim"] = rows
 
 
@@ -411,11 +471,22 @@ def section_scaling(args, out: dict):
     rows = []
     for kind, v, over in grid:
         print(f"[scaling] {kind}={v}", flush=True)
-        res = interleave({"engine": lambda: engine_run(over, args.steps, args.warm),
-                          "hand": lambda: hand_run(over, args.steps, args.warm)}, args.reps)
-        rows.append({"kind": kind, "value": v, "engine_sps": med(res["engine"], "sps"),
-                     "hand_sps": med(res["hand"], "sps"),
-                     "engine_vs_hand": ratio(res["engine"], res["hand"], "sps")})
+        res = interleave(
+            {
+                "engine": lambda: engine_run(over, args.steps, args.warm),
+                "hand": lambda: hand_run(over, args.steps, args.warm),
+            },
+            args.reps,
+        )
+        rows.append(
+            {
+                "kind": kind,
+                "value": v,
+                "engine_sps": med(res["engine"], "sps"),
+                "hand_sps": med(res["hand"], "sps"),
+                "engine_vs_hand": ratio(res["engine"], res["hand"], "sps"),
+            }
+        )
     out["scaling"] = rows
 
 
@@ -426,15 +497,25 @@ def section_compile(args, out: dict):
             continue
         print(f"[compile] {job}", flush=True)
         over = JOBS[job]
-        res = interleave({"eager": lambda: engine_run(over, args.steps, args.warm),
-                          "compiled": lambda: engine_run(over + ["trainer.compile=true"],
-                                                         args.steps, args.warm)},
-                         args.compile_reps)
-        rows.append({"job": job, "eager_sps": med(res["eager"], "sps"),
-                     "compiled_sps": med(res["compiled"], "sps"),
-                     "compiled_vs_eager": ratio(res["compiled"], res["eager"], "sps"),
-                     "eager_first_step_s": med(res["eager"], "first_step_s"),
-                     "compiled_first_step_s": med(res["compiled"], "first_step_s")})
+        res = interleave(
+            {
+                "eager": lambda: engine_run(over, args.steps, args.warm),
+                "compiled": lambda: engine_run(
+                    over + ["trainer.compile=true"], args.steps, args.warm
+                ),
+            },
+            args.compile_reps,
+        )
+        rows.append(
+            {
+                "job": job,
+                "eager_sps": med(res["eager"], "sps"),
+                "compiled_sps": med(res["compiled"], "sps"),
+                "compiled_vs_eager": ratio(res["compiled"], res["eager"], "sps"),
+                "eager_first_step_s": med(res["eager"], "first_step_s"),
+                "compiled_first_step_s": med(res["compiled"], "first_step_s"),
+            }
+        )
     out["compile"] = rows
 
 
@@ -447,11 +528,21 @@ def section_precision(args, out: dict):
         print(f"[precision] {job}", flush=True)
         over = JOBS[job]
         n, w = job_steps(args, over)
-        res = interleave({p: (lambda p=p: engine_run(over + [f"trainer.precision={p}"], n, w))
-                          for p in ("fp32", "bf16")}, args.reps)
-        rows.append({"job": job, "fp32_sps": med(res["fp32"], "sps"),
-                     "bf16_sps": med(res["bf16"], "sps"),
-                     "bf16_vs_fp32": ratio(res["bf16"], res["fp32"], "sps")})
+        res = interleave(
+            {
+                p: (lambda p=p: engine_run(over + [f"trainer.precision={p}"], n, w))
+                for p in ("fp32", "bf16")
+            },
+            args.reps,
+        )
+        rows.append(
+            {
+                "job": job,
+                "fp32_sps": med(res["fp32"], "sps"),
+                "bf16_sps": med(res["bf16"], "sps"),
+                "bf16_vs_fp32": ratio(res["bf16"], res["fp32"], "sps"),
+            }
+        )
     out["precision"] = rows
 
 
@@ -463,20 +554,32 @@ def section_data(args, out: dict):
         print(f"[data] {job}", flush=True)
         over = JOBS[job]
         n, w = job_steps(args, over)
-        res = interleave({k: (lambda k=k: engine_run(over + [f"trainer.data_on_device={k}"], n,
-                                                     w)) for k in ("true", "false")}, args.reps)
-        rows.append({"job": job, "resident_sps": med(res["true"], "sps"),
-                     "streamed_sps": med(res["false"], "sps"),
-                     "streamed_vs_resident": ratio(res["false"], res["true"], "sps")})
+        res = interleave(
+            {
+                k: (lambda k=k: engine_run(over + [f"trainer.data_on_device={k}"], n, w))
+                for k in ("true", "false")
+            },
+            args.reps,
+        )
+        rows.append(
+            {
+                "job": job,
+                "resident_sps": med(res["true"], "sps"),
+                "streamed_sps": med(res["false"], "sps"),
+                "streamed_vs_resident": ratio(res["false"], res["true"], "sps"),
+            }
+        )
     out["data"] = rows
 
 
 # -- report -----------------------------------------------------------------------------------
 
+
 def git(*argv: str) -> str:
     try:
-        return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True,
-                              text=True).stdout.strip()
+        return subprocess.run(
+            ["git", *argv], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
     except OSError:  # no git on this machine
         return ""
 
@@ -499,12 +602,19 @@ def machine() -> dict:
     if not commit:  # a copy of the tree without git (the GPU check's device): its caller's word
         commit = os.environ.get("TRICKS_COMMIT", "unknown")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"commit": commit + (" (+ uncommitted changes in the tree)" if dirty else ""),
-            "gpu": gpu, "cuda": torch.version.cuda if gpu else None,
-            "nproc": os.cpu_count(), "cpu": cpu, "cpu_amx": amx,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return {
+        "commit": commit + (" (+ uncommitted changes in the tree)" if dirty else ""),
+        "gpu": gpu,
+        "cuda": torch.version.cuda if gpu else None,
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "cpu_amx": amx,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
 
 
 def fmt(v, spec=".3g"):
@@ -522,135 +632,250 @@ def table(rows: list, cols: list) -> str:
 
 def report(out: dict, argv: list) -> str:
     m = out["machine"]
-    lines = [f"Command: `python scripts/bench.py {' '.join(argv)}`", "",
-             f"Commit {m['commit']} · {m['nproc']} cores ({m['cpu']}) · torch {m['torch']} "
-             f"({m['torch_threads']} threads) · "
-             + (f"GPU {m['gpu']} (CUDA {m['cuda']}) · " if m.get("gpu") else "")
-             + f"Python {m['python']} · {m['date_utc']} · "
-             f"{out['settings']}", ""]
+    lines = [
+        f"Command: `python scripts/bench.py {' '.join(argv)}`",
+        "",
+        f"Commit {m['commit']} · {m['nproc']} cores ({m['cpu']}) · torch {m['torch']} "
+        f"({m['torch_threads']} threads) · "
+        + (f"GPU {m['gpu']} (CUDA {m['cuda']}) · " if m.get("gpu") else "")
+        + f"Python {m['python']} · {m['date_utc']} · "
+        f"{out['settings']}",
+        "",
+    ]
     if "overhead" in out:
         peers = any("hf_sps" in r for r in out["overhead"])
-        cols = [("job", "job", ""), ("hand loop samples/s", "hand_sps", ".4g"),
-                ("engine samples/s", "engine_sps", ".4g"),
-                ("engine / hand", "engine_vs_hand", ".3f")]
+        cols = [
+            ("job", "job", ""),
+            ("hand loop samples/s", "hand_sps", ".4g"),
+            ("engine samples/s", "engine_sps", ".4g"),
+            ("engine / hand", "engine_vs_hand", ".3f"),
+        ]
         if peers:
-            cols += [("HF Trainer samples/s", "hf_sps", ".4g"),
-                     ("engine / HF", "engine_vs_hf", ".2f"),
-                     ("Lightning samples/s", "lightning_sps", ".4g"),
-                     ("engine / Lightning", "engine_vs_lightning", ".2f")]
-        lines += ["### Engine overhead and peers (steady state, higher is faster)", "",
-                  table(out["overhead"], cols), ""]
-        arms = [a for a in ("engine", "hand", "hf", "lightning")
-                if all(f"{a}_model_ms" in r for r in out["overhead"])]
+            cols += [
+                ("HF Trainer samples/s", "hf_sps", ".4g"),
+                ("engine / HF", "engine_vs_hf", ".2f"),
+                ("Lightning samples/s", "lightning_sps", ".4g"),
+                ("engine / Lightning", "engine_vs_lightning", ".2f"),
+            ]
+        lines += [
+            "### Engine overhead and peers (steady state, higher is faster)",
+            "",
+            table(out["overhead"], cols),
+            "",
+        ]
+        arms = [
+            a
+            for a in ("engine", "hand", "hf", "lightning")
+            if all(f"{a}_model_ms" in r for r in out["overhead"])
+        ]
         if arms:  # (no split on CUDA)
-            rows = [{**r, **{f"{k}_pm": f"{r[f'{k}_ms']:+.2f} ± {r[f'{k}_ci']:.2f}"
-                             for k in ("saved_vs_hand", "saved_vs_hf", "saved_vs_lightning")
-                             if f"{k}_ms" in r},
-                     "model_ms_all": " · ".join(format(r[f"{a}_model_ms"], ".4g") for a in arms)}
-                    for r in out["overhead"]]
-            cols = [("job", "job", ""), ("hand loop", "hand_framework_ms", ".3g"),
-                    ("engine", "engine_framework_ms", ".3g")]
+            rows = [
+                {
+                    **r,
+                    **{
+                        f"{k}_pm": f"{r[f'{k}_ms']:+.2f} ± {r[f'{k}_ci']:.2f}"
+                        for k in ("saved_vs_hand", "saved_vs_hf", "saved_vs_lightning")
+                        if f"{k}_ms" in r
+                    },
+                    "model_ms_all": " · ".join(format(r[f"{a}_model_ms"], ".4g") for a in arms),
+                }
+                for r in out["overhead"]
+            ]
+            cols = [
+                ("job", "job", ""),
+                ("hand loop", "hand_framework_ms", ".3g"),
+                ("engine", "engine_framework_ms", ".3g"),
+            ]
             if peers:
-                cols += [("HF Trainer", "hf_framework_ms", ".3g"),
-                         ("Lightning", "lightning_framework_ms", ".3g")]
+                cols += [
+                    ("HF Trainer", "hf_framework_ms", ".3g"),
+                    ("Lightning", "lightning_framework_ms", ".3g"),
+                ]
             names = {"engine": "engine", "hand": "hand", "hf": "HF", "lightning": "Lightning"}
-            cols += [("model ms: " + " · ".join(names[a] for a in arms), "model_ms_all", ""),
-                     ("engine's saving vs hand loop, ms", "saved_vs_hand_pm", "")]
+            cols += [
+                ("model ms: " + " · ".join(names[a] for a in arms), "model_ms_all", ""),
+                ("engine's saving vs hand loop, ms", "saved_vs_hand_pm", ""),
+            ]
             if peers:
-                cols += [("vs HF Trainer, ms", "saved_vs_hf_pm", ""),
-                         ("% of a step", "saved_vs_hf_pct", ".2f"),
-                         ("vs Lightning, ms", "saved_vs_lightning_pm", ""),
-                         ("% of a step", "saved_vs_lightning_pct", ".2f")]
-            lines += ["### Per-step time outside the model's forward, backward and update, ms "
-                      "(the framework's own work; lower is faster)", "",
-                      "The rest of a step (model ms) is the same kernels on the same batches in "
-                      "every arm. Saving: the other arm's framework time minus the engine's, mean "
-                      "± 95% CI over the paired repetitions (negative: the engine spends more).",
-                      "", table(rows, cols), ""]
-        cols = [("job", "job", ""), ("hand loop", "hand_first_step_s", ".2f"),
-                ("engine", "engine_first_step_s", ".2f")]
+                cols += [
+                    ("vs HF Trainer, ms", "saved_vs_hf_pm", ""),
+                    ("% of a step", "saved_vs_hf_pct", ".2f"),
+                    ("vs Lightning, ms", "saved_vs_lightning_pm", ""),
+                    ("% of a step", "saved_vs_lightning_pct", ".2f"),
+                ]
+            lines += [
+                "### Per-step time outside the model's forward, backward and update, ms "
+                "(the framework's own work; lower is faster)",
+                "",
+                "The rest of a step (model ms) is the same kernels on the same batches in "
+                "every arm. Saving: the other arm's framework time minus the engine's, mean "
+                "± 95% CI over the paired repetitions (negative: the engine spends more).",
+                "",
+                table(rows, cols),
+                "",
+            ]
+        cols = [
+            ("job", "job", ""),
+            ("hand loop", "hand_first_step_s", ".2f"),
+            ("engine", "engine_first_step_s", ".2f"),
+        ]
         if peers:
-            cols += [("HF Trainer", "hf_first_step_s", ".2f"),
-                     ("Lightning", "lightning_first_step_s", ".2f")]
-        lines += ["### In-process time to the first finished step, s (imports done; data, "
-                  "model and optimizer built)", "", table(out["overhead"], cols), ""]
+            cols += [
+                ("HF Trainer", "hf_first_step_s", ".2f"),
+                ("Lightning", "lightning_first_step_s", ".2f"),
+            ]
+        lines += [
+            "### In-process time to the first finished step, s (imports done; data, "
+            "model and optimizer built)",
+            "",
+            table(out["overhead"], cols),
+            "",
+        ]
     if "startup" in out:
-        cols = [("job", "job", ""), ("tricks train", "tricks", ".2f"),
-                ("hand loop", "hand", ".2f"), ("HF Trainer", "hf", ".2f"),
-                ("Lightning", "lightning", ".2f")]
-        lines += ["### Fresh process: spawn to the end of the first step, s", "",
-                  table(out["startup"], cols), ""]
+        cols = [
+            ("job", "job", ""),
+            ("tricks train", "tricks", ".2f"),
+            ("hand loop", "hand", ".2f"),
+            ("HF Trainer", "hf", ".2f"),
+            ("Lightning", "lightning", ".2f"),
+        ]
+        lines += [
+            "### Fresh process: spawn to the end of the first step, s",
+            "",
+            table(out["startup"], cols),
+            "",
+        ]
     if "tricks" in out:
-        cols = [("trick", "trick", ""), ("step ms", "step_ms", ".3g"),
-                ("time / none", "time_vs_none", ".2f"),
-                ("theory (fwd+bwd passes)", "theory", ""),
-                ("peak step MB", "peak_step_MB", ".3g"), ("memory / none", "mem_vs_none",
-                                                            ".2f")]
+        cols = [
+            ("trick", "trick", ""),
+            ("step ms", "step_ms", ".3g"),
+            ("time / none", "time_vs_none", ".2f"),
+            ("theory (fwd+bwd passes)", "theory", ""),
+            ("peak step MB", "peak_step_MB", ".3g"),
+            ("memory / none", "mem_vs_none", ".2f"),
+        ]
         lines += [f"### Trick cost ({' '.join(TRICK_JOB)})", "", table(out["tricks"], cols), ""]
     if "optim" in out:
-        cols = [("optimizer", "optimizer", ""), ("step ms", "step_ms", ".3g"),
-                ("time / AdamW", "time_vs_adamw", ".2f"), ("state MB", "state_MB", ".3g"),
-                ("state / AdamW", "state_vs_adamw", ".2f")]
+        cols = [
+            ("optimizer", "optimizer", ""),
+            ("step ms", "step_ms", ".3g"),
+            ("time / AdamW", "time_vs_adamw", ".2f"),
+            ("state MB", "state_MB", ".3g"),
+            ("state / AdamW", "state_vs_adamw", ".2f"),
+        ]
         lines += [f"### Optimizers ({' '.join(TRICK_JOB)})", "", table(out["optim"], cols), ""]
     if "scaling" in out:
-        cols = [("", "kind", ""), ("value", "value", ""),
-                ("engine samples/s", "engine_sps", ".4g"), ("hand samples/s", "hand_sps",
-                                                            ".4g"),
-                ("engine / hand", "engine_vs_hand", ".3f")]
-        lines += ["### Scaling (mnist1d MLP; batch 100 / width 100 unless varied)", "",
-                  table(out["scaling"], cols), ""]
+        cols = [
+            ("", "kind", ""),
+            ("value", "value", ""),
+            ("engine samples/s", "engine_sps", ".4g"),
+            ("hand samples/s", "hand_sps", ".4g"),
+            ("engine / hand", "engine_vs_hand", ".3f"),
+        ]
+        lines += [
+            "### Scaling (mnist1d MLP; batch 100 / width 100 unless varied)",
+            "",
+            table(out["scaling"], cols),
+            "",
+        ]
     if "compile" in out:
-        cols = [("job", "job", ""), ("eager samples/s", "eager_sps", ".4g"),
-                ("compiled samples/s", "compiled_sps", ".4g"),
-                ("compiled / eager", "compiled_vs_eager", ".2f"),
-                ("eager first step s", "eager_first_step_s", ".2f"),
-                ("compiled first step s", "compiled_first_step_s", ".2f")]
+        cols = [
+            ("job", "job", ""),
+            ("eager samples/s", "eager_sps", ".4g"),
+            ("compiled samples/s", "compiled_sps", ".4g"),
+            ("compiled / eager", "compiled_vs_eager", ".2f"),
+            ("eager first step s", "eager_first_step_s", ".2f"),
+            ("compiled first step s", "compiled_first_step_s", ".2f"),
+        ]
         lines += ["### torch.compile (trainer.compile=true)", "", table(out["compile"], cols), ""]
     if "precision" in out:
-        cols = [("job", "job", ""), ("fp32 samples/s", "fp32_sps", ".4g"),
-                ("bf16 samples/s", "bf16_sps", ".4g"), ("bf16 / fp32", "bf16_vs_fp32", ".2f")]
+        cols = [
+            ("job", "job", ""),
+            ("fp32 samples/s", "fp32_sps", ".4g"),
+            ("bf16 samples/s", "bf16_sps", ".4g"),
+            ("bf16 / fp32", "bf16_vs_fp32", ".2f"),
+        ]
         amx = m["cpu_amx"]
-        lines += ["### Precision (trainer.precision, engine; CPU bf16 matrix units (AMX): "
-                  f"{'yes' if amx else 'no' if amx is False else 'unknown'}, torch CPU kernels: "
-                  f"{m['cpu_capability']})", "", table(out["precision"], cols), ""]
+        lines += [
+            "### Precision (trainer.precision, engine; CPU bf16 matrix units (AMX): "
+            f"{'yes' if amx else 'no' if amx is False else 'unknown'}, torch CPU kernels: "
+            f"{m['cpu_capability']})",
+            "",
+            table(out["precision"], cols),
+            "",
+        ]
     if "data" in out:
-        cols = [("job", "job", ""), ("on device samples/s", "resident_sps", ".4g"),
-                ("streamed samples/s", "streamed_sps", ".4g"),
-                ("streamed / on device", "streamed_vs_resident", ".2f")]
-        lines += ["### Data on the device against streamed from the host (trainer.data_on_device)",
-                  "", table(out["data"], cols), ""]
+        cols = [
+            ("job", "job", ""),
+            ("on device samples/s", "resident_sps", ".4g"),
+            ("streamed samples/s", "streamed_sps", ".4g"),
+            ("streamed / on device", "streamed_vs_resident", ".2f"),
+        ]
+        lines += [
+            "### Data on the device against streamed from the host (trainer.data_on_device)",
+            "",
+            table(out["data"], cols),
+            "",
+        ]
     return "\n".join(lines)
 
 
-SECTIONS = ("overhead", "peers", "startup", "tricks", "optim", "scaling", "compile",
-            "precision", "data")
+SECTIONS = (
+    "overhead",
+    "peers",
+    "startup",
+    "tricks",
+    "optim",
+    "scaling",
+    "compile",
+    "precision",
+    "data",
+)
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sections", default="peers,startup,tricks,optim,scaling,compile",
-                    help=f"comma list of {', '.join(SECTIONS)} (peers includes overhead)")
-    ap.add_argument("--jobs", default=",".join(DEFAULT_JOBS),
-                    help="comma list of " + ", ".join(JOBS))
+    ap.add_argument(
+        "--sections",
+        default="peers,startup,tricks,optim,scaling,compile",
+        help=f"comma list of {', '.join(SECTIONS)} (peers includes overhead)",
+    )
+    ap.add_argument(
+        "--jobs", default=",".join(DEFAULT_JOBS), help="comma list of " + ", ".join(JOBS)
+    )
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--startup-reps", type=int, default=3)
     ap.add_argument("--compile-reps", type=int, default=2)
     ap.add_argument("--steps", type=int, default=300, help="steps per measured run")
-    ap.add_argument("--warm", type=int, default=50,
-                    help="warm-up steps dropped from the steady figure (also log_every)")
+    ap.add_argument(
+        "--warm",
+        type=int,
+        default=50,
+        help="warm-up steps dropped from the steady figure (also log_every)",
+    )
     ap.add_argument("--text-steps", type=int, default=60, help="steps of the tweets job")
     ap.add_argument("--text-warm", type=int, default=15)
-    ap.add_argument("--trick-steps", type=int, default=150,
-                    help="steps of the trick / optimizer runs")
+    ap.add_argument(
+        "--trick-steps", type=int, default=150, help="steps of the trick / optimizer runs"
+    )
     ap.add_argument("--startup-jobs", default="mnist1d MLP")
     ap.add_argument("--batches", default="32,128,512")
     ap.add_argument("--widths", default="100,400,1600")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch.set_num_threads for every measurement (default: torch's own)")
-    ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                    help="a Hydra override added to every job of the in-process sections "
-                         "(repeatable; e.g. trainer.deterministic=false)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads for every measurement (default: torch's own)",
+    )
+    ap.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Hydra override added to every job of the in-process sections "
+        "(repeatable; e.g. trainer.deterministic=false)",
+    )
     ap.add_argument("--quick", action="store_true", help="tiny settings to check the script")
     ap.add_argument("--out", help="write the markdown report here")
     ap.add_argument("--json", help="write the raw figures here")
@@ -680,19 +905,23 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
         os.environ["BENCH_THREADS"] = str(args.threads)  # the startup section's children
 
-    out = {"machine": machine(),
-           "settings": f"{args.reps} interleaved repetitions of {args.steps}-step runs "
-                       f"({args.text_steps} for the tweets jobs), the first {args.warm} "
-                       f"({args.text_warm}) steps dropped"}
+    out = {
+        "machine": machine(),
+        "settings": f"{args.reps} interleaved repetitions of {args.steps}-step runs "
+        f"({args.text_steps} for the tweets jobs), the first {args.warm} "
+        f"({args.text_warm}) steps dropped",
+    }
     t0 = time.perf_counter()
-    runs = {"overhead": lambda: section_overhead(args, out, with_peers="peers" in sections),
-            "startup": lambda: section_startup(args, out),
-            "tricks": lambda: section_tricks(args, out),
-            "optim": lambda: section_optim(args, out),
-            "scaling": lambda: section_scaling(args, out),
-            "compile": lambda: section_compile(args, out),
-            "precision": lambda: section_precision(args, out),
-            "data": lambda: section_data(args, out)}
+    runs = {
+        "overhead": lambda: section_overhead(args, out, with_peers="peers" in sections),
+        "startup": lambda: section_startup(args, out),
+        "tricks": lambda: section_tricks(args, out),
+        "optim": lambda: section_optim(args, out),
+        "scaling": lambda: section_scaling(args, out),
+        "compile": lambda: section_compile(args, out),
+        "precision": lambda: section_precision(args, out),
+        "data": lambda: section_data(args, out),
+    }
     # in the order asked for (peers is overhead with the peers); the report keeps its own
     order = list(dict.fromkeys("overhead" if s == "peers" else s for s in sections))
     for name in order:

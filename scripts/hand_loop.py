@@ -48,7 +48,7 @@ class ModelClock:
         r.update(clock.split(r["times"], skip=15))   # model_ms, framework_ms per steady step
     """
 
-    active: "ModelClock | None" = None
+    active: ModelClock | None = None
 
     def __init__(self, now=time.perf_counter):
         self.now = now  # the clock of the intervals and of `stamp` (a fake one in the tests)
@@ -71,6 +71,7 @@ class ModelClock:
                 return fn(*a, **k)
             finally:
                 self._exit()
+
         return wrapper
 
     def __enter__(self):
@@ -89,9 +90,11 @@ class ModelClock:
             m.register_forward_hook(self._exit)
             return m
 
-        self._saved = [(build, "model", build.model),  # what __exit__ puts back
-                       (torch.autograd, "backward", torch.autograd.backward),
-                       (adam, "adam", adam.adam)]
+        self._saved = [
+            (build, "model", build.model),  # what __exit__ puts back
+            (torch.autograd, "backward", torch.autograd.backward),
+            (adam, "adam", adam.adam),
+        ]
         build.model = model
         torch.autograd.backward = self._timed(torch.autograd.backward)
         adam.adam = self._timed(adam.adam)
@@ -126,8 +129,12 @@ def step_result(times: list[float], batch: int, skip: int, t0: float) -> dict:
     """What every benchmark arm returns: steady samples/s and ms per step, time to the first
     step (from t0), and the step end times (for ModelClock.split)."""
     sps = steady_sps(times, batch, skip)
-    return {"sps": sps, "first_step_s": times[0] - t0, "step_ms": 1000 * batch / sps,
-            "times": times}
+    return {
+        "sps": sps,
+        "first_step_s": times[0] - t0,
+        "step_ms": 1000 * batch / sps,
+        "times": times,
+    }
 
 
 def engine_order(cfg, data):
@@ -140,7 +147,7 @@ def engine_order(cfg, data):
     b = IndexBatcher(data.train, cfg.trainer.batch_size, seed=cfg.seed, collate=data.collate)
     epoch = 0
     while True:
-        yield epoch, b.host_order(epoch)[:b.steps_per_epoch * cfg.trainer.batch_size]
+        yield epoch, b.host_order(epoch)[: b.steps_per_epoch * cfg.trainer.batch_size]
         epoch += 1
 
 
@@ -156,10 +163,17 @@ def hand_run(overrides: list[str], steps: int, log_every: int, on_first_step=Non
     p = device_plan(cfg)
     model = model.to(p.device)
     o = cfg.optimizer
-    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                            weight_decay=o.weight_decay, fused=True)
+    opt = torch.optim.AdamW(
+        model.parameters(),
+        lr=o.lr,
+        betas=tuple(o.betas),
+        eps=o.eps,
+        weight_decay=o.weight_decay,
+        fused=True,
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps))
+    )
     split, bs = data.train, cfg.trainer.batch_size
     n = len(split["y"])
     multiple = getattr(data.collate, "multiple", None)  # dynamic padding of text batches
@@ -172,14 +186,15 @@ def hand_run(overrides: list[str], steps: int, log_every: int, on_first_step=Non
     for step in range(steps):
         if pos == per_epoch:
             perm, pos = next(order)[1], 0
-        idx = perm[pos * bs:(pos + 1) * bs]
+        idx = perm[pos * bs : (pos + 1) * bs]
         pos += 1
         batch = {k: v[idx] for k, v in split.items()}
         if multiple:
             full = batch["mask"].shape[1]
             w = min(full, -(-int(lengths[idx.numpy()].max()) // multiple) * multiple)
-            batch = {k: (v[:, :w] if v.ndim == 2 and v.shape[1] == full else v)
-                     for k, v in batch.items()}
+            batch = {
+                k: (v[:, :w] if v.ndim == 2 and v.shape[1] == full else v) for k, v in batch.items()
+            }
         with autocast(p):
             loss = F.cross_entropy(model(batch), batch["y"])
         opt.zero_grad(set_to_none=True)

@@ -17,8 +17,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
-FAST = ["trainer.max_steps=6", "trainer.eval_every=3", "trainer.log_every=2",
-        "trainer.progress=false", "trainer.batch_size=32"]
+FAST = [
+    "trainer.max_steps=6",
+    "trainer.eval_every=3",
+    "trainer.log_every=2",
+    "trainer.progress=false",
+    "trainer.batch_size=32",
+]
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -50,11 +55,23 @@ def strip_timing(rows):
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
 
 
-def cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 300,
-        input: str | None = None) -> subprocess.CompletedProcess:
+def cli(
+    args: list[str],
+    cwd: Path,
+    env: dict | None = None,
+    timeout: int = 300,
+    input: str | None = None,
+) -> subprocess.CompletedProcess:
     e = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "runner.cli", *args], cwd=cwd, env=e,
-                          capture_output=True, text=True, timeout=timeout, input=input)
+    return subprocess.run(
+        [sys.executable, "-m", "runner.cli", *args],
+        cwd=cwd,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+    )
 
 
 def pytest_collection_modifyitems(config, items):

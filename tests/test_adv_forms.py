@@ -37,15 +37,19 @@ V, T, C, B = 30, 7, 3, 5
 
 def text_model(seed: int = 0) -> Transformer:
     torch.manual_seed(seed)
-    return Transformer(num_classes=C, vocab_size=V, max_len=T, width=16, depth=1, heads=2,
-                       dropout=0.0)
+    return Transformer(
+        num_classes=C, vocab_size=V, max_len=T, width=16, depth=1, heads=2, dropout=0.0
+    )
 
 
 def text_batch(seed: int = 1) -> dict:
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(1, V // 2, (B, T), generator=g)  # tokens V//2.. never occur
-    return {"x": x, "mask": torch.ones(B, T, dtype=torch.long),
-            "y": torch.randint(0, C, (B,), generator=g)}
+    return {
+        "x": x,
+        "mask": torch.ones(B, T, dtype=torch.long),
+        "y": torch.randint(0, C, (B,), generator=g),
+    }
 
 
 def text_ce(model, batch, table=None):
@@ -81,9 +85,12 @@ def record_tables(state) -> list:
 
 # -- mode=adv ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make", [lambda: FGM(eps=0.5, mode="adv"),
-                                  lambda: PGD(eps=0.5, alpha=0.3, K=3, mode="adv")],
-                         ids=["fgm", "pgd"])
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: FGM(eps=0.5, mode="adv"), lambda: PGD(eps=0.5, alpha=0.3, K=3, mode="adv")],
+    ids=["fgm", "pgd"],
+)
 def test_adv_mode_step_is_the_gradient_at_x_plus_r_alone(make):
     model, batch = tiny_model(), tiny_batch()
     st = make_state(model, [make()])
@@ -103,8 +110,9 @@ def test_adv_mode_step_is_the_gradient_at_x_plus_r_alone(make):
 
 
 def vars_of(t) -> dict:
-    keys = ("eps", "norm", "mode", "target", "adv_weight") + (("alpha", "K") if hasattr(t, "K")
-                                                               else ())
+    keys = ("eps", "norm", "mode", "target", "adv_weight") + (
+        ("alpha", "K") if hasattr(t, "K") else ()
+    )
     return {k: getattr(t, k) for k in keys}
 
 
@@ -145,6 +153,7 @@ def test_adv_weight_scales_the_adversarial_gradients_and_zero_is_an_exact_noop()
 
 
 # -- target=table ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("mode", ["both", "adv"])
 def test_fgm_table_perturbs_exactly_the_batch_rows_normalised_over_the_matrix(mode):
@@ -196,8 +205,9 @@ def test_pgd_table_steps_on_the_matrix_and_restores_it(mode):
         assert_close_list(grads(model), adv, rtol=1e-4, atol=1e-6)
     else:
         clean_loss, m = text_ce(text_model(), batch)
-        assert_close_list(grads(model), [a + b for a, b in zip(pgrad(clean_loss, m), adv)],
-                          rtol=1e-4, atol=1e-6)
+        assert_close_list(
+            grads(model), [a + b for a, b in zip(pgrad(clean_loss, m), adv)], rtol=1e-4, atol=1e-6
+        )
 
 
 def text_model_with(table):
@@ -221,17 +231,26 @@ def test_table_equals_the_output_form_with_one_shared_delta_per_token():
 
 # -- bad input -------------------------------------------------------------------------------
 
+
 def test_table_on_a_model_without_one_names_the_models_that_have_one():
-    with pytest.raises(ConfigError, match=r"reg.fgm.target: table: MLP has no embedding table "
-                                          r"\(allowed: output; table with model=transformer"):
+    with pytest.raises(
+        ConfigError,
+        match=r"reg.fgm.target: table: MLP has no embedding table "
+        r"\(allowed: output; table with model=transformer",
+    ):
         make_state(tiny_model(), [FGM(target="table")])
 
 
-@pytest.mark.parametrize("kw,key", [({"mode": "blog"}, "reg.pgd.mode"),
-                                    ({"target": "matrix"}, "reg.pgd.target"),
-                                    ({"target": "table", "norm": "sample"}, "reg.pgd.norm"),
-                                    ({"mode": "adv", "adv_weight": 0.0}, "reg.pgd.adv_weight"),
-                                    ({"adv_weight": -1.0}, "reg.pgd.adv_weight")])
+@pytest.mark.parametrize(
+    "kw,key",
+    [
+        ({"mode": "blog"}, "reg.pgd.mode"),
+        ({"target": "matrix"}, "reg.pgd.target"),
+        ({"target": "table", "norm": "sample"}, "reg.pgd.norm"),
+        ({"mode": "adv", "adv_weight": 0.0}, "reg.pgd.adv_weight"),
+        ({"adv_weight": -1.0}, "reg.pgd.adv_weight"),
+    ],
+)
 def test_bad_forms_are_one_line_errors(kw, key):
     with pytest.raises(ConfigError, match=rf"^{key}: "):
         PGD(**kw)
@@ -246,7 +265,8 @@ def test_models_expose_their_embedding_table_and_encoder():
     mlp = tiny_model()
     assert mlp.embedding_table() is None
     assert {id(p) for p in mlp.encoder_parameters()} == {
-        id(p) for n, p in mlp.named_parameters() if not n.startswith("out.")}
+        id(p) for n, p in mlp.named_parameters() if not n.startswith("out.")
+    }
     m = text_model()
     assert m.embedding_table() is m.tok.weight
     from runner.models.minilm import MiniLM
@@ -261,19 +281,34 @@ def test_models_expose_their_embedding_table_and_encoder():
 
 # -- real runs on a text model ----------------------------------------------------------------
 
-TEXT_RUN = ["dataset=tweets", "model=transformer", "model.width=32", "model.depth=1",
-            "model.heads=2", "model.dropout=0.1", "dataset.train_size=16", "dataset.val_size=8",
-            "dataset.test_size=8", "dataset.max_len=24", "trainer.max_steps=2",
-            "trainer.eval_every=2", "trainer.log_every=1", "trainer.progress=false",
-            "trainer.batch_size=8", "trainer.accum_steps=2"]
+TEXT_RUN = [
+    "dataset=tweets",
+    "model=transformer",
+    "model.width=32",
+    "model.depth=1",
+    "model.heads=2",
+    "model.dropout=0.1",
+    "dataset.train_size=16",
+    "dataset.val_size=8",
+    "dataset.test_size=8",
+    "dataset.max_len=24",
+    "trainer.max_steps=2",
+    "trainer.eval_every=2",
+    "trainer.log_every=1",
+    "trainer.progress=false",
+    "trainer.batch_size=8",
+    "trainer.accum_steps=2",
+]
 
 
 @pytest.mark.parametrize("name,mode", [("fgm", "adv"), ("fgm", "both"), ("pgd", "adv")])
 def test_table_forms_train_on_the_transformer(name, mode, tmp_path):
     from conftest import read_rows, train_run
 
-    s = train_run([*TEXT_RUN, f"reg=[{name}]", f"reg.{name}.target=table",
-                   f"reg.{name}.mode={mode}"], tmp_path / "run")
+    s = train_run(
+        [*TEXT_RUN, f"reg=[{name}]", f"reg.{name}.target=table", f"reg.{name}.mode={mode}"],
+        tmp_path / "run",
+    )
     assert s["status"] == "completed", s.get("error")
     assert any("train/adv_loss" in r for r in read_rows(tmp_path / "run"))
 
@@ -286,15 +321,25 @@ def test_table_on_mnist1d_is_refused_before_the_run(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("case", [["reg=[fgm]", "reg.fgm.target=table", "reg.fgm.mode=adv"],
-                                  ["reg=[pgd]", "reg.pgd.target=table"], ["derived=[lazy]"]],
-                         ids=["fgm-table", "pgd-table", "lazy"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        ["reg=[fgm]", "reg.fgm.target=table", "reg.fgm.mode=adv"],
+        ["reg=[pgd]", "reg.pgd.target=table"],
+        ["derived=[lazy]"],
+    ],
+    ids=["fgm-table", "pgd-table", "lazy"],
+)
 def test_table_forms_and_lazy_make_no_host_read_inside_a_step(case, monkeypatch, tmp_path):
-    from conftest import train_run
     from test_perf import SyncCounter
 
-    ov = [o for o in TEXT_RUN if not o.startswith(("trainer.max_steps", "trainer.eval_every",
-                                                   "trainer.log_every"))]
+    from conftest import train_run
+
+    ov = [
+        o
+        for o in TEXT_RUN
+        if not o.startswith(("trainer.max_steps", "trainer.eval_every", "trainer.log_every"))
+    ]
     ov += ["trainer.max_steps=4", "trainer.eval_every=4", "trainer.log_every=4"]
     with monkeypatch.context() as m:
         c = SyncCounter(m)
@@ -310,7 +355,16 @@ def test_the_blogs_form_on_minilm(name, tmp_path):
     from conftest import read_rows, train_run
 
     ov = [o for o in TEXT_RUN if not o.startswith("model.")]
-    s = train_run([*ov, "model=minilm", "optimizer.lr=5e-5", f"reg=[{name}]",
-                   f"reg.{name}.target=table", f"reg.{name}.mode=adv"], tmp_path / "run")
+    s = train_run(
+        [
+            *ov,
+            "model=minilm",
+            "optimizer.lr=5e-5",
+            f"reg=[{name}]",
+            f"reg.{name}.target=table",
+            f"reg.{name}.mode=adv",
+        ],
+        tmp_path / "run",
+    )
     assert s["status"] == "completed", s.get("error")
     assert any("train/adv_loss" in r for r in read_rows(tmp_path / "run"))

@@ -14,8 +14,12 @@ from hypothesis import strategies as st
 
 from conftest import CONF, FAST, cli, train_run
 
-TINY = ["trainer.max_steps=2", "trainer.progress=false", "trainer.batch_size=32",
-        "trainer.eval_every=2"]
+TINY = [
+    "trainer.max_steps=2",
+    "trainer.progress=false",
+    "trainer.batch_size=32",
+    "trainer.eval_every=2",
+]
 
 # (overrides, what the one line must say). Caught by `tricks train`'s precheck before Hydra starts.
 PRECHECK = [
@@ -43,11 +47,15 @@ PRECHECK = [
     (["resume=/nonexistent/last.pt"], ["resume: no checkpoint at /nonexistent/last.pt"]),
     (["-m", "optimizer.lr=0.01,-1"], ["optimizer.lr: must be > 0, got -1"]),
     # a list without brackets, a key of a trick not selected: the fix, not Hydra's message
-    (["reg=rdrop,fgm"], ["reg: rdrop,fgm without brackets is a sweep", "'reg=[rdrop,fgm]'",
-                         "add -m"]),
+    (
+        ["reg=rdrop,fgm"],
+        ["reg: rdrop,fgm without brackets is a sweep", "'reg=[rdrop,fgm]'", "add -m"],
+    ),
     (["seed=0,1"], ["seed: 0,1 is a sweep", "add -m"]),
-    (["reg.rdrop.alpha=2"], ["reg.rdrop.alpha: rdrop is not selected",
-                             "'reg=[rdrop]' reg.rdrop.alpha=2"]),
+    (
+        ["reg.rdrop.alpha=2"],
+        ["reg.rdrop.alpha: rdrop is not selected", "'reg=[rdrop]' reg.rdrop.alpha=2"],
+    ),
     (["reg=[fgm]", "reg.rdrop.alpha=2"], ["'reg=[fgm,rdrop]' reg.rdrop.alpha=2"]),
     (["reg=[fgm]", "reg.fgm.mode=blog"], ["reg.fgm.mode: got 'blog'", "allowed: both, adv"]),
 ]
@@ -58,8 +66,10 @@ AT_BUILD = [
     (["model.dropout=-0.1"], ["model.dropout: must be in"]),
     (["dataset.label_noise=1.5"], ["dataset.label_noise: must be in [0.0, 1.0]"]),
     (["trainer.batch_size=100000"], ["trainer.batch_size", "larger than the train split"]),
-    (["reg=[fgm]", "reg.fgm.target=table"], ["reg.fgm.target: table: MLP has no embedding table",
-                                             "model=transformer, minilm, hf"]),
+    (
+        ["reg=[fgm]", "reg.fgm.target=table"],
+        ["reg.fgm.target: table: MLP has no embedding table", "model=transformer, minilm, hf"],
+    ),
 ]
 
 
@@ -77,8 +87,16 @@ def one_error_line(r, expect: list[str]) -> str:
 
 @pytest.mark.parametrize("args,expect", PRECHECK, ids=[" ".join(a) for a, _ in PRECHECK])
 def test_precheck_rejects_with_one_line(args, expect, tmp_path):
-    r = cli(["train", *TINY, *args, f"hydra.run.dir={tmp_path / 'new'}",
-             f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    r = cli(
+        [
+            "train",
+            *TINY,
+            *args,
+            f"hydra.run.dir={tmp_path / 'new'}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        tmp_path,
+    )
     one_error_line(r, expect)
     assert r.returncode == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no run dir, no sweep dir
@@ -98,12 +116,16 @@ def test_build_time_errors_leave_no_run_dir(args, expect, tmp_path):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    r = cli(["train", *TINY, "model.dropout=1.5", f"hydra.run.dir={tmp_path / 'new'}"],
-            tmp_path, env={"TRICKS_DEBUG": "1"})
+    r = cli(
+        ["train", *TINY, "model.dropout=1.5", f"hydra.run.dir={tmp_path / 'new'}"],
+        tmp_path,
+        env={"TRICKS_DEBUG": "1"},
+    )
     assert r.returncode != 0 and "model.dropout" in r.stderr
 
 
 # -- dataset files (runner/data/csv.py) ---------------------------------------------------------
+
 
 def _csv(path: Path, rows: list[str]) -> Path:
     path.write_text("\n".join(rows) + ("\n" if rows else ""))
@@ -116,18 +138,22 @@ def _junk(path: Path) -> Path:
 
 
 def _table(labels) -> list[str]:
-    return ["f1,f2,label"] + [f"{i * 0.1:.1f},{(i % 7) * 0.3:.1f},{labels[i % len(labels)]}"
-                              for i in range(80)]
+    return ["f1,f2,label"] + [
+        f"{i * 0.1:.1f},{(i % 7) * 0.3:.1f},{labels[i % len(labels)]}" for i in range(80)
+    ]
 
 
 DATA_CASES = {
     "missing": (lambda d: d / "missing.csv", ["dataset.path", "file not found"]),
     "empty": (lambda d: _csv(d / "empty.csv", []), ["dataset.path", "empty"]),
     "unreadable": (lambda d: _junk(d / "junk.parquet"), ["dataset.path", "cannot read"]),
-    "no label column": (lambda d: _csv(d / "nolabel.csv", [r.replace("label", "target")
-                                                            for r in _table(["a", "b"])][:1]
-                                       + _table(["a", "b"])[1:]),
-                        ["dataset.label_column", "'label'"]),
+    "no label column": (
+        lambda d: _csv(
+            d / "nolabel.csv",
+            [r.replace("label", "target") for r in _table(["a", "b"])][:1] + _table(["a", "b"])[1:],
+        ),
+        ["dataset.label_column", "'label'"],
+    ),
     "one class": (lambda d: _csv(d / "one.csv", _table(["a"])), ["one class"]),
 }
 
@@ -137,9 +163,18 @@ DATA_CASES = {
 def test_bad_dataset_file(case, tmp_path):
     make, expect = case
     path = make(tmp_path)
-    r = cli(["train", *TINY, "dataset=csv", f"dataset.path={path}",
-             "dataset.feature_columns=all", "model=mlp", f"hydra.run.dir={tmp_path / 'new'}"],
-            tmp_path)
+    r = cli(
+        [
+            "train",
+            *TINY,
+            "dataset=csv",
+            f"dataset.path={path}",
+            "dataset.feature_columns=all",
+            "model=mlp",
+            f"hydra.run.dir={tmp_path / 'new'}",
+        ],
+        tmp_path,
+    )
     one_error_line(r, expect)
     assert not (tmp_path / "new").exists()
 
@@ -149,12 +184,22 @@ def test_good_csv_trains(tmp_path):
     if not (CONF / "dataset" / "csv.yaml").exists():
         pytest.skip("no csv dataset")
     path = _csv(tmp_path / "ok.csv", _table(["a", "b"]))
-    s = train_run(TINY + ["dataset=csv", f"dataset.path={path}", "dataset.feature_columns=all",
-                          "model=mlp", "trainer.batch_size=8"], tmp_path / "run")
+    s = train_run(
+        TINY
+        + [
+            "dataset=csv",
+            f"dataset.path={path}",
+            "dataset.feature_columns=all",
+            "model=mlp",
+            "trainer.batch_size=8",
+        ],
+        tmp_path / "run",
+    )
     assert s["status"] == "completed"
 
 
 # -- an existing run directory is never damaged ------------------------------------------------
+
 
 def snapshot(d: Path) -> dict:
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
@@ -182,20 +227,28 @@ def _corrupt(how: str):
             import torch
 
             torch.save({"weights": torch.zeros(3)}, p)
+
     return f
 
 
 DIR_CASES = {
-    "truncated checkpoint": (_corrupt("truncated"), ["resume=true"],
-                             ["resume: checkpoint", "corrupt or unreadable"]),
-    "random-bytes checkpoint": (_corrupt("random"), ["resume=true"],
-                                ["corrupt or unreadable"]),
-    "not a tricks checkpoint": (_corrupt("foreign"), ["resume=true"],
-                                ["not a tricks last.pt checkpoint"]),
+    "truncated checkpoint": (
+        _corrupt("truncated"),
+        ["resume=true"],
+        ["resume: checkpoint", "corrupt or unreadable"],
+    ),
+    "random-bytes checkpoint": (_corrupt("random"), ["resume=true"], ["corrupt or unreadable"]),
+    "not a tricks checkpoint": (
+        _corrupt("foreign"),
+        ["resume=true"],
+        ["not a tricks last.pt checkpoint"],
+    ),
     "no checkpoint": (_corrupt("missing"), ["resume=true"], ["resume: no checkpoint at"]),
-    "other model": (None, ["resume=true", "model.hidden=50"],
-                    ["checkpoint was written with model.hidden=100", "model.hidden=50",
-                     "may change on resume"]),
+    "other model": (
+        None,
+        ["resume=true", "model.hidden=50"],
+        ["checkpoint was written with model.hidden=100", "model.hidden=50", "may change on resume"],
+    ),
     "other optimizer": (None, ["resume=true", "optimizer=sgd"], ["checkpoint was written with"]),
     "bad override": (None, ["optimizer.lr=-1"], ["optimizer.lr: must be > 0"]),
     "bad value found at build": (None, ["model.dropout=2"], ["model.dropout: must be in"]),
@@ -210,18 +263,29 @@ def test_existing_run_dir_stays_byte_identical(case, existing, tmp_path):
     if damage:
         damage(d)
     before = snapshot(d)
-    r = cli(["train", *FAST, "trainer.checkpoint_every=3", *args, f"hydra.run.dir={d}"],
-            tmp_path)
+    r = cli(["train", *FAST, "trainer.checkpoint_every=3", *args, f"hydra.run.dir={d}"], tmp_path)
     one_error_line(r, expect)
     assert snapshot(d) == before
 
 
 # -- property: random numeric overrides give a clean error or a finished run -------------------
 
-NUMERIC_KEYS = ["optimizer.lr", "optimizer.weight_decay", "trainer.batch_size",
-                "trainer.accum_steps", "trainer.max_steps", "trainer.log_every",
-                "trainer.eval_every", "trainer.checkpoint_every", "model.hidden", "model.depth",
-                "model.dropout", "dataset.label_noise", "schedule.warmup_steps", "seed"]
+NUMERIC_KEYS = [
+    "optimizer.lr",
+    "optimizer.weight_decay",
+    "trainer.batch_size",
+    "trainer.accum_steps",
+    "trainer.max_steps",
+    "trainer.log_every",
+    "trainer.eval_every",
+    "trainer.checkpoint_every",
+    "model.hidden",
+    "model.depth",
+    "model.dropout",
+    "dataset.label_noise",
+    "schedule.warmup_steps",
+    "seed",
+]
 
 values = st.one_of(
     st.integers(min_value=-3, max_value=5),
@@ -241,8 +305,7 @@ def _fmt(v) -> str:
     return str(v)
 
 
-@settings(max_examples=12, deadline=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(st.dictionaries(st.sampled_from(NUMERIC_KEYS), values, min_size=1, max_size=3))
 def test_random_numeric_overrides_error_cleanly_or_run(tmp_path_factory, choice):
     """Either one ConfigError line (from the precheck or the run's build) or a run that
@@ -250,13 +313,22 @@ def test_random_numeric_overrides_error_cleanly_or_run(tmp_path_factory, choice)
     from runner.cli import precheck
     from runner.errors import ConfigError
 
-    base = {"trainer.max_steps": 3, "trainer.batch_size": 64, "trainer.eval_every": 3,
-            "model.hidden": 16, "trainer.progress": "false"}
+    base = {
+        "trainer.max_steps": 3,
+        "trainer.batch_size": 64,
+        "trainer.eval_every": 3,
+        "model.hidden": 16,
+        "trainer.progress": "false",
+    }
     # keep the runs small: cap sizes the property does not need large
     over = {**base, **choice}
-    for k, cap in (("trainer.max_steps", 4), ("model.hidden", 64), ("model.depth", 3),
-                   ("trainer.accum_steps", 3)):
-        v = over[k] if k in over else None
+    for k, cap in (
+        ("trainer.max_steps", 4),
+        ("model.hidden", 64),
+        ("model.depth", 3),
+        ("trainer.accum_steps", 3),
+    ):
+        v = over.get(k)
         if isinstance(v, int) and not isinstance(v, bool) and v > cap:
             over[k] = cap
     args = [f"{k}={_fmt(v)}" for k, v in over.items()]

@@ -17,9 +17,14 @@ from tests.conftest import ROOT
 def test_bench_study_quick(tmp_path):
     out = tmp_path / "bench"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_study.py"), "--quick",
-                        "--out", str(out)], cwd=tmp_path, env=env, capture_output=True,
-                       text=True, timeout=900)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_study.py"), "--quick", "--out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     fig = json.loads((out / "bench.json").read_text())
     # --quick: 2 arms x (1 trial x 1 tune seed + 2 seeds)

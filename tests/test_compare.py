@@ -21,8 +21,12 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 BASE_CONFIG = {
     "model": {"_target_": "runner.models.mlp.MLP", "hidden": 100, "depth": 2, "dropout": 0.0},
-    "optimizer": {"_target_": "torch.optim.AdamW", "lr": 0.01, "weight_decay": 0.0,
-                  "betas": [0.9, 0.999]},
+    "optimizer": {
+        "_target_": "torch.optim.AdamW",
+        "lr": 0.01,
+        "weight_decay": 0.0,
+        "betas": [0.9, 0.999],
+    },
     "dataset": {"_target_": "runner.data.mnist1d.build", "num_samples": 5000},
     "clip": {},
     "schedule": {"_target_": "runner.schedule.cosine", "warmup_steps": 0},
@@ -34,9 +38,19 @@ BASE_CONFIG = {
 SGD = {"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0}
 
 
-def make_run(root: Path, name: str, value: float | None, seed: int = 0, optimizer=None,
-             status: str = "completed", summary_extra=None, curve=None, reg=None,
-             config_extra=None, write_summary=True) -> Path:
+def make_run(
+    root: Path,
+    name: str,
+    value: float | None,
+    seed: int = 0,
+    optimizer=None,
+    status: str = "completed",
+    summary_extra=None,
+    curve=None,
+    reg=None,
+    config_extra=None,
+    write_summary=True,
+) -> Path:
     """A run directory as `tricks train` writes it: config.yaml, metrics.jsonl, summary.json."""
     d = root / name
     d.mkdir(parents=True)
@@ -57,14 +71,23 @@ def make_run(root: Path, name: str, value: float | None, seed: int = 0, optimize
     rows = []
     for i, v in enumerate(curve, 1):
         rows.append({"step": 2 * i, "epoch": 0.1 * i, "train/loss": 2.0 / i, "lr": 0.01})
-        rows.append({"step": 2 * i, "epoch": 0.1 * i, "val/acc": v, "test/acc": v,
-                     "test/loss": 1 - v})
+        rows.append(
+            {"step": 2 * i, "epoch": 0.1 * i, "val/acc": v, "test/acc": v, "test/loss": 1 - v}
+        )
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if write_summary:
-        s = {"best/val/acc": value, "test/acc": value, "final/test/acc": value,
-             "test/loss": None if value is None else 1 - value, "steps": 6,
-             "wall_seconds": 10.0, "train_seconds": 8.0, "samples_per_sec": 1000.0,
-             "peak_mem_bytes": 100 * 2**20, "status": status}
+        s = {
+            "best/val/acc": value,
+            "test/acc": value,
+            "final/test/acc": value,
+            "test/loss": None if value is None else 1 - value,
+            "steps": 6,
+            "wall_seconds": 10.0,
+            "train_seconds": 8.0,
+            "samples_per_sec": 1000.0,
+            "peak_mem_bytes": 100 * 2**20,
+            "status": status,
+        }
         if status != "completed":
             s["error"] = "NaN loss at step 4"
         s.update(summary_extra or {})
@@ -90,8 +113,14 @@ def sweep(tmp_path):
         make_run(root, str(i), v, seed=s, summary_extra={"samples_per_sec": 1000.0 + s})
         i += 1
     for s, v in enumerate(B):
-        make_run(root, str(i), v, seed=s, optimizer=SGD,
-                 summary_extra={"samples_per_sec": 500.0, "peak_mem_bytes": 50 * 2**20})
+        make_run(
+            root,
+            str(i),
+            v,
+            seed=s,
+            optimizer=SGD,
+            summary_extra={"samples_per_sec": 500.0, "peak_mem_bytes": 50 * 2**20},
+        )
         i += 1
     make_run(root, str(i), None, seed=3, optimizer=SGD, status="failed")
     make_run(root, str(i + 1), None, seed=4, optimizer=SGD, write_summary=False)
@@ -169,25 +198,38 @@ def test_no_significant_difference_and_too_few_runs(tmp_path):
 
 def test_grouping_by_differing_keys_seed_and_logging_ignored(tmp_path):
     root = tmp_path / "s"
-    make_run(root, "0", 0.8, seed=0, config_extra={"logger._target_": "x.Wandb",
-                                                   "trainer.progress": True})
+    make_run(
+        root,
+        "0",
+        0.8,
+        seed=0,
+        config_extra={"logger._target_": "x.Wandb", "trainer.progress": True},
+    )
     make_run(root, "1", 0.7, seed=1, config_extra={"trainer.log_every": 5})
     make_run(root, "2", 0.6, seed=0, optimizer=SGD)
     make_run(root, "3", 0.5, seed=1, optimizer={**SGD, "lr": 0.01})
-    make_run(root, "4", 0.4, seed=0, reg={"rdrop": {"_target_": "runner.tricks.rdrop.RDrop",
-                                                    "alpha": 4.0}})
+    make_run(
+        root,
+        "4",
+        0.4,
+        seed=0,
+        reg={"rdrop": {"_target_": "runner.tricks.rdrop.RDrop", "alpha": 4.0}},
+    )
     runs = compare.load_runs([str(root)])
     keys = compare.differing_keys(runs)
     # options stand for the keys they set; lr varies within sgd, so it stays; seed/logging never
     assert keys == ["optimizer", "reg", "optimizer.lr"]
     groups = compare.group_runs(runs, keys)
     labels = sorted(compare.label_of(k) for k in groups)
-    assert labels == ["optimizer=adamw reg=[rdrop] optimizer.lr=0.01",
-                      "optimizer=adamw reg=none optimizer.lr=0.01",
-                      "optimizer=sgd reg=none optimizer.lr=0.01",
-                      "optimizer=sgd reg=none optimizer.lr=0.1"]
-    first = next(v for k, v in groups.items() if compare.label_of(k).startswith(
-        "optimizer=adamw reg=none"))
+    assert labels == [
+        "optimizer=adamw reg=[rdrop] optimizer.lr=0.01",
+        "optimizer=adamw reg=none optimizer.lr=0.01",
+        "optimizer=sgd reg=none optimizer.lr=0.01",
+        "optimizer=sgd reg=none optimizer.lr=0.1",
+    ]
+    first = next(
+        v for k, v in groups.items() if compare.label_of(k).startswith("optimizer=adamw reg=none")
+    )
     assert sorted(r.seed for r in first) == [0, 1]
 
 
@@ -211,8 +253,11 @@ def test_default_baseline_is_the_group_without_a_trick(tmp_path):
 
 def test_bad_baseline_and_metric_are_one_line_errors(sweep):
     runs = compare.load_runs([str(sweep)])
-    with pytest.raises(ConfigError, match=r"--baseline: no group has optimizer=lion "
-                                          r"\(allowed: adamw, sgd\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"--baseline: no group has optimizer=lion "
+        r"\(allowed: adamw, sgd\)",
+    ):
         compare.analyse(runs, baseline="optimizer=lion")
     with pytest.raises(ConfigError, match=r"--baseline: unknown key 'optimiser'"):
         compare.analyse(runs, baseline="optimiser=adamw")
@@ -229,8 +274,10 @@ def test_failed_and_unfinished_runs_are_listed_not_averaged(sweep, tmp_path):
     res = compare.analyse(compare.load_runs([str(sweep)]))
     assert sum(g.stats["n"] for g in res.groups) == len(A) + len(B)
     reasons = {Path(r.path).name: why for r, why in res.excluded}
-    assert reasons == {"8": "failed: NaN loss at step 4",
-                       "9": "unfinished: no summary.json (still running, or killed)"}
+    assert reasons == {
+        "8": "failed: NaN loss at step 4",
+        "9": "unfinished: no summary.json (still running, or killed)",
+    }
     md = compare.markdown(res)
     assert "Failed, unfinished or excluded runs" in md and "NaN loss at step 4" in md
 
@@ -253,8 +300,14 @@ def test_report_files(sweep, tmp_path):
     out = tmp_path / "report"
     code = compare.main([str(sweep)], metric="test/acc", out=str(out))
     assert code == 0
-    for name in ("report.md", "report.html", "summary.csv", "final.png", "curves.png",
-                 "train_loss.png"):
+    for name in (
+        "report.md",
+        "report.html",
+        "summary.csv",
+        "final.png",
+        "curves.png",
+        "train_loss.png",
+    ):
         assert (out / name).is_file(), name
     for png in ("final.png", "curves.png", "train_loss.png"):
         assert (out / png).read_bytes()[:8] == PNG_SIGNATURE
@@ -277,8 +330,10 @@ def test_report_files(sweep, tmp_path):
 
 def test_learning_curve_band_is_mean_and_t_ci(tmp_path):
     root = tmp_path / "s"
-    runs = [compare.load_run_dir(make_run(root, str(i), c[-1], seed=i, curve=c))
-            for i, c in enumerate([[0.2, 0.4], [0.4, 0.6], [0.3, 0.8]])]
+    runs = [
+        compare.load_run_dir(make_run(root, str(i), c[-1], seed=i, curve=c))
+        for i, c in enumerate([[0.2, 0.4], [0.4, 0.6], [0.3, 0.8]])
+    ]
     steps, mean, lo, hi = compare._band(runs, "val/acc")
     assert steps == [2, 4]
     m, sd = hand_mean_sd([0.4, 0.6, 0.8])
@@ -309,11 +364,20 @@ def test_wandb_source_reads_runs_through_the_api(monkeypatch):
     class FakeRun:
         def __init__(self, i, opt, seed, acc, state="finished"):
             self.id, self.state = f"r{i}", state
-            self.config = {"_wandb": {}, "seed": seed, "optimizer._target_": opt,
-                           "optimizer.lr": 0.01, "choices.optimizer": opt.split(".")[-1].lower(),
-                           "logger.project": "p"}
-            self.summary = {"_runtime": 3, "test/acc": acc, "status": "completed",
-                            "samples_per_sec": 100.0}
+            self.config = {
+                "_wandb": {},
+                "seed": seed,
+                "optimizer._target_": opt,
+                "optimizer.lr": 0.01,
+                "choices.optimizer": opt.split(".")[-1].lower(),
+                "logger.project": "p",
+            }
+            self.summary = {
+                "_runtime": 3,
+                "test/acc": acc,
+                "status": "completed",
+                "samples_per_sec": 100.0,
+            }
             if state == "crashed":
                 self.summary = {"_runtime": 1}
 
@@ -326,17 +390,20 @@ def test_wandb_source_reads_runs_through_the_api(monkeypatch):
 
         def runs(self, path, filters=None):
             assert path == "me/proj" and filters == {"group": "g1"}
-            return [FakeRun(0, "torch.optim.AdamW", 0, 0.8), FakeRun(1, "torch.optim.AdamW", 1, 0.9),
-                    FakeRun(2, "torch.optim.SGD", 0, 0.6), FakeRun(3, "torch.optim.SGD", 1, 0.7),
-                    FakeRun(4, "torch.optim.SGD", 2, 0.0, state="crashed")]
+            return [
+                FakeRun(0, "torch.optim.AdamW", 0, 0.8),
+                FakeRun(1, "torch.optim.AdamW", 1, 0.9),
+                FakeRun(2, "torch.optim.SGD", 0, 0.6),
+                FakeRun(3, "torch.optim.SGD", 1, 0.7),
+                FakeRun(4, "torch.optim.SGD", 2, 0.0, state="crashed"),
+            ]
 
     monkeypatch.setattr(wb, "has_api_key", lambda url=None: True)
     monkeypatch.setattr(wb, "reachable", lambda url=None, timeout=3.0: True)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setattr(wandb, "Api", FakeApi)
     res = compare.analyse(compare.load_runs(["wandb:me/proj/g1"]))
-    assert {g.label: g.stats["n"] for g in res.groups} == {"optimizer=adamw": 2,
-                                                           "optimizer=sgd": 2}
+    assert {g.label: g.stats["n"] for g in res.groups} == {"optimizer=adamw": 2, "optimizer=sgd": 2}
     assert res.groups[0].stats["mean"] == pytest.approx(0.85)
     assert [(r.path, why) for r, why in res.excluded] == [("wandb:me/proj/r4", "failed")]
     assert res.groups[0].runs[0].rows == [{"step": 2, "val/acc": 0.5}]
@@ -345,8 +412,10 @@ def test_wandb_source_reads_runs_through_the_api(monkeypatch):
 @pytest.mark.slow
 def test_cli_end_to_end_on_a_real_sweep(tmp_path):
     sweep = tmp_path / "sweep"
-    r = cli(["train", "-m", "optimizer=adamw,sgd", "seed=0,1", *FAST,
-             f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    r = cli(
+        ["train", "-m", "optimizer=adamw,sgd", "seed=0,1", *FAST, f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     out = tmp_path / "rep"
     r = cli(["compare", str(sweep), "--out", str(out)], cwd=tmp_path)
@@ -354,17 +423,22 @@ def test_cli_end_to_end_on_a_real_sweep(tmp_path):
     assert "baseline: optimizer=adamw (default: the first group)" in r.stdout
     assert "optimizer=sgd" in r.stdout
     rows = list(csv.DictReader((out / "summary.csv").open()))
-    assert sorted((x["group"], x["n"]) for x in rows) == [("optimizer=adamw", "2"),
-                                                          ("optimizer=sgd", "2")]
+    assert sorted((x["group"], x["n"]) for x in rows) == [
+        ("optimizer=adamw", "2"),
+        ("optimizer=sgd", "2"),
+    ]
     for x in rows:  # the summary figures of the runs, averaged
-        accs = [json.loads((sweep / str(i) / "summary.json").read_text())["test/acc"]
-                for i in range(4)]
+        accs = [
+            json.loads((sweep / str(i) / "summary.json").read_text())["test/acc"] for i in range(4)
+        ]
         vals = accs[:2] if x["group"] == "optimizer=adamw" else accs[2:]
         assert float(x["mean"]) == pytest.approx(sum(vals) / 2)
     assert (out / "report.html").read_text().count('<svg class="plot"') == 3
     # --baseline, and the default output dir inside the sweep
-    r = cli(["compare", str(sweep), "--baseline", "optimizer=sgd", "--metric", "best/val/acc"],
-            cwd=tmp_path)
+    r = cli(
+        ["compare", str(sweep), "--baseline", "optimizer=sgd", "--metric", "best/val/acc"],
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "baseline: optimizer=sgd (--baseline optimizer=sgd)" in r.stdout
     assert (sweep / "compare" / "report.md").is_file()

@@ -9,11 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import FAST, conf_options, read_rows, strip_timing, train_run
 from runner import device as devmod
 from runner import engine
 from runner.data.batching import IndexBatcher
 from runner.device import Caps, plan
+
+from conftest import FAST, conf_options, read_rows, strip_timing, train_run
 
 pytestmark = pytest.mark.cuda
 
@@ -59,13 +60,22 @@ def test_streamed_data_trains_exactly_like_resident_data_on_the_gpu(tmp_path):
     b = train_run(over + ["trainer.data_on_device=false"], tmp_path / "streamed")
     assert a["status"] == b["status"] == "completed"
     assert strip_timing(read_rows(tmp_path / "resident")) == strip_timing(
-        read_rows(tmp_path / "streamed"))
+        read_rows(tmp_path / "streamed")
+    )
 
 
-@pytest.mark.parametrize("extra", [["model=mlp"], ["model=cnn1d"], ["trainer.precision=fp16"],
-                                   ["trainer.data_on_device=false"], ["clip=norm"],
-                                   ["derived=[ema]"]]
-                         + [[f"reg=[{r}]"] for r in conf_options("reg")])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["model=mlp"],
+        ["model=cnn1d"],
+        ["trainer.precision=fp16"],
+        ["trainer.data_on_device=false"],
+        ["clip=norm"],
+        ["derived=[ema]"],
+    ]
+    + [[f"reg=[{r}]"] for r in conf_options("reg")],
+)
 def test_no_device_sync_inside_a_step(monkeypatch, tmp_path, extra):
     """CUDA's sync debug mode raises on any synchronizing call inside the steps that do not log
     (after two warm-up steps, which may initialise lazily): every regularizer, clipping, EMA,
@@ -80,9 +90,18 @@ def test_no_device_sync_inside_a_step(monkeypatch, tmp_path, extra):
             torch.cuda.set_sync_debug_mode(0)
 
     monkeypatch.setattr(engine, "train_step", train_step)
-    s = train_run(GPU + extra + ["trainer.max_steps=10", "trainer.log_every=5",
-                                 "trainer.eval_every=10", "trainer.progress=false",
-                                 "trainer.batch_size=32"], tmp_path)
+    s = train_run(
+        GPU
+        + extra
+        + [
+            "trainer.max_steps=10",
+            "trainer.log_every=5",
+            "trainer.eval_every=10",
+            "trainer.progress=false",
+            "trainer.batch_size=32",
+        ],
+        tmp_path,
+    )
     assert s["status"] == "completed", s.get("error")
 
 
@@ -93,11 +112,25 @@ def test_nan_stops_at_a_log_step_on_the_gpu(tmp_path):
 
 
 def test_minilm_fine_tunes_on_the_gpu(tmp_path):
-    s = train_run(GPU + ["model=minilm", "dataset=tweets", "dataset.train_size=256",
-                         "dataset.val_size=64", "dataset.test_size=64", "dataset.padding=bucket",
-                         "optimizer.lr=5e-5", "trainer.max_steps=8", "trainer.eval_every=8",
-                         "trainer.batch_size=32", "trainer.progress=false",
-                         "trainer.keep_checkpoints=none", "reg=[fgm]"], tmp_path)
+    s = train_run(
+        GPU
+        + [
+            "model=minilm",
+            "dataset=tweets",
+            "dataset.train_size=256",
+            "dataset.val_size=64",
+            "dataset.test_size=64",
+            "dataset.padding=bucket",
+            "optimizer.lr=5e-5",
+            "trainer.max_steps=8",
+            "trainer.eval_every=8",
+            "trainer.batch_size=32",
+            "trainer.progress=false",
+            "trainer.keep_checkpoints=none",
+            "reg=[fgm]",
+        ],
+        tmp_path,
+    )
     assert s["status"] == "completed", s.get("error")
     assert 0.0 <= s["test/acc"] <= 1.0
 

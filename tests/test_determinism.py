@@ -3,10 +3,15 @@ changes nothing."""
 
 from __future__ import annotations
 
-from conftest import FAST, read_rows, strip_timing, train_run
+from conftest import read_rows, strip_timing, train_run
 
-ARGS = ["trainer.max_steps=12", "trainer.eval_every=6", "trainer.log_every=3",
-        "trainer.progress=false", "model.dropout=0.1"]
+ARGS = [
+    "trainer.max_steps=12",
+    "trainer.eval_every=6",
+    "trainer.log_every=3",
+    "trainer.progress=false",
+    "model.dropout=0.1",
+]
 
 
 def test_same_seed_identical(tmp_path):
@@ -48,8 +53,7 @@ def test_noop_trick_is_bit_identical(tmp_path, monkeypatch):
     real = build.tricks
     monkeypatch.setattr(build, "tricks", lambda cfg: real(cfg) + [NoOp()])
     train_run(ARGS, tmp_path / "noop")
-    assert (strip_timing(read_rows(tmp_path / "plain"))
-            == strip_timing(read_rows(tmp_path / "noop")))
+    assert strip_timing(read_rows(tmp_path / "plain")) == strip_timing(read_rows(tmp_path / "noop"))
 
 
 def test_deterministic_mode_follows_each_jobs_config_in_one_process(tmp_path):
@@ -62,8 +66,15 @@ def test_deterministic_mode_follows_each_jobs_config_in_one_process(tmp_path):
     saved = engine.torch_determinism()
     try:
         for i, flag in enumerate(("true", "false", "true")):
-            s = train_run(["trainer.max_steps=2", "trainer.eval_every=2", "trainer.progress=false",
-                           f"trainer.deterministic={flag}"], tmp_path / str(i))
+            s = train_run(
+                [
+                    "trainer.max_steps=2",
+                    "trainer.eval_every=2",
+                    "trainer.progress=false",
+                    f"trainer.deterministic={flag}",
+                ],
+                tmp_path / str(i),
+            )
             assert s["status"] == "completed"
             assert torch.are_deterministic_algorithms_enabled() == (flag == "true")
     finally:

@@ -29,17 +29,32 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, conf_options, read_rows, strip_timing
 from runner.tricks import Trick
 
+from conftest import ROOT, conf_options, read_rows, strip_timing
+
 B = 16  # per-rank batch
-BASE = ["trainer.max_steps=5", "trainer.eval_every=3", "trainer.log_every=2",
-        "trainer.progress=false", "model.hidden=32", "schedule=constant"]
+BASE = [
+    "trainer.max_steps=5",
+    "trainer.eval_every=3",
+    "trainer.log_every=2",
+    "trainer.progress=false",
+    "model.hidden=32",
+    "schedule=constant",
+]
 NO_DROPOUT = ["model.dropout=0.0"]
 # a tiny text model, for the forms that perturb an embedding table
-TEXT = ["dataset=tweets", "model=transformer", "model.width=16", "model.depth=1", "model.heads=2",
-        "dataset.train_size=64", "dataset.val_size=16", "dataset.test_size=16",
-        "dataset.max_len=16"]
+TEXT = [
+    "dataset=tweets",
+    "model=transformer",
+    "model.width=16",
+    "model.depth=1",
+    "model.heads=2",
+    "dataset.train_size=64",
+    "dataset.val_size=16",
+    "dataset.test_size=16",
+    "dataset.max_len=16",
+]
 
 
 class SameRng(Trick):
@@ -82,42 +97,70 @@ CASES = {
     "baseline": ("global", NO_DROPOUT, None),
     "accum2": ("global", NO_DROPOUT + ["trainer.accum_steps=2"], None),
     "clip": ("global", NO_DROPOUT + ["clip=norm", "clip.max_norm=0.05"], None),
-    "fgm-sample": ("global", NO_DROPOUT + ["+reg.fgm._target_=runner.tricks.fgm.FGM",
-                                            "+reg.fgm.norm=sample"], "fgm"),
+    "fgm-sample": (
+        "global",
+        NO_DROPOUT + ["+reg.fgm._target_=runner.tricks.fgm.FGM", "+reg.fgm.norm=sample"],
+        "fgm",
+    ),
     "dropout": ("accum", [], None),
     "rdrop": ("accum", ["+reg.rdrop._target_=runner.tricks.rdrop.RDrop"], "rdrop"),
     "fgm": ("accum", ["+reg.fgm._target_=runner.tricks.fgm.FGM"], "fgm"),
     "fgm-adv": ("accum", ["+reg.fgm._target_=runner.tricks.fgm.FGM", "+reg.fgm.mode=adv"], "fgm"),
     "pgd-adv": ("accum", ["+reg.pgd._target_=runner.tricks.pgd.PGD", "+reg.pgd.mode=adv"], "pgd"),
-    "fgm-table": ("accum", TEXT + ["reg=[fgm]", "reg.fgm.target=table", "reg.fgm.mode=adv"],
-                  "fgm"),
+    "fgm-table": ("accum", TEXT + ["reg=[fgm]", "reg.fgm.target=table", "reg.fgm.mode=adv"], "fgm"),
     "pgd-table": ("accum", TEXT + ["reg=[pgd]", "reg.pgd.target=table"], "pgd"),
-    "lazy-text": ("accum", TEXT + ["derived=[lazy]", "optimizer=lion", "optimizer.weight_decay=0.1"],
-                  "lazy"),
-    "rdrop+fgm+clip": ("accum", ["+reg.rdrop._target_=runner.tricks.rdrop.RDrop",
-                                 "+reg.fgm._target_=runner.tricks.fgm.FGM", "clip=norm",
-                                 "clip.max_norm=0.05"], "fgm"),
+    "lazy-text": (
+        "accum",
+        TEXT + ["derived=[lazy]", "optimizer=lion", "optimizer.weight_decay=0.1"],
+        "lazy",
+    ),
+    "rdrop+fgm+clip": (
+        "accum",
+        [
+            "+reg.rdrop._target_=runner.tricks.rdrop.RDrop",
+            "+reg.fgm._target_=runner.tricks.fgm.FGM",
+            "clip=norm",
+            "clip.max_norm=0.05",
+        ],
+        "fgm",
+    ),
 }
 # Options whose setup reads data: their DDP form matches one process with the global batch (the
 # Fisher of ChildTuning-D is taken over global batches), so they are checked without dropout.
 GLOBAL_ONLY = ("childtuning_d",)
 for _opt in conf_options("reg"):
-    CASES[f"reg={_opt}"] = (("global", NO_DROPOUT + [f"reg=[{_opt}]"], None) if _opt in GLOBAL_ONLY
-                            else ("accum", [f"reg=[{_opt}]"], None))
+    CASES[f"reg={_opt}"] = (
+        ("global", NO_DROPOUT + [f"reg=[{_opt}]"], None)
+        if _opt in GLOBAL_ONLY
+        else ("accum", [f"reg=[{_opt}]"], None)
+    )
 for _opt in conf_options("loss"):  # multi-label losses on multi-hot data: train/f1 all-reduced
     if _opt != "ce":
-        CASES[f"loss={_opt}"] = ("accum", [f"loss={_opt}", "dataset=mnist1d_multi",
-                                           "+reg.rdrop._target_=runner.tricks.rdrop.RDrop"], None)
-CASES["semi-supervised"] = ("accum", ["dataset.labeled_fraction=0.3",
-                                      "+reg.vat._target_=runner.tricks.vat.VAT"], None)
+        CASES[f"loss={_opt}"] = (
+            "accum",
+            [
+                f"loss={_opt}",
+                "dataset=mnist1d_multi",
+                "+reg.rdrop._target_=runner.tricks.rdrop.RDrop",
+            ],
+            None,
+        )
+CASES["semi-supervised"] = (
+    "accum",
+    ["dataset.labeled_fraction=0.3", "+reg.vat._target_=runner.tricks.vat.VAT"],
+    None,
+)
 for _opt in conf_options("derived"):  # EMA, Lookahead, layer adaptation
     CASES[f"derived={_opt}"] = ("accum", [f"derived=[{_opt}]"], None)
 for _opt in conf_options("clip"):  # clipping sees the all-reduced gradient of the global batch
     if _opt not in ("none", "norm"):  # none is the baseline, norm is "clip" above
         CASES[f"clip={_opt}"] = ("global", NO_DROPOUT + [f"clip={_opt}"], None)
 
-_SKIP = {n: f"runner/tricks/{m}.py does not exist yet" for n, (_, _, m) in CASES.items()
-         if m and not _module_exists(m)}
+_SKIP = {
+    n: f"runner/tricks/{m}.py does not exist yet"
+    for n, (_, _, m) in CASES.items()
+    if m and not _module_exists(m)
+}
 
 
 def _base(extra: list[str]) -> list[str]:
@@ -155,11 +198,27 @@ def reference_run(name: str, run_dir: Path) -> dict:
 
 
 def torchrun(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
-           "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", "2", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            *args,
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -172,9 +231,12 @@ def ddp_runs(tmp_path_factory):
     spec["resume-b"] = ddp_overrides("baseline") + ["resume=true"]
     spec["diverge"] = ddp_overrides("baseline") + [f"+reg.bad._target_={__name__}.RankLocal"]
     # SIGTERM reaches rank 1 only, after step 1: both ranks stop at the next log step (2)
-    spec["sigterm-a"] = ddp_overrides("baseline") + ["+reg.sig._target_=test_launch.SignalAt",
-                                                      "+reg.sig.step=1", "+reg.sig.sig=TERM",
-                                                      "+reg.sig.rank=1"]
+    spec["sigterm-a"] = ddp_overrides("baseline") + [
+        "+reg.sig._target_=test_launch.SignalAt",
+        "+reg.sig.step=1",
+        "+reg.sig.sig=TERM",
+        "+reg.sig.rank=1",
+    ]
     spec["sigterm-b"] = spec["sigterm-a"] + ["resume=true"]
     (out / "spec.json").write_text(json.dumps(spec))
     r = torchrun([__file__, str(out)], cwd=out)
@@ -242,8 +304,12 @@ def test_a_signal_on_one_rank_stops_all_at_the_next_log_step(ddp_runs, tmp_path)
 @pytest.mark.slow
 def test_only_rank0_writes(ddp_runs):
     d = ddp_runs / "baseline"
-    assert sorted(p.name for p in d.iterdir()) == ["checkpoints", "config.yaml",
-                                                   "metrics.jsonl", "summary.json"]
+    assert sorted(p.name for p in d.iterdir()) == [
+        "checkpoints",
+        "config.yaml",
+        "metrics.jsonl",
+        "summary.json",
+    ]
     rows = read_rows(d)
     assert len(rows) == len({r["step"] for r in rows})  # one writer: no duplicated rows
     assert {"val/acc", "test/acc"} <= set(rows[1])  # rank 0 evaluated at step 3
@@ -264,8 +330,7 @@ def test_batcher_shards_each_global_batch_by_rank():
     ranks = [IndexBatcher(split, batch_size=10, seed=3, rank=r, world_size=2) for r in (0, 1)]
     assert single.steps_per_epoch == ranks[0].steps_per_epoch == 5
     for epoch in (0, 1):
-        for whole, r0, r1 in zip(single.epoch(epoch), ranks[0].epoch(epoch),
-                                 ranks[1].epoch(epoch)):
+        for whole, r0, r1 in zip(single.epoch(epoch), ranks[0].epoch(epoch), ranks[1].epoch(epoch)):
             assert torch.equal(whole["y"], torch.cat([r0["y"], r1["y"]]))
     resumed = [b["y"] for b in ranks[1].epoch(1, start=3)]
     assert torch.equal(torch.cat(resumed), torch.cat([b["y"] for b in ranks[1].epoch(1)][3:]))

@@ -29,8 +29,7 @@ def test_plan_cpu():
 
 def test_plan_cuda_bf16_and_fp16_fallback():
     p = plan("auto", "auto", Caps(cuda=True, bf16=True, device_count=1))
-    assert (p.device, p.precision, p.scaler, p.fused, p.tf32) == ("cuda", "bf16", False, True,
-                                                                   True)
+    assert (p.device, p.precision, p.scaler, p.fused, p.tf32) == ("cuda", "bf16", False, True, True)
     p = plan("auto", "auto", Caps(cuda=True, bf16=False, device_count=1))
     assert (p.precision, p.scaler) == ("fp16", True)
     p = plan("cuda", "fp32", Caps(cuda=True, bf16=True))

@@ -18,12 +18,23 @@ import pytest
 from conftest import ROOT, train_run
 
 EXP = ROOT / "experiments"
-TINY = ["trainer.max_steps=3", "trainer.eval_every=3", "trainer.log_every=1",
-        "trainer.progress=false", "trainer.epochs=1"]
+TINY = [
+    "trainer.max_steps=3",
+    "trainer.eval_every=3",
+    "trainer.log_every=1",
+    "trainer.progress=false",
+    "trainer.epochs=1",
+]
 TINY_TEXT = ["dataset.train_size=64", "dataset.val_size=32", "dataset.test_size=32"]
 # pretrained encoders (MiniLM, 22M params): tiny batches of short texts keep each arm ~5 s
-TINY_PRETRAINED = ["dataset.train_size=16", "dataset.val_size=8", "dataset.test_size=8",
-                   "dataset.max_len=16", "trainer.batch_size=4", "trainer.eval_batch_size=8"]
+TINY_PRETRAINED = [
+    "dataset.train_size=16",
+    "dataset.val_size=8",
+    "dataset.test_size=8",
+    "dataset.max_len=16",
+    "trainer.batch_size=4",
+    "trainer.eval_batch_size=8",
+]
 MARK = "needs issue 17"
 
 
@@ -47,7 +58,7 @@ def marked(text: str, arm: str) -> bool:
             j = i - 1  # the comment block right above the arm
             while j >= 0 and lines[j].strip().startswith("#"):
                 j -= 1
-            if MARK in line or any(MARK in l for l in lines[j + 1:i]):
+            if MARK in line or any(MARK in l for l in lines[j + 1 : i]):
                 return True
     return False
 
@@ -62,15 +73,24 @@ def arms():
 
 def test_every_study_is_complete():
     names = {p.parent.name for p in study_files()}
-    assert {"flooding", "derived", "clipping", "lion_vs_adamw", "rdrop_vs_adversarial",
-            "childtuning"} <= names
+    assert {
+        "flooding",
+        "derived",
+        "clipping",
+        "lion_vs_adamw",
+        "rdrop_vs_adversarial",
+        "childtuning",
+    } <= names
     for p in study_files():
         s = load(p)
         assert s.description, f"{p}: needs a first-line # description"
         assert len(s.seeds) >= 5, f"{p}: at least 5 confirmation seeds"
         assert s.budget >= 1 and s.select.startswith("val/")
         assert (p.parent / "README.md").is_file() or p.parent.name in (
-            "semi_supervised_vat", "multilabel_rdrop", "regularisers_profile"), f"{p}: README.md"
+            "semi_supervised_vat",
+            "multilabel_rdrop",
+            "regularisers_profile",
+        ), f"{p}: README.md"
 
 
 def test_flooding_study_validates_whole():
@@ -115,8 +135,9 @@ def test_study_arm_trains(path, arm, tmp_path):
 
 def _fake_run(d: Path, b, train_loss: float, test_loss: float, status="completed"):
     d.mkdir(parents=True)
-    (d / "summary.json").write_text(json.dumps({"status": status, "test/acc": 0.6,
-                                                "final/test/loss": test_loss}))
+    (d / "summary.json").write_text(
+        json.dumps({"status": status, "test/acc": 0.6, "final/test/loss": test_loss})
+    )
     (d / "metrics.jsonl").write_text(json.dumps({"step": 10, "train/loss": train_loss}) + "\n")
 
 
@@ -132,9 +153,15 @@ def test_flooding_analysis_reads_trials_and_confirmation_runs(tmp_path):
         for i, b in enumerate(bs):
             rd = f"runs/clean/{arm}/trial-{i:02d}-seed-100"
             _fake_run(tmp_path / rd, b, train_loss=b or 0.02, test_loss=1.4 - (b or 0))
-            trials.append({"index": i, "params": {"optimizer.lr": 0.01, **(
-                {"reg.flooding.b": b} if b else {})}, "select_value": 0.6, "status": "completed",
-                "run_dir": rd})
+            trials.append(
+                {
+                    "index": i,
+                    "params": {"optimizer.lr": 0.01, **({"reg.flooding.b": b} if b else {})},
+                    "select_value": 0.6,
+                    "status": "completed",
+                    "run_dir": rd,
+                }
+            )
         conf = [f"runs/clean/{arm}/confirm-trial-01-seed-{s}" for s in (0, 1)]
         for s, rd in enumerate(conf):
             _fake_run(tmp_path / rd, None, 0.4 if arm == "flood" else 0.02, 1.0 + s * 0.1)
@@ -152,9 +179,16 @@ def test_a_commit_is_dirty_only_for_uncommitted_run_inputs(tmp_path):
     from runner.gitinfo import commit_info
 
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
-    files = ["README.md", "experiments/README.md", "experiments/a/README.md",
-             "experiments/a/study/report.md", "runner/engine.py", "experiments/a/study.yaml",
-             "experiments/a/analysis.py", "conf/config.yaml"]
+    files = [
+        "README.md",
+        "experiments/README.md",
+        "experiments/a/README.md",
+        "experiments/a/study/report.md",
+        "runner/engine.py",
+        "experiments/a/study.yaml",
+        "experiments/a/analysis.py",
+        "conf/config.yaml",
+    ]
     for f in files:
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / f).write_text("x\n")

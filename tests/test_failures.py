@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import FAST, cli, read_rows, train_run
 from runner.log import Sink
 from runner.tricks import Trick
+
+from conftest import FAST, cli, read_rows, train_run
 
 
 class InjectInf(Trick):
@@ -38,8 +39,11 @@ class InjectInf(Trick):
 
 
 def inject(steps, where="loss"):
-    return [f"+reg.inject._target_={__name__}.InjectInf", f"+reg.inject.steps={list(steps)}",
-            f"+reg.inject.where={where}"]
+    return [
+        f"+reg.inject._target_={__name__}.InjectInf",
+        f"+reg.inject.steps={list(steps)}",
+        f"+reg.inject.where={where}",
+    ]
 
 
 def test_nan_loss_stops_naming_step_parts_and_tricks(run_dir):
@@ -62,8 +66,7 @@ def test_inf_gradient_with_finite_loss_stops(run_dir):
 
 
 def test_huge_lr_fails_cleanly(run_dir):
-    s = train_run(FAST + ["optimizer=sgd", "optimizer.lr=1e30", "trainer.max_steps=20"],
-                  run_dir)
+    s = train_run(FAST + ["optimizer=sgd", "optimizer.lr=1e30", "trainer.max_steps=20"], run_dir)
     assert s["status"] == "failed" and "non-finite" in s["error"]
     assert "optimizer.lr" in s["error"] and "on_nan=skip" in s["error"]  # what to do about it
 
@@ -80,9 +83,9 @@ def test_on_nan_skip_skips_the_update_and_counts(tmp_path):
 
 def test_skipped_step_does_not_move_the_weights(tmp_path):
     """on_nan=skip at step 1: the checkpointed weights after that step are the initial ones."""
-    from runner import checkpoint
-
     import warnings
+
+    from runner import checkpoint
 
     args = FAST + ["trainer.max_steps=1", "trainer.checkpoint_every=1", "trainer.on_nan=skip"]
     with warnings.catch_warnings(record=True) as caught:
@@ -140,8 +143,11 @@ SWEEP = ["-m", "optimizer=sgd", "optimizer.lr=0.05,1e30", *FAST]
 
 
 def _snapshot(d: Path) -> dict:
-    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()
-            and ".hydra" not in p.parts and p.name != "main.log"}
+    return {
+        str(p.relative_to(d)): p.read_bytes()
+        for p in sorted(d.rglob("*"))
+        if p.is_file() and ".hydra" not in p.parts and p.name != "main.log"
+    }
 
 
 @pytest.mark.slow
@@ -176,15 +182,18 @@ def test_sweep_failure_recorded_rerun_skips_and_resumes(tmp_path):
 
     # 4. another sweep into the same dir: refused job by job, nothing of the old runs touched
     before1 = _snapshot(sweep / "1")
-    r = cli(["train", "-m", "optimizer=sgd", "optimizer.lr=0.07", *FAST,
-             f"hydra.sweep.dir={sweep}"], tmp_path)
+    r = cli(
+        ["train", "-m", "optimizer=sgd", "optimizer.lr=0.07", *FAST, f"hydra.sweep.dir={sweep}"],
+        tmp_path,
+    )
     assert r.returncode != 0
     assert "holds a run of another config (optimizer.lr differs)" in r.stderr
     assert _snapshot(sweep / "0") == before and _snapshot(sweep / "1") == before1
 
 
-@pytest.mark.parametrize("keep,left", [("all", {"last.pt", "best.pt"}), ("best", {"best.pt"}),
-                                       ("none", None)])
+@pytest.mark.parametrize(
+    "keep,left", [("all", {"last.pt", "best.pt"}), ("best", {"best.pt"}), ("none", None)]
+)
 def test_keep_checkpoints_after_a_completed_run(keep, left, run_dir):
     s = train_run(FAST + [f"trainer.keep_checkpoints={keep}"], run_dir)
     assert s["status"] == "completed"

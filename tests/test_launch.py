@@ -11,11 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONF, ROOT, cli, read_rows
 from runner.tricks import Trick
 
-SHORT = ["trainer.max_steps=4", "trainer.eval_every=2", "trainer.log_every=2",
-         "trainer.progress=false", "model.hidden=32"]
+from conftest import CONF, ROOT, cli, read_rows
+
+SHORT = [
+    "trainer.max_steps=4",
+    "trainer.eval_every=2",
+    "trainer.log_every=2",
+    "trainer.progress=false",
+    "model.hidden=32",
+]
 ENV = {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
 
 
@@ -79,22 +85,38 @@ def test_slurm_launcher_renders_the_sbatch_script(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = compose("train", return_hydra_config=True, overrides=[
-            "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
-            "hydra.launcher.gpus_per_node=4", "hydra.launcher.tasks_per_node=4",
-            "hydra.launcher.timeout_min=600", f"hydra.launcher.submitit_folder={tmp_path}/s"])
+        cfg = compose(
+            "train",
+            return_hydra_config=True,
+            overrides=[
+                "hydra/launcher=slurm",
+                "hydra.launcher.partition=gpu",
+                "hydra.launcher.gpus_per_node=4",
+                "hydra.launcher.tasks_per_node=4",
+                "hydra.launcher.timeout_min=600",
+                f"hydra.launcher.submitit_folder={tmp_path}/s",
+            ],
+        )
     GlobalHydra.instance().clear()
     launcher = instantiate(cfg.hydra.launcher)
     # the same mapping as SlurmLauncher.launch
     params = dict(launcher.params)
-    ex = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
-                               slurm_max_num_timeout=params.pop("max_num_timeout"))
+    ex = submitit.AutoExecutor(
+        cluster="slurm",
+        folder=params.pop("submitit_folder"),
+        slurm_max_num_timeout=params.pop("max_num_timeout"),
+    )
     base = set(OmegaConf.structured(BaseQueueConf).keys())
     ex.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
     text = ex._executor._make_submission_file_text("python -m runner.main", "uid")
-    for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=4",
-                 "#SBATCH --ntasks-per-node=4", "#SBATCH --time=600",
-                 "#SBATCH --signal=USR2@120", "export SUBMITIT_EXECUTOR=slurm"):
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --time=600",
+        "#SBATCH --signal=USR2@120",
+        "export SUBMITIT_EXECUTOR=slurm",
+    ):
         assert line in text, line
     assert ex._executor.max_num_timeout == 10
 
@@ -103,18 +125,27 @@ def test_dist_setup_reads_slurm_tasks_through_submitit(monkeypatch):
     """A SLURM job with 2 tasks gets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* from SLURM's variables."""
     from runner import dist
 
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-              "LOCAL_WORLD_SIZE"):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE"):
         monkeypatch.setenv(k, "")  # recorded, so that what the export sets is undone afterwards
         monkeypatch.delenv(k)
-    env = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "42", "SLURM_NTASKS": "2",
-           "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0", "SLURM_PROCID": "1",
-           "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu-node-7"}
+    env = {
+        "SUBMITIT_EXECUTOR": "slurm",
+        "SLURM_JOB_ID": "42",
+        "SLURM_NTASKS": "2",
+        "SLURM_JOB_NUM_NODES": "1",
+        "SLURM_NODEID": "0",
+        "SLURM_PROCID": "1",
+        "SLURM_LOCALID": "1",
+        "SLURM_JOB_NODELIST": "gpu-node-7",
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     dist._export_from_submitit()
-    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == \
-        ("1", "2", "1")
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == (
+        "1",
+        "2",
+        "1",
+    )
     assert os.environ["MASTER_ADDR"] == "gpu-node-7" and os.environ["MASTER_PORT"].isdigit()
 
 
@@ -139,8 +170,19 @@ def test_nproc_refuses_a_sweep_and_bad_values(tmp_path):
 
 @pytest.mark.slow
 def test_joblib_launcher_runs_two_jobs(tmp_path):
-    r = cli(["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1",
-             *SHORT, "hydra.sweep.dir=sweep"], cwd=tmp_path, env=ENV)
+    r = cli(
+        [
+            "train",
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "seed=0,1",
+            *SHORT,
+            "hydra.sweep.dir=sweep",
+        ],
+        cwd=tmp_path,
+        env=ENV,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     jobs = job_dirs(tmp_path / "sweep")
     assert len(jobs) == 2
@@ -157,9 +199,21 @@ def test_joblib_launcher_runs_two_jobs(tmp_path):
 def test_submitit_local_preemption_checkpoints_requeues_and_resumes(tmp_path):
     """SIGUSR2 (SLURM's warning before preemption / time limit) at step 2: the job writes last.pt,
     ends interrupted, submitit requeues it, and the requeued job resumes in the same directory."""
-    r = cli(["train", "-m", "hydra/launcher=submitit_local", "seed=0", *SHORT,
-             "+reg.sig._target_=test_launch.SignalAt", "+reg.sig.step=2",
-             "hydra.sweep.dir=sweep"], cwd=tmp_path, env=ENV, timeout=600)
+    r = cli(
+        [
+            "train",
+            "-m",
+            "hydra/launcher=submitit_local",
+            "seed=0",
+            *SHORT,
+            "+reg.sig._target_=test_launch.SignalAt",
+            "+reg.sig.step=2",
+            "hydra.sweep.dir=sweep",
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     (job,) = job_dirs(tmp_path / "sweep")
     s = summary(job)
@@ -172,8 +226,19 @@ def test_submitit_local_preemption_checkpoints_requeues_and_resumes(tmp_path):
 
 @pytest.mark.slow
 def test_optuna_sweeper_example_runs_a_study(tmp_path):
-    r = cli(["train", "-m", "hydra/sweeper=lion_lr_wd", "optimizer=lion",
-             "hydra.sweeper.n_trials=2", *SHORT, "hydra.sweep.dir=sweep"], cwd=tmp_path, env=ENV)
+    r = cli(
+        [
+            "train",
+            "-m",
+            "hydra/sweeper=lion_lr_wd",
+            "optimizer=lion",
+            "hydra.sweeper.n_trials=2",
+            *SHORT,
+            "hydra.sweep.dir=sweep",
+        ],
+        cwd=tmp_path,
+        env=ENV,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     import yaml
 

@@ -13,13 +13,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAST, read_rows, strip_timing, train_run
 
 from runner.models.transformer import Transformer
 from runner.optim.lion import Lion
 from runner.optim.sgdw import SGDW
 from runner.optim.tiger import Tiger
 from runner.tricks.lazy import Lazy
+
+from conftest import FAST, read_rows, strip_timing, train_run
 
 V, T, C, B = 40, 6, 3, 4
 
@@ -34,15 +35,19 @@ OPTIMIZERS = {
 
 def model_(seed=0):
     torch.manual_seed(seed)
-    return Transformer(num_classes=C, vocab_size=V, max_len=T, width=8, depth=1, heads=2,
-                       dropout=0.0)
+    return Transformer(
+        num_classes=C, vocab_size=V, max_len=T, width=8, depth=1, heads=2, dropout=0.0
+    )
 
 
 def batch_(tokens: range, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
     x = torch.tensor(list(tokens))[torch.randint(0, len(tokens), (B, T), generator=g)]
-    return {"x": x, "mask": torch.ones(B, T, dtype=torch.long),
-            "y": torch.randint(0, C, (B,), generator=g)}
+    return {
+        "x": x,
+        "mask": torch.ones(B, T, dtype=torch.long),
+        "y": torch.randint(0, C, (B,), generator=g),
+    }
 
 
 def lazy_opt(model, make):
@@ -155,10 +160,23 @@ def test_a_model_without_embeddings_is_a_noop(capsys):
 
 # -- through the engine ------------------------------------------------------------------------
 
-TEXT = ["dataset=tweets", "model=transformer", "model.width=16", "model.depth=1", "model.heads=2",
-        "model.dropout=0.1", "dataset.train_size=16", "dataset.val_size=8", "dataset.test_size=8",
-        "dataset.max_len=16", "trainer.log_every=1", "trainer.progress=false",
-        "trainer.batch_size=4", "trainer.accum_steps=2", "optimizer=adamw"]
+TEXT = [
+    "dataset=tweets",
+    "model=transformer",
+    "model.width=16",
+    "model.depth=1",
+    "model.heads=2",
+    "model.dropout=0.1",
+    "dataset.train_size=16",
+    "dataset.val_size=8",
+    "dataset.test_size=8",
+    "dataset.max_len=16",
+    "trainer.log_every=1",
+    "trainer.progress=false",
+    "trainer.batch_size=4",
+    "trainer.accum_steps=2",
+    "optimizer=adamw",
+]
 
 
 def _table(run_dir):
@@ -170,10 +188,15 @@ def test_unseen_tokens_stay_put_through_the_engine(tmp_path):
     """AdamW with weight decay moves every row; with derived=[lazy] the rows of tokens the run
     never saw equal those of a run without decay (where Adam, with zero moments, moves none)."""
     ov = TEXT + ["trainer.max_steps=3", "trainer.eval_every=3"]
-    runs = {"still": ["optimizer.weight_decay=0", "optimizer.decay_bias_and_norm=true"],
-            "plain": ["optimizer.weight_decay=0.5", "optimizer.decay_bias_and_norm=true"],
-            "lazy": ["optimizer.weight_decay=0.5", "optimizer.decay_bias_and_norm=true",
-                     "derived=[lazy]"]}
+    runs = {
+        "still": ["optimizer.weight_decay=0", "optimizer.decay_bias_and_norm=true"],
+        "plain": ["optimizer.weight_decay=0.5", "optimizer.decay_bias_and_norm=true"],
+        "lazy": [
+            "optimizer.weight_decay=0.5",
+            "optimizer.decay_bias_and_norm=true",
+            "derived=[lazy]",
+        ],
+    }
     tables = {}
     for name, extra in runs.items():
         s = train_run(ov + extra, tmp_path / name)
@@ -187,8 +210,14 @@ def test_unseen_tokens_stay_put_through_the_engine(tmp_path):
 
 
 def test_resume_is_exact(tmp_path, monkeypatch):
-    ov = TEXT + ["trainer.max_steps=6", "trainer.eval_every=3", "trainer.checkpoint_every=2",
-                 "optimizer=lion", "optimizer.weight_decay=0.1", "derived=[lazy]"]
+    ov = TEXT + [
+        "trainer.max_steps=6",
+        "trainer.eval_every=3",
+        "trainer.checkpoint_every=2",
+        "optimizer=lion",
+        "optimizer.weight_decay=0.1",
+        "derived=[lazy]",
+    ]
     want = tmp_path / "want"
     assert train_run(ov, want)["status"] == "completed"
     got = tmp_path / "got"

@@ -21,15 +21,22 @@ def wandb_records(run_dir: Path) -> list[dict]:
     """The records of the run's offline .wandb file, via `wandb leet inspect --json`."""
     files = sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
     assert len(files) == 1, files
-    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json",
-                          str(files[0])], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(files[0])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
 
 
 def history(records) -> list[dict]:
-    return [{k: v for k, v in r["history"]["item"].items() if not k.startswith("_")}
-            for r in records if r["type"] == "history"]
+    return [
+        {k: v for k, v in r["history"]["item"].items() if not k.startswith("_")}
+        for r in records
+        if r["type"] == "history"
+    ]
 
 
 def close(a, b):
@@ -72,7 +79,8 @@ def test_wandb_offline_history_has_the_keys_of_metrics_jsonl(tmp_path, monkeypat
     # curves against `step`
     metrics = [r["metric"] for r in recs if r["type"] == "metric"]
     assert {"glob_name": "*", "step_metric": "step"}.items() <= {
-        k: v for m in metrics if m.get("glob_name") == "*" for k, v in m.items()}.items()
+        k: v for m in metrics if m.get("glob_name") == "*" for k, v in m.items()
+    }.items()
     # the summary figures at the end
     final = {}
     for r in recs:
@@ -87,9 +95,22 @@ def test_wandb_offline_history_has_the_keys_of_metrics_jsonl(tmp_path, monkeypat
 def test_wandb_auto_without_login_goes_offline_with_a_sync_hint(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(HOME=str(tmp_path), NETRC=str(tmp_path / ".netrc"), PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-m", "runner.cli", "train", *FAST, "logger=wandb",
-                        f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runner.cli",
+            "train",
+            *FAST,
+            "logger=wandb",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     line = next(l for l in r.stderr.splitlines() if l.startswith("wandb: offline"))
     assert "not logged in" in line and "wandb sync " in line
@@ -140,8 +161,9 @@ def reference_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("method", ["start", "log", "finish"])
-def test_a_failing_wandb_sink_does_not_stop_training(method, tmp_path, monkeypatch, capsys,
-                                                     reference_run):
+def test_a_failing_wandb_sink_does_not_stop_training(
+    method, tmp_path, monkeypatch, capsys, reference_run
+):
     from runner.log.wandb import WandbSink
 
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -177,17 +199,30 @@ def test_only_rank_0_logs(tmp_path, monkeypatch):
     assert is_main_process()
 
 
-@pytest.mark.parametrize("key,value,msg", [
-    ("mode", "sometimes", "logger.mode: got 'sometimes' (allowed: auto, online, offline, disabled)"),
-    ("init_timeout", "0", "logger.init_timeout: must be > 0, got 0"),
-    ("colour", "red", "logger.colour: unknown key (allowed: project, entity, group"),
-])
+@pytest.mark.parametrize(
+    "key,value,msg",
+    [
+        (
+            "mode",
+            "sometimes",
+            "logger.mode: got 'sometimes' (allowed: auto, online, offline, disabled)",
+        ),
+        ("init_timeout", "0", "logger.init_timeout: must be > 0, got 0"),
+        ("colour", "red", "logger.colour: unknown key (allowed: project, entity, group"),
+    ],
+)
 def test_wandb_bad_keys_are_one_line_config_errors(key, value, msg, tmp_path):
     from runner.errors import ConfigError
 
     with pytest.raises(ConfigError) as e:
-        train_run([*FAST, "logger=wandb", f"+logger.{key}={value}" if key == "colour"
-                   else f"logger.{key}={value}"], tmp_path / "run")
+        train_run(
+            [
+                *FAST,
+                "logger=wandb",
+                f"+logger.{key}={value}" if key == "colour" else f"logger.{key}={value}",
+            ],
+            tmp_path / "run",
+        )
     assert str(e.value).startswith(msg) and "\n" not in str(e.value)
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # no training happened
 
@@ -207,18 +242,31 @@ def test_tensorboard_scalars_match_metrics_jsonl(tmp_path):
         got = [(e.step, e.value) for e in acc.Scalars(key)]
         want = [(r["step"], r[key]) for r in rows if key in r]
         assert [s for s, _ in got] == [s for s, _ in want]
-        assert all(math.isclose(g, w, rel_tol=1e-6, abs_tol=1e-7) for (_, g), (_, w) in
-                   zip(got, want))
+        assert all(
+            math.isclose(g, w, rel_tol=1e-6, abs_tol=1e-7) for (_, g), (_, w) in zip(got, want)
+        )
 
 
 @pytest.mark.slow
 def test_wandb_multirun_jobs_are_runs_of_one_group(tmp_path):
     sweep = tmp_path / "sweep"
-    r = cli(["train", "-m", "seed=0,1", *FAST, "logger=wandb", "logger.mode=offline",
-             f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    r = cli(
+        [
+            "train",
+            "-m",
+            "seed=0,1",
+            *FAST,
+            "logger=wandb",
+            "logger.mode=offline",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    infos = [next(x["run"] for x in wandb_records(sweep / str(i)) if x["type"] == "run")
-             for i in range(2)]
+    infos = [
+        next(x["run"] for x in wandb_records(sweep / str(i)) if x["type"] == "run")
+        for i in range(2)
+    ]
     assert infos[0]["run_group"] == infos[1]["run_group"] == "-".join(sweep.parts[1:])
     assert infos[0]["run_id"] != infos[1]["run_id"]
     assert "seed=0" in infos[0]["display_name"] and "seed=1" in infos[1]["display_name"]
@@ -292,7 +340,7 @@ def _hparams_records(logdir):
     acc = EventAccumulator(str(logdir))
     acc.Reload()
     out = {}
-    for tag, content in acc.PluginTagToContent(metadata.PLUGIN_NAME).items():
+    for _tag, content in acc.PluginTagToContent(metadata.PLUGIN_NAME).items():
         d = HParamsPluginData()
         d.ParseFromString(content)
         out[d.WhichOneof("data")] = d
@@ -300,9 +348,10 @@ def _hparams_records(logdir):
 
 
 def test_tensorboard_hparams_start_with_the_run_and_end_with_its_summary(tmp_path):
+    from tensorboard.plugins.hparams.api_pb2 import Status
+
     from runner.config import compose, to_container
     from runner.log.tensorboard import TensorBoardSink
-    from tensorboard.plugins.hparams.api_pb2 import Status
 
     config = to_container(compose(["reg=[rdrop,fgm]", "optimizer=lion", "seed=3"]))
     sink = TensorBoardSink(flush_secs=1)
@@ -343,9 +392,22 @@ def test_wandb_tags_name_every_group_option():
     from runner.config import choices_of, compose, to_container
     from runner.log.wandb import tags_of
 
-    config = to_container(compose(["reg=[rdrop,fgm]", "derived=[ema]", "clip=norm",
-                                   "schedule=linear", "optimizer=lion"]))
+    config = to_container(
+        compose(
+            ["reg=[rdrop,fgm]", "derived=[ema]", "clip=norm", "schedule=linear", "optimizer=lion"]
+        )
+    )
     assert tags_of(choices_of(config), config, ["mine"]) == [
-        "mlp", "lion", "rdrop", "fgm", "ema", "norm", "linear", "mnist1d", "ce", "mine"]
+        "mlp",
+        "lion",
+        "rdrop",
+        "fgm",
+        "ema",
+        "norm",
+        "linear",
+        "mnist1d",
+        "ce",
+        "mine",
+    ]
     # the loss group (another branch adds conf/loss/): tagged from Hydra's choices when present
     assert tags_of({**choices_of(config), "loss": "bce"}, config)[-1] == "bce"

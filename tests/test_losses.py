@@ -12,9 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import FAST, cli, read_rows, train_run
 from runner import losses as L
 from runner.errors import ConfigError
+
+from conftest import FAST, cli, read_rows, train_run
 
 N, C = 7, 5
 
@@ -29,6 +30,7 @@ def scores_and_labels(seed=0, n=N, c=C):
 
 
 # -- the losses ----------------------------------------------------------------------------------
+
 
 def test_multilabel_ce_is_the_blogs_formula():
     s, y = scores_and_labels()
@@ -49,8 +51,9 @@ def test_bce_is_the_mean_binary_cross_entropy():
     p = torch.sigmoid(s)
     want = -(y * p.log() + (1 - y) * (1 - p).log()).mean()
     assert L.BCE()(s, y).item() == pytest.approx(want.item(), abs=1e-6)
-    assert torch.allclose(L.BCE().per_sample(s, y), -(y * p.log() + (1 - y) * (1 - p).log())
-                          .mean(-1), atol=1e-6)
+    assert torch.allclose(
+        L.BCE().per_sample(s, y), -(y * p.log() + (1 - y) * (1 - p).log()).mean(-1), atol=1e-6
+    )
 
 
 def test_ce_is_todays_cross_entropy_bit_for_bit():
@@ -90,6 +93,7 @@ def test_multilabel_divergence_is_the_blogs_and_the_bernoulli_symmetric_kl(loss)
 
 # -- metrics ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("loss", [L.MultiLabelCE(), L.BCE()], ids=["multilabel_ce", "bce"])
 def test_multilabel_metrics_match_sklearn_and_ignore_batching(loss):
     from sklearn.metrics import accuracy_score, f1_score
@@ -116,21 +120,34 @@ def test_select_follows_the_task_and_rejects_what_is_not_logged():
     assert L.select_metric("auto", L.CE()) == "val/acc"
     assert L.select_metric("auto", L.MultiLabelCE()) == "val/f1"
     assert L.select_metric("val/f1_macro", L.BCE()) == "val/f1_macro"
-    with pytest.raises(ConfigError, match=r"trainer.select: 'val/f1' is not a validation "
-                       r"metric of loss=ce \(allowed: auto, val/acc\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"trainer.select: 'val/f1' is not a validation "
+        r"metric of loss=ce \(allowed: auto, val/acc\)",
+    ):
         L.select_metric("val/f1", L.CE())
 
 
 # -- the consistency tricks ask the loss ------------------------------------------------------
 
+
 def _state(loss, model):
     from runner import device as devmod
     from runner import engine
 
-    st = engine.State(cfg=SimpleNamespace(accum_steps=1), plan=devmod.plan("cpu", "fp32"),
-                      model=model, raw_model=model,
-                      optimizer=torch.optim.SGD(model.parameters(), lr=0.1), scheduler=None,
-                      tricks=[], data=None, batcher=None, total_steps=1, loss=loss)
+    st = engine.State(
+        cfg=SimpleNamespace(accum_steps=1),
+        plan=devmod.plan("cpu", "fp32"),
+        model=model,
+        raw_model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        scheduler=None,
+        tricks=[],
+        data=None,
+        batcher=None,
+        total_steps=1,
+        loss=loss,
+    )
     engine._reset_acc(st)
     return st
 
@@ -143,8 +160,10 @@ def test_rdrop_and_vat_use_the_multilabel_divergence():
     torch.manual_seed(0)
     model = MLP(in_dim=4, num_classes=C, hidden=8, depth=2, dropout=0.3)
     g = torch.Generator().manual_seed(1)
-    batch = {"x": torch.randn(6, 4, generator=g),
-             "y": (torch.rand(6, C, generator=g) < .5).float()}
+    batch = {
+        "x": torch.randn(6, 4, generator=g),
+        "y": (torch.rand(6, C, generator=g) < 0.5).float(),
+    }
     st = _state(L.MultiLabelCE(), model)
     rd = RDrop(alpha=4.0)
     out = rd.loss(st, batch, lambda b: st.forward(b))
@@ -192,8 +211,9 @@ def test_multilabel_run_selects_on_val_f1_and_reports_test_f1(tmp_path):
     train = [r for r in read_rows(tmp_path / "r") if "train/loss" in r]
     assert all({"train/acc", "train/f1", "train/f1_macro"} <= set(r) for r in train)
     # trainer.select=val/acc switches the selection (and the objective)
-    s2 = train_run([*MULTI, *FAST, "trainer.max_steps=12", "trainer.select=val/acc"],
-                   tmp_path / "r2")
+    s2 = train_run(
+        [*MULTI, *FAST, "trainer.max_steps=12", "trainer.select=val/acc"], tmp_path / "r2"
+    )
     accs = [r["val/acc"] for r in read_rows(tmp_path / "r2") if "val/acc" in r]
     assert s2["best/val/acc"] == max(accs) and objective(s2) == max(accs)
 
@@ -204,25 +224,38 @@ def test_single_label_summary_keeps_its_keys(tmp_path):
     assert {"best/val/acc", "test/acc", "test/loss", "final/test/acc"} <= set(s)
 
 
-@pytest.mark.parametrize("reg", ["[fgm]", "[pgd]", "[gradpen]", "[paramgradpen]", "[rdrop]",
-                                 "[vat]", "[rdrop,fgm]"])
+@pytest.mark.parametrize(
+    "reg", ["[fgm]", "[pgd]", "[gradpen]", "[paramgradpen]", "[rdrop]", "[vat]", "[rdrop,fgm]"]
+)
 def test_tricks_train_on_multilabel(reg, tmp_path):
     over = [*MULTI, *FAST, f"reg={reg}", "model.dropout=0.1"]
     s = train_run(over, tmp_path / "r")
     assert s["status"] == "completed", s.get("error")
-    assert all(math.isfinite(r["train/loss"]) for r in read_rows(tmp_path / "r")
-               if "train/loss" in r)
+    assert all(
+        math.isfinite(r["train/loss"]) for r in read_rows(tmp_path / "r") if "train/loss" in r
+    )
 
 
 def test_compare_metric_test_f1(tmp_path):
     sweep = tmp_path / "sweep"
-    r = cli(["train", "-m", "dataset=mnist1d_multi", "loss=multilabel_ce,bce", *FAST,
-             f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    r = cli(
+        [
+            "train",
+            "-m",
+            "dataset=mnist1d_multi",
+            "loss=multilabel_ce,bce",
+            *FAST,
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    f1 = sorted(json.loads((sweep / str(i) / "summary.json").read_text())["test/f1"]
-                for i in (0, 1))
-    r = cli(["compare", str(sweep), "--metric", "test/f1", "--out", str(tmp_path / "rep")],
-            cwd=tmp_path)
+    f1 = sorted(
+        json.loads((sweep / str(i) / "summary.json").read_text())["test/f1"] for i in (0, 1)
+    )
+    r = cli(
+        ["compare", str(sweep), "--metric", "test/f1", "--out", str(tmp_path / "rep")], cwd=tmp_path
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "loss=multilabel_ce" in r.stdout and "loss=bce" in r.stdout
     import csv
@@ -233,14 +266,21 @@ def test_compare_metric_test_f1(tmp_path):
 
 # -- bad input -------------------------------------------------------------------------------------
 
+
 def test_loss_and_labels_must_agree_one_line(tmp_path):
-    with pytest.raises(ConfigError, match=r"^loss: multilabel_ce needs multi-hot labels "
-                       r"\(several per row\); dataset=mnist1d has one label per row "
-                       r"\(allowed: ce\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^loss: multilabel_ce needs multi-hot labels "
+        r"\(several per row\); dataset=mnist1d has one label per row "
+        r"\(allowed: ce\)$",
+    ):
         train_run(["loss=multilabel_ce", *FAST], tmp_path / "a")
-    with pytest.raises(ConfigError, match=r"^loss: ce needs one label per row; "
-                       r"dataset=mnist1d_multi has multi-hot labels \(allowed: multilabel_ce, "
-                       r"bce\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^loss: ce needs one label per row; "
+        r"dataset=mnist1d_multi has multi-hot labels \(allowed: multilabel_ce, "
+        r"bce\)$",
+    ):
         train_run(["dataset=mnist1d_multi", *FAST], tmp_path / "b")
     with pytest.raises(ConfigError, match=r"^reg.label_smoothing: .*multi-label"):
         train_run([*MULTI, "reg=[label_smoothing]", *FAST], tmp_path / "c")
@@ -251,16 +291,27 @@ def test_loss_and_labels_must_agree_one_line(tmp_path):
 
 def test_bad_label_cli_one_line(tmp_path):
     (tmp_path / "t.csv").write_text("f0,a,b\n1.0,0,1\n2.0,2,0\n3.0,1,1\n")
-    r = cli(["train", "dataset=csv", f"dataset.path={tmp_path / 't.csv'}",
-             "dataset.feature_columns=[f0]", "dataset.label_columns=[a,b]", "loss=bce", *FAST],
-            cwd=tmp_path)
+    r = cli(
+        [
+            "train",
+            "dataset=csv",
+            f"dataset.path={tmp_path / 't.csv'}",
+            "dataset.feature_columns=[f0]",
+            "dataset.label_columns=[a,b]",
+            "loss=bce",
+            *FAST,
+        ],
+        cwd=tmp_path,
+    )
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "error: dataset.label_columns: column 'a' in t.csv has the value 2 (row 2); "
-        "multi-hot columns hold 0 or 1"]
+        "multi-hot columns hold 0 or 1"
+    ]
 
 
 # -- multi-hot labels from a CSV -------------------------------------------------------------------
+
 
 def test_csv_label_columns_and_delimiter_give_the_same_multi_hot_labels(tmp_path):
     from runner.data.csv import build
@@ -280,6 +331,9 @@ def test_csv_label_columns_and_delimiter_give_the_same_multi_hot_labels(tmp_path
         ya, yb = getattr(a, split)["y"], getattr(b, split)["y"]
         assert ya.dtype == torch.float32 and ya.shape[1] == 3 and torch.equal(ya, yb)
     # every row is there with its own labels (the splits are a permutation of the file)
-    rows = {tuple(x.tolist()): tuple(y.tolist()) for s in ("train", "val", "test")
-            for x, y in zip(getattr(a, s)["x"], getattr(a, s)["y"])}
+    rows = {
+        tuple(x.tolist()): tuple(y.tolist())
+        for s in ("train", "val", "test")
+        for x, y in zip(getattr(a, s)["x"], getattr(a, s)["y"])
+    }
     assert sorted(rows.values()) == sorted(tuple(float(v) for v in r) for r in want)

@@ -7,21 +7,25 @@ import pytest
 import torch
 import yaml
 
-from conftest import CONF, cli, train_run
 from runner.config import compose, model_defaults, options
 from runner.schedule import linear, warmup_length
+
+from conftest import CONF, cli, train_run
 
 
 def _train_with(model: str) -> dict:
     return (yaml.safe_load((CONF / "model" / f"{model}.yaml").read_text()) or {}).get(
-        "train_with") or {}
+        "train_with"
+    ) or {}
 
 
 def test_minilm_composes_its_fine_tuning_settings():
     cfg = compose(["model=minilm", "dataset=tweets"])
     assert cfg.optimizer.lr == 5e-5 and cfg.schedule.warmup_steps == 0.06
-    assert model_defaults(cfg) == ["optimizer.lr=5e-05 from model=minilm's defaults",
-                                   "schedule.warmup_steps=0.06 from model=minilm's defaults"]
+    assert model_defaults(cfg) == [
+        "optimizer.lr=5e-05 from model=minilm's defaults",
+        "schedule.warmup_steps=0.06 from model=minilm's defaults",
+    ]
     lion = compose(["model=minilm", "optimizer=lion"])
     assert lion.optimizer.lr == _train_with("minilm")["lr"]["lion"]
     # no entry for sgd: its own lr, and the note says so
@@ -39,29 +43,48 @@ def test_models_without_defaults_keep_the_optimizers_own():
 @pytest.mark.parametrize("model", [m for m in options("model") if _train_with(m)])
 @pytest.mark.parametrize("optimizer", options("optimizer"))
 def test_an_explicit_lr_is_never_replaced(model, optimizer):
-    cfg = compose([f"model={model}", f"optimizer={optimizer}", "optimizer.lr=0.0123",
-                   "schedule.warmup_steps=7"])
+    cfg = compose(
+        [
+            f"model={model}",
+            f"optimizer={optimizer}",
+            "optimizer.lr=0.0123",
+            "schedule.warmup_steps=7",
+        ]
+    )
     assert cfg.optimizer.lr == 0.0123 and cfg.schedule.warmup_steps == 7
     assert model_defaults(cfg) == []
 
 
 def test_the_users_own_config_wins(tmp_path):
     (tmp_path / "mine.yaml").write_text(
-        "defaults:\n  - train\n  - override model: minilm\n  - _self_\n"
-        "optimizer:\n  lr: 0.002\n")
-    r = cli(["train", "--config-dir", str(tmp_path), "--config-name", "mine", "--cfg", "job"],
-            cwd=tmp_path)
+        "defaults:\n  - train\n  - override model: minilm\n  - _self_\noptimizer:\n  lr: 0.002\n"
+    )
+    r = cli(
+        ["train", "--config-dir", str(tmp_path), "--config-name", "mine", "--cfg", "job"],
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     cfg = yaml.safe_load(r.stdout)
-    assert cfg["optimizer"]["lr"] == 0.002          # theirs
+    assert cfg["optimizer"]["lr"] == 0.002  # theirs
     assert cfg["schedule"]["warmup_steps"] == 0.06  # the model's, for the key they left alone
 
 
 def test_cfg_job_and_config_yaml_show_the_values_and_the_first_line_says_why(tmp_path):
-    args = ["train", "model=transformer", "model.width=16", "model.depth=1", "model.heads=2",
-            "dataset=tweets", "dataset.train_size=16",
-            "dataset.val_size=8", "dataset.test_size=8", "dataset.max_len=64",
-            "trainer.max_steps=2", "trainer.progress=false", "trainer.batch_size=8"]
+    args = [
+        "train",
+        "model=transformer",
+        "model.width=16",
+        "model.depth=1",
+        "model.heads=2",
+        "dataset=tweets",
+        "dataset.train_size=16",
+        "dataset.val_size=8",
+        "dataset.test_size=8",
+        "dataset.max_len=64",
+        "trainer.max_steps=2",
+        "trainer.progress=false",
+        "trainer.batch_size=8",
+    ]
     r = cli([*args, "--cfg", "job"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert yaml.safe_load(r.stdout)["optimizer"]["lr"] == 1e-3
@@ -70,8 +93,15 @@ def test_cfg_job_and_config_yaml_show_the_values_and_the_first_line_says_why(tmp
     first = r.stderr.splitlines()[0]  # (a data note, e.g. truncation, would come before it)
     assert first.startswith("defaults: optimizer.lr=0.001 from model=transformer's defaults")
     # bad input stays one error line: the note waits for training to start
-    r = cli([*args, "dataset=csv", f"dataset.path={tmp_path / 'missing.csv'}",
-             "dataset.text_column=text"], cwd=tmp_path)
+    r = cli(
+        [
+            *args,
+            "dataset=csv",
+            f"dataset.path={tmp_path / 'missing.csv'}",
+            "dataset.text_column=text",
+        ],
+        cwd=tmp_path,
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["optimizer"]["lr"] == 1e-3 and saved["schedule"]["warmup_steps"] == 0.1
@@ -96,10 +126,21 @@ def test_minilm_with_no_lr_learns_on_tweets(tmp_path):
 
     val = build(tokenizer="bytes", train_size=1, val_size=200, test_size=1).val["y"]
     majority = torch.bincount(val).max().item() / len(val)
-    s = train_run(["dataset=tweets", "model=minilm", "dataset.train_size=320",
-                   "dataset.val_size=200", "dataset.test_size=50", "dataset.max_len=32",
-                   "trainer.epochs=2", "trainer.batch_size=16", "trainer.eval_batch_size=100",
-                   "trainer.progress=false"], tmp_path / "run")
+    s = train_run(
+        [
+            "dataset=tweets",
+            "model=minilm",
+            "dataset.train_size=320",
+            "dataset.val_size=200",
+            "dataset.test_size=50",
+            "dataset.max_len=32",
+            "trainer.epochs=2",
+            "trainer.batch_size=16",
+            "trainer.eval_batch_size=100",
+            "trainer.progress=false",
+        ],
+        tmp_path / "run",
+    )
     assert s["status"] == "completed", s.get("error")
     assert s["best/val/acc"] > majority + 0.1, (s["best/val/acc"], majority)
 

@@ -9,9 +9,15 @@ import torch
 
 from conftest import read_rows, train_run
 
-BASE = ["trainer.precision=fp32", "trainer.device=cpu", "trainer.max_steps=5",
-        "trainer.eval_every=5", "trainer.log_every=1", "trainer.progress=false",
-        "model.dropout=0.0"]
+BASE = [
+    "trainer.precision=fp32",
+    "trainer.device=cpu",
+    "trainer.max_steps=5",
+    "trainer.eval_every=5",
+    "trainer.log_every=1",
+    "trainer.progress=false",
+    "model.dropout=0.0",
+]
 
 
 def _last(run):
@@ -26,10 +32,12 @@ def test_accumulation_equals_a_k_times_larger_batch(optimizer, clip, tmp_path):
     opt = [f"optimizer={optimizer}", f"clip={clip}"]
     if clip == "norm":
         opt.append("clip.max_norm=0.3")
-    big = train_run([*BASE, *opt, f"trainer.batch_size={k * b}", "trainer.accum_steps=1"],
-                    tmp_path / "big")
-    acc = train_run([*BASE, *opt, f"trainer.batch_size={b}", f"trainer.accum_steps={k}"],
-                    tmp_path / "acc")
+    big = train_run(
+        [*BASE, *opt, f"trainer.batch_size={k * b}", "trainer.accum_steps=1"], tmp_path / "big"
+    )
+    acc = train_run(
+        [*BASE, *opt, f"trainer.batch_size={b}", f"trainer.accum_steps={k}"], tmp_path / "acc"
+    )
     assert big["status"] == acc["status"] == "completed"
     assert big["steps"] == acc["steps"] == 5
     ma, mb = _last(tmp_path / "big")["model"], _last(tmp_path / "acc")["model"]
@@ -49,7 +57,8 @@ def test_accumulation_equals_a_k_times_larger_batch(optimizer, clip, tmp_path):
 def test_accumulation_is_not_a_no_op(tmp_path):
     """Sanity check of the test above: one micro-batch alone trains differently."""
     for name, bs in (("a", 100), ("b", 25)):
-        assert train_run([*BASE, f"trainer.batch_size={bs}"], tmp_path / name)["status"] == \
-            "completed"
+        assert (
+            train_run([*BASE, f"trainer.batch_size={bs}"], tmp_path / name)["status"] == "completed"
+        )
     ma, mb = _last(tmp_path / "a")["model"], _last(tmp_path / "b")["model"]
     assert max((ma[n] - mb[n]).abs().max().item() for n in ma) > 1e-3

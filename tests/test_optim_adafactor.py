@@ -20,7 +20,7 @@ def blog_adafactor(theta, grads, lr=1e-2, c=0.8, eps1=1e-30, eps2=1e-3, d=1.0, f
     for t, g in enumerate(grads, start=1):
         g = g.double()
         b2 = 1 - t ** (-c)
-        g2 = g ** 2 + eps1
+        g2 = g**2 + eps1
         if factor:  # R: row sums, C: column sums, V = R C / (1ᵀ R)
             R = (1 - b2) * g2.sum(1) + (b2 * R if R is not None else 0)
             C = (1 - b2) * g2.sum(0) + (b2 * C if C is not None else 0)
@@ -42,8 +42,11 @@ def _grads(shape, n, seed=0, scale=1.0):
     return [scale * torch.randn(*shape, generator=g) for _ in range(n)]
 
 
-@pytest.mark.parametrize("shape,factor", [((130, 140), True), ((20, 30), False), ((50,), False)],
-                         ids=["factored", "small-matrix", "vector"])
+@pytest.mark.parametrize(
+    "shape,factor",
+    [((130, 140), True), ((20, 30), False), ((50,), False)],
+    ids=["factored", "small-matrix", "vector"],
+)
 def test_equals_the_blogs_formula(shape, factor):
     torch.manual_seed(1)
     theta0 = torch.randn(*shape) * 0.05
@@ -83,12 +86,12 @@ def test_momentum_and_weight_decay_options():
         p.grad = g.clone()
         opt.step()
         g = g.double()
-        b2 = 1 - t ** -0.8
-        V = (1 - b2) * (g ** 2 + 1e-30) + (b2 * V if V is not None else 0)
+        b2 = 1 - t**-0.8
+        V = (1 - b2) * (g**2 + 1e-30) + (b2 * V if V is not None else 0)
         u = g / V.sqrt()
         u = u / max(1.0, u.pow(2).mean().sqrt().item())
         m = 0.9 * m + 0.1 * u
-        alpha = max(1e-3, th.pow(2).mean().sqrt().item()) * min(1e-2, t ** -0.5)
+        alpha = max(1e-3, th.pow(2).mean().sqrt().item()) * min(1e-2, t**-0.5)
         th = th * (1 - 1e-2 * 0.1) - alpha * m
     torch.testing.assert_close(p.detach().double(), th, rtol=1e-5, atol=1e-7)
 
@@ -135,8 +138,11 @@ def test_state_dict_round_trip_continues_identically():
 
 
 def test_config_uses_ours():
-    from conftest import CONF
     from omegaconf import OmegaConf
 
-    assert OmegaConf.load(CONF / "optimizer" / "adafactor.yaml")["_target_"] == \
-        "runner.optim.adafactor.Adafactor"
+    from conftest import CONF
+
+    assert (
+        OmegaConf.load(CONF / "optimizer" / "adafactor.yaml")["_target_"]
+        == "runner.optim.adafactor.Adafactor"
+    )

@@ -12,17 +12,31 @@ import yaml
 from conftest import CONF, conf_options, read_rows, train_run
 
 FP32 = ["trainer.precision=fp32", "trainer.device=cpu"]
-FEW = ["trainer.max_steps=4", "trainer.eval_every=4", "trainer.log_every=2",
-       "trainer.progress=false", "trainer.batch_size=32"]
+FEW = [
+    "trainer.max_steps=4",
+    "trainer.eval_every=4",
+    "trainer.log_every=2",
+    "trainer.progress=false",
+    "trainer.batch_size=32",
+]
 
 
 def _state(model):
     from runner import device as devmod
     from runner.engine import State
 
-    return State(cfg=None, plan=devmod.plan("cpu", "fp32"), model=model, raw_model=model,
-                 optimizer=None, scheduler=None, tricks=[], data=None, batcher=None,
-                 total_steps=1)
+    return State(
+        cfg=None,
+        plan=devmod.plan("cpu", "fp32"),
+        model=model,
+        raw_model=model,
+        optimizer=None,
+        scheduler=None,
+        tricks=[],
+        data=None,
+        batcher=None,
+        total_steps=1,
+    )
 
 
 def _model_with_grads(scale: float):
@@ -36,7 +50,7 @@ def _model_with_grads(scale: float):
 
 def _direct(form: str, grads: list, thr: float):
     g = [t.double() for t in grads]
-    norm = math.sqrt(sum((t ** 2).sum().item() for t in g))
+    norm = math.sqrt(sum((t**2).sum().item() for t in g))
     if form == "norm":  # g * min(1, gamma / ||g||)
         f = min(1.0, thr / norm)
         return [t * f for t in g], f
@@ -45,12 +59,15 @@ def _direct(form: str, grads: list, thr: float):
         return [t * f for t in g], f
     if form == "value":
         out = [t.clamp(-thr, thr) for t in g]
-        return out, math.sqrt(sum((t ** 2).sum().item() for t in out)) / norm
+        return out, math.sqrt(sum((t**2).sum().item() for t in out)) / norm
     raise AssertionError(form)
 
 
-TRICKS = {"norm": ("NormClip", "max_norm"), "value": ("ValueClip", "max_value"),
-          "adaptive": ("AdaptiveClip", "max_norm")}
+TRICKS = {
+    "norm": ("NormClip", "max_norm"),
+    "value": ("ValueClip", "max_value"),
+    "adaptive": ("AdaptiveClip", "max_norm"),
+}
 
 
 def _threshold_key(option: str) -> str:

@@ -18,8 +18,9 @@ def _model(seed=0):
 
 def _data(seed=1):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(32, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (32,),
-                                                                              generator=g)
+    return torch.randn(32, 6, generator=g, dtype=torch.float64), torch.randint(
+        0, 3, (32,), generator=g
+    )
 
 
 def _grads(params_list, model_fn, x, y):
@@ -42,6 +43,7 @@ def _train(model, opt, steps, x, y, after_step=None):
 
 
 # -- Lookahead ---------------------------------------------------------------------------------
+
 
 def test_lookahead_equals_the_formula():
     from runner.tricks.lookahead import Lookahead
@@ -75,14 +77,14 @@ def test_lookahead_with_lr_scheduler_and_fused_adamw():
 
     model = _model()
     x, y = _data()
-    opt = Lookahead(k=2).wrap_optimizer(torch.optim.AdamW(model.parameters(), lr=0.01,
-                                                          fused=True))
+    opt = Lookahead(k=2).wrap_optimizer(torch.optim.AdamW(model.parameters(), lr=0.01, fused=True))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (s + 1))
     _train(model, opt, 4, x.float(), y, after_step=sched.step)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.01 / 5)
 
 
 # -- EMA ---------------------------------------------------------------------------------------
+
 
 class _S:  # the part of engine.State the EMA trick reads
     def __init__(self, model):
@@ -117,8 +119,9 @@ def test_ema_equals_the_formula(warmup):
 
 def test_ema_through_the_engine_best_pt_holds_ema_weights(tmp_path):
     run = tmp_path / "run"
-    s = train_run([*FAST, *FP32, "derived=[ema]", "derived.ema.decay=0.5",
-                   "trainer.eval_every=6"], run)
+    s = train_run(
+        [*FAST, *FP32, "derived=[ema]", "derived.ema.decay=0.5", "trainer.eval_every=6"], run
+    )
     assert s["status"] == "completed", s.get("error")
     rows = read_rows(run)
     ev = [r for r in rows if "val/acc" in r]
@@ -140,10 +143,12 @@ def test_ema_decay_zero_evaluates_the_raw_weights(tmp_path):
     rows = [r for r in read_rows(tmp_path / "r") if "val/acc" in r]
     for r in rows:
         assert r["val/acc"] == r["val/raw/acc"] and r["val/loss"] == pytest.approx(
-            r["val/raw/loss"], abs=1e-12)
+            r["val/raw/loss"], abs=1e-12
+        )
 
 
 # -- layer adaptation --------------------------------------------------------------------------
+
 
 def _lamb_direct(init, x, y, steps, lr, betas, eps, wd, adapt_1d):
     """LAMB: u = m_hat / (sqrt(v_hat) + eps) + wd theta; theta <- theta - lr ||theta||/||u|| u."""
@@ -158,7 +163,7 @@ def _lamb_direct(init, x, y, steps, lr, betas, eps, wd, adapt_1d):
             m[i] = b1 * m[i] + (1 - b1) * gi
             v[i] = b2 * v[i] + (1 - b2) * gi * gi
             d = wd if p.ndim >= 2 else 0.0
-            u = (m[i] / (1 - b1 ** t)) / ((v[i] / (1 - b2 ** t)).sqrt() + eps) + d * p
+            u = (m[i] / (1 - b1**t)) / ((v[i] / (1 - b2**t)).sqrt() + eps) + d * p
             r = 1.0
             if p.ndim >= 2 or adapt_1d:
                 pn, un = p.norm(), u.norm()
@@ -176,8 +181,10 @@ def test_layer_adapt_on_adamw_is_lamb(adapt_1d):
     model = _model().double()
     x, y = _data()
     init = [p.detach().clone() for p in model.parameters()]
-    groups = [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": wd},
-              {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": wd},
+        {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0},
+    ]
     opt = torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
     opt = LayerAdapt(adapt_bias_and_norm=adapt_1d).wrap_optimizer(opt)
     _train(model, opt, 5, x, y)
@@ -258,9 +265,16 @@ def test_derived_option_state_round_trip(option):
 def test_derived_options_resume_equals_uninterrupted(tmp_path):
     """Through the engine, every derived option at once: 3 steps + resume to 7 == 7 steps (each
     trick's state is checkpointed; 7 steps cross Lookahead's k = 5 sync after the resume point)."""
-    base = [*FP32, f"derived=[{','.join(DERIVED)}]", "schedule=constant", "trainer.eval_every=3",
-            "trainer.log_every=1", "trainer.progress=false", "trainer.batch_size=32",
-            "derived.ema.decay=0.5"]
+    base = [
+        *FP32,
+        f"derived=[{','.join(DERIVED)}]",
+        "schedule=constant",
+        "trainer.eval_every=3",
+        "trainer.log_every=1",
+        "trainer.progress=false",
+        "trainer.batch_size=32",
+        "derived.ema.decay=0.5",
+    ]
     full = train_run([*base, "trainer.max_steps=7"], tmp_path / "full")
     assert full["status"] == "completed", full.get("error")
     part = tmp_path / "part"

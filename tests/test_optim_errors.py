@@ -23,8 +23,10 @@ CASES = [
     (["derived=[lookahead]", "derived.lookahead.alpha=1.5"], "derived.lookahead.alpha"),
     (["derived=[ema]", "derived.ema.decay=1.0"], "derived.ema.decay"),
     (["derived=[ema]", "derived.ema.warmup=3"], "derived.ema.warmup"),
-    (["derived=[layer_adapt]", "derived.layer_adapt.max_ratio=-1"],
-     "derived.layer_adapt.max_ratio"),
+    (
+        ["derived=[layer_adapt]", "derived.layer_adapt.max_ratio=-1"],
+        "derived.layer_adapt.max_ratio",
+    ),
     (["clip=norm", "clip.max_norm=0"], "clip.max_norm"),
     (["clip=adaptive", "clip.max_norm=-1"], "clip.max_norm"),
     (["clip=value", "clip.max_value=-1"], "clip.max_value"),
@@ -48,8 +50,9 @@ def test_bad_value_one_line_error(overrides, key, tmp_path):
 
 
 def test_cli_bad_beta_exits_with_one_line(tmp_path):
-    r = cli(["train", "optimizer=lion", "optimizer.betas=[0.9,1.2]", "trainer.max_steps=2"],
-            tmp_path)
+    r = cli(
+        ["train", "optimizer=lion", "optimizer.betas=[0.9,1.2]", "trainer.max_steps=2"], tmp_path
+    )
     assert r.returncode == 2, r.stderr
     lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
     assert lines == ["error: optimizer.betas[1]: must be in [0.0, 1.0), got 1.2"], r.stderr

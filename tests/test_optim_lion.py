@@ -22,7 +22,7 @@ def _problem(seed=0, dtype=torch.float64):
 
 
 def _loss(x, y, w, b):
-    return ((x @ w + b - y) ** 2).mean() + (w ** 4).sum() * 0.01  # non-quadratic: grads vary
+    return ((x @ w + b - y) ** 2).mean() + (w**4).sum() * 0.01  # non-quadratic: grads vary
 
 
 def _run_opt(make, steps, seed=0, dtype=torch.float64, groups=None):
@@ -37,7 +37,8 @@ def _run_opt(make, steps, seed=0, dtype=torch.float64, groups=None):
 
 
 def _lion_direct(steps, lr, beta1, beta2, wd_w, wd_b, seed=0, dtype=torch.float64):
-    """u = sign(beta1 m + (1 - beta1) g); theta <- theta - lr (u + wd theta); m <- beta2 m + (1 - beta2) g"""
+    """u = sign(beta1 m + (1 - beta1) g); theta <- theta - lr (u + wd theta);
+    m <- beta2 m + (1 - beta2) g"""
     x, y, w, b = _problem(seed, dtype)
     ms = [torch.zeros_like(w), torch.zeros_like(b)]
     ps = [w.clone(), b.clone()]
@@ -62,8 +63,11 @@ def test_lion_k_steps_equal_the_formula(foreach):
     from runner.optim import Lion
 
     lr, b1, b2, wd = 0.01, 0.9, 0.99, 0.3
-    w, b, opt = _run_opt(lambda p: Lion(p, lr=lr, betas=(b1, b2), weight_decay=wd,
-                                        foreach=foreach), steps=12, groups=_two_groups(wd))
+    w, b, opt = _run_opt(
+        lambda p: Lion(p, lr=lr, betas=(b1, b2), weight_decay=wd, foreach=foreach),
+        steps=12,
+        groups=_two_groups(wd),
+    )
     rw, rb = _lion_direct(12, lr, b1, b2, wd, 0.0)
     torch.testing.assert_close(w, rw, rtol=0, atol=1e-12)
     torch.testing.assert_close(b, rb, rtol=0, atol=1e-12)
@@ -74,8 +78,11 @@ def test_lion_k_steps_equal_the_formula(foreach):
 def test_lion_float32_matches_formula_within_1e_6():
     from runner.optim import Lion
 
-    w, b, _ = _run_opt(lambda p: Lion(p, lr=0.003, betas=(0.9, 0.99), weight_decay=0.1),
-                       steps=10, dtype=torch.float32)
+    w, b, _ = _run_opt(
+        lambda p: Lion(p, lr=0.003, betas=(0.9, 0.99), weight_decay=0.1),
+        steps=10,
+        dtype=torch.float32,
+    )
     rw, rb = _lion_direct(10, 0.003, 0.9, 0.99, 0.1, 0.1, dtype=torch.float32)
     torch.testing.assert_close(w, rw, rtol=0, atol=1e-6)
     torch.testing.assert_close(b, rb, rtol=0, atol=1e-6)
@@ -85,8 +92,9 @@ def test_tiger_is_sign_of_the_updated_momentum():
     from runner.optim import Tiger
 
     lr, beta, wd = 0.01, 0.965, 0.2
-    w, b, _ = _run_opt(lambda p: Tiger(p, lr=lr, beta=beta, weight_decay=wd), steps=12,
-                       groups=_two_groups(wd))
+    w, b, _ = _run_opt(
+        lambda p: Tiger(p, lr=lr, beta=beta, weight_decay=wd), steps=12, groups=_two_groups(wd)
+    )
     # Tiger's own form: m <- beta m + (1 - beta) g; theta <- theta - lr (sign(m) + wd theta)
     x, y, rw, rb = _problem()
     ms = [torch.zeros_like(rw), torch.zeros_like(rb)]
@@ -138,8 +146,11 @@ def test_sgdw_decoupled_weight_decay_and_nesterov_equal_the_formula():
     from runner.optim import SGDW
 
     lr, mu, wd = 0.05, 0.9, 0.1
-    w, b, _ = _run_opt(lambda p: SGDW(p, lr=lr, momentum=mu, nesterov=True, weight_decay=wd),
-                       steps=6, groups=_two_groups(wd))
+    w, b, _ = _run_opt(
+        lambda p: SGDW(p, lr=lr, momentum=mu, nesterov=True, weight_decay=wd),
+        steps=6,
+        groups=_two_groups(wd),
+    )
     x, y, rw, rb = _problem()
     ps, bufs = [rw.clone(), rb.clone()], [None, None]
     for _ in range(6):
@@ -176,11 +187,15 @@ def test_param_groups_decay_weights_only_for_every_optimizer(option, decay_bias_
     from runner import build
     from runner.config import compose
 
-    cfg = compose([f"optimizer={option}", "optimizer.weight_decay=0.1",
-                   f"optimizer.decay_bias_and_norm={str(decay_bias_and_norm).lower()}"])
+    cfg = compose(
+        [
+            f"optimizer={option}",
+            "optimizer.weight_decay=0.1",
+            f"optimizer.decay_bias_and_norm={str(decay_bias_and_norm).lower()}",
+        ]
+    )
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.LayerNorm(5),
-                                torch.nn.Linear(5, 2))
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.LayerNorm(5), torch.nn.Linear(5, 2))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = build.optimizer(cfg, model, fused_ok=True)
     for p in model.parameters():

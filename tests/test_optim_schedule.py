@@ -20,8 +20,7 @@ def _direct_piecewise(points: dict, s: float) -> float:
     return pts[-1][1]
 
 
-@pytest.mark.parametrize("points", [{1000: 1.0, 2000: 0.1}, {0: 0.5, 10: 1.0, 30: 0.0},
-                                    {5: 2.0}])
+@pytest.mark.parametrize("points", [{1000: 1.0, 2000: 0.1}, {0: 0.5, 10: 1.0, 30: 0.0}, {5: 2.0}])
 def test_piecewise_equals_direct(points):
     from runner.schedule import piecewise
 
@@ -62,15 +61,25 @@ def test_lambdalr_applies_the_piecewise_multiplier():
         p.grad = torch.zeros(1)
         opt.step()
         sched.step()
-    assert seen == pytest.approx([0.5 * _direct_piecewise({4: 1.0, 8: 0.0}, s)
-                                  for s in range(10)])
+    assert seen == pytest.approx([0.5 * _direct_piecewise({4: 1.0, 8: 0.0}, s) for s in range(10)])
 
 
 def test_engine_logs_the_piecewise_lr(tmp_path):
     run = tmp_path / "r"
-    s = train_run(["schedule=piecewise", "schedule.unit=steps", "schedule.points='4:1,8:0.5'",
-                   "trainer.max_steps=10", "trainer.log_every=1", "trainer.eval_every=10",
-                   "trainer.progress=false", "trainer.batch_size=32", "optimizer.lr=0.01"], run)
+    s = train_run(
+        [
+            "schedule=piecewise",
+            "schedule.unit=steps",
+            "schedule.points='4:1,8:0.5'",
+            "trainer.max_steps=10",
+            "trainer.log_every=1",
+            "trainer.eval_every=10",
+            "trainer.progress=false",
+            "trainer.batch_size=32",
+            "optimizer.lr=0.01",
+        ],
+        run,
+    )
     assert s["status"] == "completed", s.get("error")
     rows = [r for r in read_rows(run) if "lr" in r]
     # the lr logged at step n is the one the next update uses: base * f(n)
@@ -91,9 +100,16 @@ def test_every_schedule_starts_and_ends_in_range(option):
     assert all(0 <= v <= 1 for v in vals) and max(vals) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("points,msg", [
-    ("a:b", "schedule.points"), ({}, "schedule.points"), ({10: -1}, "schedule.points[10]"),
-    ("10:1,10:2", "duplicate"), ({-5: 1}, "schedule.points step")])
+@pytest.mark.parametrize(
+    "points,msg",
+    [
+        ("a:b", "schedule.points"),
+        ({}, "schedule.points"),
+        ({10: -1}, "schedule.points[10]"),
+        ("10:1,10:2", "duplicate"),
+        ({-5: 1}, "schedule.points step"),
+    ],
+)
 def test_bad_points_give_one_line_config_error(points, msg):
     from runner.errors import ConfigError
     from runner.schedule import piecewise

@@ -19,11 +19,13 @@ from unittest import mock
 import pytest
 import torch
 
-from conftest import ROOT, conf_options, train_run
 from runner import device as devmod
 from runner import engine
 from runner.data.batching import IndexBatcher
 from runner.device import Caps, plan
+
+from conftest import ROOT, conf_options, train_run
+
 
 def scripts_importable() -> None:
     """Let the tests import the benchmark's modules (scripts/ is not a package)."""
@@ -64,8 +66,11 @@ class SyncCounter:
         monkeypatch.setattr(engine, "train_step", train_step)
         # as on CUDA: the NaN check runs on log steps only
         p_orig = devmod.plan
-        monkeypatch.setattr(devmod, "plan", lambda *a, **k: dataclasses.replace(
-            p_orig(*a, **k), finite_check_each_step=False))
+        monkeypatch.setattr(
+            devmod,
+            "plan",
+            lambda *a, **k: dataclasses.replace(p_orig(*a, **k), finite_check_each_step=False),
+        )
 
     def _wrap(self, orig):
         counter = self
@@ -74,13 +79,21 @@ class SyncCounter:
             if counter.active:
                 counter.total += 1
             return orig(t, *a, **k)
+
         return f
 
 
 def _overrides(n_steps: int, extra: list[str]) -> list[str]:
-    return [f"trainer.max_steps={n_steps}", f"trainer.log_every={n_steps}",
-            f"trainer.eval_every={n_steps}", "trainer.progress=false", "trainer.batch_size=16",
-            "dataset.num_samples=600", "dataset.val_size=50", *extra]
+    return [
+        f"trainer.max_steps={n_steps}",
+        f"trainer.log_every={n_steps}",
+        f"trainer.eval_every={n_steps}",
+        "trainer.progress=false",
+        "trainer.batch_size=16",
+        "dataset.num_samples=600",
+        "dataset.val_size=50",
+        *extra,
+    ]
 
 
 def _count(monkeypatch, tmp_path, n_steps, extra) -> SyncCounter:
@@ -109,13 +122,20 @@ def _trick_cases():
     cases += [f"derived=[{d}]" for d in conf_options("derived")]
     cases += [f"optimizer={o}" for o in conf_options("optimizer")]
     # losses (multi-label ones on multi-hot data) and semi-supervised batches (a `labeled` mask)
-    cases += [f"loss={o}" + (" dataset=mnist1d_multi" if o != "ce" else "")
-              for o in conf_options("loss")]
-    cases += ["dataset.labeled_fraction=0.2 reg=[vat]",
-              "dataset=mnist1d_multi loss=multilabel_ce dataset.labeled_fraction=0.2 reg=[rdrop]"]
+    cases += [
+        f"loss={o}" + (" dataset=mnist1d_multi" if o != "ce" else "") for o in conf_options("loss")
+    ]
+    cases += [
+        "dataset.labeled_fraction=0.2 reg=[vat]",
+        "dataset=mnist1d_multi loss=multilabel_ce dataset.labeled_fraction=0.2 reg=[rdrop]",
+    ]
     cases += ["reg=[fgm] reg.fgm.mode=adv", "reg=[pgd] reg.pgd.mode=adv"]  # forms (space-separated)
-    return [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=KNOWN_SYNCS[c]))
-            if c in KNOWN_SYNCS else c for c in cases]
+    return [
+        pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=KNOWN_SYNCS[c]))
+        if c in KNOWN_SYNCS
+        else c
+        for c in cases
+    ]
 
 
 #: host reads that are not ours to remove (the test fails when they go away: strict xfail)
@@ -142,6 +162,7 @@ def test_nan_still_stops_with_the_cuda_plan(monkeypatch, tmp_path):
 
 
 # -- batching ---------------------------------------------------------------------------------
+
 
 def test_batcher_every_sample_once_per_epoch_and_on_resume():
     n = 103
@@ -172,10 +193,10 @@ def test_batches_are_views_of_device_tensors_not_a_dataloader():
 
 # -- GPU defaults, chosen from faked capability checks ----------------------------------------
 
+
 def test_cuda_plan_is_fast_by_default():
     p = plan("auto", "auto", Caps(cuda=True, bf16=True, device_count=1))
-    assert (p.device, p.precision, p.amp_dtype, p.scaler) == ("cuda", "bf16", torch.bfloat16,
-                                                              False)
+    assert (p.device, p.precision, p.amp_dtype, p.scaler) == ("cuda", "bf16", torch.bfloat16, False)
     assert p.fused and p.tf32 and p.pin_memory and not p.finite_check_each_step
     old = plan("auto", "auto", Caps(cuda=True, bf16=False, device_count=1))  # e.g. a V100
     assert (old.precision, old.amp_dtype, old.scaler) == ("fp16", torch.float16, True)
@@ -185,8 +206,13 @@ def test_cuda_plan_is_fast_by_default():
 
 def test_cpu_plan():
     p = plan("auto", "auto", Caps(cuda=False))
-    assert (p.device, p.precision, p.scaler, p.tf32, p.pin_memory) == ("cpu", "fp32", False,
-                                                                        False, False)
+    assert (p.device, p.precision, p.scaler, p.tf32, p.pin_memory) == (
+        "cpu",
+        "fp32",
+        False,
+        False,
+        False,
+    )
     assert p.fused and p.finite_check_each_step
     assert plan("cpu", "bf16", Caps(cuda=False)).amp_dtype == torch.bfloat16
 
@@ -212,8 +238,7 @@ def test_to_device_pins_and_copies_non_blocking_for_cuda():
     t.is_pinned.return_value = False
     devmod.to_device(t, "cuda:0")
     t.pin_memory.assert_called_once_with()
-    t.pin_memory.return_value.to.assert_called_once_with(torch.device("cuda:0"),
-                                                         non_blocking=True)
+    t.pin_memory.return_value.to.assert_called_once_with(torch.device("cuda:0"), non_blocking=True)
     pinned = mock.MagicMock()  # already page-locked (a streamed batch): not pinned again
     pinned.device.type = "cpu"
     pinned.is_pinned.return_value = True
@@ -261,22 +286,42 @@ def test_streamed_batches_are_pinned_and_copied_non_blocking(monkeypatch):
     assert calls == ["pin", ("to", "cuda", True)] * 10
 
 
-@pytest.mark.parametrize("extra", [[], ["model=transformer", "model.width=32", "model.depth=1",
-                                        "model.heads=2", "dataset=tweets", "dataset.padding=bucket",
-                                        "dataset.train_size=64", "dataset.val_size=32",
-                                        "dataset.test_size=32", "trainer.batch_size=16"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        [
+            "model=transformer",
+            "model.width=32",
+            "model.depth=1",
+            "model.heads=2",
+            "dataset=tweets",
+            "dataset.padding=bucket",
+            "dataset.train_size=64",
+            "dataset.val_size=32",
+            "dataset.test_size=32",
+            "trainer.batch_size=16",
+        ],
+    ],
+)
 def test_streamed_data_trains_exactly_like_resident_data(tmp_path, extra):
     """The streamed path (trainer.data_on_device=false: splits on the host, each batch gathered
     and copied) gives the same metrics, row for row, as device-resident data."""
     from conftest import read_rows, strip_timing
 
-    over = ["trainer.max_steps=8", "trainer.eval_every=4", "trainer.log_every=2",
-            "trainer.progress=false", *extra]
+    over = [
+        "trainer.max_steps=8",
+        "trainer.eval_every=4",
+        "trainer.log_every=2",
+        "trainer.progress=false",
+        *extra,
+    ]
     a = train_run(over + ["trainer.data_on_device=true"], tmp_path / "resident")
     b = train_run(over + ["trainer.data_on_device=false"], tmp_path / "streamed")
     assert a["status"] == b["status"] == "completed"
     assert strip_timing(read_rows(tmp_path / "resident")) == strip_timing(
-        read_rows(tmp_path / "streamed"))
+        read_rows(tmp_path / "streamed")
+    )
 
 
 @pytest.mark.parametrize("opt", ["adamw", "sgd"])
@@ -311,13 +356,26 @@ def test_dynamic_padding_reads_no_device_value_per_batch(monkeypatch, tmp_path):
     rnd = random.Random(0)
     lines = ["text,label"] + [
         f"{' '.join(rnd.choice(['good', 'bad', 'car', 'road']) for _ in range(rnd.randint(1, 12)))}"
-        f",{rnd.choice(['pos', 'neg'])}" for _ in range(200)]
+        f",{rnd.choice(['pos', 'neg'])}"
+        for _ in range(200)
+    ]
     (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
-    extra = ["model=transformer", "model.tokenizer=bytes", "model.width=16", "model.depth=1",
-             "model.heads=2", "dataset=csv", f"dataset.path={tmp_path / 't.csv'}",
-             "dataset.text_column=text", "dataset.max_len=64"]
-    over = lambda n: [o for o in _overrides(n, extra) if not o.startswith("dataset.num_samples")
-                      and not o.startswith("dataset.val_size")]
+    extra = [
+        "model=transformer",
+        "model.tokenizer=bytes",
+        "model.width=16",
+        "model.depth=1",
+        "model.heads=2",
+        "dataset=csv",
+        f"dataset.path={tmp_path / 't.csv'}",
+        "dataset.text_column=text",
+        "dataset.max_len=64",
+    ]
+    over = lambda n: [
+        o
+        for o in _overrides(n, extra)
+        if not o.startswith("dataset.num_samples") and not o.startswith("dataset.val_size")
+    ]
     counts = []
     for n in (4, 8):
         with monkeypatch.context() as m:
@@ -353,9 +411,18 @@ def test_grad_norm_equals_torch_total_norm():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
     model(torch.randn(4, 7)).pow(2).sum().backward()
-    st = State(cfg=None, plan=plan("cpu", "fp32", Caps(cuda=False)), model=model,
-               raw_model=model, optimizer=None, scheduler=None, tricks=[], data=None,
-               batcher=None, total_steps=1)
+    st = State(
+        cfg=None,
+        plan=plan("cpu", "fp32", Caps(cuda=False)),
+        model=model,
+        raw_model=model,
+        optimizer=None,
+        scheduler=None,
+        tricks=[],
+        data=None,
+        batcher=None,
+        total_steps=1,
+    )
     expect = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()])
     assert torch.equal(st.grad_norm(), expect) and st._one_group
     st._grad_norm, st._one_group = None, False  # the general path
@@ -389,18 +456,23 @@ def test_bench_arms_train_on_the_engines_batches(tmp_path):
     """scripts/hand_loop.engine_order (the row order every benchmark arm trains on) is the
     engine's own: the batches of runner's IndexBatcher, epoch after epoch, bucketed or not."""
     scripts_importable()
-    from hand_loop import engine_order
-
     from runner.data.text import TrimPadding
 
-    split = {"x": torch.randint(1, 9, (90, 16)), "mask": torch.ones(90, 16, dtype=torch.long),
-             "y": torch.arange(90)}
+    from hand_loop import engine_order
+
+    split = {
+        "x": torch.randint(1, 9, (90, 16)),
+        "mask": torch.ones(90, 16, dtype=torch.long),
+        "y": torch.arange(90),
+    }
     split["mask"][::3, 5:] = 0
     for bucket in (False, True):
-        data = dataclasses.make_dataclass("D", ["train", "collate"])(split,
-                                                                     TrimPadding(bucket=bucket))
+        data = dataclasses.make_dataclass("D", ["train", "collate"])(
+            split, TrimPadding(bucket=bucket)
+        )
         cfg = dataclasses.make_dataclass("C", ["trainer", "seed"])(
-            dataclasses.make_dataclass("T", ["batch_size"])(20), 4)
+            dataclasses.make_dataclass("T", ["batch_size"])(20), 4
+        )
         b = IndexBatcher(split, 20, seed=4, collate=data.collate)
         order = engine_order(cfg, data)
         for epoch in range(3):
@@ -418,12 +490,25 @@ def test_deterministic_steps_allocate_without_filling(tmp_path):
     saved = engine.torch_determinism()
     try:
         with profile(activities=[ProfilerActivity.CPU]) as p:
-            s = train_run(["model=cnn1d", "trainer.max_steps=3", "trainer.eval_every=3",
-                           "trainer.progress=false", "trainer.deterministic=true"], tmp_path / "r")
+            s = train_run(
+                [
+                    "model=cnn1d",
+                    "trainer.max_steps=3",
+                    "trainer.eval_every=3",
+                    "trainer.progress=false",
+                    "trainer.deterministic=true",
+                ],
+                tmp_path / "r",
+            )
         assert s["status"] == "completed" and torch.are_deterministic_algorithms_enabled()
         allocations = {"aten::empty", "aten::empty_strided", "aten::empty_like"}
-        fills = [e for e in p.events() if e.name == "aten::fill_" and e.cpu_parent is not None
-                 and e.cpu_parent.name in allocations]
+        fills = [
+            e
+            for e in p.events()
+            if e.name == "aten::fill_"
+            and e.cpu_parent is not None
+            and e.cpu_parent.name in allocations
+        ]
         convs = [e for e in p.events() if e.name == "aten::convolution_backward"]
         assert convs and not fills
     finally:
@@ -455,9 +540,9 @@ def test_bench_clock_splits_a_step_into_model_and_framework_time(monkeypatch):
     import importlib
 
     scripts_importable()
-    from hand_loop import ModelClock, stamp
-
     from runner import build
+
+    from hand_loop import ModelClock, stamp
 
     now = [0.0]
 
@@ -532,8 +617,19 @@ def test_bench_script_reports_the_framework_split_and_precision(tmp_path):
 
     saved = engine.torch_determinism()
     try:
-        bench.main(["--quick", "--sections", "overhead,precision", "--jobs", "mnist1d MLP",
-                    "--out", str(tmp_path / "b.md"), "--json", str(tmp_path / "b.json")])
+        bench.main(
+            [
+                "--quick",
+                "--sections",
+                "overhead,precision",
+                "--jobs",
+                "mnist1d MLP",
+                "--out",
+                str(tmp_path / "b.md"),
+                "--json",
+                str(tmp_path / "b.json"),
+            ]
+        )
     finally:
         engine.torch_determinism(saved)
     md = (tmp_path / "b.md").read_text()

@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-from conftest import FAST, ROOT, cli
 from runner.log.progress import SweepCallback, SweepProgress, sweep_total
+
+from conftest import FAST, ROOT, cli
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # anything but \t and \n
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -33,9 +34,16 @@ def test_the_callback_counts_failed_jobs_and_knows_the_total(capsys):
     from hydra.core.utils import JobReturn, JobStatus
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create({"trainer": {"progress": False}, "hydra": {
-        "sweeper": {"params": None}, "job": {"num": 0},
-        "overrides": {"task": ["optimizer=adamw,sgd", "seed=0,1,2", "trainer.max_steps=3"]}}})
+    cfg = OmegaConf.create(
+        {
+            "trainer": {"progress": False},
+            "hydra": {
+                "sweeper": {"params": None},
+                "job": {"num": 0},
+                "overrides": {"task": ["optimizer=adamw,sgd", "seed=0,1,2", "trainer.max_steps=3"]},
+            },
+        }
+    )
     assert sweep_total(cfg) == 6
     cb = SweepCallback()
     cb.on_multirun_start(cfg)
@@ -46,7 +54,9 @@ def test_the_callback_counts_failed_jobs_and_knows_the_total(capsys):
         cb.on_job_end(cfg, r)
     cb.on_multirun_end(cfg)
     last = capsys.readouterr().err.splitlines()[-1]
-    assert last.startswith("sweep  6/6  failed 1  ") and last.endswith("best val/acc 0.7000 (job 2)")
+    assert last.startswith("sweep  6/6  failed 1  ") and last.endswith(
+        "best val/acc 0.7000 (job 2)"
+    )
 
 
 def _sweep_args(tmp_path):
@@ -67,12 +77,25 @@ def test_a_piped_multirun_prints_plain_sweep_lines(tmp_path):
 def test_a_multirun_on_a_terminal_shows_the_sweep_line(tmp_path):
     import shlex
 
-    cmd = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "runner.cli",
-                                             *_sweep_args(tmp_path)])
-    env = {"PYTHONPATH": str(ROOT), "COLUMNS": "160", "PATH": "/usr/bin:/bin",
-           "HOME": str(tmp_path), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(["script", "-qfec", cmd, "/dev/null"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=300)
+    cmd = " ".join(
+        shlex.quote(a) for a in [sys.executable, "-m", "runner.cli", *_sweep_args(tmp_path)]
+    )
+    env = {
+        "PYTHONPATH": str(ROOT),
+        "COLUMNS": "160",
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "WANDB_MODE": "offline",
+        "OMP_NUM_THREADS": "1",
+    }
+    r = subprocess.run(
+        ["script", "-qfec", cmd, "/dev/null"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "\x1b[" in r.stdout  # a live display, not plain lines
     text = ANSI.sub("", r.stdout)
@@ -83,9 +106,19 @@ def test_a_multirun_on_a_terminal_shows_the_sweep_line(tmp_path):
 @pytest.mark.slow
 def test_a_joblib_multirun_says_so_and_counts_the_jobs_at_the_end(tmp_path):
     fast = [a for a in FAST if not a.startswith("trainer.progress")]
-    r = cli(["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1",
-             *fast, f"hydra.sweep.dir={tmp_path / 'sw'}"], cwd=tmp_path,
-            env={"OMP_NUM_THREADS": "1"})
+    r = cli(
+        [
+            "train",
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "seed=0,1",
+            *fast,
+            f"hydra.sweep.dir={tmp_path / 'sw'}",
+        ],
+        cwd=tmp_path,
+        env={"OMP_NUM_THREADS": "1"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     sweep = [l for l in r.stderr.splitlines() if l.startswith("sweep  ")]
     assert sweep[0].startswith("sweep  2 jobs  (JoblibLauncher runs them in other processes")

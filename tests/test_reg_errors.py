@@ -90,7 +90,8 @@ def test_reg_config_is_nested_under_its_name_and_documented(name):
     module, cls = node["_target_"].rsplit(".", 1)
     assert module == f"runner.tricks.{name}"  # one file per trick, named as on the CLI
     trick = getattr(importlib.import_module(module), cls)(
-        **{k: v for k, v in node.items() if k != "_target_"})
+        **{k: v for k, v in node.items() if k != "_target_"}
+    )
     doc = importlib.import_module(module).__doc__
     assert "Defaults" in doc and ("kexue.fm" in doc or "Su Jianlin" in doc)
     assert isinstance(trick.order, int)

@@ -40,15 +40,23 @@ def tiny_model(dropout: float = 0.0, seed: int = 0) -> MLP:
 
 def tiny_batch(seed: int = 1, n: int = B) -> dict:
     g = torch.Generator().manual_seed(seed)
-    return {"x": torch.randn(n, D, generator=g),
-            "y": torch.randint(0, C, (n,), generator=g)}
+    return {"x": torch.randn(n, D, generator=g), "y": torch.randint(0, C, (n,), generator=g)}
 
 
 def make_state(model, tricks, accum: int = 1, batcher=None, seed: int = 0):
-    st = engine.State(cfg=SimpleNamespace(accum_steps=accum), plan=devmod.plan("cpu", "fp32"),
-                      model=model, raw_model=model,
-                      optimizer=torch.optim.SGD(model.parameters(), lr=0.1), scheduler=None,
-                      tricks=list(tricks), data=None, batcher=batcher, total_steps=1, seed=seed)
+    st = engine.State(
+        cfg=SimpleNamespace(accum_steps=accum),
+        plan=devmod.plan("cpu", "fp32"),
+        model=model,
+        raw_model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        scheduler=None,
+        tricks=list(tricks),
+        data=None,
+        batcher=batcher,
+        total_steps=1,
+        seed=seed,
+    )
     st._keep_embed = any(t.needs_embed_grad for t in tricks)
     engine._reset_acc(st)
     for t in tricks:
@@ -103,6 +111,7 @@ def assert_close_list(a, b, **kw):
 
 # -- R-Drop --------------------------------------------------------------------------------
 
+
 def test_rdrop_loss_is_ce_plus_quarter_alpha_symmetric_kl_by_hand():
     model, batch = tiny_model(dropout=0.3), tiny_batch()
     st = make_state(model, [RDrop(alpha=4.0)])
@@ -136,6 +145,7 @@ def test_rdrop_warns_once_without_dropout(capsys):
 
 
 # -- FGM / PGD -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("norm", ["global", "sample"])
 def test_fgm_perturbation_and_accumulated_gradients(norm):
@@ -223,7 +233,7 @@ def test_pgd_k_projected_steps_last_step_accumulates():
     (g,) = torch.autograd.grad(ce(model, xr, y), xr)
     r = torch.zeros_like(x)
     rs = []
-    for t in range(K):
+    for _ in range(K):
         r = _proj(r + alpha * g / g.norm(), eps)
         rs.append(r)
         d = r.clone().requires_grad_(True)
@@ -239,6 +249,7 @@ def test_pgd_k_projected_steps_last_step_accumulates():
 
 
 # -- VAT -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("norm", ["global", "sample"])
 def test_vat_perturbation_has_norm_eps_and_loss_matches(norm):
@@ -275,6 +286,7 @@ def test_vat_perturbation_has_norm_eps_and_loss_matches(norm):
 
 # -- gradient penalties --------------------------------------------------------------------
 
+
 def test_gradpen_matches_autograd_double_backward():
     model, batch = tiny_model(), tiny_batch()
     st = make_state(model, [GradPen(eps=0.8)])
@@ -304,6 +316,7 @@ def test_paramgradpen_matches_autograd_double_backward():
 
 # -- flooding ------------------------------------------------------------------------------
 
+
 def test_flooding_flips_the_gradient_below_b_and_is_plain_above():
     batch = tiny_batch()
     plain = plain_grads(batch)
@@ -323,6 +336,7 @@ def test_flooding_flips_the_gradient_below_b_and_is_plain_above():
 
 
 # -- ChildTuning ---------------------------------------------------------------------------
+
 
 def _grads_after_on_grads(trick, batch, model):
     st = make_state(model, [trick])
@@ -353,13 +367,13 @@ def test_childtuning_f_masks_with_bernoulli_p_and_rescales():
     torch.manual_seed(5)
     words = torch.empty((n + 3) // 4, dtype=torch.int64).random_()
     quarters = [(int(w) >> (16 * j)) & 0x7FFF for w in words.tolist() for j in range(4)][:n]
-    keep = torch.tensor([q < 0.25 * 2 ** 15 for q in quarters])
+    keep = torch.tensor([q < 0.25 * 2**15 for q in quarters])
     masks, off = [], 0
     for g in plain:
-        masks.append(keep[off:off + g.numel()].view_as(g).float())
+        masks.append(keep[off : off + g.numel()].view_as(g).float())
         off += g.numel()
     assert_close_list(got, [g * m / 0.25 for g, m in zip(plain, masks)])
-    assert keep_threshold(0.25) == 0.25 * 2 ** BITS
+    assert keep_threshold(0.25) == 0.25 * 2**BITS
     kept = keep.float().mean().item()
     assert 0.15 < kept < 0.35  # ~170 entries drawn with p = 0.25
 
@@ -374,12 +388,12 @@ def test_childtuning_f_mask_is_bernoulli_p_and_unbiased():
     g = [torch.ones(400_000), torch.ones(3, 7)]
     bernoulli_mask_(g, p)
     t = keep_threshold(p)
-    scale = 2 ** BITS / t
+    scale = 2**BITS / t
     vals = torch.cat([x.flatten() for x in g])
     assert set(vals.unique().tolist()) == {0.0, torch.tensor(scale).item()}  # float32
     kept = (vals > 0).float().mean().item()
-    assert abs(kept - t / 2 ** BITS) < 4 * (p * (1 - p) / len(vals)) ** 0.5  # 4 sigma
-    assert abs(t / 2 ** BITS - p) <= 2 ** -(BITS + 1)
+    assert abs(kept - t / 2**BITS) < 4 * (p * (1 - p) / len(vals)) ** 0.5  # 4 sigma
+    assert abs(t / 2**BITS - p) <= 2 ** -(BITS + 1)
     assert abs(vals.double().mean().item() - 1.0) < 0.01  # unbiased: E[m / p'] = 1
 
 
@@ -412,8 +426,9 @@ def test_childtuning_d_fisher_and_exact_top_p_mask(n_batches):  # epoch 1; None:
     own = fisher_diag(st, n_batches)
     assert_close_list(own, fisher)
     torch.manual_seed(11)
-    assert not all(torch.allclose(a, b) for a, b in zip(fisher_diag(st, n_batches, train=False),
-                                                          fisher))  # dropout mattered
+    assert not all(
+        torch.allclose(a, b) for a, b in zip(fisher_diag(st, n_batches, train=False), fisher)
+    )  # dropout mattered
 
     flat = torch.cat([f.flatten() for f in fisher_diag(st, n_batches, train=True)])
     keep = torch.cat([m.flatten() for m in trick.mask])
@@ -448,12 +463,15 @@ def test_childtuning_d_scope_encoder_masks_neither_embeddings_nor_the_head():
     from runner.models.transformer import Transformer
 
     torch.manual_seed(0)
-    model = Transformer(num_classes=C, vocab_size=20, max_len=6, width=8, depth=1, heads=2,
-                        dropout=0.0)
+    model = Transformer(
+        num_classes=C, vocab_size=20, max_len=6, width=8, depth=1, heads=2, dropout=0.0
+    )
     g = torch.Generator().manual_seed(1)
-    split = {"x": torch.randint(1, 20, (16, 6), generator=g), "mask": torch.ones(16, 6,
-                                                                                dtype=torch.long),
-             "y": torch.randint(0, C, (16,), generator=g)}
+    split = {
+        "x": torch.randint(1, 20, (16, 6), generator=g),
+        "mask": torch.ones(16, 6, dtype=torch.long),
+        "y": torch.randint(0, C, (16,), generator=g),
+    }
     trick = ChildTuningD(p=0.3, scope="encoder", fisher_mode="eval")
     st = make_state(model, [trick], batcher=IndexBatcher(split, batch_size=8, seed=0))
     names = {id(p): n for n, p in model.named_parameters()}
@@ -481,6 +499,7 @@ def test_top_fraction_mask_counts_exactly_with_ties():
 
 
 # -- label smoothing, input noise ----------------------------------------------------------
+
 
 def test_label_smoothing_equals_torch_label_smoothing():
     model, batch = tiny_model(), tiny_batch()
@@ -511,6 +530,7 @@ def test_noise_sigma0_draws_nothing():
 
 
 # -- spectral norm regularisation ----------------------------------------------------------
+
 
 def test_spectral_one_power_step_per_step_and_penalty_gradient():
     model, batch = tiny_model(), tiny_batch()
@@ -550,8 +570,9 @@ def test_spectral_power_iteration_converges_to_sigma_max():
     for step in range(200):
         st.step = step
         out = loss_fn(tiny_batch())
-    true = max(torch.linalg.matrix_norm(W.detach().float(), 2).item()
-               for W in weight_matrices(model))
+    true = max(
+        torch.linalg.matrix_norm(W.detach().float(), 2).item() for W in weight_matrices(model)
+    )
     assert out.parts["spectral_max"].item() == pytest.approx(true, rel=1e-4)
 
 
@@ -561,14 +582,17 @@ def test_spectral_covers_conv_kernels():
     assert len(weight_matrices(cnn)) == 4  # 3 convolutions + the classifier
 
 
-@pytest.mark.parametrize("make", [lambda: FGM(eps=0.5), lambda: PGD(eps=0.5, alpha=0.3, K=3),
-                                  lambda: VAT(eps=0.5)], ids=["fgm", "pgd", "vat"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: FGM(eps=0.5), lambda: PGD(eps=0.5, alpha=0.3, K=3), lambda: VAT(eps=0.5)],
+    ids=["fgm", "pgd", "vat"],
+)
 def test_perturbations_do_not_depend_on_the_fp16_loss_scale(make):
     """Under a GradScaler the gradients the perturbations come from are scaled (so they do not
     underflow in fp16); the perturbation itself must not change."""
     batch = tiny_batch()
     runs = []
-    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)):
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0**12)):
         st = make_state(tiny_model(), [make()])
         st.scaler = scaler
         seen = record_deltas(st)

@@ -26,12 +26,14 @@ from conftest import CONF, FAST, conf_options, read_rows, strip_timing, train_ru
 REG = conf_options("reg")
 STEPS = 3
 BASE = [o for o in FAST if not o.startswith(("trainer.max_steps", "trainer.eval_every"))] + [
-    f"trainer.max_steps={STEPS}", f"trainer.eval_every={STEPS}", "model=mlp"]
+    f"trainer.max_steps={STEPS}",
+    f"trainer.eval_every={STEPS}",
+    "model=mlp",
+]
 DROP = BASE + ["model.dropout=0.1"]
 # SGD for the no-op comparisons: Adam's first steps are ~lr·sign(g), so float-level differences
 # in near-zero gradient entries (R-Drop's doubled batch) would become lr-sized.
 NOOP_BASE = BASE + ["optimizer=sgd", "model.dropout=0"]
-
 
 
 def figures(name: str) -> tuple:
@@ -65,14 +67,18 @@ def test_every_trick_trains_with_finite_loss(name, tmp_path):
 
 
 # forms of a trick other than its defaults, each run alone like the options above
-FORMS = [("fgm", ["reg.fgm.mode=adv"]), ("pgd", ["reg.pgd.mode=adv", "reg.pgd.adv_weight=0.5"]),
-         ("fgm", ["reg.fgm.adv_weight=0.5"])]
+FORMS = [
+    ("fgm", ["reg.fgm.mode=adv"]),
+    ("pgd", ["reg.pgd.mode=adv", "reg.pgd.adv_weight=0.5"]),
+    ("fgm", ["reg.fgm.adv_weight=0.5"]),
+]
 
 
 @pytest.mark.parametrize("name,extra", FORMS, ids=[" ".join(f[1]) for f in FORMS])
 def test_every_form_trains_with_finite_loss(name, extra, tmp_path):
-    check_run(train_run(DROP + [f"reg=[{name}]", *extra], tmp_path / "run"), tmp_path / "run",
-              [name])
+    check_run(
+        train_run(DROP + [f"reg=[{name}]", *extra], tmp_path / "run"), tmp_path / "run", [name]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +110,9 @@ def test_every_pair_trains_with_finite_loss(combo, drop_cfg, tmp_path):
     check_run(run(with_reg(drop_cfg, combo), tmp_path / "run"), tmp_path / "run", combo)
 
 
-@pytest.mark.parametrize("extra", [[], ["trainer.accum_steps=2", "trainer.precision=bf16"]],
-                         ids=["plain", "accum2-bf16"])
+@pytest.mark.parametrize(
+    "extra", [[], ["trainer.accum_steps=2", "trainer.precision=bf16"]], ids=["plain", "accum2-bf16"]
+)
 def test_all_tricks_at_once(extra, tmp_path):
     s = train_run(DROP + [f"reg=[{','.join(REG)}]", "clip=norm", *extra], tmp_path / "run")
     assert s["status"] == "completed", s.get("error")
@@ -158,8 +165,12 @@ def test_rdrop_fgm_flooding_clip_compose_with_accumulation_and_bf16(tmp_path):
     from runner import build
     from runner.config import compose
 
-    ov = DROP + ["reg=[rdrop,fgm,flooding]", "clip=norm", "trainer.accum_steps=2",
-                 "trainer.precision=bf16"]
+    ov = DROP + [
+        "reg=[rdrop,fgm,flooding]",
+        "clip=norm",
+        "trainer.accum_steps=2",
+        "trainer.precision=bf16",
+    ]
     # the documented order: flooding (outermost loss) > R-Drop > FGM (backward) > clipping
     tricks = build.tricks(compose(ov))
     assert [t.name for t in tricks][:3] == ["flooding", "rdrop", "fgm"] and len(tricks) == 4
@@ -167,8 +178,7 @@ def test_rdrop_fgm_flooding_clip_compose_with_accumulation_and_bf16(tmp_path):
     assert s["status"] == "completed", s.get("error")
     rows = read_rows(tmp_path / "run")
     assert finite_losses(rows) == []
-    for key in ("train/rdrop_kl", "train/adv_loss", "train/flood_active_frac",
-                "train/clip_factor"):
+    for key in ("train/rdrop_kl", "train/adv_loss", "train/flood_active_frac", "train/clip_factor"):
         assert any(key in r for r in rows), key
 
 
@@ -194,14 +204,16 @@ def test_childtuning_d_mask_is_checkpointed_restored_and_freezes_weights(tmp_pat
     assert any(not torch.equal(ckpt["model"][k][m], init[k][m]) for k, m in zip(names, mask))
 
     # resume: setup would compute a different mask; the checkpoint's must win
-    monkeypatch.setattr(childtuning_d, "fisher_diag",
-                        lambda state, batches, params, train: [torch.rand_like(p) for p in params])
+    monkeypatch.setattr(
+        childtuning_d,
+        "fisher_diag",
+        lambda state, batches, params, train: [torch.rand_like(p) for p in params],
+    )
     s = train_run(ov + ["resume=true", f"trainer.max_steps={STEPS + 2}"], run_dir)
     assert s["status"] == "completed", s.get("error")
     assert s["steps"] == STEPS + 2
     again = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert all(torch.equal(a, b) for a, b in
-               zip(again["tricks"]["0:childtuning_d"]["mask"], mask))
+    assert all(torch.equal(a, b) for a, b in zip(again["tricks"]["0:childtuning_d"]["mask"], mask))
 
 
 def test_stateful_tricks_resume_exactly(tmp_path, monkeypatch):
@@ -209,8 +221,12 @@ def test_stateful_tricks_resume_exactly(tmp_path, monkeypatch):
     ChildTuning-F, input noise and R-Drop's dropout all come back on resume: a run stopped by
     SIGTERM after step 5 and resumed ends with the same rows as an uninterrupted one."""
     ov = [o for o in DROP if not o.startswith(("trainer.max_steps", "trainer.eval_every"))] + [
-        "trainer.max_steps=8", "trainer.eval_every=4", "trainer.checkpoint_every=2",
-        "reg=[spectral,childtuning_f,childtuning_d,noise,rdrop]", "reg.childtuning_d.fisher_batches=2"]
+        "trainer.max_steps=8",
+        "trainer.eval_every=4",
+        "trainer.checkpoint_every=2",
+        "reg=[spectral,childtuning_f,childtuning_d,noise,rdrop]",
+        "reg.childtuning_d.fisher_batches=2",
+    ]
     want = tmp_path / "want"
     assert train_run(ov, want)["status"] == "completed"
     got = tmp_path / "got"

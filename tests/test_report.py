@@ -17,8 +17,11 @@ import pytest
 from runner import compare
 from tests.test_compare import SGD, make_run
 
-WANDB = {"logger._target_": "runner.log.wandb.WandbSink", "logger.project": "myproj",
-         "logger.group": "sweep-7"}
+WANDB = {
+    "logger._target_": "runner.log.wandb.WandbSink",
+    "logger.project": "myproj",
+    "logger.group": "sweep-7",
+}
 
 
 def _sweep(root: Path) -> Path:
@@ -31,8 +34,12 @@ def _sweep(root: Path) -> Path:
 
 def _records(local: Path) -> list[dict]:
     f = next(Path(local).glob("run-*.wandb"))
-    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(f)],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(f)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
 
@@ -55,7 +62,8 @@ def test_compare_wandb_logs_one_verdict_run_with_table_plots_headline(tmp_path, 
     item = next(r["history"]["item"] for r in recs if r["type"] == "history")
     assert item["verdict._type"] == "table-file"  # the record holds the wandb.Table's file
     assert {k for k in item if k.startswith("plots/") and k.endswith("._type")} == {
-        f"plots/{n}._type" for n in ("final", "curves", "train_loss")}
+        f"plots/{n}._type" for n in ("final", "curves", "train_loss")
+    }
     assert all(item[f"plots/{n}._type"] == "image-file" for n in ("final", "curves"))
     table = json.loads((runs[0] / "files" / item["verdict.path"]).read_text())
     assert table["columns"][:3] == ["#", "group", "n"]
@@ -64,6 +72,7 @@ def test_compare_wandb_logs_one_verdict_run_with_table_plots_headline(tmp_path, 
 
 
 # -- report.html in a real browser ---------------------------------------------------------------
+
 
 def _chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
@@ -75,14 +84,30 @@ def _chromium() -> str | None:
 def _render(page: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
     exe = _chromium()
     if exe is None:
-        print("chromium is not installed (apt-get install chromium; .ci/run does it): "
-              "report.html is not rendered")
+        print(
+            "chromium is not installed (apt-get install chromium; .ci/run does it): "
+            "report.html is not rendered"
+        )
         pytest.skip("chromium is not installed: report.html is not rendered")
-    return subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu",
-                           "--disable-background-networking", "--disable-component-update",
-                           "--disable-sync", "--no-first-run", f"--user-data-dir={tmp / 'chr'}",
-                           "--window-size=1280,900", *extra, page.as_uri()],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp / 'chr'}",
+            "--window-size=1280,900",
+            *extra,
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 # After load: the page's width, then a click on the mean's header and on it again: the first
@@ -100,14 +125,27 @@ document.body.appendChild(p)});</script>"""
 def _wide_sweep(root: Path) -> Path:
     """A report at its widest: long group labels (several differing keys), a long path."""
     d = root / ("a-rather-long-directory-name-" * 3) / "multirun" / "2026-12-01" / "22-00-00"
-    regs = [None, {"rdrop": {"alpha": 4.0}}, {"fgm": {"eps": 1.0}},
-            {"rdrop": {"alpha": 4.0}, "fgm": {"eps": 1.0}, "flooding": {"b": 0.05}}]
+    regs = [
+        None,
+        {"rdrop": {"alpha": 4.0}},
+        {"fgm": {"eps": 1.0}},
+        {"rdrop": {"alpha": 4.0}, "fgm": {"eps": 1.0}, "flooding": {"b": 0.05}},
+    ]
     i = 0
     for g, reg in enumerate(regs):
         for s in range(3):
-            make_run(d, str(i), 0.8 + 0.01 * g + 0.005 * s, seed=s, reg=reg,
-                     config_extra={"model.dropout": 0.1 * g, "optimizer.weight_decay": 0.01 * g,
-                                   "trainer.batch_size": 32 * (g + 1)})
+            make_run(
+                d,
+                str(i),
+                0.8 + 0.01 * g + 0.005 * s,
+                seed=s,
+                reg=reg,
+                config_extra={
+                    "model.dropout": 0.1 * g,
+                    "optimizer.weight_decay": 0.01 * g,
+                    "trainer.batch_size": 32 * (g + 1),
+                },
+            )
             i += 1
     make_run(d, str(i), None, seed=9, status="failed")
     return d
@@ -141,6 +179,7 @@ def test_report_html_fits_1280px_sorts_and_hovers(tmp_path):
 
 # -- W&B Sweeps: a sweep file from a -m command line --------------------------------------------
 
+
 def test_wandb_sweep_file_runs_the_same_jobs_as_the_multirun(tmp_path):
     import itertools
 
@@ -151,18 +190,30 @@ def test_wandb_sweep_file_runs_the_same_jobs_as_the_multirun(tmp_path):
     from runner.config import compose
     from tests.conftest import FAST
 
-    args = ["optimizer=adamw,lion", "seed=0,1", "reg=[rdrop],[fgm,rdrop]", "hydra/launcher=joblib",
-            *FAST]
-    r = subprocess.run([sys.executable, "-m", "runner.log.wandb_sweep", "--project", "p1", *args],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PYTHONPATH": str(Path(compare.__file__).parents[1])})
+    args = [
+        "optimizer=adamw,lion",
+        "seed=0,1",
+        "reg=[rdrop],[fgm,rdrop]",
+        "hydra/launcher=joblib",
+        *FAST,
+    ]
+    r = subprocess.run(
+        [sys.executable, "-m", "runner.log.wandb_sweep", "--project", "p1", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(compare.__file__).parents[1])},
+    )
     assert r.returncode == 0, r.stderr
     assert "hydra/launcher=joblib dropped" in r.stderr
     sweep = yaml.safe_load(r.stdout)
     assert sweep["method"] == "grid" and sweep["project"] == "p1"
-    assert sweep["parameters"] == {"optimizer": {"values": ["adamw", "lion"]},
-                                   "seed": {"values": [0, 1]},
-                                   "reg": {"values": ["[rdrop]", "[fgm,rdrop]"]}}
+    assert sweep["parameters"] == {
+        "optimizer": {"values": ["adamw", "lion"]},
+        "seed": {"values": [0, 1]},
+        "reg": {"values": ["[rdrop]", "[fgm,rdrop]"]},
+    }
     cmd = sweep["command"]
     assert cmd[:5] == ["${env}", "tricks", "train", "logger=wandb", "logger.project=p1"]
     assert cmd[-1] == "${args_no_hyphens}" and cmd[5:-1] == FAST
@@ -172,18 +223,22 @@ def test_wandb_sweep_file_runs_the_same_jobs_as_the_multirun(tmp_path):
     assert len(points) == 8
     for point in points:
         agent = create_sweep_command_args(
-            {"args": {n: {"value": v} for n, v in zip(names, point)}})["args_no_hyphens"]
+            {"args": {n: {"value": v} for n, v in zip(names, point)}}
+        )["args_no_hyphens"]
         overrides = [*cmd[3:-1], *agent]
         precheck(overrides)
         cfg = compose(overrides)
         assert cfg.seed == point[1] and sorted(cfg.reg) == sorted(point[2].strip("[]").split(","))
     # an interval becomes a distribution, and grid refuses it
-    r = subprocess.run([sys.executable, "-m", "runner.log.wandb_sweep",
-                        "optimizer.lr=interval(0.001,0.01)"], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=120,
-                       env={**os.environ, "PYTHONPATH": str(Path(compare.__file__).parents[1])})
+    r = subprocess.run(
+        [sys.executable, "-m", "runner.log.wandb_sweep", "optimizer.lr=interval(0.001,0.01)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(compare.__file__).parents[1])},
+    )
     assert r.returncode == 0, r.stderr
     s = yaml.safe_load(r.stdout)
     assert s["method"] == "random"
-    assert s["parameters"]["optimizer.lr"] == {"distribution": "uniform", "min": 0.001,
-                                               "max": 0.01}
+    assert s["parameters"]["optimizer.lr"] == {"distribution": "uniform", "min": 0.001, "max": 0.01}

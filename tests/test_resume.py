@@ -24,9 +24,16 @@ from conftest import CONF, ROOT, TIMING_KEYS, cli, read_rows, strip_timing
 # 3500 train samples / 256 = 13 steps per epoch: 30 steps cross two epoch boundaries; evaluation
 # every epoch (steps 13, 26) and at the end; checkpoints every 4 steps, so most kills land between
 # checkpoints and mid-epoch.
-BASE = ["trainer.max_steps=30", "trainer.batch_size=256", "trainer.log_every=3",
-        "trainer.checkpoint_every=4", "trainer.progress=false", "trainer.deterministic=true",
-        "trainer.device=cpu", "model.dropout=0.1"]
+BASE = [
+    "trainer.max_steps=30",
+    "trainer.batch_size=256",
+    "trainer.log_every=3",
+    "trainer.checkpoint_every=4",
+    "trainer.progress=false",
+    "trainer.deterministic=true",
+    "trainer.device=cpu",
+    "model.dropout=0.1",
+]
 
 
 def _stateful() -> list[str]:
@@ -137,9 +144,13 @@ def test_external_sigkill_at_an_unplanned_moment(tmp_path, baseline):
     want = baseline
     d = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    p = subprocess.Popen([sys.executable, "-m", "runner.cli", "train", *ARGS,
-                          f"hydra.run.dir={d}"], cwd=tmp_path, env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", "train", *ARGS, f"hydra.run.dir={d}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and p.poll() is None:
@@ -167,8 +178,13 @@ def test_resume_from_path_into_a_new_dir(tmp_path):
     change on resume (extending a run), the rest of the config must match."""
     from conftest import train_run
 
-    args = ["trainer.batch_size=64", "trainer.log_every=2", "trainer.checkpoint_every=4",
-            "trainer.progress=false", "trainer.eval_every=4"]
+    args = [
+        "trainer.batch_size=64",
+        "trainer.log_every=2",
+        "trainer.checkpoint_every=4",
+        "trainer.progress=false",
+        "trainer.eval_every=4",
+    ]
     part = train_run(args + ["trainer.max_steps=4"], tmp_path / "part")
     assert part["steps"] == 4 and part["status"] == "completed"
     ckpt = tmp_path / "part" / "checkpoints" / "last.pt"

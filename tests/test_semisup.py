@@ -9,10 +9,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import FAST, read_rows, train_run
 from runner import losses as L
 from runner.data.base import semi_supervised
 from runner.errors import ConfigError
+
+from conftest import FAST, read_rows, train_run
 
 D, C = 5, 4
 
@@ -29,14 +30,17 @@ def test_subset_is_seeded_by_the_split_seed_nested_and_hides_the_labels():
     assert torch.equal(a["y"][a["labeled"]], tr["y"][a["labeled"]])
     assert (a["y"][~a["labeled"]] == -1).all() and torch.equal(a["x"], tr["x"])
     assert torch.equal(semi_supervised(tr, labeled_fraction=0.2, seed=3)["labeled"], a["labeled"])
-    assert not torch.equal(semi_supervised(tr, labeled_fraction=0.2, seed=4)["labeled"],
-                           a["labeled"])
+    assert not torch.equal(
+        semi_supervised(tr, labeled_fraction=0.2, seed=4)["labeled"], a["labeled"]
+    )
     small = semi_supervised(tr, labeled_size=5, seed=3)["labeled"]
     assert int(small.sum()) == 5 and bool((a["labeled"] | ~small).all())  # 5 inside 10
     assert semi_supervised(tr) is tr  # off: unchanged, no `labeled` key
-    for kw, msg in (({"labeled_fraction": 0.0}, r"dataset.labeled_fraction: must be in"),
-                    ({"labeled_size": 51}, r"dataset.labeled_size: 51 is more than"),
-                    ({"labeled_size": 3, "labeled_fraction": 0.5}, r"not both")):
+    for kw, msg in (
+        ({"labeled_fraction": 0.0}, r"dataset.labeled_fraction: must be in"),
+        ({"labeled_size": 51}, r"dataset.labeled_size: 51 is more than"),
+        ({"labeled_size": 3, "labeled_fraction": 0.5}, r"not both"),
+    ):
         with pytest.raises(ConfigError, match=msg):
             semi_supervised(tr, **kw)
 
@@ -45,8 +49,10 @@ def test_labelled_subset_does_not_depend_on_the_run_seed(tmp_path):
     from runner import build
     from runner.config import compose
 
-    masks = [build.data(compose([f"seed={s}", "dataset.labeled_fraction=0.1"])).train["labeled"]
-             for s in (0, 1)]
+    masks = [
+        build.data(compose([f"seed={s}", "dataset.labeled_fraction=0.1"])).train["labeled"]
+        for s in (0, 1)
+    ]
     assert torch.equal(*masks) and int(masks[0].sum()) == 350
     other = build.data(compose(["dataset.labeled_fraction=0.1", "dataset.data_seed=43"]))
     assert not torch.equal(other.train["labeled"], masks[0])
@@ -56,10 +62,19 @@ def _state(model, tricks=(), loss=None):
     from runner import device as devmod
     from runner import engine
 
-    st = engine.State(cfg=SimpleNamespace(accum_steps=1), plan=devmod.plan("cpu", "fp32"),
-                      model=model, raw_model=model,
-                      optimizer=torch.optim.SGD(model.parameters(), lr=0.1), scheduler=None,
-                      tricks=list(tricks), data=None, batcher=None, total_steps=1, loss=loss)
+    st = engine.State(
+        cfg=SimpleNamespace(accum_steps=1),
+        plan=devmod.plan("cpu", "fp32"),
+        model=model,
+        raw_model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        scheduler=None,
+        tricks=list(tricks),
+        data=None,
+        batcher=None,
+        total_steps=1,
+        loss=loss,
+    )
     st._keep_embed = any(t.needs_embed_grad for t in tricks)
     engine._reset_acc(st)
     for t in tricks:
@@ -91,7 +106,7 @@ def test_gradients_equal_a_run_on_the_labelled_rows_alone(multilabel):
     batch = _split(12, seed=1)
     loss = None
     if multilabel:
-        batch["y"] = (torch.rand(12, C, generator=torch.Generator().manual_seed(2)) < .5).float()
+        batch["y"] = (torch.rand(12, C, generator=torch.Generator().manual_seed(2)) < 0.5).float()
         loss = L.MultiLabelCE()
     semi = semi_supervised(batch, labeled_size=5, seed=0)
     lab = semi["labeled"]
@@ -122,8 +137,9 @@ def test_vat_kl_sees_the_unlabelled_rows():
     _, out_full, _ = _grads(model, full, [VAT()], seed=5)
     g_semi, out_semi, _ = _grads(model, semi, [VAT()], seed=5)
     # the same KL with and without labels: it is taken over every row
-    assert out_semi.parts["vat_kl"].item() == pytest.approx(out_full.parts["vat_kl"].item(),
-                                                            rel=1e-6)
+    assert out_semi.parts["vat_kl"].item() == pytest.approx(
+        out_full.parts["vat_kl"].item(), rel=1e-6
+    )
     # with no labelled row the whole gradient is VAT's, and it is not zero
     none = {**semi, "labeled": torch.zeros(10, dtype=torch.bool)}
     g_none, out_none, _ = _grads(model, none, [VAT()], seed=5)
@@ -165,11 +181,20 @@ def test_train_acc_counts_labelled_rows_only():
     assert engine._read_acc(st)["train/acc"] == pytest.approx(want)
 
 
-@pytest.mark.parametrize("over", [
-    ["dataset.labeled_fraction=0.1", "reg=[vat]"],
-    ["dataset.labeled_size=64", "reg=[rdrop,label_smoothing]", "model.dropout=0.1"],
-    ["dataset=mnist1d_multi", "loss=multilabel_ce", "dataset.labeled_fraction=0.2", "reg=[vat]"],
-], ids=["mnist1d-vat", "mnist1d-rdrop", "multi-vat"])
+@pytest.mark.parametrize(
+    "over",
+    [
+        ["dataset.labeled_fraction=0.1", "reg=[vat]"],
+        ["dataset.labeled_size=64", "reg=[rdrop,label_smoothing]", "model.dropout=0.1"],
+        [
+            "dataset=mnist1d_multi",
+            "loss=multilabel_ce",
+            "dataset.labeled_fraction=0.2",
+            "reg=[vat]",
+        ],
+    ],
+    ids=["mnist1d-vat", "mnist1d-rdrop", "multi-vat"],
+)
 def test_semi_supervised_runs(over, tmp_path):
     s = train_run([*over, *FAST], tmp_path / "r")
     assert s["status"] == "completed", s.get("error")
@@ -180,14 +205,19 @@ def test_semi_supervised_csv_and_tweets(tmp_path):
     from runner.data import csv as csvdata
     from runner.data.tweets import build as tweets
 
-    lines = ["f0,f1,label"] + [f"{i * .1:.1f},{(i % 5) * .2:.1f},{i % 3}" for i in range(100)]
+    lines = ["f0,f1,label"] + [f"{i * 0.1:.1f},{(i % 5) * 0.2:.1f},{i % 3}" for i in range(100)]
     (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
-    d = csvdata.build(path=str(tmp_path / "t.csv"), feature_columns=["f0", "f1"],
-                      labeled_fraction=0.25, split_seed=2)
+    d = csvdata.build(
+        path=str(tmp_path / "t.csv"),
+        feature_columns=["f0", "f1"],
+        labeled_fraction=0.25,
+        split_seed=2,
+    )
     assert int(d.train["labeled"].sum()) == round(0.25 * len(d.train["y"]))
     assert "labeled" not in d.val and (d.val["y"] >= 0).all()
-    t = tweets(tokenizer="bytes", train_size=40, val_size=20, test_size=20, max_len=24,
-               labeled_size=10)
+    t = tweets(
+        tokenizer="bytes", train_size=40, val_size=20, test_size=20, max_len=24, labeled_size=10
+    )
     assert int(t.train["labeled"].sum()) == 10 and int((t.train["y"] == -1).sum()) == 30
 
 
@@ -198,20 +228,34 @@ def test_multilabel_semi_supervised_resume_is_exact(tmp_path):
 
     from conftest import TIMING_KEYS, cli, strip_timing
 
-    args = ["dataset=mnist1d_multi", "loss=multilabel_ce", "dataset.labeled_fraction=0.3",
-            "reg=[vat]", "trainer.max_steps=14", "trainer.batch_size=128", "trainer.log_every=4",
-            "trainer.eval_every=5", "trainer.checkpoint_every=3", "trainer.progress=false"]
+    args = [
+        "dataset=mnist1d_multi",
+        "loss=multilabel_ce",
+        "dataset.labeled_fraction=0.3",
+        "reg=[vat]",
+        "trainer.max_steps=14",
+        "trainer.batch_size=128",
+        "trainer.log_every=4",
+        "trainer.eval_every=5",
+        "trainer.checkpoint_every=3",
+        "trainer.progress=false",
+    ]
     want, got = tmp_path / "want", tmp_path / "got"
     r = cli(["train", *args, f"hydra.run.dir={want}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    r = cli(["train", *args, f"hydra.run.dir={got}"], cwd=tmp_path,
-            env={"TRICKS_TEST_KILL_AT_STEP": "7"})  # last checkpoint at step 6, mid-interval
+    r = cli(
+        ["train", *args, f"hydra.run.dir={got}"],
+        cwd=tmp_path,
+        env={"TRICKS_TEST_KILL_AT_STEP": "7"},
+    )  # last checkpoint at step 6, mid-interval
     assert r.returncode != 0
     r = cli(["train", *args, "resume=true", f"hydra.run.dir={got}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert strip_timing(read_rows(got)) == strip_timing(read_rows(want))
     drop = (*TIMING_KEYS, "resumed")
-    sa, sb = ({k: v for k, v in json.loads((d / "summary.json").read_text()).items()
-               if k not in drop} for d in (got, want))
+    sa, sb = (
+        {k: v for k, v in json.loads((d / "summary.json").read_text()).items() if k not in drop}
+        for d in (got, want)
+    )
     assert sa == sb and sa["select"] == "val/f1" and sa["test/f1"] is not None
     assert any("train/f1" in row for row in read_rows(got))

@@ -59,10 +59,12 @@ def test_paired_when_seeds_match_else_welch_against_scipy():
     assert w["p"] == pytest.approx(ref.pvalue, rel=1e-12)
     assert (w["diff"]) / w["se"] == pytest.approx(ref.statistic, rel=1e-12)
     va, vb = np_sd(C[:4]) ** 2 / 4, np_sd(A) ** 2 / 5
-    assert w["df"] == pytest.approx((va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 4))
+    assert w["df"] == pytest.approx((va + vb) ** 2 / (va**2 / 3 + vb**2 / 4))
     # lower is better flips the direction
-    assert stats.compare_to(C, list(range(5)), A, list(range(5)),
-                            higher_better=False)["verdict"] == "worse"
+    assert (
+        stats.compare_to(C, list(range(5)), A, list(range(5)), higher_better=False)["verdict"]
+        == "worse"
+    )
 
 
 def np_sd(x):
@@ -104,13 +106,17 @@ def test_mde_welch_and_undefined_cases():
     d = stats.mde(5, 1.0, paired=False, n_base=7, sd_base=2.0)
     va, vb = 1 / 5, 4 / 7
     se = math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / 4 + vb ** 2 / 6)
+    df = (va + vb) ** 2 / (va**2 / 4 + vb**2 / 6)
     crit = sps.t.ppf(0.975, df)
     power = sps.nct.sf(crit, df, d / se) + sps.nct.sf(crit, df, -d / se)
     assert power == pytest.approx(0.8, abs=1e-6)
     assert stats.mde(5, 1.0, power=0.9) > stats.mde(5, 1.0) > stats.mde(20, 1.0)
-    for bad in (stats.mde(1, 1.0), stats.mde(5, 0.0), stats.mde(5, float("nan")),
-                stats.mde(5, 1.0, paired=False, n_base=1, sd_base=1.0)):
+    for bad in (
+        stats.mde(1, 1.0),
+        stats.mde(5, 0.0),
+        stats.mde(5, float("nan")),
+        stats.mde(5, 1.0, paired=False, n_base=1, sd_base=1.0),
+    ):
         assert math.isnan(bad)
 
 
@@ -134,29 +140,40 @@ def test_zero_spread_gives_no_verdict():
 
 
 def test_holm_verdicts_decide_on_the_adjusted_p():
-    rs = [{"diff": 0.1, "p": 0.02, "se": 0.03}, {"diff": 0.1, "p": 0.04, "se": 0.03},
-          {"diff": -0.1, "p": 0.001, "se": 0.03}]
+    rs = [
+        {"diff": 0.1, "p": 0.02, "se": 0.03},
+        {"diff": 0.1, "p": 0.04, "se": 0.03},
+        {"diff": -0.1, "p": 0.001, "se": 0.03},
+    ]
     stats.holm_verdicts(rs)
     assert [r["p_holm"] for r in rs] == pytest.approx([0.04, 0.04, 0.003])
     assert [r["verdict"] for r in rs] == ["better", "better", "worse"]
-    rs = [{"diff": 0.1, "p": 0.03, "se": 0.03}, {"diff": 0.1, "p": 0.04, "se": 0.03},
-          {"diff": 0.1, "p": 0.5, "se": 0.03}]
+    rs = [
+        {"diff": 0.1, "p": 0.03, "se": 0.03},
+        {"diff": 0.1, "p": 0.04, "se": 0.03},
+        {"diff": 0.1, "p": 0.5, "se": 0.03},
+    ]
     stats.holm_verdicts(rs)  # raw p < 0.05 twice, but 3 x 0.03 = 0.09
     assert [r["verdict"] for r in rs] == [stats.NO_DIFF] * 3
 
 
 def test_performance_profile_on_a_hand_example():
-    scores = {"w1": {"a": 0.90, "b": 0.81, "c": 0.60},
-              "w2": {"a": 0.70, "b": 0.77, "c": float("nan")},  # c failed on w2
-              "w3": {"a": 0.50, "b": 0.50}}  # c did not run
+    scores = {
+        "w1": {"a": 0.90, "b": 0.81, "c": 0.60},
+        "w2": {"a": 0.70, "b": 0.77, "c": float("nan")},  # c failed on w2
+        "w3": {"a": 0.50, "b": 0.50},
+    }  # c did not run
     # ratios best/score: a: 1, 1.1, 1; b: 0.9/0.81 = 1.111.., 1, 1; c: 1.5, inf, inf
     prof = stats.performance_profile(scores, [1.0, 1.1, 1.12, 1.5, 10])
     assert prof["a"] == pytest.approx([2 / 3, 1, 1, 1, 1])
     assert prof["b"] == pytest.approx([2 / 3, 2 / 3, 1, 1, 1])
     assert prof["c"] == pytest.approx([0, 0, 0, 1 / 3, 1 / 3])
     # lower is better: score / best
-    low = stats.performance_profile({"w1": {"a": 1.0, "b": 2.0}, "w2": {"a": 3.0, "b": 2.0}},
-                                    [1.0, 1.5, 2.0], higher_better=False)
+    low = stats.performance_profile(
+        {"w1": {"a": 1.0, "b": 2.0}, "w2": {"a": 3.0, "b": 2.0}},
+        [1.0, 1.5, 2.0],
+        higher_better=False,
+    )
     assert low == {"a": [0.5, 1.0, 1.0], "b": [0.5, 0.5, 1.0]}
 
 

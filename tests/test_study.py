@@ -19,22 +19,34 @@ import yaml
 from conftest import ROOT, cli
 
 BASE = {
-    "common": ["model=mlp", "model.hidden=32", "trainer.max_steps=60", "trainer.eval_every=20",
-               "trainer.batch_size=32", "dataset.num_samples=1500", "dataset.val_size=200"],
+    "common": [
+        "model=mlp",
+        "model.hidden=32",
+        "trainer.max_steps=60",
+        "trainer.eval_every=20",
+        "trainer.batch_size=32",
+        "dataset.num_samples=1500",
+        "dataset.val_size=200",
+    ],
     "baseline": "slow",
     "arms": {"slow": ["optimizer.lr=1e-6"], "same": ["optimizer.lr=1e-6"], "good": []},
     "search": {"optimizer.weight_decay": "uniform(0.0, 0.01)"},
     "arm_search": {"good": {"optimizer.lr": "choice(0.01, 1e6)"}},
-    "budget": 2, "tune_seeds": [100], "seeds": [0, 1, 2],
-    "select": "val/acc", "metric": "test/acc", "target": {"val/acc": 0.25},
+    "budget": 2,
+    "tune_seeds": [100],
+    "seeds": [0, 1, 2],
+    "select": "val/acc",
+    "metric": "test/acc",
+    "target": {"val/acc": 0.25},
 }
 ENV = {"OMP_NUM_THREADS": "1"}
 
 
 def study_text(**change) -> str:
     d = {**BASE, **change}
-    return "# a tiny test study\n" + yaml.safe_dump({k: v for k, v in d.items() if v is not None},
-                                                     sort_keys=False)
+    return "# a tiny test study\n" + yaml.safe_dump(
+        {k: v for k, v in d.items() if v is not None}, sort_keys=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +60,16 @@ def e2e(tmp_path_factory):
 
 def values(study: dict) -> dict:
     """What must not depend on how the study was run (timings and paths excluded)."""
-    return {a: {"trials": [(t["params"], t["select_value"], t["status"]) for t in r["trials"]],
-                "chosen": r["chosen"], "final": (r["final"]["values"], r["final"]["seeds"]),
-                "diff": r["diff"], "verdict": r["verdict"]}
-            for a, r in study["arms"].items()}
+    return {
+        a: {
+            "trials": [(t["params"], t["select_value"], t["status"]) for t in r["trials"]],
+            "chosen": r["chosen"],
+            "final": (r["final"]["values"], r["final"]["seeds"]),
+            "diff": r["diff"],
+            "verdict": r["verdict"],
+        }
+        for a, r in study["arms"].items()
+    }
 
 
 def test_end_to_end_writes_the_contract_and_ordinary_run_dirs(e2e):
@@ -60,8 +78,12 @@ def test_end_to_end_writes_the_contract_and_ordinary_run_dirs(e2e):
     for k in ("baseline", "select", "metric", "budget", "commit", "dirty", "arms"):
         assert k in s
     assert isinstance(s["dirty"], bool) and s["commit"]
-    assert (s["baseline"], s["select"], s["metric"], s["budget"]) == ("slow", "val/acc",
-                                                                      "test/acc", 2)
+    assert (s["baseline"], s["select"], s["metric"], s["budget"]) == (
+        "slow",
+        "val/acc",
+        "test/acc",
+        2,
+    )
     assert set(s["arms"]) == {"slow", "same", "good"}
     for arm, rec in s["arms"].items():
         assert len(rec["trials"]) == 2
@@ -140,9 +162,17 @@ def test_selection_reads_the_select_metric_only(tmp_path):
     for i, (val, test) in enumerate([(0.8, 0.1), (0.5, 0.99), (0.7, 0.98)]):
         rd = tmp_path / f"t{i}"
         rd.mkdir()
-        (rd / "summary.json").write_text(json.dumps(
-            {"status": "completed", "best/val/acc": val, "test/acc": test,
-             "final/test/acc": test, "final/val/acc": val}))
+        (rd / "summary.json").write_text(
+            json.dumps(
+                {
+                    "status": "completed",
+                    "best/val/acc": val,
+                    "test/acc": test,
+                    "final/test/acc": test,
+                    "final/val/acc": val,
+                }
+            )
+        )
         trials.append({"index": i, "params": {}, "run_dirs": [rd.name]})
     score_trials(tmp_path, trials, "val/acc")
     assert [t["select_value"] for t in trials] == [0.8, 0.5, 0.7]
@@ -154,11 +184,19 @@ def test_selection_reads_the_select_metric_only(tmp_path):
 
 def _kill_during_tuning(cwd: Path, out: str) -> int:
     env = {**os.environ, "PYTHONPATH": str(ROOT), **ENV}
-    p = subprocess.Popen([sys.executable, "-m", "runner.cli", "study", "s.yaml", "--out", out],
-                         cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", "study", "s.yaml", "--out", out],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
-    done = lambda: [f for f in (cwd / out / "runs").glob("*/*/trial-*/summary.json")
-                    if json.loads(f.read_text()).get("status") == "completed"]
+    done = lambda: [
+        f
+        for f in (cwd / out / "runs").glob("*/*/trial-*/summary.json")
+        if json.loads(f.read_text()).get("status") == "completed"
+    ]
     while time.time() < deadline and p.poll() is None and not done():
         time.sleep(0.05)
     p.send_signal(signal.SIGKILL)
@@ -222,17 +260,27 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
 
 BAD = [
     (dict(baseline="nope"), "baseline: unknown arm 'nope' (allowed: slow, same, good)"),
-    (dict(arm_search={"nope": {"reg.fgm.eps": "uniform(0, 1)"}}),
-     "arm_search: unknown arm 'nope' (allowed: slow, same, good)"),
-    (dict(search={"optimizer.nope": "uniform(0, 1)"}), "search: arms.slow: optimizer.nope: "
-                                                        "unknown key"),
-    (dict(arms={"slow": [], "x": ["trainer.nope=3"]}, arm_search=None),
-     "arms.x: trainer.nope: unknown key"),
-    (dict(arms={"slow": [], "x": ["reg=[nope]"]}, arm_search=None),
-     "arms.x: reg: unknown option 'nope'"),
-    (dict(search={"optimizer.weight_decay": "uniform(0.1)"}),
-     "search.optimizer.weight_decay: malformed range 'uniform(0.1)': needs two ends (allowed: "
-     "loguniform(a, b), uniform(a, b), int(a, b), choice(x, y, ...))"),
+    (
+        dict(arm_search={"nope": {"reg.fgm.eps": "uniform(0, 1)"}}),
+        "arm_search: unknown arm 'nope' (allowed: slow, same, good)",
+    ),
+    (
+        dict(search={"optimizer.nope": "uniform(0, 1)"}),
+        "search: arms.slow: optimizer.nope: unknown key",
+    ),
+    (
+        dict(arms={"slow": [], "x": ["trainer.nope=3"]}, arm_search=None),
+        "arms.x: trainer.nope: unknown key",
+    ),
+    (
+        dict(arms={"slow": [], "x": ["reg=[nope]"]}, arm_search=None),
+        "arms.x: reg: unknown option 'nope'",
+    ),
+    (
+        dict(search={"optimizer.weight_decay": "uniform(0.1)"}),
+        "search.optimizer.weight_decay: malformed range 'uniform(0.1)': needs two ends (allowed: "
+        "loguniform(a, b), uniform(a, b), int(a, b), choice(x, y, ...))",
+    ),
     (dict(search={"optimizer.lr": "loguniform(0, 1)"}), "search.optimizer.lr: malformed range"),
     (dict(search={"optimizer.lr": "between(1, 2)"}), "search.optimizer.lr: malformed range"),
     (dict(select="test/acc"), "select: test/acc is a test metric"),
@@ -246,8 +294,9 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("change,msg", BAD, ids=[m.split(":")[0] + str(i)
-                                                  for i, (_, m) in enumerate(BAD)])
+@pytest.mark.parametrize(
+    "change,msg", BAD, ids=[m.split(":")[0] + str(i) for i, (_, m) in enumerate(BAD)]
+)
 def test_bad_input_is_one_line_naming_the_key(change, msg, tmp_path):
     from runner.errors import ConfigError
     from runner.study import load
@@ -259,12 +308,15 @@ def test_bad_input_is_one_line_naming_the_key(change, msg, tmp_path):
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("ovr,msg", [
-    (["optimizer.weight_decay=0.1"], "optimizer.weight_decay: is searched by the study"),
-    (["seed=3"], "seed: is set by the study"),
-    (["hydra.run.dir=x"], "hydra.run.dir: is set by the study"),
-    (["trainer.nope=1"], "arms.slow: trainer.nope: unknown key"),
-])
+@pytest.mark.parametrize(
+    "ovr,msg",
+    [
+        (["optimizer.weight_decay=0.1"], "optimizer.weight_decay: is searched by the study"),
+        (["seed=3"], "seed: is set by the study"),
+        (["hydra.run.dir=x"], "hydra.run.dir: is set by the study"),
+        (["trainer.nope=1"], "arms.slow: trainer.nope: unknown key"),
+    ],
+)
 def test_bad_overrides_are_one_line(ovr, msg, tmp_path):
     from runner.errors import ConfigError
     from runner.study import load
@@ -279,8 +331,10 @@ def test_bad_input_through_the_cli_exits_2_before_any_run(tmp_path):
     (tmp_path / "s.yaml").write_text(study_text(seeds=[100, 1]))
     r = cli(["study", "s.yaml", "--out", "out"], cwd=tmp_path, env=ENV)
     assert r.returncode == 2
-    assert r.stderr == "error: seeds: overlap the tune seeds (100): the confirmation must run " \
-                       "on fresh seeds (allowed: seeds disjoint from tune_seeds)\n"
+    assert (
+        r.stderr == "error: seeds: overlap the tune seeds (100): the confirmation must run "
+        "on fresh seeds (allowed: seeds disjoint from tune_seeds)\n"
+    )
     assert not (tmp_path / "out").exists()
     (tmp_path / "s.yaml").write_text(study_text())
     r = cli(["study", "s.yaml", "optimizer.weight_decay=0.1"], cwd=tmp_path, env=ENV)
@@ -293,8 +347,11 @@ def test_equal_compute_adds_a_baseline_arm_scaled_by_the_measured_ratio(tmp_path
     from runner.study import protocol as P
     from runner.study.spec import parse_text
 
-    text = study_text(arms={"slow": [], "rdrop": ["reg=[rdrop]"], "flood": ["reg=[flooding]"]},
-                      arm_search=None, equal_compute=True)
+    text = study_text(
+        arms={"slow": [], "rdrop": ["reg=[rdrop]"], "flood": ["reg=[flooding]"]},
+        arm_search=None,
+        equal_compute=True,
+    )
     study = parse_text(tmp_path / "s.yaml", text)
     per_step = {"slow": 0.010, "rdrop": 0.020, "flood": 0.0105}
 
@@ -306,15 +363,20 @@ def test_equal_compute_adds_a_baseline_arm_scaled_by_the_measured_ratio(tmp_path
 
         def run(self, jobs, width=None):
             assert width == 1  # one process: the arms interleaved
-            assert [j.label for j in jobs[:4]] == ["warmup", "main/slow", "main/rdrop",
-                                                   "main/flood"]
+            assert [j.label for j in jobs[:4]] == [
+                "warmup",
+                "main/slow",
+                "main/rdrop",
+                "main/flood",
+            ]
             assert len(jobs) == 1 + 3 * 3  # a warm-up, then 3 interleaved rounds
             for j in jobs:
                 d = tmp_path / j.run_dir
                 d.mkdir(parents=True)
                 sec = 1.0 if j.label == "warmup" else per_step[j.label.split("/")[1]]
-                (d / "summary.json").write_text(json.dumps({
-                    "status": "completed", "steps": 30, "train_seconds": 30 * sec}))
+                (d / "summary.json").write_text(
+                    json.dumps({"status": "completed", "steps": 30, "train_seconds": 30 * sec})
+                )
 
     plans = P.arm_plans(study)
     costs = P.measure_cost(study, FakeRunner(), "main", plans, P.points_for(study, plans))
@@ -339,8 +401,9 @@ def test_a_dead_worker_costs_its_run_only(tmp_path):
     from runner.study.pool import Job, Pool, status_of
 
     fast = BASE["common"] + ["trainer.max_steps=20", "trainer.progress=false"]
-    slow_job = Job(fast + ["trainer.max_steps=200000", "trainer.eval_every=100000"],
-                   tmp_path / "long")
+    slow_job = Job(
+        fast + ["trainer.max_steps=200000", "trainer.eval_every=100000"], tmp_path / "long"
+    )
     pool = Pool(1, tmp_path / "logs")
     got = {}
     jobs = [slow_job, Job(fast, tmp_path / "ok")]
@@ -368,8 +431,11 @@ def test_search_space_points_and_edges():
     eps = parse("reg.fgm.eps", "uniform(0, 2)", "arm_search.fgm")
     k = parse("reg.pgd.K", "int(1, 4)", "arm_search.pgd")
     pts = trial_points([lr], {"none": [], "fgm": [eps], "pgd": [k]}, 8, seed=0)
-    assert [p["optimizer.lr"] for p in pts["none"]] == [p["optimizer.lr"] for p in pts["fgm"]] \
+    assert (
+        [p["optimizer.lr"] for p in pts["none"]]
+        == [p["optimizer.lr"] for p in pts["fgm"]]
         == [p["optimizer.lr"] for p in pts["pgd"]]
+    )
     assert pts == trial_points([lr], {"none": [], "fgm": [eps], "pgd": [k]}, 8, seed=0)
     assert pts != trial_points([lr], {"none": [], "fgm": [eps], "pgd": [k]}, 8, seed=1)
     assert sorted({p["reg.pgd.K"] for p in pts["pgd"]}) == [1, 2, 3, 4]  # both ends included
@@ -377,12 +443,13 @@ def test_search_space_points_and_edges():
     u = unit_points(8, 3, seed=0)
     for dim in range(3):
         assert sorted(int(x[dim] * 8) for x in u) == list(range(8))
-    assert trial_points([lr], {"a": [eps]}, 1, 0)["a"] == [{"optimizer.lr": 0.001,
-                                                           "reg.fgm.eps": 1.0}]  # the centre
+    assert trial_points([lr], {"a": [eps]}, 1, 0)["a"] == [
+        {"optimizer.lr": 0.001, "reg.fgm.eps": 1.0}
+    ]  # the centre
     assert math.isclose(lr.value(0.5), 1e-3)  # log scale
     assert edges([lr, eps], {"optimizer.lr": 1.2e-4, "reg.fgm.eps": 1.0}) == [
-        {"key": "optimizer.lr", "value": 1.2e-4, "range": "loguniform(1e-4, 1e-2)",
-         "side": "low"}]  # 1.2e-4 is 4% of the log range
+        {"key": "optimizer.lr", "value": 1.2e-4, "range": "loguniform(1e-4, 1e-2)", "side": "low"}
+    ]  # 1.2e-4 is 4% of the log range
     assert edges([lr, eps], {"optimizer.lr": 1e-3, "reg.fgm.eps": 1.95})[0]["side"] == "high"
     assert edges([lr], {"optimizer.lr": 1.5e-4}) == []  # 8.8% of the log range: not the edge
     assert parse("o", "choice(adamw, lion, 1e6)", "search").args == ("adamw", "lion", 1e6)
@@ -393,20 +460,33 @@ def test_search_space_points_and_edges():
 def test_the_data_memo_changes_no_number(tmp_path):
     """Workers share one built dataset across runs: runs with input-perturbing tricks must not
     write into it (the next run would train on other data)."""
-    from conftest import read_rows, strip_timing, train_run
     from runner import build
 
-    tiny = BASE["common"] + ["trainer.max_steps=8", "trainer.eval_every=4",
-                             "trainer.progress=false", "trainer.log_every=2"]
+    from conftest import read_rows, strip_timing, train_run
+
+    tiny = BASE["common"] + [
+        "trainer.max_steps=8",
+        "trainer.eval_every=4",
+        "trainer.progress=false",
+        "trainer.log_every=2",
+    ]
     tricks = [["reg=[noise]"], ["reg=[fgm]"], []]
-    fresh = [strip_timing(read_rows(d)) for d in
-             [train_run(tiny + t, tmp_path / f"a{i}") and tmp_path / f"a{i}"
-              for i, t in enumerate(tricks)]]
+    fresh = [
+        strip_timing(read_rows(d))
+        for d in [
+            train_run(tiny + t, tmp_path / f"a{i}") and tmp_path / f"a{i}"
+            for i, t in enumerate(tricks)
+        ]
+    ]
     build.memoize_data(True)
     try:
-        shared = [strip_timing(read_rows(d)) for d in
-                  [train_run(tiny + t, tmp_path / f"b{i}") and tmp_path / f"b{i}"
-                   for i, t in enumerate(tricks)]]
+        shared = [
+            strip_timing(read_rows(d))
+            for d in [
+                train_run(tiny + t, tmp_path / f"b{i}") and tmp_path / f"b{i}"
+                for i, t in enumerate(tricks)
+            ]
+        ]
         assert len(build._DATA_MEMO) == 1  # one dataset built, reused by all three
     finally:
         build.memoize_data(False)
@@ -443,8 +523,15 @@ def test_equal_compute_end_to_end(tmp_path):
     from runner.study import execute
     from runner.study.spec import parse_text
 
-    text = study_text(arms={"slow": [], "pgd": ["reg=[pgd]"]}, arm_search=None, budget=1,
-                      seeds=[0, 1], target=None, equal_compute=True, cost_steps=20)
+    text = study_text(
+        arms={"slow": [], "pgd": ["reg=[pgd]"]},
+        arm_search=None,
+        budget=1,
+        seeds=[0, 1],
+        target=None,
+        equal_compute=True,
+        cost_steps=20,
+    )
     study = parse_text(tmp_path / "s.yaml", text)
     s = execute(study, tmp_path / "out", 1, progress=False)
     arms = s["arms"]
@@ -453,8 +540,9 @@ def test_equal_compute_end_to_end(tmp_path):
     assert r > 1.1 and arms["pgd"]["cost"]["source"] == "interleaved"
     assert arms["slow@pgd"]["equal_compute_of"] == "pgd"
     assert arms["slow@pgd"]["overrides"] == [f"trainer.max_steps={round(60 * r)}"]
-    summ = json.loads((tmp_path / "out" / arms["slow@pgd"]["final"]["run_dirs"][0] /
-                       "summary.json").read_text())
+    summ = json.loads(
+        (tmp_path / "out" / arms["slow@pgd"]["final"]["run_dirs"][0] / "summary.json").read_text()
+    )
     assert summ["steps"] == round(60 * r)
     ec = arms["pgd"]["equal_compute"]
     assert ec["vs"] == "slow@pgd" and ec["diff"]["p_holm"] == ec["diff"]["p"]  # a family of one

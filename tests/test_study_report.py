@@ -19,9 +19,11 @@ from runner.study.report import write_report
 PNG = b"\x89PNG\r\n\x1a\n"
 SEEDS = [0, 1, 2, 3, 4]
 # confirmation test/acc per seed: fgm clearly better, rdrop ~ equal with one failed seed
-FINAL = {"none": [0.80, 0.82, 0.81, 0.79, 0.83],
-         "fgm": [0.83, 0.84, 0.83, 0.82, 0.85],
-         "rdrop": [0.81, 0.81, 0.80, None, 0.84]}
+FINAL = {
+    "none": [0.80, 0.82, 0.81, 0.79, 0.83],
+    "fgm": [0.83, 0.84, 0.83, 0.82, 0.85],
+    "rdrop": [0.81, 0.81, 0.80, None, 0.84],
+}
 LR_RANGE = "loguniform(1e-4, 3e-2)"
 
 
@@ -35,8 +37,10 @@ def hand_ci(x):
 def fake_run(root: Path, rel: str, final: float | None, steps: int = 3) -> str:
     d = root / rel
     d.mkdir(parents=True)
-    rows = [{"step": 10 * i, "val/acc": (final or 0.5) * i / steps, "train/loss": 1 / i}
-            for i in range(1, steps + 1)]
+    rows = [
+        {"step": 10 * i, "val/acc": (final or 0.5) * i / steps, "train/loss": 1 / i}
+        for i in range(1, steps + 1)
+    ]
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     s = {"status": "completed", "test/acc": final, "steps": 30, "train_seconds": 1.5}
     if final is None:
@@ -53,48 +57,95 @@ def arms_of(root: Path, w: str, shift: float = 0.0) -> dict:
         for i in range(3):
             lr = [0.001, 0.0298, 0.0003][i]
             sel = None if (arm == "rdrop" and i == 2) else 0.7 + 0.05 * i * (i != 2) + shift
-            trials.append({"index": i, "params": {"optimizer.lr": lr}, "select_value": sel,
-                           "status": "failed" if sel is None else "completed",
-                           "run_dir": f"runs/{w}/{arm}/trial-{i:02d}-seed-100",
-                           "run_dirs": [f"runs/{w}/{arm}/trial-{i:02d}-seed-100"],
-                           "errors": ["NaN loss at step 3"] if sel is None else []})
+            trials.append(
+                {
+                    "index": i,
+                    "params": {"optimizer.lr": lr},
+                    "select_value": sel,
+                    "status": "failed" if sel is None else "completed",
+                    "run_dir": f"runs/{w}/{arm}/trial-{i:02d}-seed-100",
+                    "run_dirs": [f"runs/{w}/{arm}/trial-{i:02d}-seed-100"],
+                    "errors": ["NaN loss at step 3"] if sel is None else [],
+                }
+            )
         dirs = [fake_run(root, f"runs/{w}/{arm}/confirm-seed-{s}", v) for s, v in zip(SEEDS, vals)]
         ok = [(v, s) for v, s in zip(vals, SEEDS) if v is not None]
         m, h = hand_ci([v for v, _ in ok])
         arms[arm] = {
-            "trials": trials, "chosen": {"optimizer.lr": 0.0298}, "chosen_trial": 1,
-            "edge": [{"key": "optimizer.lr", "value": 0.0298, "range": LR_RANGE,
-                      "side": "high"}] if arm == "fgm" else [],
-            "final": {"n": len(ok), "mean": m, "ci95": [m - h, m + h],
-                      "values": [v for v, _ in ok], "seeds": [s for _, s in ok],
-                      "failed": len(vals) - len(ok), "run_dirs": dirs,
-                      "failed_runs": [{"run_dir": d, "error": "NaN loss at step 20"}
-                                      for d, v in zip(dirs, vals) if v is None]},
-            "cost": {"sec_per_step": 0.05 * (2 if arm == "fgm" else 1),
-                     "ratio": 2.0 if arm == "fgm" else 1.0, "source": "interleaved"}}
-    cmp = {a: stats.compare_to(arms[a]["final"]["values"], arms[a]["final"]["seeds"],
-                               arms["none"]["final"]["values"], arms["none"]["final"]["seeds"])
-           for a in ("fgm", "rdrop")}
+            "trials": trials,
+            "chosen": {"optimizer.lr": 0.0298},
+            "chosen_trial": 1,
+            "edge": [{"key": "optimizer.lr", "value": 0.0298, "range": LR_RANGE, "side": "high"}]
+            if arm == "fgm"
+            else [],
+            "final": {
+                "n": len(ok),
+                "mean": m,
+                "ci95": [m - h, m + h],
+                "values": [v for v, _ in ok],
+                "seeds": [s for _, s in ok],
+                "failed": len(vals) - len(ok),
+                "run_dirs": dirs,
+                "failed_runs": [
+                    {"run_dir": d, "error": "NaN loss at step 20"}
+                    for d, v in zip(dirs, vals)
+                    if v is None
+                ],
+            },
+            "cost": {
+                "sec_per_step": 0.05 * (2 if arm == "fgm" else 1),
+                "ratio": 2.0 if arm == "fgm" else 1.0,
+                "source": "interleaved",
+            },
+        }
+    cmp = {
+        a: stats.compare_to(
+            arms[a]["final"]["values"],
+            arms[a]["final"]["seeds"],
+            arms["none"]["final"]["values"],
+            arms["none"]["final"]["seeds"],
+        )
+        for a in ("fgm", "rdrop")
+    }
     stats.holm_verdicts(list(cmp.values()))
     for a, c in cmp.items():
-        arms[a]["diff"] = {"mean": c["diff"], "ci95": [c["diff_low"], c["diff_high"]],
-                           "p": c["p"], "p_holm": c["p_holm"], "test": c["test"],
-                           "mde": c["mde"], "se": c["se"], "df": c["df"]}
+        arms[a]["diff"] = {
+            "mean": c["diff"],
+            "ci95": [c["diff_low"], c["diff_high"]],
+            "p": c["p"],
+            "p_holm": c["p_holm"],
+            "test": c["test"],
+            "mde": c["mde"],
+            "se": c["se"],
+            "df": c["df"],
+        }
         arms[a]["verdict"] = c["verdict"]
     arms["none"]["diff"], arms["none"]["verdict"] = None, "baseline"
     return arms
 
 
 def study_of(root: Path, workloads=("main",)) -> dict:
-    s = {"name": "fake", "description": "a synthetic study", "baseline": "none",
-         "select": "val/acc", "metric": "test/acc", "higher_better": True,
-         "select_higher_better": True, "budget": 3, "tune_seeds": [100], "seeds": SEEDS,
-         "commit": "abc123", "dirty": False, "workloads": list(workloads)}
+    s = {
+        "name": "fake",
+        "description": "a synthetic study",
+        "baseline": "none",
+        "select": "val/acc",
+        "metric": "test/acc",
+        "higher_better": True,
+        "select_higher_better": True,
+        "budget": 3,
+        "tune_seeds": [100],
+        "seeds": SEEDS,
+        "commit": "abc123",
+        "dirty": False,
+        "workloads": list(workloads),
+    }
     if len(workloads) == 1:
         s["arms"] = arms_of(root, workloads[0])
     else:
-        s["by_workload"] = {w: {"arms": arms_of(root, w, shift=0.05 * i)}
-                            for i, w in enumerate(workloads)}
+        s["by_workload"] = {
+            w: {"arms": arms_of(root, w, shift=0.05 * i)} for i, w in enumerate(workloads)
+        }
         # on the second workload rdrop is best: 0.99 vs fgm's mean
         arms = s["by_workload"][workloads[1]]["arms"]
         f = arms["rdrop"]["final"]
@@ -118,8 +169,14 @@ def test_one_workload_report(tmp_path):
     study = study_of(tmp_path)
     files = write_report(study, tmp_path)
     names = sorted(f.name for f in files)
-    assert names == ["curves.png", "final.png", "report.html", "report.md", "summary.csv",
-                     "tuning.png"]
+    assert names == [
+        "curves.png",
+        "final.png",
+        "report.html",
+        "report.md",
+        "summary.csv",
+        "tuning.png",
+    ]
     for f in files:
         assert f.is_file()
         if f.suffix == ".png":
@@ -131,8 +188,10 @@ def test_one_workload_report(tmp_path):
     fgm = study["arms"]["fgm"]
     assert fgm["verdict"] == "better"
     d = fgm["diff"]
-    assert (f"- **fgm** is better than none: {d['mean']:+.4f} [{d['ci95'][0]:+.4f}, "
-            f"{d['ci95'][1]:+.4f}] test/acc (p_holm {d['p_holm']:.3f}, paired t, n 5)") in md
+    assert (
+        f"- **fgm** is better than none: {d['mean']:+.4f} [{d['ci95'][0]:+.4f}, "
+        f"{d['ci95'][1]:+.4f}] test/acc (p_holm {d['p_holm']:.3f}, paired t, n 5)"
+    ) in md
     assert "- **rdrop**: no significant difference from none" in md
     assert f"detects about {study['arms']['rdrop']['diff']['mde']:.4f} or more" in md
     rows = table(md, "arm")
@@ -149,8 +208,9 @@ def test_one_workload_report(tmp_path):
     assert body["rdrop"]["p"] == f"{p_rd:.3f}"
     assert body["rdrop"]["test"] == "Welch t"
     assert body["rdrop"]["p_holm"] == f"{max(2 * min(p_fgm, p_rd), p_rd):.3f}"
-    assert body["fgm"]["edge warning"] == ("optimizer.lr=0.0298 at the high edge of "
-                                          f"{LR_RANGE}: widen the range")
+    assert body["fgm"]["edge warning"] == (
+        f"optimizer.lr=0.0298 at the high edge of {LR_RANGE}: widen the range"
+    )
     assert body["rdrop"]["edge warning"] == ""
     assert body["rdrop"]["failed k/n"] == "1/5" and body["fgm"]["failed k/n"] == "0/5"
     assert body["fgm"]["cost ×"] == "2.00×" and body["fgm"]["verdict"] == "better"
@@ -196,8 +256,13 @@ def test_two_workloads_profile_and_per_workload_table(tmp_path):
     study = study_of(tmp_path, ("mlp", "cnn"))
     files = write_report(study, tmp_path)
     names = {f.name for f in files}
-    assert {"profile.png", "final_mlp.png", "final_cnn.png", "tuning_cnn.png",
-            "curves_mlp.png"} <= names
+    assert {
+        "profile.png",
+        "final_mlp.png",
+        "final_cnn.png",
+        "tuning_cnn.png",
+        "curves_mlp.png",
+    } <= names
     md = (tmp_path / "report.md").read_text()
     assert "## Workload mlp" in md and "## Workload cnn" in md and "## Across workloads" in md
     per = table(md, "arm | mlp: test/acc · verdict")
@@ -223,19 +288,36 @@ def test_two_workloads_profile_and_per_workload_table(tmp_path):
     assert page.count("data:image/png;base64,") == len([n for n in names if n.endswith(".png")])
     rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
     assert [(r["workload"], r["arm"]) for r in rows][:4] == [
-        ("mlp", "none"), ("mlp", "fgm"), ("mlp", "rdrop"), ("cnn", "none")]
+        ("mlp", "none"),
+        ("mlp", "fgm"),
+        ("mlp", "rdrop"),
+        ("cnn", "none"),
+    ]
 
 
 def test_analysis_and_equal_compute_sections(tmp_path):
     study = study_of(tmp_path)
     arms = study["arms"]
-    arms["none@fgm"] = {**json.loads(json.dumps(arms["none"])), "equal_compute_of": "fgm",
-                        "verdict": None}
-    arms["fgm"]["equal_compute"] = {"vs": "none@fgm", "verdict": "no significant difference",
-                                    "diff": {"mean": 0.004, "ci95": [-0.01, 0.018], "p": 0.4,
-                                             "p_holm": 0.4, "test": "paired t", "mde": 0.02}}
-    (tmp_path / "analysis.md").write_text("Flooding level b against the train loss.\n\n"
-                                          "| b | loss |\n|---|---|\n| 0.1 | 0.2 |\n")
+    arms["none@fgm"] = {
+        **json.loads(json.dumps(arms["none"])),
+        "equal_compute_of": "fgm",
+        "verdict": None,
+    }
+    arms["fgm"]["equal_compute"] = {
+        "vs": "none@fgm",
+        "verdict": "no significant difference",
+        "diff": {
+            "mean": 0.004,
+            "ci95": [-0.01, 0.018],
+            "p": 0.4,
+            "p_holm": 0.4,
+            "test": "paired t",
+            "mde": 0.02,
+        },
+    }
+    (tmp_path / "analysis.md").write_text(
+        "Flooding level b against the train loss.\n\n| b | loss |\n|---|---|\n| 0.1 | 0.2 |\n"
+    )
     write_report(study, tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "## Against the baseline given the same measured compute" in md
@@ -251,21 +333,53 @@ def test_time_to_target_and_an_arm_that_failed_everywhere(tmp_path):
     study = study_of(tmp_path)
     arms = study["arms"]
     study["target"] = {"key": "val/acc", "value": 0.8}
-    arms["fgm"]["target"] = {"key": "val/acc", "value": 0.8, "steps": [30, 20, None, 30, 30],
-                             "seconds": [1.5, 1.0, None, 1.5, 1.5], "reached": 4, "n": 5,
-                             "mean_steps": 27.5, "mean_seconds": 1.375}
-    arms["none"]["target"] = {"key": "val/acc", "value": 0.8, "steps": [None] * 5,
-                              "seconds": [None] * 5, "reached": 0, "n": 5, "mean_steps": None,
-                              "mean_seconds": None}
+    arms["fgm"]["target"] = {
+        "key": "val/acc",
+        "value": 0.8,
+        "steps": [30, 20, None, 30, 30],
+        "seconds": [1.5, 1.0, None, 1.5, 1.5],
+        "reached": 4,
+        "n": 5,
+        "mean_steps": 27.5,
+        "mean_seconds": 1.375,
+    }
+    arms["none"]["target"] = {
+        "key": "val/acc",
+        "value": 0.8,
+        "steps": [None] * 5,
+        "seconds": [None] * 5,
+        "reached": 0,
+        "n": 5,
+        "mean_steps": None,
+        "mean_seconds": None,
+    }
     # every trial and confirmation of rdrop failed: no chosen config, nothing to average
     rd = arms["rdrop"]
     for t in rd["trials"]:
         t.update(select_value=None, status="failed", errors=["NaN loss at step 1"])
-    rd.update(chosen=None, chosen_trial=None, verdict=stats.TOO_FEW,
-              diff={"mean": None, "ci95": [None, None], "p": None, "p_holm": None, "test": "",
-                    "mde": None})
-    rd["final"] = {"n": 0, "mean": None, "ci95": [None, None], "values": [], "seeds": [],
-                   "failed": 0, "run_dirs": [], "failed_runs": []}
+    rd.update(
+        chosen=None,
+        chosen_trial=None,
+        verdict=stats.TOO_FEW,
+        diff={
+            "mean": None,
+            "ci95": [None, None],
+            "p": None,
+            "p_holm": None,
+            "test": "",
+            "mde": None,
+        },
+    )
+    rd["final"] = {
+        "n": 0,
+        "mean": None,
+        "ci95": [None, None],
+        "values": [],
+        "seeds": [],
+        "failed": 0,
+        "run_dirs": [],
+        "failed_runs": [],
+    }
     files = write_report(study, tmp_path)
     md = (tmp_path / "report.md").read_text()
     rows = table(md, "arm")

@@ -4,8 +4,6 @@ case's one-line error."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -50,12 +48,16 @@ def small_rows(tweets_frame):
 
 # -- tweets ------------------------------------------------------------------------------------
 
+
 def test_tweets_cleaning_and_documented_counts(tweets_frame):
     df = tweets_frame
     assert len(df) == 37197
     assert df["text"].is_unique and (df["text"].str.len() > 0).all()
-    assert df["sentiment"].value_counts().to_dict() == {"negative": 15955, "neutral": 14431,
-                                                        "positive": 6811}
+    assert df["sentiment"].value_counts().to_dict() == {
+        "negative": 15955,
+        "neutral": 14431,
+        "positive": 6811,
+    }
     parts = T.fractions_split(len(df), 0.1, 0.1, 0)
     assert {k: len(v) for k, v in parts.items()} == {"train": 29757, "val": 3720, "test": 3720}
     allidx = np.concatenate(list(parts.values()))
@@ -111,6 +113,7 @@ def test_text_dataset_needs_a_text_model():
 
 # -- tokenization cache and padding -----------------------------------------------------------
 
+
 def test_tokenization_is_cached_on_disk(tmp_path, monkeypatch):
     tok = T.ByteTokenizer()
     texts = ["hello world", "a much longer text than the other one", "x"]
@@ -136,8 +139,12 @@ def test_tokenization_is_cached_on_disk(tmp_path, monkeypatch):
 
 
 def test_trim_padding_drops_only_padding():
-    x = torch.tensor([[5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-                      [5, 6, 7, 8, 9, 9, 9, 9, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0]])
+    x = torch.tensor(
+        [
+            [5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            [5, 6, 7, 8, 9, 9, 9, 9, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0],
+        ]
+    )
     m = (x != 0).long()
     b = T.TrimPadding()({"x": x, "mask": m, "y": torch.tensor([0, 1])})
     assert b["x"].shape == (2, 16) and b["mask"].shape == (2, 16)  # longest 10 -> multiple of 8
@@ -153,24 +160,49 @@ def test_byte_tokenizer_pairs_and_truncation():
 
 # -- csv -------------------------------------------------------------------------------------
 
+
 def test_csv_text_labels_seeded_split(tmp_path, small_rows):
     from runner.data.csv import build
 
     p = write_csv(tmp_path / "t.csv", small_rows)
-    d = build(path=str(p), text_column="text", label_column="label", tokenizer="bytes",
-              val_fraction=0.2, test_fraction=0.1, max_len=32)
+    d = build(
+        path=str(p),
+        text_column="text",
+        label_column="label",
+        tokenizer="bytes",
+        val_fraction=0.2,
+        test_fraction=0.1,
+        max_len=32,
+    )
     assert d.class_names == sorted({l for _, l in small_rows})
     assert (Data_size(d, "train"), Data_size(d, "val"), Data_size(d, "test")) == (63, 18, 9)
     # every row lands in exactly one split, with its own label (byte ids decode to the text)
-    got = sorted((bytes(int(i) - 3 for i in x[1:int(m.sum()) - 1]), d.class_names[int(y)])
-                 for split in (d.train, d.val, d.test)
-                 for x, m, y in zip(split["x"], split["mask"], split["y"]))
+    got = sorted(
+        (bytes(int(i) - 3 for i in x[1 : int(m.sum()) - 1]), d.class_names[int(y)])
+        for split in (d.train, d.val, d.test)
+        for x, m, y in zip(split["x"], split["mask"], split["y"])
+    )
     assert got == sorted((t.encode()[:30], l) for t, l in small_rows)
-    again = build(path=str(p), text_column="text", label_column="label", tokenizer="bytes",
-                  val_fraction=0.2, test_fraction=0.1, max_len=32)
+    again = build(
+        path=str(p),
+        text_column="text",
+        label_column="label",
+        tokenizer="bytes",
+        val_fraction=0.2,
+        test_fraction=0.1,
+        max_len=32,
+    )
     assert torch.equal(again.val["x"], d.val["x"])  # the split depends on split_seed only
-    other = build(path=str(p), text_column="text", label_column="label", tokenizer="bytes",
-                  val_fraction=0.2, test_fraction=0.1, max_len=32, split_seed=1)
+    other = build(
+        path=str(p),
+        text_column="text",
+        label_column="label",
+        tokenizer="bytes",
+        val_fraction=0.2,
+        test_fraction=0.1,
+        max_len=32,
+        split_seed=1,
+    )
     assert not torch.equal(other.val["x"], d.val["x"])
 
 
@@ -183,16 +215,28 @@ def test_csv_given_splits_and_formats(tmp_path, small_rows):
     df.iloc[:60].to_json(tmp_path / "train.jsonl", orient="records", lines=True)
     df.iloc[60:75].to_parquet(tmp_path / "val.parquet")
     df.iloc[75:].to_csv(tmp_path / "test.tsv", sep="\t", index=False)
-    d = build(path={"train": str(tmp_path / "train.jsonl"), "validation":
-                    str(tmp_path / "val.parquet"), "test": str(tmp_path / "test.tsv")},
-              text_column="text", tokenizer="bytes", max_len=32)
+    d = build(
+        path={
+            "train": str(tmp_path / "train.jsonl"),
+            "validation": str(tmp_path / "val.parquet"),
+            "test": str(tmp_path / "test.tsv"),
+        },
+        text_column="text",
+        tokenizer="bytes",
+        max_len=32,
+    )
     assert (Data_size(d, "train"), Data_size(d, "val"), Data_size(d, "test")) == (60, 15, 15)
     names = d.class_names
     want = sorted(df.iloc[75:]["label"].map(names.index).tolist())
     assert sorted(d.test["y"].tolist()) == want
     # no test file: carved from train by test_fraction
-    d2 = build(path={"train": str(tmp_path / "train.jsonl"), "val": str(tmp_path / "val.parquet")},
-               text_column="text", tokenizer="bytes", max_len=32, test_fraction=0.25)
+    d2 = build(
+        path={"train": str(tmp_path / "train.jsonl"), "val": str(tmp_path / "val.parquet")},
+        text_column="text",
+        tokenizer="bytes",
+        max_len=32,
+        test_fraction=0.25,
+    )
     assert (Data_size(d2, "train"), Data_size(d2, "val"), Data_size(d2, "test")) == (45, 15, 15)
 
 
@@ -200,17 +244,31 @@ def test_csv_numeric_features_and_int_labels(tmp_path):
     from runner.data.csv import build
 
     rng = np.random.RandomState(0)
-    rows = [(float(a), float(b), int(l)) for a, b, l in
-            zip(rng.randn(50) * 3 + 10, rng.randn(50), rng.choice([3, 7], 50))]
+    rows = [
+        (float(a), float(b), int(l))
+        for a, b, l in zip(rng.randn(50) * 3 + 10, rng.randn(50), rng.choice([3, 7], 50))
+    ]
     p = write_csv(tmp_path / "f.csv", rows, header=("a", "b", "target"))
-    d = build(path=str(p), feature_columns=["a", "b"], label_column="target", tokenizer=None,
-              val_fraction=0.2, test_fraction=0.2)
+    d = build(
+        path=str(p),
+        feature_columns=["a", "b"],
+        label_column="target",
+        tokenizer=None,
+        val_fraction=0.2,
+        test_fraction=0.2,
+    )
     assert d.info == {"in_dim": 2, "num_classes": 2} and d.class_names == ["3", "7"]
     assert d.train["x"].dtype == torch.float32 and d.collate is None
     assert torch.allclose(d.train["x"].mean(0), torch.zeros(2), atol=1e-5)  # standardized on train
     assert torch.allclose(d.train["x"].std(0, unbiased=False), torch.ones(2), atol=1e-4)
-    d_all = build(path=str(p), feature_columns="all", label_column="target",
-                  val_fraction=0.2, test_fraction=0.2, standardize=False)
+    d_all = build(
+        path=str(p),
+        feature_columns="all",
+        label_column="target",
+        val_fraction=0.2,
+        test_fraction=0.2,
+        standardize=False,
+    )
     assert d_all.info["in_dim"] == 2
     # labels mapped in sorted order: 3 -> 0, 7 -> 1
     raw = {round(a, 4): l for a, b, l in rows}
@@ -224,46 +282,108 @@ def bad_csv_cases(tmp_path, small_rows):
     empty.write_text("")
     header_only = write_csv(tmp_path / "header.csv", [])
     one_class = write_csv(tmp_path / "one.csv", [(t, "positive") for t, _ in small_rows])
-    feats = write_csv(tmp_path / "feats.csv", [("abc", 1.0, 0), ("def", 2.0, 1)] * 5,
-                      header=("word", "v", "label"))
+    feats = write_csv(
+        tmp_path / "feats.csv",
+        [("abc", 1.0, 0), ("def", 2.0, 1)] * 5,
+        header=("word", "v", "label"),
+    )
     nan_feats = write_csv(tmp_path / "nanf.csv", [("", 0), (1.0, 1)] * 5, header=("v", "label"))
     T_ = dict(text_column="text", tokenizer="bytes")
     return [
-        ("missing file", dict(path=str(tmp_path / "nope.csv"), **T_), "dataset.path",
-         "file not found"),
+        (
+            "missing file",
+            dict(path=str(tmp_path / "nope.csv"), **T_),
+            "dataset.path",
+            "file not found",
+        ),
         ("no path", dict(path=None, **T_), "dataset.path", "required"),
         ("empty file", dict(path=str(empty), **T_), "dataset.path", "is empty"),
         ("header only", dict(path=str(header_only), **T_), "dataset.path", "no rows"),
         ("bad suffix", dict(path=str(tmp_path), **T_), "dataset.path", "is a folder"),
-        ("missing text column", dict(path=str(good), text_column="body", tokenizer="bytes"),
-         "dataset.text_column", "no column 'body'"),
-        ("missing label column", dict(path=str(good), label_column="stars", **T_),
-         "dataset.label_column", "no column 'stars'"),
-        ("single class", dict(path=str(one_class), **T_), "dataset.label_column",
-         "only one class ('positive')"),
-        ("text and features", dict(path=str(good), text_column="text", feature_columns=["x"]),
-         "dataset.text_column", "exactly one"),
+        (
+            "missing text column",
+            dict(path=str(good), text_column="body", tokenizer="bytes"),
+            "dataset.text_column",
+            "no column 'body'",
+        ),
+        (
+            "missing label column",
+            dict(path=str(good), label_column="stars", **T_),
+            "dataset.label_column",
+            "no column 'stars'",
+        ),
+        (
+            "single class",
+            dict(path=str(one_class), **T_),
+            "dataset.label_column",
+            "only one class ('positive')",
+        ),
+        (
+            "text and features",
+            dict(path=str(good), text_column="text", feature_columns=["x"]),
+            "dataset.text_column",
+            "exactly one",
+        ),
         ("neither", dict(path=str(good)), "dataset.text_column", "exactly one"),
-        ("non-numeric feature", dict(path=str(feats), feature_columns=["word", "v"]),
-         "dataset.feature_columns", "'word'"),
-        ("missing feature values", dict(path=str(nan_feats), feature_columns=["v"]),
-         "dataset.feature_columns", "missing values"),
-        ("missing feature column", dict(path=str(feats), feature_columns=["w"]),
-         "dataset.feature_columns", "no column 'w'"),
-        ("unknown split", dict(path={"train": str(good), "holdout": str(good)}, **T_),
-         "dataset.path.holdout", "unknown split"),
-        ("bad padding", dict(path=str(good), padding="sorted", **T_), "dataset.padding",
-         "allowed: dynamic, bucket, max"),
-        ("text without a text model", dict(path=str(good), text_column="text", tokenizer=None),
-         "model", "pick a text model"),
+        (
+            "non-numeric feature",
+            dict(path=str(feats), feature_columns=["word", "v"]),
+            "dataset.feature_columns",
+            "'word'",
+        ),
+        (
+            "missing feature values",
+            dict(path=str(nan_feats), feature_columns=["v"]),
+            "dataset.feature_columns",
+            "missing values",
+        ),
+        (
+            "missing feature column",
+            dict(path=str(feats), feature_columns=["w"]),
+            "dataset.feature_columns",
+            "no column 'w'",
+        ),
+        (
+            "unknown split",
+            dict(path={"train": str(good), "holdout": str(good)}, **T_),
+            "dataset.path.holdout",
+            "unknown split",
+        ),
+        (
+            "bad padding",
+            dict(path=str(good), padding="sorted", **T_),
+            "dataset.padding",
+            "allowed: dynamic, bucket, max",
+        ),
+        (
+            "text without a text model",
+            dict(path=str(good), text_column="text", tokenizer=None),
+            "model",
+            "pick a text model",
+        ),
         ("max_len too small", dict(path=str(good), max_len=1, **T_), "dataset.max_len", ">= 2"),
     ]
 
 
-BAD_IDS = ["missing file", "no path", "empty file", "header only", "bad suffix",
-           "missing text column", "missing label column", "single class", "text and features",
-           "neither", "non-numeric feature", "missing feature values", "missing feature column",
-           "unknown split", "bad padding", "text without a text model", "max_len too small"]
+BAD_IDS = [
+    "missing file",
+    "no path",
+    "empty file",
+    "header only",
+    "bad suffix",
+    "missing text column",
+    "missing label column",
+    "single class",
+    "text and features",
+    "neither",
+    "non-numeric feature",
+    "missing feature values",
+    "missing feature column",
+    "unknown split",
+    "bad padding",
+    "text without a text model",
+    "max_len too small",
+]
 
 
 @pytest.mark.parametrize("case", BAD_IDS)
@@ -278,6 +398,7 @@ def test_csv_bad_input_one_line(case, tmp_path, small_rows):
 
 # -- hf (datasets.load_dataset) on local files -------------------------------------------------
 
+
 @pytest.fixture
 def local_hf_dir(tmp_path, small_rows):
     d = tmp_path / "my_data"
@@ -291,13 +412,21 @@ def local_hf_dir(tmp_path, small_rows):
 def test_hf_local_folder(local_hf_dir):
     from runner.data.hf import build
 
-    d = build(name=str(local_hf_dir), subset=None, tokenizer="bytes", max_len=32,
-              test_split="test")
+    d = build(name=str(local_hf_dir), subset=None, tokenizer="bytes", max_len=32, test_split="test")
     assert (Data_size(d, "train"), Data_size(d, "val"), Data_size(d, "test")) == (60, 15, 15)
-    carved = build(name=str(local_hf_dir), subset=None, tokenizer="bytes", max_len=32,
-                   test_split=None, test_fraction=0.2)
-    assert (Data_size(carved, "train"), Data_size(carved, "val"),
-            Data_size(carved, "test")) == (48, 15, 12)
+    carved = build(
+        name=str(local_hf_dir),
+        subset=None,
+        tokenizer="bytes",
+        max_len=32,
+        test_split=None,
+        test_fraction=0.2,
+    )
+    assert (Data_size(carved, "train"), Data_size(carved, "val"), Data_size(carved, "test")) == (
+        48,
+        15,
+        12,
+    )
 
 
 def test_hf_classlabel_names_and_hidden_test_labels(tmp_path):
@@ -305,34 +434,67 @@ def test_hf_classlabel_names_and_hidden_test_labels(tmp_path):
 
     from runner.data.hf import build
 
-    feats = datasets.Features({"sentence": datasets.Value("string"),
-                               "label": datasets.ClassLabel(names=["neg", "pos"])})
+    feats = datasets.Features(
+        {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+    )
     texts = [f"text number {i}" for i in range(20)]
-    dd = datasets.DatasetDict({
-        "train": datasets.Dataset.from_dict({"sentence": texts, "label": [i % 2 for i in range(20)]},
-                                            features=feats),
-        "validation": datasets.Dataset.from_dict({"sentence": texts[:6], "label": [1, 0] * 3},
-                                                 features=feats),
-        "test": datasets.Dataset.from_dict({"sentence": texts[:6], "label": [-1] * 6},
-                                           features=feats),
-    })
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(
+                {"sentence": texts, "label": [i % 2 for i in range(20)]}, features=feats
+            ),
+            "validation": datasets.Dataset.from_dict(
+                {"sentence": texts[:6], "label": [1, 0] * 3}, features=feats
+            ),
+            "test": datasets.Dataset.from_dict(
+                {"sentence": texts[:6], "label": [-1] * 6}, features=feats
+            ),
+        }
+    )
     folder = tmp_path / "saved"
     for split, ds in dd.items():
         ds.to_parquet(str(folder / f"{split}.parquet"))
-    d = build(name=str(folder), subset=None, tokenizer="bytes", max_len=32, test_split=None,
-              test_fraction=0.25)
+    d = build(
+        name=str(folder),
+        subset=None,
+        tokenizer="bytes",
+        max_len=32,
+        test_split=None,
+        test_fraction=0.25,
+    )
     assert d.class_names == ["neg", "pos"]
-    one_line_error(build, name=str(folder), subset=None, tokenizer="bytes", test_split="test",
-                   key="dataset", match="set dataset.test_split=null")
+    one_line_error(
+        build,
+        name=str(folder),
+        subset=None,
+        tokenizer="bytes",
+        test_split="test",
+        key="dataset",
+        match="set dataset.test_split=null",
+    )
 
 
 def test_hf_bad_input_one_line(local_hf_dir):
     from runner.data.hf import build
 
-    one_line_error(build, name=str(local_hf_dir), subset=None, tokenizer="bytes",
-                   val_split="dev", key="dataset.val_split", match="no split 'dev'")
-    one_line_error(build, name=str(local_hf_dir), subset=None, tokenizer="bytes",
-                   text_column="text", key="dataset.text_column", match="no column 'text'")
+    one_line_error(
+        build,
+        name=str(local_hf_dir),
+        subset=None,
+        tokenizer="bytes",
+        val_split="dev",
+        key="dataset.val_split",
+        match="no split 'dev'",
+    )
+    one_line_error(
+        build,
+        name=str(local_hf_dir),
+        subset=None,
+        tokenizer="bytes",
+        text_column="text",
+        key="dataset.text_column",
+        match="no column 'text'",
+    )
     one_line_error(build, name=None, tokenizer="bytes", key="dataset.name", match="required")
 
 
@@ -343,8 +505,14 @@ def test_hf_hub_unreachable_says_so(monkeypatch):
 
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True, raising=False)
-    msg = one_line_error(build, name="glue", subset="sst2", tokenizer="bytes",
-                         key="dataset.name", match="cannot be reached")
+    msg = one_line_error(
+        build,
+        name="glue",
+        subset="sst2",
+        tokenizer="bytes",
+        key="dataset.name",
+        match="cannot be reached",
+    )
     assert "glue" in msg
 
 
@@ -353,14 +521,20 @@ def test_csv_sentence_pairs_get_token_types(tmp_path, small_rows):
 
     rows = [(t, t[::-1], l) for t, l in small_rows[:30]]
     p = write_csv(tmp_path / "pairs.csv", rows, header=("premise", "hypothesis", "label"))
-    d = build(path=str(p), text_column=["premise", "hypothesis"], tokenizer="minilm",
-              max_len=64, val_fraction=0.2, test_fraction=0.2)
+    d = build(
+        path=str(p),
+        text_column=["premise", "hypothesis"],
+        tokenizer="minilm",
+        max_len=64,
+        val_fraction=0.2,
+        test_fraction=0.2,
+    )
     x, m, tt = d.train["x"], d.train["mask"], d.train["token_type_ids"]
     assert tt.shape == x.shape and (tt[m == 0] == 0).all()
     for xi, ti, mi in zip(x, tt, m):
         seps = (xi == 102).nonzero().flatten().tolist()
         assert len(seps) == 2 and seps[1] == int(mi.sum()) - 1  # [CLS] a [SEP] b [SEP]
-        assert (ti[:seps[0] + 1] == 0).all() and (ti[seps[0] + 1:seps[1] + 1] == 1).all()
+        assert (ti[: seps[0] + 1] == 0).all() and (ti[seps[0] + 1 : seps[1] + 1] == 1).all()
     b = d.collate(d.train)  # dynamic padding trims the token types too
     assert b["token_type_ids"].shape == b["x"].shape
 
@@ -372,20 +546,30 @@ def test_label_order_and_rows_without_label_or_text(tmp_path, capsys):
     assert T.encode_labels(["b", "a", "b"], "k", "w")[0].tolist() == [1, 0, 1]
     rows = [("good text", "pos"), ("", "neg"), ("other text", ""), ("third", "neg")] * 5
     p = write_csv(tmp_path / "holes.csv", rows)
-    d = build(path=str(p), text_column="text", tokenizer="bytes", max_len=16,
-              val_fraction=0.2, test_fraction=0.2)
+    d = build(
+        path=str(p),
+        text_column="text",
+        tokenizer="bytes",
+        max_len=16,
+        val_fraction=0.2,
+        test_fraction=0.2,
+    )
     assert sum(Data_size(d, s) for s in ("train", "val", "test")) == 10
     assert "dropped 10 rows with a missing label or an empty text" in capsys.readouterr().err
 
 
 # -- length-grouped batches (dataset.padding=bucket) and length-ordered evaluation --------------
 
+
 def _ragged_split(n=1003, width=64, seed=0):
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, width + 1, (n,), generator=g)
     mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
-    return {"x": torch.randint(5, 100, (n, width), generator=g) * mask, "mask": mask,
-            "y": torch.arange(n)}
+    return {
+        "x": torch.randint(5, 100, (n, width), generator=g) * mask,
+        "mask": mask,
+        "y": torch.arange(n),
+    }
 
 
 @pytest.mark.parametrize("bucket", [False, True])
@@ -402,7 +586,7 @@ def test_every_row_once_per_epoch_same_order_for_same_seed(bucket):
         assert torch.equal(ys, torch.cat([x["y"] for x in again.epoch(epoch)]))
         # resuming mid-epoch gives the rest of the same epoch
         rest = torch.cat([x["y"] for x in again.epoch(epoch, start=7)])
-        assert torch.equal(rest, ys[7 * 32:])
+        assert torch.equal(rest, ys[7 * 32 :])
     assert not torch.equal(b.order(0), b.order(1))
 
 
@@ -418,7 +602,7 @@ def test_bucketed_batches_pad_far_less_and_stay_random():
     for x in bucket:  # trimmed to its own longest row (rounded to 8), no real token lost
         longest = int(lengths[x["y"]].max())
         assert x["x"].shape[1] == min(64, -(-longest // 8) * 8)
-        assert torch.equal(x["x"], split["x"][x["y"]][:, :x["x"].shape[1]])
+        assert torch.equal(x["x"], split["x"][x["y"]][:, : x["x"].shape[1]])
     # the batch order is shuffled: batch widths are not sorted over the epoch
     widths = [x["x"].shape[1] for x in bucket]
     assert widths != sorted(widths) and widths != sorted(widths, reverse=True)

@@ -18,8 +18,9 @@ def tweets_max():
     """40 tweets tokenized with minilm's tokenizer, padded to max_len (no collate)."""
     from runner.data.tweets import build
 
-    return build(tokenizer="minilm", train_size=24, val_size=8, test_size=8, max_len=64,
-                 padding="max")
+    return build(
+        tokenizer="minilm", train_size=24, val_size=8, test_size=8, max_len=64, padding="max"
+    )
 
 
 _MINILM = {}
@@ -39,8 +40,15 @@ def minilm_copy():
 def tiny_transformer(data, **kw):
     from runner.models.transformer import Transformer
 
-    args = dict(num_classes=3, vocab_size=data.info["vocab_size"], max_len=data.info["max_len"],
-                width=32, depth=2, heads=2, dropout=0.0)
+    args = dict(
+        num_classes=3,
+        vocab_size=data.info["vocab_size"],
+        max_len=data.info["max_len"],
+        width=32,
+        depth=2,
+        heads=2,
+        dropout=0.0,
+    )
     args.update(kw)
     return Transformer(**args)
 
@@ -56,12 +64,13 @@ def make_model(kind, data, **kw):
 
 # -- activations, head size, talking heads ----------------------------------------------------
 
+
 def test_gelu_variants_are_the_formulas():
     from runner.models.transformer import activation_fn
 
     x = torch.linspace(-6, 6, 2001, dtype=torch.float64)
     exact = x * 0.5 * (1 + torch.erf(x / math.sqrt(2)))
-    tanh = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    tanh = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
     sig = x / (1 + torch.exp(-1.702 * x))
     assert torch.allclose(activation_fn("gelu")(x), exact, atol=1e-12)
     assert torch.allclose(activation_fn("gelu_tanh")(x), tanh, atol=1e-12)
@@ -150,6 +159,7 @@ def test_embed_forward_embedded_contract(kind, tweets_max):
 
 # -- dynamic padding == full padding ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_dynamic_padding_gives_the_same_logits(kind, tweets_max):
     torch.manual_seed(0)
@@ -159,7 +169,7 @@ def test_dynamic_padding_gives_the_same_logits(kind, tweets_max):
     trim = T.TrimPadding()
     with torch.no_grad():
         for i in range(0, 24, 8):  # batches of different longest lengths
-            b = {k: v[i:i + 8] for k, v in split.items()}
+            b = {k: v[i : i + 8] for k, v in split.items()}
             tb = trim(b)
             assert tb["x"].shape[1] < b["x"].shape[1] == 64
             full.append(m(b))
@@ -168,6 +178,7 @@ def test_dynamic_padding_gives_the_same_logits(kind, tweets_max):
 
 
 # -- gradient checkpointing == plain backward --------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ["transformer", "transformer_talking", "minilm"])
 def test_grad_checkpointing_same_gradients(kind, tweets_max):
@@ -215,13 +226,17 @@ def test_grad_checkpointing_really_recomputes(tweets_max, monkeypatch):
 
 # -- one-line errors --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kw,key,match", [
-    ({"activation": "swish"}, "model.activation", "gelu, gelu_tanh, gelu_sigmoid"),
-    ({"pooling": "max"}, "model.pooling", "mean, cls"),
-    ({"head_size": 0}, "model.head_size", "> 0"),
-    ({"dropout": 1.0}, "model.dropout", "[0.0, 1.0)"),
-    ({"vocab_size": None}, "dataset", "pick a text dataset"),
-])
+
+@pytest.mark.parametrize(
+    "kw,key,match",
+    [
+        ({"activation": "swish"}, "model.activation", "gelu, gelu_tanh, gelu_sigmoid"),
+        ({"pooling": "max"}, "model.pooling", "mean, cls"),
+        ({"head_size": 0}, "model.head_size", "> 0"),
+        ({"dropout": 1.0}, "model.dropout", "[0.0, 1.0)"),
+        ({"vocab_size": None}, "dataset", "pick a text dataset"),
+    ],
+)
 def test_transformer_bad_config(kw, key, match, tweets_max):
     with pytest.raises(ConfigError) as e:
         tiny_transformer(tweets_max, **kw)

@@ -12,12 +12,19 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import CONF, cli, conf_options, read_rows, strip_timing, train_run
 from runner.errors import ConfigError
 
-STEPS = ["trainer.max_steps=2", "trainer.eval_every=2", "trainer.log_every=1",
-         "trainer.progress=false", "trainer.batch_size=8", "trainer.eval_batch_size=32",
-         "optimizer.lr=1e-4"]
+from conftest import CONF, cli, conf_options, read_rows, strip_timing, train_run
+
+STEPS = [
+    "trainer.max_steps=2",
+    "trainer.eval_every=2",
+    "trainer.log_every=1",
+    "trainer.progress=false",
+    "trainer.batch_size=8",
+    "trainer.eval_batch_size=32",
+    "optimizer.lr=1e-4",
+]
 
 
 def _is_text_model(option: str) -> bool:
@@ -76,12 +83,24 @@ def files(tmp_path_factory, rows):
 
 def dataset_tiny(option: str, files) -> list[str]:
     return {
-        "tweets": ["dataset.train_size=32", "dataset.val_size=16", "dataset.test_size=16",
-                   "dataset.max_len=32"],
-        "csv": [f"dataset.path={files / 'reviews.csv'}", "dataset.text_column=review",
-                "dataset.label_column=stars", "dataset.max_len=32"],
-        "hf": [f"dataset.name={files / 'hf_data'}", "dataset.subset=null",
-               "dataset.test_split=test", "dataset.max_len=32"],
+        "tweets": [
+            "dataset.train_size=32",
+            "dataset.val_size=16",
+            "dataset.test_size=16",
+            "dataset.max_len=32",
+        ],
+        "csv": [
+            f"dataset.path={files / 'reviews.csv'}",
+            "dataset.text_column=review",
+            "dataset.label_column=stars",
+            "dataset.max_len=32",
+        ],
+        "hf": [
+            f"dataset.name={files / 'hf_data'}",
+            "dataset.subset=null",
+            "dataset.test_split=test",
+            "dataset.max_len=32",
+        ],
     }[option]
 
 
@@ -99,8 +118,9 @@ def test_text_pair_trains(dataset, model, files, tmp_path):
     tiny = MODEL_TINY[model]
     tiny = tiny() if callable(tiny) else tiny
     run = tmp_path / "run"
-    s = train_run([f"dataset={dataset}", f"model={model}", *dataset_tiny(dataset, files),
-                   *tiny, *STEPS], run)
+    s = train_run(
+        [f"dataset={dataset}", f"model={model}", *dataset_tiny(dataset, files), *tiny, *STEPS], run
+    )
     assert s["status"] == "completed", s.get("error")
     assert s["steps"] == 2
     last = read_rows(run)[-1]
@@ -120,20 +140,43 @@ def test_csv_numeric_features_with_mlp(tmp_path):
         w = csv.writer(f)
         w.writerow(["a", "b", "c", "direction"])
         w.writerows([(*map(float, r), l) for r, l in zip(x, y)])
-    s = train_run(["dataset=csv", f"dataset.path={p}", "dataset.feature_columns=[a,b,c]",
-                   "dataset.label_column=direction", "model=mlp", "trainer.max_steps=60",
-                   "trainer.eval_every=60", "trainer.log_every=20", "trainer.progress=false",
-                   "trainer.batch_size=32", "optimizer.lr=1e-2"], tmp_path / "run")
+    s = train_run(
+        [
+            "dataset=csv",
+            f"dataset.path={p}",
+            "dataset.feature_columns=[a,b,c]",
+            "dataset.label_column=direction",
+            "model=mlp",
+            "trainer.max_steps=60",
+            "trainer.eval_every=60",
+            "trainer.log_every=20",
+            "trainer.progress=false",
+            "trainer.batch_size=32",
+            "optimizer.lr=1e-2",
+        ],
+        tmp_path / "run",
+    )
     assert s["status"] == "completed", s.get("error")
     assert s["best/val/acc"] >= 0.85  # a linearly separable rule is learnt
 
 
-@pytest.mark.parametrize("overrides,key,match", [
-    (["dataset=tweets", "model=mlp"], "model", "pick a text model"),
-    (["dataset=mnist1d", "model=transformer"], "dataset", "pick a text dataset"),
-    (["dataset=csv", "dataset.path=/nonexistent/x.csv", "dataset.text_column=t",
-      "model=transformer"], "dataset.path", "file not found"),
-])
+@pytest.mark.parametrize(
+    "overrides,key,match",
+    [
+        (["dataset=tweets", "model=mlp"], "model", "pick a text model"),
+        (["dataset=mnist1d", "model=transformer"], "dataset", "pick a text dataset"),
+        (
+            [
+                "dataset=csv",
+                "dataset.path=/nonexistent/x.csv",
+                "dataset.text_column=t",
+                "model=transformer",
+            ],
+            "dataset.path",
+            "file not found",
+        ),
+    ],
+)
 def test_mismatch_is_one_line_before_training(overrides, key, match, tmp_path):
     run = tmp_path / "run"
     with pytest.raises(ConfigError) as e:
@@ -143,18 +186,36 @@ def test_mismatch_is_one_line_before_training(overrides, key, match, tmp_path):
 
 
 def test_cli_bad_csv_is_one_line(tmp_path):
-    r = cli(["train", "dataset=csv", f"dataset.path={tmp_path / 'missing.csv'}",
-             "dataset.text_column=text", "model=transformer", "trainer.progress=false"],
-            cwd=tmp_path)
+    r = cli(
+        [
+            "train",
+            "dataset=csv",
+            f"dataset.path={tmp_path / 'missing.csv'}",
+            "dataset.text_column=text",
+            "model=transformer",
+            "trainer.progress=false",
+        ],
+        cwd=tmp_path,
+    )
     assert r.returncode == 2, r.stderr
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert lines == [f"error: dataset.path: file not found: {tmp_path / 'missing.csv'}"]
 
 
 def test_truncation_is_said_once(tmp_path, capfd):
-    s = train_run(["dataset=tweets", "model=transformer", *MODEL_TINY["transformer"],
-                   "dataset.train_size=32", "dataset.val_size=16", "dataset.test_size=16",
-                   "dataset.max_len=16", *STEPS], tmp_path / "run")
+    s = train_run(
+        [
+            "dataset=tweets",
+            "model=transformer",
+            *MODEL_TINY["transformer"],
+            "dataset.train_size=32",
+            "dataset.val_size=16",
+            "dataset.test_size=16",
+            "dataset.max_len=16",
+            *STEPS,
+        ],
+        tmp_path / "run",
+    )
     assert s["status"] == "completed"
     err = capfd.readouterr().err
     notes = [l for l in err.splitlines() if "truncated" in l]
@@ -163,10 +224,19 @@ def test_truncation_is_said_once(tmp_path, capfd):
 
 def test_grad_checkpointing_through_the_engine_changes_nothing(tmp_path):
     """Same seed, dropout on: the metrics with trainer.grad_checkpointing=true are identical."""
-    base = ["dataset=tweets", "model=transformer", *MODEL_TINY["transformer"],
-            "model.dropout=0.1", "dataset.train_size=32", "dataset.val_size=16",
-            "dataset.test_size=16", "dataset.max_len=32", *STEPS,
-            "trainer.max_steps=3", "trainer.eval_every=3"]
+    base = [
+        "dataset=tweets",
+        "model=transformer",
+        *MODEL_TINY["transformer"],
+        "model.dropout=0.1",
+        "dataset.train_size=32",
+        "dataset.val_size=16",
+        "dataset.test_size=16",
+        "dataset.max_len=32",
+        *STEPS,
+        "trainer.max_steps=3",
+        "trainer.eval_every=3",
+    ]
     a = train_run(base, tmp_path / "a")
     b = train_run([*base, "trainer.grad_checkpointing=true"], tmp_path / "b")
     assert a["status"] == b["status"] == "completed"
@@ -174,6 +244,7 @@ def test_grad_checkpointing_through_the_engine_changes_nothing(tmp_path):
 
 
 # -- MiniLM: learns, beats the majority class, runs with FGM and R-Drop --------------------------
+
 
 def test_minilm_learns_fast(tmp_path):
     """A few steps on the same 16 tweets: the training loss falls (the fine-tuning path works)."""
@@ -202,11 +273,24 @@ def test_minilm_beats_majority_on_tweets(tmp_path):
 
     val = build(tokenizer="bytes", train_size=1, val_size=300, test_size=1).val["y"]
     majority = torch.bincount(val).max().item() / len(val)
-    s = train_run(["dataset=tweets", "model=minilm", "dataset.train_size=320",
-                   "dataset.val_size=300", "dataset.test_size=100", "dataset.max_len=48",
-                   "trainer.epochs=2", "trainer.batch_size=16", "trainer.eval_batch_size=100",
-                   "trainer.log_every=10", "trainer.progress=false", "optimizer.lr=1e-4",
-                   "schedule=cosine"], tmp_path / "run")
+    s = train_run(
+        [
+            "dataset=tweets",
+            "model=minilm",
+            "dataset.train_size=320",
+            "dataset.val_size=300",
+            "dataset.test_size=100",
+            "dataset.max_len=48",
+            "trainer.epochs=2",
+            "trainer.batch_size=16",
+            "trainer.eval_batch_size=100",
+            "trainer.log_every=10",
+            "trainer.progress=false",
+            "optimizer.lr=1e-4",
+            "schedule=cosine",
+        ],
+        tmp_path / "run",
+    )
     assert s["status"] == "completed", s.get("error")
     assert s["best/val/acc"] > majority + 0.1, (s["best/val/acc"], majority)
 
@@ -216,9 +300,19 @@ def test_minilm_with_adversarial_and_rdrop(trick, logged, tmp_path):
     if not (CONF / "reg" / f"{trick}.yaml").exists():
         pytest.skip(f"conf/reg/{trick}.yaml not committed yet")
     run = tmp_path / "run"
-    s = train_run(["dataset=tweets", "model=minilm", f"reg=[{trick}]",
-                   "dataset.train_size=16", "dataset.val_size=8", "dataset.test_size=8",
-                   "dataset.max_len=32", *STEPS], run)
+    s = train_run(
+        [
+            "dataset=tweets",
+            "model=minilm",
+            f"reg=[{trick}]",
+            "dataset.train_size=16",
+            "dataset.val_size=8",
+            "dataset.test_size=8",
+            "dataset.max_len=32",
+            *STEPS,
+        ],
+        run,
+    )
     assert s["status"] == "completed", s.get("error")
     last = read_rows(run)[-1]
     assert last[logged] == last[logged] and last[logged] >= 0
@@ -226,24 +320,50 @@ def test_minilm_with_adversarial_and_rdrop(trick, logged, tmp_path):
 
 # -- every trick on a text model ---------------------------------------------------------------
 
+
 @pytest.mark.parametrize("trick", conf_options("reg"))
 def test_every_reg_option_trains_on_the_transformer(trick, tmp_path):
     """The embed / forward_embedded interface is all tricks need: each conf/reg option runs on
     a from-scratch text model (with dropout, for R-Drop) unchanged."""
-    s = train_run(["dataset=tweets", "model=transformer", *MODEL_TINY["transformer"],
-                   "model.dropout=0.1", f"reg=[{trick}]", "dataset.train_size=16",
-                   "dataset.val_size=8", "dataset.test_size=8", "dataset.max_len=24", *STEPS],
-                  tmp_path / "run")
+    s = train_run(
+        [
+            "dataset=tweets",
+            "model=transformer",
+            *MODEL_TINY["transformer"],
+            "model.dropout=0.1",
+            f"reg=[{trick}]",
+            "dataset.train_size=16",
+            "dataset.val_size=8",
+            "dataset.test_size=8",
+            "dataset.max_len=24",
+            *STEPS,
+        ],
+        tmp_path / "run",
+    )
     assert s["status"] == "completed", s.get("error")
 
 
 def test_transformer_options_from_the_command_line(tmp_path):
     run = tmp_path / "run"
-    s = train_run(["dataset=tweets", "model=transformer", *MODEL_TINY["transformer"],
-                   "model.tokenizer=bytes", "model.talking_heads=true", "model.head_size=24",
-                   "model.activation=gelu_sigmoid", "model.pooling=cls", "dataset.padding=max",
-                   "dataset.train_size=16", "dataset.val_size=8", "dataset.test_size=8",
-                   "dataset.max_len=48", *STEPS], run)
+    s = train_run(
+        [
+            "dataset=tweets",
+            "model=transformer",
+            *MODEL_TINY["transformer"],
+            "model.tokenizer=bytes",
+            "model.talking_heads=true",
+            "model.head_size=24",
+            "model.activation=gelu_sigmoid",
+            "model.pooling=cls",
+            "dataset.padding=max",
+            "dataset.train_size=16",
+            "dataset.val_size=8",
+            "dataset.test_size=8",
+            "dataset.max_len=48",
+            *STEPS,
+        ],
+        run,
+    )
     assert s["status"] == "completed", s.get("error")
     from runner.checkpoint import load
 

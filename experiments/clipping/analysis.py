@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-STABLE_BELOW = 0.5      # lr < this: the region where unclipped SGD trained in the probe
-DIVERGING_FROM = 0.7    # lr >= this: where it diverged
+STABLE_BELOW = 0.5  # lr < this: the region where unclipped SGD trained in the probe
+DIVERGING_FROM = 0.7  # lr >= this: where it diverged
 TARGET_LOSS = 1.0
 SMOOTH = 3
 LR_KEY = "optimizer.lr"
@@ -34,8 +34,11 @@ def workloads(study: dict) -> dict:
     also reads them)."""
     for key in ("by_workload", "workloads"):
         nested = study.get(key)
-        if isinstance(nested, dict) and nested and all(isinstance(v, dict) and "arms" in v
-                                                       for v in nested.values()):
+        if (
+            isinstance(nested, dict)
+            and nested
+            and all(isinstance(v, dict) and "arms" in v for v in nested.values())
+        ):
             return {w: v.get("arms", {}) for w, v in nested.items()}
     return {None: study.get("arms", {})}
 
@@ -75,7 +78,7 @@ def steps_to(rows: list[dict], key: str, target: float, smooth: int = SMOOTH) ->
     """First step at which the mean of the last `smooth` logged `key` values is <= target."""
     vals = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
     for i in range(smooth - 1, len(vals)):
-        window = [v for _, v in vals[i - smooth + 1:i + 1]]
+        window = [v for _, v in vals[i - smooth + 1 : i + 1]]
         if sum(window) / smooth <= target:
             return vals[i][0]
     return None
@@ -96,9 +99,13 @@ def region(lr: float) -> str:
 
 def trial_table(arms: dict) -> list[str]:
     regions = ("stable", "between", "diverging")
-    lines = [(f"| arm | lr < {STABLE_BELOW:g}: failed | best val | {STABLE_BELOW:g} ≤ lr < "
-             f"{DIVERGING_FROM:g}: failed | best val | lr ≥ {DIVERGING_FROM:g}: failed | best val |"),
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            f"| arm | lr < {STABLE_BELOW:g}: failed | best val | {STABLE_BELOW:g} ≤ lr < "
+            f"{DIVERGING_FROM:g}: failed | best val | lr ≥ {DIVERGING_FROM:g}: failed | best val |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, rec in arms.items():
         cells = {r: [] for r in regions}
         for t in rec.get("trials", []):
@@ -109,7 +116,9 @@ def trial_table(arms: dict) -> list[str]:
         for r in regions:
             ts = cells[r]
             failed = sum(t.get("status") != "completed" for t in ts)
-            vals = [t["select_value"] for t in ts if isinstance(t.get("select_value"), (int, float))]
+            vals = [
+                t["select_value"] for t in ts if isinstance(t.get("select_value"), (int, float))
+            ]
             row += [f"{failed}/{len(ts)}", f"{max(vals):.4f}" if vals else "n/a"]
         lines.append("| " + " | ".join(row) + " |")
     return lines
@@ -118,31 +127,43 @@ def trial_table(arms: dict) -> list[str]:
 def chosen_text(rec: dict) -> str:
     c = rec.get("chosen") or {}
     parts = [f"lr {c[LR_KEY]:.3g}"] if isinstance(c.get(LR_KEY), (int, float)) else []
-    parts += [f"{k.split('.')[-1]} {c[k]:.3g}" for k in THRESHOLD_KEYS if isinstance(c.get(k), (int, float))]
+    parts += [
+        f"{k.split('.')[-1]} {c[k]:.3g}"
+        for k in THRESHOLD_KEYS
+        if isinstance(c.get(k), (int, float))
+    ]
     return ", ".join(parts) or "none completed"
 
 
 def confirm_table(study_dir: Path, arms: dict) -> tuple[list[str], dict]:
-    lines = ["| arm | chosen | failed | reached | steps to target | test/acc | final train/loss |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| arm | chosen | failed | reached | steps to target | test/acc | final train/loss |",
+        "|---|---|---|---|---|---|---|",
+    ]
     curves = {}
     for name, rec in arms.items():
         dirs = (rec.get("final") or {}).get("run_dirs") or []
         runs = load_runs(study_dir, dirs)
         done = [r for r in runs if r.status == "completed"]
-        hit = [s for s in (steps_to(r.rows, "train/loss", TARGET_LOSS) for r in runs) if s is not None]
+        hit = [
+            s for s in (steps_to(r.rows, "train/loss", TARGET_LOSS) for r in runs) if s is not None
+        ]
         ms, hs = mean_ci(hit)
         ma, ha = mean_ci([r.value("test/acc") for r in done])
         mf, hf = mean_ci([last(r.rows, "train/loss") for r in done])
-        lines.append(f"| {name} | {chosen_text(rec)} | {len(dirs) - len(done)}/{len(dirs)} | "
-                     f"{len(hit)}/{len(dirs)} | {fmt(ms, hs, 0)} | {fmt(ma, ha)} | {fmt(mf, hf)} |")
+        lines.append(
+            f"| {name} | {chosen_text(rec)} | {len(dirs) - len(done)}/{len(dirs)} | "
+            f"{len(hit)}/{len(dirs)} | {fmt(ms, hs, 0)} | {fmt(ma, ha)} | {fmt(mf, hf)} |"
+        )
         curves[name] = runs
     return lines, curves
 
 
 def mean_curve(runs: list, key: str) -> tuple[list, list]:
-    per = [{r["step"]: r[key] for r in run.rows if isinstance(r.get(key), (int, float))}
-           for run in runs]
+    per = [
+        {r["step"]: r[key] for r in run.rows if isinstance(r.get(key), (int, float))}
+        for run in runs
+    ]
     per = [p for p in per if p]
     if not per:
         return [], []
@@ -159,17 +180,31 @@ def plot(study_dir: Path, name: str, arms: dict, curves: dict) -> str | None:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     drawn = False
     for arm, rec in arms.items():
-        pts = [((t.get("params") or {}).get(LR_KEY), t.get("select_value")) for t in rec.get("trials", [])]
-        ok = [(lr, v) for lr, v in pts if isinstance(lr, (int, float)) and isinstance(v, (int, float))]
-        bad = [lr for lr, v in pts if isinstance(lr, (int, float)) and not isinstance(v, (int, float))]
+        pts = [
+            ((t.get("params") or {}).get(LR_KEY), t.get("select_value"))
+            for t in rec.get("trials", [])
+        ]
+        ok = [
+            (lr, v) for lr, v in pts if isinstance(lr, (int, float)) and isinstance(v, (int, float))
+        ]
+        bad = [
+            lr for lr, v in pts if isinstance(lr, (int, float)) and not isinstance(v, (int, float))
+        ]
         line = a1.plot([p[0] for p in ok], [p[1] for p in ok], "o", label=arm)[0] if ok else None
         if bad:
-            a1.plot(bad, [0.0] * len(bad), "x", color=line.get_color() if line else None,
-                    label=None if line else arm)
+            a1.plot(
+                bad,
+                [0.0] * len(bad),
+                "x",
+                color=line.get_color() if line else None,
+                label=None if line else arm,
+            )
         steps, mean = mean_curve(curves.get(arm, []), "train/loss")
         if steps:
             n_bad = sum(r.status != "completed" for r in curves[arm])
-            a2.plot(steps, mean, label=arm + (f" ({n_bad}/{len(curves[arm])} failed)" if n_bad else ""))
+            a2.plot(
+                steps, mean, label=arm + (f" ({n_bad}/{len(curves[arm])} failed)" if n_bad else "")
+            )
         drawn = drawn or bool(ok or bad or steps)
     if not drawn:
         plt.close(fig)
@@ -195,10 +230,14 @@ def plot(study_dir: Path, name: str, arms: dict, curves: dict) -> str | None:
 
 def analyse(study: dict, study_dir: Path) -> str:
     study_dir = Path(study_dir)
-    out = [("Tuning trials by lr region (every arm at the same lr points; failed = diverged or "
-           "otherwise stopped), then the confirmation runs at each arm's chosen point. A run "
-           f"reaches the target when the mean of its last {SMOOTH} logged train/loss values is "
-           f"<= {TARGET_LOSS:g}; steps to target: mean ± 95% CI over the runs that reach it.")]
+    out = [
+        (
+            "Tuning trials by lr region (every arm at the same lr points; failed = diverged or "
+            "otherwise stopped), then the confirmation runs at each arm's chosen point. A run "
+            f"reaches the target when the mean of its last {SMOOTH} logged train/loss values is "
+            f"<= {TARGET_LOSS:g}; steps to target: mean ± 95% CI over the runs that reach it."
+        )
+    ]
     for name, arms in workloads(study).items():
         if name is not None:
             out.append(f"\n### {name}")

@@ -28,8 +28,11 @@ def workloads(study: dict) -> dict:
     also reads them)."""
     for key in ("by_workload", "workloads"):
         nested = study.get(key)
-        if isinstance(nested, dict) and nested and all(isinstance(v, dict) and "arms" in v
-                                                       for v in nested.values()):
+        if (
+            isinstance(nested, dict)
+            and nested
+            and all(isinstance(v, dict) and "arms" in v for v in nested.values())
+        ):
             return {w: v.get("arms", {}) for w, v in nested.items()}
     return {None: study.get("arms", {})}
 
@@ -64,21 +67,34 @@ def workload_lines(arms: dict, baseline: str, select: str, metric: str) -> list[
     base, accum = arms.get(baseline), arms.get(ACCUM)
     if not base or not accum:
         return [f"No `{ACCUM}` and `{baseline}` arms here."]
-    lines = [f"Tuning trials at the same lr (`{select}`, one tune seed):", "",
-             f"| lr | {baseline} | {ACCUM} | difference |", "|---|---|---|---|"]
+    lines = [
+        f"Tuning trials at the same lr (`{select}`, one tune seed):",
+        "",
+        f"| lr | {baseline} | {ACCUM} | difference |",
+        "|---|---|---|---|",
+    ]
     diffs = []
     for lr, b, a in trial_pairs(base, accum):
         d = a - b if _num(a) and _num(b) else None
         diffs += [abs(d)] if d is not None else []
-        lines.append(f"| {lr:.3g} | {fmt(b)} | {fmt(a)} | {f'{d:+.4f}' if d is not None else 'n/a'} |")
+        lines.append(
+            f"| {lr:.3g} | {fmt(b)} | {fmt(a)} | {f'{d:+.4f}' if d is not None else 'n/a'} |"
+        )
     seeds = seed_pairs(base, accum)
     sd = [a - b for _, b, a in seeds]
     spread = _sd([b for _, b, _ in seeds])
-    lines += ["", (f"Largest |difference| over the paired trials: "
-              f"{f'{max(diffs):.4f}' if diffs else 'n/a'}."), "",
-              f"Confirmation runs (`{metric}`; each arm at its own chosen point, so equal only "
-              f"where both chose the same lr): " + (", ".join(
-                  f"seed {s} {d:+.4f}" for (s, _, _), d in zip(seeds, sd)) or "none paired") + "."]
+    lines += [
+        "",
+        (
+            f"Largest |difference| over the paired trials: "
+            f"{f'{max(diffs):.4f}' if diffs else 'n/a'}."
+        ),
+        "",
+        f"Confirmation runs (`{metric}`; each arm at its own chosen point, so equal only "
+        f"where both chose the same lr): "
+        + (", ".join(f"seed {s} {d:+.4f}" for (s, _, _), d in zip(seeds, sd)) or "none paired")
+        + ".",
+    ]
     if _num(spread):
         lines.append(f"The baseline's seed-to-seed standard deviation there: {spread:.4f}.")
     return lines
@@ -94,9 +110,13 @@ def _sd(xs: list[float]) -> float:
 def analyse(study: dict, study_dir: Path) -> str:
     baseline = study.get("baseline", "none")
     select, metric = study.get("select", "val/acc"), study.get("metric", "test/acc")
-    out = [(f"Gradient accumulation ({ACCUM}) against the batch of 100 it should equal, paired at "
-           "the same lr points and seeds. With dropout 0 the two compute the same function on "
-           "the same examples in the same order; with dropout the masks differ.")]
+    out = [
+        (
+            f"Gradient accumulation ({ACCUM}) against the batch of 100 it should equal, paired at "
+            "the same lr points and seeds. With dropout 0 the two compute the same function on "
+            "the same examples in the same order; with dropout the masks differ."
+        )
+    ]
     for name, arms in workloads(study).items():
         if name is not None:
             out.append(f"\n### {name}")

@@ -71,22 +71,33 @@ def trial_rows(study_dir: Path, arm: dict) -> list[tuple]:
     for t in arm.get("trials", []):
         d = _path(study_dir, t["run_dir"])
         s = summary(d)
-        out.append((t["params"].get(B_KEY), t["params"].get("optimizer.lr"),
-                    t.get("select_value"), last(d, "train/loss"), s.get("final/test/loss"),
-                    t.get("status")))
+        out.append(
+            (
+                t["params"].get(B_KEY),
+                t["params"].get("optimizer.lr"),
+                t.get("select_value"),
+                last(d, "train/loss"),
+                s.get("final/test/loss"),
+                t.get("status"),
+            )
+        )
     return out
 
 
 def confirm_table(study_dir: Path, arms: dict) -> list[str]:
-    lines = ["| arm | n | test/acc (best val) | final/test/loss | final train/loss |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| arm | n | test/acc (best val) | final/test/loss | final train/loss |",
+        "|---|---|---|---|---|",
+    ]
     for name, arm in arms.items():
         dirs = [_path(study_dir, d) for d in arm.get("final", {}).get("run_dirs", [])]
         done = [d for d in dirs if summary(d).get("status") == "completed"]
-        lines.append(f"| {name} | {len(done)}/{len(dirs)} | "
-                     f"{mean_ci([summary(d).get('test/acc') for d in done])} | "
-                     f"{mean_ci([summary(d).get('final/test/loss') for d in done])} | "
-                     f"{mean_ci([last(d, 'train/loss') for d in done])} |")
+        lines.append(
+            f"| {name} | {len(done)}/{len(dirs)} | "
+            f"{mean_ci([summary(d).get('test/acc') for d in done])} | "
+            f"{mean_ci([summary(d).get('final/test/loss') for d in done])} | "
+            f"{mean_ci([last(d, 'train/loss') for d in done])} |"
+        )
     return lines
 
 
@@ -109,7 +120,7 @@ def plot(rows: list[tuple], path: Path, title: str) -> bool:
     ax.set_xscale("log")
     ax.set_xlabel("flood level b")
     ax.set_title(title)
-    ax.grid(alpha=.3)
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -119,15 +130,19 @@ def plot(rows: list[tuple], path: Path, title: str) -> bool:
 
 def analyse(study: dict, study_dir: Path) -> str:
     study_dir = Path(study_dir)
-    lines = ["Flooding holds the training loss near b. Below: each tuning trial of the flood "
-             "arm (b, lr, val/acc, final train and test loss), and the confirmation runs' "
-             "losses, mean ± 95% CI over the seeds.\n"]
+    lines = [
+        "Flooding holds the training loss near b. Below: each tuning trial of the flood "
+        "arm (b, lr, val/acc, final train and test loss), and the confirmation runs' "
+        "losses, mean ± 95% CI over the seeds.\n"
+    ]
     for w, arms in workloads(study).items():
         tag = w or "main"
         lines.append(f"### {tag}\n")
         rows = trial_rows(study_dir, arms.get("flood", {}))
-        lines += ["| b | lr | val/acc | final train/loss | final/test/loss | status |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "| b | lr | val/acc | final train/loss | final/test/loss | status |",
+            "|---|---|---|---|---|---|",
+        ]
         f = lambda x, d=4: "n/a" if x is None else f"{x:.{d}g}"
         for b, lr, v, tl, te, st in sorted(rows, key=lambda r: (r[0] is None, r[0] or 0)):
             lines.append(f"| {f(b)} | {f(lr)} | {f(v)} | {f(tl)} | {f(te)} | {st} |")

@@ -26,8 +26,11 @@ def workloads(study: dict) -> dict:
     also reads them)."""
     for key in ("by_workload", "workloads"):
         nested = study.get(key)
-        if isinstance(nested, dict) and nested and all(isinstance(v, dict) and "arms" in v
-                                                       for v in nested.values()):
+        if (
+            isinstance(nested, dict)
+            and nested
+            and all(isinstance(v, dict) and "arms" in v for v in nested.values())
+        ):
             return {w: v.get("arms", {}) for w, v in nested.items()}
     return {None: study.get("arms", {})}
 
@@ -42,8 +45,10 @@ def _num(v) -> bool:
 
 
 def params_text(params: dict) -> str:
-    return ", ".join(f"{k.removeprefix('optimizer.')} {v:g}" if _num(v) else f"{k} {v}"
-                     for k, v in (params or {}).items())
+    return ", ".join(
+        f"{k.removeprefix('optimizer.')} {v:g}" if _num(v) else f"{k} {v}"
+        for k, v in (params or {}).items()
+    )
 
 
 def trials_table(arms: dict, select: str) -> list[str]:
@@ -55,8 +60,10 @@ def trials_table(arms: dict, select: str) -> list[str]:
         for t in sorted(ts, key=lambda t: t["params"][LR_KEY]):
             rest = {k: v for k, v in t["params"].items() if k != LR_KEY}
             v = t.get("select_value")
-            lines.append(f"| {name} | {t['params'][LR_KEY]:.3g} | {params_text(rest)} | "
-                         f"{f'{v:.4f}' if _num(v) else 'failed'} |")
+            lines.append(
+                f"| {name} | {t['params'][LR_KEY]:.3g} | {params_text(rest)} | "
+                f"{f'{v:.4f}' if _num(v) else 'failed'} |"
+            )
     return lines
 
 
@@ -67,8 +74,10 @@ def lr_ratio(arms: dict) -> str:
         return "Chosen lr: fewer than two optimizers completed a trial."
     text = "; ".join(f"{a} {v:.3g}" for a, v in chosen.items())
     names = list(chosen)
-    return (f"Chosen lr: {text} ({names[0]} / {names[1]} = {chosen[names[0]] / chosen[names[1]]:.2g}; "
-            f"one tuning seed per trial, so a ratio within the grain of the search).")
+    return (
+        f"Chosen lr: {text} ({names[0]} / {names[1]} = {chosen[names[0]] / chosen[names[1]]:.2g}; "
+        f"one tuning seed per trial, so a ratio within the grain of the search)."
+    )
 
 
 def plot(study_dir: Path, name: str | None, arms: dict, select: str) -> str | None:
@@ -82,9 +91,11 @@ def plot(study_dir: Path, name: str | None, arms: dict, select: str) -> str | No
     for arm, rec in arms.items():
         if rec.get("equal_compute_of"):
             continue
-        pts = sorted(((t.get("params") or {}).get(LR_KEY), t.get("select_value"))
-                     for t in rec.get("trials", []) if _num((t.get("params") or {}).get(LR_KEY))
-                     and _num(t.get("select_value")))
+        pts = sorted(
+            ((t.get("params") or {}).get(LR_KEY), t.get("select_value"))
+            for t in rec.get("trials", [])
+            if _num((t.get("params") or {}).get(LR_KEY)) and _num(t.get("select_value"))
+        )
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=arm, alpha=0.8)
             drawn = True
@@ -94,7 +105,7 @@ def plot(study_dir: Path, name: str | None, arms: dict, select: str) -> str | No
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (tuning trials)")
     ax.set_ylabel(select)
-    ax.grid(alpha=.3)
+    ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fname = f"sensitivity_{name or 'main'}.png"
@@ -121,8 +132,12 @@ def optimizer_state_bytes(config_file: Path, datasets: dict | None = None) -> tu
         p.grad = torch.randn_like(p) * 1e-3
     opt.step()
     pb = sum(p.numel() * p.element_size() for p in model.parameters())
-    sb = sum(v.numel() * v.element_size() for st in opt.state.values() for v in st.values()
-             if torch.is_tensor(v) and v.dim() > 0)
+    sb = sum(
+        v.numel() * v.element_size()
+        for st in opt.state.values()
+        for v in st.values()
+        if torch.is_tensor(v) and v.dim() > 0
+    )
     return pb, sb
 
 
@@ -132,8 +147,9 @@ def memory_table(study_dir: Path, arms: dict) -> list[str]:
     for name, rec in arms.items():
         if rec.get("equal_compute_of"):
             continue
-        dirs = ((rec.get("final") or {}).get("run_dirs") or []) + \
-            [t["run_dir"] for t in rec.get("trials", []) if t.get("run_dir")]
+        dirs = ((rec.get("final") or {}).get("run_dirs") or []) + [
+            t["run_dir"] for t in rec.get("trials", []) if t.get("run_dir")
+        ]
         cfgs = [run_path(study_dir, d) / "config.yaml" for d in dirs]
         cfg = next((c for c in cfgs if c.is_file()), None)
         if cfg is None:
@@ -142,7 +158,10 @@ def memory_table(study_dir: Path, arms: dict) -> list[str]:
         try:
             pb, sb = optimizer_state_bytes(cfg, datasets)
         except Exception as e:  # noqa: BLE001 (a model that cannot be built here: say so, keep the rest)
-            lines.append(f"| {name} | n/a | n/a | {type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''} |")
+            lines.append(
+                f"| {name} | n/a | n/a | {type(e).__name__}: "
+                f"{str(e).splitlines()[0][:80] if str(e) else ''} |"
+            )
             continue
         lines.append(f"| {name} | {pb / 1e6:.3f} MB | {sb / 1e6:.3f} MB | {sb / pb:.2f}× |")
     return lines
@@ -151,8 +170,12 @@ def memory_table(study_dir: Path, arms: dict) -> list[str]:
 def analyse(study: dict, study_dir: Path) -> str:
     study_dir = Path(study_dir)
     select = study.get("select", "val/acc")
-    out = [(f"Sensitivity to the learning rate: every tuning trial's `{select}` (one tune seed "
-           "each) against its lr; both optimizers were tried at the same lr points.")]
+    out = [
+        (
+            f"Sensitivity to the learning rate: every tuning trial's `{select}` (one tune seed "
+            "each) against its lr; both optimizers were tried at the same lr points."
+        )
+    ]
     for name, arms in workloads(study).items():
         if name is not None:
             out.append(f"\n### {name}")
@@ -161,6 +184,12 @@ def analyse(study: dict, study_dir: Path) -> str:
         if fname:
             out.append(f"![{select} against lr]({fname})\n")
         out += trials_table(arms, select)
-        out += ["", ("Optimizer-state memory, measured after one step on this workload's model "
-                "(bytes of the tensors in `optimizer.state`):"), ""] + memory_table(study_dir, arms)
+        out += [
+            "",
+            (
+                "Optimizer-state memory, measured after one step on this workload's model "
+                "(bytes of the tensors in `optimizer.state`):"
+            ),
+            "",
+        ] + memory_table(study_dir, arms)
     return "\n".join(out) + "\n"

@@ -1,5 +1,6 @@
 """This recipe's analysis for `tricks study`: the same as ../lion_vs_adamw/analysis.py
-(the sensitivity, chosen-lr and optimizer-state tables), loaded from there so the two recipes' reports cannot drift apart.
+(the sensitivity, chosen-lr and optimizer-state tables), loaded from there so the two recipes'
+reports cannot drift apart.
 
 Interface (experiments/README.md): `analyse(study: dict, study_dir: Path) -> str`.
 """
@@ -10,7 +11,9 @@ import importlib.util
 from pathlib import Path
 
 _spec = importlib.util.spec_from_file_location(
-    "lion_vs_adamw_analysis", Path(__file__).resolve().parent.parent / "lion_vs_adamw" / "analysis.py")
+    "lion_vs_adamw_analysis",
+    Path(__file__).resolve().parent.parent / "lion_vs_adamw" / "analysis.py",
+)
 _mod = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_mod)
 

@@ -26,8 +26,11 @@ def workloads(study: dict) -> dict:
     also reads them)."""
     for key in ("by_workload", "workloads"):
         nested = study.get(key)
-        if isinstance(nested, dict) and nested and all(isinstance(v, dict) and "arms" in v
-                                                       for v in nested.values()):
+        if (
+            isinstance(nested, dict)
+            and nested
+            and all(isinstance(v, dict) and "arms" in v for v in nested.values())
+        ):
             return {w: v.get("arms", {}) for w, v in nested.items()}
     return {None: study.get("arms", {})}
 
@@ -66,13 +69,21 @@ def diff_text(eq: dict, digits: int = 4) -> tuple[str, str, str]:
         return "n/a", "n/a", str(eq.get("verdict", ""))
     ci = f" [{lo:+.{digits}f}, {hi:+.{digits}f}]" if _num(lo) and _num(hi) else ""
     p = d.get("p_holm", d.get("p"))
-    return f"{d['mean']:+.{digits}f}{ci}", f"{p:.3g}" if _num(p) else "n/a", str(eq.get("verdict", ""))
+    return (
+        f"{d['mean']:+.{digits}f}{ci}",
+        f"{p:.3g}" if _num(p) else "n/a",
+        str(eq.get("verdict", "")),
+    )
 
 
 def cost_table(study_dir: Path, workload: str | None, arms: dict, baseline: str) -> list[str]:
-    lines = [("| arm | ms / step (rounds) | × baseline | source | equal-compute baseline | its "
-             "length | diff to it [95% CI] | p (Holm) | verdict |"),
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            "| arm | ms / step (rounds) | × baseline | source | equal-compute baseline | its "
+            "length | diff to it [95% CI] | p (Holm) | verdict |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, rec in arms.items():
         if rec.get("equal_compute_of"):
             continue
@@ -90,24 +101,46 @@ def cost_table(study_dir: Path, workload: str | None, arms: dict, baseline: str)
         if name == baseline:
             row = [name, ms, "1.00×", cost.get("source", ""), "baseline", "", "", "", ""]
         elif vs is None:
-            row = [name, ms, f"{ratio:.2f}×" if _num(ratio) else "n/a", cost.get("source", ""),
-                   "none (within 10% of the baseline)", "", "", "", ""]
+            row = [
+                name,
+                ms,
+                f"{ratio:.2f}×" if _num(ratio) else "n/a",
+                cost.get("source", ""),
+                "none (within 10% of the baseline)",
+                "",
+                "",
+                "",
+                "",
+            ]
         else:
             dt, pt, vt = diff_text(eq)
-            row = [name, ms, f"{ratio:.2f}×" if _num(ratio) else "n/a", cost.get("source", ""),
-                   vs, length_of(arms.get(vs, {})), dt, pt, vt]
+            row = [
+                name,
+                ms,
+                f"{ratio:.2f}×" if _num(ratio) else "n/a",
+                cost.get("source", ""),
+                vs,
+                length_of(arms.get(vs, {})),
+                dt,
+                pt,
+                vt,
+            ]
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
 
 def analyse(study: dict, study_dir: Path) -> str:
     baseline = study.get("baseline", "none")
-    out = [("Cost per optimizer step as the study measured it: every arm timed in one process, "
-           "interleaved rounds (each round's ms/step in brackets; median first); evaluation "
-           "excluded. `source: confirmation runs` means no interleaved timing was made and the "
-           "figure is the median over the arm's confirmation runs (noisier on a shared machine). "
-           "Each arm dearer than 1.1× the baseline is compared with a baseline trained for as "
-           "much more compute; those pairs are Holm-adjusted as their own family.")]
+    out = [
+        (
+            "Cost per optimizer step as the study measured it: every arm timed in one process, "
+            "interleaved rounds (each round's ms/step in brackets; median first); evaluation "
+            "excluded. `source: confirmation runs` means no interleaved timing was made and the "
+            "figure is the median over the arm's confirmation runs (noisier on a shared machine). "
+            "Each arm dearer than 1.1× the baseline is compared with a baseline trained for as "
+            "much more compute; those pairs are Holm-adjusted as their own family."
+        )
+    ]
     for name, arms in workloads(study).items():
         if name is not None:
             out.append(f"\n### {name}")

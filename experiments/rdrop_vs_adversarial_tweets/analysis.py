@@ -10,7 +10,9 @@ import importlib.util
 from pathlib import Path
 
 _spec = importlib.util.spec_from_file_location(
-    "rdrop_vs_adversarial_analysis", Path(__file__).resolve().parent.parent / "rdrop_vs_adversarial" / "analysis.py")
+    "rdrop_vs_adversarial_analysis",
+    Path(__file__).resolve().parent.parent / "rdrop_vs_adversarial" / "analysis.py",
+)
 _mod = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_mod)
 

@@ -11,7 +11,8 @@ every row once per epoch, still a function of (seed, epoch) only.
 
 Streamed data (`device` given: the splits stay on the host because they would take too much of
 the GPU; trainer.data_on_device): each batch is gathered and trimmed on the host, pinned and
-copied to `device` non-blocking (runner.device.to_device). The same rows in the same order as device-resident batching."""
+copied to `device` non-blocking (runner.device.to_device). The same rows in the same order as
+device-resident batching."""
 
 from __future__ import annotations
 
@@ -25,8 +26,17 @@ class IndexBatcher:
     """Yields the batches of one epoch. Drops the last incomplete batch (constant batch size
     keeps every step's statistics comparable); `steps_per_epoch` says how many there are."""
 
-    def __init__(self, split: dict, batch_size: int, seed: int, drop_last: bool = True,
-                 collate=None, rank: int = 0, world_size: int = 1, device=None):
+    def __init__(
+        self,
+        split: dict,
+        batch_size: int,
+        seed: int,
+        drop_last: bool = True,
+        collate=None,
+        rank: int = 0,
+        world_size: int = 1,
+        device=None,
+    ):
         self.split, self.batch_size, self.seed = split, batch_size, seed
         self.device = device  # streamed: copy each batch there (the split stays on the host)
         self.rank, self.world_size = rank, world_size
@@ -39,15 +49,18 @@ class IndexBatcher:
         # collate.host_view(split) -> f(batch, host_rows)
         view = getattr(collate, "host_view", None)
         self._host_collate = view(split) if view is not None else None
-        self._lengths = (collate.host_lengths(split) if getattr(collate, "bucket", False)
-                         else None)
+        self._lengths = collate.host_lengths(split) if getattr(collate, "bucket", False) else None
         if self.n < self.global_batch and drop_last:
             from runner.errors import ConfigError
 
-            what = (f"{batch_size}" if world_size == 1 else
-                    f"{batch_size} x {world_size} processes = {self.global_batch}")
-            raise ConfigError("trainer.batch_size",
-                              f"{what} is larger than the train split ({self.n} samples)")
+            what = (
+                f"{batch_size}"
+                if world_size == 1
+                else f"{batch_size} x {world_size} processes = {self.global_batch}"
+            )
+            raise ConfigError(
+                "trainer.batch_size", f"{what} is larger than the train split ({self.n} samples)"
+            )
 
     @property
     def steps_per_epoch(self) -> int:
@@ -77,15 +90,14 @@ class IndexBatcher:
         rows = host.numpy() if self._host_collate is not None else None
         # one gather per epoch, then every batch is a contiguous slice (a view): no per-step
         # indexing kernel, the same rows in the same order
-        shuffled = take(self.split, perm[:min(self.n, self.steps_per_epoch * self.global_batch)])
+        shuffled = take(self.split, perm[: min(self.n, self.steps_per_epoch * self.global_batch)])
         for i in range(start, self.steps_per_epoch):
             lo = i * self.global_batch + self.rank * self.batch_size  # this rank's slice
-            batch = {k: v[lo:lo + self.batch_size] for k, v in shuffled.items()}
+            batch = {k: v[lo : lo + self.batch_size] for k, v in shuffled.items()}
             if self._host_collate is not None:
-                yield self._host_collate(batch, rows[lo:lo + self.batch_size])
+                yield self._host_collate(batch, rows[lo : lo + self.batch_size])
             else:
                 yield self.collate(batch) if self.collate else batch
-
 
     def _streamed(self, epoch: int, start: int):
         from runner.device import to_device
@@ -93,7 +105,7 @@ class IndexBatcher:
         host = self.host_order(epoch)
         for i in range(start, self.steps_per_epoch):
             lo = i * self.global_batch + self.rank * self.batch_size
-            idx = host[lo:lo + self.batch_size]
+            idx = host[lo : lo + self.batch_size]
             batch = {k: v.index_select(0, idx) for k, v in self.split.items()}
             if self._host_collate is not None:
                 batch = self._host_collate(batch, idx.numpy())
@@ -111,15 +123,16 @@ def bucketed_order(perm: torch.Tensor, lengths, batch: int, g: torch.Generator) 
     """Length-grouped epoch order from the random permutation `perm`: the rows that make full
     batches are cut into buckets of BUCKET_BATCHES batches, each bucket sorted by length (stable)
     and cut into batches, and the batch order is shuffled with `g`. Rows left out of full batches
-    (the incomplete last batch) stay at the end, as in the plain order. A permutation of all rows."""
+    (the incomplete last batch) stay at the end, as in the plain order. A permutation of all
+    rows."""
     full = len(perm) // batch * batch
     head = perm[:full]
     lens = torch.as_tensor(lengths)[head]
     size = batch * BUCKET_BATCHES
     sorted_parts = []
     for lo in range(0, full, size):
-        idx = torch.argsort(lens[lo:lo + size], stable=True)
-        sorted_parts.append(head[lo:lo + size][idx])
+        idx = torch.argsort(lens[lo : lo + size], stable=True)
+        sorted_parts.append(head[lo : lo + size][idx])
     batches = torch.cat(sorted_parts).view(-1, batch) if full else head.view(0, batch)
     batches = batches[torch.randperm(len(batches), generator=g)]
     return torch.cat([batches.reshape(-1), perm[full:]])
@@ -138,7 +151,7 @@ def eval_batches(split: dict, batch_size: int, collate=None, device=None):
     if device is not None:
         from runner.device import to_device
     for i in range(0, n, batch_size):
-        batch = {k: v[i:i + batch_size] for k, v in split.items()}
+        batch = {k: v[i : i + batch_size] for k, v in split.items()}
         batch = collate(batch) if collate else batch
         if device is not None:
             batch = {k: to_device(v, device) for k, v in batch.items()}

@@ -45,10 +45,22 @@ from runner.data import text as T
 from runner.data.base import Data, semi_supervised
 from runner.errors import ConfigError, check, in_range
 
-FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
-           ".pq": "parquet"}
-SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "dev": "val",
-               "test": "test"}
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+SPLIT_NAMES = {
+    "train": "train",
+    "val": "val",
+    "validation": "val",
+    "valid": "val",
+    "dev": "val",
+    "test": "test",
+}
 
 
 def quiet_datasets():
@@ -64,11 +76,13 @@ def _check_file(p, key: str) -> Path:
     if not path.exists():
         raise ConfigError(key, f"file not found: {path}")
     if path.is_dir():
-        raise ConfigError(key, f"{path} is a folder; give a file (or use dataset=hf with "
-                          "dataset.name=FOLDER)")
+        raise ConfigError(
+            key, f"{path} is a folder; give a file (or use dataset=hf with dataset.name=FOLDER)"
+        )
     if path.suffix.lower() not in FORMATS:
-        raise ConfigError(key, f"unknown file type {path.suffix!r} ({path.name})",
-                          ", ".join(sorted(FORMATS)))
+        raise ConfigError(
+            key, f"unknown file type {path.suffix!r} ({path.name})", ", ".join(sorted(FORMATS))
+        )
     if path.stat().st_size == 0:
         raise ConfigError(key, f"{path} is empty")
     return path
@@ -78,8 +92,10 @@ def load_files(path) -> tuple[dict, dict]:
     """({'train'|'val'|'test': datasets.Dataset}, {split: file name}) from one file or a mapping
     of split files."""
     if path is None or path == "":
-        raise ConfigError("dataset.path", "required: a CSV/TSV/JSON/parquet file, or "
-                          "{train: FILE, val: FILE, test: FILE}")
+        raise ConfigError(
+            "dataset.path",
+            "required: a CSV/TSV/JSON/parquet file, or {train: FILE, val: FILE, test: FILE}",
+        )
     if isinstance(path, dict):
         files = {}
         for k, v in path.items():
@@ -95,11 +111,19 @@ def load_files(path) -> tuple[dict, dict]:
     for split, f in files.items():
         fmt = FORMATS[f.suffix.lower()]
         kw = {"delimiter": "\t"} if f.suffix.lower() == ".tsv" else {}
-        key = "dataset.path" if len(files) == 1 and not isinstance(path, dict) \
+        key = (
+            "dataset.path"
+            if len(files) == 1 and not isinstance(path, dict)
             else f"dataset.path.{split}"
+        )
         try:
-            ds = datasets.load_dataset(fmt, data_files={"train": str(f)}, split="train",
-                                       cache_dir=str(CACHE_DIR / "datasets"), **kw)
+            ds = datasets.load_dataset(
+                fmt,
+                data_files={"train": str(f)},
+                split="train",
+                cache_dir=str(CACHE_DIR / "datasets"),
+                **kw,
+            )
         except Exception as e:
             msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
             if "corresponds to no data" in msg:  # a header and no rows
@@ -133,14 +157,21 @@ def _multi_labels(ds, w: str, label_column, label_columns, label_delimiter) -> l
                 continue
             for c, v in zip(label_columns, row):
                 if isinstance(v, str) or v not in (0, 1):  # True/False, 0.0/1.0 are 0/1 too
-                    raise ConfigError("dataset.label_columns", f"column {c!r} in {w} has the "
-                                      f"value {v!r} (row {i + 1}); multi-hot columns hold 0 or 1")
+                    raise ConfigError(
+                        "dataset.label_columns",
+                        f"column {c!r} in {w} has the "
+                        f"value {v!r} (row {i + 1}); multi-hot columns hold 0 or 1",
+                    )
             out.append(tuple(int(v) for v in row))
         return out
     vals = _column(ds, label_column, "dataset.label_column", w)
     # an empty cell (read as missing) is a row with no label: a valid multi-label row
-    return [() if _missing(v) else tuple(sorted({s.strip() for s in str(v).split(
-        label_delimiter) if s.strip()})) for v in vals]
+    return [
+        ()
+        if _missing(v)
+        else tuple(sorted({s.strip() for s in str(v).split(label_delimiter) if s.strip()}))
+        for v in vals
+    ]
 
 
 def _encode_multi(labels: list, label_columns) -> tuple:
@@ -148,8 +179,11 @@ def _encode_multi(labels: list, label_columns) -> tuple:
     if label_columns is not None:
         return np.asarray(labels, dtype=np.float32).reshape(len(labels), -1), list(label_columns)
     names = sorted({n for row in labels for n in row})
-    check(len(names) >= 2, "dataset.label_delimiter", f"found {len(names)} label name(s) "
-          f"({', '.join(names) or 'none'}); need at least 2")
+    check(
+        len(names) >= 2,
+        "dataset.label_delimiter",
+        f"found {len(names)} label name(s) ({', '.join(names) or 'none'}); need at least 2",
+    )
     index = {n: i for i, n in enumerate(names)}
     y = np.zeros((len(labels), len(names)), dtype=np.float32)
     for r, row in enumerate(labels):
@@ -161,18 +195,28 @@ def _check_multi_args(label_columns, label_delimiter):
     """label_columns as a list (or None), after checking the multi-label arguments."""
     if isinstance(label_columns, str):
         label_columns = [label_columns]
-    check(label_columns is None or label_delimiter is None, "dataset.label_columns",
-          "set label_columns (0/1 columns) or label_delimiter (one delimited column), not both")
-    check(label_columns is None or (len(label_columns) >= 2 and all(
-        isinstance(c, str) for c in label_columns)), "dataset.label_columns",
-        f"a list of at least two column names, got {label_columns!r}")
-    check(label_delimiter is None or (isinstance(label_delimiter, str) and label_delimiter),
-          "dataset.label_delimiter", f"a non-empty string, got {label_delimiter!r}")
+    check(
+        label_columns is None or label_delimiter is None,
+        "dataset.label_columns",
+        "set label_columns (0/1 columns) or label_delimiter (one delimited column), not both",
+    )
+    check(
+        label_columns is None
+        or (len(label_columns) >= 2 and all(isinstance(c, str) for c in label_columns)),
+        "dataset.label_columns",
+        f"a list of at least two column names, got {label_columns!r}",
+    )
+    check(
+        label_delimiter is None or (isinstance(label_delimiter, str) and label_delimiter),
+        "dataset.label_delimiter",
+        f"a non-empty string, got {label_delimiter!r}",
+    )
     return label_columns
 
 
-def _gather_rows(tables: dict, where: dict, cols: list, text_column, labels_of,
-                 dataset: str) -> dict:
+def _gather_rows(
+    tables: dict, where: dict, cols: list, text_column, labels_of, dataset: str
+) -> dict:
     """{split: (labels, texts per column | feature matrix)}, rows without a label or text
     dropped (said in one line)."""
     rows = {}
@@ -182,8 +226,11 @@ def _gather_rows(tables: dict, where: dict, cols: list, text_column, labels_of,
         labels = labels_of(ds, w)
         if text_column is not None:
             data = [list(_column(ds, c, "dataset.text_column", w)) for c in cols]
-            keep = [i for i, l in enumerate(labels) if not _missing(l)
-                    and all(not _missing(d[i]) and str(d[i]).strip() for d in data)]
+            keep = [
+                i
+                for i, l in enumerate(labels)
+                if not _missing(l) and all(not _missing(d[i]) and str(d[i]).strip() for d in data)
+            ]
             feats = [[str(d[i]) for i in keep] for d in data]
         else:
             data = []
@@ -192,29 +239,41 @@ def _gather_rows(tables: dict, where: dict, cols: list, text_column, labels_of,
                 try:
                     data.append(np.asarray(v, dtype=np.float64))
                 except (TypeError, ValueError):
-                    raise ConfigError("dataset.feature_columns",
-                                      f"column {c!r} in {w} is not numeric")
+                    raise ConfigError(
+                        "dataset.feature_columns", f"column {c!r} in {w} is not numeric"
+                    )
             x = np.stack(data, 1) if data else np.zeros((len(labels), 0))
             keep = [i for i, l in enumerate(labels) if not _missing(l)]
             x = x[keep]
             if np.isnan(x).any():
                 bad = cols[int(np.where(np.isnan(x).any(0))[0][0])]
-                raise ConfigError("dataset.feature_columns",
-                                  f"column {bad!r} in {w} has missing values")
+                raise ConfigError(
+                    "dataset.feature_columns", f"column {bad!r} in {w} has missing values"
+                )
             feats = x
         dropped += len(labels) - len(keep)
         rows[split] = ([labels[i] for i in keep], feats)
         if not keep:
-            raise ConfigError("dataset.label_column" if text_column is None else
-                              "dataset.text_column", f"no usable rows in {w}")
+            raise ConfigError(
+                "dataset.label_column" if text_column is None else "dataset.text_column",
+                f"no usable rows in {w}",
+            )
     if dropped:
-        T.note(f"dataset={dataset}: dropped {dropped} rows with a missing label"
-               + (" or an empty text" if text_column is not None else ""))
+        T.note(
+            f"dataset={dataset}: dropped {dropped} rows with a missing label"
+            + (" or an empty text" if text_column is not None else "")
+        )
     return rows
 
 
-def _carve_splits(span: dict, tables: dict, val_fraction: float, test_fraction: float,
-                  split_seed: int, sizes: tuple) -> dict:
+def _carve_splits(
+    span: dict,
+    tables: dict,
+    val_fraction: float,
+    test_fraction: float,
+    split_seed: int,
+    sizes: tuple,
+) -> dict:
     """Missing val/test carved from train (seeded by split_seed, independent of the run seed);
     every split shuffled and capped at its *_size."""
     rng = np.random.RandomState(split_seed)
@@ -223,38 +282,72 @@ def _carve_splits(span: dict, tables: dict, val_fraction: float, test_fraction: 
     for s, frac in (("test", test_fraction), ("val", val_fraction)):
         if s not in span:
             n = int(round(n_rows * frac))
-            check(n > 0, f"dataset.{s}_fraction", f"gives an empty {s} split "
-                  f"({len(train)} train rows); raise it or give a {s} file")
+            check(
+                n > 0,
+                f"dataset.{s}_fraction",
+                f"gives an empty {s} split ({len(train)} train rows); raise it or give a {s} file",
+            )
             span[s], train = train[:n], train[n:]
-    check(len(train) > 0, "dataset.val_fraction", "val_fraction + test_fraction leave no "
-          "training rows")
+    check(
+        len(train) > 0,
+        "dataset.val_fraction",
+        "val_fraction + test_fraction leave no training rows",
+    )
     span["train"] = train
     for s in ("val", "test"):  # shuffle given splits too, so *_size takes a random subset
         if s in tables:
             span[s] = span[s][np.random.RandomState(split_seed + 1).permutation(len(span[s]))]
-    return {s: T.cap(span[s], size, f"dataset.{s}_size")
-            for s, size in zip(("train", "val", "test"), sizes)}
+    return {
+        s: T.cap(span[s], size, f"dataset.{s}_size")
+        for s, size in zip(("train", "val", "test"), sizes)
+    }
 
 
-def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=None,
-                label_column="label", tokenizer=None, max_len: int = 128,
-                val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0,
-                train_size=None, val_size=None, test_size=None, padding: str = "dynamic",
-                standardize: bool = True, dataset: str = "csv", label_names=None,
-                label_columns=None, label_delimiter=None, labeled_fraction=None,
-                labeled_size=None) -> Data:
+def from_tables(
+    tables: dict,
+    where: dict,
+    *,
+    text_column=None,
+    feature_columns=None,
+    label_column="label",
+    tokenizer=None,
+    max_len: int = 128,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    split_seed: int = 0,
+    train_size=None,
+    val_size=None,
+    test_size=None,
+    padding: str = "dynamic",
+    standardize: bool = True,
+    dataset: str = "csv",
+    label_names=None,
+    label_columns=None,
+    label_delimiter=None,
+    labeled_fraction=None,
+    labeled_size=None,
+) -> Data:
     """`tables`: {'train': Dataset, 'val'?: Dataset, 'test'?: Dataset}; `where` names each for
     error messages. Shared by dataset=csv and dataset=hf."""
-    check((text_column is None) != (feature_columns is None), "dataset.text_column",
-          "set exactly one of text_column (text) and feature_columns (numeric)")
-    check(isinstance(label_column, str) and label_column != "", "dataset.label_column",
-          "required: the name of the label column")
+    check(
+        (text_column is None) != (feature_columns is None),
+        "dataset.text_column",
+        "set exactly one of text_column (text) and feature_columns (numeric)",
+    )
+    check(
+        isinstance(label_column, str) and label_column != "",
+        "dataset.label_column",
+        "required: the name of the label column",
+    )
     label_columns = _check_multi_args(label_columns, label_delimiter)
     multi = label_columns is not None or label_delimiter is not None
     if text_column is not None:
         cols = [text_column] if isinstance(text_column, str) else list(text_column)
-        check(len(cols) in (1, 2) and all(isinstance(c, str) for c in cols),
-              "dataset.text_column", f"one column name or a list of two, got {text_column!r}")
+        check(
+            len(cols) in (1, 2) and all(isinstance(c, str) for c in cols),
+            "dataset.text_column",
+            f"one column name or a list of two, got {text_column!r}",
+        )
         tok = T.load_tokenizer(tokenizer, dataset)
     else:
         first = tables["train"]
@@ -268,9 +361,11 @@ def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=
     in_range(test_fraction, "dataset.test_fraction", 0.0, 1.0, hi_open=True)
 
     # Gather every split's columns, dropping rows without a label or text.
-    labels_of = (lambda ds, w: _multi_labels(ds, w, label_column, label_columns,
-                                             label_delimiter)) if multi else (
-        lambda ds, w: list(_column(ds, label_column, "dataset.label_column", w)))
+    labels_of = (
+        (lambda ds, w: _multi_labels(ds, w, label_column, label_columns, label_delimiter))
+        if multi
+        else (lambda ds, w: list(_column(ds, label_column, "dataset.label_column", w)))
+    )
     rows = _gather_rows(tables, where, cols, text_column, labels_of, dataset)
 
     # One label vocabulary across splits.
@@ -278,24 +373,31 @@ def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=
     all_labels = [l for s in order for l in rows[s][0]]
     if label_names is not None and any(isinstance(l, int) and l < 0 for l in all_labels):
         bad = next(s for s in order if any(l < 0 for l in rows[s][0]))
-        raise ConfigError("dataset", f"the {bad} split ({where[bad]}) has no labels (-1); "
-                          f"set dataset.{bad}_split=null to carve it from train")
+        raise ConfigError(
+            "dataset",
+            f"the {bad} split ({where[bad]}) has no labels (-1); "
+            f"set dataset.{bad}_split=null to carve it from train",
+        )
     where_all = " + ".join(where[s] for s in order)
-    ids, class_names = (_encode_multi(all_labels, label_columns) if multi else
-                        T.encode_labels(all_labels, "dataset.label_column", where_all,
-                                        names=label_names))
+    ids, class_names = (
+        _encode_multi(all_labels, label_columns)
+        if multi
+        else T.encode_labels(all_labels, "dataset.label_column", where_all, names=label_names)
+    )
     offsets = np.cumsum([0] + [len(rows[s][0]) for s in order])
     span = {s: np.arange(offsets[i], offsets[i + 1]) for i, s in enumerate(order)}
 
-    span = _carve_splits(span, tables, val_fraction, test_fraction, split_seed,
-                         (train_size, val_size, test_size))
+    span = _carve_splits(
+        span, tables, val_fraction, test_fraction, split_seed, (train_size, val_size, test_size)
+    )
     num_classes = len(class_names)
 
     if text_column is not None:
         texts = [t for s in order for t in rows[s][1][0]]
         pairs = [t for s in order for t in rows[s][1][1]] if len(cols) == 2 else None
-        splits, info, collate = T.text_splits(tok, texts, pairs, ids, span, max_len, padding,
-                                              dataset)
+        splits, info, collate = T.text_splits(
+            tok, texts, pairs, ids, span, max_len, padding, dataset
+        )
         info["num_classes"] = num_classes
         train = semi_supervised(splits["train"], labeled_fraction, labeled_size, split_seed)
         return Data(train, splits["val"], splits["test"], info, class_names, collate)
@@ -308,33 +410,68 @@ def from_tables(tables: dict, where: dict, *, text_column=None, feature_columns=
     x, y = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(ids)
     mk = lambda idx: {"x": x[idx], "y": y[idx]}
     train = semi_supervised(mk(span["train"]), labeled_fraction, labeled_size, split_seed)
-    return Data(train, mk(span["val"]), mk(span["test"]),
-                {"in_dim": x.shape[1], "num_classes": num_classes}, class_names)
+    return Data(
+        train,
+        mk(span["val"]),
+        mk(span["test"]),
+        {"in_dim": x.shape[1], "num_classes": num_classes},
+        class_names,
+    )
 
 
-def build(path=None, text_column=None, feature_columns=None, label_column: str = "label",
-          tokenizer=None, max_len: int = 128, val_fraction: float = 0.1,
-          test_fraction: float = 0.1, split_seed: int = 0, train_size: int | None = None,
-          val_size: int | None = None, test_size: int | None = None,
-          padding: str = "dynamic", standardize: bool = True, label_columns=None,
-          label_delimiter: str | None = None, labeled_fraction: float | None = None,
-          labeled_size: int | None = None) -> Data:
+def build(
+    path=None,
+    text_column=None,
+    feature_columns=None,
+    label_column: str = "label",
+    tokenizer=None,
+    max_len: int = 128,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    split_seed: int = 0,
+    train_size: int | None = None,
+    val_size: int | None = None,
+    test_size: int | None = None,
+    padding: str = "dynamic",
+    standardize: bool = True,
+    label_columns=None,
+    label_delimiter: str | None = None,
+    labeled_fraction: float | None = None,
+    labeled_size: int | None = None,
+) -> Data:
     # Cheap argument checks before any file is read.
-    check((text_column is None) != (feature_columns is None), "dataset.text_column",
-          "set exactly one of text_column (text) and feature_columns (numeric)")
+    check(
+        (text_column is None) != (feature_columns is None),
+        "dataset.text_column",
+        "set exactly one of text_column (text) and feature_columns (numeric)",
+    )
     if text_column is not None and tokenizer is None:
         T.load_tokenizer(None, "csv")  # says: pick a text model
     if isinstance(path, DictConfig):
         path = OmegaConf.to_container(path)
     tables, where = load_files(path)
-    return from_tables(tables, where, text_column=text_column, feature_columns=feature_columns,
-                       label_column=label_column, tokenizer=tokenizer, max_len=max_len,
-                       val_fraction=val_fraction, test_fraction=test_fraction,
-                       split_seed=split_seed, train_size=train_size, val_size=val_size,
-                       test_size=test_size, padding=padding, standardize=standardize,
-                       dataset="csv", label_columns=_plain(label_columns),
-                       label_delimiter=label_delimiter, labeled_fraction=labeled_fraction,
-                       labeled_size=labeled_size)
+    return from_tables(
+        tables,
+        where,
+        text_column=text_column,
+        feature_columns=feature_columns,
+        label_column=label_column,
+        tokenizer=tokenizer,
+        max_len=max_len,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        train_size=train_size,
+        val_size=val_size,
+        test_size=test_size,
+        padding=padding,
+        standardize=standardize,
+        dataset="csv",
+        label_columns=_plain(label_columns),
+        label_delimiter=label_delimiter,
+        labeled_fraction=labeled_fraction,
+        labeled_size=labeled_size,
+    )
 
 
 def _plain(v):

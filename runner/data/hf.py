@@ -13,7 +13,8 @@ split from train (seeded by `split_seed`, never by the run seed) by `val_fractio
 Labels: a ClassLabel column keeps its ids and names; other columns are mapped to 0..K-1 in sorted
 order. Columns, label checks, tokenization and padding are shared with dataset=csv
 (runner.data.csv.from_tables), and so are multi-hot labels (`label_columns`, `label_delimiter`)
-and semi-supervised subsets (`labeled_fraction`, `labeled_size`, seeded by `split_seed`). When the Hub cannot be reached (no network, HF_DATASETS_OFFLINE=1)
+and semi-supervised subsets (`labeled_fraction`, `labeled_size`, seeded by `split_seed`).
+When the Hub cannot be reached (no network, HF_DATASETS_OFFLINE=1)
 the error says so in one line.
 """
 
@@ -30,59 +31,104 @@ from runner.errors import ConfigError, check
 
 def _hub_unreachable(e: Exception) -> bool:
     s = f"{type(e).__name__} {e}".lower()
-    return any(w in s for w in ("offline", "connection", "couldn't reach", "could not reach",
-                                "timed out", "timeout", "name resolution", "max retries",
-                                "localentrynotfound", "network"))
+    return any(
+        w in s
+        for w in (
+            "offline",
+            "connection",
+            "couldn't reach",
+            "could not reach",
+            "timed out",
+            "timeout",
+            "name resolution",
+            "max retries",
+            "localentrynotfound",
+            "network",
+        )
+    )
 
 
 def load(name: str, subset=None, revision=None):
     quiet_datasets()
     import datasets
 
-    check(isinstance(name, str) and name != "", "dataset.name",
-          "required: a Hub dataset name (e.g. glue) or a local folder")
+    check(
+        isinstance(name, str) and name != "",
+        "dataset.name",
+        "required: a Hub dataset name (e.g. glue) or a local folder",
+    )
     local = os.path.exists(os.path.expanduser(name))
     kw = {"revision": revision} if revision else {}
     try:
-        return datasets.load_dataset(os.path.expanduser(name) if local else name, subset,
-                                     cache_dir=str(CACHE_DIR / "datasets") if local else None,
-                                     **kw)
+        return datasets.load_dataset(
+            os.path.expanduser(name) if local else name,
+            subset,
+            cache_dir=str(CACHE_DIR / "datasets") if local else None,
+            **kw,
+        )
     except Exception as e:
         first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         if not local and _hub_unreachable(e):
-            raise ConfigError("dataset.name", f"cannot load {name!r}: the Hugging Face Hub cannot "
-                              "be reached (no network, or HF_DATASETS_OFFLINE=1) and it is not "
-                              "in the local cache; use a local folder or dataset=csv "
-                              f"({type(e).__name__})")
-        raise ConfigError("dataset.name" if subset is None else "dataset.subset",
-                          f"cannot load {name!r}{'/' + subset if subset else ''}: {first}")
+            raise ConfigError(
+                "dataset.name",
+                f"cannot load {name!r}: the Hugging Face Hub cannot "
+                "be reached (no network, or HF_DATASETS_OFFLINE=1) and it is not "
+                "in the local cache; use a local folder or dataset=csv "
+                f"({type(e).__name__})",
+            )
+        raise ConfigError(
+            "dataset.name" if subset is None else "dataset.subset",
+            f"cannot load {name!r}{'/' + subset if subset else ''}: {first}",
+        )
 
 
-def build(name: str | None = None, subset: str | None = None, train_split: str = "train",
-          val_split: str | None = "validation", test_split: str | None = None,
-          text_column="sentence", feature_columns=None, label_column: str = "label",
-          tokenizer=None, max_len: int = 128, val_fraction: float = 0.1,
-          test_fraction: float = 0.1, split_seed: int = 0, train_size: int | None = None,
-          val_size: int | None = None, test_size: int | None = None,
-          padding: str = "dynamic", standardize: bool = True, revision: str | None = None,
-          labeled_fraction: float | None = None, labeled_size: int | None = None,
-          label_columns=None, label_delimiter: str | None = None) -> Data:
-    check((text_column is None) != (feature_columns is None), "dataset.text_column",
-          "set exactly one of text_column (text) and feature_columns (numeric)")
+def build(
+    name: str | None = None,
+    subset: str | None = None,
+    train_split: str = "train",
+    val_split: str | None = "validation",
+    test_split: str | None = None,
+    text_column="sentence",
+    feature_columns=None,
+    label_column: str = "label",
+    tokenizer=None,
+    max_len: int = 128,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    split_seed: int = 0,
+    train_size: int | None = None,
+    val_size: int | None = None,
+    test_size: int | None = None,
+    padding: str = "dynamic",
+    standardize: bool = True,
+    revision: str | None = None,
+    labeled_fraction: float | None = None,
+    labeled_size: int | None = None,
+    label_columns=None,
+    label_delimiter: str | None = None,
+) -> Data:
+    check(
+        (text_column is None) != (feature_columns is None),
+        "dataset.text_column",
+        "set exactly one of text_column (text) and feature_columns (numeric)",
+    )
     if text_column is not None and tokenizer is None:
         T.load_tokenizer(None, "hf")  # says: pick a text model
     dd = load(name, subset, revision)
     available = list(dd.keys())
     tables, where = {}, {}
-    for split, given, key in (("train", train_split, "train_split"),
-                              ("val", val_split, "val_split"),
-                              ("test", test_split, "test_split")):
+    for split, given, key in (
+        ("train", train_split, "train_split"),
+        ("val", val_split, "val_split"),
+        ("test", test_split, "test_split"),
+    ):
         if given is None:
             check(split != "train", "dataset.train_split", "required")
             continue
         if given not in dd:
-            raise ConfigError(f"dataset.{key}", f"no split {given!r} in {name}",
-                              ", ".join(available))
+            raise ConfigError(
+                f"dataset.{key}", f"no split {given!r} in {name}", ", ".join(available)
+            )
         tables[split], where[split] = dd[given], f"{name}[{given}]"
         if len(dd[given]) == 0:
             raise ConfigError(f"dataset.{key}", f"split {given!r} of {name} has no rows")
@@ -90,11 +136,26 @@ def build(name: str | None = None, subset: str | None = None, train_split: str =
     feat = tables["train"].features.get(label_column)
     if feat is not None and type(feat).__name__ == "ClassLabel":
         label_names = list(feat.names)
-    return from_tables(tables, where, text_column=text_column, feature_columns=feature_columns,
-                       label_column=label_column, tokenizer=tokenizer, max_len=max_len,
-                       val_fraction=val_fraction, test_fraction=test_fraction,
-                       split_seed=split_seed, train_size=train_size, val_size=val_size,
-                       test_size=test_size, padding=padding, standardize=standardize,
-                       dataset="hf", label_names=label_names,
-                       labeled_fraction=labeled_fraction, labeled_size=labeled_size,
-                       label_columns=_plain(label_columns), label_delimiter=label_delimiter)
+    return from_tables(
+        tables,
+        where,
+        text_column=text_column,
+        feature_columns=feature_columns,
+        label_column=label_column,
+        tokenizer=tokenizer,
+        max_len=max_len,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        train_size=train_size,
+        val_size=val_size,
+        test_size=test_size,
+        padding=padding,
+        standardize=standardize,
+        dataset="hf",
+        label_names=label_names,
+        labeled_fraction=labeled_fraction,
+        labeled_size=labeled_size,
+        label_columns=_plain(label_columns),
+        label_delimiter=label_delimiter,
+    )

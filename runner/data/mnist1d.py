@@ -66,17 +66,23 @@ def load_arrays(num_samples: int = 5000, data_seed: int = 42) -> dict:
     return arrays
 
 
-def build(num_samples: int = 5000, val_size: int = 500, label_noise: float = 0.0,
-          data_seed: int = 42, labeled_fraction: float | None = None,
-          labeled_size: int | None = None) -> Data:
+def build(
+    num_samples: int = 5000,
+    val_size: int = 500,
+    label_noise: float = 0.0,
+    data_seed: int = 42,
+    labeled_fraction: float | None = None,
+    labeled_size: int | None = None,
+) -> Data:
     positive(num_samples, "dataset.num_samples", integer=True)
     positive(val_size, "dataset.val_size", integer=True)
     in_range(label_noise, "dataset.label_noise", 0.0, 1.0)
     a = load_arrays(num_samples, data_seed)
     n_train = len(a["y"])
     if val_size >= n_train:
-        raise ConfigError("dataset.val_size", f"{val_size} leaves no training data "
-                          f"(train split has {n_train})")
+        raise ConfigError(
+            "dataset.val_size", f"{val_size} leaves no training data (train split has {n_train})"
+        )
     x = torch.tensor(a["x"], dtype=torch.float32)
     y = torch.tensor(a["y"], dtype=torch.long)
     xt = torch.tensor(a["x_test"], dtype=torch.float32)
@@ -87,8 +93,13 @@ def build(num_samples: int = 5000, val_size: int = 500, label_noise: float = 0.0
         g = torch.Generator().manual_seed(data_seed + 1)
         flip = torch.rand(len(ytr), generator=g) < label_noise
         ytr[flip] = torch.randint(0, num_classes, (int(flip.sum()),), generator=g)
-    train = semi_supervised({"x": x[:-val_size], "y": ytr}, labeled_fraction, labeled_size,
-                            data_seed, "dataset.data_seed")
+    train = semi_supervised(
+        {"x": x[:-val_size], "y": ytr},
+        labeled_fraction,
+        labeled_size,
+        data_seed,
+        "dataset.data_seed",
+    )
     return Data(
         train=train,
         val={"x": x[-val_size:], "y": y[-val_size:]},
@@ -116,22 +127,38 @@ def mix(x: np.ndarray, y: np.ndarray, single_fraction: float, seed: int):
     return xm.astype(np.float32), ym
 
 
-def build_multi(num_samples: int = 5000, val_size: int = 500, single_fraction: float = 0.3,
-                data_seed: int = 42, labeled_fraction: float | None = None,
-                labeled_size: int | None = None) -> Data:
+def build_multi(
+    num_samples: int = 5000,
+    val_size: int = 500,
+    single_fraction: float = 0.3,
+    data_seed: int = 42,
+    labeled_fraction: float | None = None,
+    labeled_size: int | None = None,
+) -> Data:
     """mnist1d_multi: see the module docstring."""
     positive(num_samples, "dataset.num_samples", integer=True)
     positive(val_size, "dataset.val_size", integer=True)
     in_range(single_fraction, "dataset.single_fraction", 0.0, 1.0)
     a = load_arrays(num_samples, data_seed)
     if val_size >= len(a["y"]):
-        raise ConfigError("dataset.val_size", f"{val_size} leaves no training data "
-                          f"(train split has {len(a['y'])})")
+        raise ConfigError(
+            "dataset.val_size",
+            f"{val_size} leaves no training data (train split has {len(a['y'])})",
+        )
     x, y = mix(a["x"], a["y"].astype(np.int64), single_fraction, data_seed + 2)
     xt, yt = mix(a["x_test"], a["y_test"].astype(np.int64), single_fraction, data_seed + 3)
     x, y, xt, yt = (torch.from_numpy(v) for v in (x, y, xt, yt))
-    train = semi_supervised({"x": x[:-val_size], "y": y[:-val_size]}, labeled_fraction,
-                            labeled_size, data_seed, "dataset.data_seed")
-    return Data(train=train, val={"x": x[-val_size:], "y": y[-val_size:]},
-                test={"x": xt, "y": yt}, info={"in_dim": x.shape[1], "num_classes": 10},
-                class_names=[str(i) for i in range(10)])
+    train = semi_supervised(
+        {"x": x[:-val_size], "y": y[:-val_size]},
+        labeled_fraction,
+        labeled_size,
+        data_seed,
+        "dataset.data_seed",
+    )
+    return Data(
+        train=train,
+        val={"x": x[-val_size:], "y": y[-val_size:]},
+        test={"x": xt, "y": yt},
+        info={"in_dim": x.shape[1], "num_classes": 10},
+        class_names=[str(i) for i in range(10)],
+    )

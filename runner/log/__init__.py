@@ -41,9 +41,9 @@ class JsonlSink(Sink):
                 for r in rows:
                     f.write(json.dumps({k: _clean(v) for k, v in r.items()}) + "\n")
             os.replace(tmp, self.path)
-            self.f = open(self.path, "a")
+            self.f = open(self.path, "a")  # noqa: SIM115 (open for the run)
         else:
-            self.f = open(self.path, "w")
+            self.f = open(self.path, "w")  # noqa: SIM115 (open for the run)
 
     def log(self, row):
         self.f.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
@@ -59,8 +59,9 @@ class JsonlSink(Sink):
 def write_json_atomic(path: Path, obj) -> None:
     tmp = Path(str(path) + ".tmp")
     with open(tmp, "w") as f:
-        json.dump({k: _clean(v) for k, v in obj.items()} if isinstance(obj, dict) else obj,
-                  f, indent=2)
+        json.dump(
+            {k: _clean(v) for k, v in obj.items()} if isinstance(obj, dict) else obj, f, indent=2
+        )
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -77,9 +78,12 @@ class Logger:
             try:
                 getattr(s, method)(*args)
             except Exception as e:  # a dashboard must never cost a run
-                print(f"warning: logger {type(s).__name__} failed in {method} "
-                      f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                      "it is off for the rest of the run, local files go on", file=sys.stderr)
+                print(
+                    f"warning: logger {type(s).__name__} failed in {method} "
+                    f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                    "it is off for the rest of the run, local files go on",
+                    file=sys.stderr,
+                )
                 self.extra.remove(s)
 
     def start(self, run_dir, config, rows=None):

@@ -16,12 +16,19 @@ import sys
 import time
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 #: the sweep display of this process, if one is live: a run's bar joins it
-_ACTIVE: list["SweepProgress"] = []
+_ACTIVE: list[SweepProgress] = []
 
 
 #: a line to print when the next run's training starts (after its input checks: bad input stays
@@ -49,14 +56,24 @@ class _Eta(ProgressColumn):
 
     def render(self, task) -> Text:
         eta = task.fields.get("eta")
-        return Text(f"eta {eta}", style="progress.remaining") if eta is not None else \
-            Text("eta ") + self.rich.render(task)
+        return (
+            Text(f"eta {eta}", style="progress.remaining")
+            if eta is not None
+            else Text("eta ") + self.rich.render(task)
+        )
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), _Eta(),
-                    console=console, transient=False)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        _Eta(),
+        console=console,
+        transient=False,
+    )
 
 
 class ProgressView:
@@ -77,8 +94,9 @@ class ProgressView:
                 self.progress = sweep.progress
             else:
                 self.progress, self.owned = _progress(self.console), True
-            self.task = self.progress.add_task("train", total=total, completed=start,
-                                               info=self._info())
+            self.task = self.progress.add_task(
+                "train", total=total, completed=start, info=self._info()
+            )
             if self.owned:
                 self.progress.start()
 
@@ -101,8 +119,11 @@ class ProgressView:
         if self.enabled or (step < self.next_line and step < self.total):
             return
         self.next_line = (step // self.every + 1) * self.every
-        parts = [f"step {step}"] + [f"{k} {v:.4f}" for k, v in row.items()
-                                     if k.startswith(("val/", "test/")) and isinstance(v, float)]
+        parts = [f"step {step}"] + [
+            f"{k} {v:.4f}"
+            for k, v in row.items()
+            if k.startswith(("val/", "test/")) and isinstance(v, float)
+        ]
         print("  ".join(parts), file=sys.stderr, flush=True)
 
     def close(self):
@@ -135,8 +156,7 @@ class SweepProgress:
         self.progress = None
         if self.enabled:
             self.progress = _progress(Console(stderr=True))
-            self.task = self.progress.add_task(label, total=self.total or None, info="",
-                                               eta="-")
+            self.task = self.progress.add_task(label, total=self.total or None, info="", eta="-")
             self.progress.start()
         _ACTIVE.append(self)
 
@@ -155,15 +175,16 @@ class SweepProgress:
     def line(self) -> str:
         """The plain form: label  done/total  failed k  elapsed h:mm:ss  eta h:mm:ss  note."""
         el = _hms(time.monotonic() - self.t0)
-        s = (f"{self.label}  {self.done}/{self.total}  failed {self.failed}  elapsed {el}  "
-             f"eta {self.eta()}")
+        s = (
+            f"{self.label}  {self.done}/{self.total}  failed {self.failed}  elapsed {el}  "
+            f"eta {self.eta()}"
+        )
         return f"{s}  {self.note}" if self.note else s
 
     def update(self, done: int, failed: int = 0, note: str = "") -> None:
         self.done, self.failed, self.note = int(done), int(failed), note or self.note
         if self.progress is not None:
-            self.progress.update(self.task, completed=self.done, info=self._info(),
-                                 eta=self.eta())
+            self.progress.update(self.task, completed=self.done, info=self._info(), eta=self.eta())
         elif self.done >= self.next_line or (self.total and self.done >= self.total):
             while self.next_line <= self.done:
                 self.next_line += self.step
@@ -228,8 +249,15 @@ class SweepCallback(Callback):
         self.remote = None
 
     def __getstate__(self):  # launchers pickle the callbacks into their workers
-        return {"enabled": self.enabled, "view": None, "pid": self.pid, "done": 0, "failed": 0,
-                "best": None, "remote": self.remote}
+        return {
+            "enabled": self.enabled,
+            "view": None,
+            "pid": self.pid,
+            "done": 0,
+            "failed": 0,
+            "best": None,
+            "remote": self.remote,
+        }
 
     def on_multirun_start(self, config, **kwargs) -> None:
         total = sweep_total(config)
@@ -241,8 +269,12 @@ class SweepCallback(Callback):
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
         if launcher and not launcher.endswith("BasicLauncher"):
             self.remote = (launcher.rsplit(".", 1)[-1], total, time.monotonic())
-            print(f"sweep  {total} jobs  ({self.remote[0]} runs them in other processes: "
-                  f"counted when they have all returned)", file=sys.stderr, flush=True)
+            print(
+                f"sweep  {total} jobs  ({self.remote[0]} runs them in other processes: "
+                f"counted when they have all returned)",
+                file=sys.stderr,
+                flush=True,
+            )
             return
         enabled = self.enabled
         p = config.get("trainer", {}).get("progress", "auto")
@@ -271,6 +303,9 @@ class SweepCallback(Callback):
         if self.remote is not None and os.getpid() == self.pid:
             name, total, t0 = self.remote
             done, failed = _finished_jobs(config.hydra.sweep.dir)
-            print(f"sweep  {done}/{total}  failed {failed}  elapsed "
-                  f"{_hms(time.monotonic() - t0)}", file=sys.stderr, flush=True)
+            print(
+                f"sweep  {done}/{total}  failed {failed}  elapsed {_hms(time.monotonic() - t0)}",
+                file=sys.stderr,
+                flush=True,
+            )
             self.remote = None

@@ -25,8 +25,14 @@ from runner.log.wandb import _hydra_choices, is_main_process
 #: live scalars shown as HParams metrics while a run goes (the last logged value)
 LIVE_METRICS = ("val/acc", "val/loss", "train/loss", "test/acc")
 #: summary.json figures written as `summary/<key>` scalars at the end
-SUMMARY_METRICS = ("best/val/acc", "test/acc", "final/test/acc", "steps", "wall_seconds",
-                   "samples_per_sec")
+SUMMARY_METRICS = (
+    "best/val/acc",
+    "test/acc",
+    "final/test/acc",
+    "steps",
+    "wall_seconds",
+    "samples_per_sec",
+)
 
 
 def tb_choices(config: dict, hydra_choices: dict | None = None) -> dict:
@@ -62,19 +68,29 @@ def _summary(**plugin_data):
     from tensorboard.plugins.hparams import metadata
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-    tag = {"experiment": metadata.EXPERIMENT_TAG,
-           "session_start_info": metadata.SESSION_START_INFO_TAG,
-           "session_end_info": metadata.SESSION_END_INFO_TAG}[next(iter(plugin_data))]
+    tag = {
+        "experiment": metadata.EXPERIMENT_TAG,
+        "session_start_info": metadata.SESSION_START_INFO_TAG,
+        "session_end_info": metadata.SESSION_END_INFO_TAG,
+    }[next(iter(plugin_data))]
     content = HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **plugin_data)
-    md = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
-        plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString()))
+    md = SummaryMetadata(
+        plugin_data=SummaryMetadata.PluginData(
+            plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString()
+        )
+    )
     return Summary(value=[Summary.Value(tag=tag, metadata=md)])
 
 
 def session_start(hparams: dict):
     """The experiment (hparam names and types, metric names) and the session's start."""
-    from tensorboard.plugins.hparams.api_pb2 import DataType, Experiment, HParamInfo, MetricInfo
-    from tensorboard.plugins.hparams.api_pb2 import MetricName
+    from tensorboard.plugins.hparams.api_pb2 import (
+        DataType,
+        Experiment,
+        HParamInfo,
+        MetricInfo,
+        MetricName,
+    )
     from tensorboard.plugins.hparams.plugin_data_pb2 import SessionStartInfo
 
     ssi, infos = SessionStartInfo(start_time_secs=time.time()), []
@@ -86,8 +102,10 @@ def session_start(hparams: dict):
         else:
             ssi.hparams[k].string_value, kind = str(v), "DATA_TYPE_STRING"
         infos.append(HParamInfo(name=k, type=DataType.Value(kind)))
-    metrics = [MetricInfo(name=MetricName(tag=t)) for t in
-               (*LIVE_METRICS, *(f"summary/{k}" for k in SUMMARY_METRICS))]
+    metrics = [
+        MetricInfo(name=MetricName(tag=t))
+        for t in (*LIVE_METRICS, *(f"summary/{k}" for k in SUMMARY_METRICS))
+    ]
     exp = Experiment(hparam_infos=infos, metric_infos=metrics)
     return _summary(experiment=exp), _summary(session_start_info=ssi)
 
@@ -96,10 +114,14 @@ def session_end(status: str):
     from tensorboard.plugins.hparams.api_pb2 import Status
     from tensorboard.plugins.hparams.plugin_data_pb2 import SessionEndInfo
 
-    code = {"completed": "STATUS_SUCCESS", "failed": "STATUS_FAILURE",
-            "interrupted": "STATUS_ABORTED"}.get(status, "STATUS_UNKNOWN")
-    return _summary(session_end_info=SessionEndInfo(status=Status.Value(code),
-                                                    end_time_secs=time.time()))
+    code = {
+        "completed": "STATUS_SUCCESS",
+        "failed": "STATUS_FAILURE",
+        "interrupted": "STATUS_ABORTED",
+    }.get(status, "STATUS_UNKNOWN")
+    return _summary(
+        session_end_info=SessionEndInfo(status=Status.Value(code), end_time_secs=time.time())
+    )
 
 
 class TensorBoardSink(Sink):
@@ -112,8 +134,8 @@ class TensorBoardSink(Sink):
     def start(self, run_dir, config):
         if not is_main_process():
             return
-        from torch.utils.tensorboard import SummaryWriter
         import yaml
+        from torch.utils.tensorboard import SummaryWriter
 
         logdir = Path(self.dir) if self.dir else Path(run_dir) / "tensorboard"
         self.writer = SummaryWriter(log_dir=str(logdir), flush_secs=int(self.flush_secs))
@@ -141,8 +163,11 @@ class TensorBoardSink(Sink):
         try:
             step = int(summary.get("steps") or self.step)
             for k, v in summary.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) \
-                        and math.isfinite(float(v)):
+                if (
+                    isinstance(v, (int, float))
+                    and not isinstance(v, bool)
+                    and math.isfinite(float(v))
+                ):
                     w.add_scalar(f"summary/{k}", float(v), step)
             w._get_file_writer().add_summary(session_end(str(summary.get("status"))), step)
         finally:

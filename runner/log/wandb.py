@@ -125,8 +125,11 @@ def _hydra_choices(run_dir: Path) -> dict:
 
         try:
             ch = (yaml.safe_load(f.read_text()) or {}).get("hydra", {}).get("runtime", {})
-            return {k: v for k, v in (ch.get("choices") or {}).items()
-                    if not str(k).startswith("hydra/")}
+            return {
+                k: v
+                for k, v in (ch.get("choices") or {}).items()
+                if not str(k).startswith("hydra/")
+            }
         except Exception:
             return {}
     return {}
@@ -145,9 +148,16 @@ def tags_of(choices: dict, config: dict, extra=()) -> list[str]:
         from runner.config import _option_from_conf
 
         loss = _option_from_conf("loss", config["loss"])
-    tags = [choices.get("model"), choices.get("optimizer"), *lists,
-            choices.get("clip") if choices.get("clip") not in (None, "none") else None,
-            choices.get("schedule"), choices.get("dataset"), loss, *extra]
+    tags = [
+        choices.get("model"),
+        choices.get("optimizer"),
+        *lists,
+        choices.get("clip") if choices.get("clip") not in (None, "none") else None,
+        choices.get("schedule"),
+        choices.get("dataset"),
+        loss,
+        *extra,
+    ]
     seen, clean = set(), []
     for t in tags:
         t = str(t).strip() if t is not None else ""
@@ -162,21 +172,33 @@ def _init(mode: str, init_timeout: float, **kwargs):
     Returns (run, mode used, why offline or None)."""
     import wandb
 
-    settings = wandb.Settings(init_timeout=float(init_timeout), silent=True,
-                              reinit="finish_previous")
+    settings = wandb.Settings(
+        init_timeout=float(init_timeout), silent=True, reinit="finish_previous"
+    )
     try:
         return wandb.init(mode=mode, settings=settings, **kwargs), mode, None
     except Exception as e:
         if mode != "online":
             raise
         msg = str(e).splitlines()[0] if str(e).strip() else f"no answer in {init_timeout:g} s"
-        return (wandb.init(mode="offline", settings=settings, **{**kwargs, "id": new_run_id()}),
-                "offline", f"online init failed ({type(e).__name__}: {msg})")
+        return (
+            wandb.init(mode="offline", settings=settings, **{**kwargs, "id": new_run_id()}),
+            "offline",
+            f"online init failed ({type(e).__name__}: {msg})",
+        )
 
 
-def log_verdict(headers: list[str], rows: list[list], images: list[Path], headline: str,
-                project: str | None = None, group: str | None = None, name: str = "verdict",
-                mode: str = "auto", dir: Path | None = None) -> Path | None:
+def log_verdict(
+    headers: list[str],
+    rows: list[list],
+    images: list[Path],
+    headline: str,
+    project: str | None = None,
+    group: str | None = None,
+    name: str = "verdict",
+    mode: str = "auto",
+    dir: Path | None = None,
+) -> Path | None:
     """One W&B run (job_type "verdict") holding the verdict table as a wandb.Table (`verdict`),
     the plots as images (`plots/<file stem>`) and the headline in the run summary, in the
     sweep's project and group. Returns the local run dir (None when mode resolves to
@@ -191,36 +213,61 @@ def log_verdict(headers: list[str], rows: list[list], images: list[Path], headli
         return None
     dir = Path(dir) if dir else Path.cwd()
     dir.mkdir(parents=True, exist_ok=True)
-    run, mode, failed = _init(mode, 20.0, project=project or "tricks", group=group, name=name,
-                              job_type="verdict", dir=str(dir), id=new_run_id(),
-                              config={"headline": headline})
+    run, mode, failed = _init(
+        mode,
+        20.0,
+        project=project or "tricks",
+        group=group,
+        name=name,
+        job_type="verdict",
+        dir=str(dir),
+        id=new_run_id(),
+        config={"headline": headline},
+    )
     why = why or failed
-    table = wandb.Table(columns=[str(h) for h in headers],
-                        data=[["" if c is None else str(c) for c in r] for r in rows])
-    run.log({"verdict": table,
-             **{f"plots/{Path(p).stem}": wandb.Image(str(p)) for p in images}})
+    table = wandb.Table(
+        columns=[str(h) for h in headers],
+        data=[["" if c is None else str(c) for c in r] for r in rows],
+    )
+    run.log({"verdict": table, **{f"plots/{Path(p).stem}": wandb.Image(str(p)) for p in images}})
     run.summary["headline"] = headline
     run.summary["n_groups"] = len(rows)
     local = Path(run.dir).parent
     run.finish()
     if mode == "offline":
-        print(f"wandb: verdict saved offline{f' ({why})' if why else ''}; upload with "
-              f"`wandb sync {local}`", file=sys.stderr)
+        print(
+            f"wandb: verdict saved offline{f' ({why})' if why else ''}; upload with "
+            f"`wandb sync {local}`",
+            file=sys.stderr,
+        )
     return local
 
 
 class WandbSink(Sink):
     """Log to W&B; see the module docstring. Keys are those of conf/logger/wandb.yaml."""
 
-    def __init__(self, project: str = "tricks", entity: str | None = None,
-                 group: str | None = None, job_type: str = "train", name: str | None = None,
-                 tags: list | None = None, notes: str | None = None, mode: str = "auto",
-                 dir: str | None = None, init_timeout: float = 20.0, probe_timeout: float = 3.0):
+    def __init__(
+        self,
+        project: str = "tricks",
+        entity: str | None = None,
+        group: str | None = None,
+        job_type: str = "train",
+        name: str | None = None,
+        tags: list | None = None,
+        notes: str | None = None,
+        mode: str = "auto",
+        dir: str | None = None,
+        init_timeout: float = 20.0,
+        probe_timeout: float = 3.0,
+    ):
         check(mode in MODES, "logger.mode", f"got {mode!r}", ", ".join(MODES))
         positive(init_timeout, "logger.init_timeout")
         positive(probe_timeout, "logger.probe_timeout")
-        check(isinstance(project, str) and bool(project), "logger.project",
-              "must be a non-empty string")
+        check(
+            isinstance(project, str) and bool(project),
+            "logger.project",
+            "must be a non-empty string",
+        )
         self.project, self.entity, self.group, self.job_type = project, entity, group, job_type
         self.name, self.tags, self.notes, self.mode = name, list(tags or []), notes, mode
         self.dir, self.init_timeout, self.probe_timeout = dir, init_timeout, probe_timeout
@@ -231,8 +278,7 @@ class WandbSink(Sink):
     # -- what the run is called ----------------------------------------------------------------
     def describe(self, run_dir: Path, config: dict) -> dict:
         """The init arguments that come from the run: group, name, tags, flattened config."""
-        from runner.config import choices_of
-        from runner.config import flatten
+        from runner.config import choices_of, flatten
 
         hc = _hydra_config()
         choices = choices_of(config, _hydra_choices(run_dir))
@@ -252,8 +298,12 @@ class WandbSink(Sink):
         flat = flatten(config)
         flat.update({f"choices.{k}": v for k, v in choices.items()})
         flat["run_dir"] = str(run_dir)
-        return {"group": group, "name": name, "tags": tags_of(choices, config, self.tags),
-                "config": flat}
+        return {
+            "group": group,
+            "name": name,
+            "tags": tags_of(choices, config, self.tags),
+            "config": flat,
+        }
 
     # -- Sink ----------------------------------------------------------------------------------
     def start(self, run_dir, config):
@@ -276,9 +326,19 @@ class WandbSink(Sink):
             run_id, resume = id_file.read_text().strip(), "allow"
         else:
             run_id = new_run_id()
-        kwargs = dict(project=self.project, entity=self.entity, group=d["group"],
-                      job_type=self.job_type, name=d["name"], tags=d["tags"], notes=self.notes,
-                      config=d["config"], dir=str(wdir), id=run_id, resume=resume)
+        kwargs = dict(
+            project=self.project,
+            entity=self.entity,
+            group=d["group"],
+            job_type=self.job_type,
+            name=d["name"],
+            tags=d["tags"],
+            notes=self.notes,
+            config=d["config"],
+            dir=str(wdir),
+            id=run_id,
+            resume=resume,
+        )
         try:
             self.run = wandb.init(mode=mode, settings=self._settings(), **kwargs)
         except Exception as e:
@@ -296,8 +356,10 @@ class WandbSink(Sink):
         self.offline_reason = why
         self.offline_dir = Path(self.run.dir).parent if mode == "offline" else None
         if why:
-            print(f"wandb: offline ({why}); upload later with `wandb sync {self.offline_dir}`",
-                  file=sys.stderr)
+            print(
+                f"wandb: offline ({why}); upload later with `wandb sync {self.offline_dir}`",
+                file=sys.stderr,
+            )
         self.run.define_metric("step")
         self.run.define_metric("epoch", step_metric="step")
         self.run.define_metric("*", step_metric="step")
@@ -306,8 +368,9 @@ class WandbSink(Sink):
         import wandb
 
         # finish_previous: a run left open (a failed job of the sweep) never swallows the next one
-        return wandb.Settings(init_timeout=float(self.init_timeout), silent=True,
-                              reinit="finish_previous")
+        return wandb.Settings(
+            init_timeout=float(self.init_timeout), silent=True, reinit="finish_previous"
+        )
 
     def log(self, row):
         if self.run is not None:
@@ -336,5 +399,7 @@ class WandbSink(Sink):
         self.run = None
         run.finish(exit_code=0 if summary.get("status") == "completed" else 1)
         if self.offline_dir is not None and not self.offline_reason:
-            print(f"wandb: offline run saved; upload with `wandb sync {self.offline_dir}`",
-                  file=sys.stderr)
+            print(
+                f"wandb: offline run saved; upload with `wandb sync {self.offline_dir}`",
+                file=sys.stderr,
+            )

@@ -33,8 +33,13 @@ def _value(s: str):
     return v if isinstance(v, (int, float)) and not isinstance(v, bool) else s
 
 
-def sweep_config(overrides: list[str], project: str = "tricks", method: str | None = None,
-                 metric: str = "best/val/acc", goal: str = "maximize") -> dict:
+def sweep_config(
+    overrides: list[str],
+    project: str = "tricks",
+    method: str | None = None,
+    metric: str = "best/val/acc",
+    goal: str = "maximize",
+) -> dict:
     """The W&B sweep config of a `-m` command line's overrides."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import IntervalSweep
@@ -63,23 +68,34 @@ def sweep_config(overrides: list[str], project: str = "tricks", method: str | No
     if not params:
         raise ConfigError("overrides", "no sweep: give at least one comma list, e.g. seed=0,1,2")
     for d in dropped:
-        print(f"note: {d} dropped (Hydra's own key; W&B's agent launches the runs)",
-              file=sys.stderr)
+        print(
+            f"note: {d} dropped (Hydra's own key; W&B's agent launches the runs)", file=sys.stderr
+        )
     if method is None:
         method = "random" if any("distribution" in p for p in params.values()) else "grid"
     if method == "grid" and any("distribution" in p for p in params.values()):
-        raise ConfigError("--method", "grid needs value lists, not interval(...)",
-                          "random, bayes")
-    return {"project": project, "method": method,
-            "metric": {"name": metric, "goal": goal},
-            "parameters": params,
-            "command": ["${env}", "tricks", "train", "logger=wandb", f"logger.project={project}",
-                        *fixed, "${args_no_hyphens}"]}
+        raise ConfigError("--method", "grid needs value lists, not interval(...)", "random, bayes")
+    return {
+        "project": project,
+        "method": method,
+        "metric": {"name": metric, "goal": goal},
+        "parameters": params,
+        "command": [
+            "${env}",
+            "tricks",
+            "train",
+            "logger=wandb",
+            f"logger.project={project}",
+            *fixed,
+            "${args_no_hyphens}",
+        ],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m runner.log.wandb_sweep",
-                                 description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m runner.log.wandb_sweep", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("overrides", nargs="+", help="the -m command line's Hydra overrides")
     ap.add_argument("--project", default="tricks")
     ap.add_argument("--method", choices=("grid", "random", "bayes"), default=None)

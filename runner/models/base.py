@@ -16,8 +16,7 @@ class Model(nn.Module):
     def forward_embedded(self, h: torch.Tensor, batch: dict) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def forward(self, batch: dict, delta: torch.Tensor | None = None,
-                return_embed: bool = False):
+    def forward(self, batch: dict, delta: torch.Tensor | None = None, return_embed: bool = False):
         """logits = forward_embedded(embed(batch) + delta). With return_embed, also return the
         embedding tensor with its gradient kept (a leaf copy for raw inputs), so FGM/PGD can read
         d(loss)/d(embedding) after the clean backward. One entry point (not embed + rest called
@@ -43,8 +42,12 @@ class Model(nn.Module):
         """The encoder's parameters: all but the embedding tables (every nn.Embedding, and
         `embedding_table()`) and the task head (`head_modules`). ChildTuning-D's scope=encoder
         masks these only, as its reference code masks only BERT's encoder layers."""
-        skip = {id(p) for name in self.head_modules if hasattr(self, name)
-                for p in getattr(self, name).parameters()}
+        skip = {
+            id(p)
+            for name in self.head_modules
+            if hasattr(self, name)
+            for p in getattr(self, name).parameters()
+        }
         skip |= {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
         table = self.embedding_table()
         if table is not None:
@@ -56,6 +59,8 @@ class Model(nn.Module):
         if enabled:
             from runner.errors import ConfigError
 
-            raise ConfigError("trainer.grad_checkpointing",
-                              f"not supported by {type(self).__name__}",
-                              "transformer, minilm, hf")
+            raise ConfigError(
+                "trainer.grad_checkpointing",
+                f"not supported by {type(self).__name__}",
+                "transformer, minilm, hf",
+            )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from runner.errors import positive, in_range
+from runner.errors import in_range, positive
 from runner.models.base import Model
 
 

@@ -31,8 +31,14 @@ from runner.models.base import Model
 
 POOLINGS = ("cls", "mean", "pooler")
 # Config keys of encoder dropout across architectures (BERT, RoBERTa, DistilBERT, ...).
-DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout",
-                "attention_dropout", "hidden_dropout", "attention_probs_dropout")
+DROPOUT_KEYS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "dropout",
+    "attention_dropout",
+    "hidden_dropout",
+    "attention_probs_dropout",
+)
 
 
 # The last pretrained encoder loaded in this process, kept pristine on the CPU: the jobs of an
@@ -69,8 +75,9 @@ def _load_encoder(name: str, pooling: str, encoder_dropout, revision=None):
                 setattr(config, k, float(encoder_dropout))
     try:
         try:  # no unused pooler weights unless asked (DDP would see parameters without grads)
-            return AutoModel.from_pretrained(name, config=config,
-                                             add_pooling_layer=pooling == "pooler", **kw)
+            return AutoModel.from_pretrained(
+                name, config=config, add_pooling_layer=pooling == "pooler", **kw
+            )
         except TypeError:
             return AutoModel.from_pretrained(name, config=config, **kw)
     except ConfigError:
@@ -80,28 +87,46 @@ def _load_encoder(name: str, pooling: str, encoder_dropout, revision=None):
 
 
 class HFEncoder(Model):
-    def __init__(self, num_classes: int, name: str | None = None, dropout: float = 0.1,
-                 encoder_dropout: float | None = None, pooling: str = "cls",
-                 tokenizer: str | None = None, max_len: int | None = None,
-                 vocab_size: int | None = None, revision: str | None = None):
+    def __init__(
+        self,
+        num_classes: int,
+        name: str | None = None,
+        dropout: float = 0.1,
+        encoder_dropout: float | None = None,
+        pooling: str = "cls",
+        tokenizer: str | None = None,
+        max_len: int | None = None,
+        vocab_size: int | None = None,
+        revision: str | None = None,
+    ):
         super().__init__()
-        check(isinstance(name, str) and name != "", "model.name",
-              "required: a transformers model name or a local folder")
+        check(
+            isinstance(name, str) and name != "",
+            "model.name",
+            "required: a transformers model name or a local folder",
+        )
         check(pooling in POOLINGS, "model.pooling", f"got {pooling!r}", ", ".join(POOLINGS))
         in_range(dropout, "model.dropout", 0.0, 1.0, hi_open=True)
         if max_len is None:
-            raise ConfigError("dataset", f"model={self.config_name} reads token ids: pick a "
-                              "text dataset", "tweets, csv or hf with a text_column")
+            raise ConfigError(
+                "dataset",
+                f"model={self.config_name} reads token ids: pick a text dataset",
+                "tweets, csv or hf with a text_column",
+            )
         self.encoder = load_encoder(name, pooling, encoder_dropout, revision)
         cfg = self.encoder.config
         limit = getattr(cfg, "max_position_embeddings", None)
         if limit is not None and max_len > limit:
-            raise ConfigError("dataset.max_len", f"{max_len} exceeds the {limit} positions of "
-                              f"{name}")
+            raise ConfigError(
+                "dataset.max_len", f"{max_len} exceeds the {limit} positions of {name}"
+            )
         n_emb = self.encoder.get_input_embeddings().num_embeddings
         if vocab_size is not None and vocab_size > n_emb:
-            raise ConfigError("model.tokenizer", f"its vocabulary ({vocab_size}) is larger than "
-                              f"the embeddings of {name} ({n_emb}): use the model's tokenizer")
+            raise ConfigError(
+                "model.tokenizer",
+                f"its vocabulary ({vocab_size}) is larger than "
+                f"the embeddings of {name} ({n_emb}): use the model's tokenizer",
+            )
         if pooling == "pooler" and getattr(self.encoder, "pooler", None) is None:
             raise ConfigError("model.pooling", f"{name} has no pooler", "cls, mean")
         self.pooling = pooling
@@ -149,13 +174,17 @@ class HFEncoder(Model):
             else:
                 enc.activation_checkpointing_disable()
         elif enabled:
-            enc.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enc.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
         else:
             enc.gradient_checkpointing_disable()
 
     @property
     def grad_checkpointing(self) -> bool:
         enc = self.encoder
-        return bool(getattr(enc, "is_activation_checkpointing", None)
-                    if hasattr(type(enc), "is_activation_checkpointing")
-                    else enc.is_gradient_checkpointing)
+        return bool(
+            getattr(enc, "is_activation_checkpointing", None)
+            if hasattr(type(enc), "is_activation_checkpointing")
+            else enc.is_gradient_checkpointing
+        )

@@ -25,9 +25,23 @@ from runner.models.hf import HFEncoder
 class MiniLM(HFEncoder):
     config_name = "minilm"
 
-    def __init__(self, num_classes: int, dropout: float = 0.1, encoder_dropout: float | None = 0.1,
-                 pooling: str = "mean", tokenizer: str = "minilm", max_len: int | None = None,
-                 vocab_size: int | None = None):
-        super().__init__(num_classes, name=minilm_path(), dropout=dropout,
-                         encoder_dropout=encoder_dropout, pooling=pooling, tokenizer=tokenizer,
-                         max_len=max_len, vocab_size=vocab_size)
+    def __init__(
+        self,
+        num_classes: int,
+        dropout: float = 0.1,
+        encoder_dropout: float | None = 0.1,
+        pooling: str = "mean",
+        tokenizer: str = "minilm",
+        max_len: int | None = None,
+        vocab_size: int | None = None,
+    ):
+        super().__init__(
+            num_classes,
+            name=minilm_path(),
+            dropout=dropout,
+            encoder_dropout=encoder_dropout,
+            pooling=pooling,
+            tokenizer=tokenizer,
+            max_len=max_len,
+            vocab_size=vocab_size,
+        )

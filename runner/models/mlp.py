@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from runner.errors import positive, in_range
+from runner.errors import in_range, positive
 from runner.models.base import Model
 
 
@@ -27,8 +27,9 @@ class Block(nn.Module):
 class MLP(Model):
     head_modules = ("out",)
 
-    def __init__(self, in_dim: int, num_classes: int, hidden: int = 100, depth: int = 2,
-                 dropout: float = 0.0):
+    def __init__(
+        self, in_dim: int, num_classes: int, hidden: int = 100, depth: int = 2, dropout: float = 0.0
+    ):
         super().__init__()
         positive(hidden, "model.hidden", integer=True)
         positive(depth, "model.depth", integer=True)

@@ -50,13 +50,16 @@ def gelu_sigmoid(x: torch.Tensor) -> torch.Tensor:
 
 
 def activation_fn(name: str):
-    return {"gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
-            "gelu_sigmoid": gelu_sigmoid, "relu": F.relu}[name]
+    return {
+        "gelu": F.gelu,
+        "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+        "gelu_sigmoid": gelu_sigmoid,
+        "relu": F.relu,
+    }[name]
 
 
 class Attention(nn.Module):
-    def __init__(self, width: int, heads: int, head_size: int, dropout: float,
-                 talking_heads: bool):
+    def __init__(self, width: int, heads: int, head_size: int, dropout: float, talking_heads: bool):
         super().__init__()
         self.heads, self.head_size, self.p = heads, head_size, dropout
         self.qkv = nn.Linear(width, 3 * heads * head_size)
@@ -73,8 +76,9 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, self.head_size).permute(2, 0, 3, 1, 4)
         key_mask = keep[:, None, None, :]  # [B, 1, 1, L]: every query sees the real keys
         if not self.talking_heads:
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask,
-                                               dropout_p=self.p if self.training else 0.0)
+            o = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=key_mask, dropout_p=self.p if self.training else 0.0
+            )
         else:
             s = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_size)  # [B, H, L, L]
             s = torch.einsum("bhij,hg->bgij", s, self.mix_logits)
@@ -101,32 +105,60 @@ class Block(nn.Module):
 
 
 class Transformer(Model):
-    def __init__(self, num_classes: int, vocab_size: int | None = None,
-                 max_len: int | None = None, pad_id: int = 0, width: int = 256, depth: int = 4,
-                 heads: int = 4, head_size: int | None = None, ffn_mult: int = 4,
-                 activation: str = "gelu", talking_heads: bool = False, dropout: float = 0.1,
-                 pooling: str = "mean", tokenizer: str = "minilm"):
+    def __init__(
+        self,
+        num_classes: int,
+        vocab_size: int | None = None,
+        max_len: int | None = None,
+        pad_id: int = 0,
+        width: int = 256,
+        depth: int = 4,
+        heads: int = 4,
+        head_size: int | None = None,
+        ffn_mult: int = 4,
+        activation: str = "gelu",
+        talking_heads: bool = False,
+        dropout: float = 0.1,
+        pooling: str = "mean",
+        tokenizer: str = "minilm",
+    ):
         super().__init__()
         if vocab_size is None or max_len is None:
-            raise ConfigError("dataset", "model=transformer reads token ids: pick a text "
-                              "dataset", "tweets, csv or hf with a text_column")
-        for key, v in (("width", width), ("depth", depth), ("heads", heads),
-                       ("ffn_mult", ffn_mult)):
+            raise ConfigError(
+                "dataset",
+                "model=transformer reads token ids: pick a text dataset",
+                "tweets, csv or hf with a text_column",
+            )
+        for key, v in (
+            ("width", width),
+            ("depth", depth),
+            ("heads", heads),
+            ("ffn_mult", ffn_mult),
+        ):
             positive(v, f"model.{key}", integer=True)
         head_size = width // heads if head_size is None else head_size
         positive(head_size, "model.head_size", integer=True)
-        check(activation in ACTIVATIONS, "model.activation", f"got {activation!r}",
-              ", ".join(ACTIVATIONS))
+        check(
+            activation in ACTIVATIONS,
+            "model.activation",
+            f"got {activation!r}",
+            ", ".join(ACTIVATIONS),
+        )
         check(pooling in POOLINGS, "model.pooling", f"got {pooling!r}", ", ".join(POOLINGS))
-        check(isinstance(talking_heads, bool), "model.talking_heads",
-              f"must be true or false, got {talking_heads!r}")
+        check(
+            isinstance(talking_heads, bool),
+            "model.talking_heads",
+            f"must be true or false, got {talking_heads!r}",
+        )
         in_range(dropout, "model.dropout", 0.0, 1.0, hi_open=True)
         self.pooling, self.pad_id = pooling, pad_id
         self.tok = nn.Embedding(vocab_size, width)
         self.pos = nn.Embedding(max_len, width)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(width, heads, head_size, ffn_mult, activation,
-                                          dropout, talking_heads) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            Block(width, heads, head_size, ffn_mult, activation, dropout, talking_heads)
+            for _ in range(depth)
+        )
         self.ln = nn.LayerNorm(width)
         self.head = nn.Linear(width, num_classes)
         self.grad_checkpointing = False

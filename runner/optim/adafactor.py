@@ -48,9 +48,19 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
 
 
 class Adafactor(Optimizer):
-    def __init__(self, params, lr: float = 1e-2, beta2_decay: float = -0.8, eps=(1e-30, 1e-3),
-                 d: float = 1.0, beta1: float = 0.0, weight_decay: float = 0.0,
-                 min_dim_size_to_factor: int = 128, *, maximize: bool = False):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-2,
+        beta2_decay: float = -0.8,
+        eps=(1e-30, 1e-3),
+        d: float = 1.0,
+        beta1: float = 0.0,
+        weight_decay: float = 0.0,
+        min_dim_size_to_factor: int = 128,
+        *,
+        maximize: bool = False,
+    ):
         positive(lr, "optimizer.lr")
         check_eps = isinstance(eps, (list, tuple)) and len(eps) == 2
         if not check_eps:
@@ -64,9 +74,16 @@ class Adafactor(Optimizer):
         in_range(beta1, "optimizer.beta1", 0.0, 1.0, hi_open=True)
         positive(weight_decay, "optimizer.weight_decay", allow_zero=True)
         positive(min_dim_size_to_factor, "optimizer.min_dim_size_to_factor", integer=True)
-        defaults = dict(lr=lr, beta2_decay=float(beta2_decay), eps=(float(eps1), float(eps[1])),
-                        d=float(d), beta1=float(beta1), weight_decay=float(weight_decay),
-                        min_dim_size_to_factor=int(min_dim_size_to_factor), maximize=maximize)
+        defaults = dict(
+            lr=lr,
+            beta2_decay=float(beta2_decay),
+            eps=(float(eps1), float(eps[1])),
+            d=float(d),
+            beta1=float(beta1),
+            weight_decay=float(weight_decay),
+            min_dim_size_to_factor=int(min_dim_size_to_factor),
+            maximize=maximize,
+        )
         super().__init__(params, defaults)
 
     def _state(self, p, group):
@@ -121,7 +138,7 @@ class Adafactor(Optimizer):
         u = u / (_rms(u) / group["d"]).clamp_min(1.0)
         if group["beta1"] > 0:
             u = st["m"].mul_(group["beta1"]).add_(u, alpha=1 - group["beta1"])
-        alpha = _rms(p).clamp_min(eps2) * min(lr, t ** -0.5)
+        alpha = _rms(p).clamp_min(eps2) * min(lr, t**-0.5)
         if group["weight_decay"]:
             p.mul_(1 - lr * group["weight_decay"])
         p.sub_((alpha * u).to(p.dtype))

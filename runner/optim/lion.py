@@ -40,9 +40,18 @@ def _check(lr, betas, weight_decay, key: str = "optimizer") -> tuple[float, floa
 
 
 @torch.no_grad()
-def lion_update(params: list, grads: list, exp_avgs: list, *, lr: float, beta1: float,
-                beta2: float, weight_decay: float = 0.0, maximize: bool = False,
-                foreach: bool = True) -> None:
+def lion_update(
+    params: list,
+    grads: list,
+    exp_avgs: list,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+    foreach: bool = True,
+) -> None:
     """One Lion step, in place, on lists of tensors of one device and dtype."""
     if not params:
         return
@@ -67,11 +76,24 @@ def lion_update(params: list, grads: list, exp_avgs: list, *, lr: float, beta1: 
 class Lion(Optimizer):
     """Lion (Chen et al. 2023). `weight_decay` is decoupled: theta <- theta * (1 - lr * wd)."""
 
-    def __init__(self, params, lr: float = 1e-4, betas=(0.9, 0.99), weight_decay: float = 0.0,
-                 *, maximize: bool = False, foreach: bool | None = None):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-4,
+        betas=(0.9, 0.99),
+        weight_decay: float = 0.0,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ):
         beta1, beta2 = _check(lr, betas, weight_decay)
-        defaults = dict(lr=lr, betas=(beta1, beta2), weight_decay=weight_decay,
-                        maximize=maximize, foreach=foreach)
+        defaults = dict(
+            lr=lr,
+            betas=(beta1, beta2),
+            weight_decay=weight_decay,
+            maximize=maximize,
+            foreach=foreach,
+        )
         super().__init__(params, defaults)
 
     def _init_group(self, group, params, grads, exp_avgs):
@@ -100,8 +122,13 @@ class Lion(Optimizer):
                 continue
             beta1, beta2 = group["betas"]
             foreach = group["foreach"] if group["foreach"] is not None else True
-            kw = dict(lr=float(group["lr"]), beta1=beta1, beta2=beta2,
-                      weight_decay=group["weight_decay"], maximize=group["maximize"])
+            kw = dict(
+                lr=float(group["lr"]),
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=group["weight_decay"],
+                maximize=group["maximize"],
+            )
             if not foreach:
                 lion_update(params, grads, exp_avgs, foreach=False, **kw)
                 continue

@@ -18,15 +18,33 @@ from runner.errors import in_range
 
 
 class SGDW(torch.optim.SGD):
-    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False, *,
-                 decoupled_weight_decay: bool = True, maximize: bool = False,
-                 foreach: bool | None = None, fused: bool | None = None):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        decoupled_weight_decay: bool = True,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+    ):
         in_range(momentum, "optimizer.momentum", 0.0, 1.0, hi_open=True)
         self.decoupled_weight_decay = bool(decoupled_weight_decay)
-        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
-                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
-                         foreach=foreach, fused=fused)
+        super().__init__(
+            params,
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+            foreach=foreach,
+            fused=fused,
+        )
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -31,8 +31,22 @@ from runner.optim.lion import Lion
 
 
 class Tiger(Lion):
-    def __init__(self, params, lr: float = 1e-4, beta: float = 0.965, weight_decay: float = 0.0,
-                 *, maximize: bool = False, foreach: bool | None = None):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-4,
+        beta: float = 0.965,
+        weight_decay: float = 0.0,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ):
         in_range(beta, "optimizer.beta", 0.0, 1.0, hi_open=True)
-        super().__init__(params, lr=lr, betas=(beta, beta), weight_decay=weight_decay,
-                         maximize=maximize, foreach=foreach)
+        super().__init__(
+            params,
+            lr=lr,
+            betas=(beta, beta),
+            weight_decay=weight_decay,
+            maximize=maximize,
+            foreach=foreach,
+        )

@@ -17,22 +17,31 @@ THRESHOLD = 1.1
 
 def cost_jobs(study: Study, w: str, arms: dict, points: dict) -> list[Job]:
     n = study.cost_steps
-    short = [f"trainer.max_steps={n}", f"trainer.eval_every={n}",
-             f"trainer.log_every={max(1, n // 5)}", f"trainer.checkpoint_every={n}",
-             "trainer.keep_checkpoints=none"]
+    short = [
+        f"trainer.max_steps={n}",
+        f"trainer.eval_every={n}",
+        f"trainer.log_every={max(1, n // 5)}",
+        f"trainer.checkpoint_every={n}",
+        "trainer.keep_checkpoints=none",
+    ]
     job = lambda a, rep, label: Job(
         merge(run_overrides(study, w, arms[a], points[a][0], rep), short, [f"+arm={a}"]),
-        Path("runs") / "_cost" / w / a / f"rep-{rep}", label)
+        Path("runs") / "_cost" / w / a / f"rep-{rep}",
+        label,
+    )
     # a first, uncounted run warms the process up (allocator, caches, lazy imports): the
     # first timed arm would otherwise pay for it
     return [job(next(iter(arms)), "warmup", "warmup")] + [
-        job(a, rep, f"{w}/{a}") for rep in range(REPS) for a in arms]
+        job(a, rep, f"{w}/{a}") for rep in range(REPS) for a in arms
+    ]
 
 
 def ratios(per_arm: dict[str, float | None], baseline: str) -> dict[str, dict]:
     base = per_arm.get(baseline)
-    return {a: {"sec_per_step": s, "ratio": (s / base) if s and base else None,
-                "source": "interleaved"} for a, s in per_arm.items()}
+    return {
+        a: {"sec_per_step": s, "ratio": (s / base) if s and base else None, "source": "interleaved"}
+        for a, s in per_arm.items()
+    }
 
 
 def median_sec(study_dir: Path, jobs: list[Job], arm_label: str) -> float | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 class Job:
     overrides: list[str]
     run_dir: Path
-    label: str = ""   # e.g. "main/fgm" (the progress view's best-so-far key)
+    label: str = ""  # e.g. "main/fgm" (the progress view's best-so-far key)
 
 
 def status_of(run_dir: Path) -> str | None:
@@ -101,8 +101,9 @@ class _main_hidden:
 
     def __enter__(self):
         self.main = sys.modules.get("__main__")
-        self.saved = {k: getattr(self.main, k) for k in ("__file__", "__spec__")
-                      if hasattr(self.main, k)}
+        self.saved = {
+            k: getattr(self.main, k) for k in ("__file__", "__spec__") if hasattr(self.main, k)
+        }
         if "__file__" in self.saved:
             del self.main.__file__
         self.main.__spec__ = None
@@ -127,8 +128,11 @@ class Pool:
     def _spawn(self, k: int):
         a, b = self.ctx.Pipe()
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        p = self.ctx.Process(target=_worker, daemon=True, args=(
-            b, os.getpid(), self.threads, str(self.log_dir / f"worker-{k}.log")))
+        p = self.ctx.Process(
+            target=_worker,
+            daemon=True,
+            args=(b, os.getpid(), self.threads, str(self.log_dir / f"worker-{k}.log")),
+        )
         with _main_hidden():
             p.start()
         b.close()
@@ -143,8 +147,9 @@ class Pool:
             w.update({**self._spawn(w["k"]), "job": w["job"]})
             w["conn"].send(msg)
 
-    def run(self, jobs: list[Job], on_done=lambda job, status: None,
-            width: int | None = None) -> dict[int, str]:
+    def run(
+        self, jobs: list[Job], on_done=lambda job, status: None, width: int | None = None
+    ) -> dict[int, str]:
         """Every job's status; `width` workers at most (1: the jobs run in order, in one
         process, as the interleaved cost measurement needs)."""
         from multiprocessing.connection import wait
@@ -176,8 +181,11 @@ class Pool:
                     continue
                 if status is None:  # the worker died mid-run: the run is failed, the study goes on
                     if status_of(job.run_dir) != "completed":
-                        _write_failed(job.run_dir, f"worker process died (exit code "
-                                      f"{w['proc'].exitcode}); see {self.log_dir}")
+                        _write_failed(
+                            job.run_dir,
+                            f"worker process died (exit code "
+                            f"{w['proc'].exitcode}); see {self.log_dir}",
+                        )
                     status = status_of(job.run_dir) or "failed"
                     w.update(self._spawn(w["k"]))
                 w["job"] = None

@@ -36,15 +36,23 @@ def load(path, overrides: list[str]) -> Study:
         have = ", ".join(str(p.relative_to(ROOT)) for p, _ in study_files()) or "none"
         raise ConfigError("FILE", f"no study file {str(path)!r}", have)
     study = parse_text(path, path.read_text(), overrides)
-    searched = {d.key for d in study.search} | {d.key for ds in study.arm_search.values()
-                                                for d in ds}
+    searched = {d.key for d in study.search} | {
+        d.key for ds in study.arm_search.values() for d in ds
+    }
     for o in overrides:
         check("=" in o, "OVERRIDES", f"{o!r} is not KEY=VALUE")
-        check(key_of(o) not in searched, key_of(o), "is searched by the study; an override "
-              "would make every trial the same", "an unsearched key, or edit search:")
+        check(
+            key_of(o) not in searched,
+            key_of(o),
+            "is searched by the study; an override would make every trial the same",
+            "an unsearched key, or edit search:",
+        )
         check(key_of(o) != "seed", "seed", "is set by the study (tune_seeds, seeds)")
-        check(key_of(o) != "resume" and not key_of(o).startswith("hydra"), key_of(o),
-              "is set by the study (run dirs under --out; a re-run resumes by itself)")
+        check(
+            key_of(o) != "resume" and not key_of(o).startswith("hydra"),
+            key_of(o),
+            "is set by the study (run dirs under --out; a re-run resumes by itself)",
+        )
     validate_configs(study)
     return study
 
@@ -73,6 +81,7 @@ def validate_configs(study: Study) -> None:
 
 # -- DIR: the lock and the pinned inputs -------------------------------------------------------
 
+
 def lock(out: Path) -> Path:
     """Claim DIR for this process; a second study on DIR refuses (a dead holder is replaced)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -91,8 +100,11 @@ def lock(out: Path) -> Path:
             except (OSError, ValueError):
                 alive = False
             if alive:
-                raise ConfigError("--out", f"{out} is in use by another tricks study (pid {pid})",
-                                  "wait for it to finish, or another --out")
+                raise ConfigError(
+                    "--out",
+                    f"{out} is in use by another tricks study (pid {pid})",
+                    "wait for it to finish, or another --out",
+                )
             f.unlink(missing_ok=True)
     raise ConfigError("--out", f"cannot lock {out}")
 
@@ -104,40 +116,53 @@ def pin(study: Study, out: Path) -> None:
     if saved.is_file():
         if saved.read_text() != study.text:
             was = json.loads(meta.read_text()).get("study_file") if meta.is_file() else saved
-            raise ConfigError("--out", f"{out} holds a study of another study file ({was})",
-                              "the same study file, or another --out")
+            raise ConfigError(
+                "--out",
+                f"{out} holds a study of another study file ({was})",
+                "the same study file, or another --out",
+            )
         inputs = json.loads(meta.read_text()) if meta.is_file() else inputs
         old = inputs.get("overrides", [])
         if old != study.overrides:
-            raise ConfigError("OVERRIDES", f"{out} was run with {' '.join(old) or 'none'}",
-                              "the same overrides, or another --out")
+            raise ConfigError(
+                "OVERRIDES",
+                f"{out} was run with {' '.join(old) or 'none'}",
+                "the same overrides, or another --out",
+            )
     from runner.gitinfo import commit_info
 
     sha, dirty = commit_info(ROOT)  # a resumed study may span commits: each start is recorded
     inputs.setdefault("invocations", []).append(
-        {"commit": sha, "dirty": dirty, "started": time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                  time.gmtime())})
+        {
+            "commit": sha,
+            "dirty": dirty,
+            "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        }
+    )
     saved.write_text(study.text)
     meta.write_text(json.dumps(inputs, indent=2) + "\n")
 
 
 # -- the plan ----------------------------------------------------------------------------------
 
+
 def arm_plans(study: Study) -> dict[str, dict]:
-    return {a: {"overrides": o, "forced": [], "equal_compute_of": None}
-            for a, o in study.arms.items()}
+    return {
+        a: {"overrides": o, "forced": [], "equal_compute_of": None} for a, o in study.arms.items()
+    }
 
 
 def points_for(study: Study, arms: dict) -> dict[str, list[dict]]:
-    own = {a: study.space(a)[len(study.search):] for a in arms}
+    own = {a: study.space(a)[len(study.search) :] for a in arms}
     return trial_points(study.search, own, study.budget, study.search_seed)
 
 
 def _ovr(study: Study, w: str, arm: str, plan: dict, params: dict, seed: int) -> list[str]:
     # `arm` in every run's config: `tricks compare DIR/runs/main --baseline arm=none` groups
     # the runs by arm even where two arms share a config
-    return merge(run_overrides(study, w, plan["overrides"], params, seed), plan["forced"],
-                 [f"+arm={arm}"])
+    return merge(
+        run_overrides(study, w, plan["overrides"], params, seed), plan["forced"], [f"+arm={arm}"]
+    )
 
 
 def tune_jobs(study: Study, w: str, arms: dict, points: dict) -> tuple[dict, list[Job]]:
@@ -147,10 +172,13 @@ def tune_jobs(study: Study, w: str, arms: dict, points: dict) -> tuple[dict, lis
     for i in range(study.budget):
         for a, plan in arms.items():
             dirs = [f"runs/{w}/{a}/trial-{i:02d}-seed-{s}" for s in study.tune_seeds]
-            trials[a].append({"index": i, "params": points[a][i], "run_dir": dirs[0],
-                              "run_dirs": dirs})
-            jobs += [Job(_ovr(study, w, a, plan, points[a][i], s), Path(d), f"{w}/{a}")
-                     for s, d in zip(study.tune_seeds, dirs)]
+            trials[a].append(
+                {"index": i, "params": points[a][i], "run_dir": dirs[0], "run_dirs": dirs}
+            )
+            jobs += [
+                Job(_ovr(study, w, a, plan, points[a][i], s), Path(d), f"{w}/{a}")
+                for s, d in zip(study.tune_seeds, dirs)
+            ]
     return trials, jobs
 
 
@@ -160,9 +188,16 @@ def confirm_dir(w: str, a: str, trial: int, seed: int) -> str:
 
 
 def confirm_jobs(study: Study, w: str, arms: dict, trials: dict, chosen: dict) -> list[Job]:
-    return [Job(_ovr(study, w, a, arms[a], trials[a][i]["params"], s),
-                Path(confirm_dir(w, a, i, s)), f"{w}/{a}")
-            for s in study.seeds for a, i in chosen.items() if i is not None]
+    return [
+        Job(
+            _ovr(study, w, a, arms[a], trials[a][i]["params"], s),
+            Path(confirm_dir(w, a, i, s)),
+            f"{w}/{a}",
+        )
+        for s in study.seeds
+        for a, i in chosen.items()
+        if i is not None
+    ]
 
 
 def n_runs(study: Study, n_arms: int) -> int:
@@ -170,6 +205,7 @@ def n_runs(study: Study, n_arms: int) -> int:
 
 
 # -- running -----------------------------------------------------------------------------------
+
 
 class Runner:
     """Hands jobs to the pool (runs completed already are skipped here), drives the view."""
@@ -200,8 +236,10 @@ class Runner:
             if old is None or (v > old if hi else v < old):
                 self.best[job.label] = v
         if self.view is not None:
-            note = " · ".join(f"{k.split('/', 1)[1] if len(self.study.workloads) == 1 else k} "
-                              f"{v:.4g}" for k, v in self.best.items())
+            note = " · ".join(
+                f"{k.split('/', 1)[1] if len(self.study.workloads) == 1 else k} {v:.4g}"
+                for k, v in self.best.items()
+            )
             self.view.update(self.done, self.failed, f"best so far: {note}" if note else "")
 
     def run(self, jobs: list[Job], width: int | None = None) -> None:
@@ -235,8 +273,10 @@ def measure_cost(study: Study, runner: Runner, w: str, arms: dict, points: dict)
         r = costs[a]["ratio"]
         if a != study.baseline and r is not None and r > costmod.THRESHOLD:
             arms[f"{study.baseline}@{a}"] = {
-                "overrides": base["overrides"], "equal_compute_of": a,
-                "forced": costmod.scaled_length(study, w, base["overrides"], r)}
+                "overrides": base["overrides"],
+                "equal_compute_of": a,
+                "forced": costmod.scaled_length(study, w, base["overrides"], r),
+            }
     return costs
 
 
@@ -252,8 +292,9 @@ def execute(study: Study, out, parallel: int = 1, progress="auto") -> dict:
             plans[w] = arm_plans(study)
             if study.equal_compute:
                 costs[w] = measure_cost(study, runner, w, plans[w], points_for(study, plans[w]))
-        tune = {w: tune_jobs(study, w, plans[w], points_for(study, plans[w]))
-                for w in study.workloads}
+        tune = {
+            w: tune_jobs(study, w, plans[w], points_for(study, plans[w])) for w in study.workloads
+        }
         n_arms = sum(len(p) for p in plans.values())
         runner.start_view(n_runs(study, n_arms), "study")
         runner.run([j for w in study.workloads for j in tune[w][1]])
@@ -263,8 +304,13 @@ def execute(study: Study, out, parallel: int = 1, progress="auto") -> dict:
             for t in trials[w].values():
                 R.score_trials(out, t, study.select)
             chosen[w] = {a: R.choose(t, study.select_higher) for a, t in trials[w].items()}
-        runner.run([j for w in study.workloads
-                    for j in confirm_jobs(study, w, plans[w], trials[w], chosen[w])])
+        runner.run(
+            [
+                j
+                for w in study.workloads
+                for j in confirm_jobs(study, w, plans[w], trials[w], chosen[w])
+            ]
+        )
     except KeyboardInterrupt:
         raise Interrupted()
     finally:
@@ -277,25 +323,35 @@ def execute(study: Study, out, parallel: int = 1, progress="auto") -> dict:
 
 # -- study.json ----------------------------------------------------------------------------------
 
-def arm_record(study: Study, out: Path, w: str, a: str, plan: dict, trials: list[dict],
-               chosen: int | None) -> dict:
+
+def arm_record(
+    study: Study, out: Path, w: str, a: str, plan: dict, trials: list[dict], chosen: int | None
+) -> dict:
     space = study.space(a)
     params = trials[chosen]["params"] if chosen is not None else None
     dirs = [confirm_dir(w, a, chosen, s) for s in study.seeds] if params is not None else []
-    rec = {"overrides": merge(plan["overrides"], plan["forced"]),
-           "space": {d.key: d.text for d in space}, "trials": trials, "chosen": params,
-           "chosen_trial": chosen, "edge": edges(space, params) if params else [],
-           "final": R.final_figures(out, dirs, study.seeds, study.metric, study.metric_higher),
-           "diff": None, "verdict": "baseline" if a == study.baseline else
-           ("no completed trial" if params is None else "")}
+    rec = {
+        "overrides": merge(plan["overrides"], plan["forced"]),
+        "space": {d.key: d.text for d in space},
+        "trials": trials,
+        "chosen": params,
+        "chosen_trial": chosen,
+        "edge": edges(space, params) if params else [],
+        "final": R.final_figures(out, dirs, study.seeds, study.metric, study.metric_higher),
+        "diff": None,
+        "verdict": "baseline"
+        if a == study.baseline
+        else ("no completed trial" if params is None else ""),
+    }
     if params is None:
         rec["final"]["failed"] = len(study.seeds)
     if plan["equal_compute_of"]:
         rec["equal_compute_of"] = plan["equal_compute_of"]
         rec["verdict"] = f"equal-compute baseline of {plan['equal_compute_of']}"
     if study.target and dirs:
-        rec["target"] = R.time_to_target(out, dirs, study.target,
-                                         _higher_for(study, study.target["key"]))
+        rec["target"] = R.time_to_target(
+            out, dirs, study.target, _higher_for(study, study.target["key"])
+        )
     return rec
 
 
@@ -305,18 +361,23 @@ def _higher_for(study: Study, key: str) -> bool:
     return study.select_higher if key == study.select else not lower_is_better(key)
 
 
-def workload_arms(study: Study, out: Path, w: str, plans: dict, trials: dict, chosen: dict,
-                  costs: dict) -> dict:
+def workload_arms(
+    study: Study, out: Path, w: str, plans: dict, trials: dict, chosen: dict, costs: dict
+) -> dict:
     arms = {a: arm_record(study, out, w, a, plans[a], trials[a], chosen[a]) for a in plans}
     tricks = [a for a in plans if a != study.baseline and not plans[a]["equal_compute_of"]]
     for a, v in R.verdicts(arms, [(a, study.baseline) for a in tricks], study.metric_higher):
-        arms[a].update(diff=v["diff"], verdict=v["verdict"] if arms[a]["chosen"] is not None
-                       else arms[a]["verdict"])
+        arms[a].update(
+            diff=v["diff"],
+            verdict=v["verdict"] if arms[a]["chosen"] is not None else arms[a]["verdict"],
+        )
     ec = [(plans[b]["equal_compute_of"], b) for b in plans if plans[b]["equal_compute_of"]]
     for a, v in R.verdicts(arms, ec, study.metric_higher):  # a family of its own
-        arms[a]["equal_compute"] = {"vs": dict((x, y) for x, y in ec)[a], **v,
-                                    "family": "trick vs its equal-compute baseline (Holm across "
-                                              "these pairs only)"}
+        arms[a]["equal_compute"] = {
+            "vs": dict((x, y) for x, y in ec)[a],
+            **v,
+            "family": "trick vs its equal-compute baseline (Holm across these pairs only)",
+        }
     sec = {a: R.sec_per_step(out, arms[a]["final"]["run_dirs"]) for a in arms}
     for a in arms:
         if a in costs:
@@ -324,35 +385,53 @@ def workload_arms(study: Study, out: Path, w: str, plans: dict, trials: dict, ch
         elif plans[a]["equal_compute_of"] and study.baseline in costs:
             # the baseline's step, trained the trick's measured ratio times longer
             of = costs[plans[a]["equal_compute_of"]]
-            arms[a]["cost"] = {"sec_per_step": costs[study.baseline]["sec_per_step"],
-                               "ratio": of["ratio"], "source": "the baseline's step, "
-                               "ratio x the steps (total compute)"}
+            arms[a]["cost"] = {
+                "sec_per_step": costs[study.baseline]["sec_per_step"],
+                "ratio": of["ratio"],
+                "source": "the baseline's step, ratio x the steps (total compute)",
+            }
         else:
             base = sec.get(study.baseline)
-            arms[a]["cost"] = {"sec_per_step": sec[a], "ratio": sec[a] / base if sec[a] and base
-                               else None, "source": "confirmation runs"}
+            arms[a]["cost"] = {
+                "sec_per_step": sec[a],
+                "ratio": sec[a] / base if sec[a] and base else None,
+                "source": "confirmation runs",
+            }
     return arms
 
 
-def assemble(study: Study, out: Path, plans: dict, trials: dict, chosen: dict,
-             costs: dict) -> dict:
+def assemble(study: Study, out: Path, plans: dict, trials: dict, chosen: dict, costs: dict) -> dict:
     from runner.gitinfo import commit_info
 
     sha, dirty = commit_info(ROOT)
-    res = {"name": study.name, "description": study.description, "study_file": str(study.path),
-           "overrides": study.overrides, "baseline": study.baseline, "select": study.select,
-           "metric": study.metric, "higher_better": study.metric_higher,
-           "select_higher_better": study.select_higher, "budget": study.budget,
-           "tune_seeds": study.tune_seeds, "seeds": study.seeds,
-           "search": {d.key: d.text for d in study.search},
-           "arm_search": {a: {d.key: d.text for d in ds} for a, ds in study.arm_search.items()},
-           "commit": sha, "dirty": dirty, "invocations": _invocations(out),
-           "equal_compute": study.equal_compute,
-           "target": study.target, "workloads": list(study.workloads),
-           "analysis": str(study.analysis) if study.analysis else None,
-           "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    per = {w: {"arms": workload_arms(study, out, w, plans[w], trials[w], chosen[w],
-                                     costs.get(w, {}))} for w in study.workloads}
+    res = {
+        "name": study.name,
+        "description": study.description,
+        "study_file": str(study.path),
+        "overrides": study.overrides,
+        "baseline": study.baseline,
+        "select": study.select,
+        "metric": study.metric,
+        "higher_better": study.metric_higher,
+        "select_higher_better": study.select_higher,
+        "budget": study.budget,
+        "tune_seeds": study.tune_seeds,
+        "seeds": study.seeds,
+        "search": {d.key: d.text for d in study.search},
+        "arm_search": {a: {d.key: d.text for d in ds} for a, ds in study.arm_search.items()},
+        "commit": sha,
+        "dirty": dirty,
+        "invocations": _invocations(out),
+        "equal_compute": study.equal_compute,
+        "target": study.target,
+        "workloads": list(study.workloads),
+        "analysis": str(study.analysis) if study.analysis else None,
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    per = {
+        w: {"arms": workload_arms(study, out, w, plans[w], trials[w], chosen[w], costs.get(w, {}))}
+        for w in study.workloads
+    }
     if len(per) == 1:
         res["arms"] = next(iter(per.values()))["arms"]
     else:
@@ -376,8 +455,8 @@ def each_workload(result: dict):
 
 def failed_runs(result: dict) -> list[str]:
     out = []
-    for w, arms in each_workload(result):
-        for a, rec in arms.items():
+    for _, arms in each_workload(result):
+        for rec in arms.values():
             out += [e for t in rec["trials"] for e in t.get("errors", [])]
             out += [f"{f['run_dir']}: {f['error']}" for f in rec["final"]["failed_runs"]]
     return out
@@ -406,8 +485,11 @@ def make_report(result: dict, out: Path) -> list[Path]:
     try:
         return files + list(write_report(result, out) or [])
     except Exception as e:  # study.json holds the result; --report-only retries the report
-        print(f"warning: the report failed ({type(e).__name__}: {e}); study.json is written, "
-              f"re-make the report with --report-only", file=sys.stderr)
+        print(
+            f"warning: the report failed ({type(e).__name__}: {e}); study.json is written, "
+            f"re-make the report with --report-only",
+            file=sys.stderr,
+        )
         return files
 
 
@@ -446,9 +528,11 @@ def headline(result: dict) -> list[str]:
             m = f"{f['mean']:.4f}" if f["mean"] is not None else "n/a"
             dm = f"{d['mean']:+.4f}" if d.get("mean") is not None else ""
             ph = f", p_holm {d['p_holm']:.3g}" if d.get("p_holm") is not None else ""
-            lines.append(f"{(w + '/') if w else ''}{a}: {result['metric']} {m} "
-                         f"({f['n']} seeds{', failed ' + str(f['failed']) if f['failed'] else ''})"
-                         f"{' diff ' + dm if dm else ''}{ph}: {rec['verdict']}")
+            lines.append(
+                f"{(w + '/') if w else ''}{a}: {result['metric']} {m} "
+                f"({f['n']} seeds{', failed ' + str(f['failed']) if f['failed'] else ''})"
+                f"{' diff ' + dm if dm else ''}{ph}: {rec['verdict']}"
+            )
     return lines
 
 
@@ -457,22 +541,26 @@ def dry_run(study: Study) -> str:
     arms = arm_plans(study)
     pts = points_for(study, arms)
     n = n_runs(study, len(arms)) * len(study.workloads)
-    lines = [f"study {study.name}: {study.description}",
-             f"workloads: {', '.join(f'{w} {study.workloads[w]}' for w in study.workloads)}",
-             f"baseline: {study.baseline}; select {study.select} "
-             f"({'max' if study.select_higher else 'min'}), report {study.metric}",
-             f"budget {study.budget} trials per arm x tune seeds {study.tune_seeds}; "
-             f"confirmation seeds {study.seeds}"]
+    lines = [
+        f"study {study.name}: {study.description}",
+        f"workloads: {', '.join(f'{w} {study.workloads[w]}' for w in study.workloads)}",
+        f"baseline: {study.baseline}; select {study.select} "
+        f"({'max' if study.select_higher else 'min'}), report {study.metric}",
+        f"budget {study.budget} trials per arm x tune seeds {study.tune_seeds}; "
+        f"confirmation seeds {study.seeds}",
+    ]
     for a, plan in arms.items():
         lines.append(f"arm {a}: {' '.join(plan['overrides']) or '(common only)'}")
         for i, p in enumerate(pts[a]):
             lines.append(f"  trial {i:2d}: " + " ".join(f"{k}={v}" for k, v in p.items()))
     if study.equal_compute:
         k = len(arms) - 1
-        lines.append(f"equal compute: 1 warm-up + {costmod.REPS} x {len(arms)} timing runs of "
-                     f"{study.cost_steps} steps per workload first; each arm > "
-                     f"{costmod.THRESHOLD}x the baseline adds an arm {study.baseline}@ARM "
-                     f"(up to {k * len(study.workloads)} arms, "
-                     f"{n_runs(study, k) * len(study.workloads)} runs more)")
+        lines.append(
+            f"equal compute: 1 warm-up + {costmod.REPS} x {len(arms)} timing runs of "
+            f"{study.cost_steps} steps per workload first; each arm > "
+            f"{costmod.THRESHOLD}x the baseline adds an arm {study.baseline}@ARM "
+            f"(up to {k * len(study.workloads)} arms, "
+            f"{n_runs(study, k) * len(study.workloads)} runs more)"
+        )
     lines.append(f"runs: {n}" + (" (+ equal-compute arms)" if study.equal_compute else ""))
     return "\n".join(lines)

@@ -23,6 +23,7 @@ MAIN = "main"  # the workload's name when the study has one
 
 # -- reading study.json ---------------------------------------------------------------------
 
+
 def _ok(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -31,8 +32,11 @@ def workloads(study: dict) -> dict[str, dict]:
     """workload name -> its arms (name -> arm dict), in study order."""
     for key in ("by_workload", "workloads"):  # `workloads` may hold them too (the issue's wording)
         nested = study.get(key)
-        if isinstance(nested, dict) and all(isinstance(v, dict) and "arms" in v
-                                            for v in nested.values()) and nested:
+        if (
+            isinstance(nested, dict)
+            and all(isinstance(v, dict) and "arms" in v for v in nested.values())
+            and nested
+        ):
             return {w: v.get("arms", {}) for w, v in nested.items()}
     return {MAIN: study.get("arms", {})}
 
@@ -64,6 +68,7 @@ def _rows(path: Path) -> list[dict]:
 
 
 # -- formatting -----------------------------------------------------------------------------
+
 
 def fnum(x, digits: int = 4) -> str:
     if not _ok(x):
@@ -121,8 +126,11 @@ def failed_k_n(final: dict | None) -> str:
 def edge_text(edge: list | None) -> str:
     if not edge:
         return ""
-    return "; ".join(f"{e.get('key')}={fval(e.get('value'))} at the {e.get('side')} edge of "
-                     f"{e.get('range')}: widen the range" for e in edge)
+    return "; ".join(
+        f"{e.get('key')}={fval(e.get('value'))} at the {e.get('side')} edge of "
+        f"{e.get('range')}: widen the range"
+        for e in edge
+    )
 
 
 def ttt_text(t: dict | None) -> str:
@@ -142,6 +150,7 @@ def cost_text(c: dict | None) -> str:
 # A report is a list of blocks, rendered once to markdown and once to HTML:
 #   ("h", level, text)  ("p", text)  ("table", headers, rows)  ("img", file, title)  ("md", text)
 
+
 def _main_arms(study: dict, arms: dict) -> list[str]:
     """The arms compared with the baseline (its Holm family), in study order."""
     base = study.get("baseline")
@@ -155,22 +164,26 @@ def headline(study: dict, arms: dict) -> list[str]:
         lines.append(_sentence(name, arms[name], base, metric))
         ec = arms[name].get("equal_compute")
         if ec:
-            lines.append(_sentence(name, {**arms[name], **ec}, ec.get("vs"), metric)
-                         + " (same measured compute)")
+            lines.append(
+                _sentence(name, {**arms[name], **ec}, ec.get("vs"), metric)
+                + " (same measured compute)"
+            )
     return lines
 
 
 def _sentence(name: str, a: dict, base: str, metric: str) -> str:
     v, d = a.get("verdict") or "–", a.get("diff") or {}
     final = a.get("final") or {}
-    n = f"n {final.get('n', 0)}" + (f", failed {failed_k_n(final)}" if final.get("failed")
-                                   else "")
+    n = f"n {final.get('n', 0)}" + (f", failed {failed_k_n(final)}" if final.get("failed") else "")
     stat = f"{diff_ci(d)} {metric} (p_holm {fp(d.get('p_holm'))}, {d.get('test') or '–'}, {n})"
     if v in ("better", "worse"):
         return f"**{name}** is {v} than {base}: {stat}"
     if v == "no significant difference":
-        mde = f"; this study detects about {fnum(d.get('mde'))} or more (80% power)" \
-            if _ok(d.get("mde")) else ""
+        mde = (
+            f"; this study detects about {fnum(d.get('mde'))} or more (80% power)"
+            if _ok(d.get("mde"))
+            else ""
+        )
         return f"**{name}**: no significant difference from {base}: {stat}{mde}"
     return f"**{name}** against {base}: {v} ({n})"
 
@@ -178,25 +191,49 @@ def _sentence(name: str, a: dict, base: str, metric: str) -> str:
 def comparison_table(study: dict, arms: dict) -> tuple[list, list]:
     base, metric = study.get("baseline"), study.get("metric", "")
     has_ttt = any(a.get("target") for a in arms.values())
-    head = ["arm", "chosen values", "edge warning", "n", f"{metric} (mean ± 95% CI)",
-            f"diff vs {base} [95% CI]", "p", "p_holm", "test", "MDE", "failed k/n", "cost ×",
-            "verdict"]
+    head = [
+        "arm",
+        "chosen values",
+        "edge warning",
+        "n",
+        f"{metric} (mean ± 95% CI)",
+        f"diff vs {base} [95% CI]",
+        "p",
+        "p_holm",
+        "test",
+        "MDE",
+        "failed k/n",
+        "cost ×",
+        "verdict",
+    ]
     if has_ttt:
         t = next(a["target"] for a in arms.values() if a.get("target"))
         head.append(f"time to {t.get('key')} {fval(t.get('value'))}")
     rows = []
-    for name in [base] + _main_arms(study, arms) + [a for a in arms if a != base
-                                                    and arms[a].get("equal_compute_of")]:
+    for name in (
+        [base]
+        + _main_arms(study, arms)
+        + [a for a in arms if a != base and arms[a].get("equal_compute_of")]
+    ):
         if name not in arms:
             continue
         a = arms[name]
         d = a.get("diff") if name != base else None
-        row = [name + (" (baseline)" if name == base else ""), params_text(a.get("chosen")),
-               edge_text(a.get("edge")), str((a.get("final") or {}).get("n", 0)),
-               mean_ci(a.get("final")), "baseline" if name == base else diff_ci(d),
-               fp((d or {}).get("p")), fp((d or {}).get("p_holm")), (d or {}).get("test") or "–",
-               fnum((d or {}).get("mde")), failed_k_n(a.get("final")), cost_text(a.get("cost")),
-               "baseline" if name == base else (a.get("verdict") or "–")]
+        row = [
+            name + (" (baseline)" if name == base else ""),
+            params_text(a.get("chosen")),
+            edge_text(a.get("edge")),
+            str((a.get("final") or {}).get("n", 0)),
+            mean_ci(a.get("final")),
+            "baseline" if name == base else diff_ci(d),
+            fp((d or {}).get("p")),
+            fp((d or {}).get("p_holm")),
+            (d or {}).get("test") or "–",
+            fnum((d or {}).get("mde")),
+            failed_k_n(a.get("final")),
+            cost_text(a.get("cost")),
+            "baseline" if name == base else (a.get("verdict") or "–"),
+        ]
         if has_ttt:
             row.append(ttt_text(a.get("target")))
         rows.append(row)
@@ -211,13 +248,35 @@ def equal_compute_table(study: dict, arms: dict) -> tuple[list, list] | None:
             continue
         d = ec.get("diff") or {}
         vs = arms.get(ec.get("vs"), {})
-        rows.append([name, ec.get("vs", "–"), mean_ci(vs.get("final")), diff_ci(d),
-                     fp(d.get("p")), fp(d.get("p_holm")), d.get("test") or "–",
-                     fnum(d.get("mde")), ec.get("verdict") or "–"])
+        rows.append(
+            [
+                name,
+                ec.get("vs", "–"),
+                mean_ci(vs.get("final")),
+                diff_ci(d),
+                fp(d.get("p")),
+                fp(d.get("p_holm")),
+                d.get("test") or "–",
+                fnum(d.get("mde")),
+                ec.get("verdict") or "–",
+            ]
+        )
     if not rows:
         return None
-    return (["arm", "vs (baseline, same compute)", "its mean ± 95% CI", "diff [95% CI]", "p",
-             "p_holm", "test", "MDE", "verdict"], rows)
+    return (
+        [
+            "arm",
+            "vs (baseline, same compute)",
+            "its mean ± 95% CI",
+            "diff [95% CI]",
+            "p",
+            "p_holm",
+            "test",
+            "MDE",
+            "verdict",
+        ],
+        rows,
+    )
 
 
 def tuning_table(study: dict, arms: dict) -> tuple[list, list]:
@@ -225,18 +284,32 @@ def tuning_table(study: dict, arms: dict) -> tuple[list, list]:
     for a in arms.values():
         for t in a.get("trials", []):
             keys += [k for k in (t.get("params") or {}) if k not in keys]
-    head = ["arm", "trial", *keys, f"{study.get('select', 'select')} (mean over tune seeds)",
-            "status", "chosen", "note"]
+    head = [
+        "arm",
+        "trial",
+        *keys,
+        f"{study.get('select', 'select')} (mean over tune seeds)",
+        "status",
+        "chosen",
+        "note",
+    ]
     rows = []
     for name, a in arms.items():
         for i, t in enumerate(a.get("trials", [])):
             idx = t.get("index", i)
             p = t.get("params") or {}
             err = "; ".join(t.get("errors") or [])
-            rows.append([name, str(idx), *[fval(p[k]) if k in p else "" for k in keys],
-                         fnum(t.get("select_value")), t.get("status", "–"),
-                         "✓" if idx == a.get("chosen_trial") else "",
-                         err if len(err) <= 120 else err[:119] + "…"])
+            rows.append(
+                [
+                    name,
+                    str(idx),
+                    *[fval(p[k]) if k in p else "" for k in keys],
+                    fnum(t.get("select_value")),
+                    t.get("status", "–"),
+                    "✓" if idx == a.get("chosen_trial") else "",
+                    err if len(err) <= 120 else err[:119] + "…",
+                ]
+            )
     return head, rows
 
 
@@ -263,16 +336,21 @@ PROFILE_TAUS = (1.0, 1.01, 1.02, 1.05, 1.1)
 
 def profile_table(study: dict, wl: dict) -> tuple[list, list]:
     prof = performance_profile(profile_scores(wl), list(PROFILE_TAUS), higher_better(study))
-    return (["arm", *[f"τ = {t:g}" for t in PROFILE_TAUS]],
-            [[a, *[f"{x:.2f}" for x in fr]] for a, fr in prof.items()])
+    return (
+        ["arm", *[f"τ = {t:g}" for t in PROFILE_TAUS]],
+        [[a, *[f"{x:.2f}" for x in fr]] for a, fr in prof.items()],
+    )
 
 
 def profile_scores(wl: dict) -> dict[str, dict[str, float]]:
-    return {w: {a: (v.get("final") or {}).get("mean") for a, v in arms.items()}
-            for w, arms in wl.items()}
+    return {
+        w: {a: (v.get("final") or {}).get("mean") for a, v in arms.items()}
+        for w, arms in wl.items()
+    }
 
 
 # -- the plots ------------------------------------------------------------------------------
+
 
 def _plt():
     import matplotlib
@@ -309,10 +387,21 @@ def plot_tuning(study: dict, arms: dict, path: Path, title: str) -> bool:
             continue
         drawn = True
         x = list(range(1, len(vals) + 1))
-        ax.step(x, [b if b is not None else math.nan for b in best_so_far(vals, higher)],
-                where="post", color=colors[name], label=name, lw=1.8)
-        ax.scatter([i for i, v in zip(x, vals) if _ok(v)], [v for v in vals if _ok(v)],
-                   color=colors[name], alpha=0.35, s=14)
+        ax.step(
+            x,
+            [b if b is not None else math.nan for b in best_so_far(vals, higher)],
+            where="post",
+            color=colors[name],
+            label=name,
+            lw=1.8,
+        )
+        ax.scatter(
+            [i for i, v in zip(x, vals) if _ok(v)],
+            [v for v in vals if _ok(v)],
+            color=colors[name],
+            alpha=0.35,
+            s=14,
+        )
     if not drawn:
         plt.close(fig)
         return False
@@ -340,8 +429,11 @@ def plot_final(study: dict, arms: dict, path: Path, title: str) -> bool:
     for i, name in enumerate(reversed(names)):
         f = arms[name]["final"]
         lo, hi = (f.get("ci95") or [None, None])[:2]
-        err = [[max(0.0, f["mean"] - lo)], [max(0.0, hi - f["mean"])]] \
-            if _ok(lo) and _ok(hi) else None
+        err = (
+            [[max(0.0, f["mean"] - lo)], [max(0.0, hi - f["mean"])]]
+            if _ok(lo) and _ok(hi)
+            else None
+        )
         ax.errorbar(f["mean"], i, xerr=err, fmt="o", color=colors[name], capsize=4, ms=7)
         vals = [v for v in f.get("values") or [] if _ok(v)]
         ax.scatter(vals, [i] * len(vals), color=colors[name], alpha=0.35, s=14)
@@ -443,6 +535,7 @@ def plot_profile(study: dict, wl: dict, path: Path) -> dict:
 
 # -- the document ---------------------------------------------------------------------------
 
+
 def _slug(w: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", w)
 
@@ -459,18 +552,20 @@ def _docs_link(out: Path) -> str:
 
 
 def how_to_read(study: dict, out: Path) -> str:
-    return (f"Every arm was tuned with the same budget ({study.get('budget')} trial(s), drawn "
-            f"quasi-randomly from its search space, the shared keys at the same points) and "
-            f"scored on {study.get('select')} (mean over the tune seeds); the best trial of "
-            f"each arm ran again on fresh seeds and is reported on {study.get('metric')}. "
-            "diff: arm − baseline, paired t when the seeds match (Welch otherwise); p_holm: "
-            "Holm-adjusted across the arms compared with the baseline, and the verdict is read "
-            "on p_holm < 0.05, never from zero spread. MDE: the smallest true difference the "
-            "test finds 4 times in 5 at this n and spread: 'no significant difference' with a "
-            "large MDE means the study was too small to tell. failed k/n: confirmation runs "
-            "that failed (never averaged). An edge warning: the chosen value lies in the outer "
-            "5% of its range, so the best may lie outside it. cost ×: measured seconds per step "
-            f"over the baseline's. More: {_docs_link(out)}.")
+    return (
+        f"Every arm was tuned with the same budget ({study.get('budget')} trial(s), drawn "
+        f"quasi-randomly from its search space, the shared keys at the same points) and "
+        f"scored on {study.get('select')} (mean over the tune seeds); the best trial of "
+        f"each arm ran again on fresh seeds and is reported on {study.get('metric')}. "
+        "diff: arm − baseline, paired t when the seeds match (Welch otherwise); p_holm: "
+        "Holm-adjusted across the arms compared with the baseline, and the verdict is read "
+        "on p_holm < 0.05, never from zero spread. MDE: the smallest true difference the "
+        "test finds 4 times in 5 at this n and spread: 'no significant difference' with a "
+        "large MDE means the study was too small to tell. failed k/n: confirmation runs "
+        "that failed (never averaged). An edge warning: the chosen value lies in the outer "
+        "5% of its range, so the best may lie outside it. cost ×: measured seconds per step "
+        f"over the baseline's. More: {_docs_link(out)}."
+    )
 
 
 def _intro(study: dict) -> list:
@@ -481,10 +576,15 @@ def _intro(study: dict) -> list:
     if study.get("description"):
         blocks.append(("p", study["description"]))
     b = study.get("budget")
-    blocks.append(("p", f"Baseline {study.get('baseline')}; budget {b} trial{'' if b == 1 else 's'}"
-                        f" per arm on tune seeds [{tune}]; chosen on {study.get('select')}; "
-                        f"confirmed on seeds [{seeds}], reported on {study.get('metric')}. "
-                        f"Commit {sha}."))
+    blocks.append(
+        (
+            "p",
+            f"Baseline {study.get('baseline')}; budget {b} trial{'' if b == 1 else 's'}"
+            f" per arm on tune seeds [{tune}]; chosen on {study.get('select')}; "
+            f"confirmed on seeds [{seeds}], reported on {study.get('metric')}. "
+            f"Commit {sha}.",
+        )
+    )
     return blocks
 
 
@@ -492,22 +592,40 @@ def _workload_blocks(study: dict, w: str, arms: dict, out: Path, several: bool) 
     lvl, sfx = (3, f"_{_slug(w)}") if several else (2, "")
     tag = f" ({w})" if several else ""
     blocks = [("h", 2, f"Workload {w}")] if several else []
-    blocks += [("h", lvl, f"Comparison with the baseline{tag}"), ("table", *comparison_table(
-        study, arms))]
+    blocks += [
+        ("h", lvl, f"Comparison with the baseline{tag}"),
+        ("table", *comparison_table(study, arms)),
+    ]
     ec = equal_compute_table(study, arms)
     if ec:
-        blocks += [("h", lvl, f"Against the baseline given the same measured compute{tag}"),
-                   ("p", "Each costly arm against a baseline given its measured compute (more "
-                         "steps), tuned with the same budget; these comparisons are their own "
-                         "Holm family."), ("table", *ec)]
+        blocks += [
+            ("h", lvl, f"Against the baseline given the same measured compute{tag}"),
+            (
+                "p",
+                "Each costly arm against a baseline given its measured compute (more "
+                "steps), tuned with the same budget; these comparisons are their own "
+                "Holm family.",
+            ),
+            ("table", *ec),
+        ]
     plots = []
     for name, fn, title in (
-            (f"final{sfx}.png", lambda p, t: plot_final(study, arms, p, t),
-             f"{study.get('metric')} per arm{tag}: mean and 95% CI over the seeds"),
-            (f"tuning{sfx}.png", lambda p, t: plot_tuning(study, arms, p, t),
-             f"tuning curves{tag}: best {study.get('select')} so far"),
-            (f"curves{sfx}.png", lambda p, t: plot_curves(study, arms, out, p, t),
-             f"confirmation runs{tag}: {curve_key(study)}, mean with a 95% CI band")):
+        (
+            f"final{sfx}.png",
+            lambda p, t: plot_final(study, arms, p, t),
+            f"{study.get('metric')} per arm{tag}: mean and 95% CI over the seeds",
+        ),
+        (
+            f"tuning{sfx}.png",
+            lambda p, t: plot_tuning(study, arms, p, t),
+            f"tuning curves{tag}: best {study.get('select')} so far",
+        ),
+        (
+            f"curves{sfx}.png",
+            lambda p, t: plot_curves(study, arms, out, p, t),
+            f"confirmation runs{tag}: {curve_key(study)}, mean with a 95% CI band",
+        ),
+    ):
         if fn(out / name, title):
             plots.append((name, title))
     blocks += [("h", lvl, f"Plots{tag}")] + [("img", n, t) for n, t in plots] if plots else []
@@ -516,13 +634,18 @@ def _workload_blocks(study: dict, w: str, arms: dict, out: Path, several: bool) 
 
 
 def _failed_blocks(wl: dict) -> list:
-    rows = [[w, arm, f.get("run_dir", ""), str(f.get("error", ""))[:200]]
-            for w, arms in wl.items() for arm, a in arms.items()
-            for f in (a.get("final") or {}).get("failed_runs") or []]
+    rows = [
+        [w, arm, f.get("run_dir", ""), str(f.get("error", ""))[:200]]
+        for w, arms in wl.items()
+        for arm, a in arms.items()
+        for f in (a.get("final") or {}).get("failed_runs") or []
+    ]
     if not rows:
         return []
-    return [("h", 2, "Failed confirmation runs (not averaged)"),
-            ("table", ["workload", "arm", "run", "error"], rows)]
+    return [
+        ("h", 2, "Failed confirmation runs (not averaged)"),
+        ("table", ["workload", "arm", "run", "error"], rows),
+    ]
 
 
 def document(study: dict, out: Path, analysis: str | None = None) -> tuple[list, list[str]]:
@@ -543,11 +666,17 @@ def document(study: dict, out: Path, analysis: str | None = None) -> tuple[list,
     if several:
         blocks += [("h", 2, "Across workloads"), ("table", *workload_table(study, wl))]
         plot_profile(study, wl, out / "profile.png")
-        blocks += [("p", "Performance profile (Dolan-Moré, as AlgoPerf plots it): for each τ, "
-                         "the fraction of workloads on which an arm's mean "
-                         f"{study.get('metric')} is within a factor τ of the best arm's there "
-                         "(τ = 1: the best)."), ("table", *profile_table(study, wl)),
-                   ("img", "profile.png", "performance profile across workloads")]
+        blocks += [
+            (
+                "p",
+                "Performance profile (Dolan-Moré, as AlgoPerf plots it): for each τ, "
+                "the fraction of workloads on which an arm's mean "
+                f"{study.get('metric')} is within a factor τ of the best arm's there "
+                "(τ = 1: the best).",
+            ),
+            ("table", *profile_table(study, wl)),
+            ("img", "profile.png", "performance profile across workloads"),
+        ]
         pngs.append("profile.png")
     blocks += _failed_blocks(wl)
     blocks += [("h", 2, "How to read this"), ("p", how_to_read(study, out))]
@@ -557,6 +686,7 @@ def document(study: dict, out: Path, analysis: str | None = None) -> tuple[list,
 
 
 # -- rendering ------------------------------------------------------------------------------
+
 
 def _md_cell(c: str) -> str:
     return str(c).replace("|", "\\|").replace("\n", " ")
@@ -600,8 +730,10 @@ def _img_html(out: Path, name: str, title: str, escape) -> str:
     if not f.is_file():
         return f"<p>(missing image {escape(name)})</p>"
     data = base64.b64encode(f.read_bytes()).decode()
-    return (f'<figure><img alt="{escape(title)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{escape(title)}</figcaption></figure>")
+    return (
+        f'<figure><img alt="{escape(title)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{escape(title)}</figcaption></figure>"
+    )
 
 
 def _table_html(head: list, rows: list, escape) -> str:
@@ -610,12 +742,20 @@ def _table_html(head: list, rows: list, escape) -> str:
     for r in rows:
         cells = []
         for j, c in enumerate(r):
-            cls = f' class="v-{str(c).split()[0]}"' if j == verdict and c else \
-                (' class="w"' if len(str(c)) > 40 else "")  # long text wraps; figures never
+            cls = (
+                f' class="v-{str(c).split()[0]}"'
+                if j == verdict and c
+                else (' class="w"' if len(str(c)) > 40 else "")
+            )  # long text wraps; figures never
             cells.append(f"<td{cls}>{_inline(str(c), escape)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return ('<div class="box"><table><tr>' + "".join(f"<th>{escape(h)}</th>" for h in head)
-            + "</tr>" + "".join(body) + "</table></div>")
+    return (
+        '<div class="box"><table><tr>'
+        + "".join(f"<th>{escape(h)}</th>" for h in head)
+        + "</tr>"
+        + "".join(body)
+        + "</table></div>"
+    )
 
 
 def md_to_html(text: str, out: Path, escape) -> str:
@@ -666,25 +806,54 @@ def to_html(blocks: list, out: Path, title: str) -> str:
         elif kind == "p":
             parts.append(f"<p>{_inline(b[1], escape)}</p>")
         elif kind == "ul":
-            parts.append("<ul>" + "".join(f"<li>{_inline(x, escape)}</li>" for x in b[1])
-                         + "</ul>")
+            parts.append("<ul>" + "".join(f"<li>{_inline(x, escape)}</li>" for x in b[1]) + "</ul>")
         elif kind == "table":
             parts.append(_table_html(b[1], b[2], escape))
         elif kind == "img":
             parts.append(_img_html(out, b[1], b[2], escape))
         elif kind == "md":
             parts.append(md_to_html(b[1], out, escape))
-    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{escape(title)}</title>\n<style>{CSS}</style></head><body>\n"
-            + "\n".join(parts) + "\n</body></html>\n")
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title>\n<style>{CSS}</style></head><body>\n"
+        + "\n".join(parts)
+        + "\n</body></html>\n"
+    )
 
 
-CSV_COLS = ["workload", "arm", "baseline", "equal_compute_of", "chosen", "edge", "n", "mean",
-            "ci_low", "ci_high", "failed", "seeds", "values", "diff", "diff_low", "diff_high", "p",
-            "p_holm", "test", "mde", "verdict", "ec_vs", "ec_diff", "ec_p_holm", "ec_verdict",
-            "sec_per_step", "cost_ratio", "target_reached", "target_mean_steps",
-            "target_mean_seconds"]
+CSV_COLS = [
+    "workload",
+    "arm",
+    "baseline",
+    "equal_compute_of",
+    "chosen",
+    "edge",
+    "n",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "failed",
+    "seeds",
+    "values",
+    "diff",
+    "diff_low",
+    "diff_high",
+    "p",
+    "p_holm",
+    "test",
+    "mde",
+    "verdict",
+    "ec_vs",
+    "ec_diff",
+    "ec_p_holm",
+    "ec_verdict",
+    "sec_per_step",
+    "cost_ratio",
+    "target_reached",
+    "target_mean_steps",
+    "target_mean_seconds",
+]
 
 
 def csv_rows(study: dict) -> list[dict]:
@@ -696,22 +865,40 @@ def csv_rows(study: dict) -> list[dict]:
             lo, hi = (f.get("ci95") or [None, None])[:2]
             dlo, dhi = (d.get("ci95") or [None, None])[:2]
             is_base = name == study.get("baseline")
-            rows.append({
-                "workload": w, "arm": name, "baseline": is_base,
-                "equal_compute_of": a.get("equal_compute_of"),
-                "chosen": json.dumps(a.get("chosen")), "edge": edge_text(a.get("edge")),
-                "n": f.get("n"), "mean": f.get("mean"), "ci_low": lo, "ci_high": hi,
-                "failed": f.get("failed"), "seeds": " ".join(map(str, f.get("seeds") or [])),
-                "values": " ".join(map(str, f.get("values") or [])), "diff": d.get("mean"),
-                "diff_low": dlo, "diff_high": dhi, "p": d.get("p"), "p_holm": d.get("p_holm"),
-                "test": d.get("test"), "mde": d.get("mde"),
-                "verdict": "baseline" if is_base else a.get("verdict"), "ec_vs": ec.get("vs"),
-                "ec_diff": (ec.get("diff") or {}).get("mean"),
-                "ec_p_holm": (ec.get("diff") or {}).get("p_holm"),
-                "ec_verdict": ec.get("verdict"), "sec_per_step": c.get("sec_per_step"),
-                "cost_ratio": c.get("ratio"), "target_reached": t.get("reached"),
-                "target_mean_steps": t.get("mean_steps"),
-                "target_mean_seconds": t.get("mean_seconds")})
+            rows.append(
+                {
+                    "workload": w,
+                    "arm": name,
+                    "baseline": is_base,
+                    "equal_compute_of": a.get("equal_compute_of"),
+                    "chosen": json.dumps(a.get("chosen")),
+                    "edge": edge_text(a.get("edge")),
+                    "n": f.get("n"),
+                    "mean": f.get("mean"),
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "failed": f.get("failed"),
+                    "seeds": " ".join(map(str, f.get("seeds") or [])),
+                    "values": " ".join(map(str, f.get("values") or [])),
+                    "diff": d.get("mean"),
+                    "diff_low": dlo,
+                    "diff_high": dhi,
+                    "p": d.get("p"),
+                    "p_holm": d.get("p_holm"),
+                    "test": d.get("test"),
+                    "mde": d.get("mde"),
+                    "verdict": "baseline" if is_base else a.get("verdict"),
+                    "ec_vs": ec.get("vs"),
+                    "ec_diff": (ec.get("diff") or {}).get("mean"),
+                    "ec_p_holm": (ec.get("diff") or {}).get("p_holm"),
+                    "ec_verdict": ec.get("verdict"),
+                    "sec_per_step": c.get("sec_per_step"),
+                    "cost_ratio": c.get("ratio"),
+                    "target_reached": t.get("reached"),
+                    "target_mean_steps": t.get("mean_steps"),
+                    "target_mean_seconds": t.get("mean_seconds"),
+                }
+            )
     return rows
 
 
@@ -720,8 +907,12 @@ def write_csv(study: dict, path: Path) -> None:
         w = csv.DictWriter(fh, fieldnames=CSV_COLS)
         w.writeheader()
         for r in csv_rows(study):
-            w.writerow({k: "" if v is None or (isinstance(v, float) and not math.isfinite(v))
-                        else v for k, v in r.items()})
+            w.writerow(
+                {
+                    k: "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+                    for k, v in r.items()
+                }
+            )
 
 
 def write_report(study: dict, out: Path) -> list[Path]:
@@ -736,5 +927,4 @@ def write_report(study: dict, out: Path) -> list[Path]:
     (out / "report.md").write_text(to_markdown(blocks))
     (out / "report.html").write_text(to_html(blocks, out, title))
     write_csv(study, out / "summary.csv")
-    return [out / "report.md", out / "report.html", out / "summary.csv",
-            *[out / p for p in pngs]]
+    return [out / "report.md", out / "report.html", out / "summary.csv", *[out / p for p in pngs]]

@@ -61,8 +61,9 @@ def score_trials(study_dir: Path, trials: list[dict], key: str) -> None:
         ok = all(v is not None for v in vals)
         t["status"] = "completed" if ok else "failed"
         t["select_value"] = sum(vals) / len(vals) if ok else None
-        t["errors"] = [f"{d}: {error_of(study_dir / d)}" for d, v in zip(t["run_dirs"], vals)
-                       if v is None]
+        t["errors"] = [
+            f"{d}: {error_of(study_dir / d)}" for d, v in zip(t["run_dirs"], vals) if v is None
+        ]
 
 
 def choose(trials: list[dict], higher: bool) -> int | None:
@@ -74,25 +75,42 @@ def choose(trials: list[dict], higher: bool) -> int | None:
     return max(ok, key=lambda t: (sign * t["select_value"], -t["index"]))["index"]
 
 
-def final_figures(study_dir: Path, run_dirs: list[str], seeds: list[int], key: str,
-                  higher: bool) -> dict:
+def final_figures(
+    study_dir: Path, run_dirs: list[str], seeds: list[int], key: str, higher: bool
+) -> dict:
     from runner.stats import describe
 
     vals = [run_value(study_dir / d, key) for d in run_dirs]
     got = [(v, s) for v, s in zip(vals, seeds) if v is not None]
     d = describe([v for v, _ in got], higher) if got else {"n": 0, "mean": None}
     lo, hi = d.get("ci_low"), d.get("ci_high")
-    return {"n": len(got), "mean": d["mean"], "ci95": [lo, hi], "values": [v for v, _ in got],
-            "seeds": [s for _, s in got], "failed": len(run_dirs) - len(got),
-            "run_dirs": list(run_dirs),
-            "failed_runs": [{"run_dir": r, "error": error_of(study_dir / r)}
-                            for r, v in zip(run_dirs, vals) if v is None]}
+    return {
+        "n": len(got),
+        "mean": d["mean"],
+        "ci95": [lo, hi],
+        "values": [v for v, _ in got],
+        "seeds": [s for _, s in got],
+        "failed": len(run_dirs) - len(got),
+        "run_dirs": list(run_dirs),
+        "failed_runs": [
+            {"run_dir": r, "error": error_of(study_dir / r)}
+            for r, v in zip(run_dirs, vals)
+            if v is None
+        ],
+    }
 
 
 def _diff(c: dict) -> dict:
-    return {"mean": c["diff"], "ci95": [c["diff_low"], c["diff_high"]], "p": c["p"],
-            "p_holm": c.get("p_holm"), "test": c["test"], "mde": c["mde"], "se": c["se"],
-            "df": c["df"]}
+    return {
+        "mean": c["diff"],
+        "ci95": [c["diff_low"], c["diff_high"]],
+        "p": c["p"],
+        "p_holm": c.get("p_holm"),
+        "test": c["test"],
+        "mde": c["mde"],
+        "se": c["se"],
+        "df": c["df"],
+    }
 
 
 def verdicts(arms: dict, pairs: list[tuple[str, str]], higher: bool) -> list[tuple[str, dict]]:
@@ -124,17 +142,33 @@ def time_to_target(study_dir: Path, run_dirs: list[str], target: dict, higher: b
     that step times the run's seconds per step; None where it never does."""
     steps, secs = [], []
     for d in run_dirs:
-        hit = next((r["step"] for r in rows_of(study_dir / d) if _num(r.get(target["key"]))
-                    and (r[target["key"]] >= target["value"] if higher
-                         else r[target["key"]] <= target["value"])), None)
+        hit = next(
+            (
+                r["step"]
+                for r in rows_of(study_dir / d)
+                if _num(r.get(target["key"]))
+                and (
+                    r[target["key"]] >= target["value"]
+                    if higher
+                    else r[target["key"]] <= target["value"]
+                )
+            ),
+            None,
+        )
         sps = sec_per_step(study_dir, [d])
         steps.append(hit)
         secs.append(hit * sps if hit is not None and sps is not None else None)
     reached = [s for s in steps if s is not None]
     rs = [s for s in secs if s is not None]
-    return {**target, "steps": steps, "seconds": secs, "reached": len(reached), "n": len(steps),
-            "mean_steps": sum(reached) / len(reached) if reached else None,
-            "mean_seconds": sum(rs) / len(rs) if rs else None}
+    return {
+        **target,
+        "steps": steps,
+        "seconds": secs,
+        "reached": len(reached),
+        "n": len(steps),
+        "mean_steps": sum(reached) / len(reached) if reached else None,
+        "mean_seconds": sum(rs) / len(rs) if rs else None,
+    }
 
 
 def clean(x):

@@ -58,16 +58,23 @@ def _number(s: str, key: str, text: str, integer: bool):
         v = yaml.safe_load(s)
     except Exception:
         v = None
-    if (isinstance(v, bool) or not isinstance(v, (int, float))
-            or (integer and not isinstance(v, int))):
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, (int, float))
+        or (integer and not isinstance(v, int))
+    ):
         if isinstance(v, str):  # yaml reads 1e-4 as a string
             try:
                 v = float(v)
             except ValueError:
                 v = None
         if not isinstance(v, (int, float)) or isinstance(v, bool) or (integer and v != int(v)):
-            raise ConfigError(key, f"malformed range {text!r}: {s.strip()!r} is not "
-                              f"{'an integer' if integer else 'a number'}", FORMS)
+            raise ConfigError(
+                key,
+                f"malformed range {text!r}: {s.strip()!r} is not "
+                f"{'an integer' if integer else 'a number'}",
+                FORMS,
+            )
     return int(v) if integer else float(v)
 
 
@@ -100,8 +107,9 @@ def parse(key: str, text, where: str) -> Dim:
         raise ConfigError(name, f"malformed range {text!r}: needs two ends", FORMS)
     a, b = (_number(p, name, text, kind == "int") for p in parts)
     if not a < b:
-        raise ConfigError(name, f"malformed range {text!r}: the low end must be below the high "
-                          f"end", FORMS)
+        raise ConfigError(
+            name, f"malformed range {text!r}: the low end must be below the high end", FORMS
+        )
     if kind == "loguniform" and a <= 0:
         raise ConfigError(name, f"malformed range {text!r}: loguniform needs 0 < a < b", FORMS)
     return Dim(key, kind, (a, b), text)
@@ -122,16 +130,19 @@ def unit_points(budget: int, dims: int, seed: int) -> list[list[float]]:
         return qmc.Sobol(d=dims, scramble=True, seed=seed).random(budget).tolist()
 
 
-def trial_points(shared: list[Dim], own: dict[str, list[Dim]], budget: int,
-                 seed: int) -> dict[str, list[dict]]:
+def trial_points(
+    shared: list[Dim], own: dict[str, list[Dim]], budget: int, seed: int
+) -> dict[str, list[dict]]:
     """arm -> its `budget` parameter dicts. Shared keys take the same values for every arm."""
     width = len(shared) + max((len(d) for d in own.values()), default=0)
     units = unit_points(budget, width, seed)
     out = {}
     for arm, dims in own.items():
-        out[arm] = [{d.key: d.value(u[i]) for i, d in enumerate(shared)}
-                    | {d.key: d.value(u[len(shared) + j]) for j, d in enumerate(dims)}
-                    for u in units]
+        out[arm] = [
+            {d.key: d.value(u[i]) for i, d in enumerate(shared)}
+            | {d.key: d.value(u[len(shared) + j]) for j, d in enumerate(dims)}
+            for u in units
+        ]
     return out
 
 
@@ -141,6 +152,12 @@ def edges(dims: list[Dim], chosen: dict) -> list[dict]:
     for d in dims:
         pos = d.position(chosen[d.key]) if d.key in chosen else None
         if pos is not None and (pos < EDGE or pos > 1 - EDGE):
-            out.append({"key": d.key, "value": chosen[d.key], "range": d.text,
-                        "side": "low" if pos < EDGE else "high"})
+            out.append(
+                {
+                    "key": d.key,
+                    "value": chosen[d.key],
+                    "range": d.text,
+                    "side": "low" if pos < EDGE else "high",
+                }
+            )
     return out

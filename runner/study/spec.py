@@ -10,9 +10,25 @@ from pathlib import Path
 from runner.errors import ConfigError, check
 from runner.study.space import Dim, parse
 
-KEYS = ("common", "workloads", "baseline", "arms", "search", "arm_search", "budget", "tune_seeds",
-        "seeds", "select", "metric", "equal_compute", "target", "analysis", "direction",
-        "search_seed", "cost_steps")
+KEYS = (
+    "common",
+    "workloads",
+    "baseline",
+    "arms",
+    "search",
+    "arm_search",
+    "budget",
+    "tune_seeds",
+    "seeds",
+    "select",
+    "metric",
+    "equal_compute",
+    "target",
+    "analysis",
+    "direction",
+    "search_seed",
+    "cost_steps",
+)
 # Every run of a study: no rich bar per run (the study has its own view), and completed runs
 # keep no checkpoint (dozens of runs; an OVERRIDE trainer.keep_checkpoints=... keeps them).
 RUN_DEFAULTS = ["trainer.progress=false", "trainer.keep_checkpoints=none"]
@@ -79,23 +95,31 @@ def describe(text: str) -> str:
 def _overrides(v, key: str) -> list[str]:
     if v is None:
         return []
-    check(isinstance(v, list) and all(isinstance(o, str) and "=" in o for o in v), key,
-          f"must be a list of KEY=VALUE overrides, got {v!r}",
-          "e.g. [model=mlp, trainer.epochs=30]")
+    check(
+        isinstance(v, list) and all(isinstance(o, str) and "=" in o for o in v),
+        key,
+        f"must be a list of KEY=VALUE overrides, got {v!r}",
+        "e.g. [model=mlp, trainer.epochs=30]",
+    )
     return list(v)
 
 
 def _seeds(v, key: str) -> list[int]:
-    ok = isinstance(v, list) and v and all(isinstance(s, int) and not isinstance(s, bool)
-                                           for s in v)
+    ok = (
+        isinstance(v, list) and v and all(isinstance(s, int) and not isinstance(s, bool) for s in v)
+    )
     check(bool(ok), key, f"must be a non-empty list of integers, got {v!r}", "e.g. [0, 1, 2]")
     check(len(set(v)) == len(v), key, f"repeats a seed: {v!r}", "distinct seeds")
     return list(v)
 
 
 def _metric(v, key: str) -> str:
-    check(isinstance(v, str) and "/" in v, key, f"must be a metric name, got {v!r}",
-          "e.g. val/acc, val/loss, test/acc")
+    check(
+        isinstance(v, str) and "/" in v,
+        key,
+        f"must be a metric name, got {v!r}",
+        "e.g. val/acc, val/loss, test/acc",
+    )
     return v
 
 
@@ -106,8 +130,12 @@ def _is_test(metric: str) -> bool:
 def _ranges(v, where: str) -> list[Dim]:
     if v is None:
         return []
-    check(isinstance(v, dict), where, f"must map config keys to ranges, got {v!r}",
-          "e.g. {optimizer.lr: loguniform(1e-4, 3e-2)}")
+    check(
+        isinstance(v, dict),
+        where,
+        f"must map config keys to ranges, got {v!r}",
+        "e.g. {optimizer.lr: loguniform(1e-4, 3e-2)}",
+    )
     return [parse(str(k), r, where) for k, r in _rejoin(v).items()]
 
 
@@ -128,11 +156,19 @@ def _rejoin(v: dict) -> dict:
 
 def _arms(raw: dict) -> dict[str, list[str]]:
     arms = raw.get("arms")
-    check(isinstance(arms, dict) and bool(arms), "arms", "must map arm names to override lists",
-          "e.g. {none: [], fgm: ['reg=[fgm]']}")
+    check(
+        isinstance(arms, dict) and bool(arms),
+        "arms",
+        "must map arm names to override lists",
+        "e.g. {none: [], fgm: ['reg=[fgm]']}",
+    )
     for a in arms:
-        check(bool(_NAME.match(str(a))), "arms", f"bad arm name {a!r}",
-              "letters, digits, _ . - (no @: it marks equal-compute baselines)")
+        check(
+            bool(_NAME.match(str(a))),
+            "arms",
+            f"bad arm name {a!r}",
+            "letters, digits, _ . - (no @: it marks equal-compute baselines)",
+        )
     return {str(a): _overrides(o, f"arms.{a}") for a, o in arms.items()}
 
 
@@ -149,10 +185,14 @@ def _higher(raw: dict, metric: str) -> bool:
 def _target(v) -> dict | None:
     if v is None:
         return None
-    ok = (isinstance(v, dict) and len(v) == 1 and isinstance(next(iter(v.values())), (int, float))
-          and not isinstance(next(iter(v.values())), bool))
+    ok = (
+        isinstance(v, dict)
+        and len(v) == 1
+        and isinstance(next(iter(v.values())), (int, float))
+        and not isinstance(next(iter(v.values())), bool)
+    )
     check(ok, "target", f"must be one metric and its value, got {v!r}", "e.g. {val/acc: 0.9}")
-    (k, t), = v.items()
+    ((k, t),) = v.items()
     _metric(k, "target")
     return {"key": str(k), "value": float(t)}
 
@@ -160,8 +200,11 @@ def _target(v) -> dict | None:
 def _int(v, key: str, lo: int, default: int) -> int:
     if v is None:
         return default
-    check(isinstance(v, int) and not isinstance(v, bool) and v >= lo, key,
-          f"must be an integer >= {lo}, got {v!r}")
+    check(
+        isinstance(v, int) and not isinstance(v, bool) and v >= lo,
+        key,
+        f"must be an integer >= {lo}, got {v!r}",
+    )
     return v
 
 
@@ -177,54 +220,102 @@ def parse_text(path: Path, text: str, overrides: list[str] = ()) -> Study:
     unknown = [k for k in raw if k not in KEYS]
     check(not unknown, str(unknown[0]) if unknown else "", "unknown study key", ", ".join(KEYS))
     arms = _arms(raw)
-    check(raw.get("baseline") in arms, "baseline", f"unknown arm {raw.get('baseline')!r}",
-          ", ".join(arms))
+    check(
+        raw.get("baseline") in arms,
+        "baseline",
+        f"unknown arm {raw.get('baseline')!r}",
+        ", ".join(arms),
+    )
     own = raw.get("arm_search") or {}
     check(isinstance(own, dict), "arm_search", "must map arms to ranges", ", ".join(arms))
     for a in own:
         check(a in arms, "arm_search", f"unknown arm {a!r}", ", ".join(arms))
     workloads = raw.get("workloads") or {"main": []}
-    check(isinstance(workloads, dict) and all(_NAME.match(str(w)) and not str(w).startswith("_")
-                                              for w in workloads),
-          "workloads", f"must map workload names to override lists, got {workloads!r}",
-          "e.g. {mlp: [model=mlp], cnn: [model=cnn1d]}")
+    check(
+        isinstance(workloads, dict)
+        and all(_NAME.match(str(w)) and not str(w).startswith("_") for w in workloads),
+        "workloads",
+        f"must map workload names to override lists, got {workloads!r}",
+        "e.g. {mlp: [model=mlp], cnn: [model=cnn1d]}",
+    )
     budget = raw.get("budget")
-    check(isinstance(budget, int) and not isinstance(budget, bool) and budget >= 1, "budget",
-          f"must be an integer >= 1 (trials per arm), got {budget!r}")
+    check(
+        isinstance(budget, int) and not isinstance(budget, bool) and budget >= 1,
+        "budget",
+        f"must be an integer >= 1 (trials per arm), got {budget!r}",
+    )
     tune, seeds = _seeds(raw.get("tune_seeds"), "tune_seeds"), _seeds(raw.get("seeds"), "seeds")
     both = sorted(set(tune) & set(seeds))
-    check(not both, "seeds", f"overlap the tune seeds ({', '.join(map(str, both))}): the "
-          "confirmation must run on fresh seeds", "seeds disjoint from tune_seeds")
+    check(
+        not both,
+        "seeds",
+        f"overlap the tune seeds ({', '.join(map(str, both))}): the "
+        "confirmation must run on fresh seeds",
+        "seeds disjoint from tune_seeds",
+    )
     select = _metric(raw.get("select"), "select")
-    check(not _is_test(select), "select", f"{select} is a test metric: choosing on it leaks the "
-          "test set into the result", "a validation (or train) metric, e.g. val/acc, val/loss")
+    check(
+        not _is_test(select),
+        "select",
+        f"{select} is a test metric: choosing on it leaks the test set into the result",
+        "a validation (or train) metric, e.g. val/acc, val/loss",
+    )
     metric = _metric(raw.get("metric", "test/acc"), "metric")
-    check(isinstance(raw.get("equal_compute", False), bool), "equal_compute",
-          f"got {raw.get('equal_compute')!r}", "true, false")
+    check(
+        isinstance(raw.get("equal_compute", False), bool),
+        "equal_compute",
+        f"got {raw.get('equal_compute')!r}",
+        "true, false",
+    )
     analysis = raw.get("analysis")
     if analysis is not None:
         analysis = path.parent / str(analysis)
-        check(analysis.is_file(), "analysis", f"no file {analysis}",
-              "a Python file beside the study file defining analyse(study, study_dir)")
+        check(
+            analysis.is_file(),
+            "analysis",
+            f"no file {analysis}",
+            "a Python file beside the study file defining analyse(study, study_dir)",
+        )
     return Study(
-        path=path, text=text, description=describe(text),
+        path=path,
+        text=text,
+        description=describe(text),
         common=_overrides(raw.get("common"), "common"),
         workloads={str(w): _overrides(o, f"workloads.{w}") for w, o in workloads.items()},
-        baseline=raw["baseline"], arms=arms, search=_ranges(raw.get("search"), "search"),
+        baseline=raw["baseline"],
+        arms=arms,
+        search=_ranges(raw.get("search"), "search"),
         arm_search={a: _ranges(r, f"arm_search.{a}") for a, r in own.items()},
-        budget=budget, tune_seeds=tune, seeds=seeds, select=select, metric=metric,
-        select_higher=_higher(raw, select), metric_higher=_higher(raw, metric),
-        equal_compute=bool(raw.get("equal_compute", False)), target=_target(raw.get("target")),
-        analysis=analysis, search_seed=_int(raw.get("search_seed"), "search_seed", 0, 0),
-        cost_steps=_int(raw.get("cost_steps"), "cost_steps", 2, 200), overrides=list(overrides))
+        budget=budget,
+        tune_seeds=tune,
+        seeds=seeds,
+        select=select,
+        metric=metric,
+        select_higher=_higher(raw, select),
+        metric_higher=_higher(raw, metric),
+        equal_compute=bool(raw.get("equal_compute", False)),
+        target=_target(raw.get("target")),
+        analysis=analysis,
+        search_seed=_int(raw.get("search_seed"), "search_seed", 0, 0),
+        cost_steps=_int(raw.get("cost_steps"), "cost_steps", 2, 200),
+        overrides=list(overrides),
+    )
 
 
-def run_overrides(study: Study, workload: str, arm_overrides: list[str], params: dict,
-                  seed: int) -> list[str]:
+def run_overrides(
+    study: Study, workload: str, arm_overrides: list[str], params: dict, seed: int
+) -> list[str]:
     """One run's overrides. Order: defaults, common, workload, arm, the command line's
     OVERRIDES (they apply to every run), the trial's parameters, the seed."""
-    return merge(RUN_DEFAULTS, study.common, study.workloads[workload], arm_overrides,
-                 study.overrides, [f"{k}={_fmt(v)}" for k, v in params.items()], [f"seed={seed}"])
+    return merge(
+        RUN_DEFAULTS,
+        study.common,
+        study.workloads[workload],
+        arm_overrides,
+        study.overrides,
+        [f"{k}={_fmt(v)}" for k, v in params.items()],
+        [f"seed={seed}"],
+    )
 
 
 def _fmt(v) -> str:

@@ -45,8 +45,9 @@ SCOPES = ("all", "encoder")
 MODES = ("train", "eval")
 
 
-def fisher_diag(state, batches: int | None = None, params: list | None = None,
-                train: bool = True) -> list:
+def fisher_diag(
+    state, batches: int | None = None, params: list | None = None, train: bool = True
+) -> list:
     """Mean over `batches` training batches (None: one epoch) of the squared gradient of the
     batch loss, for `params` (default: all trainable parameters)."""
     params = state.params if params is None else params
@@ -84,7 +85,7 @@ def top_fraction_mask(scores: list, p: float) -> list:
     keep[torch.topk(flat, k, sorted=False).indices] = True
     out, i = [], 0
     for s in scores:
-        out.append(keep[i:i + s.numel()].view_as(s))
+        out.append(keep[i : i + s.numel()].view_as(s))
         i += s.numel()
     return out
 
@@ -96,15 +97,25 @@ class ChildTuningD(Trick):
     noop_exact = True
     passes = "1 (+ Fisher pass before training)"
 
-    def __init__(self, p: float = 0.3, fisher_batches: int | None = None, scope: str = "all",
-                 fisher_mode: str = "train", order: int | None = None):
+    def __init__(
+        self,
+        p: float = 0.3,
+        fisher_batches: int | None = None,
+        scope: str = "all",
+        fisher_mode: str = "train",
+        order: int | None = None,
+    ):
         super().__init__(order)
         in_range(p, "reg.childtuning_d.p", 0.0, 1.0, lo_open=True)
         if fisher_batches is not None:
             positive(fisher_batches, "reg.childtuning_d.fisher_batches", integer=True)
         check(scope in SCOPES, "reg.childtuning_d.scope", f"got {scope!r}", ", ".join(SCOPES))
-        check(fisher_mode in MODES, "reg.childtuning_d.fisher_mode", f"got {fisher_mode!r}",
-              ", ".join(MODES))
+        check(
+            fisher_mode in MODES,
+            "reg.childtuning_d.fisher_mode",
+            f"got {fisher_mode!r}",
+            ", ".join(MODES),
+        )
         self.p, self.fisher_batches, self.scope = float(p), fisher_batches, scope
         self.train_mode = fisher_mode == "train"
         self.mask: list | None = None
@@ -116,9 +127,11 @@ class ChildTuningD(Trick):
         fn = getattr(state.raw_model, "encoder_parameters", None)
         params = fn() if fn is not None else None
         if not params:
-            raise ConfigError(f"reg.{self.name}.scope", f"encoder: "
-                              f"{type(state.raw_model).__name__} names no encoder parameters",
-                              "all; encoder with the models of runner/models/")
+            raise ConfigError(
+                f"reg.{self.name}.scope",
+                f"encoder: {type(state.raw_model).__name__} names no encoder parameters",
+                "all; encoder with the models of runner/models/",
+            )
         trainable = {id(p) for p in state.params}
         return [p for p in params if id(p) in trainable]
 

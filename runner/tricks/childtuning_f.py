@@ -58,7 +58,7 @@ def bernoulli_mask_(grads: list, p: float) -> None:
         mask = keep_mask(sum(g.numel() for g in gs), t, device)
         off = 0
         for g in gs:
-            g.mul_(mask[off:off + g.numel()].view_as(g))
+            g.mul_(mask[off : off + g.numel()].view_as(g))
             off += g.numel()
         torch._foreach_mul_(gs, (1 << BITS) / t)
 

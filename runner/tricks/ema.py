@@ -44,8 +44,9 @@ class EMA(Trick):
     def __init__(self, decay: float = 0.999, warmup: bool = False, order: int | None = None):
         super().__init__(order)
         in_range(decay, "derived.ema.decay", 0.0, 1.0, hi_open=True)
-        check(isinstance(warmup, bool), "derived.ema.warmup", f"must be true or false, got "
-              f"{warmup!r}")
+        check(
+            isinstance(warmup, bool), "derived.ema.warmup", f"must be true or false, got {warmup!r}"
+        )
         self.decay, self.warmup = float(decay), warmup
         self.updates = 0
         self.model: torch.nn.Module | None = None

@@ -83,21 +83,31 @@ def check_forms(key: str, mode: str, target: str, norm: str, adv_weight) -> None
     check_norm(norm, f"{key}.norm")
     check(mode in MODES, f"{key}.mode", f"got {mode!r}", ", ".join(MODES))
     check(target in TARGETS, f"{key}.target", f"got {target!r}", ", ".join(TARGETS))
-    check(not (target == "table" and norm != "global"), f"{key}.norm",
-          "target=table normalises over the whole embedding matrix", "global")
+    check(
+        not (target == "table" and norm != "global"),
+        f"{key}.norm",
+        "target=table normalises over the whole embedding matrix",
+        "global",
+    )
     positive(adv_weight, f"{key}.adv_weight", allow_zero=mode == "both")
 
 
 def check_setup(trick, state, key: str) -> None:
     """Build-time checks that need the model and the other tricks."""
     if trick.target == "table" and table_of(state) is None:
-        raise ConfigError(f"{key}.target", f"table: {type(state.raw_model).__name__} has no "
-                          "embedding table", f"output; table with model={TABLE_MODELS}")
+        raise ConfigError(
+            f"{key}.target",
+            f"table: {type(state.raw_model).__name__} has no embedding table",
+            f"output; table with model={TABLE_MODELS}",
+        )
     if trick.mode == "adv":
         other = [t for t in state.tricks if t is not trick and overrides(t, "backward")]
         if other:
-            raise ConfigError(f"{key}.mode", f"adv replaces the clean backward, which "
-                              f"{other[0].name} wraps too", "both; or one adversarial trick")
+            raise ConfigError(
+                f"{key}.mode",
+                f"adv replaces the clean backward, which {other[0].name} wraps too",
+                "both; or one adversarial trick",
+            )
 
 
 def table_of(state):
@@ -169,8 +179,15 @@ class FGM(Trick):
     noop_exact = True
     passes = "2"
 
-    def __init__(self, eps: float = 1.0, norm: str = "global", mode: str = "both",
-                 target: str = "output", adv_weight: float = 1.0, order: int | None = None):
+    def __init__(
+        self,
+        eps: float = 1.0,
+        norm: str = "global",
+        mode: str = "both",
+        target: str = "output",
+        adv_weight: float = 1.0,
+        order: int | None = None,
+    ):
         super().__init__(order)
         positive(eps, "reg.fgm.eps")
         check_forms("reg.fgm", mode, target, norm, adv_weight)

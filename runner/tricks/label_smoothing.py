@@ -52,8 +52,11 @@ class LabelSmoothing(Trick):
 
     def setup(self, state) -> None:
         if getattr(state.loss, "multilabel", False):
-            raise ConfigError("reg.label_smoothing", f"smooths a single-label cross-entropy; "
-                              f"loss={state.loss.name} is multi-label", "loss=ce")
+            raise ConfigError(
+                "reg.label_smoothing",
+                f"smooths a single-label cross-entropy; loss={state.loss.name} is multi-label",
+                "loss=ce",
+            )
 
     def loss(self, state, batch, next):
         out = next(batch)

@@ -32,8 +32,9 @@ from runner.tricks import Trick
 
 
 @torch.no_grad()
-def trust_ratio(theta: torch.Tensor, step: torch.Tensor, lr: float,
-                max_ratio: float | None = None) -> torch.Tensor:
+def trust_ratio(
+    theta: torch.Tensor, step: torch.Tensor, lr: float, max_ratio: float | None = None
+) -> torch.Tensor:
     """||theta|| / ||u|| with u = step / lr; 1 where either norm is 0."""
     dt = torch.float32 if theta.dtype in (torch.float16, torch.bfloat16) else theta.dtype
     p_norm = torch.linalg.vector_norm(theta, dtype=dt)
@@ -50,8 +51,12 @@ class LayerAdapt(Trick):
     noop_exact = None
     passes = "1"
 
-    def __init__(self, adapt_bias_and_norm: bool = False, max_ratio: float | None = None,
-                 order: int | None = None):
+    def __init__(
+        self,
+        adapt_bias_and_norm: bool = False,
+        max_ratio: float | None = None,
+        order: int | None = None,
+    ):
         super().__init__(order)
         if max_ratio is not None:
             positive(max_ratio, "derived.layer_adapt.max_ratio")

@@ -15,8 +15,8 @@ absent from the batch keep moving on stale momentum; with Lion / Tiger every suc
 full lr·sign(m). The lazy update moves only the rows the batch saw, as sparse Adam does.
 
 Su Jianlin, "Keras实现两个优化器：Lookahead和LazyOptimizer", https://kexue.fm/archives/6869 , and
-"6个派生优化器的简单介绍及其实现", https://kexue.fm/archives/7094 (LazyOptimizer as one of the derived
-optimizers that wrap any optimizer: the update of embedding rows whose gradient is zero is
+"6个派生优化器的简单介绍及其实现", https://kexue.fm/archives/7094 (LazyOptimizer as one of the
+derived optimizers that wrap any optimizer: the update of embedding rows whose gradient is zero is
 switched off, state included).
 
 No hyperparameters: ``derived=[lazy]``. The global step count (Adam's bias correction) still
@@ -88,8 +88,10 @@ class Lazy(Trick):
     def setup(self, state) -> None:
         self.tables = [p for p in embedding_tables(state.raw_model) if id(p) in self._in_opt]
         if not self.tables:
-            print(f"warning: derived.{self.name}: {type(state.raw_model).__name__} has no "
-                  "embedding table, so LazyOptimizer changes nothing")
+            print(
+                f"warning: derived.{self.name}: {type(state.raw_model).__name__} has no "
+                "embedding table, so LazyOptimizer changes nothing"
+            )
 
     def _before_step(self, opt, args, kwargs) -> None:
         self._saved = []

@@ -54,9 +54,17 @@ class PGD(Trick):
     noop_exact = True
     passes = "K+1"
 
-    def __init__(self, eps: float = 1.0, alpha: float = 0.3, K: int = 3, norm: str = "global",
-                 mode: str = "both", target: str = "output", adv_weight: float = 1.0,
-                 order: int | None = None):
+    def __init__(
+        self,
+        eps: float = 1.0,
+        alpha: float = 0.3,
+        K: int = 3,
+        norm: str = "global",
+        mode: str = "both",
+        target: str = "output",
+        adv_weight: float = 1.0,
+        order: int | None = None,
+    ):
         super().__init__(order)
         positive(eps, "reg.pgd.eps")
         positive(alpha, "reg.pgd.alpha")
@@ -84,8 +92,9 @@ class PGD(Trick):
                 d = r.detach().to(out.embed.dtype).requires_grad_(True)
                 (g,) = torch.autograd.grad(for_direction(state, state.forward(b, delta=d).loss), d)
             else:
-                adv_backward(state, state.forward(b, delta=r.to(out.embed.dtype)).loss,
-                             self.adv_weight)
+                adv_backward(
+                    state, state.forward(b, delta=r.to(out.embed.dtype)).loss, self.adv_weight
+                )
 
     def _table(self, state, b, g) -> None:
         shift = TableShift(table_of(state), b["x"])

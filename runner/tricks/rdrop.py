@@ -40,13 +40,16 @@ from runner.tricks import Trick
 def double(batch: dict) -> dict:
     """The batch concatenated with itself along dim 0 (every per-sample tensor)."""
     n = len(batch["y"])
-    return {k: torch.cat([v, v]) if torch.is_tensor(v) and v.dim() and len(v) == n else v
-            for k, v in batch.items()}
+    return {
+        k: torch.cat([v, v]) if torch.is_tensor(v) and v.dim() and len(v) == n else v
+        for k, v in batch.items()
+    }
 
 
 def has_dropout(model: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0
-               for m in model.modules())
+    return any(
+        isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()
+    )
 
 
 class RDrop(Trick):
@@ -63,8 +66,11 @@ class RDrop(Trick):
 
     def setup(self, state) -> None:
         if not has_dropout(state.raw_model) and state.is_main:
-            print("warning: reg.rdrop: the model has no dropout (p > 0), so both passes agree and "
-                  "the KL term is 0; set a dropout rate, e.g. model.dropout=0.1", file=sys.stderr)
+            print(
+                "warning: reg.rdrop: the model has no dropout (p > 0), so both passes agree and "
+                "the KL term is 0; set a dropout rate, e.g. model.dropout=0.1",
+                file=sys.stderr,
+            )
 
     def loss(self, state, batch, next):
         out = next(double(batch))

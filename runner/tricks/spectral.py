@@ -37,8 +37,11 @@ LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
 
 
 def weight_matrices(model: nn.Module) -> list:
-    return [m.weight for m in model.modules()
-            if isinstance(m, LAYERS) and m.weight is not None and m.weight.requires_grad]
+    return [
+        m.weight
+        for m in model.modules()
+        if isinstance(m, LAYERS) and m.weight is not None and m.weight.requires_grad
+    ]
 
 
 @torch.no_grad()
@@ -73,8 +76,10 @@ class Spectral(Trick):
     def setup(self, state) -> None:
         self.weights = weight_matrices(state.raw_model)
         g = torch.Generator().manual_seed(int(state.seed))
-        self.u = [F.normalize(torch.randn(W.shape[0], generator=g), dim=0).to(W.device)
-                  for W in self.weights]
+        self.u = [
+            F.normalize(torch.randn(W.shape[0], generator=g), dim=0).to(W.device)
+            for W in self.weights
+        ]
         self.v = [torch.zeros(W[0].numel(), device=W.device) for W in self.weights]
 
     def loss(self, state, batch, next):
@@ -93,8 +98,11 @@ class Spectral(Trick):
         return out
 
     def state_dict(self) -> dict:
-        return {"u": [t.cpu() for t in self.u], "v": [t.cpu() for t in self.v],
-                "last_step": self.last_step}
+        return {
+            "u": [t.cpu() for t in self.u],
+            "v": [t.cpu() for t in self.v],
+            "last_step": self.last_step,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         dev = [W.device for W in getattr(self, "weights", [])]

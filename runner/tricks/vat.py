@@ -49,8 +49,17 @@ def divergence(state, p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.T
     return state.loss.divergence(p_logits, q_logits).mean()
 
 
-def vat_perturbation(state, batch: dict, p_logits: torch.Tensor, shape, dtype, eps: float,
-                     xi: float, iters: int, norm: str = "global") -> torch.Tensor:
+def vat_perturbation(
+    state,
+    batch: dict,
+    p_logits: torch.Tensor,
+    shape,
+    dtype,
+    eps: float,
+    xi: float,
+    iters: int,
+    norm: str = "global",
+) -> torch.Tensor:
     """The virtual adversarial perturbation eps·u/‖u‖ after `iters` power iterations."""
     u = torch.randn(shape, device=p_logits.device)
     for _ in range(iters):
@@ -65,11 +74,19 @@ class VAT(Trick):
     figures = ("train/vat_kl",)
     noop = {"weight": 0.0}
     noop_exact = False  # weight 0 still draws u (the RNG stream moves) and runs the passes
-    passes = "2+iters (3 at iters=1)"  # the clean pass, iters passes back to r only, the adversarial pass
+    # the clean pass, iters passes back to r only, the adversarial pass
+    passes = "2+iters (3 at iters=1)"
     needs_embed_grad = True  # keeps Out.embed: its shape is the perturbation's
 
-    def __init__(self, eps: float = 1.0, xi: float = 10.0, iters: int = 1, weight: float = 1.0,
-                 norm: str = "global", order: int | None = None):
+    def __init__(
+        self,
+        eps: float = 1.0,
+        xi: float = 10.0,
+        iters: int = 1,
+        weight: float = 1.0,
+        norm: str = "global",
+        order: int | None = None,
+    ):
         super().__init__(order)
         positive(eps, "reg.vat.eps")
         positive(xi, "reg.vat.xi")
@@ -83,8 +100,9 @@ class VAT(Trick):
         out = next(batch)
         b = out.batch if out.batch is not None else batch
         p = out.logits.detach()
-        r = vat_perturbation(state, b, p, out.embed.shape, out.embed.dtype, self.eps, self.xi,
-                             self.iters, self.norm)
+        r = vat_perturbation(
+            state, b, p, out.embed.shape, out.embed.dtype, self.eps, self.xi, self.iters, self.norm
+        )
         d = divergence(state, p, state.forward(b, delta=r).logits)
         out.loss = out.loss + self.weight * d
         out.parts["vat_kl"] = d.detach()
