@@ -527,11 +527,10 @@ def study(
 
 
 def _study_wandb(result: dict, d) -> None:
-    try:
-        from runner.log.wandb import log_verdict
-    except ImportError:
-        typer.echo("note: --wandb needs runner.log.wandb.log_verdict (not in this build)", err=True)
-        return
+    """One W&B "verdict" run of the study (runner.log.wandb.log_verdict), written under DIR."""
+    from pathlib import Path
+
+    from runner.log.wandb import log_verdict
     from runner.study.protocol import each_workload, headline
 
     rows = [
@@ -552,6 +551,7 @@ def _study_wandb(result: dict, d) -> None:
         sorted(d.glob("*.png")),
         "; ".join(headline(result)),
         group=result["name"],
+        dir=Path(d),
     )
 
 

@@ -477,11 +477,8 @@ def make_report(result: dict, out: Path) -> list[Path]:
     if text is not None:
         (out / "analysis.md").write_text(text.rstrip() + "\n")
         files.append(out / "analysis.md")
-    try:
-        from runner.study.report import write_report
-    except ImportError as e:  # the report module ships separately: study.json is the result
-        print(f"note: no report ({e}); study.json is written", file=sys.stderr)
-        return files
+    from runner.study.report import write_report
+
     try:
         return files + list(write_report(result, out) or [])
     except Exception as e:  # study.json holds the result; --report-only retries the report
