@@ -19,10 +19,11 @@ skipped with a note, a part that runs over is stopped and keeps what it wrote):
    mnist1d CNN and a MiniLM tweets job (peers), bf16 vs fp32 (precision), trainer.compile=true vs
    eager (compile), data on the device vs streamed (data).
 4. study: one blog comparison at GPU scale: R-Drop vs adversarial training (FGM), MiniLM on the
-   full 29,757 training tweets, 5 seeds per arm, arms in order (three sweeps at a time on the
-   one GPU) until the time is gone; through
-   `tricks study experiments/<recipe>/study.yaml` when that file exists, else one
-   `tricks train -m` sweep per arm and `tricks compare`.
+   full 29,757 training tweets, until the time is gone; through
+   `tricks study experiments/<recipe>/study.yaml` (route auto on the GPU), or (--route sweeps,
+   and --tiny) one `tricks train -m` sweep per arm built from that study file, 5 seeds per arm,
+   arms in order (three sweeps at a time on the one GPU), then `tricks compare`. The sweeps do
+   no tuning: the study's searched keys keep their config defaults (see sweep_steps).
 
 Files under --out (8 at most come back from the device): summary.md (machine, commit, each part's
 status, time and notes), summary.json (the same, with the bench's raw figures), bench.md (the
@@ -80,7 +81,12 @@ COMMIT_NOTE = "commit.json"
 
 RECIPE = "rdrop_vs_adversarial_tweets"
 TINY_RECIPE = "rdrop_vs_adversarial"  # --tiny: the mnist1d CNN version of the comparison
-STUDY_ARMS = ["baseline", "rdrop", "fgm", "baseline_2x", "pgd"]
+STUDY_ARMS = [
+    "none",
+    "rdrop",
+    "fgm",
+    "pgd",
+]  # the sweeps route's arms: names in RECIPE's study file
 
 #: what each part gets of the budget (the study takes what is left)
 SHARES = {"install": 45, "tests": 120, "bench": 150}
@@ -133,7 +139,7 @@ def settings(tiny: bool, gpu: bool) -> dict:
             },
             # the same route on the blog comparison's mnist1d recipe: no text to load
             "recipe": TINY_RECIPE,
-            "study_arms": ["baseline", "rdrop"],
+            "study_arms": ["none", "rdrop"],  # arms of TINY_RECIPE's study file
             "seeds": [0, 1],
             "study_parallel": 2,
             "study_overrides": [
@@ -183,10 +189,66 @@ def cuda_test_files() -> list[str]:
     )
 
 
+def recipe_study(recipe: str):
+    """The recipe's study file, parsed and checked (runner.study.spec: no config composed)."""
+    study_file = ROOT / "experiments" / recipe / "study.yaml"
+    if not study_file.is_file():
+        raise SystemExit(f"error: no {study_file.relative_to(ROOT)} (the recipe's study file)")
+    tree = str(Path(__file__).resolve().parent.parent)  # run as scripts/gpu_check.py
+    if tree not in sys.path:
+        sys.path.insert(0, tree)
+    from runner.errors import ConfigError
+    from runner.study.spec import parse_text
+
+    try:
+        return parse_text(study_file, study_file.read_text())
+    except ConfigError as e:
+        raise SystemExit(f"error: {study_file.relative_to(ROOT)}: {e}")
+
+
+def sweep_steps(s: dict, work: Path, cli: list[str]) -> list[Step]:
+    """One `tricks train -m` sweep per arm of `s["study_arms"]`, built from the recipe's study
+    file: the study's run defaults (no progress bar, no checkpoints kept) + common + the first
+    workload's overrides + the arm's + the settings' study_overrides (a later override of a key
+    replaces an earlier one), tagged `+arm=NAME`, over `s["seeds"]`.
+
+    No tuning: the study's `search` / `arm_search` keys (e.g. optimizer.lr, reg.rdrop.alpha) keep
+    their config defaults unless study_overrides set them; the study route tunes them."""
+    from runner.study.spec import RUN_DEFAULTS, merge
+
+    study = recipe_study(s["recipe"])
+    missing = [a for a in s["study_arms"] if a not in study.arms]
+    if missing:
+        raise SystemExit(
+            f"error: {study.path.relative_to(ROOT)}: no arm {missing[0]!r} "
+            f"(have: {', '.join(study.arms)})"
+        )
+    workload = next(iter(study.workloads.values()))
+    steps = []
+    for arm in s["study_arms"]:
+        over = merge(RUN_DEFAULTS, study.common, workload, study.arms[arm], s["study_overrides"])
+        steps.append(
+            Step(
+                cli
+                + [
+                    "train",
+                    "-m",
+                    *over,
+                    f"+arm={arm}",
+                    "seed=" + ",".join(str(n) for n in s["seeds"]),
+                    f"hydra.sweep.dir={work / 'sweeps' / arm}",
+                ],
+                str(work / "logs" / f"study_{arm}.log"),
+                note=arm,
+            )
+        )
+    return steps
+
+
 def study_steps(args, s: dict) -> tuple[list[Step], str]:
-    """`tricks study FILE` when the recipe has a study file (route auto; --tiny keeps to the
-    sweeps unless --route study: the CI test must not depend on another branch's study size),
-    else one sweep per arm."""
+    """`tricks study FILE` on the recipe's study file (route auto; --tiny keeps to the sweeps
+    unless --route study: the CI test must not depend on another branch's study size), else one
+    untuned sweep per arm built from that file (sweep_steps)."""
     cli = [PY, "-m", "runner.cli"]
     work = Path(args.work)
     study_file = ROOT / "experiments" / s["recipe"] / "study.yaml"
@@ -201,29 +263,7 @@ def study_steps(args, s: dict) -> tuple[list[Step], str]:
                 "study.log",
             )
         ], "study"
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import experiments as X
-
-    recipe = X.load(s["recipe"])
-    steps = []
-    for arm in s["study_arms"]:
-        over = X.arm_overrides(recipe, arm, s["study_overrides"])
-        steps.append(
-            Step(
-                cli
-                + [
-                    "train",
-                    "-m",
-                    *over,
-                    X.seeds_arg(s["seeds"]),
-                    "trainer.progress=false",
-                    f"hydra.sweep.dir={work / 'sweeps' / arm}",
-                ],
-                str(work / "logs" / f"study_{arm}.log"),
-                note=arm,
-            )
-        )
-    return steps, "sweeps"
+    return sweep_steps(s, work, cli), "sweeps"
 
 
 def make_plan(args) -> list[Part]:
@@ -582,7 +622,7 @@ def study_report(args, part: Part, out: Path, env: dict, deadline: float) -> Non
                     "--metric",
                     "test/acc",
                     "--baseline",
-                    "arm=baseline",
+                    f"arm={recipe_study(s['recipe']).baseline}",
                     "--out",
                     str(work / "compare"),
                 ],

@@ -58,16 +58,26 @@ def probe_wheel(folder):
 
 
 def test_dry_run_plans_every_part():
-    for extra, study in (([], "trainer.device=cuda"), (["--tiny"], "trainer.max_steps=4")):
+    """The plan names every part: on the GPU the study part is `tricks study` on the recipe's
+    study file; --tiny and --route sweeps plan one `tricks train -m` sweep per arm."""
+    runs = (
+        ([], ["study.yaml", "trainer.device=cuda"]),
+        (["--route", "sweeps"], ["+arm=none", "+arm=fgm", "seed=0,1,2,3,4", "trainer.device=cuda"]),
+        (["--tiny"], ["+arm=none", "+arm=rdrop", "seed=0,1", "trainer.max_steps=4"]),
+    )
+    for extra, study in runs:
         r = gpu_check(["--dry-run", *extra], timeout=60)
         assert r.returncode == 0, r.stderr
         for part in ("[install]", "[tests]", "[bench]", "[study]"):
             assert part in r.stdout
         assert "pytest -v -m cuda" in r.stdout and "tests/test_cuda.py" in r.stdout
         assert "scripts/bench.py --sections" in r.stdout
-        assert "+arm=baseline" in r.stdout and "+arm=rdrop" in r.stdout and study in r.stdout
-    assert "peers,precision,data,compile" in gpu_check(["--dry-run"], 60).stdout
-    assert "dataset.train_size=null" in gpu_check(["--dry-run"], 60).stdout  # the full split
+        plan = r.stdout[r.stdout.index("[study]") :]
+        assert all(w in plan for w in study), (extra, plan)
+        assert ("runner.cli study " in plan) == (extra == [])
+    gpu = gpu_check(["--dry-run"], 60).stdout
+    assert "peers,precision,data,compile" in gpu
+    assert "dataset.train_size=null" in gpu  # the full split
 
 
 def test_bad_part_is_one_line():
@@ -152,7 +162,7 @@ def test_tiny_run_exercises_every_part(tmp_path):
     assert s["bench"]["data"][0]["streamed_sps"] > 0
     # study: both arms, both seeds, and the comparison's table
     study = (out / "study.md").read_text()
-    assert "arm=rdrop" in study and "arm=baseline (baseline)" in study
+    assert "arm=rdrop" in study and "arm=none (baseline)" in study
     runs = [json.loads(p.read_text()) for p in (work / "sweeps").glob("*/*/summary.json")]
     assert len(runs) == 4 and all(r["status"] == "completed" for r in runs)
 
@@ -223,8 +233,9 @@ def test_fallback_steps_run_only_to_repair_a_failed_part(tmp_path):
 
 
 def test_study_file_is_used_when_the_recipe_has_one(tmp_path, monkeypatch):
-    """With experiments/<recipe>/study.yaml (the verdict protocol) the study part runs
-    `tricks study` on it; without, one `tricks train -m` sweep per arm."""
+    """On the GPU route the study part runs `tricks study` on experiments/<recipe>/study.yaml (the
+    verdict protocol); --tiny and --route sweeps run one untuned `tricks train -m` sweep per arm,
+    built from the same file; without the file there is no recipe, said in one line."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import argparse
 
@@ -232,23 +243,41 @@ def test_study_file_is_used_when_the_recipe_has_one(tmp_path, monkeypatch):
 
     args = argparse.Namespace(work=str(tmp_path / "w"), tiny=False, route="auto")
     s = G.settings(False, True)
-    steps, kind = G.study_steps(args, s)
-    assert kind == "sweeps" and [st.note for st in steps] == G.STUDY_ARMS
-    assert all(st.argv[3:5] == ["train", "-m"] and "seed=0,1,2,3,4" in st.argv for st in steps)
-    fake = tmp_path / "root"
-    (fake / "experiments" / G.RECIPE).mkdir(parents=True)
-    (fake / "experiments" / G.RECIPE / "study.yaml").write_text("arms: {}\n")
-    monkeypatch.setattr(G, "ROOT", fake)
+    study_file = ROOT / "experiments" / G.RECIPE / "study.yaml"
     steps, kind = G.study_steps(args, s)
     assert kind == "study" and len(steps) == 1
     argv = steps[0].argv
-    assert argv[3:5] == ["study", str(fake / "experiments" / G.RECIPE / "study.yaml")]
+    assert argv[3:5] == ["study", str(study_file)]
     assert "dataset.train_size=null" in argv
     assert argv[-2:] == ["--out", str(tmp_path / "w" / "study")]
-    assert G.study_steps(argparse.Namespace(**{**vars(args), "tiny": True}), s)[1] == "sweeps"
-    assert G.study_steps(argparse.Namespace(**{**vars(args), "route": "sweeps"}), s)[1] == "sweeps"
-    tiny = argparse.Namespace(**{**vars(args), "tiny": True, "route": "study"})
-    assert G.study_steps(tiny, s)[1] == "study"
+
+    sweeps = argparse.Namespace(**{**vars(args), "route": "sweeps"})
+    steps, kind = G.study_steps(sweeps, s)
+    assert kind == "sweeps" and [st.note for st in steps] == G.STUDY_ARMS
+    assert all(st.argv[3:5] == ["train", "-m"] and "seed=0,1,2,3,4" in st.argv for st in steps)
+    fgm = steps[G.STUDY_ARMS.index("fgm")].argv
+    for o in ("model=minilm", "reg=[fgm]", "reg.fgm.target=table", "+arm=fgm"):
+        assert o in fgm  # common, the arm's overrides, the arm's tag
+    # the settings' overrides replace the study file's value of the same key (not duplicate it)
+    assert "trainer.epochs=1" in fgm and "trainer.epochs=6" not in fgm
+    assert "dataset.train_size=null" in fgm and "dataset.train_size=800" not in fgm
+    assert not any(o.startswith("optimizer.lr=") for o in fgm)  # searched: no tuning here
+
+    tiny = argparse.Namespace(**{**vars(args), "tiny": True})
+    steps, kind = G.study_steps(tiny, G.settings(True, False))
+    assert kind == "sweeps" and [st.note for st in steps] == ["none", "rdrop"]
+    assert "model.dropout=0.0" in steps[0].argv  # the first workload's overrides
+    tiny_study = argparse.Namespace(**{**vars(args), "tiny": True, "route": "study"})
+    assert G.study_steps(tiny_study, s)[1] == "study"
+
+    with pytest.raises(SystemExit, match="no arm 'baseline_2x'"):
+        G.study_steps(sweeps, {**s, "study_arms": ["none", "baseline_2x"]})
+    (tmp_path / "root" / "experiments" / G.RECIPE).mkdir(parents=True)
+    monkeypatch.setattr(G, "ROOT", tmp_path / "root")
+    with pytest.raises(SystemExit, match="no experiments/rdrop_vs_adversarial_tweets/study.yaml"):
+        G.study_steps(args, s)  # auto: no study file, so the sweeps, which need it
+    with pytest.raises(SystemExit, match="--route study: no"):
+        G.study_steps(argparse.Namespace(**{**vars(args), "route": "study"}), s)
 
 
 def test_parallel_steps_share_the_time_and_join_their_logs(tmp_path, monkeypatch):

@@ -303,6 +303,69 @@ def _carve_splits(
     }
 
 
+def _input_columns(tables, text_column, feature_columns, label_column, label_columns) -> list:
+    """The input columns: the text column(s) (one, or two for sentence pairs) or the numeric
+    feature columns (`all` / `*`: every column of the train table but the label(s))."""
+    if text_column is not None:
+        cols = [text_column] if isinstance(text_column, str) else list(text_column)
+        check(
+            len(cols) in (1, 2) and all(isinstance(c, str) for c in cols),
+            "dataset.text_column",
+            f"one column name or a list of two, got {text_column!r}",
+        )
+        return cols
+    if feature_columns in ("all", "*"):
+        skip = set(label_columns) if label_columns is not None else {label_column}
+        cols = [c for c in tables["train"].column_names if c not in skip]
+    else:
+        cols = [feature_columns] if isinstance(feature_columns, str) else list(feature_columns)
+    check(len(cols) > 0, "dataset.feature_columns", "no feature columns")
+    return cols
+
+
+def _encode_all_labels(rows: dict, where: dict, label_names, multi: bool, label_columns):
+    """One label vocabulary across splits: (ids, class_names, span), span = each split's row
+    indices into the concatenation of the splits in `rows`' order."""
+    order = list(rows)
+    all_labels = [l for s in order for l in rows[s][0]]
+    if label_names is not None and any(isinstance(l, int) and l < 0 for l in all_labels):
+        bad = next(s for s in order if any(l < 0 for l in rows[s][0]))
+        raise ConfigError(
+            "dataset",
+            f"the {bad} split ({where[bad]}) has no labels (-1); "
+            f"set dataset.{bad}_split=null to carve it from train",
+        )
+    where_all = " + ".join(where[s] for s in order)
+    ids, class_names = (
+        _encode_multi(all_labels, label_columns)
+        if multi
+        else T.encode_labels(all_labels, "dataset.label_column", where_all, names=label_names)
+    )
+    offsets = np.cumsum([0] + [len(rows[s][0]) for s in order])
+    span = {s: np.arange(offsets[i], offsets[i + 1]) for i, s in enumerate(order)}
+    return ids, class_names, span
+
+
+def _feature_data(rows, ids, span, class_names, standardize, semi) -> Data:
+    """Numeric features as {'x', 'y'} tensors, standardized with the train split's mean and std;
+    `semi` = (labeled_fraction, labeled_size, split_seed)."""
+    x = np.concatenate([rows[s][1] for s in rows]).astype(np.float32)
+    if standardize:
+        tr = x[span["train"]]
+        mu, sd = tr.mean(0), tr.std(0)
+        x = (x - mu) / np.where(sd > 0, sd, 1.0)
+    x, y = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(ids)
+    mk = lambda idx: {"x": x[idx], "y": y[idx]}
+    train = semi_supervised(mk(span["train"]), *semi)
+    return Data(
+        train,
+        mk(span["val"]),
+        mk(span["test"]),
+        {"in_dim": x.shape[1], "num_classes": len(class_names)},
+        class_names,
+    )
+
+
 def from_tables(
     tables: dict,
     where: dict,
@@ -341,22 +404,9 @@ def from_tables(
     )
     label_columns = _check_multi_args(label_columns, label_delimiter)
     multi = label_columns is not None or label_delimiter is not None
+    cols = _input_columns(tables, text_column, feature_columns, label_column, label_columns)
     if text_column is not None:
-        cols = [text_column] if isinstance(text_column, str) else list(text_column)
-        check(
-            len(cols) in (1, 2) and all(isinstance(c, str) for c in cols),
-            "dataset.text_column",
-            f"one column name or a list of two, got {text_column!r}",
-        )
         tok = T.load_tokenizer(tokenizer, dataset)
-    else:
-        first = tables["train"]
-        if feature_columns in ("all", "*"):
-            skip = set(label_columns) if label_columns is not None else {label_column}
-            cols = [c for c in first.column_names if c not in skip]
-        else:
-            cols = [feature_columns] if isinstance(feature_columns, str) else list(feature_columns)
-        check(len(cols) > 0, "dataset.feature_columns", "no feature columns")
     in_range(val_fraction, "dataset.val_fraction", 0.0, 1.0, hi_open=True)
     in_range(test_fraction, "dataset.test_fraction", 0.0, 1.0, hi_open=True)
 
@@ -367,56 +417,20 @@ def from_tables(
         else (lambda ds, w: list(_column(ds, label_column, "dataset.label_column", w)))
     )
     rows = _gather_rows(tables, where, cols, text_column, labels_of, dataset)
-
-    # One label vocabulary across splits.
-    order = list(rows)
-    all_labels = [l for s in order for l in rows[s][0]]
-    if label_names is not None and any(isinstance(l, int) and l < 0 for l in all_labels):
-        bad = next(s for s in order if any(l < 0 for l in rows[s][0]))
-        raise ConfigError(
-            "dataset",
-            f"the {bad} split ({where[bad]}) has no labels (-1); "
-            f"set dataset.{bad}_split=null to carve it from train",
-        )
-    where_all = " + ".join(where[s] for s in order)
-    ids, class_names = (
-        _encode_multi(all_labels, label_columns)
-        if multi
-        else T.encode_labels(all_labels, "dataset.label_column", where_all, names=label_names)
-    )
-    offsets = np.cumsum([0] + [len(rows[s][0]) for s in order])
-    span = {s: np.arange(offsets[i], offsets[i + 1]) for i, s in enumerate(order)}
-
+    ids, class_names, span = _encode_all_labels(rows, where, label_names, multi, label_columns)
     span = _carve_splits(
         span, tables, val_fraction, test_fraction, split_seed, (train_size, val_size, test_size)
     )
-    num_classes = len(class_names)
+    semi = (labeled_fraction, labeled_size, split_seed)
+    if text_column is None:
+        return _feature_data(rows, ids, span, class_names, standardize, semi)
 
-    if text_column is not None:
-        texts = [t for s in order for t in rows[s][1][0]]
-        pairs = [t for s in order for t in rows[s][1][1]] if len(cols) == 2 else None
-        splits, info, collate = T.text_splits(
-            tok, texts, pairs, ids, span, max_len, padding, dataset
-        )
-        info["num_classes"] = num_classes
-        train = semi_supervised(splits["train"], labeled_fraction, labeled_size, split_seed)
-        return Data(train, splits["val"], splits["test"], info, class_names, collate)
-
-    x = np.concatenate([rows[s][1] for s in order]).astype(np.float32)
-    if standardize:
-        tr = x[span["train"]]
-        mu, sd = tr.mean(0), tr.std(0)
-        x = (x - mu) / np.where(sd > 0, sd, 1.0)
-    x, y = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(ids)
-    mk = lambda idx: {"x": x[idx], "y": y[idx]}
-    train = semi_supervised(mk(span["train"]), labeled_fraction, labeled_size, split_seed)
-    return Data(
-        train,
-        mk(span["val"]),
-        mk(span["test"]),
-        {"in_dim": x.shape[1], "num_classes": num_classes},
-        class_names,
-    )
+    texts = [t for s in rows for t in rows[s][1][0]]
+    pairs = [t for s in rows for t in rows[s][1][1]] if len(cols) == 2 else None
+    splits, info, collate = T.text_splits(tok, texts, pairs, ids, span, max_len, padding, dataset)
+    info["num_classes"] = len(class_names)
+    train = semi_supervised(splits["train"], *semi)
+    return Data(train, splits["val"], splits["test"], info, class_names, collate)
 
 
 def build(

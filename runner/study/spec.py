@@ -208,8 +208,8 @@ def _int(v, key: str, lo: int, default: int) -> int:
     return v
 
 
-def parse_text(path: Path, text: str, overrides: list[str] = ()) -> Study:
-    """The study in `text` (read from `path`), checked on its own (no config composed)."""
+def _mapping(text: str) -> dict:
+    """The study file's YAML as a mapping of known keys."""
     import yaml
 
     try:
@@ -219,6 +219,11 @@ def parse_text(path: Path, text: str, overrides: list[str] = ()) -> Study:
     check(isinstance(raw, dict), "study file", "must be a YAML mapping", ", ".join(KEYS))
     unknown = [k for k in raw if k not in KEYS]
     check(not unknown, str(unknown[0]) if unknown else "", "unknown study key", ", ".join(KEYS))
+    return raw
+
+
+def _arms_and_their_search(raw: dict) -> tuple[dict[str, list[str]], dict]:
+    """(arms, arm_search): the baseline and every arm_search entry name a known arm."""
     arms = _arms(raw)
     check(
         raw.get("baseline") in arms,
@@ -230,6 +235,11 @@ def parse_text(path: Path, text: str, overrides: list[str] = ()) -> Study:
     check(isinstance(own, dict), "arm_search", "must map arms to ranges", ", ".join(arms))
     for a in own:
         check(a in arms, "arm_search", f"unknown arm {a!r}", ", ".join(arms))
+    return arms, own
+
+
+def _workloads(raw: dict) -> dict:
+    """Workload names -> their raw override lists (one workload `main` when none is given)."""
     workloads = raw.get("workloads") or {"main": []}
     check(
         isinstance(workloads, dict)
@@ -238,12 +248,21 @@ def parse_text(path: Path, text: str, overrides: list[str] = ()) -> Study:
         f"must map workload names to override lists, got {workloads!r}",
         "e.g. {mlp: [model=mlp], cnn: [model=cnn1d]}",
     )
+    return workloads
+
+
+def _budget(raw: dict) -> int:
     budget = raw.get("budget")
     check(
         isinstance(budget, int) and not isinstance(budget, bool) and budget >= 1,
         "budget",
         f"must be an integer >= 1 (trials per arm), got {budget!r}",
     )
+    return budget
+
+
+def _tune_and_confirm_seeds(raw: dict) -> tuple[list[int], list[int]]:
+    """(tune_seeds, seeds), disjoint: the confirmation runs on fresh seeds."""
     tune, seeds = _seeds(raw.get("tune_seeds"), "tune_seeds"), _seeds(raw.get("seeds"), "seeds")
     both = sorted(set(tune) & set(seeds))
     check(
@@ -253,6 +272,11 @@ def parse_text(path: Path, text: str, overrides: list[str] = ()) -> Study:
         "confirmation must run on fresh seeds",
         "seeds disjoint from tune_seeds",
     )
+    return tune, seeds
+
+
+def _select_metric(raw: dict) -> str:
+    """The metric trials are chosen on: never a test metric."""
     select = _metric(raw.get("select"), "select")
     check(
         not _is_test(select),
@@ -260,6 +284,32 @@ def parse_text(path: Path, text: str, overrides: list[str] = ()) -> Study:
         f"{select} is a test metric: choosing on it leaks the test set into the result",
         "a validation (or train) metric, e.g. val/acc, val/loss",
     )
+    return select
+
+
+def _analysis(raw: dict, path: Path) -> Path | None:
+    """The analysis file, relative to the study file's folder, if one is named."""
+    analysis = raw.get("analysis")
+    if analysis is None:
+        return None
+    analysis = path.parent / str(analysis)
+    check(
+        analysis.is_file(),
+        "analysis",
+        f"no file {analysis}",
+        "a Python file beside the study file defining analyse(study, study_dir)",
+    )
+    return analysis
+
+
+def parse_text(path: Path, text: str, overrides: list[str] = ()) -> Study:
+    """The study in `text` (read from `path`), checked on its own (no config composed)."""
+    raw = _mapping(text)
+    arms, own = _arms_and_their_search(raw)
+    workloads = _workloads(raw)
+    budget = _budget(raw)
+    tune, seeds = _tune_and_confirm_seeds(raw)
+    select = _select_metric(raw)
     metric = _metric(raw.get("metric", "test/acc"), "metric")
     check(
         isinstance(raw.get("equal_compute", False), bool),
@@ -267,15 +317,7 @@ def parse_text(path: Path, text: str, overrides: list[str] = ()) -> Study:
         f"got {raw.get('equal_compute')!r}",
         "true, false",
     )
-    analysis = raw.get("analysis")
-    if analysis is not None:
-        analysis = path.parent / str(analysis)
-        check(
-            analysis.is_file(),
-            "analysis",
-            f"no file {analysis}",
-            "a Python file beside the study file defining analyse(study, study_dir)",
-        )
+    analysis = _analysis(raw, path)
     return Study(
         path=path,
         text=text,
