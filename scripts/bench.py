@@ -192,37 +192,15 @@ def engine_run(over: list[str], steps: int, warm: int, mem: bool = False) -> dic
         engine.torch_determinism(determinism)
     if summary["status"] != "completed":
         raise RuntimeError(f"engine run failed: {summary.get('error')}")
+    from runner.optim.state import state_bytes
+
     box = clock.box
     state = box.pop("state")
     return {
         **step_result(clock.times, cfg.trainer.batch_size, warm, t0),
-        "opt_state_bytes": optimizer_state_bytes(state.optimizer),
+        "opt_state_bytes": state_bytes(state.optimizer),
         **box,
     }
-
-
-def optimizer_state_bytes(opt) -> int:
-    import torch
-
-    seen, total = set(), 0
-
-    def add(v):
-        nonlocal total
-        if isinstance(v, torch.Tensor) and v.numel() > 1 and id(v) not in seen:
-            seen.add(id(v))
-            total += v.numel() * v.element_size()
-        elif isinstance(v, dict):
-            for x in v.values():
-                add(x)
-        elif isinstance(v, (list, tuple)):
-            for x in v:
-                add(x)
-
-    while opt is not None:  # wrappers (Lookahead) keep their own state too
-        add(dict(opt.state))
-        inner = getattr(opt, "optimizer", None)
-        opt = inner if inner is not opt and hasattr(inner, "state") else None
-    return total
 
 
 def interleave(arms: dict, reps: int, log=print) -> dict:
@@ -575,15 +553,6 @@ def section_data(args, out: dict):
 # -- report -----------------------------------------------------------------------------------
 
 
-def git(*argv: str) -> str:
-    try:
-        return subprocess.run(
-            ["git", *argv], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:  # no git on this machine
-        return ""
-
-
 def machine() -> dict:
     import torch
 
@@ -597,9 +566,11 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    commit = git("rev-parse", "--short", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no") if commit else ""
-    if not commit:  # a copy of the tree without git (the GPU check's device): its caller's word
+    from runner.gitinfo import commit_info
+
+    commit, dirty = commit_info(ROOT)
+    # a copy of the tree without git (the GPU check's device): its caller's word
+    if commit == "unknown":
         commit = os.environ.get("TRICKS_COMMIT", "unknown")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {

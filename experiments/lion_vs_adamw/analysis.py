@@ -121,6 +121,7 @@ def optimizer_state_bytes(config_file: Path, datasets: dict | None = None) -> tu
     from omegaconf import OmegaConf
 
     from runner import build
+    from runner.optim.state import state_bytes
 
     cfg = OmegaConf.load(config_file)
     key = OmegaConf.to_yaml(cfg.dataset) + str(cfg.model.get("tokenizer"))
@@ -132,13 +133,7 @@ def optimizer_state_bytes(config_file: Path, datasets: dict | None = None) -> tu
         p.grad = torch.randn_like(p) * 1e-3
     opt.step()
     pb = sum(p.numel() * p.element_size() for p in model.parameters())
-    sb = sum(
-        v.numel() * v.element_size()
-        for st in opt.state.values()
-        for v in st.values()
-        if torch.is_tensor(v) and v.dim() > 0
-    )
-    return pb, sb
+    return pb, state_bytes(opt)
 
 
 def memory_table(study_dir: Path, arms: dict) -> list[str]:
