@@ -17,8 +17,9 @@ content in, markdown out; plots are written into study_dir.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
+
+from runner.study.analysis_kit import fmt, last, load_runs, mean_ci, pyplot, save_figure, workloads
 
 STABLE_BELOW = 0.5  # lr < this: the region where unclipped SGD trained in the probe
 DIVERGING_FROM = 0.7  # lr >= this: where it diverged
@@ -28,52 +29,6 @@ LR_KEY = "optimizer.lr"
 THRESHOLD_KEYS = ("clip.max_norm", "clip.max_value")
 
 
-def workloads(study: dict) -> dict:
-    """workload name (None for a one-workload study) -> {arm: arm record}; several workloads
-    sit under `by_workload` (as runner.study writes them) or `workloads` (as runner.study.report
-    also reads them)."""
-    for key in ("by_workload", "workloads"):
-        nested = study.get(key)
-        if (
-            isinstance(nested, dict)
-            and nested
-            and all(isinstance(v, dict) and "arms" in v for v in nested.values())
-        ):
-            return {w: v.get("arms", {}) for w, v in nested.items()}
-    return {None: study.get("arms", {})}
-
-
-def run_path(study_dir: Path, d: str) -> Path:
-    p = Path(d)
-    return p if p.is_absolute() else Path(study_dir) / p
-
-
-def load_runs(study_dir: Path, dirs: list[str]) -> list:
-    from runner.compare import load_run_dir
-
-    return [load_run_dir(run_path(study_dir, d)) for d in dirs if run_path(study_dir, d).is_dir()]
-
-
-def mean_ci(values: list[float]) -> tuple[float | None, float]:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return None, float("nan")
-    n = len(values)
-    m = sum(values) / n
-    if n < 2:
-        return m, float("nan")
-    from scipy import stats
-
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
-    return m, float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-
-
-def fmt(m, h, digits: int = 4) -> str:
-    if m is None:
-        return "n/a"
-    return f"{m:.{digits}f}" if math.isnan(h) else f"{m:.{digits}f} ± {h:.{digits}f}"
-
-
 def steps_to(rows: list[dict], key: str, target: float, smooth: int = SMOOTH) -> int | None:
     """First step at which the mean of the last `smooth` logged `key` values is <= target."""
     vals = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
@@ -81,13 +36,6 @@ def steps_to(rows: list[dict], key: str, target: float, smooth: int = SMOOTH) ->
         window = [v for _, v in vals[i - smooth + 1 : i + 1]]
         if sum(window) / smooth <= target:
             return vals[i][0]
-    return None
-
-
-def last(rows: list[dict], key: str):
-    for r in reversed(rows):
-        if isinstance(r.get(key), (int, float)):
-            return r[key]
     return None
 
 
@@ -172,11 +120,7 @@ def mean_curve(runs: list, key: str) -> tuple[list, list]:
 
 
 def plot(study_dir: Path, name: str, arms: dict, curves: dict) -> str | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     drawn = False
     for arm, rec in arms.items():
@@ -221,10 +165,8 @@ def plot(study_dir: Path, name: str, arms: dict, curves: dict) -> str | None:
     a2.set_xlabel("step (confirmation runs, mean over seeds)")
     a2.set_ylabel("train/loss")
     a2.legend(fontsize=7)
-    fig.tight_layout()
     fname = f"clipping_{name or 'main'}.png"
-    fig.savefig(Path(study_dir) / fname, dpi=110)
-    plt.close(fig)
+    save_figure(fig, Path(study_dir) / fname)
     return fname
 
 

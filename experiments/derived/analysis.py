@@ -15,30 +15,12 @@ content in, markdown out.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
+
+from runner.study.analysis_kit import num, sd, workloads
 
 ACCUM = "accum4x25"
 LR_KEY = "optimizer.lr"
-
-
-def workloads(study: dict) -> dict:
-    """workload name (None for a one-workload study) -> {arm: arm record}; several workloads
-    sit under `by_workload` (as runner.study writes them) or `workloads` (as runner.study.report
-    also reads them)."""
-    for key in ("by_workload", "workloads"):
-        nested = study.get(key)
-        if (
-            isinstance(nested, dict)
-            and nested
-            and all(isinstance(v, dict) and "arms" in v for v in nested.values())
-        ):
-            return {w: v.get("arms", {}) for w, v in nested.items()}
-    return {None: study.get("arms", {})}
-
-
-def _num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def trial_pairs(base: dict, accum: dict) -> list[tuple]:
@@ -46,7 +28,7 @@ def trial_pairs(base: dict, accum: dict) -> list[tuple]:
     out = []
     for tb, ta in zip(base.get("trials", []), accum.get("trials", [])):
         lr_b, lr_a = (tb.get("params") or {}).get(LR_KEY), (ta.get("params") or {}).get(LR_KEY)
-        if _num(lr_b) and lr_b == lr_a:
+        if num(lr_b) and lr_b == lr_a:
             out.append((lr_b, tb.get("select_value"), ta.get("select_value")))
     return out
 
@@ -56,11 +38,11 @@ def seed_pairs(base: dict, accum: dict) -> list[tuple]:
     fb, fa = base.get("final") or {}, accum.get("final") or {}
     vb = dict(zip(fb.get("seeds", []), fb.get("values", [])))
     va = dict(zip(fa.get("seeds", []), fa.get("values", [])))
-    return [(s, vb[s], va[s]) for s in vb if s in va and _num(vb[s]) and _num(va[s])]
+    return [(s, vb[s], va[s]) for s in vb if s in va and num(vb[s]) and num(va[s])]
 
 
 def fmt(v) -> str:
-    return f"{v:.4f}" if _num(v) else "failed"
+    return f"{v:.4f}" if num(v) else "failed"
 
 
 def workload_lines(arms: dict, baseline: str, select: str, metric: str) -> list[str]:
@@ -75,14 +57,14 @@ def workload_lines(arms: dict, baseline: str, select: str, metric: str) -> list[
     ]
     diffs = []
     for lr, b, a in trial_pairs(base, accum):
-        d = a - b if _num(a) and _num(b) else None
+        d = a - b if num(a) and num(b) else None
         diffs += [abs(d)] if d is not None else []
         lines.append(
             f"| {lr:.3g} | {fmt(b)} | {fmt(a)} | {f'{d:+.4f}' if d is not None else 'n/a'} |"
         )
     seeds = seed_pairs(base, accum)
-    sd = [a - b for _, b, a in seeds]
-    spread = _sd([b for _, b, _ in seeds])
+    seed_diffs = [a - b for _, b, a in seeds]
+    spread = sd([b for _, b, _ in seeds])
     lines += [
         "",
         (
@@ -92,19 +74,15 @@ def workload_lines(arms: dict, baseline: str, select: str, metric: str) -> list[
         "",
         f"Confirmation runs (`{metric}`; each arm at its own chosen point, so equal only "
         f"where both chose the same lr): "
-        + (", ".join(f"seed {s} {d:+.4f}" for (s, _, _), d in zip(seeds, sd)) or "none paired")
+        + (
+            ", ".join(f"seed {s} {d:+.4f}" for (s, _, _), d in zip(seeds, seed_diffs))
+            or "none paired"
+        )
         + ".",
     ]
-    if _num(spread):
+    if num(spread):
         lines.append(f"The baseline's seed-to-seed standard deviation there: {spread:.4f}.")
     return lines
-
-
-def _sd(xs: list[float]) -> float:
-    if len(xs) < 2:
-        return float("nan")
-    m = sum(xs) / len(xs)
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
 def analyse(study: dict, study_dir: Path) -> str:

@@ -13,70 +13,40 @@ content in, markdown out; plots are written into study_dir.
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
+
+from runner.study.analysis_kit import (
+    finish_axes,
+    fmt,
+    last,
+    mean_ci,
+    pyplot,
+    rows_of,
+    run_path,
+    save_figure,
+    summary_of,
+    workloads,
+)
 
 B_KEY = "reg.flooding.b"
 
 
-def workloads(study: dict) -> dict:
-    if study.get("by_workload"):
-        return {w: v.get("arms", {}) for w, v in study["by_workload"].items()}
-    return {None: study.get("arms", {})}
-
-
-def _path(study_dir: Path, d: str) -> Path:
-    p = Path(d)
-    return p if p.is_absolute() else Path(study_dir) / p
-
-
-def last(run_dir: Path, key: str):
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            v = json.loads(line).get(key)
-        except ValueError:
-            continue
-        if isinstance(v, (int, float)):
-            return float(v)
-    return None
-
-
-def summary(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def mean_ci(xs) -> str:
-    xs = [x for x in xs if x is not None and math.isfinite(x)]
-    if not xs:
-        return "n/a"
-    m = sum(xs) / len(xs)
-    if len(xs) < 2:
-        return f"{m:.4f}"
-    from runner.stats import t_quantile
-
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
-    return f"{m:.4f} ± {t_quantile(len(xs) - 1) * sd / math.sqrt(len(xs)):.4f}"
+def final_train_loss(run_dir: Path) -> float | None:
+    v = last(rows_of(run_dir), "train/loss")
+    return None if v is None else float(v)
 
 
 def trial_rows(study_dir: Path, arm: dict) -> list[tuple]:
     out = []
     for t in arm.get("trials", []):
-        d = _path(study_dir, t["run_dir"])
-        s = summary(d)
+        d = run_path(study_dir, t["run_dir"])
+        s = summary_of(d)
         out.append(
             (
                 t["params"].get(B_KEY),
                 t["params"].get("optimizer.lr"),
                 t.get("select_value"),
-                last(d, "train/loss"),
+                final_train_loss(d),
                 s.get("final/test/loss"),
                 t.get("status"),
             )
@@ -90,13 +60,13 @@ def confirm_table(study_dir: Path, arms: dict) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for name, arm in arms.items():
-        dirs = [_path(study_dir, d) for d in arm.get("final", {}).get("run_dirs", [])]
-        done = [d for d in dirs if summary(d).get("status") == "completed"]
+        dirs = [run_path(study_dir, d) for d in arm.get("final", {}).get("run_dirs", [])]
+        done = [d for d in dirs if summary_of(d).get("status") == "completed"]
         lines.append(
             f"| {name} | {len(done)}/{len(dirs)} | "
-            f"{mean_ci([summary(d).get('test/acc') for d in done])} | "
-            f"{mean_ci([summary(d).get('final/test/loss') for d in done])} | "
-            f"{mean_ci([last(d, 'train/loss') for d in done])} |"
+            f"{fmt(*mean_ci([summary_of(d).get('test/acc') for d in done]))} | "
+            f"{fmt(*mean_ci([summary_of(d).get('final/test/loss') for d in done]))} | "
+            f"{fmt(*mean_ci([final_train_loss(d) for d in done]))} |"
         )
     return lines
 
@@ -105,12 +75,7 @@ def plot(rows: list[tuple], path: Path, title: str) -> bool:
     pts = [r for r in rows if r[0] is not None and r[3] is not None]
     if not pts:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     bs = [r[0] for r in pts]
     ax.scatter(bs, [r[3] for r in pts], label="final train/loss", marker="o")
     te = [r for r in pts if r[4] is not None]
@@ -119,12 +84,8 @@ def plot(rows: list[tuple], path: Path, title: str) -> bool:
     ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="loss = b")
     ax.set_xscale("log")
     ax.set_xlabel("flood level b")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish_axes(ax, title)
+    save_figure(fig, path)
     return True
 
 

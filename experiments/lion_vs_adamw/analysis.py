@@ -14,39 +14,16 @@ content in, markdown out; plots are written into study_dir.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
+
+from runner.study.analysis_kit import num, pyplot, run_path, save_figure, workloads
 
 LR_KEY = "optimizer.lr"
 
 
-def workloads(study: dict) -> dict:
-    """workload name (None for a one-workload study) -> {arm: arm record}; several workloads
-    sit under `by_workload` (as runner.study writes them) or `workloads` (as runner.study.report
-    also reads them)."""
-    for key in ("by_workload", "workloads"):
-        nested = study.get(key)
-        if (
-            isinstance(nested, dict)
-            and nested
-            and all(isinstance(v, dict) and "arms" in v for v in nested.values())
-        ):
-            return {w: v.get("arms", {}) for w, v in nested.items()}
-    return {None: study.get("arms", {})}
-
-
-def run_path(study_dir: Path, d: str) -> Path:
-    p = Path(d)
-    return p if p.is_absolute() else Path(study_dir) / p
-
-
-def _num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def params_text(params: dict) -> str:
     return ", ".join(
-        f"{k.removeprefix('optimizer.')} {v:g}" if _num(v) else f"{k} {v}"
+        f"{k.removeprefix('optimizer.')} {v:g}" if num(v) else f"{k} {v}"
         for k, v in (params or {}).items()
     )
 
@@ -56,20 +33,20 @@ def trials_table(arms: dict, select: str) -> list[str]:
     for name, rec in arms.items():
         if rec.get("equal_compute_of"):
             continue
-        ts = [t for t in rec.get("trials", []) if _num((t.get("params") or {}).get(LR_KEY))]
+        ts = [t for t in rec.get("trials", []) if num((t.get("params") or {}).get(LR_KEY))]
         for t in sorted(ts, key=lambda t: t["params"][LR_KEY]):
             rest = {k: v for k, v in t["params"].items() if k != LR_KEY}
             v = t.get("select_value")
             lines.append(
                 f"| {name} | {t['params'][LR_KEY]:.3g} | {params_text(rest)} | "
-                f"{f'{v:.4f}' if _num(v) else 'failed'} |"
+                f"{f'{v:.4f}' if num(v) else 'failed'} |"
             )
     return lines
 
 
 def lr_ratio(arms: dict) -> str:
     chosen = {a: (r.get("chosen") or {}).get(LR_KEY) for a, r in arms.items()}
-    chosen = {a: v for a, v in chosen.items() if _num(v)}
+    chosen = {a: v for a, v in chosen.items() if num(v)}
     if len(chosen) < 2:
         return "Chosen lr: fewer than two optimizers completed a trial."
     text = "; ".join(f"{a} {v:.3g}" for a, v in chosen.items())
@@ -81,11 +58,7 @@ def lr_ratio(arms: dict) -> str:
 
 
 def plot(study_dir: Path, name: str | None, arms: dict, select: str) -> str | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     drawn = False
     for arm, rec in arms.items():
@@ -94,7 +67,7 @@ def plot(study_dir: Path, name: str | None, arms: dict, select: str) -> str | No
         pts = sorted(
             ((t.get("params") or {}).get(LR_KEY), t.get("select_value"))
             for t in rec.get("trials", [])
-            if _num((t.get("params") or {}).get(LR_KEY)) and _num(t.get("select_value"))
+            if num((t.get("params") or {}).get(LR_KEY)) and num(t.get("select_value"))
         )
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=arm, alpha=0.8)
@@ -107,10 +80,8 @@ def plot(study_dir: Path, name: str | None, arms: dict, select: str) -> str | No
     ax.set_ylabel(select)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
     fname = f"sensitivity_{name or 'main'}.png"
-    fig.savefig(Path(study_dir) / fname, dpi=110)
-    plt.close(fig)
+    save_figure(fig, Path(study_dir) / fname)
     return fname
 
 

@@ -14,29 +14,10 @@ content in, markdown out.
 
 from __future__ import annotations
 
-import json
-import math
 import statistics
 from pathlib import Path
 
-
-def workloads(study: dict) -> dict:
-    """workload name (None for a one-workload study) -> {arm: arm record}; several workloads
-    sit under `by_workload` (as runner.study writes them) or `workloads` (as runner.study.report
-    also reads them)."""
-    for key in ("by_workload", "workloads"):
-        nested = study.get(key)
-        if (
-            isinstance(nested, dict)
-            and nested
-            and all(isinstance(v, dict) and "arms" in v for v in nested.values())
-        ):
-            return {w: v.get("arms", {}) for w, v in nested.items()}
-    return {None: study.get("arms", {})}
-
-
-def _num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+from runner.study.analysis_kit import num, summary_of, workloads
 
 
 def rounds(study_dir: Path, workload: str | None, arm: str) -> list[float]:
@@ -44,11 +25,8 @@ def rounds(study_dir: Path, workload: str | None, arm: str) -> list[float]:
     root = Path(study_dir) / "cost" / (workload or "main") / arm
     out = []
     for d in sorted(root.glob("rep-*")) if root.is_dir() else []:
-        try:
-            s = json.loads((d / "summary.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if s.get("status") == "completed" and _num(s.get("train_seconds")) and s.get("steps"):
+        s = summary_of(d)
+        if s.get("status") == "completed" and num(s.get("train_seconds")) and s.get("steps"):
             out.append(s["train_seconds"] / s["steps"])
     return out
 
@@ -65,13 +43,13 @@ def length_of(rec: dict) -> str:
 def diff_text(eq: dict, digits: int = 4) -> tuple[str, str, str]:
     d = eq.get("diff") or {}
     lo, hi = (d.get("ci95") or [None, None])[:2]
-    if not _num(d.get("mean")):
+    if not num(d.get("mean")):
         return "n/a", "n/a", str(eq.get("verdict", ""))
-    ci = f" [{lo:+.{digits}f}, {hi:+.{digits}f}]" if _num(lo) and _num(hi) else ""
+    ci = f" [{lo:+.{digits}f}, {hi:+.{digits}f}]" if num(lo) and num(hi) else ""
     p = d.get("p_holm", d.get("p"))
     return (
         f"{d['mean']:+.{digits}f}{ci}",
-        f"{p:.3g}" if _num(p) else "n/a",
+        f"{p:.3g}" if num(p) else "n/a",
         str(eq.get("verdict", "")),
     )
 
@@ -90,7 +68,7 @@ def cost_table(study_dir: Path, workload: str | None, arms: dict, baseline: str)
         cost = rec.get("cost") or {}
         rs = rounds(study_dir, workload, name)
         sec = statistics.median(rs) if rs else cost.get("sec_per_step")
-        ms = f"{sec * 1e3:.2f}" if _num(sec) else "n/a"
+        ms = f"{sec * 1e3:.2f}" if num(sec) else "n/a"
         if rs:
             ms += " (" + ", ".join(f"{x * 1e3:.1f}" for x in rs) + ")"
         ratio = cost.get("ratio")
@@ -104,7 +82,7 @@ def cost_table(study_dir: Path, workload: str | None, arms: dict, baseline: str)
             row = [
                 name,
                 ms,
-                f"{ratio:.2f}×" if _num(ratio) else "n/a",
+                f"{ratio:.2f}×" if num(ratio) else "n/a",
                 cost.get("source", ""),
                 "none (within 10% of the baseline)",
                 "",
@@ -117,7 +95,7 @@ def cost_table(study_dir: Path, workload: str | None, arms: dict, baseline: str)
             row = [
                 name,
                 ms,
-                f"{ratio:.2f}×" if _num(ratio) else "n/a",
+                f"{ratio:.2f}×" if num(ratio) else "n/a",
                 cost.get("source", ""),
                 vs,
                 length_of(arms.get(vs, {})),

@@ -366,6 +366,19 @@ def _feature_data(rows, ids, span, class_names, standardize, semi) -> Data:
     )
 
 
+def check_columns(text_column, feature_columns, tokenizer=None, dataset: str | None = None):
+    """Exactly one of text_column (text) and feature_columns (numeric). With the dataset's name
+    (dataset=csv / hf build, which check before reading any file), a text dataset also needs a
+    text model's tokenizer."""
+    check(
+        (text_column is None) != (feature_columns is None),
+        "dataset.text_column",
+        "set exactly one of text_column (text) and feature_columns (numeric)",
+    )
+    if dataset is not None and text_column is not None and tokenizer is None:
+        T.load_tokenizer(None, dataset)  # says: pick a text model
+
+
 def from_tables(
     tables: dict,
     where: dict,
@@ -392,17 +405,13 @@ def from_tables(
 ) -> Data:
     """`tables`: {'train': Dataset, 'val'?: Dataset, 'test'?: Dataset}; `where` names each for
     error messages. Shared by dataset=csv and dataset=hf."""
-    check(
-        (text_column is None) != (feature_columns is None),
-        "dataset.text_column",
-        "set exactly one of text_column (text) and feature_columns (numeric)",
-    )
+    check_columns(text_column, feature_columns)
     check(
         isinstance(label_column, str) and label_column != "",
         "dataset.label_column",
         "required: the name of the label column",
     )
-    label_columns = _check_multi_args(label_columns, label_delimiter)
+    label_columns = _check_multi_args(_plain(label_columns), label_delimiter)
     multi = label_columns is not None or label_delimiter is not None
     cols = _input_columns(tables, text_column, feature_columns, label_column, label_columns)
     if text_column is not None:
@@ -453,14 +462,7 @@ def build(
     labeled_fraction: float | None = None,
     labeled_size: int | None = None,
 ) -> Data:
-    # Cheap argument checks before any file is read.
-    check(
-        (text_column is None) != (feature_columns is None),
-        "dataset.text_column",
-        "set exactly one of text_column (text) and feature_columns (numeric)",
-    )
-    if text_column is not None and tokenizer is None:
-        T.load_tokenizer(None, "csv")  # says: pick a text model
+    check_columns(text_column, feature_columns, tokenizer, "csv")
     if isinstance(path, DictConfig):
         path = OmegaConf.to_container(path)
     tables, where = load_files(path)
@@ -481,7 +483,7 @@ def build(
         padding=padding,
         standardize=standardize,
         dataset="csv",
-        label_columns=_plain(label_columns),
+        label_columns=label_columns,
         label_delimiter=label_delimiter,
         labeled_fraction=labeled_fraction,
         labeled_size=labeled_size,

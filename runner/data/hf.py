@@ -23,9 +23,8 @@ from __future__ import annotations
 import os
 
 from runner import CACHE_DIR
-from runner.data import text as T
 from runner.data.base import Data
-from runner.data.csv import _plain, from_tables, quiet_datasets
+from runner.data.csv import check_columns, from_tables, quiet_datasets
 from runner.errors import ConfigError, check
 
 
@@ -107,13 +106,7 @@ def build(
     label_columns=None,
     label_delimiter: str | None = None,
 ) -> Data:
-    check(
-        (text_column is None) != (feature_columns is None),
-        "dataset.text_column",
-        "set exactly one of text_column (text) and feature_columns (numeric)",
-    )
-    if text_column is not None and tokenizer is None:
-        T.load_tokenizer(None, "hf")  # says: pick a text model
+    check_columns(text_column, feature_columns, tokenizer, "hf")
     dd = load(name, subset, revision)
     available = list(dd.keys())
     tables, where = {}, {}
@@ -156,6 +149,6 @@ def build(
         label_names=label_names,
         labeled_fraction=labeled_fraction,
         labeled_size=labeled_size,
-        label_columns=_plain(label_columns),
+        label_columns=label_columns,
         label_delimiter=label_delimiter,
     )

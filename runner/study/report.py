@@ -16,6 +16,8 @@ import re
 from pathlib import Path
 
 from runner.stats import describe, lower_is_better, performance_profile
+from runner.study.results import num as _ok
+from runner.study.results import rows_of
 
 DOCS = "docs/study.md"
 MAIN = "main"  # the workload's name when the study has one
@@ -24,12 +26,9 @@ MAIN = "main"  # the workload's name when the study has one
 # -- reading study.json ---------------------------------------------------------------------
 
 
-def _ok(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def workloads(study: dict) -> dict[str, dict]:
-    """workload name -> its arms (name -> arm dict), in study order."""
+def workloads(study: dict, single: str | None = MAIN) -> dict:
+    """workload name -> its arms (name -> arm dict), in study order; `single` names the one
+    workload of a one-workload study (the recipes' analyses pass None: no heading for it)."""
     for key in ("by_workload", "workloads"):  # `workloads` may hold them too (the issue's wording)
         nested = study.get(key)
         if (
@@ -38,7 +37,7 @@ def workloads(study: dict) -> dict[str, dict]:
             and nested
         ):
             return {w: v.get("arms", {}) for w, v in nested.items()}
-    return {MAIN: study.get("arms", {})}
+    return {single: study.get("arms", {})}
 
 
 def higher_better(study: dict, key: str = "metric") -> bool:
@@ -48,23 +47,10 @@ def higher_better(study: dict, key: str = "metric") -> bool:
     return not lower_is_better(str(study.get(key, "")))
 
 
-def _run_path(out: Path, d: str) -> Path:
+def run_path(out: Path, d: str) -> Path:
+    """A run dir of study.json: relative to the study dir `out` (absolute paths work too)."""
     p = Path(d)
-    return p if p.is_absolute() else out / p
-
-
-def _rows(path: Path) -> list[dict]:
-    try:
-        lines = (path / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    rows = []
-    for line in lines:
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut by a kill
-    return rows
+    return p if p.is_absolute() else Path(out) / p
 
 
 # -- formatting -----------------------------------------------------------------------------
@@ -352,7 +338,7 @@ def profile_scores(wl: dict) -> dict[str, dict[str, float]]:
 # -- the plots ------------------------------------------------------------------------------
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -361,8 +347,22 @@ def _plt():
     return plt
 
 
+def finish_axes(ax, title: str) -> None:
+    """The title, a light grid and a small legend: the look the report's plots share."""
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Laid out, written at 110 dpi (every report and recipe figure) and closed."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+
+
 def _colors(names: list[str]) -> dict:
-    cmap = _plt().get_cmap("tab10")
+    cmap = pyplot().get_cmap("tab10")
     return {n: cmap(i % 10) for i, n in enumerate(names)}
 
 
@@ -377,7 +377,7 @@ def best_so_far(values: list, higher: bool) -> list:
 
 
 def plot_tuning(study: dict, arms: dict, path: Path, title: str) -> bool:
-    plt, higher = _plt(), higher_better(study, "select")
+    plt, higher = pyplot(), higher_better(study, "select")
     colors = _colors(list(arms))
     fig, ax = plt.subplots(figsize=(8, 4.5))
     drawn = False
@@ -410,17 +410,13 @@ def plot_tuning(study: dict, arms: dict, path: Path, title: str) -> bool:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(f"best {study.get('select')} so far")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish_axes(ax, title)
+    save_figure(fig, path)
     return True
 
 
 def plot_final(study: dict, arms: dict, path: Path, title: str) -> bool:
-    plt = _plt()
+    plt = pyplot()
     names = [a for a in arms if _ok((arms[a].get("final") or {}).get("mean"))]
     if not names:
         return False
@@ -444,9 +440,7 @@ def plot_final(study: dict, arms: dict, path: Path, title: str) -> bool:
     ax.set_yticklabels(list(reversed(names)))
     ax.set_xlabel(f"{study.get('metric')} (mean, 95% CI; dots: seeds; dashed: baseline)")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -458,7 +452,7 @@ def band(run_dirs: list[Path], key: str):
     """steps, mean, low, high of `key` across runs (95% t CI where >= 2 runs have the step)."""
     by_step: dict[int, list[float]] = {}
     for d in run_dirs:
-        for r in _rows(d):
+        for r in rows_of(d):
             if _ok(r.get(key)) and _ok(r.get("step")):
                 by_step.setdefault(int(r["step"]), []).append(float(r[key]))
     steps = sorted(by_step)
@@ -473,12 +467,12 @@ def band(run_dirs: list[Path], key: str):
 
 
 def plot_curves(study: dict, arms: dict, out: Path, path: Path, title: str) -> bool:
-    plt, key = _plt(), curve_key(study)
+    plt, key = pyplot(), curve_key(study)
     colors = _colors(list(arms))
     fig, ax = plt.subplots(figsize=(8, 4.5))
     drawn = False
     for name, a in arms.items():
-        dirs = [_run_path(out, d) for d in (a.get("final") or {}).get("run_dirs") or []]
+        dirs = [run_path(out, d) for d in (a.get("final") or {}).get("run_dirs") or []]
         steps, mean, lo, hi = band(dirs, key)
         if not steps:
             continue
@@ -490,12 +484,8 @@ def plot_curves(study: dict, arms: dict, out: Path, path: Path, title: str) -> b
         return False
     ax.set_xlabel("step")
     ax.set_ylabel(key)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish_axes(ax, title)
+    save_figure(fig, path)
     return True
 
 
@@ -513,7 +503,7 @@ def profile_taus(scores: dict, higher: bool, n: int = 200) -> list[float]:
 
 def plot_profile(study: dict, wl: dict, path: Path) -> dict:
     """The performance profile of the final metric's means across workloads; returns it."""
-    plt, higher = _plt(), higher_better(study)
+    plt, higher = pyplot(), higher_better(study)
     scores = profile_scores(wl)
     taus = profile_taus(scores, higher)
     prof = performance_profile(scores, taus, higher)
@@ -524,12 +514,8 @@ def plot_profile(study: dict, wl: dict, path: Path) -> dict:
     ax.set_xlabel(f"τ (ratio to the best arm's {study.get('metric')} on a workload)")
     ax.set_ylabel("fraction of workloads within τ of the best")
     ax.set_ylim(-0.03, 1.03)
-    ax.set_title(f"performance profile over {len(wl)} workloads")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish_axes(ax, f"performance profile over {len(wl)} workloads")
+    save_figure(fig, path)
     return {"taus": taus, "profile": prof}
 
 

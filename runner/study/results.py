@@ -30,7 +30,8 @@ def rows_of(run_dir: Path) -> list[dict]:
     return out
 
 
-def _num(v) -> bool:
+def num(v) -> bool:
+    """A finite int or float (not a bool): a figure a table or a sum can use."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -42,9 +43,9 @@ def run_value(run_dir: Path, key: str) -> float | None:
     if s.get("status") != "completed":
         return None
     for k in (key, f"best/{key}"):
-        if _num(s.get(k)):
+        if num(s.get(k)):
             return float(s[k])
-    last = [r[key] for r in rows_of(run_dir) if _num(r.get(key))]
+    last = [r[key] for r in rows_of(run_dir) if num(r.get(key))]
     return float(last[-1]) if last else None
 
 
@@ -132,7 +133,7 @@ def sec_per_step(study_dir: Path, run_dirs: list[str]) -> float | None:
     xs = []
     for d in run_dirs:
         s = summary_of(study_dir / d)
-        if s.get("status") == "completed" and _num(s.get("train_seconds")) and s.get("steps"):
+        if s.get("status") == "completed" and num(s.get("train_seconds")) and s.get("steps"):
             xs.append(s["train_seconds"] / s["steps"])
     return statistics.median(xs) if xs else None
 
@@ -146,7 +147,7 @@ def time_to_target(study_dir: Path, run_dirs: list[str], target: dict, higher: b
             (
                 r["step"]
                 for r in rows_of(study_dir / d)
-                if _num(r.get(target["key"]))
+                if num(r.get(target["key"]))
                 and (
                     r[target["key"]] >= target["value"]
                     if higher

@@ -171,7 +171,27 @@ class TableShift:
         self.table.index_put_((self.ids,), self.saved)
 
 
-class FGM(Trick):
+class Adversarial(Trick):
+    """FGM's and PGD's hook frame: adv_weight 0 is the no-op (no extra pass); otherwise the clean
+    backward as ``mode`` asks, then ``attack`` from g = ∂loss/∂embedding on the batch the loss
+    chain ran (``Out.batch``). The trick facts stay on each trick's own class."""
+
+    def setup(self, state) -> None:
+        check_setup(self, state, f"reg.{self.name}")
+
+    def backward(self, state, out, batch, next) -> None:
+        if self.adv_weight == 0.0:  # the no-op: no extra pass
+            return next(out, batch)
+        g = clean_grad(state, out, batch, next, self.mode)
+        if g is None:
+            return
+        self.attack(state, out, out.batch if out.batch is not None else batch, g)
+
+    def attack(self, state, out, b, g) -> None:
+        raise NotImplementedError
+
+
+class FGM(Adversarial):
     order = 70
     needs_embed_grad = True
     figures = ("train/adv_loss",)
@@ -194,16 +214,7 @@ class FGM(Trick):
         self.eps, self.norm, self.mode, self.target = float(eps), norm, mode, target
         self.adv_weight = float(adv_weight)
 
-    def setup(self, state) -> None:
-        check_setup(self, state, f"reg.{self.name}")
-
-    def backward(self, state, out, batch, next) -> None:
-        if self.adv_weight == 0.0:  # the no-op: no extra pass
-            return next(out, batch)
-        g = clean_grad(state, out, batch, next, self.mode)
-        if g is None:
-            return
-        b = out.batch if out.batch is not None else batch
+    def attack(self, state, out, b, g) -> None:
         if self.target == "output":
             r = (self.eps * l2_normalize(g, self.norm)).to(out.embed.dtype)
             adv_backward(state, state.forward(b, delta=r).loss, self.adv_weight)

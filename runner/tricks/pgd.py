@@ -32,13 +32,11 @@ from __future__ import annotations
 import torch
 
 from runner.errors import positive
-from runner.tricks import Trick
 from runner.tricks.fgm import (
+    Adversarial,
     TableShift,
     adv_backward,
     check_forms,
-    check_setup,
-    clean_grad,
     for_direction,
     l2_normalize,
     project,
@@ -46,7 +44,7 @@ from runner.tricks.fgm import (
 )
 
 
-class PGD(Trick):
+class PGD(Adversarial):
     order = 70
     needs_embed_grad = True
     figures = ("train/adv_loss",)
@@ -73,16 +71,7 @@ class PGD(Trick):
         self.eps, self.alpha, self.K, self.norm = float(eps), float(alpha), int(K), norm
         self.mode, self.target, self.adv_weight = mode, target, float(adv_weight)
 
-    def setup(self, state) -> None:
-        check_setup(self, state, f"reg.{self.name}")
-
-    def backward(self, state, out, batch, next) -> None:
-        if self.adv_weight == 0.0:  # the no-op: no extra pass
-            return next(out, batch)
-        g = clean_grad(state, out, batch, next, self.mode)
-        if g is None:
-            return
-        b = out.batch if out.batch is not None else batch
+    def attack(self, state, out, b, g) -> None:
         if self.target == "table":
             return self._table(state, b, g)
         r = torch.zeros_like(g, dtype=torch.float32)
