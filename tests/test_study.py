@@ -547,32 +547,3 @@ def test_equal_compute_end_to_end(tmp_path):
     ec = arms["pgd"]["equal_compute"]
     assert ec["vs"] == "slow@pgd" and ec["diff"]["p_holm"] == ec["diff"]["p"]  # a family of one
     assert arms["slow@pgd"]["final"]["n"] == 2 and len(arms["slow@pgd"]["trials"]) == 1
-
-
-def test_wandb_verdict_run_holds_the_study_table_and_headline(e2e, monkeypatch):
-    """`tricks study --wandb`: one offline W&B run (job type verdict) under DIR whose table has a
-    row per arm with its verdict, and whose summary holds the headline; read back from the run's
-    own records, as the compare --wandb test does."""
-    from test_report import _records
-
-    from runner.cli import _study_wandb
-
-    d, study, _ = e2e
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    _study_wandb(study, d / "out")
-    runs = list((d / "out" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
-    recs = _records(runs[0])
-    info = next(r["run"] for r in recs if r["type"] == "run")
-    assert info["job_type"] == "verdict"
-    summary = {}
-    for r in recs:
-        if r["type"] == "summary":
-            summary.update(r["summary"].get("update", {}))
-    assert "good" in summary["headline"]
-    item = next(r["history"]["item"] for r in recs if r["type"] == "history")
-    table = json.loads((runs[0] / "files" / item["verdict.path"]).read_text())
-    assert table["columns"] == ["workload", "arm", "test/acc", "diff", "p_holm", "verdict"]
-    by_arm = {row[1]: row for row in table["data"]}
-    assert set(by_arm) == set(study["arms"])
-    assert by_arm["good"][5] == study["arms"]["good"]["verdict"]

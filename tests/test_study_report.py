@@ -393,3 +393,33 @@ def test_time_to_target_and_an_arm_that_failed_everywhere(tmp_path):
     assert {f.name for f in files} >= {"final.png", "tuning.png"}
     rows = {r["arm"]: r for r in csv.DictReader((tmp_path / "summary.csv").open())}
     assert rows["fgm"]["target_mean_steps"] == "27.5" and rows["rdrop"]["mean"] == ""
+
+
+def test_wandb_verdict_run_holds_the_study_table_and_headline(tmp_path, monkeypatch):
+    """`tricks study --wandb`: one offline W&B run (job type verdict) under DIR whose table has a
+    row per arm with its verdict, and whose summary holds the headline; read back from the run's
+    own records, as the compare --wandb test does."""
+    from test_report import _records
+
+    from runner.cli import _study_wandb
+    from runner.study.protocol import headline
+
+    study = study_of(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    _study_wandb(study, tmp_path)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    recs = _records(runs[0])
+    info = next(r["run"] for r in recs if r["type"] == "run")
+    assert info["job_type"] == "verdict" and info["run_group"] == "fake"
+    summary = {}
+    for r in recs:
+        if r["type"] == "summary":
+            summary.update(r["summary"].get("update", {}))
+    assert summary["headline"] == "; ".join(headline(study))
+    item = next(r["history"]["item"] for r in recs if r["type"] == "history")
+    table = json.loads((runs[0] / "files" / item["verdict.path"]).read_text())
+    assert table["columns"] == ["workload", "arm", "test/acc", "diff", "p_holm", "verdict"]
+    by_arm = {row[1]: row for row in table["data"]}
+    assert set(by_arm) == set(study["arms"])
+    assert all(by_arm[a][5] == study["arms"][a]["verdict"] for a in by_arm)
