@@ -547,3 +547,6 @@ def test_equal_compute_end_to_end(tmp_path):
     ec = arms["pgd"]["equal_compute"]
     assert ec["vs"] == "slow@pgd" and ec["diff"]["p_holm"] == ec["diff"]["p"]  # a family of one
     assert arms["slow@pgd"]["final"]["n"] == 2 and len(arms["slow@pgd"]["trials"]) == 1
+    cost_runs = sorted((tmp_path / "out" / "runs" / "_cost").glob("*/*/rep-*/summary.json"))
+    assert len(cost_runs) == 1 + 3 * 2  # the warm-up and 3 interleaved rounds of both arms
+    assert {json.loads(f.read_text())["status"] for f in cost_runs} == {"completed"}

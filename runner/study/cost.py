@@ -24,15 +24,18 @@ def cost_jobs(study: Study, w: str, arms: dict, points: dict) -> list[Job]:
         f"trainer.checkpoint_every={n}",
         "trainer.keep_checkpoints=none",
     ]
-    job = lambda a, rep, label: Job(
-        merge(run_overrides(study, w, arms[a], points[a][0], rep), short, [f"+arm={a}"]),
-        Path("runs") / "_cost" / w / a / f"rep-{rep}",
-        label,
-    )
+
+    def job(a: str, seed: int, rep: str, label: str) -> Job:
+        return Job(
+            merge(run_overrides(study, w, arms[a], points[a][0], seed), short, [f"+arm={a}"]),
+            Path("runs") / "_cost" / w / a / f"rep-{rep}",
+            label,
+        )
+
     # a first, uncounted run warms the process up (allocator, caches, lazy imports): the
     # first timed arm would otherwise pay for it
-    return [job(next(iter(arms)), "warmup", "warmup")] + [
-        job(a, rep, f"{w}/{a}") for rep in range(REPS) for a in arms
+    return [job(next(iter(arms)), 0, "warmup", "warmup")] + [
+        job(a, rep, str(rep), f"{w}/{a}") for rep in range(REPS) for a in arms
     ]
 
 
