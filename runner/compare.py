@@ -37,8 +37,6 @@ from runner.config import GROUPS, TRICK_GROUPS, choices_of
 from runner.errors import ConfigError
 from runner.stats import compare_to, describe, holm_verdicts, lower_is_better, match_value
 
-_match = match_value  # the name scripts/experiments.py imports (that script is being retired)
-
 # Keys that cannot change a result: never a reason to split runs into groups.
 IGNORED = (
     "seed",
