@@ -392,11 +392,26 @@ def section_tricks(args, out: dict):
     cases.update({k: job + v for k, (job, v, _) in FORMS.items()})
     if args.quick:
         cases = {k: v for k, v in cases.items() if k in ("none", "rdrop", "fgm", "clip=norm")}
+    if args.only:  # some arms, each with its own job's baseline
+        keep = {a.strip() for a in args.only.split(",")} | {"none"}
+        keep |= {"text: none"} if any(a.startswith("text: ") for a in keep) else set()
+        unknown = sorted(keep - set(cases))
+        if unknown:
+            raise SystemExit(
+                f"error: --only: unknown arm {unknown[0]!r} (allowed: {', '.join(cases)})"
+            )
+        cases = {k: v for k, v in cases.items() if k in keep}
     print(
         f"[tricks] {len(cases)} arms on {' '.join(TRICK_JOB)} (text: on the tweets Transformer)",
         flush=True,
     )
-    arms = {k: (lambda v=v: engine_run(v, args.trick_steps, args.warm)) for k, v in cases.items()}
+
+    def length(k: str) -> tuple[int, int]:  # (steps, warm-up): the text job's own, when set
+        if k.startswith("text: ") and args.text_trick_steps:
+            return args.text_trick_steps, args.text_warm
+        return args.trick_steps, args.warm
+
+    arms = {k: (lambda v=v, n=length(k): engine_run(v, *n)) for k, v in cases.items()}
     res = interleave(arms, args.reps)
     mem = {}
     for k, v in cases.items():  # one step under the memory counter (it slows the step down)
@@ -829,6 +844,16 @@ def main(argv=None):
     ap.add_argument("--text-warm", type=int, default=15)
     ap.add_argument(
         "--trick-steps", type=int, default=150, help="steps of the trick / optimizer runs"
+    )
+    ap.add_argument(
+        "--text-trick-steps",
+        type=int,
+        default=None,
+        help="steps of the trick arms on the tweets Transformer (default: --trick-steps; "
+        "their warm-up is --text-warm)",
+    )
+    ap.add_argument(
+        "--only", default=None, help="comma list of trick arms of the tricks section (+ none)"
     )
     ap.add_argument("--startup-jobs", default="mnist1d MLP")
     ap.add_argument("--batches", default="32,128,512")
