@@ -2,14 +2,11 @@
 trains a few steps at the centre of its search space (first workload); flooding's analysis runs
 on a synthetic study; run inputs decide whether a commit is dirty.
 
-Parametrized over experiments/*/study.yaml, so a new study or arm is tested by adding it. Arms
-marked `# needs issue 17` in their study file (trick forms built in another branch) may fail
-to compose in a tree without that branch: they xfail then, and pass after the merge."""
+Parametrized over experiments/*/study.yaml, so a new study or arm is tested by adding it."""
 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from pathlib import Path
 
@@ -35,7 +32,6 @@ TINY_PRETRAINED = [
     "trainer.batch_size=4",
     "trainer.eval_batch_size=8",
 ]
-MARK = "needs issue 17"
 
 
 def study_files() -> list[Path]:
@@ -46,21 +42,6 @@ def load(path: Path):
     from runner.study.spec import parse_text
 
     return parse_text(path, path.read_text())
-
-
-def marked(text: str, arm: str) -> bool:
-    """The arm (its line or the comment block above it) or every arm is marked `needs issue 17`."""
-    lines = text.splitlines()
-    if any(MARK + " (every arm" in l or (MARK in l and "in common" in l) for l in lines):
-        return True
-    for i, line in enumerate(lines):
-        if re.match(rf"^\s+{re.escape(arm)}\s*:", line):
-            j = i - 1  # the comment block right above the arm
-            while j >= 0 and lines[j].strip().startswith("#"):
-                j -= 1
-            if MARK in line or any(MARK in l for l in lines[j + 1 : i]):
-                return True
-    return False
 
 
 def arms():
@@ -115,19 +96,13 @@ def _tiny(ovr: list[str]) -> list[str]:
 @pytest.mark.parametrize("path,arm", arms())
 def test_study_arm_trains(path, arm, tmp_path):
     from runner.cli import precheck
-    from runner.errors import ConfigError
     from runner.study.spec import run_overrides
 
     s = load(path)
     w = next(iter(s.workloads))
     centre = {d.key: d.value(0.5) for d in s.space(arm)}
     ovr = _tiny(run_overrides(s, w, s.arms[arm], centre, s.tune_seeds[0]))
-    try:
-        precheck(ovr)
-    except ConfigError as e:
-        if marked(s.text, arm):
-            pytest.xfail(f"marked '{MARK}': {e}")
-        raise
+    precheck(ovr)
     summary = train_run(ovr, tmp_path / "run")
     assert summary["status"] == "completed", summary.get("error")
     assert summary["steps"] == 3
