@@ -15,6 +15,7 @@ import math
 import re
 from pathlib import Path
 
+from runner.compare import fnum, fp
 from runner.stats import describe, lower_is_better, performance_profile
 from runner.study.results import num as _ok
 from runner.study.results import rows_of
@@ -56,20 +57,8 @@ def run_path(out: Path, d: str) -> Path:
 # -- formatting -----------------------------------------------------------------------------
 
 
-def fnum(x, digits: int = 4) -> str:
-    if not _ok(x):
-        return "–"
-    return f"{x:.{digits}f}" if abs(x) < 1000 else f"{x:,.0f}"
-
-
 def fsig(x) -> str:
     return f"{x:+.4f}" if _ok(x) else "–"
-
-
-def fp(p) -> str:
-    if not _ok(p):
-        return "–"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def fval(v) -> str:
