@@ -110,7 +110,8 @@ def is_run_dir(d: Path) -> bool:
     )
 
 
-def _read_rows(path: Path) -> list:
+def read_rows(path: Path) -> list:
+    """A metrics.jsonl file's rows (none when it is absent; a line cut by a kill skipped)."""
     rows = []
     if path.is_file():
         for line in path.read_text().splitlines():
@@ -163,7 +164,7 @@ def load_run_dir(d: Path) -> Run:
         summary=summary,
         status=status,
         error=error,
-        load_rows=lambda p=d / "metrics.jsonl": _read_rows(p),
+        load_rows=lambda p=d / "metrics.jsonl": read_rows(p),
     )
 
 

@@ -17,17 +17,10 @@ def summary_of(run_dir: Path) -> dict:
 
 
 def rows_of(run_dir: Path) -> list[dict]:
-    try:
-        lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            pass  # a line cut by a kill
-    return out
+    """A run dir's metrics.jsonl rows (runner.compare.read_rows)."""
+    from runner.compare import read_rows
+
+    return read_rows(Path(run_dir) / "metrics.jsonl")
 
 
 def num(v) -> bool:
