@@ -189,14 +189,26 @@ def cuda_test_files() -> list[str]:
     )
 
 
+def _importable() -> None:
+    """Make this tree's `runner` importable (run as scripts/gpu_check.py, maybe uninstalled)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
+
+def commit_info() -> tuple[str, bool]:
+    """(short sha, dirty) of this tree: runner.gitinfo's (dirty: its run inputs changed)."""
+    _importable()
+    from runner.gitinfo import commit_info as info
+
+    return info(ROOT)
+
+
 def recipe_study(recipe: str):
     """The recipe's study file, parsed and checked (runner.study.spec: no config composed)."""
     study_file = ROOT / "experiments" / recipe / "study.yaml"
     if not study_file.is_file():
         raise SystemExit(f"error: no {study_file.relative_to(ROOT)} (the recipe's study file)")
-    tree = str(Path(__file__).resolve().parent.parent)  # run as scripts/gpu_check.py
-    if tree not in sys.path:
-        sys.path.insert(0, tree)
+    _importable()
     from runner.errors import ConfigError
     from runner.study.spec import parse_text
 
@@ -700,9 +712,9 @@ def summary_md(s: dict, out: Path) -> str:
 def tree_commit(args) -> tuple[str, bool]:
     """The commit of the tree: from git, or, on the device (a copy of the tree without its git
     folder), from the note --fetch-wheels wrote beside the wheels."""
-    commit = git(["rev-parse", "--short", "HEAD"])
-    if commit:
-        return commit, bool(git(["status", "--porcelain", "--untracked-files=no"]))
+    commit, dirty = commit_info()
+    if commit != "unknown":
+        return commit, dirty
     note = Path(args.wheels) / COMMIT_NOTE
     if note.is_file():
         c = json.loads(note.read_text())
@@ -711,22 +723,14 @@ def tree_commit(args) -> tuple[str, bool]:
 
 
 def write_commit_note(dest: Path) -> dict:
+    commit, dirty = commit_info()
     c = {
-        "commit": git(["rev-parse", "--short", "HEAD"]),
-        "dirty": bool(git(["status", "--porcelain", "--untracked-files=no"])),
+        "commit": commit,
+        "dirty": dirty,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     (dest / COMMIT_NOTE).write_text(json.dumps(c) + "\n")
     return c
-
-
-def git(argv: list[str]) -> str:
-    try:
-        return subprocess.run(
-            ["git", *argv], cwd=ROOT, capture_output=True, text=True, timeout=20
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
 
 
 # -- wheels (run where the package index is reachable) ----------------------------------------
