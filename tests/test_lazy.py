@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from test_reg_runs import resumes_exactly
 
 from runner.models.transformer import Transformer
 from runner.optim.lion import Lion
@@ -218,16 +219,7 @@ def test_resume_is_exact(tmp_path, monkeypatch):
         "optimizer.weight_decay=0.1",
         "derived=[lazy]",
     ]
-    want = tmp_path / "want"
-    assert train_run(ov, want)["status"] == "completed"
-    got = tmp_path / "got"
-    monkeypatch.setenv("TRICKS_TEST_KILL_AT_STEP", "3:TERM")
-    s = train_run(ov, got)
-    assert s["status"] == "interrupted" and s["steps"] == 3, s
-    monkeypatch.delenv("TRICKS_TEST_KILL_AT_STEP")
-    s = train_run(ov + ["resume=true"], got)
-    assert s["status"] == "completed" and s["resumed"] is True
-    assert strip_timing(read_rows(got)) == strip_timing(read_rows(want))
+    want, got = resumes_exactly(ov, tmp_path, monkeypatch, kill_at=3)
     assert torch.equal(_table(got), _table(want))
 
 

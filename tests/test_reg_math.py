@@ -43,7 +43,9 @@ def tiny_batch(seed: int = 1, n: int = B) -> dict:
     return {"x": torch.randn(n, D, generator=g), "y": torch.randint(0, C, (n,), generator=g)}
 
 
-def make_state(model, tricks, accum: int = 1, batcher=None, seed: int = 0):
+def make_state(model, tricks, accum: int = 1, batcher=None, seed: int = 0, loss=None, setup=True):
+    """A State for `model` and `tricks` on the CPU (fp32), with an SGD optimizer (lr 0.1); each
+    trick named and (with `setup`) set up. Shared with test_semisup."""
     st = engine.State(
         cfg=SimpleNamespace(accum_steps=accum),
         plan=devmod.plan("cpu", "fp32"),
@@ -56,12 +58,14 @@ def make_state(model, tricks, accum: int = 1, batcher=None, seed: int = 0):
         batcher=batcher,
         total_steps=1,
         seed=seed,
+        loss=loss,
     )
     st._keep_embed = any(t.needs_embed_grad for t in tricks)
     engine._reset_acc(st)
     for t in tricks:
         t._name = type(t).__name__.lower()
-        t.setup(st)
+        if setup:
+            t.setup(st)
     return st
 
 

@@ -216,6 +216,22 @@ def test_childtuning_d_mask_is_checkpointed_restored_and_freezes_weights(tmp_pat
     assert all(torch.equal(a, b) for a, b in zip(again["tricks"]["0:childtuning_d"]["mask"], mask))
 
 
+def resumes_exactly(ov, tmp_path, monkeypatch, kill_at: int):
+    """Train `ov` uninterrupted (tmp_path/want) and stopped by SIGTERM after step `kill_at`, then
+    resumed (tmp_path/got); assert both end with the same rows. Returns (want, got)."""
+    want = tmp_path / "want"
+    assert train_run(ov, want)["status"] == "completed"
+    got = tmp_path / "got"
+    monkeypatch.setenv("TRICKS_TEST_KILL_AT_STEP", f"{kill_at}:TERM")
+    s = train_run(ov, got)
+    assert s["status"] == "interrupted" and s["steps"] == kill_at, s
+    monkeypatch.delenv("TRICKS_TEST_KILL_AT_STEP")
+    s = train_run(ov + ["resume=true"], got)
+    assert s["status"] == "completed" and s["resumed"] is True
+    assert strip_timing(read_rows(got)) == strip_timing(read_rows(want))
+    return want, got
+
+
 def test_stateful_tricks_resume_exactly(tmp_path, monkeypatch):
     """Spectral's power-iteration vectors, ChildTuning-D's mask and the random draws of
     ChildTuning-F, input noise and R-Drop's dropout all come back on resume: a run stopped by
@@ -227,13 +243,4 @@ def test_stateful_tricks_resume_exactly(tmp_path, monkeypatch):
         "reg=[spectral,childtuning_f,childtuning_d,noise,rdrop]",
         "reg.childtuning_d.fisher_batches=2",
     ]
-    want = tmp_path / "want"
-    assert train_run(ov, want)["status"] == "completed"
-    got = tmp_path / "got"
-    monkeypatch.setenv("TRICKS_TEST_KILL_AT_STEP", "5:TERM")
-    s = train_run(ov, got)
-    assert s["status"] == "interrupted" and s["steps"] == 5, s
-    monkeypatch.delenv("TRICKS_TEST_KILL_AT_STEP")
-    s = train_run(ov + ["resume=true"], got)
-    assert s["status"] == "completed" and s["resumed"] is True
-    assert strip_timing(read_rows(got)) == strip_timing(read_rows(want))
+    resumes_exactly(ov, tmp_path, monkeypatch, kill_at=5)

@@ -4,10 +4,9 @@ terms (VAT's and R-Drop's divergence) see every row."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
+from test_reg_math import make_state
 
 from runner import losses as L
 from runner.data.base import semi_supervised
@@ -58,35 +57,11 @@ def test_labelled_subset_does_not_depend_on_the_run_seed(tmp_path):
     assert not torch.equal(other.train["labeled"], masks[0])
 
 
-def _state(model, tricks=(), loss=None):
-    from runner import device as devmod
-    from runner import engine
-
-    st = engine.State(
-        cfg=SimpleNamespace(accum_steps=1),
-        plan=devmod.plan("cpu", "fp32"),
-        model=model,
-        raw_model=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        scheduler=None,
-        tricks=list(tricks),
-        data=None,
-        batcher=None,
-        total_steps=1,
-        loss=loss,
-    )
-    st._keep_embed = any(t.needs_embed_grad for t in tricks)
-    engine._reset_acc(st)
-    for t in tricks:
-        t._name = type(t).__name__.lower()
-    return st
-
-
 def _grads(model, batch, tricks=(), loss=None, seed=0):
     from runner import engine
 
     model.zero_grad(set_to_none=True)
-    st = _state(model, tricks, loss)
+    st = make_state(model, tricks, loss=loss, setup=False)
     torch.manual_seed(seed)
     loss_fn, bwd_fn = engine.build_chains(st)
     out = loss_fn(batch)

@@ -165,7 +165,7 @@ def test_csv_text_labels_seeded_split(tmp_path, small_rows):
     from runner.data.csv import build
 
     p = write_csv(tmp_path / "t.csv", small_rows)
-    d = build(
+    kw = dict(
         path=str(p),
         text_column="text",
         label_column="label",
@@ -174,6 +174,7 @@ def test_csv_text_labels_seeded_split(tmp_path, small_rows):
         test_fraction=0.1,
         max_len=32,
     )
+    d = build(**kw)
     assert d.class_names == sorted({l for _, l in small_rows})
     assert (Data_size(d, "train"), Data_size(d, "val"), Data_size(d, "test")) == (63, 18, 9)
     # every row lands in exactly one split, with its own label (byte ids decode to the text)
@@ -183,26 +184,9 @@ def test_csv_text_labels_seeded_split(tmp_path, small_rows):
         for x, m, y in zip(split["x"], split["mask"], split["y"])
     )
     assert got == sorted((t.encode()[:30], l) for t, l in small_rows)
-    again = build(
-        path=str(p),
-        text_column="text",
-        label_column="label",
-        tokenizer="bytes",
-        val_fraction=0.2,
-        test_fraction=0.1,
-        max_len=32,
-    )
+    again = build(**kw)
     assert torch.equal(again.val["x"], d.val["x"])  # the split depends on split_seed only
-    other = build(
-        path=str(p),
-        text_column="text",
-        label_column="label",
-        tokenizer="bytes",
-        val_fraction=0.2,
-        test_fraction=0.1,
-        max_len=32,
-        split_seed=1,
-    )
+    other = build(**kw, split_seed=1)
     assert not torch.equal(other.val["x"], d.val["x"])
 
 

@@ -66,6 +66,36 @@ def load_arrays(num_samples: int = 5000, data_seed: int = 42) -> dict:
     return arrays
 
 
+def _train_arrays(num_samples: int, val_size: int, data_seed: int) -> dict:
+    """The cached arrays, checked to leave training rows once the last `val_size` go to val."""
+    a = load_arrays(num_samples, data_seed)
+    n_train = len(a["y"])
+    if val_size >= n_train:
+        raise ConfigError(
+            "dataset.val_size", f"{val_size} leaves no training data (train split has {n_train})"
+        )
+    return a
+
+
+def _data(x, y, xt, yt, y_train, val_size, labeled_fraction, labeled_size, data_seed) -> Data:
+    """The 10-digit splits of mnist1d and mnist1d_multi: the last `val_size` train rows are val,
+    the rest train (labels `y_train`, kept on the semi-supervised subset); test as given."""
+    train = semi_supervised(
+        {"x": x[:-val_size], "y": y_train},
+        labeled_fraction,
+        labeled_size,
+        data_seed,
+        "dataset.data_seed",
+    )
+    return Data(
+        train=train,
+        val={"x": x[-val_size:], "y": y[-val_size:]},
+        test={"x": xt, "y": yt},
+        info={"in_dim": x.shape[1], "num_classes": 10},
+        class_names=[str(i) for i in range(10)],
+    )
+
+
 def build(
     num_samples: int = 5000,
     val_size: int = 500,
@@ -77,12 +107,7 @@ def build(
     positive(num_samples, "dataset.num_samples", integer=True)
     positive(val_size, "dataset.val_size", integer=True)
     in_range(label_noise, "dataset.label_noise", 0.0, 1.0)
-    a = load_arrays(num_samples, data_seed)
-    n_train = len(a["y"])
-    if val_size >= n_train:
-        raise ConfigError(
-            "dataset.val_size", f"{val_size} leaves no training data (train split has {n_train})"
-        )
+    a = _train_arrays(num_samples, val_size, data_seed)
     x = torch.tensor(a["x"], dtype=torch.float32)
     y = torch.tensor(a["y"], dtype=torch.long)
     xt = torch.tensor(a["x_test"], dtype=torch.float32)
@@ -93,20 +118,7 @@ def build(
         g = torch.Generator().manual_seed(data_seed + 1)
         flip = torch.rand(len(ytr), generator=g) < label_noise
         ytr[flip] = torch.randint(0, num_classes, (int(flip.sum()),), generator=g)
-    train = semi_supervised(
-        {"x": x[:-val_size], "y": ytr},
-        labeled_fraction,
-        labeled_size,
-        data_seed,
-        "dataset.data_seed",
-    )
-    return Data(
-        train=train,
-        val={"x": x[-val_size:], "y": y[-val_size:]},
-        test={"x": xt, "y": yt},
-        info={"in_dim": x.shape[1], "num_classes": num_classes},
-        class_names=[str(i) for i in range(num_classes)],
-    )
+    return _data(x, y, xt, yt, ytr, val_size, labeled_fraction, labeled_size, data_seed)
 
 
 def mix(x: np.ndarray, y: np.ndarray, single_fraction: float, seed: int):
@@ -139,26 +151,8 @@ def build_multi(
     positive(num_samples, "dataset.num_samples", integer=True)
     positive(val_size, "dataset.val_size", integer=True)
     in_range(single_fraction, "dataset.single_fraction", 0.0, 1.0)
-    a = load_arrays(num_samples, data_seed)
-    if val_size >= len(a["y"]):
-        raise ConfigError(
-            "dataset.val_size",
-            f"{val_size} leaves no training data (train split has {len(a['y'])})",
-        )
+    a = _train_arrays(num_samples, val_size, data_seed)
     x, y = mix(a["x"], a["y"].astype(np.int64), single_fraction, data_seed + 2)
     xt, yt = mix(a["x_test"], a["y_test"].astype(np.int64), single_fraction, data_seed + 3)
     x, y, xt, yt = (torch.from_numpy(v) for v in (x, y, xt, yt))
-    train = semi_supervised(
-        {"x": x[:-val_size], "y": y[:-val_size]},
-        labeled_fraction,
-        labeled_size,
-        data_seed,
-        "dataset.data_seed",
-    )
-    return Data(
-        train=train,
-        val={"x": x[-val_size:], "y": y[-val_size:]},
-        test={"x": xt, "y": yt},
-        info={"in_dim": x.shape[1], "num_classes": 10},
-        class_names=[str(i) for i in range(10)],
-    )
+    return _data(x, y, xt, yt, y[:-val_size], val_size, labeled_fraction, labeled_size, data_seed)
