@@ -79,7 +79,8 @@ def test_flooding_study_validates_whole():
     from runner.study import load as full_load
 
     s = full_load(EXP / "flooding" / "study.yaml")
-    assert set(s.workloads) == {"clean", "noisy"} and set(s.arms) == {"none", "flood"}
+    assert set(s.workloads) == {"clean", "noisy"}
+    assert set(s.arms) == {"none", "flood", "b0.05", "b0.1", "b0.2", "b0.4"}  # tuned b and a grid
     assert s.analysis == EXP / "flooding" / "analysis.py"
 
 
