@@ -22,7 +22,8 @@ TINY = [
     "trainer.progress=false",
     "trainer.epochs=1",
 ]
-TINY_TEXT = ["dataset.train_size=64", "dataset.val_size=32", "dataset.test_size=32"]
+# 128 train rows: a text study at batch 100 (derived_text) fits one batch
+TINY_TEXT = ["dataset.train_size=128", "dataset.val_size=32", "dataset.test_size=32"]
 # pretrained encoders (MiniLM, 22M params): tiny batches of short texts keep each arm ~5 s
 TINY_PRETRAINED = [
     "dataset.train_size=16",
