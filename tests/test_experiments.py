@@ -1,6 +1,7 @@
 """experiments/: every study file parses, and each arm of each study composes, validates and
-trains a few steps at the centre of its search space (first workload); flooding's analysis runs
-on a synthetic study; run inputs decide whether a commit is dirty.
+trains a few steps at the centre of its search space (first workload), every further workload
+trains with the baseline arm; flooding's analysis runs on a synthetic study; run inputs decide
+whether a commit is dirty.
 
 Parametrized over experiments/*/study.yaml, so a new study or arm is tested by adding it."""
 
@@ -53,6 +54,15 @@ def arms():
     return out
 
 
+def workloads():
+    """(study, workload) for every workload after the first: its baseline arm trains there."""
+    out = []
+    for p in study_files():
+        for w in list(load(p).workloads)[1:]:
+            out.append(pytest.param(p, w, id=f"{p.parent.name}/{w}"))
+    return out
+
+
 def test_every_study_is_complete():
     names = {p.parent.name for p in study_files()}
     assert {
@@ -95,19 +105,30 @@ def _tiny(ovr: list[str]) -> list[str]:
     return merge(ovr, TINY)
 
 
-@pytest.mark.parametrize("path,arm", arms())
-def test_study_arm_trains(path, arm, tmp_path):
+def _train_tiny(s, w: str, arm: str, tmp_path: Path) -> None:
     from runner.cli import precheck
     from runner.study.spec import run_overrides
 
-    s = load(path)
-    w = next(iter(s.workloads))
     centre = {d.key: d.value(0.5) for d in s.space(arm)}
     ovr = _tiny(run_overrides(s, w, s.arms[arm], centre, s.tune_seeds[0]))
     precheck(ovr)
     summary = train_run(ovr, tmp_path / "run")
     assert summary["status"] == "completed", summary.get("error")
     assert summary["steps"] == 3
+
+
+@pytest.mark.parametrize("path,arm", arms())
+def test_study_arm_trains(path, arm, tmp_path):
+    s = load(path)
+    _train_tiny(s, next(iter(s.workloads)), arm, tmp_path)
+
+
+@pytest.mark.parametrize("path,workload", workloads())
+def test_study_workload_trains(path, workload, tmp_path):
+    """Each further workload composes and trains with the baseline arm (a workload's own
+    overrides can break a run that the first workload's arms do not show)."""
+    s = load(path)
+    _train_tiny(s, workload, s.baseline, tmp_path)
 
 
 def _fake_run(d: Path, b, train_loss: float, test_loss: float, status="completed"):
