@@ -78,11 +78,7 @@ def test_every_study_is_complete():
         assert s.description, f"{p}: needs a first-line # description"
         assert len(s.seeds) >= 5, f"{p}: at least 5 confirmation seeds"
         assert s.budget >= 1 and s.select.startswith("val/")
-        assert (p.parent / "README.md").is_file() or p.parent.name in (
-            "semi_supervised_vat",
-            "multilabel_rdrop",
-            "regularisers_profile",
-        ), f"{p}: README.md"
+        assert (p.parent / "README.md").is_file(), f"{p}: README.md"
 
 
 def test_flooding_study_validates_whole():
