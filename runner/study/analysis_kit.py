@@ -56,26 +56,22 @@ def last(rows: list[dict], key: str):
 
 
 def sd(xs: list[float]) -> float:
-    """The sample standard deviation (n - 1); NaN below two values."""
-    if len(xs) < 2:
-        return float("nan")
-    m = sum(xs) / len(xs)
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+    """The sample standard deviation (n - 1); NaN below two values (runner.stats.describe's)."""
+    from runner.stats import describe
+
+    return describe(list(xs))["std"]
 
 
 def mean_ci(values: list) -> tuple[float | None, float]:
-    """(mean, half-width of its 95% t interval) over the finite values; (None, NaN) for none,
-    (mean, NaN) for one."""
+    """(mean, half-width of its 95% t interval) over the finite values, as runner.stats.describe
+    computes them; (None, NaN) for none, (mean, NaN) for one."""
+    from runner.stats import describe
+
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return None, float("nan")
-    n = len(values)
-    m = sum(values) / n
-    if n < 2:
-        return m, float("nan")
-    from runner.stats import t_quantile
-
-    return m, t_quantile(n - 1) * sd(values) / math.sqrt(n)
+    d = describe(values)
+    return d["mean"], d["ci95"]
 
 
 def fmt(m, h, digits: int = 4) -> str:
