@@ -279,7 +279,7 @@ BAD = [
     (
         dict(search={"optimizer.weight_decay": "uniform(0.1)"}),
         "search.optimizer.weight_decay: malformed range 'uniform(0.1)': needs two ends (allowed: "
-        "loguniform(a, b), uniform(a, b), int(a, b), choice(x, y, ...))",
+        "loguniform(a, b), uniform(a, b), int(a, b), logint(a, b), choice(x, y, ...))",
     ),
     (dict(search={"optimizer.lr": "loguniform(0, 1)"}), "search.optimizer.lr: malformed range"),
     (dict(search={"optimizer.lr": "between(1, 2)"}), "search.optimizer.lr: malformed range"),
@@ -424,6 +424,7 @@ def test_a_dead_worker_costs_its_run_only(tmp_path):
 def test_search_space_points_and_edges():
     import math
 
+    from runner.errors import ConfigError
     from runner.study.space import edges, parse, trial_points, unit_points
     from runner.study.spec import _rejoin
 
@@ -453,6 +454,21 @@ def test_search_space_points_and_edges():
     assert edges([lr, eps], {"optimizer.lr": 1e-3, "reg.fgm.eps": 1.95})[0]["side"] == "high"
     assert edges([lr], {"optimizer.lr": 1.5e-4}) == []  # 8.8% of the log range: not the edge
     assert parse("o", "choice(adamw, lion, 1e6)", "search").args == ("adamw", "lion", 1e6)
+    # logint: integers, both ends reachable, k's share of the unit interval is log((k+1)/k) over
+    # log((b+1)/a): 2..50 puts 10..50 (log(51/10)/log(51/2) = 50%) in half of it, not 80%
+    la = parse("derived.lookahead.k", "logint(2, 50)", "arm_search.lookahead")
+    grid = [la.value(i / 10000) for i in range(10000)]
+    assert min(grid) == 2 and max(grid) == 50 and all(isinstance(v, int) for v in grid)
+    assert sum(v >= 10 for v in grid) / len(grid) == pytest.approx(
+        math.log(51 / 10) / math.log(51 / 2), abs=1e-3
+    )
+    assert la.value(0.0) == 2 and la.value(1.0) == 50
+    assert edges([la], {"derived.lookahead.k": 50})[0]["side"] == "high"
+    assert edges([la], {"derived.lookahead.k": 10}) == []
+    with pytest.raises(ConfigError, match="logint needs 1 <= a < b"):
+        parse("k", "logint(0, 5)", "search")
+    with pytest.raises(ConfigError, match="is not an integer"):
+        parse("k", "logint(1.5, 5)", "search")
     # YAML's flow mapping splits `{eps: loguniform(0.1, 3)}` at the comma: rejoined
     assert _rejoin({"eps": "loguniform(0.1", "3)": None}) == {"eps": "loguniform(0.1, 3)"}
 

@@ -1,10 +1,12 @@
 """Search spaces and the quasi-random trial points every arm shares.
 
-A range is written `loguniform(a, b)`, `uniform(a, b)`, `int(a, b)` (both ends included) or
-`choice(x, y, ...)`. Points come from a scrambled Sobol sequence (scipy.stats.qmc, seeded): the
-first dimensions are the shared `search` keys, so every arm is tuned at the SAME values of them;
-an arm's own `arm_search` keys take the dimensions after those. With budget 1 the single trial is
-the centre of every range (a lone scrambled point would be an arbitrary corner of the space).
+A range is written `loguniform(a, b)`, `uniform(a, b)`, `int(a, b)`, `logint(a, b)` (integers,
+both ends included; logint spaces them on a log scale, as Optuna's `suggest_int(log=True)`: an
+integer k gets the mass log((k+1)/k), so 2..50 is not mostly above 20) or `choice(x, y, ...)`.
+Points come from a scrambled Sobol sequence (scipy.stats.qmc, seeded): the first dimensions are
+the shared `search` keys, so every arm is tuned at the SAME values of them; an arm's own
+`arm_search` keys take the dimensions after those. With budget 1 the single trial is the centre
+of every range (a lone scrambled point would be an arbitrary corner of the space).
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from dataclasses import dataclass
 
 from runner.errors import ConfigError
 
-FORMS = "loguniform(a, b), uniform(a, b), int(a, b), choice(x, y, ...)"
-_RANGE = re.compile(r"^\s*(loguniform|uniform|int|choice)\s*\((.*)\)\s*$")
-EDGE = 0.05  # a chosen value in the outer 5% of its range (log scale for loguniform) is flagged
+FORMS = "loguniform(a, b), uniform(a, b), int(a, b), logint(a, b), choice(x, y, ...)"
+_RANGE = re.compile(r"^\s*(loguniform|uniform|logint|int|choice)\s*\((.*)\)\s*$")
+EDGE = 0.05  # a chosen value in the outer 5% of its range (log scale for log*) is flagged
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class Dim:
         a, b = self.args
         if self.kind == "int":
             return int(a + min(int(u * (b - a + 1)), b - a))
+        if self.kind == "logint":  # log-uniform on [a, b + 1), floored
+            return min(int(math.exp(math.log(a) + u * (math.log(b + 1) - math.log(a)))), b)
         if self.kind == "loguniform":
             v = math.exp(math.log(a) + u * (math.log(b) - math.log(a)))
         else:
@@ -46,7 +50,7 @@ class Dim:
         if self.kind == "choice":
             return None
         a, b = self.args
-        if self.kind == "loguniform":
+        if self.kind in ("loguniform", "logint"):
             return (math.log(v) - math.log(a)) / (math.log(b) - math.log(a))
         return (v - a) / (b - a)
 
@@ -105,13 +109,15 @@ def parse(key: str, text, where: str) -> Dim:
         return Dim(key, kind, vals, text)
     if len(parts) != 2:
         raise ConfigError(name, f"malformed range {text!r}: needs two ends", FORMS)
-    a, b = (_number(p, name, text, kind == "int") for p in parts)
+    a, b = (_number(p, name, text, kind in ("int", "logint")) for p in parts)
     if not a < b:
         raise ConfigError(
             name, f"malformed range {text!r}: the low end must be below the high end", FORMS
         )
     if kind == "loguniform" and a <= 0:
         raise ConfigError(name, f"malformed range {text!r}: loguniform needs 0 < a < b", FORMS)
+    if kind == "logint" and a < 1:
+        raise ConfigError(name, f"malformed range {text!r}: logint needs 1 <= a < b", FORMS)
     return Dim(key, kind, (a, b), text)
 
 
