@@ -23,7 +23,8 @@ NO_SPREAD = "no spread: cannot test"
 NO_DIFF = "no significant difference"
 
 
-def _finite(x) -> bool:
+def finite(x) -> bool:
+    """A finite int or float (not a bool): a figure a table, a sum or a test can use."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -74,7 +75,7 @@ def describe(values: list[float], higher_better: bool = True) -> dict:
 def holm(pvalues: list[float]) -> list[float]:
     """Holm-adjusted p-values, in the input order: the i-th smallest of m finite p's becomes
     max over j <= i of (m - j + 1) p_(j), capped at 1. NaN stays NaN and does not count in m."""
-    idx = sorted((i for i, p in enumerate(pvalues) if _finite(p)), key=lambda i: pvalues[i])
+    idx = sorted((i for i, p in enumerate(pvalues) if finite(p)), key=lambda i: pvalues[i])
     m = len(idx)
     out = [float("nan")] * len(pvalues)
     running = 0.0
@@ -117,11 +118,11 @@ def mde(
     from scipy.optimize import brentq
 
     if paired:
-        if n < 2 or not _finite(sd):
+        if n < 2 or not finite(sd):
             return float("nan")
         se, df = sd / math.sqrt(n), n - 1
     else:
-        if n < 2 or not n_base or n_base < 2 or not _finite(sd) or not _finite(sd_base):
+        if n < 2 or not n_base or n_base < 2 or not finite(sd) or not finite(sd_base):
             return float("nan")
         va, vb = sd**2 / n, sd_base**2 / n_base
         se, df = math.sqrt(va + vb), _welch_df(va, n, vb, n_base)
@@ -135,13 +136,13 @@ def mde(
 
 def verdict(diff: float, p: float, se: float, higher_better: bool, alpha: float = ALPHA) -> str:
     """The verdict at level `alpha` from a difference, its (adjusted) p and its standard error."""
-    if not _finite(se) or not _finite(diff):
+    if not finite(se) or not finite(diff):
         return TOO_FEW
     if se == 0:
         # every pair (or every run) equal: identical results are no difference; a constant
         # non-zero one has p = 0 by arithmetic, not by evidence
         return NO_DIFF if diff == 0 else NO_SPREAD
-    if _finite(p) and p < alpha and diff != 0:
+    if finite(p) and p < alpha and diff != 0:
         return "better" if (diff > 0) == higher_better else "worse"
     return NO_DIFF
 
@@ -155,11 +156,6 @@ def _paired(values, seeds, base_values, base_seeds) -> bool:
         and sorted(seeds, key=str) == sorted(base_seeds, key=str)
         and len(set(base_seeds)) == nb
     )
-
-
-def _sd(xs: list[float]) -> tuple[float, float]:
-    m = sum(xs) / len(xs)
-    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
 def compare_to(
@@ -195,14 +191,15 @@ def compare_to(
     tiny = 1e-12 * max([abs(x) for x in [*values, *base_values]] + [1e-300])
     if _paired(values, seeds, base_values, base_seeds):
         b = dict(zip(base_seeds, base_values))
-        mean, sd = _sd([v - b[s] for v, s in zip(values, seeds)])
+        d = describe([v - b[s] for v, s in zip(values, seeds)])
+        mean, sd = d["mean"], d["std"]
         sd = sd if sd > tiny else 0.0
         se, df = sd / math.sqrt(n), n - 1
         out.update(diff=mean, test="paired t", mde=mde(n, sd, paired=True))
         if se > 0:
             out["p"] = float(stats.ttest_rel(values, [b[s] for s in seeds]).pvalue)
     elif n >= 2 and nb >= 2:
-        (_, sa), (_, sb) = _sd(values), _sd(base_values)
+        sa, sb = describe(values)["std"], describe(base_values)["std"]
         sa, sb = (sa if sa > tiny else 0.0), (sb if sb > tiny else 0.0)
         va, vb = sa**2 / n, sb**2 / nb
         se, df = math.sqrt(va + vb), _welch_df(va, n, vb, nb)
@@ -244,7 +241,7 @@ def performance_profile(
     arms = sorted({a for per in scores.values() for a in per})
     ratios: dict[str, list[float]] = {a: [] for a in arms}
     for per in scores.values():
-        ok = {a: float(v) for a, v in per.items() if _finite(v)}
+        ok = {a: float(v) for a, v in per.items() if finite(v)}
         best = (max(ok.values()) if higher_better else min(ok.values())) if ok else None
         for a in arms:
             v = ok.get(a)

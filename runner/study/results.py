@@ -7,6 +7,8 @@ import math
 import statistics
 from pathlib import Path
 
+from runner.stats import finite as num
+
 
 def summary_of(run_dir: Path) -> dict:
     try:
@@ -21,11 +23,6 @@ def rows_of(run_dir: Path) -> list[dict]:
     from runner.compare import read_rows
 
     return read_rows(Path(run_dir) / "metrics.jsonl")
-
-
-def num(v) -> bool:
-    """A finite int or float (not a bool): a figure a table or a sum can use."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def run_value(run_dir: Path, key: str) -> float | None:
