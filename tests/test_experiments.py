@@ -7,6 +7,7 @@ Parametrized over experiments/*/study.yaml, so a new study or arm is tested by a
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 from pathlib import Path
@@ -40,6 +41,7 @@ def study_files() -> list[Path]:
     return sorted(EXP.glob("*/study.yaml"))
 
 
+@functools.cache  # collection parametrizes over arms and over workloads: parse each file once
 def load(path: Path):
     from runner.study.spec import parse_text
 
