@@ -443,6 +443,8 @@ def _study_help() -> str:
         "  tricks study experiments/flooding/study.yaml --parallel 2\n\n"
         "  tricks study my.yaml trainer.device=cuda --out studies/my   # OVERRIDES: every run"
         "\n\n  tricks study my.yaml --dry-run                # the plan, nothing run"
+        "\n\n  tricks study my.yaml --workloads a --out D    # a piece: one session or machine"
+        "\n\n  tricks study my.yaml --workloads b --out D    # the next: D's report holds both"
     )
     root = Path(__file__).resolve().parent.parent / "experiments"
     found = []
@@ -471,6 +473,11 @@ def study(
     parallel: int = typer.Option(1, help="Worker processes (one torch thread each on CPU)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; run nothing"),
     report_only: bool = typer.Option(False, "--report-only", help="Re-make the report of DIR"),
+    workloads: Optional[str] = typer.Option(
+        None,
+        "--workloads",
+        help="Run only these workloads (a,b); DIR's other workloads keep their earlier records",
+    ),
     wandb: bool = typer.Option(False, "--wandb", help="Also log the verdict table to W&B"),
 ):
     """The verdict protocol (the help text is _study_help's)."""
@@ -483,7 +490,7 @@ def study(
     if bad:
         _fail(
             f"{bad[0]}: not an option of tricks study nor a KEY=VALUE override (allowed: "
-            f"--out, --parallel, --dry-run, --report-only, --wandb, KEY=VALUE)"
+            f"--out, --parallel, --dry-run, --report-only, --workloads, --wandb, KEY=VALUE)"
         )
     if parallel < 1:
         _fail(f"--parallel: must be >= 1, got {parallel}")
@@ -501,11 +508,12 @@ def study(
                 typer.echo(f"wrote {f}")
             return
         spec = S.load(file, overrides)
+        only = P.select_workloads(spec, workloads)
         if dry_run:
-            typer.echo(P.dry_run(spec))
+            typer.echo(P.dry_run(spec, only))
             return
         d = Path(out) if out else Path("studies") / spec.name
-        result = S.execute(spec, d, parallel)
+        result = S.execute(spec, d, parallel, only=only)
     except ConfigError as e:
         _fail(str(e))
     except P.Interrupted:

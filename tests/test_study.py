@@ -258,6 +258,66 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / "studies").exists()
 
 
+def _by_workload_values(study: dict) -> dict:
+    return {w: values({"arms": v["arms"]}) for w, v in study["by_workload"].items()}
+
+
+def test_a_study_run_in_pieces_equals_the_whole_study(tmp_path):
+    """`--workloads a` then `--workloads b` on one DIR (runs/ deleted between them, as when the
+    first piece's study dir is committed without runs and the second runs in a later session):
+    study.json holds both workloads with the same numbers as the whole study run at once, says
+    which commit made each, and the report compares across both."""
+    two = study_text(
+        workloads={"a": ["model.hidden=16"], "b": ["model.hidden=24"]},
+        arms={"slow": ["optimizer.lr=1e-6"], "good": []},
+        arm_search={"good": {"optimizer.lr": "choice(0.01, 1e6)"}},
+        seeds=[0, 1],
+        target=None,
+    )
+    (tmp_path / "s.yaml").write_text(two)
+    r = cli(["study", "s.yaml", "--out", "whole", "--parallel", "2"], cwd=tmp_path, env=ENV)
+    assert r.returncode == 0, r.stderr
+    whole = json.loads((tmp_path / "whole" / "study.json").read_text())
+    assert whole["workloads_not_run"] == [] and set(whole["by_workload"]) == {"a", "b"}
+
+    r = cli(["study", "s.yaml", "--out", "p", "--workloads", "b", "--dry-run"], cwd=tmp_path)
+    assert r.returncode == 0 and "workloads: b " in r.stdout and "runs: 8" in r.stdout
+    r = cli(["study", "s.yaml", "--out", "p", "--workloads", "a"], cwd=tmp_path, env=ENV)
+    assert r.returncode == 0, r.stderr
+    first = json.loads((tmp_path / "p" / "study.json").read_text())
+    assert list(first["by_workload"]) == ["a"] and first["workloads_not_run"] == ["b"]
+    assert not (tmp_path / "p" / "runs" / "b").exists()
+    md = (tmp_path / "p" / "report.md").read_text()
+    assert "Not run yet: b" in md and "--workloads b" in md and "## Workload a" in md
+    assert (tmp_path / "p" / "curves_a.png").is_file()
+
+    import shutil
+
+    shutil.rmtree(tmp_path / "p" / "runs")  # a later session: only the committed files
+    r = cli(["study", "s.yaml", "--out", "p", "--workloads", "b"], cwd=tmp_path, env=ENV)
+    assert r.returncode == 0, r.stderr
+    pieces = json.loads((tmp_path / "p" / "study.json").read_text())
+    assert list(pieces["by_workload"]) == ["a", "b"] and pieces["workloads_not_run"] == []
+    assert _by_workload_values(pieces) == _by_workload_values(whole)
+    assert pieces["by_workload"]["a"]["run"] == first["by_workload"]["a"]["run"]
+    assert pieces["by_workload"]["b"]["run"]["finished"] == pieces["finished"]
+    assert pieces["dirty"] == any(v["run"]["dirty"] for v in pieces["by_workload"].values())
+    assert [i.get("workloads") for i in pieces["invocations"]] == [["a"], ["b"]]
+    md = (tmp_path / "p" / "report.md").read_text()
+    assert "## Across workloads" in md and "Not run yet" not in md
+    assert "curves_a.png" in md  # drawn by the first piece, kept: its runs are gone
+    assert "good: test/acc" in r.stdout  # the headline covers both workloads
+    assert r.stdout.count("good: test/acc") == 2
+
+
+def test_unknown_workload_is_one_line_and_writes_nothing(tmp_path):
+    (tmp_path / "s.yaml").write_text(study_text(workloads={"a": [], "b": []}))
+    r = cli(["study", "s.yaml", "--out", "out", "--workloads", "a,c"], cwd=tmp_path, env=ENV)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert r.stderr.strip() == "error: --workloads: unknown workload 'c' (allowed: a, b)"
+    assert not (tmp_path / "out").exists()
+
+
 BAD = [
     (dict(baseline="nope"), "baseline: unknown arm 'nope' (allowed: slow, same, good)"),
     (

@@ -5,8 +5,9 @@ AlgoPerf's external-tuning ruleset. See README "tricks study" and docs/study.md.
     study = execute(load("experiments/flooding/study.yaml", ["trainer.device=cpu"]), "out/", 2)
 
 `load(path, overrides)` parses and validates the study file (every bad input: one ConfigError
-line, nothing run); `execute(study, out, parallel)` runs it into `out` (resuming what is there)
-and returns study.json's content; `report_only(out)` re-makes the report from `out`.
+line, nothing run); `execute(study, out, parallel, only=None)` runs it into `out` (resuming what
+is there; `only`: a subset of its workloads, the rest kept from DIR's study.json) and returns
+study.json's content; `report_only(out)` re-makes the report from `out`.
 
 study.json (contract, issue 16; extra keys are additions):
 
@@ -18,7 +19,11 @@ study.json (contract, issue 16; extra keys are additions):
      "equal_compute": bool, "target": {"key", "value"} | null,
      "workloads": [names],
      "arms": {ARM: {...}}                   # one workload: at the top
-     "by_workload": {W: {"arms": {ARM: {...}}}}   # several workloads: per workload instead
+     "by_workload": {W: {"arms": {ARM: {...}},    # several workloads: per workload instead,
+                         "run": {"commit", "dirty", "finished"}}}   # who made W's record
+     "workloads_not_run": [names]           # several: not run yet (`--workloads` runs a subset;
+                                            # the others keep DIR's earlier records; "dirty" is
+                                            # true if any workload's record is)
     }
 
     ARM: {"overrides": [...], "space": {key: range},
@@ -54,10 +59,10 @@ def load(path, overrides=()):
     return _load(path, list(overrides))
 
 
-def execute(study, out, parallel: int = 1, progress="auto") -> dict:
+def execute(study, out, parallel: int = 1, progress="auto", only=None) -> dict:
     from runner.study.protocol import execute as _execute
 
-    return _execute(study, out, parallel, progress)
+    return _execute(study, out, parallel, progress, only)
 
 
 def report_only(out) -> list:

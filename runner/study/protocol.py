@@ -109,7 +109,7 @@ def lock(out: Path) -> Path:
     raise ConfigError("--out", f"cannot lock {out}")
 
 
-def pin(study: Study, out: Path) -> None:
+def pin(study: Study, out: Path, names: list[str] | None = None) -> None:
     """Save the study file and OVERRIDES in DIR; a re-run must bring the same ones."""
     inputs = {"study_file": str(study.path), "overrides": study.overrides}
     saved, meta = out / "study.yaml", out / "study_input.json"
@@ -132,13 +132,14 @@ def pin(study: Study, out: Path) -> None:
     from runner.gitinfo import commit_info
 
     sha, dirty = commit_info(ROOT)  # a resumed study may span commits: each start is recorded
-    inputs.setdefault("invocations", []).append(
-        {
-            "commit": sha,
-            "dirty": dirty,
-            "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        }
-    )
+    inv = {
+        "commit": sha,
+        "dirty": dirty,
+        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    if names is not None and names != list(study.workloads):
+        inv["workloads"] = names
+    inputs.setdefault("invocations", []).append(inv)
     saved.write_text(study.text)
     meta.write_text(json.dumps(inputs, indent=2) + "\n")
 
@@ -280,43 +281,57 @@ def measure_cost(study: Study, runner: Runner, w: str, arms: dict, points: dict)
     return costs
 
 
-def execute(study: Study, out, parallel: int = 1, progress="auto") -> dict:
-    """Run (or resume) the whole study into `out`; returns study.json's content."""
+def select_workloads(study: Study, text: str | None) -> list[str]:
+    """`--workloads a,b`: the named workloads in study order; all of them for None."""
+    if text is None:
+        return list(study.workloads)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    allowed = ", ".join(study.workloads)
+    if not names:
+        raise ConfigError(
+            "--workloads", "names no workload", f"a comma-separated subset of {allowed}"
+        )
+    for n in names:
+        if n not in study.workloads:
+            raise ConfigError("--workloads", f"unknown workload {n!r}", allowed)
+    return [w for w in study.workloads if w in names]
+
+
+def execute(study: Study, out, parallel: int = 1, progress="auto", only=None) -> dict:
+    """Run (or resume) the study into `out`; returns study.json's content. `only`: a subset of
+    its workloads (`--workloads`): the others keep the records an earlier run on `out` wrote to
+    study.json (a study run in pieces, e.g. one per session or machine; runs/ may be gone)."""
     out = Path(out)
+    names = list(only) if only else list(study.workloads)
     lockfile = lock(out)
     runner = Runner(study, out, parallel, progress)
     try:
-        pin(study, out)
+        earlier = earlier_workloads(out, study)
+        pin(study, out, names)
         plans, costs, trials = {}, {}, {}
-        for w in study.workloads:
+        for w in names:
             plans[w] = arm_plans(study)
             if study.equal_compute:
                 costs[w] = measure_cost(study, runner, w, plans[w], points_for(study, plans[w]))
-        tune = {
-            w: tune_jobs(study, w, plans[w], points_for(study, plans[w])) for w in study.workloads
-        }
+        tune = {w: tune_jobs(study, w, plans[w], points_for(study, plans[w])) for w in names}
         n_arms = sum(len(p) for p in plans.values())
         runner.start_view(n_runs(study, n_arms), "study")
-        runner.run([j for w in study.workloads for j in tune[w][1]])
+        runner.run([j for w in names for j in tune[w][1]])
         chosen = {}
-        for w in study.workloads:
+        for w in names:
             trials[w] = tune[w][0]
             for t in trials[w].values():
                 R.score_trials(out, t, study.select)
             chosen[w] = {a: R.choose(t, study.select_higher) for a, t in trials[w].items()}
         runner.run(
-            [
-                j
-                for w in study.workloads
-                for j in confirm_jobs(study, w, plans[w], trials[w], chosen[w])
-            ]
+            [j for w in names for j in confirm_jobs(study, w, plans[w], trials[w], chosen[w])]
         )
     except KeyboardInterrupt:
         raise Interrupted()
     finally:
         runner.close()
         lockfile.unlink(missing_ok=True)
-    result = assemble(study, out, plans, trials, chosen, costs)
+    result = assemble(study, out, plans, trials, chosen, costs, earlier)
     write(result, out)
     return result
 
@@ -400,10 +415,38 @@ def workload_arms(
     return arms
 
 
-def assemble(study: Study, out: Path, plans: dict, trials: dict, chosen: dict, costs: dict) -> dict:
+def earlier_workloads(out: Path, study: Study) -> dict:
+    """The workload records of DIR's study.json (an earlier run, maybe of other workloads), each
+    with its `run` provenance; {} when there is none or it is of another study file."""
+    try:
+        old = json.loads((Path(out) / "study.json").read_text())
+        same = (Path(out) / "study.yaml").read_text() == study.text
+    except (OSError, ValueError):
+        return {}
+    nested = old.get("by_workload") if isinstance(old, dict) else None
+    if not same or not isinstance(nested, dict) or len(study.workloads) < 2:
+        return {}
+    run = {k: old.get(k) for k in ("commit", "dirty", "finished")}
+    return {
+        w: {**v, "run": v.get("run") or run}
+        for w, v in nested.items()
+        if w in study.workloads and isinstance(v, dict) and "arms" in v
+    }
+
+
+def assemble(
+    study: Study,
+    out: Path,
+    plans: dict,
+    trials: dict,
+    chosen: dict,
+    costs: dict,
+    earlier: dict | None = None,
+) -> dict:
     from runner.gitinfo import commit_info
 
     sha, dirty = commit_info(ROOT)
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     res = {
         "name": study.name,
         "description": study.description,
@@ -426,16 +469,24 @@ def assemble(study: Study, out: Path, plans: dict, trials: dict, chosen: dict, c
         "target": study.target,
         "workloads": list(study.workloads),
         "analysis": str(study.analysis) if study.analysis else None,
-        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "finished": now,
     }
+    run = {"commit": sha, "dirty": dirty, "finished": now}
     per = {
-        w: {"arms": workload_arms(study, out, w, plans[w], trials[w], chosen[w], costs.get(w, {}))}
-        for w in study.workloads
+        w: {
+            "arms": workload_arms(study, out, w, plans[w], trials[w], chosen[w], costs.get(w, {})),
+            "run": run,
+        }
+        for w in plans
     }
-    if len(per) == 1:
+    if len(study.workloads) == 1:
         res["arms"] = next(iter(per.values()))["arms"]
-    else:
-        res["by_workload"] = per
+        return R.clean(res)
+    # a workload not run now keeps its earlier record (and says which commit made it)
+    per = {w: per.get(w) or (earlier or {}).get(w) for w in study.workloads}
+    res["by_workload"] = {w: v for w, v in per.items() if v}
+    res["workloads_not_run"] = [w for w, v in per.items() if not v]
+    res["dirty"] = any(bool(v["run"].get("dirty", True)) for v in res["by_workload"].values())
     return R.clean(res)
 
 
@@ -533,14 +584,15 @@ def headline(result: dict) -> list[str]:
     return lines
 
 
-def dry_run(study: Study) -> str:
-    """The plan, without running anything."""
+def dry_run(study: Study, only=None) -> str:
+    """The plan, without running anything (`only`: the workloads a run with --workloads runs)."""
     arms = arm_plans(study)
     pts = points_for(study, arms)
-    n = n_runs(study, len(arms)) * len(study.workloads)
+    names = list(only) if only else list(study.workloads)
+    n = n_runs(study, len(arms)) * len(names)
     lines = [
         f"study {study.name}: {study.description}",
-        f"workloads: {', '.join(f'{w} {study.workloads[w]}' for w in study.workloads)}",
+        f"workloads: {', '.join(f'{w} {study.workloads[w]}' for w in names)}",
         f"baseline: {study.baseline}; select {study.select} "
         f"({'max' if study.select_higher else 'min'}), report {study.metric}",
         f"budget {study.budget} trials per arm x tune seeds {study.tune_seeds}; "
@@ -556,8 +608,7 @@ def dry_run(study: Study) -> str:
             f"equal compute: 1 warm-up + {costmod.REPS} x {len(arms)} timing runs of "
             f"{study.cost_steps} steps per workload first; each arm > "
             f"{costmod.THRESHOLD}x the baseline adds an arm {study.baseline}@ARM "
-            f"(up to {k * len(study.workloads)} arms, "
-            f"{n_runs(study, k) * len(study.workloads)} runs more)"
+            f"(up to {k * len(names)} arms, {n_runs(study, k) * len(names)} runs more)"
         )
     lines.append(f"runs: {n}" + (" (+ equal-compute arms)" if study.equal_compute else ""))
     return "\n".join(lines)

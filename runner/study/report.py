@@ -560,7 +560,32 @@ def _intro(study: dict) -> list:
             f"Commit {sha}.",
         )
     )
-    return blocks
+    return blocks + _pieces(study)
+
+
+def _pieces(study: dict) -> list:
+    """A study run in pieces (`--workloads`): which commit made each workload's record, and
+    which workloads are not run yet."""
+    made: dict[tuple, list] = {}
+    for w, v in (study.get("by_workload") or {}).items():
+        r = v.get("run") or {}
+        key = (str(r.get("commit") or "unknown")[:12], bool(r.get("dirty")), r.get("finished"))
+        made.setdefault(key, []).append(w)
+    missing = study.get("workloads_not_run") or []
+    if len(made) < 2 and not missing:
+        return []
+    parts = [
+        f"{', '.join(ws)} at commit {c}{' (dirty)' if d else ''}, finished {f or 'unknown'}"
+        for (c, d, f), ws in made.items()
+    ]
+    text = "Run in pieces (`--workloads`): " + "; ".join(parts) + "."
+    if missing:
+        text += (
+            f" Not run yet: {', '.join(missing)} (`tricks study {study.get('study_file', 'FILE')} "
+            f"--workloads {','.join(missing)}` on this DIR); the comparisons across workloads "
+            f"below cover only the {sum(map(len, made.values()))} run so far."
+        )
+    return [("p", text)]
 
 
 def _workload_blocks(study: dict, w: str, arms: dict, out: Path, several: bool) -> tuple:
@@ -601,7 +626,9 @@ def _workload_blocks(study: dict, w: str, arms: dict, out: Path, several: bool) 
             f"confirmation runs{tag}: {curve_key(study)}, mean with a 95% CI band",
         ),
     ):
-        if fn(out / name, title):
+        # a plot that needs the run dirs (curves) keeps the one drawn when they were there: a
+        # committed study dir holds no runs/, and a piece run later has only its own
+        if fn(out / name, title) or (name.startswith("curves") and (out / name).is_file()):
             plots.append((name, title))
     blocks += [("h", lvl, f"Plots{tag}")] + [("img", n, t) for n, t in plots] if plots else []
     blocks += [("h", lvl, f"Tuning trials{tag}"), ("table", *tuning_table(study, arms))]
@@ -626,7 +653,8 @@ def _failed_blocks(wl: dict) -> list:
 def document(study: dict, out: Path, analysis: str | None = None) -> tuple[list, list[str]]:
     """The report's blocks and the PNGs written for them."""
     wl = workloads(study)
-    several = len(wl) > 1
+    # a study of several workloads run in pieces keeps their headings and PNG names from the first
+    several = len(wl) > 1 or len(study.get("workloads") or []) > 1
     blocks = _intro(study) + [("h", 2, "Verdicts")]
     for w, arms in wl.items():
         lines = headline(study, arms)
