@@ -266,7 +266,7 @@ def test_study_file_is_used_when_the_recipe_has_one(tmp_path, monkeypatch):
     tiny = argparse.Namespace(**{**vars(args), "tiny": True})
     steps, kind = G.study_steps(tiny, G.settings(True, False))
     assert kind == "sweeps" and [st.note for st in steps] == ["none", "rdrop"]
-    assert "model.dropout=0.0" in steps[0].argv  # the first workload's overrides
+    assert "model.dropout=0.1" in steps[0].argv  # the first workload's overrides
     tiny_study = argparse.Namespace(**{**vars(args), "tiny": True, "route": "study"})
     assert G.study_steps(tiny_study, s)[1] == "study"
 
