@@ -270,11 +270,11 @@ def test_cost_table_reads_interleaved_rounds_and_the_equal_compute_pair(tmp_path
         for i, s in enumerate(secs):
             fake_run(
                 tmp_path,
-                f"cost/cnn/{arm}/rep-{i}",
+                f"runs/_cost/cnn/{arm}/rep-{i}",  # where runner.study.cost puts them
                 [],
                 {"status": "completed", "train_seconds": s * 100, "steps": 100},
             )
-    fake_run(tmp_path, "cost/cnn/rdrop/rep-0", [], {"status": "failed", "error": "x"})
+    fake_run(tmp_path, "runs/_cost/cnn/rdrop/rep-0", [], {"status": "failed", "error": "x"})
     arms = {
         "none": {"cost": {"sec_per_step": 1.0, "ratio": 1.0, "source": "interleaved"}},
         "pgd": {

@@ -2,7 +2,7 @@
 study.yaml); the tweets recipe (experiments/rdrop_vs_adversarial_tweets) uses this file too.
 
 The cost table, per workload: each arm's time per optimizer step as the study measured it (all
-arms timed in one worker process, interleaved, `cost/<workload>/<arm>/rep-*` run dirs: each
+arms timed in one worker process, interleaved, `runs/_cost/<workload>/<arm>/rep-*` run dirs: each
 round's figure and their median), its ratio to the baseline, and, for every arm dearer than
 the baseline, the equal-compute baseline the study gave it (its training length) with the
 trick's difference to it: the fair verdict for a trick that costs extra passes (Holm-adjusted
@@ -17,12 +17,12 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from runner.study.analysis_kit import num, summary_of, workloads
+from runner.study.analysis_kit import cost_dir, num, summary_of, workloads
 
 
 def rounds(study_dir: Path, workload: str | None, arm: str) -> list[float]:
     """Seconds per step of each interleaved cost round of `arm` (completed rounds only)."""
-    root = Path(study_dir) / "cost" / (workload or "main") / arm
+    root = Path(study_dir) / cost_dir(workload, arm)
     out = []
     for d in sorted(root.glob("rep-*")) if root.is_dir() else []:
         s = summary_of(d)

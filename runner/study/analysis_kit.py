@@ -12,11 +12,13 @@ import math
 from pathlib import Path
 from types import ModuleType
 
+from runner.study.cost import arm_dir as cost_dir
 from runner.study.report import finish_axes, pyplot, run_path, save_figure
 from runner.study.report import workloads as _workloads
 from runner.study.results import num, rows_of, summary_of
 
 __all__ = [
+    "cost_dir",
     "finish_axes",
     "fmt",
     "last",

@@ -15,6 +15,12 @@ REPS = 3
 THRESHOLD = 1.1
 
 
+def arm_dir(w: str | None, a: str) -> Path:
+    """Where arm `a`'s timing runs of workload `w` live, relative to the study dir (rep-R in it;
+    a one-workload study's workload is "main")."""
+    return Path("runs") / "_cost" / (w or "main") / a
+
+
 def cost_jobs(study: Study, w: str, arms: dict, points: dict) -> list[Job]:
     n = study.cost_steps
     short = [
@@ -28,7 +34,7 @@ def cost_jobs(study: Study, w: str, arms: dict, points: dict) -> list[Job]:
     def job(a: str, seed: int, rep: str, label: str) -> Job:
         return Job(
             merge(run_overrides(study, w, arms[a], points[a][0], seed), short, [f"+arm={a}"]),
-            Path("runs") / "_cost" / w / a / f"rep-{rep}",
+            arm_dir(w, a) / f"rep-{rep}",
             label,
         )
 
