@@ -275,6 +275,13 @@ def test_cost_table_reads_interleaved_rounds_and_the_equal_compute_pair(tmp_path
                 {"status": "completed", "train_seconds": s * 100, "steps": 100},
             )
     fake_run(tmp_path, "runs/_cost/cnn/rdrop/rep-0", [], {"status": "failed", "error": "x"})
+    # the uncounted warm-up run is not a round
+    fake_run(
+        tmp_path,
+        "runs/_cost/cnn/none/rep-warmup",
+        [],
+        {"status": "completed", "train_seconds": 500, "steps": 100},
+    )
     arms = {
         "none": {"cost": {"sec_per_step": 1.0, "ratio": 1.0, "source": "interleaved"}},
         "pgd": {
@@ -303,3 +310,6 @@ def test_cost_table_reads_interleaved_rounds_and_the_equal_compute_pair(tmp_path
     rd = table_row(md, "rdrop")
     assert rd[1] == "1050.00" and rd[3] == "confirmation runs" and rd[4].startswith("none (within")
     assert not any(line.startswith("| none@pgd |") for line in md.splitlines())
+    # one named workload: no heading, the rounds read from under its name (runs/_cost/cnn/...)
+    one = A.analyse({"baseline": "none", "workloads": ["cnn"], "arms": arms}, tmp_path)
+    assert "###" not in one and table_row(one, "none")[1].endswith("(900.0, 1000.0, 1200.0)")

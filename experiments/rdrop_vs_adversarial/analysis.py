@@ -24,7 +24,7 @@ def rounds(study_dir: Path, workload: str | None, arm: str) -> list[float]:
     """Seconds per step of each interleaved cost round of `arm` (completed rounds only)."""
     root = Path(study_dir) / cost_dir(workload, arm)
     out = []
-    for d in sorted(root.glob("rep-*")) if root.is_dir() else []:
+    for d in sorted(root.glob("rep-[0-9]*")) if root.is_dir() else []:  # not rep-warmup
         s = summary_of(d)
         if s.get("status") == "completed" and num(s.get("train_seconds")) and s.get("steps"):
             out.append(s["train_seconds"] / s["steps"])
@@ -119,8 +119,11 @@ def analyse(study: dict, study_dir: Path) -> str:
             "much more compute; those pairs are Holm-adjusted as their own family."
         )
     ]
+    names = study.get("workloads") or ["main"]
     for name, arms in workloads(study).items():
         if name is not None:
             out.append(f"\n### {name}")
-        out += [""] + cost_table(Path(study_dir), name, arms, baseline)
+        # a one-workload study has no heading, but its runs sit under its workload's name
+        dirname = name if name is not None else names[0]
+        out += [""] + cost_table(Path(study_dir), dirname, arms, baseline)
     return "\n".join(out) + "\n"

@@ -17,7 +17,7 @@ THRESHOLD = 1.1
 
 def arm_dir(w: str | None, a: str) -> Path:
     """Where arm `a`'s timing runs of workload `w` live, relative to the study dir (rep-R in it;
-    a one-workload study's workload is "main")."""
+    the workload of a study file without `workloads:` is "main")."""
     return Path("runs") / "_cost" / (w or "main") / a
 
 
