@@ -20,7 +20,7 @@ from pathlib import Path
 from runner.study.analysis_kit import cost_dir, num, summary_of, workloads
 
 
-def rounds(study_dir: Path, workload: str | None, arm: str) -> list[float]:
+def rounds(study_dir: Path, workload: str, arm: str) -> list[float]:
     """Seconds per step of each interleaved cost round of `arm` (completed rounds only)."""
     root = Path(study_dir) / cost_dir(workload, arm)
     out = []
@@ -54,7 +54,7 @@ def diff_text(eq: dict, digits: int = 4) -> tuple[str, str, str]:
     )
 
 
-def cost_table(study_dir: Path, workload: str | None, arms: dict, baseline: str) -> list[str]:
+def cost_table(study_dir: Path, workload: str, arms: dict, baseline: str) -> list[str]:
     lines = [
         (
             "| arm | ms / step (rounds) | × baseline | source | equal-compute baseline | its "

@@ -15,10 +15,10 @@ REPS = 3
 THRESHOLD = 1.1
 
 
-def arm_dir(w: str | None, a: str) -> Path:
+def arm_dir(w: str, a: str) -> Path:
     """Where arm `a`'s timing runs of workload `w` live, relative to the study dir (rep-R in it;
     the workload of a study file without `workloads:` is "main")."""
-    return Path("runs") / "_cost" / (w or "main") / a
+    return Path("runs") / "_cost" / w / a
 
 
 def cost_jobs(study: Study, w: str, arms: dict, points: dict) -> list[Job]:
