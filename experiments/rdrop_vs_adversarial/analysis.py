@@ -17,18 +17,14 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from runner.study.analysis_kit import cost_dir, num, summary_of, workloads
+from runner.study.analysis_kit import cost_dir, num, run_sec_per_step, workloads
 
 
 def rounds(study_dir: Path, workload: str, arm: str) -> list[float]:
     """Seconds per step of each interleaved cost round of `arm` (completed rounds only)."""
     root = Path(study_dir) / cost_dir(workload, arm)
-    out = []
-    for d in sorted(root.glob("rep-[0-9]*")) if root.is_dir() else []:  # not rep-warmup
-        s = summary_of(d)
-        if s.get("status") == "completed" and num(s.get("train_seconds")) and s.get("steps"):
-            out.append(s["train_seconds"] / s["steps"])
-    return out
+    reps = sorted(root.glob("rep-[0-9]*")) if root.is_dir() else []  # not rep-warmup
+    return [x for d in reps if (x := run_sec_per_step(d)) is not None]
 
 
 def length_of(rec: dict) -> str:

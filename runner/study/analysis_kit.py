@@ -15,7 +15,7 @@ from types import ModuleType
 from runner.study.cost import arm_dir as cost_dir
 from runner.study.report import finish_axes, pyplot, run_path, save_figure
 from runner.study.report import workloads as _workloads
-from runner.study.results import num, rows_of, summary_of
+from runner.study.results import num, rows_of, run_sec_per_step, summary_of
 
 __all__ = [
     "cost_dir",
@@ -28,6 +28,7 @@ __all__ = [
     "pyplot",
     "rows_of",
     "run_path",
+    "run_sec_per_step",
     "save_figure",
     "sd",
     "sibling_analysis",

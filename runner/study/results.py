@@ -118,13 +118,17 @@ def verdicts(arms: dict, pairs: list[tuple[str, str]], higher: bool) -> list[tup
     return [(arm, {"diff": _diff(c), "verdict": c["verdict"]}) for arm, c in zip(done, res)]
 
 
+def run_sec_per_step(run_dir: Path) -> float | None:
+    """A run's training seconds per optimizer step, evaluation excluded (None unless completed)."""
+    s = summary_of(run_dir)
+    if s.get("status") == "completed" and num(s.get("train_seconds")) and s.get("steps"):
+        return s["train_seconds"] / s["steps"]
+    return None
+
+
 def sec_per_step(study_dir: Path, run_dirs: list[str]) -> float | None:
     """Median training seconds per optimizer step (evaluation excluded) over completed runs."""
-    xs = []
-    for d in run_dirs:
-        s = summary_of(study_dir / d)
-        if s.get("status") == "completed" and num(s.get("train_seconds")) and s.get("steps"):
-            xs.append(s["train_seconds"] / s["steps"])
+    xs = [x for d in run_dirs if (x := run_sec_per_step(study_dir / d)) is not None]
     return statistics.median(xs) if xs else None
 
 
