@@ -5,7 +5,6 @@ measured ratio times the steps, tuned under the same budget."""
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
 from runner.study.pool import Job
@@ -56,9 +55,7 @@ def ratios(per_arm: dict[str, float | None], baseline: str) -> dict[str, dict]:
 def median_sec(study_dir: Path, jobs: list[Job], arm_label: str) -> float | None:
     from runner.study.results import sec_per_step
 
-    xs = [sec_per_step(study_dir, [str(j.run_dir)]) for j in jobs if j.label == arm_label]
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
+    return sec_per_step(study_dir, [str(j.run_dir) for j in jobs if j.label == arm_label])
 
 
 def scaled_length(study: Study, w: str, base_overrides: list[str], ratio: float) -> list[str]:

@@ -150,7 +150,7 @@ def time_to_target(study_dir: Path, run_dirs: list[str], target: dict, higher: b
             ),
             None,
         )
-        sps = sec_per_step(study_dir, [d])
+        sps = run_sec_per_step(study_dir / d)
         steps.append(hit)
         secs.append(hit * sps if hit is not None and sps is not None else None)
     reached = [s for s in steps if s is not None]
