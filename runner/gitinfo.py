@@ -1,7 +1,13 @@
-"""Which commit a result came from, and whether the files its numbers depend on were edited."""
+"""Where a result came from: which commit, whether the files its numbers depend on were edited, and
+which machine ran it (CPUs with different vector units run different float kernels, so the same
+commit, config and seed give bit-identical numbers on one machine and different ones on another:
+a study records the machine beside the commit)."""
 
 from __future__ import annotations
 
+import functools
+import os
+import platform
 import subprocess
 from pathlib import Path
 
@@ -34,3 +40,39 @@ def commit_info(root: str | Path) -> tuple[str, bool]:
         return sha.stdout.strip(), bool(dirty.stdout.strip())
     except OSError:
         return "unknown", False
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+@functools.cache
+def machine_info() -> dict:
+    """The machine a study ran on: CPU model, the vector unit torch's CPU kernels use (e.g. AVX2,
+    AVX512: it decides the float results), cores, torch and Python versions, the GPU if any."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "cpu": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "gpu": gpu,
+    }
+
+
+def machine_line(m: dict | None) -> str:
+    """One line for a report: 'AMD EPYC (AVX2), 2 cores, torch 2.13.0' (+ the GPU)."""
+    if not m:
+        return "not recorded"
+    line = f"{m.get('cpu', 'unknown')} ({m.get('cpu_capability', '?')})"
+    line += f", {m.get('cores', '?')} cores, torch {m.get('torch', '?')}"
+    return line + (f", GPU {m['gpu']}" if m.get("gpu") else "")

@@ -99,6 +99,15 @@ def test_end_to_end_writes_the_contract_and_ordinary_run_dirs(e2e):
         assert cfg["seed"] == 0 and cfg["trainer"]["progress"] is False and cfg["arm"] == arm
     assert (out / "study.yaml").read_text() == (d / "s.yaml").read_text()  # the inputs, pinned
     assert [i["commit"] for i in s["invocations"]] == [s["commit"]]
+    # the machine beside the commit: float kernels differ between CPUs, so a result is
+    # reproduced bit for bit only on the machine (vector unit, torch) that made it
+    import torch
+
+    m = s["machine"]
+    assert m["torch"] == torch.__version__ and m["cores"] == os.cpu_count()
+    assert m["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and m["cpu"]
+    assert [i["machine"] for i in s["invocations"]] == [m]
+    assert f"machine: {m['cpu']} ({m['cpu_capability']})" in (out / "report.md").read_text()
     assert not (out / ".study.lock").exists()
     assert "good: test/acc" in r.stdout and "better" in r.stdout
     if (ROOT / "runner" / "study" / "report.py").is_file():
@@ -300,6 +309,7 @@ def test_a_study_run_in_pieces_equals_the_whole_study(tmp_path):
     assert list(pieces["by_workload"]) == ["a", "b"] and pieces["workloads_not_run"] == []
     assert _by_workload_values(pieces) == _by_workload_values(whole)
     assert pieces["by_workload"]["a"]["run"] == first["by_workload"]["a"]["run"]
+    assert pieces["by_workload"]["b"]["run"]["machine"] == pieces["machine"]
     assert pieces["by_workload"]["b"]["run"]["finished"] == pieces["finished"]
     assert pieces["dirty"] == any(v["run"]["dirty"] for v in pieces["by_workload"].values())
     assert [i.get("workloads") for i in pieces["invocations"]] == [["a"], ["b"]]

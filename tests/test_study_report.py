@@ -423,3 +423,25 @@ def test_wandb_verdict_run_holds_the_study_table_and_headline(tmp_path, monkeypa
     by_arm = {row[1]: row for row in table["data"]}
     assert set(by_arm) == set(study["arms"])
     assert all(by_arm[a][5] == study["arms"][a]["verdict"] for a in by_arm)
+
+
+def test_pieces_made_on_two_machines_name_each_machine(tmp_path):
+    """A study run in pieces on two machines (the same commit gives different floats on CPUs
+    with different vector units) says which machine made which workload; a study.json from
+    before machines were recorded says 'not recorded'."""
+    study = study_of(tmp_path, ("mlp", "cnn"))
+    amd = {"cpu": "AMD EPYC", "cpu_capability": "AVX2", "cores": 2, "torch": "2.13.0"}
+    xeon = {**amd, "cpu": "Intel Xeon", "cpu_capability": "AVX512", "gpu": "NVIDIA H100"}
+    study["machine"] = xeon
+    for w, m in (("mlp", amd), ("cnn", xeon)):
+        run = {"commit": "abc123", "dirty": False, "finished": "2026-12-03 10:00 UTC", "machine": m}
+        study["by_workload"][w]["run"] = run
+    write_report(study, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    head = "Commit abc123; machine: Intel Xeon (AVX512), 2 cores, torch 2.13.0, GPU NVIDIA H100."
+    assert head in md
+    assert "mlp at commit abc123, finished 2026-12-03 10:00 UTC on AMD EPYC (AVX2), 2 cores" in md
+    assert "cnn at commit abc123, finished 2026-12-03 10:00 UTC on Intel Xeon (AVX512)" in md
+    del study["machine"]
+    write_report(study, tmp_path)
+    assert "Commit abc123; machine: not recorded." in (tmp_path / "report.md").read_text()

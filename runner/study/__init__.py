@@ -14,13 +14,16 @@ study.json (contract, issue 16; extra keys are additions):
     {"name", "description", "study_file", "overrides": [...],
      "baseline", "select", "metric", "higher_better" (for metric), "select_higher_better",
      "budget", "tune_seeds", "seeds", "search": {key: range}, "arm_search": {arm: {key: range}},
-     "commit", "dirty" (at the end), "invocations": [{"commit", "dirty", "started"}] (each start
-     of the study on DIR: a resumed study may span commits),
+     "commit", "dirty" (at the end), "machine": {"cpu", "cpu_capability", "cores", "torch",
+     "python", "gpu"} (at the end: float kernels differ between CPUs, so numbers repeat bit for
+     bit only on the machine that made them),
+     "invocations": [{"commit", "dirty", "started", "machine"}] (each start of the study on DIR:
+     a resumed study may span commits and machines),
      "equal_compute": bool, "target": {"key", "value"} | null,
      "workloads": [names],
      "arms": {ARM: {...}}                   # one workload: at the top
      "by_workload": {W: {"arms": {ARM: {...}},    # several workloads: per workload instead,
-                         "run": {"commit", "dirty", "finished"}}}   # who made W's record
+                         "run": {"commit", "dirty", "finished", "machine"}}}  # who made W's
      "workloads_not_run": [names]           # several: not run yet (`--workloads` runs a subset;
                                             # the others keep DIR's earlier records; "dirty" is
                                             # true if any workload's record is)

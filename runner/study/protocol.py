@@ -129,13 +129,14 @@ def pin(study: Study, out: Path, names: list[str] | None = None) -> None:
                 f"{out} was run with {' '.join(old) or 'none'}",
                 "the same overrides, or another --out",
             )
-    from runner.gitinfo import commit_info
+    from runner.gitinfo import commit_info, machine_info
 
     sha, dirty = commit_info(ROOT)  # a resumed study may span commits: each start is recorded
     inv = {
         "commit": sha,
         "dirty": dirty,
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine_info(),  # a resumed study may span machines too
     }
     if names is not None and names != list(study.workloads):
         inv["workloads"] = names
@@ -426,7 +427,7 @@ def earlier_workloads(out: Path, study: Study) -> dict:
     nested = old.get("by_workload") if isinstance(old, dict) else None
     if not same or not isinstance(nested, dict) or len(study.workloads) < 2:
         return {}
-    run = {k: old.get(k) for k in ("commit", "dirty", "finished")}
+    run = {k: old.get(k) for k in ("commit", "dirty", "finished", "machine")}
     return {
         w: {**v, "run": v.get("run") or run}
         for w, v in nested.items()
@@ -443,9 +444,10 @@ def assemble(
     costs: dict,
     earlier: dict | None = None,
 ) -> dict:
-    from runner.gitinfo import commit_info
+    from runner.gitinfo import commit_info, machine_info
 
     sha, dirty = commit_info(ROOT)
+    machine = machine_info()
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     res = {
         "name": study.name,
@@ -464,6 +466,7 @@ def assemble(
         "arm_search": {a: {d.key: d.text for d in ds} for a, ds in study.arm_search.items()},
         "commit": sha,
         "dirty": dirty,
+        "machine": machine,
         "invocations": _invocations(out),
         "equal_compute": study.equal_compute,
         "target": study.target,
@@ -471,7 +474,7 @@ def assemble(
         "analysis": str(study.analysis) if study.analysis else None,
         "finished": now,
     }
-    run = {"commit": sha, "dirty": dirty, "finished": now}
+    run = {"commit": sha, "dirty": dirty, "finished": now, "machine": machine}
     per = {
         w: {
             "arms": workload_arms(study, out, w, plans[w], trials[w], chosen[w], costs.get(w, {})),

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from runner.compare import fnum, fp
+from runner.gitinfo import machine_line
 from runner.stats import describe, lower_is_better, performance_profile
 from runner.study.results import num as _ok
 from runner.study.results import rows_of
@@ -557,7 +558,7 @@ def _intro(study: dict) -> list:
             f"Baseline {study.get('baseline')}; budget {b} trial{'' if b == 1 else 's'}"
             f" per arm on tune seeds [{tune}]; chosen on {study.get('select')}; "
             f"confirmed on seeds [{seeds}], reported on {study.get('metric')}. "
-            f"Commit {sha}.",
+            f"Commit {sha}; machine: {machine_line(study.get('machine'))}.",
         )
     )
     return blocks + _pieces(study)
@@ -569,14 +570,15 @@ def _pieces(study: dict) -> list:
     made: dict[tuple, list] = {}
     for w, v in (study.get("by_workload") or {}).items():
         r = v.get("run") or {}
-        key = (str(r.get("commit") or "unknown")[:12], bool(r.get("dirty")), r.get("finished"))
+        c = str(r.get("commit") or "unknown")[:12]
+        key = (c, bool(r.get("dirty")), r.get("finished"), machine_line(r.get("machine")))
         made.setdefault(key, []).append(w)
     missing = study.get("workloads_not_run") or []
     if len(made) < 2 and not missing:
         return []
     parts = [
-        f"{', '.join(ws)} at commit {c}{' (dirty)' if d else ''}, finished {f or 'unknown'}"
-        for (c, d, f), ws in made.items()
+        f"{', '.join(ws)} at commit {c}{' (dirty)' if d else ''}, finished {f or 'unknown'} on {m}"
+        for (c, d, f, m), ws in made.items()
     ]
     text = "Run in pieces (`--workloads`): " + "; ".join(parts) + "."
     if missing:
