@@ -137,6 +137,7 @@ def build_state(cfg: DictConfig, plan, d):
         rank=d.rank,
         world_size=d.world_size,
         device=data.device,
+        group=tcfg.accum_steps,  # length buckets by the optimizer batch (accumulation = it)
     )
     steps = engine.total_steps(tcfg, batcher.steps_per_epoch)
     if steps <= 0:

@@ -7,7 +7,11 @@ batch_size x world_size samples of the same permutation on every rank, and rank 
 so the ranks together see exactly the batches a single process with the global batch size sees.
 
 Text data with `dataset.padding=bucket` gets length-grouped batches (`bucketed_order`): still
-every row once per epoch, still a function of (seed, epoch) only.
+every row once per epoch, still a function of (seed, epoch) only. Under gradient accumulation
+(`group` = trainer.accum_steps micro-batches per optimizer step) the rows are grouped by the
+optimizer batch, so k accumulated micro-batches hold exactly the rows of one k-times-larger batch,
+as they do without bucketing (grouped by the micro-batch instead, an optimizer step would gather
+k length groups where the larger batch has one: another sampling, not the same update).
 
 Streamed data (`device` given: the splits stay on the host because they would take too much of
 the GPU; trainer.data_on_device): each batch is gathered and trimmed on the host, pinned and
@@ -36,11 +40,13 @@ class IndexBatcher:
         rank: int = 0,
         world_size: int = 1,
         device=None,
+        group: int = 1,
     ):
         self.split, self.batch_size, self.seed = split, batch_size, seed
         self.device = device  # streamed: copy each batch there (the split stays on the host)
         self.rank, self.world_size = rank, world_size
         self.global_batch = batch_size * world_size
+        self.group = max(1, int(group))  # micro-batches per optimizer step (accumulation)
         self.n = len(split["y"])
         self.drop_last = drop_last
         self.collate = collate  # e.g. trim padding of text batches
@@ -72,7 +78,7 @@ class IndexBatcher:
         perm = torch.randperm(self.n, generator=g)
         if self._lengths is None:
             return perm
-        return bucketed_order(perm, self._lengths, self.global_batch, g)
+        return bucketed_order(perm, self._lengths, self.global_batch * self.group, g)
 
     def order(self, epoch: int) -> torch.Tensor:
         from runner.device import to_device  # pinned + non-blocking on CUDA: no stall per epoch
