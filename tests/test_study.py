@@ -359,6 +359,8 @@ BAD = [
     (dict(seeds=[1, 1]), "seeds: repeats a seed"),
     (dict(budget=0), "budget: must be an integer >= 1"),
     (dict(budget="many"), "budget: must be an integer >= 1"),
+    (dict(cost_seconds=0), "cost_seconds: must be a number of seconds > 0, got 0"),
+    (dict(cost_seconds="long"), "cost_seconds: must be a number of seconds > 0, got 'long'"),
     (dict(budgett=3), "budgett: unknown study key (allowed: common, workloads,"),
     (dict(equal_compute="yes"), "equal_compute: got 'yes' (allowed: true, false)"),
 ]
@@ -424,34 +426,43 @@ def test_equal_compute_adds_a_baseline_arm_scaled_by_the_measured_ratio(tmp_path
     )
     study = parse_text(tmp_path / "s.yaml", text)
     per_step = {"slow": 0.010, "rdrop": 0.020, "flood": 0.0105}
+    # one round of each arm ran beside a load (time only ever gets added): the fastest counts
+    loaded = {("slow", "1"): 3.0, ("rdrop", "4"): 2.0, ("flood", "0"): 1.5}
+    calls = []
 
     class FakeRunner:
         out = tmp_path
 
         def start_view(self, total, label):
-            pass
+            assert total == 1 + 5 * 3
 
         def run(self, jobs, width=None):
             assert width == 1  # one process: the arms interleaved
-            assert [j.label for j in jobs[:4]] == [
-                "warmup",
-                "main/slow",
-                "main/rdrop",
-                "main/flood",
-            ]
-            assert len(jobs) == 1 + 3 * 3  # a warm-up, then 3 interleaved rounds
+            calls.append(jobs)
             for j in jobs:
                 d = tmp_path / j.run_dir
                 d.mkdir(parents=True)
-                sec = 1.0 if j.label == "warmup" else per_step[j.label.split("/")[1]]
+                arm, rep = j.run_dir.parent.name, j.run_dir.name.removeprefix("rep-")
+                sec = 0.002 if j.label == "warmup" else per_step[arm] * loaded.get((arm, rep), 1)
+                n = int(next(o for o in j.overrides if "max_steps" in o).split("=")[1])
                 (d / "summary.json").write_text(
-                    json.dumps({"status": "completed", "steps": 30, "train_seconds": 30 * sec})
+                    json.dumps({"status": "completed", "steps": n, "train_seconds": n * sec})
                 )
 
     plans = P.arm_plans(study)
     costs = P.measure_cost(study, FakeRunner(), "main", plans, P.points_for(study, plans))
+    # first the warm-up alone (the baseline, cost_steps steps): its pace sets the rounds' length
+    assert [j.label for j in calls[0]] == ["warmup"] and calls[0][0].run_dir.parent.name == "slow"
+    assert "trainer.max_steps=200" in calls[0][0].overrides
+    # then 5 interleaved rounds, each >= cost_seconds (3 s) of the baseline at 2 ms a step
+    assert [j.label for j in calls[1][:3]] == ["main/slow", "main/rdrop", "main/flood"]
+    assert len(calls[1]) == 5 * 3
+    assert all("trainer.max_steps=1500" in j.overrides for j in calls[1])
     assert costs["rdrop"]["ratio"] == pytest.approx(2.0)
     assert costs["slow"]["ratio"] == pytest.approx(1.0)
+    assert costs["flood"]["ratio"] == pytest.approx(1.05)  # not an equal-compute arm
+    assert costs["slow"]["rounds"] == pytest.approx([0.01, 0.03, 0.01, 0.01, 0.01])
+    assert costs["slow"]["round_steps"] == 1500
     assert set(plans) == {"slow", "rdrop", "flood", "slow@rdrop"}
     assert plans["slow@rdrop"]["forced"] == ["trainer.max_steps=120"]  # 60 steps x 2.0
     _, jobs = P.tune_jobs(study, "main", plans, P.points_for(study, plans))
@@ -617,6 +628,7 @@ def test_equal_compute_end_to_end(tmp_path):
         target=None,
         equal_compute=True,
         cost_steps=20,
+        cost_seconds=0.01,  # rounds of cost_steps: the tiny model's steps take ~1 ms
     )
     study = parse_text(tmp_path / "s.yaml", text)
     s = execute(study, tmp_path / "out", 1, progress=False)
@@ -634,5 +646,5 @@ def test_equal_compute_end_to_end(tmp_path):
     assert ec["vs"] == "slow@pgd" and ec["diff"]["p_holm"] == ec["diff"]["p"]  # a family of one
     assert arms["slow@pgd"]["final"]["n"] == 2 and len(arms["slow@pgd"]["trials"]) == 1
     cost_runs = sorted((tmp_path / "out" / "runs" / "_cost").glob("*/*/rep-*/summary.json"))
-    assert len(cost_runs) == 1 + 3 * 2  # the warm-up and 3 interleaved rounds of both arms
+    assert len(cost_runs) == 1 + 5 * 2  # the warm-up and 5 interleaved rounds of both arms
     assert {json.loads(f.read_text())["status"] for f in cost_runs} == {"completed"}

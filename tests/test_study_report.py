@@ -315,11 +315,19 @@ def test_analysis_and_equal_compute_sections(tmp_path):
             "mde": 0.02,
         },
     }
+    rounds = {"none": [0.0021, 0.0020, 0.0034], "fgm": [0.0043, 0.0040, 0.0041]}
+    for a, r in rounds.items():  # the timing rounds (ms): fgm's fastest is 2.0x the baseline's
+        arms[a]["cost"] = {"sec_per_step": min(r), "ratio": min(r) / 0.002, "rounds": r}
+        arms[a]["cost"].update(round_steps=1500, source="interleaved")
     (tmp_path / "analysis.md").write_text(
         "Flooding level b against the train loss.\n\n| b | loss |\n|---|---|\n| 0.1 | 0.2 |\n"
     )
     write_report(study, tmp_path)
     md = (tmp_path / "report.md").read_text()
+    cost = table(md, "arm | ms per step (fastest round)")
+    assert cost[0][2] == "rounds, ms per step (1500 steps each)"
+    assert cost[1] == ["none", "2", "2.1, 2, 3.4", "1.00×", "–"]
+    assert cost[2] == ["fgm", "4", "4.3, 4, 4.1", "2.00×", "none@fgm"]
     assert "## Against the baseline given the same measured compute" in md
     ec = table(md, "arm | vs (baseline, same compute)")
     assert ec[1][:2] == ["fgm", "none@fgm"] and ec[1][3] == "+0.0040 [-0.0100, +0.0180]"

@@ -1,16 +1,24 @@
 """Equal compute: each arm's cost per step measured in ONE worker process with the arms
 interleaved (round-robin), so a load change on a shared machine hits every arm alike; an arm
 costing more than 1.1x the baseline gets a baseline arm `<baseline>@<arm>` trained for its
-measured ratio times the steps, tuned under the same budget."""
+measured ratio times the steps, tuned under the same budget.
+
+A warm-up run of the baseline (uncounted: it pays the process's one-off costs) also sets the
+length of the rounds: each round runs at least `cost_steps` steps and at least `cost_seconds` of
+the baseline's training, so a 1 ms step is timed over seconds, not over a tenth of a second that
+one stray process can double. An arm's cost is the minimum over its REPS rounds: a load on the
+machine only ever adds time (the rule of Python's timeit), and a round hit by one is not the
+arm's cost; the rounds are kept in study.json beside it."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from runner.study.pool import Job
 from runner.study.spec import Study, merge, run_overrides
 
-REPS = 3
+REPS = 5
 THRESHOLD = 1.1
 
 
@@ -20,9 +28,8 @@ def arm_dir(w: str, a: str) -> Path:
     return Path("runs") / "_cost" / w / a
 
 
-def cost_jobs(study: Study, w: str, arms: dict, points: dict) -> list[Job]:
-    n = study.cost_steps
-    short = [
+def _short(n: int) -> list[str]:
+    return [
         f"trainer.max_steps={n}",
         f"trainer.eval_every={n}",
         f"trainer.log_every={max(1, n // 5)}",
@@ -30,32 +37,55 @@ def cost_jobs(study: Study, w: str, arms: dict, points: dict) -> list[Job]:
         "trainer.keep_checkpoints=none",
     ]
 
-    def job(a: str, seed: int, rep: str, label: str) -> Job:
-        return Job(
-            merge(run_overrides(study, w, arms[a], points[a][0], seed), short, [f"+arm={a}"]),
-            arm_dir(w, a) / f"rep-{rep}",
-            label,
-        )
 
-    # a first, uncounted run warms the process up (allocator, caches, lazy imports): the
-    # first timed arm would otherwise pay for it
-    return [job(next(iter(arms)), 0, "warmup", "warmup")] + [
-        job(a, rep, str(rep), f"{w}/{a}") for rep in range(REPS) for a in arms
-    ]
+def _job(study: Study, w: str, arms: dict, points: dict, a: str, n: int, seed: int, rep: str):
+    ovr = merge(run_overrides(study, w, arms[a], points[a][0], seed), _short(n), [f"+arm={a}"])
+    return Job(ovr, arm_dir(w, a) / f"rep-{rep}", "warmup" if rep == "warmup" else f"{w}/{a}")
 
 
-def ratios(per_arm: dict[str, float | None], baseline: str) -> dict[str, dict]:
-    base = per_arm.get(baseline)
+def warmup_job(study: Study, w: str, arms: dict, points: dict) -> Job:
+    """The first, uncounted run: the baseline for `cost_steps` steps (it warms the process up:
+    allocator, caches, lazy imports; the first timed arm would otherwise pay for them)."""
+    return _job(study, w, arms, points, study.baseline, study.cost_steps, 0, "warmup")
+
+
+def round_steps(study: Study, warm_sec_per_step: float | None) -> int:
+    """Steps per timing round: at least cost_steps, and enough for cost_seconds of the
+    baseline's training at the warm-up's pace."""
+    n = study.cost_steps
+    if warm_sec_per_step and warm_sec_per_step > 0:
+        n = max(n, math.ceil(study.cost_seconds / warm_sec_per_step))
+    return n
+
+
+def round_jobs(study: Study, w: str, arms: dict, points: dict, n: int) -> list[Job]:
+    """REPS rounds of every arm, interleaved (round r of every arm before round r + 1)."""
+    return [_job(study, w, arms, points, a, n, rep, str(rep)) for rep in range(REPS) for a in arms]
+
+
+def ratios(per_arm: dict[str, list[float]], baseline: str, steps: int) -> dict[str, dict]:
+    """arm -> {sec_per_step (the minimum over its rounds), ratio to the baseline's, rounds,
+    round_steps, source}."""
+    best = {a: (min(v) if v else None) for a, v in per_arm.items()}
+    base = best.get(baseline)
     return {
-        a: {"sec_per_step": s, "ratio": (s / base) if s and base else None, "source": "interleaved"}
-        for a, s in per_arm.items()
+        a: {
+            "sec_per_step": s,
+            "ratio": (s / base) if s and base else None,
+            "rounds": per_arm[a],
+            "round_steps": steps,
+            "source": "interleaved",
+        }
+        for a, s in best.items()
     }
 
 
-def median_sec(study_dir: Path, jobs: list[Job], arm_label: str) -> float | None:
-    from runner.study.results import sec_per_step
+def round_secs(study_dir: Path, jobs: list[Job], arm_label: str) -> list[float]:
+    """Seconds per step of each completed round of one arm."""
+    from runner.study.results import run_sec_per_step
 
-    return sec_per_step(study_dir, [str(j.run_dir) for j in jobs if j.label == arm_label])
+    xs = [run_sec_per_step(study_dir / j.run_dir) for j in jobs if j.label == arm_label]
+    return [x for x in xs if x is not None]
 
 
 def scaled_length(study: Study, w: str, base_overrides: list[str], ratio: float) -> list[str]:

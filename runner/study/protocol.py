@@ -265,11 +265,17 @@ class Runner:
 def measure_cost(study: Study, runner: Runner, w: str, arms: dict, points: dict) -> dict:
     """Interleaved timing runs in one worker; adds `<baseline>@<arm>` plans to `arms` for arms
     costing more than THRESHOLD x the baseline. Returns arm -> cost."""
-    jobs = costmod.cost_jobs(study, w, {a: p["overrides"] for a, p in arms.items()}, points)
-    runner.start_view(len(jobs), f"cost {w}" if len(study.workloads) > 1 else "cost")
+    ovr = {a: p["overrides"] for a, p in arms.items()}
+    warm = costmod.warmup_job(study, w, ovr, points)
+    runner.start_view(
+        1 + costmod.REPS * len(arms), f"cost {w}" if len(study.workloads) > 1 else "cost"
+    )
+    runner.run([warm], width=1)
+    n = costmod.round_steps(study, R.run_sec_per_step(runner.out / warm.run_dir))
+    jobs = costmod.round_jobs(study, w, ovr, points, n)
     runner.run(jobs, width=1)
-    per = {a: costmod.median_sec(runner.out, jobs, f"{w}/{a}") for a in arms}
-    costs = costmod.ratios(per, study.baseline)
+    per = {a: costmod.round_secs(runner.out, jobs, f"{w}/{a}") for a in arms}
+    costs = costmod.ratios(per, study.baseline, n)
     base = arms[study.baseline]
     for a in list(arms):
         r = costs[a]["ratio"]
@@ -608,8 +614,9 @@ def dry_run(study: Study, only=None) -> str:
     if study.equal_compute:
         k = len(arms) - 1
         lines.append(
-            f"equal compute: 1 warm-up + {costmod.REPS} x {len(arms)} timing runs of "
-            f"{study.cost_steps} steps per workload first; each arm > "
+            f"equal compute: 1 warm-up + {costmod.REPS} x {len(arms)} timing runs per workload "
+            f"first (each >= {study.cost_steps} steps and >= {study.cost_seconds:g} s of the "
+            f"baseline; an arm's cost: its fastest round); each arm > "
             f"{costmod.THRESHOLD}x the baseline adds an arm {study.baseline}@ARM "
             f"(up to {k * len(names)} arms, {n_runs(study, k) * len(names)} runs more)"
         )

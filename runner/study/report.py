@@ -216,6 +216,33 @@ def comparison_table(study: dict, arms: dict) -> tuple[list, list]:
     return head, rows
 
 
+def cost_table(study: dict, arms: dict) -> tuple[list, list] | None:
+    """The interleaved timing rounds behind the equal-compute arms: each arm's seconds per step
+    in every round, the fastest (its cost), the ratio to the baseline's and the arm it added."""
+    rows = []
+    added = {v.get("equal_compute_of"): a for a, v in arms.items() if v.get("equal_compute_of")}
+    for name, v in arms.items():
+        c = v.get("cost") or {}
+        if c.get("source") != "interleaved" or not c.get("rounds"):
+            continue
+        rounds = ", ".join(f"{1e3 * x:.3g}" for x in c["rounds"])
+        sec = c.get("sec_per_step")
+        rows.append(
+            [
+                name,
+                f"{1e3 * sec:.3g}" if _ok(sec) else "–",
+                rounds,
+                cost_text(c),
+                added.get(name, "–"),
+            ]
+        )
+    if not rows:
+        return None
+    steps = next((v["cost"].get("round_steps") for v in arms.values() if v.get("cost")), None)
+    head = ["arm", "ms per step (fastest round)", f"rounds, ms per step ({steps} steps each)"]
+    return head + ["cost ×", "equal-compute arm"], rows
+
+
 def equal_compute_table(study: dict, arms: dict) -> tuple[list, list] | None:
     rows = []
     for name in _main_arms(study, arms):
@@ -609,6 +636,18 @@ def _workload_blocks(study: dict, w: str, arms: dict, out: Path, several: bool) 
                 "Holm family.",
             ),
             ("table", *ec),
+        ]
+    ct = cost_table(study, arms)
+    if ct:
+        blocks += [
+            ("h", lvl, f"Measured cost{tag}"),
+            (
+                "p",
+                "Timed before tuning in one process, the arms interleaved round by round; an "
+                "arm's cost is its fastest round (a load only adds time); above "
+                "1.1× the baseline it gets an equal-compute baseline.",
+            ),
+            ("table", *ct),
         ]
     plots = []
     for name, fn, title in (

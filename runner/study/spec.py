@@ -28,6 +28,7 @@ KEYS = (
     "direction",
     "search_seed",
     "cost_steps",
+    "cost_seconds",
 )
 # Every run of a study: no rich bar per run (the study has its own view), and completed runs
 # keep no checkpoint (dozens of runs; an OVERRIDE trainer.keep_checkpoints=... keeps them).
@@ -58,6 +59,7 @@ class Study:
     analysis: Path | None
     search_seed: int = 0
     cost_steps: int = 200
+    cost_seconds: float = 3.0
     overrides: list[str] = field(default_factory=list)
 
     @property
@@ -208,6 +210,14 @@ def _int(v, key: str, lo: int, default: int) -> int:
     return v
 
 
+def _seconds(v, default: float) -> float:
+    if v is None:
+        return default
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+    check(ok, "cost_seconds", f"must be a number of seconds > 0, got {v!r}")
+    return float(v)
+
+
 def _mapping(text: str) -> dict:
     """The study file's YAML as a mapping of known keys."""
     import yaml
@@ -340,6 +350,7 @@ def parse_text(path: Path, text: str, overrides: list[str] = ()) -> Study:
         analysis=analysis,
         search_seed=_int(raw.get("search_seed"), "search_seed", 0, 0),
         cost_steps=_int(raw.get("cost_steps"), "cost_steps", 2, 200),
+        cost_seconds=_seconds(raw.get("cost_seconds"), 3.0),
         overrides=list(overrides),
     )
 
