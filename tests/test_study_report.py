@@ -254,6 +254,12 @@ def test_best_so_far_and_learning_band(tmp_path):
 
 def test_two_workloads_profile_and_per_workload_table(tmp_path):
     study = study_of(tmp_path, ("mlp", "cnn"))
+    # an equal-compute baseline on mlp only (fgm cost more there), scoring above every arm: a
+    # comparison for fgm, not a contender; counted, it would be best on mlp and absent on cnn
+    mlp = study["by_workload"]["mlp"]["arms"]
+    ec = mlp["none@fgm"] = json.loads(json.dumps(mlp["none"]))
+    ec.update(equal_compute_of="fgm", verdict="equal-compute baseline of fgm")
+    ec["final"]["mean"] = 0.999
     files = write_report(study, tmp_path)
     names = {f.name for f in files}
     assert {
@@ -282,15 +288,16 @@ def test_two_workloads_profile_and_per_workload_table(tmp_path):
     for arm, v in (("none", none_mlp), ("fgm", fgm_mlp), ("rdrop", rd_mlp)):
         r = (fgm_mlp / v, 0.99 / cnn[arm])
         expect[arm] = [sum(x <= t + 1e-12 for x in r) / 2 for t in (1, 1.01, 1.02, 1.05, 1.1)]
-    assert got == {a: pytest.approx(e) for a, e in expect.items()}
+    assert got == {a: pytest.approx(e) for a, e in expect.items()}  # none@fgm not in it
     assert got["fgm"][0] == 0.5 and got["rdrop"][0] == 0.5
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len([n for n in names if n.endswith(".png")])
     rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
-    assert [(r["workload"], r["arm"]) for r in rows][:4] == [
+    assert [(r["workload"], r["arm"]) for r in rows][:5] == [
         ("mlp", "none"),
         ("mlp", "fgm"),
         ("mlp", "rdrop"),
+        ("mlp", "none@fgm"),
         ("cnn", "none"),
     ]
 

@@ -346,8 +346,15 @@ def profile_table(study: dict, wl: dict) -> tuple[list, list]:
 
 
 def profile_scores(wl: dict) -> dict[str, dict[str, float]]:
+    """workload -> arm -> mean final metric, over the study's own arms. An equal-compute
+    baseline is a comparison for its arm and exists only on the workloads where that arm cost
+    more than the threshold: counted as a contender, its absence would read as a failure."""
     return {
-        w: {a: (v.get("final") or {}).get("mean") for a, v in arms.items()}
+        w: {
+            a: (v.get("final") or {}).get("mean")
+            for a, v in arms.items()
+            if not v.get("equal_compute_of")
+        }
         for w, arms in wl.items()
     }
 
