@@ -130,6 +130,13 @@ def test_help(tmp_path):
     r = cli(["train", "--help"], tmp_path)
     assert r.returncode == 0 and "override" in r.stdout.lower()
     assert "'reg=[rdrop,flooding]'" in r.stdout
+    # every command's help renders (a bracket in a help text is rich markup: compare's
+    # "project[/group]" closed a tag never opened and crashed `tricks compare --help`)
+    for cmd in ("compare", "list", "study"):
+        r = cli([cmd, "--help"], tmp_path)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, (cmd, r.stderr[-300:])
+    r = cli(["compare", "--help"], tmp_path, env={"COLUMNS": "200"})
+    assert "wandb:entity/project[/group]" in r.stdout
 
 
 def _one_line_error(r, *needles):
