@@ -403,7 +403,8 @@ def list_(group: Optional[str] = typer.Argument(None, help="A config group, e.g.
 @app.command()
 def compare(
     paths: List[str] = typer.Argument(
-        ..., help=r"Run dirs, sweep dirs, or wandb:entity/project\[/group]"  # \[: not rich markup
+        ...,
+        help=r"Run dirs, sweep dirs, or wandb:entity/project\[/group]",  # \[: not rich markup
     ),
     metric: str = typer.Option("test/acc", help="Summary metric to compare"),
     baseline: Optional[str] = typer.Option(None, help="KEY=VALUE selecting the baseline group"),
