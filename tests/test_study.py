@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -245,6 +246,23 @@ def test_another_study_file_on_a_used_dir_refuses(e2e, tmp_path):
     assert "holds a study of another study file" in r.stderr
     r = cli(["study", "s.yaml", "--out", "out", "trainer.log_every=5"], cwd=d, env=ENV)
     assert r.returncode == 2 and "OVERRIDES: " in r.stderr
+
+
+def test_a_changed_comment_resumes_a_changed_key_refuses(e2e, tmp_path):
+    """A study's pieces may come from a study file whose comments changed (a corrected note, a
+    measured time): the same keys resume; any changed key is another study."""
+    d, s, _ = e2e
+    shutil.copytree(d / "out", tmp_path / "out")
+    text = study_text().replace("# a tiny test study", "# a tiny test study, note corrected")
+    (tmp_path / "s.yaml").write_text(text + "# measured: a few seconds\n")
+    r = cli(["study", "s.yaml", "--out", "out"], cwd=tmp_path, env=ENV)
+    assert r.returncode == 0, r.stdout + r.stderr
+    again = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert values(again) == values(s) and len(again["invocations"]) == len(s["invocations"]) + 1
+    assert (tmp_path / "out" / "study.yaml").read_text() == (tmp_path / "s.yaml").read_text()
+    (tmp_path / "s.yaml").write_text(study_text(budget=3))  # a key: another study
+    r = cli(["study", "s.yaml", "--out", "out"], cwd=tmp_path, env=ENV)
+    assert r.returncode == 2 and "holds a study of another study file" in r.stderr
 
 
 def test_report_only_remakes_the_report(e2e):

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from runner.errors import ConfigError, check
 from runner.study import cost as costmod
 from runner.study import results as R
@@ -109,12 +111,23 @@ def lock(out: Path) -> Path:
     raise ConfigError("--out", f"cannot lock {out}")
 
 
+def same_study_text(old: str, new: str) -> bool:
+    """Whether two study files say the same: equal YAML content. A comment or the layout may
+    change between the pieces of a study (a corrected note, a measured time), the keys not."""
+    if old == new:
+        return True
+    try:
+        return yaml.safe_load(old) == yaml.safe_load(new)
+    except yaml.YAMLError:
+        return False
+
+
 def pin(study: Study, out: Path, names: list[str] | None = None) -> None:
     """Save the study file and OVERRIDES in DIR; a re-run must bring the same ones."""
     inputs = {"study_file": str(study.path), "overrides": study.overrides}
     saved, meta = out / "study.yaml", out / "study_input.json"
     if saved.is_file():
-        if saved.read_text() != study.text:
+        if not same_study_text(saved.read_text(), study.text):
             was = json.loads(meta.read_text()).get("study_file") if meta.is_file() else saved
             raise ConfigError(
                 "--out",
