@@ -248,6 +248,39 @@ def test_another_study_file_on_a_used_dir_refuses(e2e, tmp_path):
     assert r.returncode == 2 and "OVERRIDES: " in r.stderr
 
 
+def test_compare_pairs_arm_against_arm_with_positive_and_null_controls(tmp_path):
+    """compare: [[a, b]] tests arm a against arm b (paired by seed, Holm across the pairs):
+    lr 0.01 against another arm at lr 1e-6 is better (positive control); two arms of the same
+    configuration give the same values, no difference (null control)."""
+    arms = {"slow": ["optimizer.lr=1e-6"], "slow2": ["optimizer.lr=1e-6"]}
+    arms |= {"good": ["optimizer.lr=0.01"], "good2": ["optimizer.lr=0.01"]}
+    text = study_text(
+        arms=arms,
+        arm_search=None,
+        budget=1,
+        target=None,
+        compare=[["good", "slow2"], ["good2", "good"]],
+    )
+    (tmp_path / "s.yaml").write_text(text)
+    r = cli(["study", "s.yaml", "--out", "out", "--parallel", "2"], cwd=tmp_path, env=ENV)
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert s["compare"] == [["good", "slow2"], ["good2", "good"]]
+    a = s["arms"]
+    pos, null = a["good"]["versus"][0], a["good2"]["versus"][0]
+    assert pos["vs"] == "slow2" and pos["verdict"] == "better" and pos["diff"]["mean"] > 0.05
+    assert null["vs"] == "good" and null["diff"]["mean"] == 0 and null["verdict"] != "better"
+    assert a["good2"]["final"]["values"] == a["good"]["final"]["values"]
+    # Holm across the two pairs: the positive control's p doubled (the null's p is 1)
+    assert pos["diff"]["p_holm"] == pytest.approx(min(1.0, 2 * pos["diff"]["p"]))
+    assert "versus" not in a["slow2"]  # the baseline family is untouched by compare:
+    assert a["slow2"]["verdict"] not in ("better", "worse")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Arm against arm" in md and "**good** is better than slow2" in md
+    row = [line for line in md.splitlines() if line.startswith("| good2 | good |")]
+    assert len(row) == 1 and "better" not in row[0]
+
+
 def test_a_changed_comment_resumes_a_changed_key_refuses(e2e, tmp_path):
     """A study's pieces may come from a study file whose comments changed (a corrected note, a
     measured time): the same keys resume; any changed key is another study."""
@@ -381,6 +414,15 @@ BAD = [
     (dict(cost_seconds="long"), "cost_seconds: must be a number of seconds > 0, got 'long'"),
     (dict(budgett=3), "budgett: unknown study key (allowed: common, workloads,"),
     (dict(equal_compute="yes"), "equal_compute: got 'yes' (allowed: true, false)"),
+    (
+        dict(compare=[["good", "nope"]]),
+        "compare: unknown arm 'nope' (allowed: a list of [arm, arm]",
+    ),
+    (dict(compare=[["good", "slow"]]), "compare: 'slow' is the baseline, compared already"),
+    (dict(compare=[["good", "good"]]), "compare: 'good' against itself"),
+    (dict(compare=[["good", "same"], ["same", "good"]]), "compare: ['same', 'good'] twice"),
+    (dict(compare=["good"]), "compare: got 'good' (allowed: a list of [arm, arm] pairs"),
+    (dict(compare=[]), "compare: got [] (allowed:"),
 ]
 
 

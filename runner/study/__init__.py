@@ -19,7 +19,8 @@ study.json (contract, issue 16; extra keys are additions):
      bit only on the machine that made them),
      "invocations": [{"commit", "dirty", "started", "machine"}] (each start of the study on DIR:
      a resumed study may span commits and machines),
-     "equal_compute": bool, "target": {"key", "value"} | null,
+     "equal_compute": bool, "compare": [[arm, arm], ...] (arm against arm), "target":
+     {"key", "value"} | null,
      "workloads": [names],
      "arms": {ARM: {...}}                   # one workload: at the top
      "by_workload": {W: {"arms": {ARM: {...}},    # several workloads: per workload instead,
@@ -43,6 +44,9 @@ study.json (contract, issue 16; extra keys are additions):
           "verdict": str,           # on p_holm: Holm across the arms vs the baseline
           "equal_compute": {"vs": "<baseline>@ARM", "diff": {...}, "verdict"} | absent
                                     # its own Holm family: trick vs its equal-compute baseline
+          "versus": [{"vs": ARM2, "diff": {...}, "verdict", "family"}] | absent
+                                    # the study file's compare: pairs (ARM, ARM2), Holm across
+                                    # those pairs only
           "cost": {"sec_per_step", "ratio", "source": "interleaved" | "confirmation runs"},
           "target": {"key", "value", "steps": [...], "seconds": [...], "reached", "n",
                      "mean_steps", "mean_seconds"} | absent}

@@ -413,6 +413,11 @@ def workload_arms(
             **v,
             "family": "trick vs its equal-compute baseline (Holm across these pairs only)",
         }
+    pairs = study.compare  # the study file's compare: arm against arm, a family of its own
+    for (a, b), (_, v) in zip(pairs, R.verdicts(arms, pairs, study.metric_higher)):
+        arms[a].setdefault("versus", []).append(
+            {"vs": b, **v, "family": "arm against arm (compare:, Holm across these pairs only)"}
+        )
     sec = {a: R.sec_per_step(out, arms[a]["final"]["run_dirs"]) for a in arms}
     for a in arms:
         if a in costs:
@@ -488,6 +493,7 @@ def assemble(
         "machine": machine,
         "invocations": _invocations(out),
         "equal_compute": study.equal_compute,
+        "compare": [list(p) for p in study.compare],
         "target": study.target,
         "workloads": list(study.workloads),
         "analysis": str(study.analysis) if study.analysis else None,

@@ -144,7 +144,14 @@ def headline(study: dict, arms: dict) -> list[str]:
                 _sentence(name, {**arms[name], **ec}, ec.get("vs"), metric)
                 + " (same measured compute)"
             )
+    for name, vs in versus_pairs(arms):
+        lines.append(_sentence(name, {**arms[name], **vs}, vs.get("vs"), metric) + " (compare:)")
     return lines
+
+
+def versus_pairs(arms: dict) -> list[tuple[str, dict]]:
+    """The study file's compare: pairs, (arm, its record against the other arm), in file order."""
+    return [(a, vs) for a, v in arms.items() for vs in v.get("versus") or []]
 
 
 def _sentence(name: str, a: dict, base: str, metric: str) -> str:
@@ -280,6 +287,30 @@ def equal_compute_table(study: dict, arms: dict) -> tuple[list, list] | None:
         ],
         rows,
     )
+
+
+def versus_table(study: dict, arms: dict) -> tuple[list, list] | None:
+    rows = []
+    for name, vs in versus_pairs(arms):
+        d, other = vs.get("diff") or {}, arms.get(vs.get("vs"), {})
+        rows.append(
+            [
+                name,
+                vs.get("vs", "–"),
+                mean_ci(arms[name].get("final")),
+                mean_ci(other.get("final")),
+                diff_ci(d),
+                fp(d.get("p")),
+                fp(d.get("p_holm")),
+                d.get("test") or "–",
+                fnum(d.get("mde")),
+                vs.get("verdict") or "–",
+            ]
+        )
+    if not rows:
+        return None
+    head = ["arm", "vs (arm)", "its mean ± 95% CI", "vs's mean ± 95% CI", "diff [95% CI]"]
+    return head + ["p", "p_holm", "test", "MDE", "verdict"], rows
 
 
 def tuning_table(study: dict, arms: dict) -> tuple[list, list]:
@@ -643,6 +674,17 @@ def _workload_blocks(study: dict, w: str, arms: dict, out: Path, several: bool) 
                 "Holm family.",
             ),
             ("table", *ec),
+        ]
+    vt = versus_table(study, arms)
+    if vt:
+        blocks += [
+            ("h", lvl, f"Arm against arm{tag}"),
+            (
+                "p",
+                "The study file's `compare:` pairs, each arm at its own chosen point, paired "
+                "by seed; these comparisons are their own Holm family.",
+            ),
+            ("table", *vt),
         ]
     ct = cost_table(study, arms)
     if ct:

@@ -29,6 +29,7 @@ KEYS = (
     "search_seed",
     "cost_steps",
     "cost_seconds",
+    "compare",
 )
 # Every run of a study: no rich bar per run (the study has its own view), and completed runs
 # keep no checkpoint (dozens of runs; an OVERRIDE trainer.keep_checkpoints=... keeps them).
@@ -61,6 +62,7 @@ class Study:
     cost_steps: int = 200
     cost_seconds: float = 3.0
     overrides: list[str] = field(default_factory=list)
+    compare: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -297,6 +299,29 @@ def _select_metric(raw: dict) -> str:
     return select
 
 
+def _compare(raw: dict, arms: dict, baseline: str) -> list[tuple[str, str]]:
+    """`compare: [[a, b], ...]`: arm a against arm b, beside the comparisons with the baseline
+    (e.g. a trick against its control); these pairs are a Holm family of their own."""
+    pairs = raw.get("compare")
+    if pairs is None:
+        return []
+    others = ", ".join(a for a in arms if a != baseline)
+    allowed = f"a list of [arm, arm] pairs of two different arms, neither the baseline: {others}"
+    check(isinstance(pairs, list) and pairs, "compare", f"got {pairs!r}", allowed)
+    out = []
+    for p in pairs:
+        ok = isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
+        check(ok, "compare", f"got {p!r}", allowed)
+        a, b = p
+        for x in (a, b):
+            check(x in arms, "compare", f"unknown arm {x!r}", allowed)
+            check(x != baseline, "compare", f"{x!r} is the baseline, compared already", allowed)
+        check(a != b, "compare", f"{a!r} against itself", allowed)
+        check((a, b) not in out and (b, a) not in out, "compare", f"{p!r} twice", allowed)
+        out.append((a, b))
+    return out
+
+
 def _analysis(raw: dict, path: Path) -> Path | None:
     """The analysis file, relative to the study file's folder, if one is named."""
     analysis = raw.get("analysis")
@@ -352,6 +377,7 @@ def parse_text(path: Path, text: str, overrides: list[str] = ()) -> Study:
         cost_steps=_int(raw.get("cost_steps"), "cost_steps", 2, 200),
         cost_seconds=_seconds(raw.get("cost_seconds"), 3.0),
         overrides=list(overrides),
+        compare=_compare(raw, arms, raw["baseline"]),
     )
 
 
