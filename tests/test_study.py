@@ -283,7 +283,8 @@ def test_compare_pairs_arm_against_arm_with_positive_and_null_controls(tmp_path)
 
 def test_a_changed_comment_resumes_a_changed_key_refuses(e2e, tmp_path):
     """A study's pieces may come from a study file whose comments changed (a corrected note, a
-    measured time): the same keys resume; any changed key is another study."""
+    measured time) or whose compare: pairs did: they resume; any key a run depends on (here the
+    budget) is another study."""
     d, s, _ = e2e
     shutil.copytree(d / "out", tmp_path / "out")
     text = study_text().replace("# a tiny test study", "# a tiny test study, note corrected")
@@ -293,6 +294,14 @@ def test_a_changed_comment_resumes_a_changed_key_refuses(e2e, tmp_path):
     again = json.loads((tmp_path / "out" / "study.json").read_text())
     assert values(again) == values(s) and len(again["invocations"]) == len(s["invocations"]) + 1
     assert (tmp_path / "out" / "study.yaml").read_text() == (tmp_path / "s.yaml").read_text()
+    # compare: reads finished runs only: added on a resume, computed from DIR's runs
+    (tmp_path / "s.yaml").write_text(study_text(compare=[["good", "same"]]))
+    r = cli(["study", "s.yaml", "--out", "out"], cwd=tmp_path, env=ENV)
+    assert r.returncode == 0, r.stdout + r.stderr
+    again = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert values(again) == values(s) and again["compare"] == [["good", "same"]]
+    vs = again["arms"]["good"]["versus"][0]
+    assert vs["vs"] == "same" and vs["verdict"] == "better"
     (tmp_path / "s.yaml").write_text(study_text(budget=3))  # a key: another study
     r = cli(["study", "s.yaml", "--out", "out"], cwd=tmp_path, env=ENV)
     assert r.returncode == 2 and "holds a study of another study file" in r.stderr

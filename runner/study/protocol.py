@@ -111,15 +111,26 @@ def lock(out: Path) -> Path:
     raise ConfigError("--out", f"cannot lock {out}")
 
 
+# Keys that only read finished runs (no run depends on them): a resumed study may add or change
+# them, and recomputes them from DIR's runs.
+READING_KEYS = ("compare", "analysis")
+
+
 def same_study_text(old: str, new: str) -> bool:
-    """Whether two study files say the same: equal YAML content. A comment or the layout may
-    change between the pieces of a study (a corrected note, a measured time), the keys not."""
+    """Whether two study files make the same runs: equal YAML content but for READING_KEYS. A
+    comment or the layout may change between the pieces of a study (a corrected note, a measured
+    time), and so may the arm-against-arm pairs or the analysis file; any other key not."""
     if old == new:
         return True
     try:
-        return yaml.safe_load(old) == yaml.safe_load(new)
+        a, b = yaml.safe_load(old), yaml.safe_load(new)
     except yaml.YAMLError:
         return False
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return a == b
+    return {k: v for k, v in a.items() if k not in READING_KEYS} == {
+        k: v for k, v in b.items() if k not in READING_KEYS
+    }
 
 
 def pin(study: Study, out: Path, names: list[str] | None = None) -> None:
