@@ -460,3 +460,23 @@ def test_pieces_made_on_two_machines_name_each_machine(tmp_path):
     del study["machine"]
     write_report(study, tmp_path)
     assert "Commit abc123; machine: not recorded." in (tmp_path / "report.md").read_text()
+
+
+def test_compare_pairs_come_in_the_study_files_order(tmp_path):
+    """compare: [[rdrop, fgm], [fgm, rdrop2]] is listed so, whatever the arms' order."""
+    from runner.study.report import versus_pairs, versus_table
+
+    study = study_of(tmp_path)
+    arms = study["arms"]
+    d = {"mean": 0.01, "ci95": [-0.01, 0.03], "p": 0.3, "p_holm": 0.3, "test": "paired t"}
+    arms["rdrop2"] = json.loads(json.dumps(arms["rdrop"]))
+    arms["fgm"]["versus"] = [{"vs": "rdrop2", "diff": d, "verdict": "no significant difference"}]
+    arms["rdrop"]["versus"] = [{"vs": "fgm", "diff": d, "verdict": "no significant difference"}]
+    study["compare"] = [["rdrop", "fgm"], ["fgm", "rdrop2"]]
+    assert [(a, v["vs"]) for a, v in versus_pairs(study, arms)] == [
+        ("rdrop", "fgm"),
+        ("fgm", "rdrop2"),
+    ]
+    head, rows = versus_table(study, arms)
+    assert [r[:2] for r in rows] == [["rdrop", "fgm"], ["fgm", "rdrop2"]]
+    assert rows[0][4:9] == ["+0.0100 [-0.0100, +0.0300]", "0.300", "0.300", "paired t", "–"]

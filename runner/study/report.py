@@ -144,14 +144,19 @@ def headline(study: dict, arms: dict) -> list[str]:
                 _sentence(name, {**arms[name], **ec}, ec.get("vs"), metric)
                 + " (same measured compute)"
             )
-    for name, vs in versus_pairs(arms):
+    for name, vs in versus_pairs(study, arms):
         lines.append(_sentence(name, {**arms[name], **vs}, vs.get("vs"), metric) + " (compare:)")
     return lines
 
 
-def versus_pairs(arms: dict) -> list[tuple[str, dict]]:
+def versus_pairs(study: dict, arms: dict) -> list[tuple[str, dict]]:
     """The study file's compare: pairs, (arm, its record against the other arm), in file order."""
-    return [(a, vs) for a, v in arms.items() for vs in v.get("versus") or []]
+    out = []
+    for a, b in study.get("compare") or []:
+        rec = next((x for x in arms.get(a, {}).get("versus") or [] if x.get("vs") == b), None)
+        if rec:
+            out.append((a, rec))
+    return out
 
 
 def _sentence(name: str, a: dict, base: str, metric: str) -> str:
@@ -250,6 +255,12 @@ def cost_table(study: dict, arms: dict) -> tuple[list, list] | None:
     return head + ["cost ×", "equal-compute arm"], rows
 
 
+def _diff_cells(d: dict) -> list[str]:
+    """diff [95% CI], p, p_holm, test and MDE of one comparison (a `diff` record)."""
+    mde = fnum(d.get("mde"))
+    return [diff_ci(d), fp(d.get("p")), fp(d.get("p_holm")), d.get("test") or "–", mde]
+
+
 def equal_compute_table(study: dict, arms: dict) -> tuple[list, list] | None:
     rows = []
     for name in _main_arms(study, arms):
@@ -263,11 +274,7 @@ def equal_compute_table(study: dict, arms: dict) -> tuple[list, list] | None:
                 name,
                 ec.get("vs", "–"),
                 mean_ci(vs.get("final")),
-                diff_ci(d),
-                fp(d.get("p")),
-                fp(d.get("p_holm")),
-                d.get("test") or "–",
-                fnum(d.get("mde")),
+                *_diff_cells(d),
                 ec.get("verdict") or "–",
             ]
         )
@@ -291,7 +298,7 @@ def equal_compute_table(study: dict, arms: dict) -> tuple[list, list] | None:
 
 def versus_table(study: dict, arms: dict) -> tuple[list, list] | None:
     rows = []
-    for name, vs in versus_pairs(arms):
+    for name, vs in versus_pairs(study, arms):
         d, other = vs.get("diff") or {}, arms.get(vs.get("vs"), {})
         rows.append(
             [
@@ -299,11 +306,7 @@ def versus_table(study: dict, arms: dict) -> tuple[list, list] | None:
                 vs.get("vs", "–"),
                 mean_ci(arms[name].get("final")),
                 mean_ci(other.get("final")),
-                diff_ci(d),
-                fp(d.get("p")),
-                fp(d.get("p_holm")),
-                d.get("test") or "–",
-                fnum(d.get("mde")),
+                *_diff_cells(d),
                 vs.get("verdict") or "–",
             ]
         )
@@ -663,41 +666,31 @@ def _workload_blocks(study: dict, w: str, arms: dict, out: Path, several: bool) 
         ("h", lvl, f"Comparison with the baseline{tag}"),
         ("table", *comparison_table(study, arms)),
     ]
-    ec = equal_compute_table(study, arms)
-    if ec:
-        blocks += [
-            ("h", lvl, f"Against the baseline given the same measured compute{tag}"),
-            (
-                "p",
-                "Each costly arm against a baseline given its measured compute (more "
-                "steps), tuned with the same budget; these comparisons are their own "
-                "Holm family.",
-            ),
-            ("table", *ec),
-        ]
-    vt = versus_table(study, arms)
-    if vt:
-        blocks += [
-            ("h", lvl, f"Arm against arm{tag}"),
-            (
-                "p",
-                "The study file's `compare:` pairs, each arm at its own chosen point, paired "
-                "by seed; these comparisons are their own Holm family.",
-            ),
-            ("table", *vt),
-        ]
-    ct = cost_table(study, arms)
-    if ct:
-        blocks += [
-            ("h", lvl, f"Measured cost{tag}"),
-            (
-                "p",
-                "Timed before tuning in one process, the arms interleaved round by round; an "
-                "arm's cost is its fastest round (a load only adds time); above "
-                "1.1× the baseline it gets an equal-compute baseline.",
-            ),
-            ("table", *ct),
-        ]
+    optional = (
+        (
+            equal_compute_table(study, arms),
+            f"Against the baseline given the same measured compute{tag}",
+            "Each costly arm against a baseline given its measured compute (more "
+            "steps), tuned with the same budget; these comparisons are their own "
+            "Holm family.",
+        ),
+        (
+            versus_table(study, arms),
+            f"Arm against arm{tag}",
+            "The study file's `compare:` pairs, each arm at its own chosen point, paired "
+            "by seed; these comparisons are their own Holm family.",
+        ),
+        (
+            cost_table(study, arms),
+            f"Measured cost{tag}",
+            "Timed before tuning in one process, the arms interleaved round by round; an "
+            "arm's cost is its fastest round (a load only adds time); above "
+            "1.1× the baseline it gets an equal-compute baseline.",
+        ),
+    )
+    for table, title, note in optional:
+        if table:
+            blocks += [("h", lvl, title), ("p", note), ("table", *table)]
     plots = []
     for name, fn, title in (
         (
