@@ -480,3 +480,41 @@ def test_compare_pairs_come_in_the_study_files_order(tmp_path):
     head, rows = versus_table(study, arms)
     assert [r[:2] for r in rows] == [["rdrop", "fgm"], ["fgm", "rdrop2"]]
     assert rows[0][4:9] == ["+0.0100 [-0.0100, +0.0300]", "0.300", "0.300", "paired t", "–"]
+
+
+ANALYSIS = '''
+from pathlib import Path
+
+
+def analyse(study, study_dir):
+    n = sum(1 for _ in Path(study_dir, "runs").rglob("metrics.jsonl"))
+    return f"runs read: {n}"
+'''
+
+
+def test_the_analysis_is_kept_where_its_runs_are_not(tmp_path):
+    """A committed study dir holds no runs/: --report-only there keeps the analysis written where
+    the runs were (it would read none and print n/a); it is re-made where every run is, and made
+    where there is none yet."""
+    from runner.study.protocol import make_report
+
+    study = study_of(tmp_path)
+    for a in study["arms"].values():
+        for t in a["trials"]:
+            (tmp_path / t["run_dir"]).mkdir(parents=True, exist_ok=True)
+    (tmp_path / "analysis.py").write_text(ANALYSIS)
+    study["analysis"] = str(tmp_path / "analysis.py")
+    make_report(study, tmp_path)
+    assert (tmp_path / "analysis.md").read_text() == "runs read: 15\n"
+    (tmp_path / "analysis.md").write_text("runs read: 14\n")  # stale: every run is here
+    make_report(study, tmp_path)
+    assert (tmp_path / "analysis.md").read_text() == "runs read: 15\n"
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs" / "main" / "fgm")  # one arm's runs gone
+    make_report(study, tmp_path)
+    assert (tmp_path / "analysis.md").read_text() == "runs read: 15\n"
+    assert "runs read: 15" in (tmp_path / "report.md").read_text()
+    (tmp_path / "analysis.md").unlink()  # none yet: made from the runs there are
+    make_report(study, tmp_path)
+    assert (tmp_path / "analysis.md").read_text() == "runs read: 10\n"

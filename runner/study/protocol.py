@@ -563,10 +563,20 @@ def write(result: dict, out: Path) -> list[Path]:
 def make_report(result: dict, out: Path) -> list[Path]:
     """The recipe's analysis first (DIR/analysis.md), then the report, which appends it."""
     files = [out / "study.json"]
-    text = analysis(result, out)
-    if text is not None:
-        (out / "analysis.md").write_text(text.rstrip() + "\n")
-        files.append(out / "analysis.md")
+    missing = missing_runs(result, out)
+    if result.get("analysis") and missing and (out / "analysis.md").is_file():
+        # the analysis reads the run dirs: a committed study dir holds no runs/ (and a piece run
+        # later only its own), so the analysis written where they were stays, with its plots
+        print(
+            f"note: analysis.md kept as it is: {len(missing)} of the run dirs it reads are not "
+            f"in {out} (e.g. {missing[0]}); it is re-made where every run is",
+            file=sys.stderr,
+        )
+    else:
+        text = analysis(result, out)
+        if text is not None:
+            (out / "analysis.md").write_text(text.rstrip() + "\n")
+            files.append(out / "analysis.md")
     from runner.study.report import write_report
 
     try:
@@ -578,6 +588,17 @@ def make_report(result: dict, out: Path) -> list[Path]:
             file=sys.stderr,
         )
         return files
+
+
+def missing_runs(result: dict, out: Path) -> list[str]:
+    """The run dirs study.json names (tuning trials and confirmation runs) not under `out`."""
+    names = []
+    for _, arms in each_workload(result):
+        for rec in arms.values():
+            for t in rec.get("trials", []):
+                names += t.get("run_dirs") or ([t["run_dir"]] if t.get("run_dir") else [])
+            names += list((rec.get("final") or {}).get("run_dirs") or [])
+    return [d for d in names if not (Path(d) if Path(d).is_absolute() else out / d).is_dir()]
 
 
 def analysis(result: dict, out: Path) -> str | None:
