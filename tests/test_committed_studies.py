@@ -16,7 +16,10 @@ STUDIES = sorted(p.parent for p in (ROOT / "experiments").glob("*/*/study.json")
 MORE = re.compile(r"More: .*study\.md.*$", re.M)
 
 
-@pytest.mark.parametrize("d", STUDIES, ids=[str(p.relative_to(ROOT / "experiments")) for p in STUDIES])
+IDS = [str(p.relative_to(ROOT / "experiments")) for p in STUDIES]
+
+
+@pytest.mark.parametrize("d", STUDIES, ids=IDS)
 def test_the_committed_report_is_remade_from_study_json(tmp_path, d, monkeypatch):
     from runner.study import report
     from runner.study.protocol import report_only

@@ -482,14 +482,14 @@ def test_compare_pairs_come_in_the_study_files_order(tmp_path):
     assert rows[0][4:9] == ["+0.0100 [-0.0100, +0.0300]", "0.300", "0.300", "paired t", "–"]
 
 
-ANALYSIS = '''
+ANALYSIS = """
 from pathlib import Path
 
 
 def analyse(study, study_dir):
     n = sum(1 for _ in Path(study_dir, "runs").rglob("metrics.jsonl"))
     return f"runs read: {n}"
-'''
+"""
 
 
 def test_the_analysis_is_kept_where_its_runs_are_not(tmp_path):
