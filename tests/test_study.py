@@ -335,10 +335,12 @@ def test_a_study_run_in_pieces_equals_the_whole_study(tmp_path):
     """`--workloads a` then `--workloads b` on one DIR (runs/ deleted between them, as when the
     first piece's study dir is committed without runs and the second runs in a later session):
     study.json holds both workloads with the same numbers as the whole study run at once, says
-    which commit made each, and the report compares across both."""
+    which commit made each, and the report compares across both. The second piece's study file
+    has a corrected comment and an added `compare:` (neither changes a run): the first piece's
+    record is kept, and its arm-against-arm pair computed from its recorded values."""
     two = study_text(
         workloads={"a": ["model.hidden=16"], "b": ["model.hidden=24"]},
-        arms={"slow": ["optimizer.lr=1e-6"], "good": []},
+        arms={"slow": ["optimizer.lr=1e-6"], "same": ["optimizer.lr=1e-6"], "good": []},
         arm_search={"good": {"optimizer.lr": "choice(0.01, 1e6)"}},
         seeds=[0, 1],
         target=None,
@@ -350,7 +352,7 @@ def test_a_study_run_in_pieces_equals_the_whole_study(tmp_path):
     assert whole["workloads_not_run"] == [] and set(whole["by_workload"]) == {"a", "b"}
 
     r = cli(["study", "s.yaml", "--out", "p", "--workloads", "b", "--dry-run"], cwd=tmp_path)
-    assert r.returncode == 0 and "workloads: b " in r.stdout and "runs: 8" in r.stdout
+    assert r.returncode == 0 and "workloads: b " in r.stdout and "runs: 12" in r.stdout
     r = cli(["study", "s.yaml", "--out", "p", "--workloads", "a"], cwd=tmp_path, env=ENV)
     assert r.returncode == 0, r.stderr
     first = json.loads((tmp_path / "p" / "study.json").read_text())
@@ -363,11 +365,20 @@ def test_a_study_run_in_pieces_equals_the_whole_study(tmp_path):
     import shutil
 
     shutil.rmtree(tmp_path / "p" / "runs")  # a later session: only the committed files
+    later = yaml.safe_load(two) | {"compare": [["good", "same"]]}
+    (tmp_path / "s.yaml").write_text("# corrected note\n" + yaml.safe_dump(later, sort_keys=False))
     r = cli(["study", "s.yaml", "--out", "p", "--workloads", "b"], cwd=tmp_path, env=ENV)
     assert r.returncode == 0, r.stderr
     pieces = json.loads((tmp_path / "p" / "study.json").read_text())
     assert list(pieces["by_workload"]) == ["a", "b"] and pieces["workloads_not_run"] == []
     assert _by_workload_values(pieces) == _by_workload_values(whole)
+    for w in ("a", "b"):  # a from its kept record, b from its runs
+        arms = pieces["by_workload"][w]["arms"]
+        good, same = arms["good"]["final"], arms["same"]["final"]
+        vs = arms["good"]["versus"]
+        assert [v["vs"] for v in vs] == ["same"] and "versus" not in arms["same"]
+        diff = sum(good["values"]) / len(good["values"]) - sum(same["values"]) / len(same["values"])
+        assert abs(vs[0]["diff"]["mean"] - diff) < 1e-12 and vs[0]["diff"]["p_holm"] is not None
     assert pieces["by_workload"]["a"]["run"] == first["by_workload"]["a"]["run"]
     assert pieces["by_workload"]["b"]["run"]["machine"] == pieces["machine"]
     assert pieces["by_workload"]["b"]["run"]["finished"] == pieces["finished"]

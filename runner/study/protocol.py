@@ -424,11 +424,7 @@ def workload_arms(
             **v,
             "family": "trick vs its equal-compute baseline (Holm across these pairs only)",
         }
-    pairs = study.compare  # the study file's compare: arm against arm, a family of its own
-    for (a, b), (_, v) in zip(pairs, R.verdicts(arms, pairs, study.metric_higher)):
-        arms[a].setdefault("versus", []).append(
-            {"vs": b, **v, "family": "arm against arm (compare:, Holm across these pairs only)"}
-        )
+    versus(arms, study.compare, study.metric_higher)
     sec = {a: R.sec_per_step(out, arms[a]["final"]["run_dirs"]) for a in arms}
     for a in arms:
         if a in costs:
@@ -451,23 +447,40 @@ def workload_arms(
     return arms
 
 
+def versus(arms: dict, pairs: list, higher: bool) -> dict:
+    """The study file's `compare:` pairs, arm against arm, a Holm family of their own, into
+    arms[a]["versus"] (replacing any earlier: a resumed study may change the pairs). Reads only
+    each arm's recorded final values and seeds, so it serves a record kept from an earlier piece
+    whose runs are gone as well as one just made."""
+    for rec in arms.values():
+        rec.pop("versus", None)
+    for (a, b), (_, v) in zip(pairs, R.verdicts(arms, pairs, higher)):
+        arms[a].setdefault("versus", []).append(
+            {"vs": b, **v, "family": "arm against arm (compare:, Holm across these pairs only)"}
+        )
+    return arms
+
+
 def earlier_workloads(out: Path, study: Study) -> dict:
     """The workload records of DIR's study.json (an earlier run, maybe of other workloads), each
     with its `run` provenance; {} when there is none or it is of another study file."""
     try:
         old = json.loads((Path(out) / "study.json").read_text())
-        same = (Path(out) / "study.yaml").read_text() == study.text
+        same = same_study_text((Path(out) / "study.yaml").read_text(), study.text)
     except (OSError, ValueError):
         return {}
     nested = old.get("by_workload") if isinstance(old, dict) else None
     if not same or not isinstance(nested, dict) or len(study.workloads) < 2:
         return {}
     run = {k: old.get(k) for k in ("commit", "dirty", "finished", "machine")}
-    return {
+    kept = {
         w: {**v, "run": v.get("run") or run}
         for w, v in nested.items()
         if w in study.workloads and isinstance(v, dict) and "arms" in v
     }
+    for v in kept.values():  # compare: may have changed since (a reading key)
+        versus(v["arms"], study.compare, study.metric_higher)
+    return kept
 
 
 def assemble(
