@@ -10,7 +10,8 @@
   and re-decides the verdicts on the adjusted p.
 - `verdict`: better / worse / no significant difference; zero spread never yields a verdict from
   p = 0 alone (a constant difference on few seeds is not evidence of a reliable one).
-- `performance_profile`: Dolan & Moré (2002), as AlgoPerf plots its submissions across workloads.
+- `performance_profile`: Dolan & Moré (2002), as AlgoPerf plots its submissions across workloads;
+  `profile_bootstrap` resamples the seeds to show how much of a profile's order is seed noise.
 """
 
 from __future__ import annotations
@@ -230,14 +231,12 @@ def holm_verdicts(
     return results
 
 
-def performance_profile(
-    scores: dict[str, dict[str, float]], taus: list[float], higher_better: bool = True
+def profile_ratios(
+    scores: dict[str, dict[str, float]], higher_better: bool = True
 ) -> dict[str, list[float]]:
-    """Dolan-Moré performance profile. `scores`: workload -> arm -> score (positive, e.g. an
-    accuracy, a loss, a time). On each workload an arm's ratio to the best arm there is
-    best/score (higher better) or score/best (lower better), >= 1; an arm's profile at tau is
-    the fraction of workloads on which its ratio is <= tau. A missing or non-finite score (a
-    failed arm) is never within any tau. Returns arm -> [fraction per tau]."""
+    """arm -> its ratio to the best arm on each workload of `scores` (workload -> arm -> score),
+    >= 1: best/score (higher better) or score/best (lower better); inf for a missing or
+    non-finite score (a failed arm) or a non-positive one."""
     arms = sorted({a for per in scores.values() for a in per})
     ratios: dict[str, list[float]] = {a: [] for a in arms}
     for per in scores.values():
@@ -254,7 +253,46 @@ def performance_profile(
             else:
                 r = v / best if best > 0 else math.inf
             ratios[a].append(r)
-    w = len(scores)
+    return ratios
+
+
+def performance_profile(
+    scores: dict[str, dict[str, float]], taus: list[float], higher_better: bool = True
+) -> dict[str, list[float]]:
+    """Dolan-Moré performance profile. `scores`: workload -> arm -> score (positive, e.g. an
+    accuracy, a loss, a time). An arm's profile at tau is the fraction of workloads on which its
+    ratio to the best arm there (`profile_ratios`) is <= tau: a failed arm is never within any
+    tau. Returns arm -> [fraction per tau]."""
+    ratios, w = profile_ratios(scores, higher_better), len(scores)
     return {
-        a: [sum(r <= t for r in ratios[a]) / w if w else float("nan") for t in taus] for a in arms
+        a: [sum(r <= t for r in rs) / w if w else float("nan") for t in taus]
+        for a, rs in ratios.items()
     }
+
+
+def profile_bootstrap(
+    samples: dict[str, dict[str, dict]], higher_better: bool = True, reps: int = 1000, seed=0
+) -> dict[str, list[list[float]]]:
+    """How much of a performance profile is seed noise. `samples`: workload -> arm -> {seed:
+    value} (an arm's confirmation runs). Each of `reps` resamples draws, on every workload, its
+    seeds with replacement, the same draw for every arm (the runs are paired by seed), scores
+    each arm by its mean over the drawn seeds it has, and takes the ratios to the best
+    (`profile_ratios`; an arm with none of the drawn seeds counts as failed). Returns arm ->
+    one list of per-workload ratios per resample; the fraction within tau of each resample
+    gives the profile's percentile interval. Deterministic for a given `seed`."""
+    import random
+
+    rng = random.Random(seed)
+    pools = {w: sorted({s for v in per.values() for s in v}, key=str) for w, per in samples.items()}
+    out: dict[str, list[list[float]]] = {a: [] for per in samples.values() for a in per}
+    for _ in range(reps):
+        scores = {}
+        for w, per in samples.items():
+            drawn = [rng.choice(pools[w]) for _ in pools[w]] if pools[w] else []
+            scores[w] = {}
+            for a, v in per.items():
+                xs = [v[s] for s in drawn if s in v and finite(v[s])]
+                scores[w][a] = sum(xs) / len(xs) if xs else None
+        for a, rs in profile_ratios(scores, higher_better).items():
+            out[a].append(rs)
+    return out

@@ -177,6 +177,41 @@ def test_performance_profile_on_a_hand_example():
     assert low == {"a": [0.5, 1.0, 1.0], "b": [0.5, 0.5, 1.0]}
 
 
+def test_profile_bootstrap_pairs_by_seed_and_shows_seed_noise():
+    import random
+
+    rng = random.Random(1)
+    seeds = list(range(8))
+    # a beats b by 0.01 on every seed, under a seed-to-seed spread of +-0.1: paired resamples
+    # keep a ahead every time (unpaired ones would not); c and d: the same distribution
+    w = {}
+    for k in range(4):
+        base = {s: 0.6 + rng.uniform(-0.1, 0.1) for s in seeds}
+        w[f"w{k}"] = {
+            "a": {s: v + 0.01 for s, v in base.items()},
+            "b": dict(base),
+        }
+    boot = stats.profile_bootstrap(w, reps=300)
+    assert len(boot["a"]) == 300 and all(len(r) == 4 for r in boot["a"])
+    assert all(r == [1.0] * 4 for r in boot["a"])  # best on every workload in every resample
+    assert all(all(x > 1 for x in r) for r in boot["b"])
+    assert boot == stats.profile_bootstrap(w, reps=300)  # deterministic for a seed
+    noisy = {
+        f"w{k}": {
+            "c": {s: rng.gauss(0.6, 0.05) for s in seeds},
+            "d": {s: rng.gauss(0.6, 0.05) for s in seeds},
+        }
+        for k in range(4)
+    }
+    wins = [sum(x == 1.0 for x in r) for r in stats.profile_bootstrap(noisy, reps=300)["c"]]
+    assert min(wins) <= 1 and max(wins) >= 3  # the order of equals moves with the seeds
+    # one seed each: every resample is the point profile's ratios; a missing seed: failed
+    one = {"w0": {"a": {0: 0.8}, "b": {0: 0.4}}, "w1": {"a": {0: 0.5}, "b": {}}}
+    point = stats.profile_ratios({"w0": {"a": 0.8, "b": 0.4}, "w1": {"a": 0.5, "b": None}})
+    assert point == {"a": [1.0, 1.0], "b": [2.0, math.inf]}
+    assert stats.profile_bootstrap(one, reps=5) == {a: [r] * 5 for a, r in point.items()}
+
+
 def test_describe_and_match_value():
     d = stats.describe([1.0, 2.0, 3.0])
     assert d["mean"] == 2.0 and d["std"] == 1.0 and d["best"] == 3.0

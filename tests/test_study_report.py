@@ -150,6 +150,7 @@ def study_of(root: Path, workloads=("main",)) -> dict:
         arms = s["by_workload"][workloads[1]]["arms"]
         f = arms["rdrop"]["final"]
         f["ci95"] = [0.99 - (f["mean"] - f["ci95"][0]), 0.99 + (f["ci95"][1] - f["mean"])]
+        f["values"] = [v + 0.99 - f["mean"] for v in f["values"]]
         f["mean"] = 0.99
     return json.loads(json.dumps(s))  # as read back from study.json
 
@@ -290,6 +291,17 @@ def test_two_workloads_profile_and_per_workload_table(tmp_path):
         expect[arm] = [sum(x <= t + 1e-12 for x in r) / 2 for t in (1, 1.01, 1.02, 1.05, 1.1)]
     assert got == {a: pytest.approx(e) for a, e in expect.items()}  # none@fgm not in it
     assert got["fgm"][0] == 0.5 and got["rdrop"][0] == 0.5
+    # the seed bootstrap's 95% interval of each fraction holds the point value; none@fgm out
+    assert "How much of that order is seed noise: 1,000 resamples" in md
+    band = table(md.split("seed noise")[1], "arm | τ = 1")
+    assert [r[0] for r in band[1:]] == ["fgm", "none", "rdrop"]
+    for r in band[1:]:
+        for cell, point in zip(r[1:], got[r[0]]):
+            lo, hi = map(float, cell.split("–"))
+            assert lo <= point <= hi and {lo, hi} <= {0.0, 0.5, 1.0}
+    # fgm ahead of every arm on every seed of mlp, rdrop on every seed of cnn: at tau = 1 every
+    # resample gives each of them one workload of two, and none neither
+    assert [r[1] for r in band[1:]] == ["0.50–0.50", "0.00–0.00", "0.50–0.50"]
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len([n for n in names if n.endswith(".png")])
     rows = list(csv.DictReader((tmp_path / "summary.csv").open()))

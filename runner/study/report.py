@@ -17,7 +17,7 @@ from pathlib import Path
 
 from runner.compare import fnum, fp
 from runner.gitinfo import machine_line
-from runner.stats import describe, lower_is_better, performance_profile
+from runner.stats import describe, lower_is_better, performance_profile, profile_bootstrap
 from runner.study.results import num as _ok
 from runner.study.results import rows_of
 
@@ -379,6 +379,47 @@ def profile_table(study: dict, wl: dict) -> tuple[list, list]:
     )
 
 
+BOOT_REPS = 1000
+
+
+def profile_boot(study: dict, wl: dict) -> dict[str, list[list[float]]]:
+    """The profile's seed bootstrap (runner.stats.profile_bootstrap) over each own arm's
+    confirmation values, paired by seed within a workload."""
+    samples = {
+        w: {
+            a: dict(zip((v.get("final") or {}).get("seeds") or [], v["final"].get("values") or []))
+            for a, v in arms.items()
+            if not v.get("equal_compute_of")
+        }
+        for w, arms in wl.items()
+    }
+    return profile_bootstrap(samples, higher_better(study), reps=BOOT_REPS)
+
+
+def profile_band(boot: dict, taus: list[float]) -> dict[str, tuple[list, list]]:
+    """arm -> (low, high) per tau: the 2.5th and 97.5th percentile of the fraction of workloads
+    within tau across the resamples (values the fraction takes: it moves in steps of 1/W)."""
+    import numpy as np
+
+    t = np.asarray(taus, dtype=float)
+    out = {}
+    for a, reps in boot.items():
+        r = np.asarray(reps, dtype=float)  # resamples x workloads
+        frac = (r[:, :, None] <= t[None, None, :]).mean(axis=1)  # resamples x taus
+        lo = np.quantile(frac, 0.025, axis=0, method="lower")
+        hi = np.quantile(frac, 0.975, axis=0, method="higher")
+        out[a] = (lo.tolist(), hi.tolist())
+    return out
+
+
+def profile_band_table(boot: dict) -> tuple[list, list]:
+    band = profile_band(boot, list(PROFILE_TAUS))
+    return (
+        ["arm", *[f"τ = {t:g}" for t in PROFILE_TAUS]],
+        [[a, *[f"{x:.2f}–{y:.2f}" for x, y in zip(*band[a])]] for a in sorted(band)],
+    )
+
+
 def profile_scores(wl: dict) -> dict[str, dict[str, float]]:
     """workload -> arm -> mean final metric, over the study's own arms. An equal-compute
     baseline is a comparison for its arm and exists only on the workloads where that arm cost
@@ -559,16 +600,21 @@ def profile_taus(scores: dict, higher: bool, n: int = 200) -> list[float]:
     return [1 + (top - 1) * i / (n - 1) for i in range(n)]
 
 
-def plot_profile(study: dict, wl: dict, path: Path) -> dict:
-    """The performance profile of the final metric's means across workloads; returns it."""
+def plot_profile(study: dict, wl: dict, path: Path, boot: dict | None = None) -> dict:
+    """The performance profile of the final metric's means across workloads, with the seed
+    bootstrap's 95% band where `boot` is given; returns it."""
     plt, higher = pyplot(), higher_better(study)
     scores = profile_scores(wl)
     taus = profile_taus(scores, higher)
     prof = performance_profile(scores, taus, higher)
+    band = profile_band(boot, taus) if boot else {}
     colors = _colors(list(prof))
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for name, fr in prof.items():
         ax.step(taus, fr, where="post", color=colors[name], label=name, lw=1.8)
+        if name in band:
+            lo, hi = band[name]
+            ax.fill_between(taus, lo, hi, step="post", color=colors[name], alpha=0.12, lw=0)
     ax.set_xlabel(f"τ (ratio to the best arm's {study.get('metric')} on a workload)")
     ax.set_ylabel("fraction of workloads within τ of the best")
     ax.set_ylim(-0.03, 1.03)
@@ -751,7 +797,8 @@ def document(study: dict, out: Path, analysis: str | None = None) -> tuple[list,
         pngs += p
     if several:
         blocks += [("h", 2, "Across workloads"), ("table", *workload_table(study, wl))]
-        plot_profile(study, wl, out / "profile.png")
+        boot = profile_boot(study, wl)
+        plot_profile(study, wl, out / "profile.png", boot)
         blocks += [
             (
                 "p",
@@ -761,7 +808,16 @@ def document(study: dict, out: Path, analysis: str | None = None) -> tuple[list,
                 "(τ = 1: the best).",
             ),
             ("table", *profile_table(study, wl)),
-            ("img", "profile.png", "performance profile across workloads"),
+            (
+                "p",
+                f"How much of that order is seed noise: {BOOT_REPS:,} resamples of each "
+                "workload's confirmation seeds (drawn with replacement, the same draw for "
+                "every arm), the profile re-made from each; below, the 95% interval of each "
+                "fraction (the band in the plot). An interval that spans from few workloads to "
+                "all: at this n the seeds alone can reorder the arms.",
+            ),
+            ("table", *profile_band_table(boot)),
+            ("img", "profile.png", "performance profile across workloads (95% seed band)"),
         ]
         pngs.append("profile.png")
     blocks += _failed_blocks(wl)
