@@ -385,12 +385,13 @@ BOOT_REPS = 1000
 def profile_boot(study: dict, wl: dict) -> dict[str, list[list[float]]]:
     """The profile's seed bootstrap (runner.stats.profile_bootstrap) over each own arm's
     confirmation values, paired by seed within a workload."""
+
+    def by_seed(final: dict | None) -> dict:
+        final = final or {}
+        return dict(zip(final.get("seeds") or [], final.get("values") or []))
+
     samples = {
-        w: {
-            a: dict(zip((v.get("final") or {}).get("seeds") or [], v["final"].get("values") or []))
-            for a, v in arms.items()
-            if not v.get("equal_compute_of")
-        }
+        w: {a: by_seed(v.get("final")) for a, v in arms.items() if not v.get("equal_compute_of")}
         for w, arms in wl.items()
     }
     return profile_bootstrap(samples, higher_better(study), reps=BOOT_REPS)
