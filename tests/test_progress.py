@@ -30,6 +30,24 @@ def test_plain_lines_every_tenth_without_control_characters(capsys):
     assert not any(CONTROL.search(l) for l in lines)
 
 
+def test_the_eta_leaves_out_jobs_found_done_already(capsys, monkeypatch):
+    """A resumed study finds 6 of 10 runs done (no time spent), then runs one in 60 s: 3 left
+    at that pace is 3 min (counting the 6 as instant would say 0:00:26)."""
+    import runner.log.progress as prog
+
+    now = [1000.0]
+    monkeypatch.setattr(prog.time, "monotonic", lambda: now[0])
+    p = SweepProgress(10, "study", enabled=False)
+    for i in range(1, 7):
+        p.update(i, skipped=i)
+    assert p.eta() == "-"  # nothing run here yet: no pace to go by
+    now[0] += 60
+    p.update(7, skipped=6)
+    assert p.eta() == "0:03:00"
+    p.close()
+    assert "eta -" in capsys.readouterr().err.splitlines()[0]
+
+
 def test_the_callback_counts_failed_jobs_and_knows_the_total(capsys):
     from hydra.core.utils import JobReturn, JobStatus
     from omegaconf import OmegaConf

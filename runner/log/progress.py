@@ -149,7 +149,7 @@ class SweepProgress:
             enabled = sys.stderr.isatty()
         self.enabled = bool(enabled)
         self.t0 = time.monotonic()
-        self.done = self.failed = 0
+        self.done = self.failed = self.skipped = 0
         self.note = ""
         self.step = max(1, math.ceil(self.total / 10)) if self.total else 1
         self.next_line = self.step
@@ -161,10 +161,13 @@ class SweepProgress:
         _ACTIVE.append(self)
 
     def eta(self) -> str:
-        if not self.done or not self.total:
+        """The time left at the pace of the jobs run here: jobs found done already (`skipped`,
+        a resumed study's) took no time and would make the rest look instant."""
+        ran = self.done - self.skipped
+        if ran <= 0 or not self.total:
             return "-"
         el = time.monotonic() - self.t0
-        return _hms(el / self.done * max(0, self.total - self.done))
+        return _hms(el / ran * max(0, self.total - self.done))
 
     def _info(self) -> str:
         parts = [f"failed {self.failed}"]
@@ -181,8 +184,13 @@ class SweepProgress:
         )
         return f"{s}  {self.note}" if self.note else s
 
-    def update(self, done: int, failed: int = 0, note: str = "") -> None:
+    def update(
+        self, done: int, failed: int = 0, note: str = "", skipped: int | None = None
+    ) -> None:
+        """`done` jobs of which `failed`; `skipped`: of the done, those found done already."""
         self.done, self.failed, self.note = int(done), int(failed), note or self.note
+        if skipped is not None:
+            self.skipped = int(skipped)
         if self.progress is not None:
             self.progress.update(self.task, completed=self.done, info=self._info(), eta=self.eta())
         elif self.done >= self.next_line or (self.total and self.done >= self.total):

@@ -239,13 +239,14 @@ class Runner:
     def __init__(self, study: Study, out: Path, parallel: int, progress):
         self.study, self.out, self.progress = study, out, progress
         self.pool = Pool(parallel, out / "runs" / "_logs")  # runs/: git-ignored
-        self.view, self.done, self.failed, self.best = None, 0, 0, {}
+        self.view, self.done, self.failed, self.skipped, self.best = None, 0, 0, 0, {}
 
     def start_view(self, total: int, label: str) -> None:
         from runner.log.progress import SweepProgress
 
         self.close_view()
-        self.view, self.done, self.failed = SweepProgress(total, label, self.progress), 0, 0
+        self.view = SweepProgress(total, label, self.progress)
+        self.done = self.failed = self.skipped = 0
 
     def close_view(self) -> None:
         if self.view is not None:
@@ -266,12 +267,15 @@ class Runner:
                 f"{k.split('/', 1)[1] if len(self.study.workloads) == 1 else k} {v:.4g}"
                 for k, v in self.best.items()
             )
-            self.view.update(self.done, self.failed, f"best so far: {note}" if note else "")
+            self.view.update(
+                self.done, self.failed, f"best so far: {note}" if note else "", self.skipped
+            )
 
     def run(self, jobs: list[Job], width: int | None = None) -> None:
         todo = []
         for j in jobs:
             if status_of(self.out / j.run_dir) == "completed":
+                self.skipped += 1  # no time spent here: the ETA leaves it out
                 self._note(j, "completed")  # inputs are pinned: a completed run is this run
             else:
                 todo.append(j)
