@@ -530,3 +530,15 @@ def test_the_analysis_is_kept_where_its_runs_are_not(tmp_path):
     (tmp_path / "analysis.md").unlink()  # none yet: made from the runs there are
     make_report(study, tmp_path)
     assert (tmp_path / "analysis.md").read_text() == "runs read: 10\n"
+
+
+def test_a_note_where_arms_were_tuned_over_different_numbers_of_keys(tmp_path):
+    study = study_of(tmp_path)
+    for a, keys in (("none", 1), ("fgm", 2), ("rdrop", 1)):
+        study["arms"][a]["space"] = {f"k{i}": "uniform(0, 1)" for i in range(keys)}
+    write_report(study, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "Tuned keys per arm, each with the same 3 trials: none 1, fgm 2, rdrop 1." in md
+    study["arms"]["fgm"]["space"] = {"k0": "uniform(0, 1)"}  # the same number: no note
+    write_report(study, tmp_path)
+    assert "Tuned keys per arm" not in (tmp_path / "report.md").read_text()

@@ -228,6 +228,23 @@ def comparison_table(study: dict, arms: dict) -> tuple[list, list]:
     return head, rows
 
 
+def dimensions_note(study: dict, arms: dict) -> str | None:
+    """Where the arms were tuned over different numbers of keys with the same budget, says so:
+    an arm with more keys had a sparser search, so its loss may be under-tuning, not harm."""
+    names = [study.get("baseline")] + _main_arms(study, arms)
+    dims = {a: len(arms[a].get("space") or {}) for a in names if a in arms}
+    if len(set(dims.values())) < 2:
+        return None
+    b = study.get("budget")
+    listed = ", ".join(f"{a} {n}" for a, n in dims.items())
+    return (
+        f"Tuned keys per arm, each with the same {b} trial{'' if b == 1 else 's'}: {listed}. "
+        "An arm tuned over more keys had a sparser search at this budget: where it is worse, "
+        "it may be under-tuned rather than harmed by its trick (its tuning curve and trials "
+        "below show whether the budget was enough)."
+    )
+
+
 def cost_table(study: dict, arms: dict) -> tuple[list, list] | None:
     """The interleaved timing rounds behind the equal-compute arms: each arm's seconds per step
     in every round, the fastest (its cost), the ratio to the baseline's and the arm it added."""
@@ -713,6 +730,8 @@ def _workload_blocks(study: dict, w: str, arms: dict, out: Path, several: bool) 
         ("h", lvl, f"Comparison with the baseline{tag}"),
         ("table", *comparison_table(study, arms)),
     ]
+    if note := dimensions_note(study, arms):
+        blocks.append(("p", note))
     optional = (
         (
             equal_compute_table(study, arms),
