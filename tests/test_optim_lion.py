@@ -103,6 +103,10 @@ def test_lion_cpu_chunks_are_bit_identical_to_the_reference_loop(maximize):
             lion_update(ps, gs, ms, foreach=None, chunk=chunk, **kw)
         assert all(torch.equal(a, b) for a, b in zip(ps, ref_p)), chunk
         assert all(torch.equal(a, b) for a, b in zip(ms, ref_m)), chunk
+    ps, ms = [p.clone() for p in ps0], [m.clone() for m in ms0]
+    for gs in grads:  # and the foreach form (what runs on a GPU, and ran on CPU before)
+        lion_update(ps, gs, ms, foreach=True, **kw)
+    assert all(torch.equal(a, b) for a, b in zip(ps + ms, ref_p + ref_m))
     assert not torch.equal(ref_p[0], ps0[0])  # it moved
 
 
