@@ -38,6 +38,8 @@ def arms(device: str) -> dict:
 
     return {
         "adamw (torch)": lambda ps: torch.optim.AdamW(ps, lr=3e-4, weight_decay=0.05),
+        # what conf/optimizer/adamw.yaml's fused: auto picks where torch has the kernel
+        "adamw fused": lambda ps: torch.optim.AdamW(ps, lr=3e-4, weight_decay=0.05, fused=True),
         "lion (default)": lambda ps: Lion(ps, lr=4e-5, weight_decay=0.9),
         "lion foreach": lambda ps: Lion(ps, lr=4e-5, weight_decay=0.9, foreach=True),
         "lion loop": lambda ps: Lion(ps, lr=4e-5, weight_decay=0.9, foreach=False),
