@@ -99,12 +99,15 @@ def lion_update(
         if params[0].device.type == "cpu":
             # tensors over a chunk: chunked (no large temporaries); the rest: foreach (the
             # per-tensor Python loop would cost more than a small model's whole update)
-            big = [i for i, p in enumerate(params) if p.numel() > chunk]
-            if big:
-                pick = [[x[i] for i in big] for x in (params, grads, exp_avgs)]
-                _chunked(*pick, lr, beta1, beta2, weight_decay, maximize, chunk)
-                rest = [i for i in range(len(params)) if i not in set(big)]
-                params, grads, exp_avgs = ([x[i] for i in rest] for x in (params, grads, exp_avgs))
+            large = [p.numel() > chunk for p in params]
+            if any(large):
+
+                def part(want: bool) -> list[list]:
+                    lists = (params, grads, exp_avgs)
+                    return [[x for x, big in zip(xs, large) if big == want] for xs in lists]
+
+                _chunked(*part(True), lr, beta1, beta2, weight_decay, maximize, chunk)
+                params, grads, exp_avgs = part(False)
                 if not params:
                     return
         foreach = True

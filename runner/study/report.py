@@ -127,10 +127,15 @@ def cost_text(c: dict | None) -> str:
 #   ("h", level, text)  ("p", text)  ("table", headers, rows)  ("img", file, title)  ("md", text)
 
 
+def _own_arms(arms: dict) -> dict:
+    """The study's own arms, without the equal-compute baselines it added (a comparison for
+    their arm, made only where that arm cost more than the threshold)."""
+    return {a: v for a, v in arms.items() if not v.get("equal_compute_of")}
+
+
 def _main_arms(study: dict, arms: dict) -> list[str]:
     """The arms compared with the baseline (its Holm family), in study order."""
-    base = study.get("baseline")
-    return [a for a, v in arms.items() if a != base and not v.get("equal_compute_of")]
+    return [a for a in _own_arms(arms) if a != study.get("baseline")]
 
 
 def headline(study: dict, arms: dict) -> list[str]:
@@ -408,7 +413,7 @@ def profile_boot(study: dict, wl: dict) -> dict[str, list[list[float]]]:
         return dict(zip(final.get("seeds") or [], final.get("values") or []))
 
     samples = {
-        w: {a: by_seed(v.get("final")) for a, v in arms.items() if not v.get("equal_compute_of")}
+        w: {a: by_seed(v.get("final")) for a, v in _own_arms(arms).items()}
         for w, arms in wl.items()
     }
     return profile_bootstrap(samples, higher_better(study), reps=BOOT_REPS)
@@ -439,15 +444,11 @@ def profile_band_table(boot: dict) -> tuple[list, list]:
 
 
 def profile_scores(wl: dict) -> dict[str, dict[str, float]]:
-    """workload -> arm -> mean final metric, over the study's own arms. An equal-compute
-    baseline is a comparison for its arm and exists only on the workloads where that arm cost
-    more than the threshold: counted as a contender, its absence would read as a failure."""
+    """workload -> arm -> mean final metric, over the study's own arms: an equal-compute
+    baseline exists only on the workloads where its arm cost more than the threshold, so
+    counted as a contender, its absence would read as a failure."""
     return {
-        w: {
-            a: (v.get("final") or {}).get("mean")
-            for a, v in arms.items()
-            if not v.get("equal_compute_of")
-        }
+        w: {a: (v.get("final") or {}).get("mean") for a, v in _own_arms(arms).items()}
         for w, arms in wl.items()
     }
 
@@ -730,8 +731,8 @@ def _workload_blocks(study: dict, w: str, arms: dict, out: Path, several: bool) 
         ("h", lvl, f"Comparison with the baseline{tag}"),
         ("table", *comparison_table(study, arms)),
     ]
-    if note := dimensions_note(study, arms):
-        blocks.append(("p", note))
+    if dims := dimensions_note(study, arms):
+        blocks.append(("p", dims))
     optional = (
         (
             equal_compute_table(study, arms),
