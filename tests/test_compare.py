@@ -3,97 +3,19 @@ failed runs, report files, and the CLI end to end on a real tiny sweep."""
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import math
 from pathlib import Path
 
 import pytest
-import yaml
 from scipy import stats
 
 from runner import compare
 from runner.errors import ConfigError
-from tests.conftest import FAST, cli
+from tests.conftest import FAST, SGD, cli, make_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-BASE_CONFIG = {
-    "model": {"_target_": "runner.models.mlp.MLP", "hidden": 100, "depth": 2, "dropout": 0.0},
-    "optimizer": {
-        "_target_": "torch.optim.AdamW",
-        "lr": 0.01,
-        "weight_decay": 0.0,
-        "betas": [0.9, 0.999],
-    },
-    "dataset": {"_target_": "runner.data.mnist1d.build", "num_samples": 5000},
-    "clip": {},
-    "schedule": {"_target_": "runner.schedule.cosine", "warmup_steps": 0},
-    "logger": {},
-    "seed": 0,
-    "resume": False,
-    "trainer": {"max_steps": 6, "batch_size": 32, "progress": False, "log_every": 2},
-}
-SGD = {"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0}
-
-
-def make_run(
-    root: Path,
-    name: str,
-    value: float | None,
-    seed: int = 0,
-    optimizer=None,
-    status: str = "completed",
-    summary_extra=None,
-    curve=None,
-    reg=None,
-    config_extra=None,
-    write_summary=True,
-) -> Path:
-    """A run directory as `tricks train` writes it: config.yaml, metrics.jsonl, summary.json."""
-    d = root / name
-    d.mkdir(parents=True)
-    cfg = copy.deepcopy(BASE_CONFIG)
-    cfg["seed"] = seed
-    if optimizer is not None:
-        cfg["optimizer"] = copy.deepcopy(optimizer)
-    if reg:
-        cfg["reg"] = reg
-    for k, v in (config_extra or {}).items():
-        node = cfg
-        *path, last = k.split(".")
-        for p in path:
-            node = node.setdefault(p, {})
-        node[last] = v
-    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
-    curve = curve if curve is not None else [0.3, 0.5, value if value is not None else 0.1]
-    rows = []
-    for i, v in enumerate(curve, 1):
-        rows.append({"step": 2 * i, "epoch": 0.1 * i, "train/loss": 2.0 / i, "lr": 0.01})
-        rows.append(
-            {"step": 2 * i, "epoch": 0.1 * i, "val/acc": v, "test/acc": v, "test/loss": 1 - v}
-        )
-    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    if write_summary:
-        s = {
-            "best/val/acc": value,
-            "test/acc": value,
-            "final/test/acc": value,
-            "test/loss": None if value is None else 1 - value,
-            "steps": 6,
-            "wall_seconds": 10.0,
-            "train_seconds": 8.0,
-            "samples_per_sec": 1000.0,
-            "peak_mem_bytes": 100 * 2**20,
-            "status": status,
-        }
-        if status != "completed":
-            s["error"] = "NaN loss at step 4"
-        s.update(summary_extra or {})
-        (d / "summary.json").write_text(json.dumps(s))
-    return d
-
 
 A = [0.80, 0.82, 0.81, 0.79, 0.83]  # adamw, seeds 0..4
 B = [0.70, 0.75, 0.72]  # sgd, seeds 0..2 -> seeds differ from A: Welch

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from runner import compare
-from tests.test_compare import SGD, make_run
+from tests.conftest import SGD, make_run
 
 WANDB = {
     "logger._target_": "runner.log.wandb.WandbSink",
