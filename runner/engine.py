@@ -600,6 +600,7 @@ def summary_figures(state: State) -> dict:
         {
             "steps": state.step,
             "epochs": state.epoch,
+            "steps_per_epoch": state.batcher.steps_per_epoch // state.tc.accum_steps,
             "samples_per_sec": (
                 state.samples_seen / state.train_seconds if state.train_seconds else None
             ),

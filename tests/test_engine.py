@@ -87,3 +87,26 @@ def test_fit_calls_callbacks_around_every_step_and_changes_nothing(tmp_path):
     assert end.steps == [1, 2, 3, 4, 5, 6]
     assert train_run(over, tmp_path / "plain")["status"] == "completed"
     assert strip_timing(read_rows(tmp_path / "cb")) == strip_timing(read_rows(tmp_path / "plain"))
+
+
+def test_summary_records_optimizer_steps_per_epoch(tmp_path):
+    """summary.json's `steps_per_epoch` (what the study's equal-compute baselines convert epochs
+    with) counts optimizer steps: micro-batches per epoch over accum_steps. 1,000 rows: 800 in
+    the train split, 100 of them val, so 700 rows, batch 32: 21 micro-batches, 10 steps of 2."""
+    from conftest import train_run
+
+    s = train_run(
+        [
+            "dataset.num_samples=1000",
+            "dataset.val_size=100",
+            "trainer.max_steps=null",
+            "trainer.epochs=2",
+            "trainer.batch_size=32",
+            "trainer.accum_steps=2",
+            "trainer.progress=false",
+            "model.hidden=16",
+        ],
+        tmp_path / "run",
+    )
+    assert s["status"] == "completed"
+    assert s["steps_per_epoch"] == 10 and s["steps"] == 2 * 10 and s["epochs"] == 2

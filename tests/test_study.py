@@ -554,6 +554,55 @@ def test_equal_compute_adds_a_baseline_arm_scaled_by_the_measured_ratio(tmp_path
     assert wd("main/slow@rdrop") == wd("main/slow")
 
 
+@pytest.mark.parametrize("spe", [47, None])
+def test_equal_compute_of_an_epoch_based_baseline_is_counted_in_steps(tmp_path, spe):
+    """A baseline trained for 3 epochs, an arm measured at 1.2x its step: the equal-compute
+    baseline gets 3 x 47 x 1.2 = 169 optimizer steps (47 a epoch, from the warm-up run's
+    summary.json), not round(3 x 1.2) = 4 whole epochs (1.33x). A warm-up run from before
+    summary.json recorded steps_per_epoch (a study resumed across that change) keeps the
+    whole-epoch length it was given then, so a resumed study stays one study."""
+    from runner.study import protocol as P
+    from runner.study.spec import parse_text
+
+    common = [o for o in BASE["common"] if "max_steps" not in o] + ["trainer.epochs=3"]
+    study = parse_text(
+        tmp_path / "s.yaml",
+        study_text(
+            common=common,
+            arms={"slow": [], "rdrop": ["reg=[rdrop]"]},
+            arm_search=None,
+            equal_compute=True,
+        ),
+    )
+    per_step = {"warmup": 0.002, "slow": 0.010, "rdrop": 0.012}
+
+    class FakeRunner:
+        out = tmp_path
+
+        def start_view(self, total, label):
+            pass
+
+        def run(self, jobs, width=None):
+            for j in jobs:
+                d = tmp_path / j.run_dir
+                d.mkdir(parents=True)
+                n = int(next(o for o in j.overrides if "max_steps" in o).split("=")[1])
+                sec = per_step["warmup" if j.label == "warmup" else j.run_dir.parent.name]
+                s = {"status": "completed", "steps": n, "train_seconds": n * sec}
+                if spe is not None:
+                    s["steps_per_epoch"] = spe
+                (d / "summary.json").write_text(json.dumps(s))
+
+    plans = P.arm_plans(study)
+    costs = P.measure_cost(study, FakeRunner(), "main", plans, P.points_for(study, plans))
+    assert costs["rdrop"]["ratio"] == pytest.approx(1.2)
+    want = ["trainer.max_steps=169"] if spe else ["trainer.epochs=4"]
+    assert plans["slow@rdrop"]["forced"] == want
+    _, jobs = P.tune_jobs(study, "main", plans, P.points_for(study, plans))
+    ec = [j for j in jobs if j.label == "main/slow@rdrop"]
+    assert ec and all(want[0] in j.overrides for j in ec)
+
+
 def test_a_dead_worker_costs_its_run_only(tmp_path):
     """A worker killed mid-run (as the OOM killer would): that run is recorded failed, a new
     worker takes the next job, which completes."""

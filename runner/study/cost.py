@@ -88,11 +88,18 @@ def round_secs(study_dir: Path, jobs: list[Job], arm_label: str) -> list[float]:
     return [x for x in xs if x is not None]
 
 
-def scaled_length(study: Study, w: str, base_overrides: list[str], ratio: float) -> list[str]:
-    """The baseline's training length times `ratio` (max_steps when set, else epochs)."""
+def scaled_length(
+    study: Study, w: str, base_overrides: list[str], ratio: float, steps_per_epoch=None
+) -> list[str]:
+    """The baseline's training length times `ratio`, in optimizer steps. A baseline set in
+    epochs is converted with `steps_per_epoch` (the warm-up run's, from its summary.json): whole
+    epochs would round 6 x 1.14 to 7 (1.17x) and 2 x 1.2 to 2 (no extra compute at all). Without
+    it (a warm-up run from before summary.json recorded it) the epochs are rounded, as then."""
     from runner.config import compose
 
     cfg = compose(run_overrides(study, w, base_overrides, {}, study.tune_seeds[0]))
     if cfg.trainer.max_steps is not None:
         return [f"trainer.max_steps={max(1, round(cfg.trainer.max_steps * ratio))}"]
+    if steps_per_epoch:
+        return [f"trainer.max_steps={max(1, round(cfg.trainer.epochs * steps_per_epoch * ratio))}"]
     return [f"trainer.epochs={max(1, round(cfg.trainer.epochs * ratio))}"]

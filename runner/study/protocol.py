@@ -300,6 +300,7 @@ def measure_cost(study: Study, runner: Runner, w: str, arms: dict, points: dict)
     )
     runner.run([warm], width=1)
     n = costmod.round_steps(study, R.run_sec_per_step(runner.out / warm.run_dir))
+    spe = R.summary_of(runner.out / warm.run_dir).get("steps_per_epoch")
     jobs = costmod.round_jobs(study, w, ovr, points, n)
     runner.run(jobs, width=1)
     per = {a: costmod.round_secs(runner.out, jobs, f"{w}/{a}") for a in arms}
@@ -311,7 +312,7 @@ def measure_cost(study: Study, runner: Runner, w: str, arms: dict, points: dict)
             arms[f"{study.baseline}@{a}"] = {
                 "overrides": base["overrides"],
                 "equal_compute_of": a,
-                "forced": costmod.scaled_length(study, w, base["overrides"], r),
+                "forced": costmod.scaled_length(study, w, base["overrides"], r, spe),
             }
     return costs
 
