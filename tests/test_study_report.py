@@ -474,6 +474,33 @@ def test_pieces_made_on_two_machines_name_each_machine(tmp_path):
     assert "Commit abc123; machine: not recorded." in (tmp_path / "report.md").read_text()
 
 
+def test_a_study_started_more_than_once_names_every_commit(tmp_path):
+    """A study resumed at a later commit (or on another machine) says so in its first lines:
+    each start's commit, dirty flag and time, and the machine where it differs; one start
+    keeps the one-commit line."""
+    study = study_of(tmp_path, ("main",))
+    amd = {"cpu": "AMD EPYC", "cpu_capability": "AVX2", "cores": 2, "torch": "2.13.0"}
+    xeon = {**amd, "cpu": "Intel Xeon", "cpu_capability": "AVX512"}
+    study["machine"] = amd
+    study["commit"], study["dirty"] = "bbb222", False
+    study["invocations"] = [
+        {"commit": "aaa111", "dirty": True, "started": "2026-12-07 05:07 UTC", "machine": xeon},
+        {"commit": "bbb222", "dirty": False, "started": "2026-12-07 07:08 UTC", "machine": amd},
+    ]
+    write_report(study, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert (
+        "Started 2 times on this DIR, each start running only the runs the earlier ones left, at "
+        "commits aaa111 (dirty) (2026-12-07 05:07 UTC, Intel Xeon (AVX512), 2 cores, torch "
+        "2.13.0), bbb222 (2026-12-07 07:08 UTC); machine: AMD EPYC (AVX2), 2 cores, torch 2.13.0."
+    ) in md
+    assert "Commit bbb222" not in md
+    study["invocations"] = study["invocations"][1:]
+    write_report(study, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "Commit bbb222; machine: AMD EPYC (AVX2)" in md and "Started" not in md
+
+
 def test_compare_pairs_come_in_the_study_files_order(tmp_path):
     """compare: [[rdrop, fgm], [fgm, rdrop2]] is listed so, whatever the arms' order."""
     from runner.study.report import versus_pairs, versus_table

@@ -691,10 +691,29 @@ def _intro(study: dict) -> list:
             f"Baseline {study.get('baseline')}; budget {b} trial{'' if b == 1 else 's'}"
             f" per arm on tune seeds [{tune}]; chosen on {study.get('select')}; "
             f"confirmed on seeds [{seeds}], reported on {study.get('metric')}. "
-            f"Commit {sha}; machine: {machine_line(study.get('machine'))}.",
+            + _commits(study, sha),
         )
     )
     return blocks + _pieces(study)
+
+
+def _commits(study: dict, sha: str) -> str:
+    """The commit line. A study started more than once on its DIR (resumed, or run in pieces)
+    names every start's commit and time, so a reader sees the runs come from more than one tree
+    (each start runs only what the earlier ones left; a run's own commit is in its config)."""
+    inv = study.get("invocations") or []
+    machine = machine_line(study.get("machine"))
+    if len(inv) < 2:
+        return f"Commit {sha}; machine: {machine}."
+    parts = []
+    for i in inv:
+        c = str(i.get("commit") or "unknown")[:12] + (" (dirty)" if i.get("dirty") else "")
+        m = machine_line(i["machine"]) if i.get("machine") else machine
+        parts.append(f"{c} ({i.get('started') or 'unknown'}" + (f", {m})" if m != machine else ")"))
+    return (
+        f"Started {len(inv)} times on this DIR, each start running only the runs the earlier "
+        f"ones left, at commits {', '.join(parts)}; machine: {machine}."
+    )
 
 
 def _pieces(study: dict) -> list:
