@@ -42,6 +42,29 @@ def commit_info(root: str | Path) -> tuple[str, bool]:
         return "unknown", False
 
 
+@functools.cache
+def source_commit() -> tuple[str, bool]:
+    """checkout_commit of the tricks source this process's code was loaded from, read once per
+    process (a study's worker keeps the code it started with, whatever the checkout does later)."""
+    return checkout_commit(Path(__file__).resolve().parent.parent)
+
+
+def checkout_commit(root: str | Path) -> tuple[str, bool]:
+    """commit_info(root) when `root` is the top of its own git checkout; ("unknown", False)
+    otherwise: an installed wheel, or a site-packages inside some other repository (whose
+    commit says nothing about this code)."""
+    root = Path(root).resolve()
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=root, text=True, capture_output=True
+        )
+    except OSError:
+        return "unknown", False
+    if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root:
+        return "unknown", False
+    return commit_info(root)
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

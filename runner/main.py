@@ -65,6 +65,7 @@ class Job:
     logger: object = None
     resumed: bool = False
     submitit: object = None  # the preemption handler train installed, if any
+    source: tuple = ("unknown", False)  # (commit, dirty) of the tricks checkout running it
 
 
 def run(cfg: DictConfig, run_dir: str | Path, callbacks=()) -> dict:
@@ -81,6 +82,7 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks=()) -> dict:
 def setup(cfg: DictConfig, run_dir: Path) -> Job:
     """Validate, place the process (device, DDP), build everything, resume, open the run dir."""
     from runner.config import to_container, validate
+    from runner.gitinfo import source_commit
 
     validate(cfg)
     from runner import build, dist, engine
@@ -94,6 +96,7 @@ def setup(cfg: DictConfig, run_dir: Path) -> Job:
     devmod.setup_backends(plan)  # TF32 on CUDA
     state = build_state(cfg, plan, d)
     job = Job(cfg=cfg, run_dir=run_dir, dist=d, state=state, config=to_container(cfg))
+    job.source = source_commit() if d.is_main else ("unknown", False)
     for t in state.tricks:
         t.setup(state)
     saved_cfg = resume(job)
@@ -284,6 +287,7 @@ def finish(job: Job, summary: dict, t0: float) -> dict:
     d, run_dir = job.dist, job.run_dir
     summary["wall_seconds"] = time.perf_counter() - t0
     summary["resumed"] = job.resumed
+    summary["commit"], summary["dirty"] = job.source  # the code that finished this run
     if d.enabled:
         summary["world_size"] = d.world_size
     job.logger.finish(summary)

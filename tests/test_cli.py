@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import yaml
 
-from conftest import cli, read_rows
+from conftest import ROOT, cli, read_rows
 
 SHORT = [
     "trainer.max_steps=8",
@@ -66,6 +68,17 @@ def test_train_writes_the_contract_files(tmp_path):
     assert summary["final/test/acc"] == eval_rows[-1]["test/acc"]
     best = max(eval_rows, key=lambda r: r["val/acc"])
     assert summary["best/val/acc"] == best["val/acc"]
+    # provenance: the commit of the tricks checkout that ran it (read with git here, apart
+    # from the code under test); "unknown" where the source is not a git checkout's top
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=ROOT, capture_output=True)
+    if top.returncode == 0 and Path(top.stdout.decode().strip()).resolve() == ROOT.resolve():
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True
+        )
+        assert summary["commit"] == head.stdout.decode().strip()
+        assert isinstance(summary["dirty"], bool)
+    else:
+        assert (summary["commit"], summary["dirty"]) == ("unknown", False)
     assert "test/acc" in r.stderr and "out" in r.stderr  # the final line
 
 

@@ -204,3 +204,21 @@ def test_a_commit_is_dirty_only_for_uncommitted_run_inputs(tmp_path):
         assert commit_info(tmp_path) == (sha, True), f
     (tmp_path.parent / "nogit").mkdir(exist_ok=True)
     assert commit_info(tmp_path.parent / "nogit") == ("unknown", False)
+
+
+def test_a_runs_commit_is_its_own_checkouts_only(tmp_path):
+    """summary.json's commit is the tricks checkout's: a package dir that is not the top of its
+    own repository (a site-packages inside a user's project repo) records "unknown", not the
+    project's commit."""
+    from runner.gitinfo import checkout_commit
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    inner = tmp_path / ".venv" / "lib" / "site-packages"
+    inner.mkdir(parents=True)
+    (tmp_path / "x.py").write_text("x\n")
+    subprocess.run(git[:-2] + ["init", "-q", str(tmp_path)], check=True)
+    subprocess.run(git + ["add", "x.py"], check=True)
+    subprocess.run(git + ["commit", "-qm", "init"], check=True)
+    sha = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    assert checkout_commit(tmp_path) == (sha.stdout.strip(), False)
+    assert checkout_commit(inner) == ("unknown", False)
