@@ -700,7 +700,7 @@ def _intro(study: dict) -> list:
 def _commits(study: dict, sha: str) -> str:
     """The commit line. A study started more than once on its DIR (resumed, or run in pieces)
     names every start's commit and time, so a reader sees the runs come from more than one tree
-    (each start runs only what the earlier ones left; the run dirs do not record a commit)."""
+    (each start runs only what the earlier ones left; each run's summary.json names its own)."""
     inv = study.get("invocations") or []
     machine = machine_line(study.get("machine"))
     if len(inv) < 2:
