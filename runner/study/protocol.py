@@ -153,9 +153,9 @@ def pin(study: Study, out: Path, names: list[str] | None = None) -> None:
                 f"{out} was run with {' '.join(old) or 'none'}",
                 "the same overrides, or another --out",
             )
-    from runner.gitinfo import commit_info, machine_info
+    from runner.gitinfo import checkout_commit, machine_info
 
-    sha, dirty = commit_info(ROOT)  # a resumed study may span commits: each start is recorded
+    sha, dirty = checkout_commit(ROOT)  # a resumed study may span commits: each start is recorded
     inv = {
         "commit": sha,
         "dirty": dirty,
@@ -497,9 +497,9 @@ def assemble(
     costs: dict,
     earlier: dict | None = None,
 ) -> dict:
-    from runner.gitinfo import commit_info, machine_info
+    from runner.gitinfo import checkout_commit, machine_info
 
-    sha, dirty = commit_info(ROOT)
+    sha, dirty = checkout_commit(ROOT)
     machine = machine_info()
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     res = {
