@@ -81,6 +81,7 @@ _TRAINER_CHOICES = {
     "on_nan": ("stop", "skip"),
     "keep_checkpoints": ("all", "best", "none"),
     "select": ("auto", "val/acc", "val/f1", "val/f1_macro"),
+    "eval_test": ("every", "best"),
 }
 
 

@@ -284,12 +284,30 @@ def run_eval(state: State) -> dict:
     model = unwrap(state.model)  # rank 0 evaluates alone: no DDP forward (it may broadcast)
     main = ev if ev is not None else model
     for split in ("val", "test"):
+        if split == "test" and not _test_due(state, row):
+            break
         r = evaluate(main, getattr(state.data, split), state)
         row.update({f"{split}/{k}": v for k, v in r.items()})
         if ev is not None:  # the raw weights too, so the trick's effect is visible
             r = evaluate(model, getattr(state.data, split), state)
             row.update({f"{split}/raw/{k}": v for k, v in r.items()})
     return row
+
+
+def _test_due(state: State, val_row: dict) -> bool:
+    """trainer.eval_test=best: the test split only where the selection metric improves (the
+    summary's test figures are read there) and at the last step (its final/ figures); the
+    same numbers as `every` for less evaluation, and sparse test curves."""
+    if state.tc.eval_test == "every" or state.step >= state.total_steps:
+        return True
+    return _improves(state, val_row)
+
+
+def _improves(state: State, row: dict) -> bool:
+    key = state.loss.select
+    if key not in row:
+        return False
+    return not (state.best and key in state.best and row[key] <= state.best[key])
 
 
 # -- the loop --------------------------------------------------------------------------------
@@ -616,10 +634,7 @@ def summary_figures(state: State) -> dict:
 def update_best(state: State, row: dict) -> bool:
     """Track the best value of the selection metric (trainer.select: val/acc, or val/f1 for a
     multi-label loss); the val and test figures at that point are kept (summary's `test/*`)."""
-    key = state.loss.select
-    if key not in row:
-        return False
-    if state.best and key in state.best and row[key] <= state.best[key]:
+    if not _improves(state, row):
         return False
     state.best = {
         k: v for k, v in row.items() if k.startswith(("val/", "test/")) and "/raw/" not in k

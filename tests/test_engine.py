@@ -110,3 +110,41 @@ def test_summary_records_optimizer_steps_per_epoch(tmp_path):
     )
     assert s["status"] == "completed"
     assert s["steps_per_epoch"] == 10 and s["steps"] == 2 * 10 and s["epochs"] == 2
+
+
+def test_eval_test_best_reads_the_test_split_only_where_it_counts(tmp_path):
+    """trainer.eval_test=best: the same training (train and val rows equal, test/* in the
+    summary equal) with the test split evaluated only at steps where val/acc improves and at
+    the last step; a bad value is one error line naming the allowed ones."""
+    from conftest import read_rows, strip_timing, train_run
+
+    from runner.config import compose, validate
+
+    base = [
+        "dataset.num_samples=1500",
+        "model.hidden=16",
+        "model.dropout=0.2",  # dropout draws from the RNG: an evaluation that did would show
+        "optimizer.lr=0.05",  # large enough for val/acc to dip now and then
+        "trainer.max_steps=60",
+        "trainer.eval_every=3",
+        "trainer.batch_size=32",
+        "trainer.progress=false",
+    ]
+    runs = {m: tmp_path / m for m in ("every", "best")}
+    s = {m: train_run([*base, f"trainer.eval_test={m}"], d) for m, d in runs.items()}
+    rows = {m: strip_timing(read_rows(d)) for m, d in runs.items()}
+    drop_test = lambda rs: [{k: v for k, v in r.items() if not k.startswith("test/")} for r in rs]
+    assert drop_test(rows["every"]) == drop_test(rows["best"])
+    for k in ("best/val/acc", "best/step", "test/acc", "test/loss", "final/test/acc"):
+        assert s["every"][k] == s["best"][k], k
+    evals = [r for r in rows["best"] if "val/acc" in r]
+    best, want = -1.0, []
+    for r in evals:
+        if r["val/acc"] > best or r["step"] == 60:
+            want.append(r["step"])
+        best = max(best, r["val/acc"])
+    got = [r["step"] for r in evals if "test/acc" in r]
+    assert got == want and len(got) < len(evals)  # some evaluations skipped the test split
+    assert all("test/acc" in r for r in rows["every"] if "val/acc" in r)
+    with pytest.raises(Exception, match=r"trainer\.eval_test.*every, best"):
+        validate(compose([*base, "trainer.eval_test=sometimes"]))
