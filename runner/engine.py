@@ -179,6 +179,11 @@ class State:
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
+    @property
+    def optimizer_steps_per_epoch(self) -> int:
+        """Micro-batches per epoch over accum_steps: the loop's epoch and summary.json's."""
+        return self.batcher.steps_per_epoch // self.tc.accum_steps
+
     def add_hits(self, out: Out) -> None:
         """Queue a micro-batch's (logits, y, labeled) for the train metrics (count_hits)."""
         logits = out.logits.detach()
@@ -471,9 +476,8 @@ def _eval_due(state: State) -> bool:
 def _prepare(state: State):
     """Before the first step of `fit`: the chains, the hook lists, the accumulators. Returns
     (loss_fn, bwd_fn, optimizer steps per epoch)."""
-    state._tc = None
-    cfg = state.tc  # plain values: read every step
-    spe = state.batcher.steps_per_epoch // cfg.accum_steps  # optimizer steps per epoch
+    state._tc = None  # re-read from the config by the next state.tc (here, just below)
+    spe = state.optimizer_steps_per_epoch
     if spe == 0:
         from runner.errors import ConfigError
 
@@ -618,7 +622,7 @@ def summary_figures(state: State) -> dict:
         {
             "steps": state.step,
             "epochs": state.epoch,
-            "steps_per_epoch": state.batcher.steps_per_epoch // state.tc.accum_steps,
+            "steps_per_epoch": state.optimizer_steps_per_epoch,
             "samples_per_sec": (
                 state.samples_seen / state.train_seconds if state.train_seconds else None
             ),

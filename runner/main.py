@@ -96,7 +96,8 @@ def setup(cfg: DictConfig, run_dir: Path) -> Job:
     devmod.setup_backends(plan)  # TF32 on CUDA
     state = build_state(cfg, plan, d)
     job = Job(cfg=cfg, run_dir=run_dir, dist=d, state=state, config=to_container(cfg))
-    job.source = source_commit() if d.is_main else ("unknown", False)
+    if d.is_main:  # only rank 0 writes summary.json
+        job.source = source_commit()
     for t in state.tricks:
         t.setup(state)
     saved_cfg = resume(job)

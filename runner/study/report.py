@@ -678,7 +678,7 @@ def how_to_read(study: dict, out: Path) -> str:
 
 
 def _intro(study: dict) -> list:
-    sha = str(study.get("commit") or "unknown")[:12] + (" (dirty)" if study.get("dirty") else "")
+    sha = _commit_label(study)
     seeds = " ".join(map(str, study.get("seeds") or []))
     tune = " ".join(map(str, study.get("tune_seeds") or []))
     blocks = [("h", 1, f"tricks study: {study.get('name') or study.get('study_file') or ''}")]
@@ -697,6 +697,11 @@ def _intro(study: dict) -> list:
     return blocks + _pieces(study)
 
 
+def _commit_label(rec: dict) -> str:
+    """'abc1234' or 'abc1234 (dirty)' from a record's commit and dirty keys."""
+    return str(rec.get("commit") or "unknown")[:12] + (" (dirty)" if rec.get("dirty") else "")
+
+
 def _commits(study: dict, sha: str) -> str:
     """The commit line. A study started more than once on its DIR (resumed, or run in pieces)
     names every start's commit and time, so a reader sees the runs come from more than one tree
@@ -707,7 +712,7 @@ def _commits(study: dict, sha: str) -> str:
         return f"Commit {sha}; machine: {machine}."
     parts = []
     for i in inv:
-        c = str(i.get("commit") or "unknown")[:12] + (" (dirty)" if i.get("dirty") else "")
+        c = _commit_label(i)
         m = machine_line(i["machine"]) if i.get("machine") else machine
         parts.append(f"{c} ({i.get('started') or 'unknown'}" + (f", {m})" if m != machine else ")"))
     return (
@@ -722,15 +727,14 @@ def _pieces(study: dict) -> list:
     made: dict[tuple, list] = {}
     for w, v in (study.get("by_workload") or {}).items():
         r = v.get("run") or {}
-        c = str(r.get("commit") or "unknown")[:12]
-        key = (c, bool(r.get("dirty")), r.get("finished"), machine_line(r.get("machine")))
+        key = (_commit_label(r), r.get("finished"), machine_line(r.get("machine")))
         made.setdefault(key, []).append(w)
     missing = study.get("workloads_not_run") or []
     if len(made) < 2 and not missing:
         return []
     parts = [
-        f"{', '.join(ws)} at commit {c}{' (dirty)' if d else ''}, finished {f or 'unknown'} on {m}"
-        for (c, d, f, m), ws in made.items()
+        f"{', '.join(ws)} at commit {c}, finished {f or 'unknown'} on {m}"
+        for (c, f, m), ws in made.items()
     ]
     text = "Run in pieces (`--workloads`): " + "; ".join(parts) + "."
     if missing:
