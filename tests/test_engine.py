@@ -116,9 +116,9 @@ def test_eval_test_best_reads_the_test_split_only_where_it_counts(tmp_path):
     """trainer.eval_test=best: the same training (train and val rows equal, test/* in the
     summary equal) with the test split evaluated only at steps where val/acc improves and at
     the last step; a bad value is one error line naming the allowed ones."""
-    from conftest import read_rows, strip_timing, train_run
-
     from runner.config import compose, validate
+
+    from conftest import read_rows, strip_timing, train_run
 
     base = [
         "dataset.num_samples=1500",
