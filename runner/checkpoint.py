@@ -137,11 +137,13 @@ def prune(ckpt_dir: Path, keep: str) -> None:
 
 
 def check_compatible(ckpt_config: dict, config: dict) -> None:
-    from runner.config import flatten
+    from runner.config import added_later, flatten
 
     a, b = flatten(ckpt_config), flatten(config)
     for key in sorted(set(a) | set(b)):
         if any(key == k or key.startswith(k + ".") for k in RESUMABLE_DIFFS):
+            continue
+        if added_later(key, a, b):  # a checkpoint from before the key existed
             continue
         if a.get(key) != b.get(key):
             raise ConfigError(

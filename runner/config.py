@@ -174,6 +174,28 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def root_defaults(conf_dir: Path = CONF_DIR) -> dict:
+    """conf/train.yaml's own keys, flattened ({'trainer.eval_test': 'every', ...}; not the
+    groups' options, not hydra's)."""
+    node = OmegaConf.to_container(OmegaConf.load(conf_dir / "train.yaml"))
+    return flatten({k: v for k, v in node.items() if k not in ("defaults", "hydra")})
+
+
+_ROOT_DEFAULTS: dict = {}
+
+
+def added_later(key: str, old: dict, new: dict) -> bool:
+    """A key of the root config the earlier run's (flattened) config `old` lacks and the new
+    config `new` leaves at its default: a key a later version added, at the behaviour the
+    earlier code had (new keys are opt-in). Re-running or resuming a run written before
+    trainer.eval_test existed is then the same config; any other missing key still differs."""
+    if key in old or key not in new:
+        return False
+    if not _ROOT_DEFAULTS:
+        _ROOT_DEFAULTS.update(root_defaults())
+    return key in _ROOT_DEFAULTS and new[key] == _ROOT_DEFAULTS[key]
+
+
 # -- which option of each group a resolved config is ------------------------------------------
 
 

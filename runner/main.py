@@ -344,12 +344,13 @@ _RERUN_FREE = (
 
 
 def _same_config(old: dict, new: dict, free=_RERUN_FREE) -> str | None:
-    """None when equal apart from `free` keys, else the first differing key."""
-    from runner.config import flatten
+    """None when equal apart from `free` keys and keys added later at their default (an
+    earlier version's run), else the first differing key."""
+    from runner.config import added_later, flatten
 
     a, b = flatten(old), flatten(new)
     for key in sorted(set(a) | set(b)):
-        if any(key == k or key.startswith(k + ".") for k in free):
+        if any(key == k or key.startswith(k + ".") for k in free) or added_later(key, a, b):
             continue
         if a.get(key) != b.get(key):
             return key

@@ -193,3 +193,82 @@ def test_resume_from_path_into_a_new_dir(tmp_path):
     rows = read_rows(tmp_path / "cont")
     assert [r["step"] for r in rows] == [2, 4, 6, 8]
     assert strip_timing(rows[:2]) == strip_timing(read_rows(tmp_path / "part"))
+
+
+def _as_before_eval_test(cfg: dict) -> dict:
+    """The config a run written before trainer.eval_test existed has."""
+    old = json.loads(json.dumps(cfg))
+    del old["trainer"]["eval_test"]
+    return old
+
+
+def test_a_run_from_before_a_new_key_reruns_and_resumes(tmp_path):
+    """A run dir written by code from before a root-config key existed (trainer.eval_test) is
+    the same config when the re-run leaves the key at its default: a completed run is skipped,
+    an interrupted one resumes its checkpoint. Set to anything else, or a missing key that is
+    not the root config's (a model's), it still differs, and both checks name the key."""
+    from omegaconf import OmegaConf
+
+    from runner.checkpoint import check_compatible
+    from runner.config import compose, to_container
+    from runner.errors import ConfigError
+    from runner.main import sweep_job_plan
+
+    cfg = compose([])
+    old = _as_before_eval_test(to_container(cfg))
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(old)))
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"")
+    assert sweep_job_plan(cfg, tmp_path) == "resume"
+    check_compatible(old, to_container(cfg))
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "completed"}))
+    assert sweep_job_plan(cfg, tmp_path) == "skip"
+
+    best = compose(["trainer.eval_test=best"])
+    with pytest.raises(ConfigError, match=r"trainer\.eval_test differs"):
+        sweep_job_plan(best, tmp_path)
+    with pytest.raises(ConfigError, match=r"trainer\.eval_test=None.*trainer\.eval_test='best'"):
+        check_compatible(old, to_container(best))
+    no_width = json.loads(json.dumps(old))
+    del no_width["model"]["hidden"]
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(no_width)))
+    with pytest.raises(ConfigError, match=r"model\.hidden differs"):
+        sweep_job_plan(cfg, tmp_path)
+    with pytest.raises(ConfigError, match=r"model\.hidden"):
+        check_compatible(no_width, to_container(cfg))
+
+
+def test_a_study_job_interrupted_before_a_new_key_resumes(tmp_path):
+    """What a study resumed across that commit meets: a job's run dir with the older config
+    and checkpoint, its summary 'failed' (the earlier refusal) -- the study's worker resumes it
+    from the checkpoint to a completed run, the rows before the checkpoint kept."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from runner.study.pool import run_one
+
+    from conftest import train_run
+
+    ov = [
+        "trainer.max_steps=8",
+        "trainer.eval_every=4",
+        "trainer.checkpoint_every=4",
+        "trainer.log_every=2",
+        "trainer.progress=false",
+        "trainer.batch_size=32",
+    ]
+    d = tmp_path / "trial"
+    first = train_run(ov, d)
+    assert first["status"] == "completed" and first["steps"] == 8
+    rows = read_rows(d)
+    ck = torch.load(d / "checkpoints" / "last.pt", weights_only=False)
+    ck["config"] = _as_before_eval_test(ck["config"])
+    torch.save(ck, d / "checkpoints" / "last.pt")
+    cfg = OmegaConf.to_container(OmegaConf.load(d / "config.yaml"))
+    (d / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(_as_before_eval_test(cfg))))
+    (d / "summary.json").write_text(json.dumps({"status": "failed", "error": "refused"}))
+
+    assert run_one(ov, d) == "completed"
+    s = json.loads((d / "summary.json").read_text())
+    assert s["status"] == "completed" and s["resumed"] is True and s["steps"] == 8
+    assert strip_timing(read_rows(d)) == strip_timing(rows)
