@@ -307,6 +307,28 @@ def test_a_changed_comment_resumes_a_changed_key_refuses(e2e, tmp_path):
     assert r.returncode == 2 and "holds a study of another study file" in r.stderr
 
 
+def test_a_run_dir_of_another_config_stops_the_study_untouched(e2e, tmp_path):
+    """A run dir whose config differs from what the study's inputs compose now (code changed
+    under the study) is not a failed trial: the study stops with one line naming the dir and
+    the key, writes nothing into that dir, and leaves study.json as it was."""
+    d, s, _ = e2e
+    shutil.copytree(d / "out", tmp_path / "out")
+    shutil.copy(d / "s.yaml", tmp_path / "s.yaml")
+    trial = sorted((tmp_path / "out" / "runs").glob("*/good/trial-00-seed-100"))[0]
+    (trial / "summary.json").unlink()  # an interrupted run of the older code
+    cfg = yaml.safe_load((trial / "config.yaml").read_text())
+    cfg["trainer"]["log_every"] = 7
+    (trial / "config.yaml").write_text(yaml.safe_dump(cfg))
+    before = (trial / "config.yaml").read_text(), sorted(p.name for p in trial.iterdir())
+    r = cli(["study", "s.yaml", "--out", "out"], cwd=tmp_path, env=ENV)
+    err = [line for line in r.stderr.splitlines() if line.startswith("error")]
+    assert r.returncode == 2 and len(err) == 1, r.stderr
+    assert err[0].startswith("error: --out: ") and "trainer.log_every differs" in err[0]
+    assert str(trial.relative_to(tmp_path)) in err[0] and "no trial counted failed" in err[0]
+    assert ((trial / "config.yaml").read_text(), sorted(p.name for p in trial.iterdir())) == before
+    assert json.loads((tmp_path / "out" / "study.json").read_text()) == s
+
+
 def test_report_only_remakes_the_report(e2e):
     d, s, _ = e2e
     if not (ROOT / "runner" / "study" / "report.py").is_file():

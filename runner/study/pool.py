@@ -40,9 +40,14 @@ def _write_failed(run_dir: Path, error: str) -> None:
     write_json_atomic(run_dir / "summary.json", {"status": "failed", "error": error})
 
 
+#: the status of a job whose run dir holds another config's run (written by other code): the
+#: study stops on it (runner.study.protocol), the dir untouched, rather than count a failed trial
+REFUSED = "refused: "
+
+
 def run_one(overrides: list[str], run_dir: Path) -> str:
     """Train (or skip, or resume) one job in this process; its failure is recorded in its run
-    dir's summary.json, never raised. Returns the status."""
+    dir's summary.json, never raised. Returns the status (REFUSED + why: nothing written)."""
     from runner.config import compose
     from runner.errors import ConfigError
     from runner.main import run, sweep_job_plan
@@ -50,7 +55,10 @@ def run_one(overrides: list[str], run_dir: Path) -> str:
     run_dir = Path(run_dir)
     try:
         cfg = compose(overrides)
-        plan = sweep_job_plan(cfg, run_dir)  # skip / resume / fresh, as a re-run sweep does
+        try:
+            plan = sweep_job_plan(cfg, run_dir)  # skip / resume / fresh, as a re-run sweep does
+        except ConfigError as e:  # another config's run: not this trial's result; left as is
+            return f"{REFUSED}{e.problem}"
         if plan == "skip":
             return "completed"
         if plan == "resume":

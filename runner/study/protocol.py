@@ -13,7 +13,7 @@ import yaml
 from runner.errors import ConfigError, check
 from runner.study import cost as costmod
 from runner.study import results as R
-from runner.study.pool import Job, Pool, status_of
+from runner.study.pool import REFUSED, Job, Pool, status_of
 from runner.study.space import edges, trial_points
 from runner.study.spec import Study, key_of, merge, parse_text, run_overrides
 
@@ -284,6 +284,16 @@ class Runner:
         statuses = self.pool.run(absolute, lambda job, st: self._note(back[id(job)], st), width)
         if any(s == "interrupted" for s in statuses.values()):
             raise Interrupted()
+        refused = [s[len(REFUSED) :] for s in statuses.values() if s.startswith(REFUSED)]
+        if refused:  # the same inputs gave another config: code changed under the study
+            from runner.errors import ConfigError
+
+            more = f" (and {len(refused) - 1} more run dirs)" if len(refused) > 1 else ""
+            raise ConfigError(
+                "--out",
+                refused[0] + more + "; the study stops, no trial counted failed",
+                "a new --out DIR, or the tricks commit that wrote its runs (study_input.json)",
+            )
 
     def close(self) -> None:
         self.close_view()
