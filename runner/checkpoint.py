@@ -137,21 +137,17 @@ def prune(ckpt_dir: Path, keep: str) -> None:
 
 
 def check_compatible(ckpt_config: dict, config: dict) -> None:
-    from runner.config import added_later, flatten
+    from runner.config import first_difference
 
-    a, b = flatten(ckpt_config), flatten(config)
-    for key in sorted(set(a) | set(b)):
-        if any(key == k or key.startswith(k + ".") for k in RESUMABLE_DIFFS):
-            continue
-        if added_later(key, a, b):  # a checkpoint from before the key existed
-            continue
-        if a.get(key) != b.get(key):
-            raise ConfigError(
-                "resume",
-                f"checkpoint was written with {key}={a.get(key)!r}, "
-                f"this run has {key}={b.get(key)!r}; only "
-                f"{', '.join(RESUMABLE_DIFFS[1:])} may change on resume",
-            )
+    diff = first_difference(ckpt_config, config, RESUMABLE_DIFFS)
+    if diff is not None:
+        key, was, now = diff
+        raise ConfigError(
+            "resume",
+            f"checkpoint was written with {key}={was!r}, "
+            f"this run has {key}={now!r}; only "
+            f"{', '.join(RESUMABLE_DIFFS[1:])} may change on resume",
+        )
 
 
 def restore(state, ckpt: dict) -> None:

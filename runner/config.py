@@ -6,6 +6,7 @@ line is the one-line help that `tricks list` prints.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -174,14 +175,12 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+@functools.cache
 def root_defaults(conf_dir: Path = CONF_DIR) -> dict:
     """conf/train.yaml's own keys, flattened ({'trainer.eval_test': 'every', ...}; not the
-    groups' options, not hydra's)."""
+    groups' options, not hydra's). Read once per process; not to be mutated."""
     node = OmegaConf.to_container(OmegaConf.load(conf_dir / "train.yaml"))
     return flatten({k: v for k, v in node.items() if k not in ("defaults", "hydra")})
-
-
-_ROOT_DEFAULTS: dict = {}
 
 
 def added_later(key: str, old: dict, new: dict) -> bool:
@@ -191,9 +190,21 @@ def added_later(key: str, old: dict, new: dict) -> bool:
     trainer.eval_test existed is then the same config; any other missing key still differs."""
     if key in old or key not in new:
         return False
-    if not _ROOT_DEFAULTS:
-        _ROOT_DEFAULTS.update(root_defaults())
-    return key in _ROOT_DEFAULTS and new[key] == _ROOT_DEFAULTS[key]
+    defaults = root_defaults()
+    return key in defaults and new[key] == defaults[key]
+
+
+def first_difference(old: dict, new: dict, free: tuple = ()) -> tuple | None:
+    """(key, old value, new value) of the first key where two configs differ, None when equal
+    apart from `free` keys (and their subkeys) and keys added later at their default: what a
+    re-run sweep job (runner.main) and a resumed checkpoint (runner.checkpoint) compare."""
+    a, b = flatten(old), flatten(new)
+    for key in sorted(set(a) | set(b)):
+        if any(key == k or key.startswith(k + ".") for k in free) or added_later(key, a, b):
+            continue
+        if a.get(key) != b.get(key):
+            return key, a.get(key), b.get(key)
+    return None
 
 
 # -- which option of each group a resolved config is ------------------------------------------

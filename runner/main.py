@@ -343,27 +343,13 @@ _RERUN_FREE = (
 )
 
 
-def _same_config(old: dict, new: dict, free=_RERUN_FREE) -> str | None:
-    """None when equal apart from `free` keys and keys added later at their default (an
-    earlier version's run), else the first differing key."""
-    from runner.config import added_later, flatten
-
-    a, b = flatten(old), flatten(new)
-    for key in sorted(set(a) | set(b)):
-        if any(key == k or key.startswith(k + ".") for k in free) or added_later(key, a, b):
-            continue
-        if a.get(key) != b.get(key):
-            return key
-    return None
-
-
 def sweep_job_plan(cfg: DictConfig, job_dir: Path) -> str:
     """What a re-run sweep does with this job: 'skip' (a completed run of the same config is
     there), 'resume' (its checkpoint is there), 'fresh'. A job dir holding another config's run
     is a ConfigError (nothing is touched)."""
     import json
 
-    from runner.config import to_container
+    from runner.config import first_difference, to_container
 
     cfg_file = job_dir / "config.yaml"
     if not cfg_file.exists():
@@ -372,11 +358,11 @@ def sweep_job_plan(cfg: DictConfig, job_dir: Path) -> str:
         old = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=True)
     except Exception:
         return "fresh"  # a job killed while writing its config: nothing worth keeping
-    diff = _same_config(old, to_container(cfg))
+    diff = first_difference(old, to_container(cfg), _RERUN_FREE)
     if diff is not None:
         raise ConfigError(
             "hydra.sweep.dir",
-            f"{job_dir} holds a run of another config ({diff} differs); it is left as is",
+            f"{job_dir} holds a run of another config ({diff[0]} differs); it is left as is",
             "a new hydra.sweep.dir, or the same sweep command as before",
         )
     try:

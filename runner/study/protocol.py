@@ -286,8 +286,6 @@ class Runner:
             raise Interrupted()
         refused = [s[len(REFUSED) :] for s in statuses.values() if s.startswith(REFUSED)]
         if refused:  # the same inputs gave another config: code changed under the study
-            from runner.errors import ConfigError
-
             more = f" (and {len(refused) - 1} more run dirs)" if len(refused) > 1 else ""
             raise ConfigError(
                 "--out",
@@ -309,8 +307,9 @@ def measure_cost(study: Study, runner: Runner, w: str, arms: dict, points: dict)
         1 + costmod.REPS * len(arms), f"cost {w}" if len(study.workloads) > 1 else "cost"
     )
     runner.run([warm], width=1)
-    n = costmod.round_steps(study, R.run_sec_per_step(runner.out / warm.run_dir))
-    spe = R.summary_of(runner.out / warm.run_dir).get("steps_per_epoch")
+    warmed = R.summary_of(runner.out / warm.run_dir)
+    n = costmod.round_steps(study, R.sec_per_step_of(warmed))
+    spe = warmed.get("steps_per_epoch")
     jobs = costmod.round_jobs(study, w, ovr, points, n)
     runner.run(jobs, width=1)
     per = {a: costmod.round_secs(runner.out, jobs, f"{w}/{a}") for a in arms}

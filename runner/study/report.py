@@ -678,7 +678,6 @@ def how_to_read(study: dict, out: Path) -> str:
 
 
 def _intro(study: dict) -> list:
-    sha = _commit_label(study)
     seeds = " ".join(map(str, study.get("seeds") or []))
     tune = " ".join(map(str, study.get("tune_seeds") or []))
     blocks = [("h", 1, f"tricks study: {study.get('name') or study.get('study_file') or ''}")]
@@ -690,8 +689,7 @@ def _intro(study: dict) -> list:
             "p",
             f"Baseline {study.get('baseline')}; budget {b} trial{'' if b == 1 else 's'}"
             f" per arm on tune seeds [{tune}]; chosen on {study.get('select')}; "
-            f"confirmed on seeds [{seeds}], reported on {study.get('metric')}. "
-            + _commits(study, sha),
+            f"confirmed on seeds [{seeds}], reported on {study.get('metric')}. " + _commits(study),
         )
     )
     return blocks + _pieces(study)
@@ -702,14 +700,14 @@ def _commit_label(rec: dict) -> str:
     return str(rec.get("commit") or "unknown")[:12] + (" (dirty)" if rec.get("dirty") else "")
 
 
-def _commits(study: dict, sha: str) -> str:
+def _commits(study: dict) -> str:
     """The commit line. A study started more than once on its DIR (resumed, or run in pieces)
     names every start's commit and time, so a reader sees the runs come from more than one tree
     (each start runs only what the earlier ones left; each run's summary.json names its own)."""
     inv = study.get("invocations") or []
     machine = machine_line(study.get("machine"))
     if len(inv) < 2:
-        return f"Commit {sha}; machine: {machine}."
+        return f"Commit {_commit_label(study)}; machine: {machine}."
     parts = []
     for i in inv:
         c = _commit_label(i)

@@ -120,7 +120,11 @@ def verdicts(arms: dict, pairs: list[tuple[str, str]], higher: bool) -> list[tup
 
 def run_sec_per_step(run_dir: Path) -> float | None:
     """A run's training seconds per optimizer step, evaluation excluded (None unless completed)."""
-    s = summary_of(run_dir)
+    return sec_per_step_of(summary_of(run_dir))
+
+
+def sec_per_step_of(s: dict) -> float | None:
+    """run_sec_per_step from a summary already read."""
     if s.get("status") == "completed" and num(s.get("train_seconds")) and s.get("steps"):
         return s["train_seconds"] / s["steps"]
     return None
