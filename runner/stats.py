@@ -17,11 +17,35 @@
 from __future__ import annotations
 
 import math
+from enum import Enum
 
 ALPHA = 0.05
-TOO_FEW = "too few runs (need n >= 2)"
-NO_SPREAD = "no spread: cannot test"
-NO_DIFF = "no significant difference"
+
+
+class Verdict(str, Enum):
+    """A comparison's verdict, shared by `tricks compare` and `tricks study`.
+
+    A str enum: it compares equal to its text and writes as that text to JSON, so a study.json
+    or report written before the enum reads the same."""
+
+    BETTER = "better"
+    WORSE = "worse"
+    NO_DIFF = "no significant difference"
+    NO_SPREAD = "no spread: cannot test"
+    TOO_FEW = "too few runs (need n >= 2)"
+
+    __str__ = str.__str__  # f"{v}" is the text, on every Python version
+    __format__ = str.__format__
+
+    @property
+    def decided(self) -> bool:
+        """Better or worse: a difference the test detected."""
+        return self in (Verdict.BETTER, Verdict.WORSE)
+
+
+TOO_FEW = Verdict.TOO_FEW
+NO_SPREAD = Verdict.NO_SPREAD
+NO_DIFF = Verdict.NO_DIFF
 
 
 def finite(x) -> bool:
@@ -135,7 +159,7 @@ def mde(
     return float(brentq(lambda d: _power(d, se, df, alpha) - power, 0.0, hi, xtol=1e-12 * se))
 
 
-def verdict(diff: float, p: float, se: float, higher_better: bool, alpha: float = ALPHA) -> str:
+def verdict(diff: float, p: float, se: float, higher_better: bool, alpha: float = ALPHA) -> Verdict:
     """The verdict at level `alpha` from a difference, its (adjusted) p and its standard error."""
     if not finite(se) or not finite(diff):
         return TOO_FEW
@@ -144,7 +168,7 @@ def verdict(diff: float, p: float, se: float, higher_better: bool, alpha: float 
         # non-zero one has p = 0 by arithmetic, not by evidence
         return NO_DIFF if diff == 0 else NO_SPREAD
     if finite(p) and p < alpha and diff != 0:
-        return "better" if (diff > 0) == higher_better else "worse"
+        return Verdict.BETTER if (diff > 0) == higher_better else Verdict.WORSE
     return NO_DIFF
 
 
