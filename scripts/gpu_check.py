@@ -1,5 +1,5 @@
 """The GPU check: one command that exercises every GPU code path on a lent CUDA machine and writes
-its tables and logs under one folder, inside a time budget (issue 21; docs/bench.md, "GPU check").
+its tables and logs under one folder, inside a time budget (issue 21; docs/gpu.md, "GPU check").
 
     python scripts/gpu_check.py --fetch-wheels .wheels  # HERE, where pip reaches an index
     python scripts/gpu_check.py --out "$OUT"            # THERE (CUDA): install, test, bench, study
