@@ -340,6 +340,7 @@ class Comparison:
     higher_better: bool = True
     conditional: bool = False
     provisional: tuple[str, ...] = ()
+    replicate_diffs: tuple[float, ...] = ()  # each replicate's mean difference (R >= 2)
     verdict: Verdict = Verdict.TOO_FEW
 
     @property
@@ -368,6 +369,7 @@ class Comparison:
         d = dataclasses.asdict(self)
         d.update(family=str(self.family), verdict=str(self.verdict))
         d["provisional"] = list(self.provisional)
+        d["replicate_diffs"] = list(self.replicate_diffs)
         return {k: (None if isinstance(v, float) and not finite(v) else v) for k, v in d.items()}
 
     @classmethod
@@ -378,6 +380,7 @@ class Comparison:
         kw["family"] = Family(kw.get("family", Family.PRIMARY))
         kw["verdict"] = Verdict(kw.get("verdict", Verdict.TOO_FEW))
         kw["provisional"] = tuple(kw.get("provisional", ()))
+        kw["replicate_diffs"] = tuple(kw.get("replicate_diffs", ()))
         return cls(**kw)
 
 
@@ -517,6 +520,7 @@ def _replicate_t(diffs: list[list[float]], higher_better, alpha, common: dict) -
     r, pairs = len(means), sum(len(d) for d in diffs)
     between, within = _components(diffs) if r else (math.nan, math.nan)
     out = dict(common, test="replicate t", pairs=pairs, var_between=between, var_within=within)
+    out["replicate_diffs"] = tuple(means)
     if r < 2:
         return Comparison(**out, diff=means[0] if means else math.nan, verdict=Verdict.TOO_FEW)
     diff, sd = sum(means) / r, math.sqrt(_var(means))

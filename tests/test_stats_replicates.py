@@ -109,6 +109,9 @@ def test_replicate_t_against_a_hand_computation():
     assert c.var_within == pytest.approx(within)
     assert c.var_between == pytest.approx(max(0.0, np.var(means, ddof=1) - within / 2))
     assert (c.replicates, c.pairs, c.runs, c.failed) == (3, 6, 12, 0)
+    assert c.replicate_diffs == pytest.approx(means)
+    back = Comparison.from_json(json.loads(json.dumps(c.to_json(), allow_nan=False)))
+    assert back.to_json() == c.to_json() and back.replicate_diffs == c.replicate_diffs
     with pytest.raises(ValueError, match="replicates must pair"):
         stats.compare_replicated(arm, base[:2])
 

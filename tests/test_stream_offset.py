@@ -80,3 +80,33 @@ def test_a_negative_offset_is_one_line(tmp_path):
         validate(compose([*ARGS, "trainer.stream_offset=-1"]))
     with pytest.raises(ConfigError, match="trainer.stream_offset"):
         validate(compose([*ARGS, "trainer.stream_offset=0.5"]))
+
+
+def test_an_offset_run_killed_and_resumed_ends_as_the_uninterrupted_one(tmp_path):
+    """The offset streams survive a resume: the checkpoint restores the generators (the offset's
+    re-seed comes before it) and the data order of the next epoch comes from the offset's seed
+    (13 steps per epoch: the kill at 15 is past the first epoch's end)."""
+    import signal
+
+    from conftest import cli
+
+    args = [
+        "trainer.max_steps=18",
+        "trainer.batch_size=256",
+        "trainer.log_every=3",
+        "trainer.checkpoint_every=4",
+        "trainer.progress=false",
+        "trainer.device=cpu",
+        "model.dropout=0.5",
+        "trainer.stream_offset=3",
+    ]
+    train_run(args, tmp_path / "whole")
+    d = tmp_path / "killed"
+    r = cli(
+        ["train", *args, f"hydra.run.dir={d}"],
+        cwd=tmp_path,
+        env={"TRICKS_TEST_KILL_AT_STEP": "15"},
+    )
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    train_run([*args, "resume=true"], d)
+    assert strip_timing(read_rows(d)) == strip_timing(read_rows(tmp_path / "whole"))
