@@ -226,3 +226,31 @@ def test_an_edge_on_an_ordered_choice_makes_the_verdict_provisional():
         "range's floor; baseline's optimizer.lr at its range's floor)"
     )
     assert p.verdict == Verdict.BETTER and c.provisional == ()
+
+
+def test_calibration_simulation_script_reproduces_the_known_cases():
+    """scripts/sim_calibration.py: with no tuning variance one tuning's seed-level test is
+    calibrated; with it, that test calls false verdicts and the replicate test stays at 5%; the
+    bootstrap of the selection gives no choice variance where every config scores alike or
+    one config is far ahead, and some where two are within the seed noise."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "sim_calibration.py"
+    spec = importlib.util.spec_from_file_location("sim_calibration", path)
+    sim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sim)
+    rng = np.random.default_rng(7)
+    rate, z2 = sim.null_rates(0.0, 1.0, 1, 10, 20000, rng)
+    assert 0.044 <= rate <= 0.056 and z2 == pytest.approx(1.0, abs=0.05)
+    rate, z2 = sim.null_rates(0.5, 1.0, 1, 10, 20000, rng)
+    assert rate > 0.2 and z2 > 2  # the between variance is 5x the 10-seed mean's
+    rate, z2 = sim.null_rates(0.5, 1.0, 3, 10, 20000, rng)
+    assert 0.044 <= rate <= 0.056 and z2 == pytest.approx(1.0, abs=0.05)
+
+    def trials(scores):
+        return [{"select_value": v} for v in scores]
+
+    assert sim.choice_variance(trials([0.7, 0.7, 0.7]), 0.01, 1, True, rng) == 0.0
+    assert sim.choice_variance(trials([0.9, 0.5, 0.4]), 0.01, 1, True, rng) < 1e-20
+    assert sim.choice_variance(trials([0.70, 0.69, 0.5]), 0.01, 1, True, rng) > 0
