@@ -343,10 +343,19 @@ class Comparison:
     replicate_diffs: tuple[float, ...] = ()  # each replicate's mean difference (R >= 2)
     verdict: Verdict = Verdict.TOO_FEW
 
+    def __post_init__(self):
+        # text from JSON or a caller becomes the enums (a str enum hashes by its name, so
+        # "primary" and Family.PRIMARY would otherwise be two families)
+        object.__setattr__(self, "family", Family(self.family))
+        object.__setattr__(self, "verdict", Verdict(self.verdict))
+        object.__setattr__(self, "provisional", tuple(self.provisional))
+        object.__setattr__(self, "replicate_diffs", tuple(self.replicate_diffs))
+
     @property
     def headline(self) -> str:
         """The verdict with what qualifies it: 'better (provisional: optimizer.lr at its range's
-        floor)', 'worse (conditional on one tuning)', 'withheld: failed runs (2/20 failed)'."""
+        floor)', 'worse (conditional on one tuning)', 'withheld: failed runs (2/20 runs
+        failed)'."""
         notes = []
         if self.provisional:
             notes.append("provisional: " + "; ".join(self.provisional))
@@ -377,10 +386,6 @@ class Comparison:
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
         kw.update({k: math.nan for k in _FLOATS if kw.get(k) is None})
-        kw["family"] = Family(kw.get("family", Family.PRIMARY))
-        kw["verdict"] = Verdict(kw.get("verdict", Verdict.TOO_FEW))
-        kw["provisional"] = tuple(kw.get("provisional", ()))
-        kw["replicate_diffs"] = tuple(kw.get("replicate_diffs", ()))
         return cls(**kw)
 
 

@@ -162,6 +162,10 @@ def test_holm_across_workloads_in_families_against_a_hand_computation():
     ]
     assert out["a/aa"].verdict == Verdict.WORSE  # the A/A check fires: the study is flagged
     assert out["a/fgm"].mde == pytest.approx(stats.mde_se(0.01, 4, 0.05 / 6))
+    # a family or verdict given as text (a caller, JSON) becomes the enum
+    text = Comparison(family="controls", verdict="better", provisional=["x"])
+    assert text.family is Family.CONTROLS and text.verdict is Verdict.BETTER
+    assert text.provisional == ("x",)
     # the primary family alone gives the same adjusted p's: controls never dilute it
     alone = stats.holm_families(cs[:6])
     assert [c.p_holm for c in alone] == [out[k].p_holm for k, _ in prim]
