@@ -4,10 +4,17 @@ stream of the seed; offset 0 is the run without the key, bit for bit."""
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import torch
 
-from conftest import read_rows, strip_timing, train_run
+from runner.config import compose, validate
+from runner.engine import stream_seed
+from runner.errors import ConfigError
+from runner.main import setup
+
+from conftest import cli, read_rows, strip_timing, train_run
 
 ARGS = [
     "trainer.max_steps=6",
@@ -19,9 +26,6 @@ ARGS = [
 
 
 def _setup(offset: int, run_dir):
-    from runner.config import compose
-    from runner.main import setup
-
     job = setup(compose([*ARGS, f"trainer.stream_offset={offset}"]), run_dir)
     job.logger.finish({"status": "interrupted"})  # closes the jsonl sink
     return job.state
@@ -58,8 +62,6 @@ def test_offset_keeps_the_weights_and_moves_order_and_dropout(tmp_path):
 
 
 def test_offset_zero_is_the_run_without_the_key_and_offsets_differ(tmp_path):
-    from runner.engine import stream_seed
-
     train_run(ARGS, tmp_path / "plain")
     train_run([*ARGS, "trainer.stream_offset=0"], tmp_path / "zero")
     train_run([*ARGS, "trainer.stream_offset=1"], tmp_path / "one")
@@ -73,12 +75,13 @@ def test_offset_zero_is_the_run_without_the_key_and_offsets_differ(tmp_path):
 
 
 def test_a_negative_offset_is_one_line(tmp_path):
-    from runner.config import compose, validate
-    from runner.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="trainer.stream_offset"):
-        validate(compose([*ARGS, "trainer.stream_offset=-1"]))
-    with pytest.raises(ConfigError, match="trainer.stream_offset"):
+    r = cli(
+        ["train", *ARGS, "trainer.stream_offset=-1", f"hydra.run.dir={tmp_path / 'r'}"], tmp_path
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: trainer.stream_offset: must be >= 0, got -1"
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(ConfigError, match="trainer.stream_offset: must be an integer"):
         validate(compose([*ARGS, "trainer.stream_offset=0.5"]))
 
 
@@ -86,10 +89,6 @@ def test_an_offset_run_killed_and_resumed_ends_as_the_uninterrupted_one(tmp_path
     """The offset streams survive a resume: the checkpoint restores the generators (the offset's
     re-seed comes before it) and the data order of the next epoch comes from the offset's seed
     (13 steps per epoch: the kill at 15 is past the first epoch's end)."""
-    import signal
-
-    from conftest import cli
-
     args = [
         "trainer.max_steps=18",
         "trainer.batch_size=256",
