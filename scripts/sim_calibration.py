@@ -12,11 +12,12 @@ each) it takes two variance components of the difference arm - baseline:
   select values (validation, one tune seed) are taken as the configs' true scores, shrunk
   towards their mean by the share that is seed noise (empirical Bayes: the spread among configs
   minus the seed variance, over the spread); a re-tuning adds fresh seed noise (the arm's
-  confirmation sd over sqrt(tune seeds)) to every score and keeps the best; the variance of the
-  chosen config's true score over re-tunings, arm's plus baseline's (tuned independently), is
-  the between-replicate variance of the difference. It omits the split's variance (the recorded
-  studies have one split) and the shared scramble (which correlates the arms' choices): both
-  change it, in opposite directions.
+  confirmation sd over sqrt(tune seeds)) to every score and keeps the best; the chosen config's
+  true score over 2,000 re-tunings, the arm's minus the baseline's (tuned independently), is
+  the distribution of the difference's between-replicate offset b_r (lumpy and skewed: a choice
+  among a few configs), its variance the between component. It omits the split's variance (the
+  recorded studies have one split) and the shared scramble (which correlates the arms'
+  choices): both change it, in opposite directions.
 
 Then, for each comparison with no true effect (an A/A arm), it simulates the verdict's test:
 R = 1, today's seed-level paired t on S seeds (its CI is of that tuning's difference); R >= 2,
@@ -24,8 +25,9 @@ the t-test on the R replicate means (runner.stats.compare_replicated). Reported 
 false-verdict rate at alpha 0.05 and the mean of z^2 (z from each two-sided p; 1 when
 calibrated), averaged over the comparisons, the median MDE (points, alpha 0.05, 80% power)
 from the components, and the runs one arm costs (R tunings of BUDGET trials, plus R x S).
-The errors are simulated normal, under which the replicate t is exact: the rows R >= 2 check the
-arithmetic, not robustness to heavy tails. Run: `python scripts/sim_calibration.py [--sims N]`.
+The seeds' noise is simulated normal; b_r is drawn from the bootstrap's own distribution, not a
+normal one, so the rows R >= 2 show how the replicate t holds up when the tuning's noise is
+lumpy. Run: `python scripts/sim_calibration.py [--sims N] [--seed N]`.
 """
 
 from __future__ import annotations
@@ -48,20 +50,22 @@ ROOT = Path(__file__).resolve().parents[1]
 REPLICATES = (1, 2, 3, 4, 5)
 SEEDS = (2, 3, 5, 10)
 BUDGET = 12  # trials per arm and replicate, one tune seed each: most committed studies
+DRAWS = 2000  # re-tunings per arm in the selection's bootstrap
 
 
-def choice_variance(trials: list[dict], sd: float, tune_seeds: int, higher: bool, rng) -> float:
-    """The variance of the chosen config's true score over re-tunings (parametric bootstrap)."""
+def choice_draws(trials: list[dict], sd: float, tune_seeds: int, higher: bool, rng):
+    """The chosen config's true score over DRAWS re-tunings (parametric bootstrap), centred:
+    its distribution, not only its variance (a choice between a few configs is lumpy)."""
     mu = np.array([t["select_value"] for t in trials if t.get("select_value") is not None])
     if len(mu) < 2 or not math.isfinite(sd):
-        return math.nan
+        return None
     noise = sd**2 / tune_seeds
     spread = mu.var(ddof=1)
     keep = max(0.0, spread - noise) / spread if spread > 0 else 0.0
     true = mu.mean() + keep * (mu - mu.mean())
-    draws = true + math.sqrt(noise) * rng.standard_normal((2000, len(true)))
-    pick = draws.argmax(1) if higher else draws.argmin(1)
-    return float(true[pick].var())
+    scores = true + math.sqrt(noise) * rng.standard_normal((DRAWS, len(true)))
+    chosen = true[scores.argmax(1) if higher else scores.argmin(1)]
+    return chosen - chosen.mean()
 
 
 def components(rng) -> list[dict]:
@@ -84,28 +88,29 @@ def components(rng) -> list[dict]:
                 if len(d) < 3 or np.var(d) == 0:
                     continue  # an arm identical to the baseline (a null control) tunes alike
                 sd_a, sd_b = np.std(fa["values"], ddof=1), np.std(b["values"], ddof=1)
-                between = choice_variance(r["trials"], sd_a, nt, higher, rng) + choice_variance(
-                    arms[base]["trials"], sd_b, nt, higher, rng
+                da = choice_draws(r["trials"], sd_a, nt, higher, rng)
+                db = choice_draws(arms[base]["trials"], sd_b, nt, higher, rng)
+                if da is None or db is None:
+                    continue
+                draws = da - rng.permutation(db)  # the arms tuned independently
+                out.append(
+                    {
+                        "study": Path(f).parent.parent.name,
+                        "workload": w,
+                        "arm": a,
+                        "within": float(np.var(d, ddof=1)),
+                        "between": float(draws.var()),
+                        "draws": draws,
+                    }
                 )
-                if math.isfinite(between):
-                    out.append(
-                        {
-                            "study": Path(f).parent.parent.name,
-                            "workload": w,
-                            "arm": a,
-                            "within": float(np.var(d, ddof=1)),
-                            "between": between,
-                        }
-                    )
     return out
 
 
-def null_rates(vb: float, vw: float, r: int, s: int, sims: int, rng) -> tuple[float, float]:
+def null_rates(draws, vw: float, r: int, s: int, sims: int, rng) -> tuple[float, float]:
     """(false-verdict rate, mean z^2) of the test at R x S with no true effect, from the
-    sufficient statistics: replicate means b_r + N(0, vw / S); R = 1 also the seeds' s^2."""
-    means = math.sqrt(vb) * rng.standard_normal((sims, r)) + math.sqrt(
-        vw / s
-    ) * rng.standard_normal((sims, r))
+    sufficient statistics: replicate means b_r + N(0, vw / S), b_r drawn from `draws` (the
+    tuning's centred difference, as the bootstrap gave it); R = 1 also the seeds' s^2."""
+    means = rng.choice(draws, (sims, r)) + math.sqrt(vw / s) * rng.standard_normal((sims, r))
     if r == 1:  # the seed-level paired t within the one tuning
         s2 = vw * rng.chisquare(s - 1, sims) / (s - 1)
         t, df = means[:, 0] / np.sqrt(s2 / s), s - 1
@@ -123,7 +128,7 @@ def table(comps: list[dict], sims: int, rng) -> list[str]:
     for r in REPLICATES:
         cells = []
         for s in SEEDS:
-            rates = [null_rates(c["between"], c["within"], r, s, sims, rng) for c in comps]
+            rates = [null_rates(c["draws"], c["within"], r, s, sims, rng) for c in comps]
             m = [mde_replicated(c["between"], c["within"], r, s) for c in comps]
             fr, z2 = np.mean([x[0] for x in rates]), np.mean([x[1] for x in rates])
             runs = r * (BUDGET + s)  # per arm: R tunings of BUDGET one-seed trials + R x S

@@ -245,16 +245,18 @@ def test_calibration_simulation_script_reproduces_the_known_cases():
     sim = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sim)
     rng = np.random.default_rng(7)
-    rate, z2 = sim.null_rates(0.0, 1.0, 1, 10, 20000, rng)
+    rate, z2 = sim.null_rates(np.zeros(1), 1.0, 1, 10, 20000, rng)
     assert 0.044 <= rate <= 0.056 and z2 == pytest.approx(1.0, abs=0.05)
-    rate, z2 = sim.null_rates(0.5, 1.0, 1, 10, 20000, rng)
-    assert rate > 0.2 and z2 > 2  # the between variance is 5x the 10-seed mean's
-    rate, z2 = sim.null_rates(0.5, 1.0, 3, 10, 20000, rng)
+    tuning = math.sqrt(0.5) * rng.standard_normal(20000)  # 5x the 10-seed mean's variance
+    rate, z2 = sim.null_rates(tuning, 1.0, 1, 10, 20000, rng)
+    assert rate > 0.2 and z2 > 2
+    rate, z2 = sim.null_rates(tuning, 1.0, 3, 10, 20000, rng)
     assert 0.044 <= rate <= 0.056 and z2 == pytest.approx(1.0, abs=0.05)
 
     def trials(scores):
         return [{"select_value": v} for v in scores]
 
-    assert sim.choice_variance(trials([0.7, 0.7, 0.7]), 0.01, 1, True, rng) == 0.0
-    assert sim.choice_variance(trials([0.9, 0.5, 0.4]), 0.01, 1, True, rng) < 1e-20
-    assert sim.choice_variance(trials([0.70, 0.69, 0.5]), 0.01, 1, True, rng) > 0
+    assert sim.choice_draws(trials([0.7, 0.7, 0.7]), 0.01, 1, True, rng).var() < 1e-20
+    assert sim.choice_draws(trials([0.9, 0.5, 0.4]), 0.01, 1, True, rng).var() < 1e-20
+    close = sim.choice_draws(trials([0.70, 0.69, 0.5]), 0.01, 1, True, rng)
+    assert close.var() > 0 and abs(close.mean()) < 1e-12
