@@ -98,6 +98,7 @@ def validate(cfg: DictConfig) -> None:
     for key in ("eval_every", "checkpoint_every"):
         if t[key] is not None:
             positive(t[key], f"trainer.{key}", integer=True)
+    positive(t.get("stream_offset", 0), "trainer.stream_offset", integer=True, allow_zero=True)
     dev = str(t.device)
     check(
         dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),

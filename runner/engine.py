@@ -665,6 +665,28 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.utils.deterministic.fill_uninitialized_memory = False
 
 
+def stream_seed(seed: int, offset: int) -> int:
+    """The seed of a run's random streams (data order, dropout and every other draw made while
+    training) at `trainer.stream_offset`: the run's own seed at offset 0, so nothing changes;
+    at offset k another seed derived from (seed, k) by numpy's SeedSequence, which spreads
+    neighbouring inputs apart, so (seed 3, offset 1) shares no stream with seed 4."""
+    if not offset:
+        return seed
+    return int(np.random.SeedSequence([seed % (1 << 63), offset]).generate_state(1)[0])
+
+
+def offset_streams(seed: int, offset: int) -> None:
+    """Re-seed the process's generators for training at `offset` (see stream_seed), after the
+    model's initialisation and the tricks' setup drew from them: an A/A arm starts from the same
+    weights as the baseline and trains along another random path of the same distribution.
+    Offset 0 touches nothing (bit-identical to a run without the key)."""
+    if offset:
+        s = stream_seed(seed, offset)
+        random.seed(s)
+        np.random.seed(s)
+        torch.manual_seed(s)
+
+
 def torch_determinism(restore: dict | None = None) -> dict:
     """torch's process-wide determinism settings, which `seed_everything` changes; with
     `restore` (an earlier return value), set them back. For callers that run several trainings

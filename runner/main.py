@@ -100,6 +100,8 @@ def setup(cfg: DictConfig, run_dir: Path) -> Job:
         job.source = source_commit()
     for t in state.tricks:
         t.setup(state)
+    # after the initialisation, before a resume restores the checkpoint's generators
+    engine.offset_streams(cfg.seed, tcfg.get("stream_offset", 0))
     saved_cfg = resume(job)
     # building the sinks does no I/O: a bad logger key is rejected before run_dir is written
     job.logger = build.loggers(cfg, run_dir) if d.is_main else dist.NullLogger()
@@ -136,7 +138,7 @@ def build_state(cfg: DictConfig, plan, d):
     batcher = IndexBatcher(
         data.train,
         tcfg.batch_size,
-        seed=cfg.seed,
+        seed=engine.stream_seed(cfg.seed, tcfg.get("stream_offset", 0)),
         collate=getattr(data, "collate", None),
         rank=d.rank,
         world_size=d.world_size,

@@ -152,11 +152,27 @@ def trial_points(
     return out
 
 
+def _ordered_position(d: Dim, v) -> float | None:
+    """Where v sits among an ordered numeric choice's values (0 the smallest, 1 the largest):
+    choice(32, 64, 128) at 128 is as much at the edge as a uniform range at its top. None for a
+    choice of names (no order) and for a two-value choice, which is a switch between two
+    settings (on/off), both of them ends by construction, not a range to widen."""
+    nums = [x for x in d.args if isinstance(x, (int, float)) and not isinstance(x, bool)]
+    values = sorted(set(nums))
+    if len(nums) != len(d.args) or len(values) < 3 or v not in values:
+        return None
+    return values.index(v) / (len(values) - 1)
+
+
 def edges(dims: list[Dim], chosen: dict) -> list[dict]:
-    """The chosen values that sit in the outer EDGE of their range: widen the range."""
+    """The chosen values that sit in the outer EDGE of their range (or at an end of an ordered
+    numeric choice): the best may lie outside; widen the range."""
     out = []
     for d in dims:
-        pos = d.position(chosen[d.key]) if d.key in chosen else None
+        if d.key not in chosen:
+            continue
+        v = chosen[d.key]
+        pos = _ordered_position(d, v) if d.kind == "choice" else d.position(v)
         if pos is not None and (pos < EDGE or pos > 1 - EDGE):
             out.append(
                 {
