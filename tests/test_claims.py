@@ -9,14 +9,17 @@ Conventions (what "agrees" means):
   and "-" are both minus signs; a trailing "×" or "%" is dropped.
 - Recipe tables are those under a README's "## Results" heading. Each column is read by its
   header (`COLUMN_HANDLERS`); the workload is the table's `workload` column, else the bold
-  `**name**` line above the table, else the study's one workload. A cell "–" (or empty) is
-  a claim too: the data has no such number there; an empty numeric cell quotes nothing.
+  `**name**` line above the table, else the study's one workload. A cell "–" is a claim
+  too: the data has no such number there. An empty cell quotes nothing (an empty edge warning
+  says there is none).
 - The row's record is the arm's comparison with the baseline; in a table with a
   "vs (baseline, same compute)" or "equal-compute baseline" column, the arm's equal-compute
-  comparison; in an equal-compute baseline's row (`none@X`), X's equal-compute comparison;
-  in a table whose diff column is named in `VERSUS_COLUMNS`, the arms' compare: record.
-- Tables whose numbers are not in study.json are listed in `UNCHECKED_TABLES` with the reason;
-  a README with no study data in `NOT_CHECKED`. An unknown table header fails the test.
+  comparison; in an equal-compute baseline's row (`none@X`) whose diff cell reads "X against
+  it: ...", X's equal-compute comparison; in a table whose diff column is named in
+  `VERSUS_COLUMNS`, the arms' compare: record.
+- Tables whose numbers are not in study.json are listed in `UNCHECKED_TABLES` with the reason,
+  cells partly so in `UNCHECKED_CELLS`; a README with no study data in `NOT_CHECKED`. An
+  unknown table header or column fails the test.
 - The top-level README: every number-like token of each recipe line's verdict is mapped in
   `TOP` (in order of appearance) to its data (`Ref`) or named as a non-data token (`Text`);
   the commit column's hashes must be among the study's invocations.
@@ -156,8 +159,6 @@ def results_tables(text: str) -> list[tuple[int, str | None, str, list[list[str]
 
 @dataclass
 class Row:
-    recipe: str
-    study: dict
     arms: dict
     arm: str
     rec: dict | None  # the comparison the row's diff/p/MDE cells quote
@@ -231,7 +232,7 @@ def cell_p_g3(row: Row, cell: str) -> None:
 
 
 def cell_test(row: Row, cell: str) -> None:
-    if cell not in ("–", "") and cell != rec_field(row, "test"):
+    if cell != "" and cell != (rec_field(row, "test") or "–"):
         row.bad("test", cell, rec_field(row, "test"))
 
 
@@ -287,7 +288,10 @@ def chosen_full(row: Row, cell: str) -> None:
     chosen = row.a.get("chosen") or {}
     if cell in ("–", "") and not chosen:
         return
-    got = dict(kv.split("=", 1) for kv in cell.split(", "))
+    items = cell.split(", ")
+    if not all("=" in kv for kv in items):
+        return row.bad("chosen values unreadable", cell, chosen)
+    got = dict(kv.split("=", 1) for kv in items)
     if set(got) != set(chosen):
         row.bad("chosen keys", sorted(got), sorted(chosen))
     for k, v in got.items():
@@ -303,7 +307,10 @@ def chosen_short(row: Row, cell: str) -> None:
     chosen, seen = row.a.get("chosen") or {}, set()
     edges = {(e.get("key"), e.get("side")) for e in row.a.get("edge") or []}
     marked = set()
-    for m in CHOSEN_ITEM.finditer(cell):
+    items = list(CHOSEN_ITEM.finditer(cell))
+    if "".join(m.group(0) for m in items) != cell:
+        return row.bad("chosen values unreadable", cell, chosen)
+    for m in items:
         name, val, _, side = m.groups()
         name = SHORT_KEYS.get(name, name)
         if val.startswith("("):
@@ -385,6 +392,8 @@ def cell_same_compute(row: Row, cell: str) -> None:
     elif cell == "–":
         if ec:
             row.bad("no equal-compute baseline", cell, ec.get("vs"))
+    elif cell.count(", ") != 1:
+        row.bad("'diff, p_holm' unreadable", cell, ec)
     else:
         d, p = cell.split(", ")
         num_cell(row, "diff at same compute", d, ((ec or {}).get("diff") or {}).get("mean"))
@@ -399,7 +408,7 @@ def cell_ms(row: Row, cell: str) -> None:
     num_cell(row, "ms per step", m.group(1), c.get("sec_per_step"), 1e3)
     if m.group(2) is None and c.get("rounds"):
         return row.bad("ms / step without its rounds", cell, c.get("rounds"))
-    rounds = (m.group(2) or "").split(", ") if m.group(2) is not None else []
+    rounds = m.group(2).split(", ") if m.group(2) is not None else []
     if len(rounds) != len(c.get("rounds") or []):
         return row.bad("timing rounds", cell, c.get("rounds"))
     for r, x in zip(rounds, c.get("rounds") or []):
@@ -508,7 +517,7 @@ def check_comparison_table(recipe, study, wls, bold, head, rows) -> list[str]:
         rec, verdict = row_record(head, by, arms, arm)
         if arm == study.get("baseline"):
             rec, verdict = None, "baseline"
-        row = Row(recipe, study, arms, arm, rec, verdict, [])
+        row = Row(arms, arm, rec, verdict, [])
         if extra:
             cell_cost(row, extra)
         for h, cell in by.items():
