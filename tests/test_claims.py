@@ -23,6 +23,8 @@ Conventions (what "agrees" means):
 - The top-level README: every number-like token of each recipe line's verdict is mapped in
   `TOP` (in order of appearance) to its data (`Ref`) or named as a non-data token (`Text`);
   the commit column's hashes must be among the study's invocations.
+- experiments/README.md: the same for each study's status cell (`INDEX`), commit hashes left
+  out of the tokens.
 """
 
 from __future__ import annotations
@@ -658,8 +660,9 @@ def test_unchecked_tables_still_exist():
 class Ref:
     """A quoted number's data: `field` of `arm` on `workload` in experiments/<recipe>/<study>/
     study.json, times `scale` (100: points), compared by `op`: "=" (rounds to the quote), "<"
-    or "≤" (a bound). `arm` may be a tuple with `agg`: "min" / "max" (a range's ends) or
-    "each" (every arm's value agrees)."""
+    or "≤" (a bound). `workload`, `arm` and `study` may be tuples, with `agg`: "min" / "max"
+    (a range's ends), "mean", "sum" or "each" (every value agrees); min, max and mean leave out
+    arms without the value (an arm identical to the baseline has no MDE)."""
 
     recipe: str
     workload: str | tuple
@@ -668,7 +671,7 @@ class Ref:
     scale: float = 1.0
     op: str = "="
     agg: str | None = None
-    study: str = "study"
+    study: str | tuple = "study"
 
 
 @dataclass(frozen=True)
@@ -681,14 +684,16 @@ class Text:
 P = 100.0  # differences and MDEs are quoted in points
 
 
-def field_value(ref: Ref, wl: str, arm: str):
+def field_value(ref: Ref, wl: str, arm: str, folder: str = "study"):
     """One arm's value of `ref.field`: diff, lo, hi, p, p_holm, mde (its comparison with the
     baseline), ec_diff, ec_p_holm (with the equal-compute baseline), vs:<arm>:diff / p_holm
     (its compare: record), cost, chosen:<key>, p_holm_without:<arm> (Holm over the family
     without that arm, recomputed here), pct_behind_best (100 × (best mean / its mean − 1)
-    among the study's own arms), failed_trials_from:<lr> ((failed, n) of its tuning trials at
-    lr ≥ that)."""
-    study = load_study(ref.recipe, ref.study)
+    among the study's own arms), best (1 where its mean is the highest of the own arms, else
+    0), mean_minus_base (its mean − the baseline's), n, count_below:<x> (confirmation values
+    below x), chosen_ratio:<key>:<arm> (that arm's chosen value / this arm's),
+    failed_trials_from:<lr> ((failed, n) of its tuning trials at lr ≥ that)."""
+    study = load_study(ref.recipe, folder)
     arms = workloads_of(study)[wl]
     a = arms[arm]
     f = ref.field
@@ -717,9 +722,20 @@ def field_value(ref: Ref, wl: str, arm: str):
         ]
         adjusted = holm([arms[n]["diff"]["p"] for n in family])
         return adjusted[family.index(arm)]
+    means = [v["final"]["mean"] for v in arms.values() if not v.get("equal_compute_of")]
     if f == "pct_behind_best":
-        means = [v["final"]["mean"] for v in arms.values() if not v.get("equal_compute_of")]
         return 100 * (max(means) / a["final"]["mean"] - 1)
+    if f == "best":
+        return int(a["final"]["mean"] == max(means))
+    if f == "mean_minus_base":
+        return a["final"]["mean"] - arms[study["baseline"]]["final"]["mean"]
+    if f == "n":
+        return a["final"]["n"]
+    if f.startswith("count_below:"):
+        return sum(x < float(f.split(":")[1]) for x in a["final"]["values"])
+    if f.startswith("chosen_ratio:"):
+        _, key, other = f.split(":")
+        return arms[other]["chosen"][key] / a["chosen"][key]
     if f.startswith("failed_trials_from:"):
         lo = float(f.split(":", 1)[1])
         inside = [t for t in a.get("trials") or [] if t["params"]["optimizer.lr"] >= lo]
@@ -728,16 +744,24 @@ def field_value(ref: Ref, wl: str, arm: str):
 
 
 def ref_agrees(token: str, ref: Ref) -> tuple[bool, object]:
-    wls = ref.workload if isinstance(ref.workload, tuple) else (ref.workload,)
-    arm_list = ref.arm if isinstance(ref.arm, tuple) else (ref.arm,)
-    values = [field_value(ref, w, a) for w in wls for a in arm_list]
+    def many(x):
+        return x if isinstance(x, tuple) else (x,)
+
+    if ref.arm == "*rest*":  # regularisers_profile's 'the rest': per workload, rp_rest
+        pairs = [(w, a) for w in RP_ALL for a in rp_rest(w)]
+    else:
+        pairs = [(w, a) for w in many(ref.workload) for a in many(ref.arm)]
+    values = [field_value(ref, w, a, folder) for folder in many(ref.study) for w, a in pairs]
     if ref.field.startswith("failed_trials_from:"):  # a k/n count summed over the arms
         k, n = sum(v[0] for v in values), sum(v[1] for v in values)
         return token == f"{k}/{n}", f"{k}/{n}"
     quoted = {"=": "", "<": "<", "≤": "≤"}[ref.op] + token
     if ref.agg == "each" or len(values) == 1:
         return all(agrees(quoted, v, ref.scale) for v in values), values
-    x = {"min": min, "max": max}[ref.agg](values)
+    if ref.agg == "sum":
+        return agrees(quoted, sum(values), ref.scale), values
+    have = [v for v in values if ok(v)]
+    x = {"min": min, "max": max, "mean": lambda v: sum(v) / len(v)}[ref.agg](have)
     return agrees(quoted, x, ref.scale), values
 
 
@@ -916,8 +940,8 @@ TOP = {
 # recipe -> the study folders whose invocations the commit column may name
 COMMIT_STUDIES = {"semi_supervised_vat": ("study", "study_first_run")}
 
-TOKEN = re.compile(r"(?<![\w.+\-−])[+\-−]?\d+(?:\.\d+)?(?:/\d+)?")
-HASH = re.compile(r"\b[0-9a-f]{7,40}\b")
+TOKEN = re.compile(r"(?<![\w.+\-−])[+\-−]?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
+HASH = re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}\b")
 
 
 def top_lines(text: str) -> dict[str, tuple[str, str]]:
@@ -933,26 +957,35 @@ def top_lines(text: str) -> dict[str, tuple[str, str]]:
     return out
 
 
-def check_top(text: str) -> list[str]:
+def check_tokens(lines: dict[str, str], mapping: dict, name: str) -> list[str]:
+    """Each recipe's line (recipe -> its text) against its mapping (recipe -> [(token, Ref or
+    Text)]): the line's number-like tokens, commit hashes left out, must be those mapped, in
+    order, and each Ref must agree with its data."""
     problems = []
-    lines = top_lines(text)
-    if sorted(lines) != sorted(TOP):
-        problems.append(f"recipes in the results table {sorted(lines)}, mapped {sorted(TOP)}")
-    for recipe, (commit, verdict) in lines.items():
-        mapping = TOP.get(recipe, [])
-        tokens = TOKEN.findall(verdict)
-        if tokens != [t for t, _ in mapping]:
+    if sorted(lines) != sorted(mapping):
+        problems.append(f"recipes in the table {sorted(lines)}, mapped {sorted(mapping)}")
+    for recipe, text in lines.items():
+        pairs = mapping.get(recipe, [])
+        tokens = TOKEN.findall(HASH.sub("#", text))
+        if tokens != [t for t, _ in pairs]:
             problems.append(
                 f"{recipe}: the line's numbers {tokens} are not those mapped "
-                f"{[t for t, _ in mapping]}: map each (TOP) to its data or say why it has none"
+                f"{[t for t, _ in pairs]}: map each ({name}) to its data or say why it has none"
             )
             continue
-        for token, spec in mapping:
+        for token, spec in pairs:
             if isinstance(spec, Text):
                 continue
-            good, values = ref_agrees(token.replace("−", "-"), spec)
+            good, values = ref_agrees(token.replace("−", "-").replace(",", ""), spec)
             if not good:
                 problems.append(f"{recipe}: {token} but study.json has {values} ({spec})")
+    return problems
+
+
+def check_top(text: str) -> list[str]:
+    lines = top_lines(text)
+    problems = check_tokens({r: verdict for r, (_, verdict) in lines.items()}, TOP, "TOP")
+    for recipe, (commit, _) in lines.items():
         if recipe in NOT_CHECKED:
             if HASH.findall(commit):
                 problems.append(f"{recipe}: listed as not run but names commits {commit!r}")
@@ -971,6 +1004,276 @@ def check_top(text: str) -> list[str]:
 def test_top_readme_results_lines_match_study_json():
     problems = check_top((ROOT / "README.md").read_text())
     assert not problems, "README.md, Results:\n" + "\n".join(problems)
+
+
+# -- experiments/README.md: the index's status column -----------------------------------------
+
+MLP = ("mlp_d0", "mlp_d0.1")
+CNN = ("cnn_d0", "cnn_d0.1")
+RP = "regularisers_profile"
+RP_ALL = ("mlp_d0", "mlp_d0.1", "cnn_d0", "cnn_d0.1", "text")
+RD = "rdrop_vs_adversarial"
+RD0 = "rdrop_vs_adversarial_d0"
+RD_TRICKS = ("rdrop", "fgm", "fgm_blog", "pgd", "pgd_blog", "vat", "gradpen", "rdrop_fgm")
+RD_LONGER = tuple(f"none@{a}" for a in RD_TRICKS)
+SSV = "semi_supervised_vat"
+CT = "childtuning"
+CT_ALL = ("none", "childtuning_f", "childtuning_d", "none@childtuning_f")
+DER_ARMS = ("accum4x25", "lookahead", "ema", "layer_adapt", "lazy")
+CLEAN_FIXED = ("b0.05", "b0.1", "b0.2")
+
+
+def rp_rest(workload: str) -> tuple:
+    """regularisers_profile's arms on a workload that its index line does not name."""
+    named = {
+        "mlp_d0": ("fgm", "flooding"),
+        "mlp_d0.1": ("fgm",),
+        "cnn_d0": ("flooding",),
+        "cnn_d0.1": ("rdrop",),
+        "text": ("vat", "fgm"),
+    }[workload]
+    arms = ("rdrop", "fgm", "vat", "gradpen", "flooding", "label_smoothing")
+    return tuple(a for a in arms if a not in named)
+
+
+def rp_mde(agg: str) -> Ref:
+    """An end of the MDE range of the arms the line calls 'the rest' (`rp_rest` per workload;
+    `ref_agrees` reads the "*rest*" arm that way)."""
+    return Ref(RP, "*rest*", "*rest*", "mde", P, agg=agg)
+
+
+# recipe -> the number-like tokens of its status cell (commit hashes left out), in order
+INDEX = {
+    "flooding": [
+        ("0.4", Text("the arm b0.4's level")),
+        ("−7.1", Ref("flooding", "clean", "b0.4", "diff", P)),
+        ("0.001", Ref("flooding", "clean", "b0.4", "p_holm", op="<")),
+        ("0.05", Text("the arm b0.05's level")),
+        ("0.2", Text("the arm b0.2's level")),
+        ("5", Ref("flooding", "clean", CLEAN_FIXED, "n", agg="each")),
+        ("−0.2", Ref("flooding", "clean", CLEAN_FIXED, "diff", P, agg="max")),
+        ("−1.7", Ref("flooding", "clean", CLEAN_FIXED, "diff", P, agg="min")),
+        ("1.6", Ref("flooding", "clean", CLEAN_FIXED, "mde", P, agg="min")),
+        ("3.0", Ref("flooding", "clean", CLEAN_FIXED, "mde", P, agg="max")),
+        ("0.05", Text("the arm b0.05's level")),
+        ("0.1", Text("the arm b0.1's level")),
+        ("0.2", Text("the arm b0.2's level")),
+        ("0.4", Text("the arm b0.4's level")),
+        ("+0.6", Ref("flooding", "noisy", "b0.2", "diff", P)),
+        ("+0.5", Ref("flooding", "noisy", "b0.4", "diff", P)),
+        ("4.0", Ref("flooding", "noisy", ("b0.2", "b0.4"), "mde", P, agg="min")),
+        ("4.2", Ref("flooding", "noisy", ("b0.2", "b0.4"), "mde", P, agg="max")),
+        ("0.012", Ref("flooding", "clean", "flood", "chosen:reg.flooding.b")),
+        ("0.01", Text("the tuned b's range floor (study.yaml)")),
+        ("0.8", Text("the tuned b's range top (study.yaml)")),
+    ],
+    "derived": [
+        ("2", Text("Lookahead k's range floor (study.yaml)")),
+        ("200", Text("Lookahead k's range top (study.yaml)")),
+        ("+2.0", Ref("derived", "mlp_d0.1", "layer_adapt", "diff", P)),
+        ("0.1", Text("the dropout of the workload mlp_d0.1")),
+        ("+1.6", Ref("derived", "mlp_d0.1", "accum4x25", "diff", P)),
+        ("0.051", Ref("derived", "mlp_d0.1", ("layer_adapt", "accum4x25"), "p_holm", agg="each")),
+        (
+            "0.041",
+            Ref(
+                "derived",
+                "mlp_d0.1",
+                ("layer_adapt", "accum4x25"),
+                "p_holm_without:lazy",
+                agg="each",
+            ),
+        ),
+        ("1.5", Ref("derived", MLP, DER_ARMS, "mde", P, agg="min")),
+        ("3.2", Ref("derived", MLP, DER_ARMS, "mde", P, agg="max")),
+        ("0.1", Text("the dropout of the workload mlp_d0.1")),
+    ],
+    "derived_text": [
+        ("+0.7", Ref("derived_text", "main", "lazy", "diff", P)),
+        ("0.13", Ref("derived_text", "main", "lazy", "p_holm")),
+        ("0.9", Ref("derived_text", "main", "lazy", "mde", P)),
+        ("+1.0", Ref("derived_text", "main", "ema", "diff", P)),
+        ("0.9", Ref("derived_text", "main", "ema", "chosen:derived.ema.decay")),
+        ("0.079", Ref("derived_text", "main", "ema", "p_holm")),
+        ("0.9", Ref("derived_text", "main", DER_ARMS, "mde", P, agg="min")),
+        ("1.6", Ref("derived_text", "main", DER_ARMS, "mde", P, agg="max")),
+        ("−0.2", Ref("derived_text", "main", "accum4x25", "diff", P)),
+        ("1.0", Ref("derived_text", "main", "accum4x25", "mde", P)),
+        ("80", Text("the val curves' peak step, from the run dirs (the README's reading)")),
+        ("4,000", Text("the train size, a design setting (study.yaml)")),
+    ],
+    "clipping": TOP["clipping"],
+    "lion_vs_adamw": TOP["lion_vs_adamw"][:5],
+    "rdrop_vs_adversarial": [
+        ("+0.6", Ref(RD, "main", "fgm_blog", "diff", P)),
+        ("0.42", Ref(RD, "main", "fgm_blog", "p_holm")),
+        ("1.0", Ref(RD, "main", "fgm_blog", "mde", P)),
+        ("−0.9", Ref(RD, "main", "rdrop", "diff", P)),
+        ("−0.8", Ref(RD, "main", "pgd", "diff", P)),
+        ("0.039", Ref(RD, "main", "rdrop", "p_holm")),
+        ("0.023", Ref(RD, "main", "pgd", "p_holm")),
+        (
+            "0.028",
+            Ref(RD, "main", ("fgm", "pgd", "pgd_blog", "vat"), "ec_p_holm", op="≤", agg="max"),
+        ),
+        ("+0.0", Ref(RD, "main", RD_LONGER, "mean_minus_base", P, agg="min")),
+        ("+1.2", Ref(RD, "main", RD_LONGER, "mean_minus_base", P, agg="max")),
+        ("+0.0", Ref(RD, "main", "none@rdrop", "mean_minus_base", P)),
+        ("0.0093", Ref(RD, "main", "none", "chosen:optimizer.lr")),
+    ],
+    "rdrop_vs_adversarial_d0": [
+        ("+1.5", Ref(RD0, "main", "pgd", "diff", P)),
+        ("0.001", Ref(RD0, "main", "pgd", "p_holm", op="<")),
+        ("4.54", Ref(RD0, "main", "pgd", "cost")),
+        ("+1.6", Ref(RD0, "main", "pgd", "ec_diff", P)),
+        ("0.013", Ref(RD0, "main", "pgd", "ec_p_holm")),
+        ("+1.2", Ref(RD0, "main", "vat", "diff", P)),
+        ("0.015", Ref(RD0, "main", "vat", "p_holm")),
+        ("0.9", Ref(RD0, "main", "vat", "ec_mde", P)),
+        ("−2.1", Ref(RD0, "main", "fgm_blog", "ec_diff", P)),
+        ("−1.2", Ref(RD0, "main", "pgd_blog", "ec_diff", P)),
+        ("0.008", Ref(RD0, "main", "fgm_blog", "ec_p_holm")),
+        ("0.029", Ref(RD0, "main", "pgd_blog", "ec_p_holm")),
+        ("+0.2", Ref(RD0, "main", "rdrop", "diff", P)),
+        ("+0.4", Ref(RD0, "main", RD_LONGER, "mean_minus_base", P, agg="mean")),
+    ],
+    "rdrop_vs_adversarial_tweets": [],
+    "lion_vs_adamw_tweets": [
+        ("+0.4", Ref("lion_vs_adamw_tweets", "main", "lion", "diff", P)),
+        ("−1.4", Ref("lion_vs_adamw_tweets", "main", "lion", "lo", P)),
+        ("+2.2", Ref("lion_vs_adamw_tweets", "main", "lion", "hi", P)),
+        ("0.57", Ref("lion_vs_adamw_tweets", "main", "lion", "p")),
+        ("2.4", Ref("lion_vs_adamw_tweets", "main", "lion", "mde", P)),
+        ("7.1", Ref("lion_vs_adamw_tweets", "main", "lion", "chosen_ratio:optimizer.lr:adamw")),
+        (
+            "19",
+            Ref(
+                "lion_vs_adamw_tweets",
+                "main",
+                "adamw",
+                "chosen_ratio:optimizer.weight_decay:lion",
+            ),
+        ),
+        ("1.00", Text("optimizer state per parameter byte: measured by scripts/bench.py")),
+        ("2.00", Text("optimizer state per parameter byte: measured by scripts/bench.py")),
+    ],
+    "childtuning": [
+        ("+0.3", Ref(CT, "main", "childtuning_f", "diff", P)),
+        ("−1.5", Ref(CT, "main", "childtuning_f", "lo", P)),
+        ("+2.0", Ref(CT, "main", "childtuning_f", "hi", P)),
+        ("+0.1", Ref(CT, "main", "childtuning_d", "diff", P)),
+        ("−1.7", Ref(CT, "main", "childtuning_d", "lo", P)),
+        ("+1.9", Ref(CT, "main", "childtuning_d", "hi", P)),
+        ("1.0", Ref(CT, "main", ("childtuning_f", "childtuning_d"), "p_holm", agg="each")),
+        ("2.3", Ref(CT, "main", ("childtuning_f", "childtuning_d"), "mde", P, agg="min")),
+        ("2.4", Ref(CT, "main", ("childtuning_f", "childtuning_d"), "mde", P, agg="max")),
+        ("1.14", Ref(CT, "main", "childtuning_f", "cost")),
+        ("−0.6", Ref(CT, "main", "childtuning_f", "ec_diff", P)),
+        ("2.75", Ref(CT, "main", "childtuning_f", "ec_mde", P)),
+        ("2.1", Ref(CT, "main", CT_ALL, "chosen:optimizer.lr", 1e4, agg="each")),
+        ("0.67", Ref(CT, "main", "childtuning_f", "chosen:reg.childtuning_f.p")),
+        ("−4.8", Text("the pre-protocol result (results/HISTORY.md)")),
+        ("−1.1", Text("the pre-protocol result (results/HISTORY.md)")),
+        ("0.3", Text("the pre-protocol p (results/HISTORY.md)")),
+        ("50", Text("the pre-protocol runs' length (results/HISTORY.md)")),
+    ],
+    "semi_supervised_vat": [
+        ("0.1", Text("the dropout of the workload cnn_d0.1")),
+        ("+5.8", Ref(SSV, "cnn_d0.1", "rdrop", "diff", P, study="study_first_run")),
+        ("0.023", Ref(SSV, "cnn_d0.1", "rdrop", "p_holm", study="study_first_run")),
+        ("0.0093", Ref(SSV, "cnn_d0.1", "rdrop", "chosen:optimizer.lr", study="study_first_run")),
+        ("−11.8", Ref(SSV, "cnn_d0.1", "rdrop", "diff", P)),
+        ("0.055", Ref(SSV, "cnn_d0.1", "rdrop", "p_holm")),
+        ("0.030", Ref(SSV, "cnn_d0.1", "rdrop", "chosen:optimizer.lr")),
+        ("1", Ref(SSV, "cnn_d0.1", "rdrop", "count_below:0.2")),
+        ("10", Ref(SSV, "cnn_d0.1", "rdrop", "n")),
+        (
+            "0.030",
+            Ref(
+                SSV,
+                "cnn_d0.1",
+                "vat",
+                "chosen:optimizer.lr",
+                agg="each",
+                study=("study_first_run", "study"),
+            ),
+        ),
+        (
+            "−9.8",
+            Ref(SSV, "cnn_d0.1", "vat", "diff", P, agg="each", study=("study_first_run", "study")),
+        ),
+        ("0.044", Ref(SSV, "cnn_d0.1", "vat", "p_holm", study="study_first_run")),
+        ("0.055", Ref(SSV, "cnn_d0.1", "vat", "p_holm")),
+        ("+2.5", Ref(SSV, "cnn_d0", "vat", "diff", P)),
+        ("0.071", Ref(SSV, "cnn_d0", "vat", "p_holm")),
+        ("+0.5", Ref(SSV, "cnn_d0", "rdrop", "diff", P)),
+    ],
+    "multilabel_rdrop": [
+        ("−0.4", Ref("multilabel_rdrop", "cnn_d0.1", "rdrop", "diff", P)),
+        ("1.8", Ref("multilabel_rdrop", "cnn_d0.1", "rdrop", "mde", P)),
+        ("1.46", Ref("multilabel_rdrop", "cnn_d0.1", "rdrop", "cost")),
+        ("+0.2", Ref("multilabel_rdrop", "cnn_d0", "rdrop", "diff", P)),
+        ("−2.4", Ref("multilabel_rdrop", "cnn_d0", "bce", "diff", P)),
+        ("−2.8", Ref("multilabel_rdrop", "cnn_d0.1", "bce", "diff", P)),
+        ("0.006", Ref("multilabel_rdrop", "cnn_d0", "bce", "p_holm")),
+        ("0.014", Ref("multilabel_rdrop", "cnn_d0.1", "bce", "p_holm")),
+    ],
+    "regularisers_profile": [
+        ("+6.4", Ref(RP, "mlp_d0", "fgm", "diff", P)),
+        ("+4.0", Ref(RP, "mlp_d0.1", "fgm", "diff", P)),
+        ("0.007", Ref(RP, "mlp_d0", "fgm", "p_holm")),
+        ("0.025", Ref(RP, "mlp_d0.1", "fgm", "p_holm")),
+        ("1.8", Ref(RP, "mlp_d0", "fgm", "cost")),
+        ("1.7", Ref(RP, "mlp_d0.1", "fgm", "cost")),
+        ("−3.2", Ref(RP, "mlp_d0", "flooding", "diff", P)),
+        ("−3.3", Ref(RP, "cnn_d0", "flooding", "diff", P)),
+        ("0.031", Ref(RP, "mlp_d0", "flooding", "p_holm")),
+        ("0.043", Ref(RP, "cnn_d0", "flooding", "p_holm")),
+        ("−1.7", Ref(RP, "cnn_d0.1", "rdrop", "diff", P)),
+        ("0.007", Ref(RP, "cnn_d0.1", "rdrop", "p_holm")),
+        ("+1.8", Ref(RP, "text", "vat", "diff", P)),
+        ("0.029", Ref(RP, "text", "vat", "p_holm")),
+        ("3", Ref(RP, "text", "vat", "cost")),
+        ("+2.0", Ref(RP, "text", "fgm", "diff", P)),
+        ("0.10", Ref(RP, "text", "fgm", "p_holm")),
+        ("+2.7", Ref(RP, "text", "fgm", "ec_diff", P)),
+        ("0.004", Ref(RP, "text", "fgm", "ec_p_holm")),
+        ("1.95", Ref(RP, "text", "fgm", "cost")),
+        ("0.6", Ref(RP, "text", "none@fgm", "mean_minus_base", -P)),
+        ("1", Text("the 1× baseline: a name")),
+        ("5", Ref(RP, RP_ALL, "none", "n", agg="each")),
+        ("0.4", rp_mde("min")),
+        ("4.0", rp_mde("max")),
+        ("3", Ref(RP, RP_ALL, "fgm", "best", agg="sum")),
+        ("5", Text("the number of workloads (study.yaml)")),
+        ("2", TOP[RP][-1][1]),
+    ],
+    "fgm_vs_noise": [
+        ("+7.2", Ref("fgm_vs_noise", "mlp_d0", "fgm", "diff", P)),
+        ("+4.5", Ref("fgm_vs_noise", "mlp_d0.1", "fgm", "diff", P)),
+        ("+6.7", Ref("fgm_vs_noise", "mlp_d0", "noise", "diff", P)),
+        ("+2.4", Ref("fgm_vs_noise", "mlp_d0.1", "noise", "diff", P)),
+        ("+2.1", Ref("fgm_vs_noise", "mlp_d0.1", "fgm", "vs:noise:diff", P)),
+        ("0.004", Ref("fgm_vs_noise", "mlp_d0.1", "fgm", "vs:noise:p_holm")),
+        ("+0.55", Ref("fgm_vs_noise", "mlp_d0", "fgm", "vs:noise:diff", P)),
+        ("0.8", Ref("fgm_vs_noise", "mlp_d0", "fgm", "vs:noise:mde", P)),
+    ],
+}
+
+
+def index_lines(text: str) -> dict[str, str]:
+    """recipe -> the status cell of experiments/README.md's table."""
+    out = {}
+    for line in text.split("\n"):
+        m = re.match(r"^\| \[(\w+)\]\(\w+/\) \|", line)
+        if m:
+            out[m.group(1)] = split_row(line)[-1]
+    return out
+
+
+def test_experiments_index_status_matches_study_json():
+    problems = check_tokens(index_lines((EXP / "README.md").read_text()), INDEX, "INDEX")
+    assert not problems, "experiments/README.md:\n" + "\n".join(problems)
 
 
 # -- the checks can fail --------------------------------------------------------------------
