@@ -504,7 +504,10 @@ def check_comparison_table(recipe, study, wls, bold, head, rows) -> list[str]:
             problems.append(f"row has {len(cells)} cells for {len(head)} columns: {cells}")
             continue
         by = dict(zip(head, cells))
-        wl = by.get("workload") or bold or next(iter(wls))
+        wl = by.get("workload") or bold or (next(iter(wls)) if len(wls) == 1 else None)
+        if wl is None:
+            problems.append(f"no workload named for the table (one of {sorted(wls)})")
+            continue
         if wl not in wls:
             problems.append(f"workload {wl!r} not in study.json ({sorted(wls)})")
             continue
