@@ -76,8 +76,26 @@ def _progress(console: Console) -> Progress:
     )
 
 
+#: a CPU run predicted to take longer than this says so, with the override that shortens it
+LONG_CPU_RUN = 30 * 60
+
+
 class ProgressView:
-    def __init__(self, total: int, enabled="auto", start: int = 0, lines: int = 10):
+    """One run's view. `plan`: the run's first line (its length; the model's defaults announced
+    for it are appended). After the first evaluation one line gives the ETA; `shorten` (CPU runs:
+    fraction -> the override that cuts the run to that fraction) adds, to a run predicted over
+    LONG_CPU_RUN, the override that brings it under (said already at the first log step when the
+    first evaluation is further away)."""
+
+    def __init__(
+        self,
+        total: int,
+        enabled="auto",
+        start: int = 0,
+        lines: int = 10,
+        plan: str | None = None,
+        shorten=None,
+    ):
         self.console = Console(stderr=True)
         self.total, self.every, self.next_line = total, max(1, total // lines), 0
         if enabled == "auto":
@@ -85,8 +103,11 @@ class ProgressView:
         self.enabled = bool(enabled)
         self.progress, self.owned = None, False
         self.fields = {"loss": "-", "sps": "-", "val": ""}
-        for line in _PENDING:
-            print(line, file=sys.stderr, flush=True)
+        self.t0, self.start, self.shorten = time.monotonic(), start, shorten
+        self.eta_said = self.long_said = False
+        first = " · ".join([*([plan] if plan else []), *_PENDING])
+        if first:
+            print(first, file=sys.stderr, flush=True)
         _PENDING.clear()
         if self.enabled:
             sweep = _ACTIVE[-1] if _ACTIVE and _ACTIVE[-1].progress else None
@@ -104,7 +125,39 @@ class ProgressView:
         f = self.fields
         return f"loss {f['loss']} {f['sps']} samples/s {f['val']}".rstrip()
 
+    def _say(self, line: str) -> None:
+        if self.progress is not None:  # above the live bar
+            self.progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def _forecast(self, step: int, row: dict) -> None:
+        """The ETA line after the first evaluation; the long-CPU-run warning (once)."""
+        evaluated = any(k.startswith("val/") for k in row)
+        if self.eta_said or step <= self.start or step >= self.total:
+            return
+        if not evaluated and (self.shorten is None or self.long_said):
+            return
+        spent = time.monotonic() - self.t0
+        left = spent / (step - self.start) * (self.total - step)
+        whole = spent + left
+        long = self.shorten is not None and whole > LONG_CPU_RUN and not self.long_said
+        if not (evaluated or long):
+            return
+        line = f"eta {_hms(left)} for the {self.total - step:,} steps left" if evaluated else ""
+        if long:
+            cut = self.shorten(LONG_CPU_RUN / whole * 0.9)
+            warn = (
+                f"this CPU run is predicted to take {_hms(whole)} (over {LONG_CPU_RUN // 60} "
+                f"min); {cut} brings it under, or run it on a GPU (trainer.device=cuda)"
+            )
+            line = f"{line} · {warn}" if line else warn
+            self.long_said = True
+        self.eta_said = self.eta_said or evaluated
+        self._say(line)
+
     def update(self, step: int, row: dict):
+        self._forecast(step, row)
         if not self.progress:
             return
         if "train/loss" in row:
