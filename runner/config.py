@@ -206,9 +206,18 @@ def first_difference(old: dict, new: dict, free: tuple = ()) -> tuple | None:
     for key in sorted(set(a) | set(b)):
         if any(key == k or key.startswith(k + ".") for k in free) or added_later(key, a, b):
             continue
+        if key == "trainer.epochs" and _length_by_steps(a, b):
+            continue
         if a.get(key) != b.get(key):
             return key, a.get(key), b.get(key)
     return None
+
+
+def _length_by_steps(a: dict, b: dict) -> bool:
+    """Both (flattened) configs set the same trainer.max_steps: their trainer.epochs is unused
+    (a model's train_with may have changed its default since the earlier run)."""
+    steps = a.get("trainer.max_steps")
+    return steps is not None and steps == b.get("trainer.max_steps")
 
 
 # -- which option of each group a resolved config is ------------------------------------------
