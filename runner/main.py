@@ -252,7 +252,7 @@ def train(job: Job, callbacks: list) -> dict:
             progress,
             checkpoint_fn=save_last,
             best_fn=on_eval,
-            callbacks=callbacks,
+            callbacks=[*callbacks, progress] if progress.shorten else callbacks,
         )
         dist.check_in_sync(state)  # DDP replicas must still be equal
         stopped = state.stop_requested and state.step < state.total_steps

@@ -127,28 +127,51 @@ def test_interrupted_run_prints_the_command_that_resumes_it(tmp_path):
 
 
 def test_long_cpu_run_says_so_with_the_override_that_shortens_it(monkeypatch, capsys):
+    from types import SimpleNamespace
+
     from runner.log import progress
     from runner.main import shorten_hint
 
     class State:
         total_steps = 10_000
 
-    cfg = compose([])
+    cfg = compose([])  # 150 epochs
     hint = lambda f: shorten_hint(cfg, State, f)  # noqa: E731
     now = [100.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+
+    def step(view, k, seconds):
+        now[0] += seconds
+        view.on_step_end(SimpleNamespace(step=k))
+
     view = progress.ProgressView(10_000, enabled=False, plan="train 10,000 steps", shorten=hint)
-    now[0] += 20.0  # 20 steps in 20 s: 10,000 steps take 2:46:40
-    view.update(20, {"train/loss": 1.0})
-    now[0] += 15.0
+    step(view, 1, 5.0)  # the first step's warm-up is not timed
+    for k in (2, 3, 4):
+        step(view, k, 1.0)  # 1 s a step: 8 s spent + 9,996 s left = 2:46:44
+    now[0] += 31.0
     view.update(35, {"val/acc": 0.5})  # the first evaluation: the ETA, the warning not again
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "train 10,000 steps"
-    assert err[1].startswith("this CPU run is predicted to take 2:46:40 (over 30 min)")
-    # 150 epochs cut to 30 min (with a 10% margin): 150 * 1800 / 10000 * 0.9 = 24.3
+    assert err[1].startswith("this CPU run is predicted to take 2:46:44 (over 30 min)")
+    # 150 epochs cut to 30 min with a 10% margin: 150 * 1800 / 10004 * 0.9 = 24.3
     assert "trainer.epochs=24 brings it under" in err[1]
-    assert err[2] == "eta 2:46:05 for the 9,965 steps left"
+    assert err[2] == "eta 3:05:03 for the 9,965 steps left"  # 39 s / 35 steps * 9,965
     assert len(err) == 3
+
+    # fast first steps, slow evaluations: the warning comes with the ETA
+    view = progress.ProgressView(10_000, enabled=False, shorten=hint)
+    for k in (1, 2, 3, 4):
+        step(view, k, 0.01)
+    now[0] += 60.0
+    view.update(35, {"val/acc": 0.5})
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("eta 4:44:54 for the 9,965 steps left · this CPU run is predicted")
+    # not a CPU run (no `shorten`): the ETA alone
+    view = progress.ProgressView(10_000, enabled=False)
+    now[0] += 60.0
+    view.update(35, {"val/acc": 0.5})
+    last = capsys.readouterr().err.strip()
+    assert last.startswith("eta ") and "CPU" not in last
     steps = compose(["trainer.max_steps=5000"])
     assert shorten_hint(steps, State, 0.1) == "trainer.max_steps=1000"
 

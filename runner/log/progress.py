@@ -82,10 +82,10 @@ LONG_CPU_RUN = 30 * 60
 
 class ProgressView:
     """One run's view. `plan`: the run's first line (its length; the model's defaults announced
-    for it are appended). After the first evaluation one line gives the ETA; `shorten` (CPU runs:
-    fraction -> the override that cuts the run to that fraction) adds, to a run predicted over
-    LONG_CPU_RUN, the override that brings it under (said already at the first log step when the
-    first evaluation is further away)."""
+    for it are appended). After the first evaluation one line gives the ETA. `shorten` (CPU runs:
+    fraction -> the override that cuts the run to that fraction): a run predicted over
+    LONG_CPU_RUN says so with the override that brings it under, timed on its first steps when
+    the view is also an engine callback (`on_step_end`), else with the ETA."""
 
     def __init__(
         self,
@@ -104,7 +104,8 @@ class ProgressView:
         self.progress, self.owned = None, False
         self.fields = {"loss": "-", "sps": "-", "val": ""}
         self.t0, self.start, self.shorten = time.monotonic(), start, shorten
-        self.eta_said = self.long_said = False
+        self.eta_said = self.long_said = self.checked = False
+        self.t1 = self.t0
         first = " · ".join([*([plan] if plan else []), *_PENDING])
         if first:
             print(first, file=sys.stderr, flush=True)
@@ -131,29 +132,44 @@ class ProgressView:
         else:
             print(line, file=sys.stderr, flush=True)
 
+    #: steps timed for the early long-run check, after the first (its warm-up is atypical)
+    TIMED_STEPS = 3
+
+    def on_step_end(self, state) -> None:
+        """Engine callback (with `shorten`): time the first steps, to warn of a long run before
+        its first log step or evaluation, which may be many minutes away."""
+        if self.checked or self.shorten is None:
+            return
+        done = state.step - self.start
+        if done == 1:
+            self.t1 = time.monotonic()
+        elif done == 1 + self.TIMED_STEPS:
+            now = time.monotonic()
+            left = (now - self.t1) / self.TIMED_STEPS * (self.total - state.step)
+            self.checked = True
+            if now - self.t0 + left > LONG_CPU_RUN:
+                self._say(self._long(now - self.t0 + left))
+
+    def _long(self, whole: float) -> str:
+        self.long_said = True
+        cut = self.shorten(LONG_CPU_RUN / whole * 0.9)  # a 10% margin
+        return (
+            f"this CPU run is predicted to take {_hms(whole)} (over {LONG_CPU_RUN // 60} min); "
+            f"{cut} brings it under, or run it on a GPU (trainer.device=cuda)"
+        )
+
     def _forecast(self, step: int, row: dict) -> None:
-        """The ETA line after the first evaluation; the long-CPU-run warning (once)."""
-        evaluated = any(k.startswith("val/") for k in row)
+        """The ETA line after the first evaluation (with the long-run warning if not said)."""
         if self.eta_said or step <= self.start or step >= self.total:
             return
-        if not evaluated and (self.shorten is None or self.long_said):
+        if not any(k.startswith("val/") for k in row):
             return
+        self.eta_said = True
         spent = time.monotonic() - self.t0
         left = spent / (step - self.start) * (self.total - step)
-        whole = spent + left
-        long = self.shorten is not None and whole > LONG_CPU_RUN and not self.long_said
-        if not (evaluated or long):
-            return
-        line = f"eta {_hms(left)} for the {self.total - step:,} steps left" if evaluated else ""
-        if long:
-            cut = self.shorten(LONG_CPU_RUN / whole * 0.9)
-            warn = (
-                f"this CPU run is predicted to take {_hms(whole)} (over {LONG_CPU_RUN // 60} "
-                f"min); {cut} brings it under, or run it on a GPU (trainer.device=cuda)"
-            )
-            line = f"{line} · {warn}" if line else warn
-            self.long_said = True
-        self.eta_said = self.eta_said or evaluated
+        line = f"eta {_hms(left)} for the {self.total - step:,} steps left"
+        if self.shorten is not None and not self.long_said and spent + left > LONG_CPU_RUN:
+            line += " · " + self._long(spent + left)
         self._say(line)
 
     def update(self, step: int, row: dict):
