@@ -388,16 +388,25 @@ def list_(group: Optional[str] = typer.Argument(None, help="A config group, e.g.
     all_groups = groups()
     if group is not None and group not in all_groups:
         _fail(f"unknown config group {group!r} (allowed: {', '.join(all_groups)})")
-    table = Table(show_header=True, header_style="bold", box=None)
-    table.add_column("group")
-    table.add_column("option")
-    table.add_column("cost, place")  # a trick's passes per step and its `order` in the chains
-    table.add_column("description")
+    rows = []
     for g in [group] if group else all_groups:
         for i, o in enumerate(options(g)):
             facts = summary(trick_target(g, o)) if g in TRICK_GROUPS else ""
-            table.add_row(g if i == 0 else "", o, escape(facts), describe(g, o))
-    Console().print(table)
+            rows.append((g if i == 0 else "", o, facts, describe(g, o)))
+    # one line per option at any width: names and costs whole, the help cut to fit (ellipsis)
+    console = Console()
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(_LIST_HEADER[:3])]
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for h, w in zip(_LIST_HEADER, widths):
+        table.add_column(h, width=w, no_wrap=True)  # cost: a trick's passes/step, its `order`
+    room = console.width - sum(widths) - 2 * len(widths)
+    table.add_column(_LIST_HEADER[3], no_wrap=True, overflow="ellipsis", max_width=max(room, 10))
+    for r in rows:
+        table.add_row(*(escape(x) for x in r))
+    console.print(table)
+
+
+_LIST_HEADER = ("group", "option", "cost, place", "description")
 
 
 @app.command()

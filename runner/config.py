@@ -99,6 +99,10 @@ def validate(cfg: DictConfig) -> None:
         if t[key] is not None:
             positive(t[key], f"trainer.{key}", integer=True)
     positive(t.get("stream_offset", 0), "trainer.stream_offset", integer=True, allow_zero=True)
+    if t.get("patience") is not None:
+        positive(t.patience, "trainer.patience", integer=True, allow_zero=True)
+    if "min_delta" in t:
+        positive(t.min_delta, "trainer.min_delta", allow_zero=True)
     dev = str(t.device)
     check(
         dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
@@ -203,9 +207,18 @@ def first_difference(old: dict, new: dict, free: tuple = ()) -> tuple | None:
     for key in sorted(set(a) | set(b)):
         if any(key == k or key.startswith(k + ".") for k in free) or added_later(key, a, b):
             continue
+        if key == "trainer.epochs" and _length_by_steps(a, b):
+            continue
         if a.get(key) != b.get(key):
             return key, a.get(key), b.get(key)
     return None
+
+
+def _length_by_steps(a: dict, b: dict) -> bool:
+    """Both (flattened) configs set the same trainer.max_steps: their trainer.epochs is unused
+    (a model's train_with may have changed its default since the earlier run)."""
+    steps = a.get("trainer.max_steps")
+    return steps is not None and steps == b.get("trainer.max_steps")
 
 
 # -- which option of each group a resolved config is ------------------------------------------
@@ -261,15 +274,16 @@ def choices_of(config: dict, hydra_choices: dict | None = None) -> dict:
 
 
 # -- model defaults: the optimizer settings a model trains with --------------------------------
-# A model config's `train_with` node ({lr: {adamw: 5e-5, lion: 1e-5}, warmup_steps: 0.06}) feeds
-# the optimizer and schedule files through `${oc.select:model.train_with.<key>,<own default>}`:
+# A model config's `train_with` node ({lr: {adamw: 5e-5, lion: 1e-5}, warmup_steps: 0.06,
+# epochs: 3}) feeds the optimizer and schedule files and train.yaml's trainer.epochs through
+# `${oc.select:model.train_with.<key>,<own default>}`:
 # Hydra's composition itself applies it (every entry point agrees), and any value the user sets,
 # on the command line or in a config of their own, replaces the interpolation and wins.
-_DEFAULT_KEYS = (("optimizer", "lr"), ("schedule", "warmup_steps"))
+_DEFAULT_KEYS = (("trainer", "epochs"), ("optimizer", "lr"), ("schedule", "warmup_steps"))
 
 
 def model_defaults(cfg: DictConfig) -> list[str]:
-    """One note per optimizer/schedule key whose value came from the model's `train_with`
+    """One note per trainer/optimizer/schedule key whose value came from the model's `train_with`
     (e.g. "optimizer.lr=5e-05 from model=minilm's defaults"), or that the model has no value
     for with this optimizer. Empty when the model has no `train_with` or the user set them."""
     model = cfg.get("model")
@@ -281,6 +295,8 @@ def model_defaults(cfg: DictConfig) -> list[str]:
         node = cfg.get(group)
         if not isinstance(node, DictConfig) or key not in node:
             continue
+        if key == "epochs" and node.get("max_steps") is not None:
+            continue  # max_steps sets the length: the epochs are not used
         raw = node._get_node(key)._value()
         if not (isinstance(raw, str) and raw.startswith("${oc.select:model.train_with.")):
             continue  # the user's own value

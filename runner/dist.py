@@ -230,6 +230,16 @@ def agree_stop(state) -> None:
         state.stop_requested = state._stop_pending or "a signal on another rank"
 
 
+def broadcast_flag(flag: bool, state) -> bool:
+    """Rank 0's `flag` on every rank (a collective: call it at the same step on all ranks). The
+    engine's early-stopping decision, which rank 0 makes from its own evaluation."""
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if flag else 0.0], device=state.plan.device)
+    dist.broadcast(t, src=0)
+    return bool(t.item() > 0)
+
+
 def broadcast_object(obj, d: Dist):
     """Rank 0's value of `obj` on every rank (e.g. the run directory, whose ${now:} timestamp may
     differ between processes)."""

@@ -23,6 +23,7 @@ import torch
 
 from runner import device as devmod
 from runner.data.batching import IndexBatcher, eval_batches
+from runner.early_stop import evaluations, stop_step
 from runner.errors import TrainingFailed
 from runner.hooks import Out, overrides
 
@@ -60,6 +61,7 @@ class State:
     samples_seen: int = 0
     nan_skips: int = 0
     stop_requested: str | None = None
+    stopped_early: int | None = None  # the step trainer.patience stopped the run at
     is_main: bool = True  # rank 0 under DDP
     sync_grads: bool = True  # False inside DDP no_sync (accumulation micro-batches)
     world_size: int = 1  # DDP processes (runner.dist); batch_size is per process
@@ -281,14 +283,14 @@ def evaluate(model: torch.nn.Module, split: dict, state: State) -> dict:
     return {"loss": loss.item() / max(n, 1), **figures}
 
 
-def run_eval(state: State) -> dict:
+def run_eval(state: State, splits=("val", "test")) -> dict:
     row = {}
     ev = state.eval_model()
     from runner.dist import unwrap
 
     model = unwrap(state.model)  # rank 0 evaluates alone: no DDP forward (it may broadcast)
     main = ev if ev is not None else model
-    for split in ("val", "test"):
+    for split in splits:
         if split == "test" and not _test_due(state, row):
             break
         r = evaluate(main, getattr(state.data, split), state)
@@ -304,6 +306,8 @@ def _test_due(state: State, val_row: dict) -> bool:
     summary's test figures are read there) and at the last step (its final/ figures); the
     same numbers as `every` for less evaluation, and sparse test curves."""
     if state.tc.eval_test == "every" or state.step >= state.total_steps:
+        return True
+    if state.stopped_early is not None:  # the last evaluation: its final/ figures
         return True
     return _improves(state, val_row)
 
@@ -492,6 +496,11 @@ def _prepare(state: State):
     state._no_sync = getattr(state.model, "no_sync", None)
     if not state._acc:
         _reset_acc(state)
+    patience = getattr(state.tc, "patience", None)  # (a trainer node from before the key)
+    if patience:  # a resumed run that had stopped early stays stopped (its rows say so)
+        state.stopped_early = stop_step(
+            evaluations(state.rows, state.loss.select), patience, state.tc.min_delta
+        )
     state.model.train()
     return loss_fn, bwd_fn, spe
 
@@ -531,13 +540,40 @@ def _step_row(state: State, clock: _Clock, log_now: bool, best_fn) -> dict:
         from runner.dist import agree_stop
 
         agree_stop(state)
-    if _eval_due(state) and state.is_main:  # rank 0 evaluates alone
+    due = _eval_due(state)
+    if due and state.is_main:  # rank 0 evaluates alone
         clock.pause(state)
         row.update(run_eval(state))
         if best_fn is not None:
             best_fn(state, row)
         clock.resume()
+    if due and getattr(state.tc, "patience", None):
+        _early_stop(state, row, clock)
     return row
+
+
+def _early_stop(state: State, row: dict, clock: _Clock) -> None:
+    """trainer.patience: stop at this evaluation if it exhausts the patience (runner.early_stop).
+    Rank 0 decides, as it alone evaluates, and every rank follows (a collective under DDP). The
+    stopping evaluation gets the test split too (trainer.eval_test=best skips it otherwise)."""
+    key, tc = state.loss.select, state.tc
+    stop = state.is_main and (
+        stop_step(
+            evaluations([*state.rows, {**row, "step": state.step}], key), tc.patience, tc.min_delta
+        )
+        == state.step
+    )
+    if state.world_size > 1:
+        from runner.dist import broadcast_flag
+
+        stop = broadcast_flag(stop, state)
+    if not stop:
+        return
+    state.stopped_early = state.step
+    if state.is_main and not any(k.startswith("test/") for k in row):
+        clock.pause(state)
+        row.update(run_eval(state, splits=("test",)))
+        clock.resume()
 
 
 def _emit(state: State, row: dict, spe: int, logger, progress) -> None:
@@ -563,9 +599,9 @@ def fit(
     ends = [cb.on_step_end for cb in callbacks if hasattr(cb, "on_step_end")]
     ckpt_step = state.step
     clock = _Clock(state)
-    while state.step < state.total_steps and not state.stop_requested:
+    while _running(state):
         it = state.batcher.epoch(state.epoch, start=state.micro_pos)
-        while state.step < state.total_steps and not state.stop_requested:
+        while _running(state):
             micro = []
             for _ in range(k):
                 b = next(it, None)
@@ -599,9 +635,15 @@ def fit(
     return summary_figures(state)
 
 
+def _running(state: State) -> bool:
+    return (
+        state.step < state.total_steps and not state.stop_requested and state.stopped_early is None
+    )
+
+
 def _checkpoint_due(state: State, row: dict) -> bool:
     every = state.tc.checkpoint_every
-    if state.step >= state.total_steps or state.stop_requested:
+    if state.step >= state.total_steps or state.stop_requested or state.stopped_early is not None:
         return True
     if every:
         return state.step % every == 0
@@ -621,6 +663,8 @@ def summary_figures(state: State) -> dict:
     s.update(
         {
             "steps": state.step,
+            "planned_steps": state.total_steps,
+            "stopped_early": state.stopped_early is not None,  # by trainer.patience, at `steps`
             "epochs": state.epoch,
             "steps_per_epoch": state.optimizer_steps_per_epoch,
             "samples_per_sec": (

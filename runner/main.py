@@ -66,6 +66,8 @@ class Job:
     resumed: bool = False
     submitit: object = None  # the preemption handler train installed, if any
     source: tuple = ("unknown", False)  # (commit, dirty) of the tricks checkout running it
+    t0: float = 0.0  # perf_counter when this process started the run
+    wall_before: float = 0.0  # wall seconds of the processes that ran it before (resumes)
 
 
 def run(cfg: DictConfig, run_dir: str | Path, callbacks=()) -> dict:
@@ -73,6 +75,7 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks=()) -> dict:
     input before anything in `run_dir` is touched. `callbacks`: see engine.fit."""
     t0 = time.perf_counter()
     job = setup(cfg, Path(run_dir))
+    job.t0 = t0
     kill = os.environ.get("TRICKS_TEST_KILL_AT_STEP")  # read once, here: the loop names no test
     callbacks = [*CALLBACKS, *callbacks, *([KillAtStep(kill)] if kill else [])]
     summary = train(job, callbacks)
@@ -189,6 +192,8 @@ def resume(job: Job) -> DictConfig:
     checkpoint.check_compatible(ckpt["config"], job.config)
     checkpoint.restore(job.state, ckpt)
     job.resumed = True
+    # checkpoints from before wall_seconds was kept: the training time is a lower bound
+    job.wall_before = float(ckpt.get("wall_seconds", ckpt["train_seconds"]))
     # config.yaml keeps the original `resume` value: a resumed job of a sweep must group with
     # its siblings in `tricks compare`
     saved_cfg = cfg.copy()
@@ -204,7 +209,9 @@ def _checkpointers(job: Job):
 
     def save_last(s):
         if s.is_main:
-            checkpoint.save_atomic(checkpoint.state_to_ckpt(s, job.config), ckpt_dir / "last.pt")
+            ckpt = checkpoint.state_to_ckpt(s, job.config)
+            ckpt["wall_seconds"] = job.wall_before + time.perf_counter() - job.t0  # cumulative
+            checkpoint.save_atomic(ckpt, ckpt_dir / "last.pt")
 
     def on_eval(s, row):
         if engine.update_best(s, row):
@@ -231,7 +238,11 @@ def train(job: Job, callbacks: list) -> dict:
     state, d = job.state, job.dist
     save_last, on_eval = _checkpointers(job)
     progress = ProgressView(
-        state.total_steps, enabled=state.cfg.progress if d.is_main else False, start=state.step
+        state.total_steps,
+        enabled=state.cfg.progress if d.is_main else False,
+        start=state.step,
+        plan=plan_line(job) if d.is_main else None,
+        shorten=(lambda f: shorten_hint(job.cfg, state, f)) if state.plan.device == "cpu" else None,
     )
     old_handlers = engine.install_signal_handlers(state)
     job.submitit = dist.install_preemption_handler(state)  # SIGUSR2 under submitit
@@ -243,7 +254,7 @@ def train(job: Job, callbacks: list) -> dict:
             progress,
             checkpoint_fn=save_last,
             best_fn=on_eval,
-            callbacks=callbacks,
+            callbacks=[*callbacks, progress] if progress.shorten else callbacks,
         )
         dist.check_in_sync(state)  # DDP replicas must still be equal
         stopped = state.stop_requested and state.step < state.total_steps
@@ -288,7 +299,9 @@ def finish(job: Job, summary: dict, t0: float) -> dict:
     from runner.log import write_json_atomic
 
     d, run_dir = job.dist, job.run_dir
-    summary["wall_seconds"] = time.perf_counter() - t0
+    here = time.perf_counter() - t0
+    summary["wall_seconds"] = job.wall_before + here  # every process that ran it (resumes)
+    summary["process_wall_seconds"] = here
     summary["resumed"] = job.resumed
     summary["commit"], summary["dirty"] = job.source  # the code that finished this run
     if d.enabled:
@@ -299,7 +312,7 @@ def finish(job: Job, summary: dict, t0: float) -> dict:
             write_json_atomic(run_dir / "summary.json", summary)
         if summary["status"] == "completed":
             checkpoint.prune(run_dir / CKPT, job.cfg.trainer.keep_checkpoints)
-        report(summary, run_dir)
+        report(summary, run_dir, world_size=d.world_size)
     dist.teardown(d)  # destroy the process group (no collective follows)
     if job.submitit is not None and job.state.stop_requested == dist.PREEMPT_NAME:
         dist.requeue(job.submitit)  # last.pt is written: let submitit requeue this job
@@ -307,28 +320,98 @@ def finish(job: Job, summary: dict, t0: float) -> dict:
     return summary
 
 
-def report(summary: dict, run_dir: Path) -> None:
+def plan_line(job: Job) -> str:
+    """The run's first line: its length in optimizer steps (and where that came from), the batch,
+    the device, early stopping, rows the last partial batch leaves out; the model's defaults are
+    appended by the progress view (runner.log.progress.announce)."""
+    state, tc = job.state, job.cfg.trainer
+    spe, total = state.optimizer_steps_per_epoch, state.total_steps
+    if tc.max_steps is not None:
+        length = f"{total:,} steps (trainer.max_steps; {spe:,} an epoch)"
+    else:
+        length = f"{total:,} steps ({tc.epochs} epochs of {spe:,})"
+    b = state.batcher
+    batch = f"batch {b.batch_size}"
+    if tc.accum_steps > 1:
+        batch += f" x {tc.accum_steps} accumulated"
+    if state.world_size > 1:
+        batch += f" x {state.world_size} processes"
+    parts = [f"train {length}, {batch}, on {state.plan.device}"]
+    if state.step:
+        parts.append(f"resuming at step {state.step:,}")
+    if tc.patience:
+        gain = f" over {tc.min_delta}" if tc.min_delta else ""
+        parts.append(
+            f"stops early after {tc.patience} evaluations without a gain in "
+            f"{state.loss.select}{gain}"
+        )
+    left = b.n - spe * tc.accum_steps * b.global_batch
+    if left:  # constant batches keep every step's statistics alike; reshuffled every epoch
+        parts.append(
+            f"{left:,} of {b.n:,} train rows sit out each epoch (the partial last batch; "
+            f"a different {left:,} each epoch)"
+        )
+    return " · ".join(parts)
+
+
+def shorten_hint(cfg: DictConfig, state, fraction: float) -> str:
+    """The override that cuts this run to `fraction` of its planned length (a CPU run predicted
+    over 30 minutes says it)."""
+    tc = cfg.trainer
+    if tc.max_steps is None:
+        epochs = int(tc.epochs * fraction)
+        if epochs >= 1:
+            return f"trainer.epochs={epochs}"
+    return f"trainer.max_steps={max(1, int(state.total_steps * fraction))}"
+
+
+#: what resumes this process's single run: the CLI arguments that made it (set by hydra_main)
+RESUME_ARGS: list[str] = []
+
+
+def resume_command(run_dir: Path, world_size: int = 1) -> str:
+    """The command that resumes the run in `run_dir`: its own overrides, resume=true and its
+    directory (and --nproc under DDP)."""
+    import shlex
+
+    args = [
+        a
+        for a in RESUME_ARGS
+        if not a.lstrip("+~").startswith(("resume=", "hydra.run.dir=", "hydra.output_subdir="))
+    ]
+    if world_size > 1:
+        args = ["--nproc", str(world_size), *args]
+    args += ["resume=true", f"hydra.run.dir={run_dir}"]
+    return "tricks train " + " ".join(shlex.quote(a) for a in args)
+
+
+def report(summary: dict, run_dir: Path, world_size: int = 1) -> None:
+    """The run's last line: the result on stdout (`tricks train > log` keeps it); a failure or
+    an interruption, with the command that resumes it, on stderr."""
     from rich.console import Console
     from rich.markup import escape
 
-    c = Console(stderr=True, highlight=False, soft_wrap=True)  # one line, never wrapped
     st = summary.get("status")
     if st == "completed":
+        c = Console(file=sys.stdout, highlight=False, soft_wrap=True)  # one line, never wrapped
         sel = str(summary.get("select") or "val/acc")  # val/acc, or val/f1 multi-label
         m = sel.split("/", 1)[1]
         acc = summary.get(f"test/{m}")
         acc_s = f"{acc:.4f}" if acc is not None else "n/a"
+        early = " (stopped early)" if summary.get("stopped_early") else ""
         c.print(
             f"[bold green]done[/] test/{m} {acc_s} (at best {sel} "
             f"{summary.get('best/' + sel) or 0:.4f}, step {summary.get('best/step')}) · "
-            f"{summary['steps']} steps · {summary['wall_seconds']:.1f} s · run dir "
+            f"{summary['steps']} steps{early} · {summary['wall_seconds']:.1f} s · run dir "
             f"{escape(str(run_dir))}"
         )
-    else:
-        c.print(
-            f"[bold red]{st}[/]: {escape(str(summary.get('error')))} · run dir "
-            f"{escape(str(run_dir))}"
-        )
+        return
+    c = Console(stderr=True, highlight=False, soft_wrap=True)
+    line = f"[bold red]{st}[/]: {escape(str(summary.get('error')))} · run dir "
+    line += escape(str(run_dir))
+    if st == "interrupted" and RESUME_ARGS and (run_dir / CKPT / "last.pt").is_file():
+        line += f" · resume: {escape(resume_command(run_dir, world_size))}"
+    c.print(line)
 
 
 #: the sweep directory of this process's multirun (read by the CLI for its resume hint)
@@ -420,6 +503,8 @@ def hydra_main(cfg: DictConfig) -> None:
 
     notes = model_defaults(cfg)  # where a default came from: said when training starts
     announce("defaults: " + "; ".join(notes) if notes else None)
+    if not multirun:  # (a sweep's jobs resume by re-running the sweep: runner.cli says how)
+        RESUME_ARGS[:] = _cli_args(hc)
 
     def job_failed(msg: str, code: int, write: bool):
         print(f"error: {msg}", file=sys.stderr)
@@ -461,6 +546,18 @@ def hydra_main(cfg: DictConfig) -> None:
         if not multirun or code == 3:  # preemption / Ctrl-C stops the whole sweep
             sys.exit(code)
     return objective(summary)
+
+
+def _cli_args(hc) -> list[str]:
+    """The arguments of `tricks train` that compose this job's config again: a config dir and
+    name of the user's own, then the task overrides."""
+    args = []
+    for src in hc.runtime.config_sources:
+        if src.provider == "command-line" and src.schema == "file":
+            args += ["--config-dir", str(src.path)]
+    if hc.job.config_name and hc.job.config_name != "train":
+        args += ["--config-name", str(hc.job.config_name)]
+    return [*args, *hc.overrides.task]
 
 
 def objective(summary: dict) -> float:

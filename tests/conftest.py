@@ -51,7 +51,13 @@ def read_rows(run_dir: Path) -> list[dict]:
     return [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
-TIMING_KEYS = ("samples_per_sec", "wall_seconds", "train_seconds", "peak_mem_bytes")
+TIMING_KEYS = (
+    "samples_per_sec",
+    "wall_seconds",
+    "process_wall_seconds",
+    "train_seconds",
+    "peak_mem_bytes",
+)
 
 
 def strip_timing(rows):

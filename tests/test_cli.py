@@ -79,7 +79,8 @@ def test_train_writes_the_contract_files(tmp_path):
         assert isinstance(summary["dirty"], bool)
     else:
         assert (summary["commit"], summary["dirty"]) == ("unknown", False)
-    assert "test/acc" in r.stderr and "out" in r.stderr  # the final line
+    last = r.stdout.strip().splitlines()[-1]  # the final line: on stdout, `> log` keeps it
+    assert last.startswith("done test/acc") and "out" in last, r.stdout
 
 
 def test_overrides_and_multirun(tmp_path):

@@ -23,6 +23,7 @@ def test_minilm_composes_its_fine_tuning_settings():
     cfg = compose(["model=minilm", "dataset=tweets"])
     assert cfg.optimizer.lr == 5e-5 and cfg.schedule.warmup_steps == 0.06
     assert model_defaults(cfg) == [
+        "trainer.epochs=3 from model=minilm's defaults",
         "optimizer.lr=5e-05 from model=minilm's defaults",
         "schedule.warmup_steps=0.06 from model=minilm's defaults",
     ]
@@ -49,9 +50,11 @@ def test_an_explicit_lr_is_never_replaced(model, optimizer):
             f"optimizer={optimizer}",
             "optimizer.lr=0.0123",
             "schedule.warmup_steps=7",
+            "trainer.epochs=5",
         ]
     )
     assert cfg.optimizer.lr == 0.0123 and cfg.schedule.warmup_steps == 7
+    assert cfg.trainer.epochs == 5
     assert model_defaults(cfg) == []
 
 
@@ -91,7 +94,8 @@ def test_cfg_job_and_config_yaml_show_the_values_and_the_first_line_says_why(tmp
     r = cli([*args, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     first = r.stderr.splitlines()[0]  # (a data note, e.g. truncation, would come before it)
-    assert first.startswith("defaults: optimizer.lr=0.001 from model=transformer's defaults")
+    assert first.startswith("train 2 steps (trainer.max_steps")  # the planned length
+    assert "defaults: optimizer.lr=0.001 from model=transformer's defaults" in first
     # bad input stays one error line: the note waits for training to start
     r = cli(
         [

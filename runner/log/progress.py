@@ -76,8 +76,26 @@ def _progress(console: Console) -> Progress:
     )
 
 
+#: a CPU run predicted to take longer than this says so, with the override that shortens it
+LONG_CPU_RUN = 30 * 60
+
+
 class ProgressView:
-    def __init__(self, total: int, enabled="auto", start: int = 0, lines: int = 10):
+    """One run's view. `plan`: the run's first line (its length; the model's defaults announced
+    for it are appended). After the first evaluation one line gives the ETA. `shorten` (CPU runs:
+    fraction -> the override that cuts the run to that fraction): a run predicted over
+    LONG_CPU_RUN says so with the override that brings it under, timed on its first steps when
+    the view is also an engine callback (`on_step_end`), else with the ETA."""
+
+    def __init__(
+        self,
+        total: int,
+        enabled="auto",
+        start: int = 0,
+        lines: int = 10,
+        plan: str | None = None,
+        shorten=None,
+    ):
         self.console = Console(stderr=True)
         self.total, self.every, self.next_line = total, max(1, total // lines), 0
         if enabled == "auto":
@@ -85,8 +103,12 @@ class ProgressView:
         self.enabled = bool(enabled)
         self.progress, self.owned = None, False
         self.fields = {"loss": "-", "sps": "-", "val": ""}
-        for line in _PENDING:
-            print(line, file=sys.stderr, flush=True)
+        self.t0, self.start, self.shorten = time.monotonic(), start, shorten
+        self.eta_said = self.long_said = self.checked = False
+        self.t1 = self.t0
+        first = " · ".join([*([plan] if plan else []), *_PENDING])
+        if first:
+            print(first, file=sys.stderr, flush=True)
         _PENDING.clear()
         if self.enabled:
             sweep = _ACTIVE[-1] if _ACTIVE and _ACTIVE[-1].progress else None
@@ -104,7 +126,54 @@ class ProgressView:
         f = self.fields
         return f"loss {f['loss']} {f['sps']} samples/s {f['val']}".rstrip()
 
+    def _say(self, line: str) -> None:
+        if self.progress is not None:  # above the live bar
+            self.progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    #: steps timed for the early long-run check, after the first (its warm-up is atypical)
+    TIMED_STEPS = 3
+
+    def on_step_end(self, state) -> None:
+        """Engine callback (with `shorten`): time the first steps, to warn of a long run before
+        its first log step or evaluation, which may be many minutes away."""
+        if self.checked or self.shorten is None:
+            return
+        done = state.step - self.start
+        if done == 1:
+            self.t1 = time.monotonic()
+        elif done == 1 + self.TIMED_STEPS:
+            now = time.monotonic()
+            left = (now - self.t1) / self.TIMED_STEPS * (self.total - state.step)
+            self.checked = True
+            if now - self.t0 + left > LONG_CPU_RUN:
+                self._say(self._long(now - self.t0 + left))
+
+    def _long(self, whole: float) -> str:
+        self.long_said = True
+        cut = self.shorten(LONG_CPU_RUN / whole * 0.9)  # a 10% margin
+        return (
+            f"this CPU run is predicted to take {_hms(whole)} (over {LONG_CPU_RUN // 60} min); "
+            f"{cut} brings it under, or run it on a GPU (trainer.device=cuda)"
+        )
+
+    def _forecast(self, step: int, row: dict) -> None:
+        """The ETA line after the first evaluation (with the long-run warning if not said)."""
+        if self.eta_said or step <= self.start or step >= self.total:
+            return
+        if not any(k.startswith("val/") for k in row):
+            return
+        self.eta_said = True
+        spent = time.monotonic() - self.t0
+        left = spent / (step - self.start) * (self.total - step)
+        line = f"eta {_hms(left)} for the {self.total - step:,} steps left"
+        if self.shorten is not None and not self.long_said and spent + left > LONG_CPU_RUN:
+            line += " · " + self._long(spent + left)
+        self._say(line)
+
     def update(self, step: int, row: dict):
+        self._forecast(step, row)
         if not self.progress:
             return
         if "train/loss" in row:
