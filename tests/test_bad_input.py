@@ -310,7 +310,7 @@ def _fmt(v) -> str:
 def test_random_numeric_overrides_error_cleanly_or_run(tmp_path_factory, choice):
     """Either one ConfigError line (from the precheck or the run's build) or a run that
     finishes (completed, or failed with a one-line reason such as a diverging loss)."""
-    from runner.cli import precheck
+    from runner.overrides import precheck
     from runner.errors import ConfigError
 
     base = {

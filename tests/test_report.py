@@ -186,7 +186,7 @@ def test_wandb_sweep_file_runs_the_same_jobs_as_the_multirun(tmp_path):
     import yaml
     from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
-    from runner.cli import precheck
+    from runner.overrides import precheck
     from runner.config import compose
     from tests.conftest import FAST
 

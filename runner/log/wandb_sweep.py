@@ -22,6 +22,7 @@ import sys
 import yaml
 
 from runner.errors import ConfigError
+from runner.overrides import precheck
 
 
 def _value(s: str):
@@ -103,8 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="file to write (default: stdout)")
     a = ap.parse_args(argv)
     try:
-        from runner.cli import precheck
-
         precheck(["-m", *a.overrides])  # the same checks as `tricks train -m`
         cfg = sweep_config(a.overrides, a.project, a.method, a.metric)
     except ConfigError as e:
