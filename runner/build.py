@@ -7,7 +7,7 @@ import inspect
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from runner.errors import ConfigError
+from runner.errors import ConfigError, closest
 
 # Keys of an optimizer config that are ours, not the optimizer constructor's.
 OPT_META_KEYS = ("_target_", "fused", "decay_bias_and_norm")
@@ -37,7 +37,8 @@ def call(node: DictConfig, key: str, **extra):
         unknown = [k for k in kwargs if k not in sig.parameters]
         if unknown:
             allowed = ", ".join(n for n in sig.parameters if n not in extra and n != "self")
-            raise ConfigError(f"{key}.{unknown[0]}", "unknown key", allowed)
+            hint = closest(unknown[0], [n for n in sig.parameters if n not in extra])
+            raise ConfigError(f"{key}.{unknown[0]}", f"unknown key{hint}", allowed)
         extra = {k: v for k, v in extra.items() if k in sig.parameters}
     try:
         return fn(**kwargs, **extra)
@@ -152,10 +153,9 @@ def optimizer(cfg: DictConfig, model: torch.nn.Module, fused_ok: bool):
         kwargs["fused"] = False
     unknown = [k for k in kwargs if k not in sig]
     if unknown and not any(p.kind is p.VAR_KEYWORD for p in sig.values()):
+        known = [k for k in sig if k not in ("self", "params")]
         raise ConfigError(
-            f"optimizer.{unknown[0]}",
-            "unknown key",
-            ", ".join(k for k in sig if k not in ("self", "params")),
+            f"optimizer.{unknown[0]}", f"unknown key{closest(unknown[0], known)}", ", ".join(known)
         )
     try:
         return cls(groups, **kwargs)

@@ -14,7 +14,7 @@ from typing import List, Optional
 import typer
 
 from runner import CONF_DIR, EXPERIMENTS_DIR
-from runner.errors import ConfigError
+from runner.errors import ConfigError, closest
 
 app = typer.Typer(
     add_completion=False,
@@ -206,7 +206,10 @@ def list_(group: Optional[str] = typer.Argument(None, help="A config group, e.g.
 
     all_groups = groups()
     if group is not None and group not in all_groups:
-        _fail(f"unknown config group {group!r} (allowed: {', '.join(all_groups)})")
+        _fail(
+            f"unknown config group {group!r}{closest(group, all_groups)} "
+            f"(allowed: {', '.join(all_groups)})"
+        )
     table = Table(show_header=True, header_style="bold", box=None)
     table.add_column("group")
     table.add_column("option")

@@ -14,7 +14,7 @@ from hydra.core.override_parser.types import IntervalSweep
 from omegaconf import DictConfig, OmegaConf
 
 from runner.config import LIST_GROUPS, compose, options, to_container, validate
-from runner.errors import ConfigError
+from runner.errors import ConfigError, closest
 
 
 def precheck(args: list[str]) -> None:
@@ -56,7 +56,11 @@ def precheck(args: list[str]) -> None:
             for name in v.strip("[]").split(",") if key in LIST_GROUPS else [v]:
                 name = name.strip()
                 if name and name not in available:
-                    raise ConfigError(key, f"unknown option {name!r}", ", ".join(available))
+                    raise ConfigError(
+                        key,
+                        f"unknown option {name!r}{closest(name, available)}",
+                        ", ".join(available),
+                    )
     combos = [base]
     for o, vals in sweeps:
         i = parsed.index(o)
@@ -147,21 +151,45 @@ def _hydra_msg(e: Exception, overrides: list[str] | None = None) -> str:
     msg = " ".join(f"{e} {e.__cause__ or ''}".split())
     m = re.search(r"Could not override '([^']+)'", msg)
     if m and "is not in struct" in msg:
-        key = m.group(1)
-        unselected = _unselected_trick(key, overrides or [])
-        if unselected:
-            return unselected
-        parent, _, _ = key.rpartition(".")
-        allowed = ""
-        try:  # the keys that do exist there, from the config without this override
-            rest = [o for o in (overrides or []) if o.lstrip("+~").partition("=")[0] != key]
-            node = OmegaConf.select(compose(rest), parent) if parent else compose(rest)
-            if isinstance(node, DictConfig):
-                allowed = f" (allowed: {', '.join(str(k) for k in node)})"
-        except Exception:
-            pass
-        return f"{key}: unknown key{allowed}; add a new key with +{key}=..."
+        return _unknown_key(m.group(1), overrides or [])
     return msg
+
+
+def _unknown_key(key: str, overrides: list[str]) -> str:
+    """A key the config does not have: a trick's key whose trick is not selected gets the fix
+    that selects it; otherwise the keys that do exist there with the closest one, or, for a key
+    that lives elsewhere (`lr` -> `optimizer.lr`), where it lives."""
+    unselected = _unselected_trick(key, overrides)
+    if unselected:
+        return unselected
+    parent, _, leaf = key.rpartition(".")
+    keys, paths = [], []
+    try:  # the config without this override
+        cfg = compose([o for o in overrides if o.lstrip("+~").partition("=")[0] != key])
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        keys = [str(k) for k in node if k != "_target_"] if isinstance(node, DictConfig) else []
+        paths = _paths(OmegaConf.to_container(cfg, resolve=False))
+    except Exception:
+        pass
+    hint = closest(leaf, keys)
+    if not hint:  # the same name elsewhere: a bare `lr`, or `trainer.lr`
+        there = [p for p in paths if p.rpartition(".")[2] == leaf and p != key]
+        hint = f"; did you mean {' or '.join(there[:3])}?" if there else closest(key, paths)
+    allowed = f" (allowed: {', '.join(keys)})" if keys else ""
+    # Hydra's `+key=` adds a key no code reads: offered only when no existing key is near
+    add = "" if hint else f"; add a new key with +{key}=..."
+    return f"{key}: unknown key{hint}{allowed}{add}"
+
+
+def _paths(node, prefix: str = "") -> list[str]:
+    """Every key of a nested config as a dotted path (leaves and sections)."""
+    if not isinstance(node, dict):
+        return []
+    out = []
+    for k, v in node.items():
+        p = f"{prefix}{k}"
+        out += [p, *_paths(v, p + ".")]
+    return out
 
 
 def _unselected_trick(key: str, overrides: list[str]) -> str | None:
@@ -176,6 +204,8 @@ def _unselected_trick(key: str, overrides: list[str]) -> str | None:
         selected = [str(k) for k in (compose(rest_ov).get(group) or {})]
     except Exception:
         pass
+    if name in selected:
+        return None  # selected: the key under it is misspelt (_unknown_key lists its keys)
     this = next((o for o in overrides if o.lstrip("+~").partition("=")[0] == key), f"{key}=...")
     return (
         f"{key}: {name} is not selected in {group}; select it: "

@@ -20,6 +20,8 @@ import argparse
 import sys
 
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep
 
 from runner.errors import ConfigError
 from runner.overrides import precheck
@@ -42,9 +44,6 @@ def sweep_config(
     goal: str = "maximize",
 ) -> dict:
     """The W&B sweep config of a `-m` command line's overrides."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import IntervalSweep
-
     args = [a for a in overrides if a not in ("-m", "--multirun")]
     try:
         parsed = OverridesParser.create().parse_overrides(args)

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.errors import ConfigError, check
+from runner.errors import ConfigError, check, closest
 from runner.study.space import Dim, parse
 
 KEYS = (
@@ -230,7 +230,9 @@ def _mapping(text: str) -> dict:
         raise ConfigError("study file", f"not valid YAML ({' '.join(str(e).split())[:120]})")
     check(isinstance(raw, dict), "study file", "must be a YAML mapping", ", ".join(KEYS))
     unknown = [k for k in raw if k not in KEYS]
-    check(not unknown, str(unknown[0]) if unknown else "", "unknown study key", ", ".join(KEYS))
+    if unknown:
+        hint = closest(unknown[0], KEYS)
+        raise ConfigError(str(unknown[0]), f"unknown study key{hint}", ", ".join(KEYS))
     return raw
 
 
@@ -240,13 +242,13 @@ def _arms_and_their_search(raw: dict) -> tuple[dict[str, list[str]], dict]:
     check(
         raw.get("baseline") in arms,
         "baseline",
-        f"unknown arm {raw.get('baseline')!r}",
+        f"unknown arm {raw.get('baseline')!r}{closest(raw.get('baseline'), arms)}",
         ", ".join(arms),
     )
     own = raw.get("arm_search") or {}
     check(isinstance(own, dict), "arm_search", "must map arms to ranges", ", ".join(arms))
     for a in own:
-        check(a in arms, "arm_search", f"unknown arm {a!r}", ", ".join(arms))
+        check(a in arms, "arm_search", f"unknown arm {a!r}{closest(a, arms)}", ", ".join(arms))
     return arms, own
 
 
