@@ -214,7 +214,8 @@ def analyse(
                     if isinstance(v, (int, float)) and not isinstance(v, bool)
                 }
             )
-            raise ConfigError("--metric", f"no run has {metric!r}", ", ".join(known))
+            hint = closest(metric, known)
+            raise ConfigError("--metric", f"no run has {metric!r}{hint}", ", ".join(known))
         excluded += duplicates
         n = len(runs) + len(duplicates)
         return Result(metric, higher, [], [], None, "", excluded, n, sources or [])
@@ -821,6 +822,9 @@ def main(
         raise ConfigError("PATH", "give at least one run or sweep directory")
     runs = load_runs(list(paths))
     res = analyse(runs, metric=metric, baseline=baseline, sources=[str(p) for p in paths])
+    local = [Path(p).resolve() for p in paths if not str(p).startswith("wandb:")]
+    if twice := sorted({str(p) for p in local if local.count(p) > 1}):
+        res.notes.append(f"Given more than once, read once: {', '.join(twice)}.")
     res.command = " ".join(
         [
             "tricks compare",

@@ -385,6 +385,7 @@ def test_cli_end_to_end_on_a_real_sweep(tmp_path):
         copies = 4 if paths[1] != sweep else 0  # the same dir twice is read once
         md = (out2 / "report.md").read_text()
         assert md.count("duplicate: same config and seed as") == copies, md
+        assert ("Given more than once, read once" in md) == (copies == 0), md
 
 
 def test_holm_adjusted_p_decides_the_verdict_and_failed_k_of_n(tmp_path):
