@@ -172,9 +172,10 @@ def _unknown_key(key: str, overrides: list[str]) -> str:
     except Exception:
         pass
     hint = closest(leaf, keys)
-    if not hint:  # the same name elsewhere: a bare `lr`, or `trainer.lr`
+    if not hint:  # the same name elsewhere (`lr`, `trainer.lr`); a fuzzy match across groups
+        # would mostly be noise (trainer.nope -> trainer.compile)
         there = [p for p in paths if p.rpartition(".")[2] == leaf and p != key]
-        hint = f"; did you mean {' or '.join(there[:3])}?" if there else closest(key, paths)
+        hint = f"; did you mean {' or '.join(there[:3])}?" if there else ""
     allowed = f" (allowed: {', '.join(keys)})" if keys else ""
     # Hydra's `+key=` adds a key no code reads: offered only when no existing key is near
     add = "" if hint else f"; add a new key with +{key}=..."

@@ -183,12 +183,14 @@ def test_bad_baseline_and_metric_are_one_line_errors(sweep):
         r"\(allowed: adamw, sgd\)",
     ):
         compare.analyse(runs, baseline="optimizer=lion")
-    with pytest.raises(ConfigError, match=r"--baseline: unknown key 'optimiser'"):
+    with pytest.raises(ConfigError, match=r"--baseline: unknown key 'optimiser'; did you mean"):
         compare.analyse(runs, baseline="optimiser=adamw")
     with pytest.raises(ConfigError, match="--baseline: expected KEY=VALUE"):
         compare.analyse(runs, baseline="adamw")
     ok = [r for r in runs if r.status == "completed"]
-    with pytest.raises(ConfigError, match=r"--metric: no run has 'tset/acc' \(allowed: .*test/acc"):
+    with pytest.raises(
+        ConfigError, match=r"--metric: no run has 'tset/acc'; did you mean test/acc\? \(allowed: .*"
+    ):
         compare.analyse(ok, metric="tset/acc")
     with pytest.raises(ConfigError, match="no such file"):
         compare.load_runs([str(sweep / "nope")])
