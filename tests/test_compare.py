@@ -472,3 +472,23 @@ def test_runs_on_different_data_are_never_compared(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith("error: PATH: these runs are on different data")
     assert not (tmp_path / "rep").exists()
+
+
+def test_a_small_val_split_is_said(tmp_path):
+    """val/acc in steps of 1/18 (an 18-row val split): the report says one row = 5.6 points;
+    a 1000-row split's figures (k/1000) say nothing."""
+    from runner.runs import val_rows
+
+    assert val_rows([k / 18 for k in (3, 7, 11, 12, 15, 17)]) == 18
+    assert val_rows([k / 1000 for k in (503, 611, 707, 812, 919)]) is None
+    assert val_rows([0.5, 1.0, 0.5]) is None  # too few distinct values to tell
+    root = tmp_path / "s"
+    for seed in range(3):
+        curve = [k / 18 for k in (5 + seed, 9 + seed, 12 + seed)]
+        make_run(root, f"a{seed}", curve[-1], seed=seed, curve=curve)
+    res = compare.analyse(compare.load_runs([str(root)]))
+    assert (
+        len(res.notes) == 1
+        and "steps of 1/18 (about 18 rows; one row = 5.6 points)" in (res.notes[0])
+    )
+    assert res.notes[0] in compare.markdown(res)

@@ -570,3 +570,17 @@ def test_a_note_where_arms_were_tuned_over_different_numbers_of_keys(tmp_path):
     study["arms"]["fgm"]["space"] = {"k0": "uniform(0, 1)"}  # the same number: no note
     write_report(study, tmp_path)
     assert "Tuned keys per arm" not in (tmp_path / "report.md").read_text()
+
+
+def test_a_tie_on_the_selection_metric_is_named_with_its_rule():
+    from runner.study.report import ties_note
+
+    study = {"select": "val/acc", "baseline": "a"}
+    arms = {
+        "a": {"trials": [{"index": i, "select_value": v} for i, v in enumerate([0.9, 1.0, 1.0])]},
+        "b": {"trials": [{"index": i, "select_value": v} for i, v in enumerate([0.9, 0.8])]},
+    }
+    note = ties_note(study, arms)
+    assert note.startswith("Ties on val/acc: a: trials 1, 2 at 1.0000.")
+    assert "the earlier trial" in note and "b:" not in note
+    assert ties_note(study, {"b": arms["b"]}) is None
