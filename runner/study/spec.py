@@ -7,7 +7,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from runner.errors import ConfigError, check, closest
+from runner.stats import lower_is_better
 from runner.study.space import Dim, parse
 
 KEYS = (
@@ -177,8 +180,6 @@ def _arms(raw: dict) -> dict[str, list[str]]:
 
 
 def _higher(raw: dict, metric: str) -> bool:
-    from runner.stats import lower_is_better
-
     d = raw.get("direction")
     if d is None:
         return not lower_is_better(metric)
@@ -222,8 +223,6 @@ def _seconds(v, default: float) -> float:
 
 def _mapping(text: str) -> dict:
     """The study file's YAML as a mapping of known keys."""
-    import yaml
-
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
