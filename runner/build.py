@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import inspect
+import json
 
 import torch
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
-from runner.errors import ConfigError
+from runner.config import LIST_GROUPS, TRICK_GROUPS, _option_from_conf
+from runner.errors import ConfigError, closest
+from runner.log import JsonlSink, Logger
+from runner.losses import default, select_metric
 
 # Keys of an optimizer config that are ours, not the optimizer constructor's.
 OPT_META_KEYS = ("_target_", "fused", "decay_bias_and_norm")
 
 
 def _target(node, key: str):
-    from hydra.utils import get_object
-
     target = node.get("_target_")
     if not target:
         raise ConfigError(f"{key}._target_", "missing")
@@ -37,7 +40,8 @@ def call(node: DictConfig, key: str, **extra):
         unknown = [k for k in kwargs if k not in sig.parameters]
         if unknown:
             allowed = ", ".join(n for n in sig.parameters if n not in extra and n != "self")
-            raise ConfigError(f"{key}.{unknown[0]}", "unknown key", allowed)
+            hint = closest(unknown[0], [n for n in sig.parameters if n not in extra])
+            raise ConfigError(f"{key}.{unknown[0]}", f"unknown key{hint}", allowed)
         extra = {k: v for k, v in extra.items() if k in sig.parameters}
     try:
         return fn(**kwargs, **extra)
@@ -62,8 +66,6 @@ def data(cfg: DictConfig):
     tok = model_node.get("tokenizer") if isinstance(model_node, DictConfig) else None
     if _DATA_MEMO is None:
         return call(cfg.dataset, "dataset", tokenizer=tok)
-    import json
-
     key = json.dumps(
         [OmegaConf.to_container(cfg.dataset, resolve=True), tok], sort_keys=True, default=str
     )
@@ -78,13 +80,9 @@ def loss(cfg: DictConfig, data):
     multi-label loss needs multi-hot labels (a 2-d `y`) and cross-entropy one label per row."""
     node = cfg.get("loss")
     if not isinstance(node, DictConfig) or "_target_" not in node:
-        from runner.losses import default
-
         obj = default()
     else:
         obj = call(node, "loss")
-    from runner.config import _option_from_conf
-
     ds = cfg.get("dataset")
     name = (
         _option_from_conf("dataset", OmegaConf.to_container(ds, resolve=True))
@@ -92,8 +90,6 @@ def loss(cfg: DictConfig, data):
         else "?"
     )
     obj.check_data(data.train["y"].dim() == 2, name)
-    from runner.losses import select_metric
-
     trainer = cfg.get("trainer")
     obj.select = select_metric(trainer.get("select", "auto") if trainer else "auto", obj)
     return obj
@@ -152,10 +148,9 @@ def optimizer(cfg: DictConfig, model: torch.nn.Module, fused_ok: bool):
         kwargs["fused"] = False
     unknown = [k for k in kwargs if k not in sig]
     if unknown and not any(p.kind is p.VAR_KEYWORD for p in sig.values()):
+        known = [k for k in sig if k not in ("self", "params")]
         raise ConfigError(
-            f"optimizer.{unknown[0]}",
-            "unknown key",
-            ", ".join(k for k in sig if k not in ("self", "params")),
+            f"optimizer.{unknown[0]}", f"unknown key{closest(unknown[0], known)}", ", ".join(known)
         )
     try:
         return cls(groups, **kwargs)
@@ -171,8 +166,6 @@ def schedule(cfg: DictConfig, opt, total_steps: int):
 def tricks(cfg: DictConfig) -> list:
     """Every selected trick, sorted by `order` (stable: config order breaks ties)."""
     found = []
-    from runner.config import LIST_GROUPS, TRICK_GROUPS
-
     for group in TRICK_GROUPS:
         node = cfg.get(group)
         if not node:
@@ -198,8 +191,6 @@ def tricks(cfg: DictConfig) -> list:
 
 def loggers(cfg: DictConfig, run_dir):
     """The always-on local files plus the `logger` group's sink, if it names one."""
-    from runner.log import JsonlSink, Logger
-
     extra = []
     node = cfg.get("logger")
     if node and node.get("_target_"):

@@ -7,11 +7,15 @@ weights evaluated at the best validation accuracy (EMA weights when EMA is on).
 
 from __future__ import annotations
 
+import io
 import os
+import signal
 from pathlib import Path
 
 import torch
 
+from runner.config import first_difference
+from runner.engine import rng_state, set_rng_state
 from runner.errors import ConfigError
 
 FORMAT = 1
@@ -31,9 +35,6 @@ def save_atomic(obj, path: Path) -> None:
     kill = os.environ.get("TRICKS_TEST_KILL_IN_SAVE")  # tests only: SIGKILL mid-write of the
     with open(tmp, "wb") as f:  # N-th last.pt of this process
         if kill and int(kill) == _saves and path.name == "last.pt":
-            import io
-            import signal
-
             buf = io.BytesIO()
             torch.save(obj, buf)
             f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
@@ -86,8 +87,6 @@ def load(path: Path, map_location="cpu") -> dict:
 
 
 def state_to_ckpt(state, config: dict) -> dict:
-    from runner.engine import rng_state
-
     state.count_hits()  # pending train/acc counts go into "acc" (integers: exact on resume)
     return {
         "format": FORMAT,
@@ -137,8 +136,6 @@ def prune(ckpt_dir: Path, keep: str) -> None:
 
 
 def check_compatible(ckpt_config: dict, config: dict) -> None:
-    from runner.config import first_difference
-
     diff = first_difference(ckpt_config, config, RESUMABLE_DIFFS)
     if diff is not None:
         key, was, now = diff
@@ -152,8 +149,6 @@ def check_compatible(ckpt_config: dict, config: dict) -> None:
 
 def restore(state, ckpt: dict) -> None:
     """Put the checkpointed training state into `state` (built from the same config)."""
-    from runner.engine import set_rng_state
-
     try:
         state.raw_model.load_state_dict(ckpt["model"])
         state.optimizer.load_state_dict(ckpt["optimizer"])

@@ -1,13 +1,20 @@
-"""`tricks`: train, sweep, compare and list. Imports stay lazy so `tricks list` and `--help` are
-instant; `train` hands its arguments to the @hydra.main entry unchanged."""
+"""`tricks`: train, sweep, compare and list. `train` hands its arguments to the @hydra.main entry
+unchanged. What pulls in Hydra, OmegaConf, torch, matplotlib or rich is imported inside the
+command that needs it, so `tricks --help` and `tricks list` start fast (each such import says so);
+the rest is imported here."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from runner import CONF_DIR, EXPERIMENTS_DIR
+from runner.errors import ConfigError, closest
 
 app = typer.Typer(
     add_completion=False,
@@ -28,204 +35,18 @@ def _fail(msg: str, code: int = 2):
     raise typer.Exit(code)
 
 
-def precheck(args: list[str]) -> None:
-    """Compose and validate before Hydra starts a run, so a bad override gives one line and
-    creates or touches no run directory. Sweeps are checked value by value."""
-    from runner.config import LIST_GROUPS, compose, options, validate
-    from runner.errors import ConfigError
-
-    overrides = [a for a in args if not a.startswith("-") and "=" in a]
-    hydra_keys = [o for o in overrides if o.lstrip("+~").startswith("hydra")]
-    overrides = [o for o in overrides if o not in hydra_keys]
-    try:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception as e:
-        raise ConfigError("", f"cannot parse overrides: {str(e).splitlines()[0]}")
-    base, sweeps = [], []
-    multirun = any(a in ("-m", "--multirun") for a in args)
-    for o in parsed:
-        if o.is_sweep_override() and not multirun:
-            raise _single_run_sweep(o, LIST_GROUPS)
-        if o.is_sweep_override():
-            vals = _sweep_values(o)
-            sweeps.append((o, vals))
-            base.append(f"{o.get_key_element()}={vals[0]}" if vals else o.input_line)
-        else:
-            base.append(o.input_line)
-    # group options first: the clearest message for a typo
-    for o in parsed:
-        key = o.key_or_group.lstrip("+~")
-        if "." in key or "/" in key:
-            continue
-        try:
-            available = options(key)
-        except ConfigError:
-            continue
-        if o.is_sweep_override():
-            values = _sweep_values(o)
-        else:
-            v = o.value()
-            values = [str(x) for x in v] if isinstance(v, list) else [str(v)]
-        for v in values:
-            for name in v.strip("[]").split(",") if key in LIST_GROUPS else [v]:
-                name = name.strip()
-                if name and name not in available:
-                    raise ConfigError(key, f"unknown option {name!r}", ", ".join(available))
-    combos = [base]
-    for o, vals in sweeps:
-        i = parsed.index(o)
-        for v in vals[1:]:
-            c = list(base)
-            c[i] = f"{o.get_key_element()}={v}"
-            combos.append(c)
-    for c in combos:
-        try:
-            cfg = compose(c)
-        except Exception as e:
-            raise ConfigError("", _hydra_msg(e, c))
-        try:
-            validate(cfg)
-        except ConfigError:
-            raise
-        except Exception as e:  # e.g. `trainer=3` replaced a whole section
-            raise ConfigError(
-                "",
-                f"invalid config ({type(e).__name__}: "
-                f"{' '.join(str(e).split())[:160]}); see `tricks train --cfg job`",
-            )
-        _precheck_resume(cfg, hydra_keys, multirun)
-
-
-def _single_run_sweep(o, list_groups):
-    """`reg=rdrop,fgm` without -m: Hydra's four-line "Ambiguous value"; ours names the fix."""
-    from runner.errors import ConfigError
-
-    key, vals = o.get_key_element().lstrip("+~"), _sweep_values(o)
-    if key in list_groups:
-        return ConfigError(
-            key,
-            f"{','.join(vals)} without brackets is a sweep; for a list write "
-            f"'{key}=[{','.join(vals)}]' (quoted for the shell), or add -m to "
-            "sweep over them",
-        )
-    return ConfigError(
-        key,
-        f"{','.join(vals)} is a sweep (a comma without brackets): add -m to run one job per value",
-    )
-
-
-def _sweep_values(o) -> list[str]:
-    """The values of a sweep override; for an Optuna-style range (interval(a,b)), its two ends."""
-    from hydra.core.override_parser.types import IntervalSweep
-
-    v = o.value()
-    if isinstance(v, IntervalSweep):
-        return [str(v.start), str(v.end)]
-    return [str(x) for x in o.sweep_string_iterator()]
-
-
-def _hydra_value(hydra_keys: list[str], key: str) -> str | None:
-    for o in hydra_keys:
-        k, _, v = o.lstrip("+~").partition("=")
-        if k == key:
-            return v.strip("'\"")
-    return None
-
-
-def _precheck_resume(cfg, hydra_keys: list[str], multirun: bool) -> None:
-    """resume: the checkpoint must exist, load, and fit this config, before Hydra writes its
-    files into the run directory (a bad resume leaves that directory byte-identical)."""
-    from pathlib import Path
-
-    from runner.errors import ConfigError
-
-    if cfg.resume is False:
-        return
-    if cfg.resume is True:
-        if multirun:
-            return  # each job resumes from its own dir (runner.main.sweep_job_plan)
-        run_dir = _hydra_value(hydra_keys, "hydra.run.dir")
-        if run_dir is None:
-            raise ConfigError(
-                "resume",
-                "true needs the run to continue: add hydra.run.dir=<its directory>",
-                "resume=true with "
-                "hydra.run.dir=<an existing run dir>, or resume=<path to a last.pt>",
-            )
-        if "${" in run_dir:
-            return  # interpolated: checked by the run itself
-        path = Path(run_dir) / "checkpoints" / "last.pt"
-    else:
-        path = Path(str(cfg.resume))
-    from runner import checkpoint
-    from runner.config import to_container
-
-    ckpt = checkpoint.load(path)
-    checkpoint.check_compatible(ckpt["config"], to_container(cfg))
-
-
-def _hydra_msg(e: Exception, overrides: list[str] | None = None) -> str:
-    import re
-
-    msg = " ".join(f"{e} {e.__cause__ or ''}".split())
-    m = re.search(r"Could not override '([^']+)'", msg)
-    if m and "is not in struct" in msg:
-        key = m.group(1)
-        unselected = _unselected_trick(key, overrides or [])
-        if unselected:
-            return unselected
-        parent, _, _ = key.rpartition(".")
-        allowed = ""
-        try:  # the keys that do exist there, from the config without this override
-            from omegaconf import DictConfig, OmegaConf
-
-            from runner.config import compose
-
-            rest = [o for o in (overrides or []) if o.lstrip("+~").partition("=")[0] != key]
-            node = OmegaConf.select(compose(rest), parent) if parent else compose(rest)
-            if isinstance(node, DictConfig):
-                allowed = f" (allowed: {', '.join(str(k) for k in node)})"
-        except Exception:
-            pass
-        return f"{key}: unknown key{allowed}; add a new key with +{key}=..."
-    return msg
-
-
-def _unselected_trick(key: str, overrides: list[str]) -> str | None:
-    """`reg.rdrop.alpha=2` without rdrop in `reg`: the fix is to select it (not Hydra's `+key`)."""
-    from runner.config import LIST_GROUPS, compose, options
-
-    group, _, rest = key.partition(".")
-    name = rest.partition(".")[0]
-    if group not in LIST_GROUPS or not name or name not in options(group):
-        return None
-    selected = []
-    try:
-        rest_ov = [o for o in overrides if not o.lstrip("+~").startswith(f"{group}.")]
-        selected = [str(k) for k in (compose(rest_ov).get(group) or {})]
-    except Exception:
-        pass
-    this = next((o for o in overrides if o.lstrip("+~").partition("=")[0] == key), f"{key}=...")
-    return (
-        f"{key}: {name} is not selected in {group}; select it: "
-        f"'{group}=[{','.join([*selected, name])}]' {this.lstrip('+')}"
-    )
-
-
 class _HydraRecord:
     """Hydra writes <run dir>/.hydra/ before the run validates what only building can check
     (dataset files, model ranges). For a single run into an existing directory, keep those files'
     bytes so bad input leaves the directory byte-identical."""
 
     def __init__(self, args: list[str]):
-        from pathlib import Path
+        from runner.overrides import hydra_value  # Hydra's parser: lazy for a fast --help
 
         self.files: dict | None = None
         if "-m" in args or "--multirun" in args:
             return
-        d = _hydra_value([a for a in args if a.lstrip("+~").startswith("hydra.")], "hydra.run.dir")
+        d = hydra_value([a for a in args if a.lstrip("+~").startswith("hydra.")], "hydra.run.dir")
         if d is None or "${" in d or not Path(d).is_dir():
             return
         self.dir = Path(d) / ".hydra"
@@ -277,9 +98,9 @@ def train(ctx: typer.Context):
     Outputs: runs/DATE/TIME/ (one run) or multirun/DATE/TIME/N/ (sweep jobs), each with
     config.yaml, metrics.jsonl, summary.json and checkpoints/.
     """
-    args = list(ctx.args)
-    from runner.errors import ConfigError
+    from runner.overrides import precheck  # Hydra's parser: lazy for a fast --help
 
+    args = list(ctx.args)
     nproc, args = _pop_nproc(args)
     if not any(a in ("--cfg", "-c", "--info", "-i", "--hydra-help", "--help") for a in args):
         try:
@@ -288,7 +109,7 @@ def train(ctx: typer.Context):
             _fail(str(e))
     if nproc > 1:
         raise typer.Exit(_launch_ddp(nproc, args))
-    from runner import main as entry
+    from runner import main as entry  # torch: after the checks, so bad input fails fast
 
     if (
         "resume=true" in [a.lower() for a in args]
@@ -342,8 +163,6 @@ def _pop_nproc(args: list[str]) -> tuple[int, list[str]]:
 def _launch_ddp(nproc: int, args: list[str]) -> int:
     """One data-parallel run: torch.distributed.run starts `nproc` copies of runner.main, which
     join one process group (runner.dist). Returns torchrun's exit code."""
-    import subprocess
-
     if any(a in ("-m", "--multirun") for a in args):
         _fail(
             "--nproc starts one data-parallel run, not a sweep; sweep DDP runs with "
@@ -351,10 +170,9 @@ def _launch_ddp(nproc: int, args: list[str]) -> int:
         )
     if not any(a.startswith("hydra.run.dir=") for a in args):
         # every process must agree on the run directory, so resolve ${now:} once, here
+        # (Hydra and OmegaConf: lazy for a fast --help)
         from hydra.core.utils import setup_globals
         from omegaconf import OmegaConf
-
-        from runner import CONF_DIR
 
         setup_globals()  # registers the ${now:} resolver
         pattern = OmegaConf.load(CONF_DIR / "train.yaml").hydra.run._get_node("dir")._value()
@@ -378,6 +196,7 @@ def _launch_ddp(nproc: int, args: list[str]) -> int:
 @app.command("list")
 def list_(group: Optional[str] = typer.Argument(None, help="A config group, e.g. optimizer")):
     """Show the config groups and their options, each with its one-line description."""
+    # rich's table and OmegaConf (through runner.config): lazy, so `tricks --help` stays fast
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -387,7 +206,10 @@ def list_(group: Optional[str] = typer.Argument(None, help="A config group, e.g.
 
     all_groups = groups()
     if group is not None and group not in all_groups:
-        _fail(f"unknown config group {group!r} (allowed: {', '.join(all_groups)})")
+        _fail(
+            f"unknown config group {group!r}{closest(group, all_groups)} "
+            f"(allowed: {', '.join(all_groups)})"
+        )
     rows = []
     for g in [group] if group else all_groups:
         for i, o in enumerate(options(g)):
@@ -428,11 +250,10 @@ def compare(
     ),
 ):
     """Aggregate runs over seeds: mean, 95% CI, difference to the baseline, p-value, cost."""
-    try:
+    try:  # lazy: matplotlib and scipy, and the report extras may be missing
         from runner import compare as cmp
     except ImportError as e:
         _fail(f"tricks compare needs the report extras ({e.name}); pip install 'tricks[report]'")
-    from runner.errors import ConfigError
 
     try:
         code = cmp.main(paths, metric=metric, baseline=baseline, out=out, wandb=wandb)
@@ -443,8 +264,6 @@ def compare(
 
 def _study_help() -> str:
     """`tricks study --help`: the protocol in brief, and the study files of experiments/."""
-    from pathlib import Path
-
     text = (
         "Run a study: every arm tuned with the same budget of quasi-random trials, chosen on "
         "a validation metric, confirmed on fresh seeds, compared with the baseline "
@@ -456,9 +275,8 @@ def _study_help() -> str:
         "\n\n  tricks study my.yaml --workloads a --out D    # a piece: one session or machine"
         "\n\n  tricks study my.yaml --workloads b --out D    # the next: D's report holds both"
     )
-    root = Path(__file__).resolve().parent.parent / "experiments"
     found = []
-    for p in sorted(root.glob("*/study.yaml")):
+    for p in sorted(EXPERIMENTS_DIR.glob("*/study.yaml")):
         first = next(
             (
                 l.strip().lstrip("#").strip()

@@ -19,353 +19,55 @@ From a sweep to a verdict: which trick helped, by how much, how sure, at what co
    group with CI), DIR/curves.png and DIR/train_loss.png (learning curves: mean with a 95% CI band
    per group), DIR/report.html (self-contained: the table and plots embedded).
 Failed or unfinished runs are listed apart and never averaged.
+
+What cannot fool it: one run per (config, seed) counts (the same sweep passed twice, a copied
+run dir, a config re-run on its seed: the first completed run is kept, the others are listed as
+duplicates, never averaged); runs on different data (the dataset, or any dataset.* key) are
+never compared (one error line naming the keys: compare each dataset's runs apart); a group
+whose runs all gave the same figure shows "(no spread)", never a CI of zero width. A verdict
+line per group stands above the table (every verdict on the first screen at 1280 px), and a
+val split under 100 rows (its accuracy moves in steps of 1/n) is said.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
-import os
 import re
 import shlex
-from collections.abc import Callable
+from collections import Counter
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 
-from runner.config import GROUPS, TRICK_GROUPS, choices_of
-from runner.errors import ConfigError
+import matplotlib
+import matplotlib.pyplot as plt
+import yaml
+from rich.console import Console
+from rich.markup import escape as markup_escape
+from rich.table import Table
+
+from runner import report_html as rh
+from runner.errors import ConfigError, closest
+from runner.fmt import fmean, fmem, fnum, fp, fratio, fsigned
+from runner.fmt import is_num as _ok
+from runner.log.wandb import _safe, log_verdict
+from runner.runs import (
+    Group,
+    Run,
+    _no_trick,
+    descriptor,
+    differing_keys,
+    group_runs,
+    is_run_dir,
+    label_of,
+    load_runs,
+    val_rows,
+    val_rows_note,
+)
 from runner.stats import compare_to, describe, holm_verdicts, lower_is_better, match_value
 
-# Keys that cannot change a result: never a reason to split runs into groups.
-IGNORED = (
-    "seed",
-    "resume",
-    "run_dir",
-    "trainer.progress",
-    "trainer.log_every",
-    "trainer.checkpoint_every",
-    "trainer.eval_batch_size",
-    "trainer.keep_checkpoints",
-    "trainer.data_on_device",
-)
-# model.train_with: a model's advice; the values it set show as optimizer.lr, schedule.warmup_steps
-IGNORED_PREFIXES = ("logger", "hydra", "_wandb", "choices.logger", "model.train_with")
 ALPHA = 0.05
-
-
-# -- runs ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    path: str
-    config: dict  # flattened
-    choices: dict  # group -> option
-    summary: dict
-    status: str  # completed | failed | interrupted | unfinished
-    error: str | None = None
-    load_rows: Callable[[], list] | None = None
-    _rows: list | None = field(default=None, repr=False)
-
-    @property
-    def seed(self):
-        return self.config.get("seed")
-
-    @property
-    def rows(self) -> list:
-        if self._rows is None:
-            try:
-                self._rows = self.load_rows() if self.load_rows else []
-            except Exception:
-                self._rows = []
-        return self._rows
-
-    def value(self, metric: str):
-        """The run's figure for `metric`: summary.json first, else its last logged value."""
-        v = self.summary.get(metric)
-        if v is None:
-            for r in reversed(self.rows):
-                if r.get(metric) is not None:
-                    v = r[metric]
-                    break
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            return None
-        return float(v)
-
-
-def _no_trick(d: dict) -> bool:
-    return all(d.get(g, "none") in ("none", "[]") for g in TRICK_GROUPS)
-
-
-def natural_key(s: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(s))]
-
-
-def is_run_dir(d: Path) -> bool:
-    return (
-        (d / "summary.json").is_file()
-        or (d / "config.yaml").is_file()
-        or (d / "metrics.jsonl").is_file()
-    )
-
-
-def read_rows(path: Path) -> list:
-    """A metrics.jsonl file's rows (none when it is absent; a line cut by a kill skipped)."""
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill
-    return rows
-
-
-def load_run_dir(d: Path) -> Run:
-    import yaml
-
-    from runner.config import flatten
-
-    cfg_file = d / "config.yaml"
-    if not cfg_file.is_file():
-        cfg_file = d / ".hydra" / "config.yaml"
-    config = {}
-    if cfg_file.is_file():
-        try:
-            config = yaml.safe_load(cfg_file.read_text()) or {}
-        except yaml.YAMLError:
-            config = {}
-    hydra_choices = {}
-    hf = d / ".hydra" / "hydra.yaml"
-    if hf.is_file():
-        try:
-            h = yaml.safe_load(hf.read_text()) or {}
-            hydra_choices = (h.get("hydra", {}).get("runtime", {}) or {}).get("choices") or {}
-        except yaml.YAMLError:
-            pass
-    summary, status, error = {}, "unfinished", "no summary.json (still running, or killed)"
-    if (d / "summary.json").is_file():
-        try:
-            summary = json.loads((d / "summary.json").read_text())
-            status = summary.get("status") or "unfinished"
-            error = summary.get("error")
-            if status == "running":
-                status = "unfinished"
-        except json.JSONDecodeError:
-            status, error = "unfinished", "summary.json is not valid JSON"
-    return Run(
-        path=str(d),
-        config=flatten(config) if isinstance(config, dict) else {},
-        choices=choices_of(config if isinstance(config, dict) else {}, hydra_choices),
-        summary=summary,
-        status=status,
-        error=error,
-        load_rows=lambda p=d / "metrics.jsonl": read_rows(p),
-    )
-
-
-def find_run_dirs(root: Path) -> list[Path]:
-    if is_run_dir(root):
-        return [root]
-    found = []
-    for dirpath, dirnames, _ in os.walk(root):
-        p = Path(dirpath)
-        dirnames[:] = sorted(
-            (
-                n
-                for n in dirnames
-                if not n.startswith(".") and n not in ("checkpoints", "wandb", "tensorboard")
-            ),
-            key=natural_key,
-        )
-        if p != root and is_run_dir(p):
-            found.append(p)
-            dirnames[:] = []
-    return sorted(found, key=lambda p: natural_key(str(p)))
-
-
-def load_wandb(spec: str) -> list[Run]:
-    """`wandb:ENTITY/PROJECT[/GROUP]` through the W&B public API (needs a login and a network)."""
-    from runner.log import wandb as wb
-
-    path = spec[len("wandb:") :].strip("/")
-    parts = [p for p in path.split("/") if p]
-    if len(parts) not in (2, 3):
-        raise ConfigError(spec, "expected wandb:ENTITY/PROJECT or wandb:ENTITY/PROJECT/GROUP")
-    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun", "disabled"):
-        raise ConfigError(
-            spec,
-            f"WANDB_MODE={os.environ['WANDB_MODE']}: reading runs from W&B "
-            "needs online mode; compare the local run directories instead",
-        )
-    if not wb.has_api_key():
-        raise ConfigError(
-            spec,
-            "not logged in to W&B (run `wandb login` or set WANDB_API_KEY); "
-            "or compare the local run directories instead",
-        )
-    if not wb.reachable(timeout=5.0):
-        raise ConfigError(
-            spec,
-            f"cannot reach W&B at {wb.base_url()} (offline?); compare the "
-            "local run directories instead",
-        )
-    import wandb
-
-    try:
-        api = wandb.Api(timeout=30)
-        filters = {"group": parts[2]} if len(parts) == 3 else None
-        remote = list(api.runs(f"{parts[0]}/{parts[1]}", filters=filters))
-    except Exception as e:
-        raise ConfigError(
-            spec, f"W&B API error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        )
-    runs = []
-    for r in remote:
-        config = {k: v for k, v in dict(r.config).items() if not k.startswith("_")}
-        from runner.config import flatten
-
-        config = flatten(config)
-        choices = {
-            k[len("choices.") :]: str(v) for k, v in config.items() if k.startswith("choices.")
-        }
-        config = {k: v for k, v in config.items() if not k.startswith("choices.")}
-        raw = getattr(r.summary, "_json_dict", None)
-        raw = raw if isinstance(raw, dict) else dict(r.summary)
-        summary = {k: v for k, v in raw.items() if not k.startswith("_")}
-        state = getattr(r, "state", "")
-        status = summary.get("status") or {
-            "finished": "completed",
-            "crashed": "failed",
-            "failed": "failed",
-            "killed": "interrupted",
-        }.get(state, "unfinished")
-        if state == "running":
-            status = "unfinished"
-
-        def rows(r=r):
-            return [
-                {k: v for k, v in dict(h).items() if not k.startswith("_")}
-                for h in r.scan_history()
-            ]
-
-        runs.append(
-            Run(
-                path=f"wandb:{parts[0]}/{parts[1]}/{r.id}",
-                config=config,
-                choices=choices or {},
-                summary=summary,
-                status=status,
-                error=summary.get("error"),
-                load_rows=rows,
-            )
-        )
-    if not runs:
-        raise ConfigError(spec, "no runs found")
-    return runs
-
-
-def load_runs(paths: list[str]) -> list[Run]:
-    runs, seen = [], set()
-    for p in paths:
-        if str(p).startswith("wandb:"):
-            runs.extend(load_wandb(str(p)))
-            continue
-        root = Path(p)
-        if not root.exists():
-            raise ConfigError(str(p), "no such file or directory")
-        if not root.is_dir():
-            raise ConfigError(str(p), "not a directory (give run or sweep directories)")
-        dirs = find_run_dirs(root)
-        if not dirs:
-            raise ConfigError(
-                str(p),
-                "no run directories found (a run directory holds "
-                "summary.json, config.yaml or metrics.jsonl)",
-            )
-        for d in dirs:
-            key = d.resolve()
-            if key not in seen:
-                seen.add(key)
-                runs.append(load_run_dir(d))
-    return runs
-
-
-# -- grouping --------------------------------------------------------------------------------
-
-
-def _ignored(key: str) -> bool:
-    return key in IGNORED or any(key == p or key.startswith(p + ".") for p in IGNORED_PREFIXES)
-
-
-def _fmt_value(v) -> str:
-    if isinstance(v, list):
-        return "[" + ",".join(_fmt_value(x) for x in v) + "]"
-    if v is None:
-        return "null"
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
-
-
-def descriptor(run: Run) -> dict:
-    """Everything that may tell runs apart: the group options and the flattened config."""
-    d = {k: _fmt_value(v) for k, v in run.choices.items() if k != "logger"}
-    d.update({k: _fmt_value(v) for k, v in run.config.items() if not _ignored(k)})
-    return d
-
-
-def differing_keys(runs: list[Run]) -> list[str]:
-    """Keys whose value differs across runs. A config key under a group whose option differs
-    (e.g. optimizer.betas when optimizer=adamw,sgd) is left out when the option explains it:
-    constant among the runs that share that option."""
-    if len(runs) < 2:
-        return []
-    descs = [descriptor(r) for r in runs]
-    keys = sorted(set().union(*descs))
-    diff = [k for k in keys if len({d.get(k, "<absent>") for d in descs}) > 1]
-    group_keys = set().union(*(r.choices for r in runs))
-    chosen = [k for k in diff if k in group_keys]
-    keep = []
-    for k in diff:
-        if k in chosen:
-            continue
-        g = k.split(".", 1)[0]
-        if g in chosen:
-            by_option = {}
-            for d in descs:
-                by_option.setdefault(d.get(g), set()).add(d.get(k, "<absent>"))
-            if all(len(v) == 1 for v in by_option.values()):
-                continue  # explained by the group's option
-        keep.append(k)
-    order = {g: i for i, g in enumerate(GROUPS)}
-    chosen.sort(key=lambda k: (order.get(k, len(GROUPS)), k))
-    return chosen + keep
-
-
-@dataclass
-class Group:
-    label: str
-    key: tuple
-    runs: list  # completed runs with a value
-    values: list
-    stats: dict = field(default_factory=dict)
-
-
-def group_runs(runs: list[Run], keys: list[str]) -> dict[tuple, list[Run]]:
-    groups: dict[tuple, list[Run]] = {}
-    for r in runs:
-        d = descriptor(r)
-        groups.setdefault(tuple((k, d.get(k, "<absent>")) for k in keys), []).append(r)
-    return groups
-
-
-def label_of(key: tuple) -> str:
-    return " ".join(f"{k}={v}" for k, v in key) or "all runs"
 
 
 # -- statistics: runner/stats.py ------------------------------------------------------------
@@ -399,6 +101,7 @@ class Result:
     n_runs: int
     sources: list
     command: str = ""
+    notes: list = field(default_factory=list)  # what the reader must know (a small val split)
 
 
 def choose_baseline(groups: list[Group], baseline: str | None) -> tuple[Group, str]:
@@ -418,11 +121,13 @@ def choose_baseline(groups: list[Group], baseline: str | None) -> tuple[Group, s
             if not any(k in d for d in descs):
                 raise ConfigError(
                     "--baseline",
-                    f"unknown key {k!r}",
+                    f"unknown key {k!r}{closest(k, keys)}",
                     ", ".join(sorted(keys)) or "no key differs across groups",
                 )
             vals = sorted({d[k] for d in descs if k in d})
-            raise ConfigError("--baseline", f"no group has {k}={v}", ", ".join(vals))
+            raise ConfigError(
+                "--baseline", f"no group has {k}={v}{closest(v, vals)}", ", ".join(vals)
+            )
         why = f"--baseline {k}={v}"
         if len(matches) > 1:
             why += f" (the first of {len(matches)} matching groups)"
@@ -446,6 +151,43 @@ def failed_per_group(excluded: list, keys: list[str]) -> dict[tuple, int]:
     return {k: len(v) for k, v in group_runs(bad, keys).items()}
 
 
+def one_per_seed(runs: list[Run], metric: str) -> tuple[list[Run], list]:
+    """One run per (config, seed): a sweep passed twice, a copy of a run dir, or a config run
+    again on its seed would count one seed twice (a narrower CI, a smaller p). The first
+    completed run with the metric is kept (in path order), the others are returned as
+    (run, why) and listed apart, never averaged. Runs without a seed are all kept."""
+    has = lambda r: r.status == "completed" and r.value(metric) is not None  # noqa: E731
+    kept, dups, first = [], [], {}
+    for r in sorted(runs, key=lambda r: not has(r)):  # stable: path order within each
+        if r.seed is None:
+            kept.append(r)
+            continue
+        key = (tuple(sorted(descriptor(r).items())), str(r.seed))
+        if key in first:
+            dups.append((r, f"duplicate: same config and seed as {first[key].path}; counted once"))
+            continue
+        first[key] = r
+        kept.append(r)
+    order = {id(r): i for i, r in enumerate(runs)}
+    return sorted(kept, key=lambda r: order[id(r)]), dups
+
+
+def check_one_dataset(runs: list[Run]) -> None:
+    """Runs on different data (the dataset, or any dataset.* key) are never compared: their
+    difference would be the data's, not the trick's. One error line naming the keys and the
+    runs on each, and how to compare them apart."""
+    keys = [k for k in differing_keys(runs) if k == "dataset" or k.startswith("dataset.")]
+    if not keys:
+        return
+    parts = [f"{label_of(k)} ({len(rs)} run(s))" for k, rs in group_runs(runs, keys).items()]
+    raise ConfigError(
+        "PATH",
+        f"these runs are on different data ({', '.join(keys)} differ: {'; '.join(parts)}); "
+        "a difference across data is not a trick's: compare each dataset's runs apart "
+        "(give only their run or sweep dirs)",
+    )
+
+
 def analyse(
     runs: list[Run],
     metric: str = "test/acc",
@@ -453,6 +195,7 @@ def analyse(
     sources: list | None = None,
 ) -> Result:
     higher = not lower_is_better(metric)
+    runs, duplicates = one_per_seed(runs, metric)
     excluded, ok = [], []
     for r in runs:
         if r.status != "completed":
@@ -471,8 +214,12 @@ def analyse(
                     if isinstance(v, (int, float)) and not isinstance(v, bool)
                 }
             )
-            raise ConfigError("--metric", f"no run has {metric!r}", ", ".join(known))
-        return Result(metric, higher, [], [], None, "", excluded, len(runs), sources or [])
+            hint = closest(metric, known)
+            raise ConfigError("--metric", f"no run has {metric!r}{hint}", ", ".join(known))
+        excluded += duplicates
+        n = len(runs) + len(duplicates)
+        return Result(metric, higher, [], [], None, "", excluded, n, sources or [])
+    check_one_dataset(ok)
     keys = differing_keys(ok)
     groups = []
     for key, members in group_runs(ok, keys).items():
@@ -510,42 +257,22 @@ def analyse(
         g.stats = s
     holm_verdicts([g.stats for g in groups if g is not base], higher)
     groups.sort(key=lambda g: -g.stats["mean"] if higher else g.stats["mean"])
-    return Result(metric, higher, keys, groups, base, why, excluded, len(runs), sources or [])
+    excluded += duplicates  # after failed_per_group: a copy is not a failure
+    n = len(runs) + len(duplicates)
+    res = Result(metric, higher, keys, groups, base, why, excluded, n, sources or [])
+    small = val_rows_note(val_rows(row.get("val/acc") for r in ok for row in r.rows))
+    res.notes += [small] if small else []
+    return res
 
 
-# -- formatting ------------------------------------------------------------------------------
+# -- formatting: runner/fmt.py -----------------------------------------------------------------
 
 
-def _ok(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
-
-
-def fnum(x, digits: int = 4) -> str:
-    if not _ok(x):
-        return "–"
-    return f"{x:.{digits}f}" if abs(x) < 1000 else f"{x:,.0f}"
-
-
-def fsigned(x, digits: int = 4) -> str:
-    return f"{x:+.{digits}f}" if _ok(x) else "–"
-
-
-def fp(p) -> str:
-    if not _ok(p):
-        return "–"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def fratio(r) -> str:
-    return f"{r:.2f}×" if _ok(r) else "–"
-
-
-def fmem(b) -> str:
-    return f"{b / 2**20:,.0f} MB" if _ok(b) and b > 0 else "–"
-
-
-def mean_ci(s: dict) -> str:
-    return f"{fnum(s['mean'])} ± {fnum(s['ci95'])}" if _ok(s["ci95"]) else fnum(s["mean"])
+def mean_text(s: dict, values: list) -> str:
+    """`mean ± half-width`; runs that all gave the same figure have no spread, not a CI of 0."""
+    if s["n"] > 1 and len(set(values)) == 1:
+        return f"{fnum(s['mean'])} (no spread)"
+    return fmean(s["mean"], s["ci95"])
 
 
 def diff_ci(s: dict) -> str:
@@ -588,7 +315,7 @@ def table_rows(res: Result) -> list[list[str]]:
                 str(i),
                 g.label + (" (baseline)" if g is res.baseline else ""),
                 str(s["n"]),
-                mean_ci(s),
+                mean_text(s, g.values),
                 diff_ci(s),
                 p,
                 fp(s.get("p_holm")),
@@ -615,6 +342,24 @@ def headline(res: Result) -> str:
     )
 
 
+def verdict_lines(res: Result) -> list[tuple[str, str, str]]:
+    """(group, verdict, the figures behind it) per group compared with the baseline, in rank
+    order: what the reports show above the table, so every verdict is on the first screen."""
+    out = []
+    for g in res.groups:
+        if g is res.baseline:
+            continue
+        s = g.stats
+        out.append(
+            (
+                g.label,
+                str(s["verdict"]),
+                f"{diff_ci(s)} vs the baseline, p_holm {fp(s.get('p_holm'))}, n {s['n']}",
+            )
+        )
+    return out
+
+
 METHOD = (
     "95% CI of the mean from the t distribution (n-1 dof); difference to the baseline with "
     "a paired t-test when both groups ran the same seeds, Welch's t-test otherwise; "
@@ -634,19 +379,17 @@ VERDICT_STYLE = {
 
 
 def print_table(res: Result, console=None) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
     c = console or Console()
     if res.groups:
-        c.print(escape(headline(res)))
+        c.print(markup_escape(headline(res)))
+        for note in res.notes:
+            c.print(markup_escape(note))
         t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         for h in TABLE_HEAD:
             t.add_column(h.format(metric=res.metric), justify="right" if h in RIGHT else "left")
         for row in table_rows(res):
             style = VERDICT_STYLE.get(row[VERDICT], "dim")
-            row = [escape(c) for c in row]  # labels hold brackets: reg=[rdrop]
+            row = [markup_escape(c) for c in row]  # labels hold brackets: reg=[rdrop]
             row[VERDICT] = f"[{style}]{row[VERDICT]}[/]"
             t.add_row(*row)
         c.print(t)
@@ -661,7 +404,7 @@ def print_table(res: Result, console=None) -> None:
         t.add_column("run")
         t.add_column("reason")
         for r, why in res.excluded:
-            t.add_row(escape(r.path), escape(why))
+            t.add_row(markup_escape(r.path), markup_escape(why))
         c.print(t)
 
 
@@ -674,6 +417,9 @@ def markdown(res: Result, plots: list[tuple[str, str]] = ()) -> str:
         "",
         headline(res),
         "",
+        *[f"- **{label}**: {v} ({why})" for label, v, why in verdict_lines(res)],
+        "",
+        *[x for note in res.notes for x in (note, "")],
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---:" if h in RIGHT else "---" for h in TABLE_HEAD) + "|",
     ]
@@ -789,11 +535,7 @@ def _band(runs: list[Run], key: str):
 
 def plot(res: Result, out: Path) -> list[tuple[str, str]]:
     """Write the PNGs; returns [(file name, title)]."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
+    matplotlib.use("Agg", force=True)  # files only, whatever backend the caller had
     made = []
     colors = {g.label: plt.get_cmap("tab10")(i % 10) for i, g in enumerate(res.groups)}
     # final metric per group: mean with 95% CI, each run a dot
@@ -807,6 +549,7 @@ def plot(res: Result, out: Path) -> list[tuple[str, str]]:
     ax.set_yticks(range(len(res.groups)))
     ax.set_yticklabels([_short(g.label) for g in reversed(res.groups)])
     ax.set_xlabel(f"{res.metric} (mean, 95% CI; dots: runs; dashed: baseline)")
+    rh.clip_axis(ax, res.metric, "x")
     ax.set_title(f"{res.metric} per group")
     fig.tight_layout()
     fig.savefig(out / "final.png", dpi=110)
@@ -819,18 +562,30 @@ def plot(res: Result, out: Path) -> list[tuple[str, str]]:
     ):
         fig, ax = plt.subplots(figsize=(8, 4.5))
         drawn = False
-        for g in res.groups:
+        for i, g in enumerate(res.groups):
             steps, mean, lo, hi = _band(g.runs, key)
             if not steps:
                 continue
             drawn = True
-            ax.plot(steps, mean, color=colors[g.label], label=_short(g.label), lw=1.6)
+            ls, marker = rh.LINESTYLES[i % len(rh.LINESTYLES)]
+            ax.plot(
+                steps,
+                mean,
+                color=colors[g.label],
+                label=_short(g.label),
+                lw=1.6,
+                ls=ls,
+                marker=marker,
+                ms=3,
+                markevery=max(1, len(steps) // 12),
+            )
             ax.fill_between(steps, lo, hi, color=colors[g.label], alpha=0.2, lw=0)
         if not drawn:
             plt.close(fig)
             continue
         ax.set_xlabel("step")
         ax.set_ylabel(key)
+        rh.clip_axis(ax, key)
         ax.set_title(f"{key}: mean over seeds with 95% CI band")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -859,8 +614,6 @@ def _step_counts(runs: list[Run], key: str) -> dict[int, int]:
 def svg_plots(res: Result) -> list[str]:
     """The report's interactive plots (runner.report_html): the metric per group, then the
     learning curves; hover shows the arm, n and mean ± 95% CI."""
-    from runner import report_html as rh
-
     color = {g.label: rh.COLORS[i % len(rh.COLORS)] for i, g in enumerate(res.groups)}
     items = [
         {
@@ -880,6 +633,7 @@ def svg_plots(res: Result) -> list[str]:
                 items,
                 f"{res.metric} (mean, 95% CI; small dots: runs; dashed: baseline)",
                 res.baseline.stats["mean"],
+                bounds=rh.metric_bounds(res.metric),
             ),
             f"{res.metric} per group",
         )
@@ -905,7 +659,7 @@ def svg_plots(res: Result) -> list[str]:
         if series:
             figs.append(
                 rh.figure(
-                    rh.curve_plot(series, "step", key),
+                    rh.curve_plot(series, "step", key, bounds=rh.metric_bounds(key)),
                     f"{key}: mean over seeds with 95% CI band",
                     [(s["label"], s["color"]) for s in series],
                 )
@@ -944,10 +698,6 @@ def _sort_values(res: Result) -> list[list]:
 
 def html(res: Result, out: Path, plots: list[tuple[str, str]]) -> str:
     """report.html: one offline file that fits a 1280 px window (runner.report_html)."""
-    from html import escape
-
-    from runner import report_html as rh
-
     head = [h.format(metric=res.metric) for h in TABLE_HEAD]
     right = {j for j, h in enumerate(TABLE_HEAD) if h in RIGHT}
     summary = rh.table(
@@ -986,7 +736,10 @@ def html(res: Result, out: Path, plots: list[tuple[str, str]]) -> str:
     body = (
         f"<h1>tricks compare: {escape(res.metric)}</h1>\n"
         f"<p>Sources: {escape(', '.join(res.sources))}</p>\n<p>{escape(headline(res))}</p>\n"
-        f"{summary}\n<p class=m>{escape(METHOD)} Click a column header to sort.</p>\n"
+        f"{rh.verdicts(verdict_lines(res))}\n"
+        + "".join(f"<p>{escape(n)}</p>\n" for n in res.notes)
+        + f"{summary}\n"
+        f"<p class=m>{escape(METHOD)} Click a column header to sort.</p>\n"
         f"{keys}{cmd}{excl}\n<h2>Plots</h2>\n<p class=m>Hover a dot or a row for the arm, "
         f"n and mean ± 95% CI.</p>\n" + "\n".join(svg_plots(res)) + f"\n{pngs}"
     )
@@ -1011,10 +764,6 @@ def wandb_target(runs: list[Run]) -> tuple[str | None, str | None]:
     """(project, group) the runs were logged to: `logger.project` / `logger.group` of their
     configs, else the group WandbSink gives a sweep's jobs (its hydra.sweep.dir); a source
     `wandb:ENTITY/PROJECT[/GROUP]` names them itself. The most common value wins."""
-    from collections import Counter
-
-    from runner.log.wandb import _safe
-
     projects, groups = Counter(), Counter()
     for r in runs:
         if r.path.startswith("wandb:"):
@@ -1028,8 +777,6 @@ def wandb_target(runs: list[Run]) -> tuple[str | None, str | None]:
                 continue
         hf = Path(r.path) / ".hydra" / "hydra.yaml"
         try:
-            import yaml
-
             h = (yaml.safe_load(hf.read_text()) or {}).get("hydra", {})
             if h.get("mode") == "MULTIRUN" or "RunMode.MULTIRUN" in str(h.get("mode")):
                 groups[_safe(h["sweep"]["dir"])] += 1
@@ -1041,8 +788,6 @@ def wandb_target(runs: list[Run]) -> tuple[str | None, str | None]:
 
 def log_wandb(res: Result, files: list[Path], runs: list[Run], out: Path) -> Path | None:
     """The verdict as one W&B run of the sweep's project and group (runner.log.wandb)."""
-    from runner.log.wandb import log_verdict
-
     project, group = wandb_target(runs)
     head = [h.format(metric=res.metric) for h in TABLE_HEAD]
     return log_verdict(
@@ -1073,12 +818,13 @@ def main(
 ) -> int:
     """The `tricks compare` command; returns the exit code (0: report written, 1: nothing to
     compare). Raises ConfigError for bad input."""
-    from rich.console import Console
-
     if not paths:
         raise ConfigError("PATH", "give at least one run or sweep directory")
     runs = load_runs(list(paths))
     res = analyse(runs, metric=metric, baseline=baseline, sources=[str(p) for p in paths])
+    local = [Path(p).resolve() for p in paths if not str(p).startswith("wandb:")]
+    if twice := sorted({str(p) for p in local if local.count(p) > 1}):
+        res.notes.append(f"Given more than once, read once: {', '.join(twice)}.")
     res.command = " ".join(
         [
             "tricks compare",

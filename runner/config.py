@@ -9,10 +9,11 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from runner import CONF_DIR
-from runner.errors import ConfigError, check, in_range, positive
+from runner.errors import ConfigError, check, closest, in_range, positive
 
 # Config groups that take a list of options (reg=[rdrop,flooding]) rather than one.
 LIST_GROUPS = ("reg", "derived")
@@ -30,7 +31,8 @@ def groups(conf_dir: Path = CONF_DIR) -> list[str]:
 def options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
     d = conf_dir / group
     if not d.is_dir():
-        raise ConfigError(group, "unknown config group", ", ".join(groups(conf_dir)))
+        known = groups(conf_dir)
+        raise ConfigError(group, "unknown config group" + closest(group, known), ", ".join(known))
     return sorted(p.stem for p in d.glob("*.yaml"))
 
 
@@ -41,8 +43,6 @@ def option_override(group: str, option: str) -> str:
 
 def trick_target(group: str, option: str, conf_dir: Path = CONF_DIR) -> str | None:
     """The `_target_` of a trick option's config (None for e.g. clip=none)."""
-    import yaml
-
     node = yaml.safe_load((conf_dir / group / f"{option}.yaml").read_text()) or {}
     if group in LIST_GROUPS:
         node = node.get(option) or {}
@@ -62,6 +62,7 @@ def describe(group: str, option: str, conf_dir: Path = CONF_DIR) -> str:
 
 def compose(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
     """Compose the config as `tricks train` would, without running anything."""
+    # Hydra: lazy, so `tricks list` (which reads this module) and --help start fast
     from hydra import compose as hcompose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -235,8 +236,6 @@ def _target_name(target: str) -> str:
 def _option_from_conf(group: str, node: dict) -> str:
     """The conf/<group>/ option a config node came from (when Hydra's record is missing): the
     option with the same `_target_` whose keys match the node best; else the target's name."""
-    import yaml
-
     best, score = None, -1
     for f in sorted((Path(CONF_DIR) / group).glob("*.yaml")):
         try:

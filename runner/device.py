@@ -3,9 +3,13 @@ capability checks, so the CUDA paths are unit-tested on CPU by faking `Caps`."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from dataclasses import dataclass
 
 import torch
+
+from runner.errors import ConfigError
 
 
 @dataclass
@@ -56,8 +60,6 @@ def plan(
     """On CUDA: bf16 autocast where supported (fp16 + GradScaler otherwise), fused optimizer
     kernels, TF32 matmuls, pinned non-blocking host-to-device copies, no per-step host sync.
     On CPU: fp32, fused kernels (torch's fused AdamW runs on CPU too)."""
-    from runner.errors import ConfigError
-
     caps = caps or Caps.probe()
     if device == "auto":
         device = "cuda" if caps.cuda else "cpu"
@@ -118,8 +120,6 @@ def to_device(t: torch.Tensor, device) -> torch.Tensor:
 
 
 def autocast(p: Plan):
-    import contextlib
-
     if p.amp_dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=p.device.split(":")[0], dtype=p.amp_dtype)
@@ -128,8 +128,7 @@ def autocast(p: Plan):
 def peak_mem_bytes(device: str) -> int:
     if device.startswith("cuda"):
         return int(torch.cuda.max_memory_allocated())
-    import resource
-    import sys
+    import resource  # Unix only: imported where it is used, so the module loads everywhere
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)

@@ -1,5 +1,7 @@
 """The one error type users see: one line naming the key, the problem and what is allowed."""
 
+import difflib
+
 
 class ConfigError(ValueError):
     """Bad configuration or input, raised before training. The message is one line."""
@@ -40,3 +42,11 @@ def in_range(value, key: str, lo: float, hi: float, lo_open=False, hi_open=False
 
 class TrainingFailed(RuntimeError):
     """The run cannot go on (non-finite loss, ranks drifted apart, ...). The message is one line."""
+
+
+def closest(word: str, choices) -> str:
+    """'; did you mean X?' for the nearest of `choices` to a misspelt `word` (difflib's ratio,
+    the cutoff it uses by default), else ''. For an error's problem text: it reads
+    `key: unknown key; did you mean alpha? (allowed: ...)`."""
+    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return f"; did you mean {match[0]}?" if match else ""

@@ -10,6 +10,8 @@ import ast
 import importlib.util
 from functools import cache
 
+from runner.config import trick_target
+
 #: what the static reading keeps (literal class attributes)
 STATIC = ("order", "figures", "noop", "noop_exact", "passes")
 #: the Trick base class's `order` (runner.hooks.Trick.order), for a class that declares none
@@ -92,8 +94,6 @@ def summary(target: str | None) -> str:
 def trick_class(group: str, option: str):
     """The class a trick option's config names (imports it); None for an option without one
     (clip=none)."""
-    from runner.config import trick_target
-
     target = trick_target(group, option)
     if target is None:
         return None

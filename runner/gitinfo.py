@@ -79,7 +79,7 @@ def _cpu_model() -> str:
 def machine_info() -> dict:
     """The machine a study ran on: CPU model, the vector unit torch's CPU kernels use (e.g. AVX2,
     AVX512: it decides the float results), cores, torch and Python versions, the GPU if any."""
-    import torch
+    import torch  # lazy: the study report reads this module and needs no torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {

@@ -29,6 +29,26 @@ COLORS = [
     "#17becf",
 ]
 
+#: told apart when curves overlap: an SVG stroke-dasharray and a matplotlib (linestyle, marker)
+#: per series, in order
+DASHES = ["", "7 4", "2 3", "10 3 2 3", "4 2"]
+LINESTYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (4, 2)), "v")]
+
+
+def metric_bounds(metric: str) -> tuple[float, float] | None:
+    """(0, 1) for an accuracy (`test/acc`, `best/val/acc`): its axes never run past them."""
+    return (0.0, 1.0) if str(metric).rpartition("/")[2].endswith("acc") else None
+
+
+def clip_axis(ax, metric: str, axis: str = "y") -> None:
+    """A matplotlib axis of `metric` kept within its bounds (metric_bounds)."""
+    b = metric_bounds(metric)
+    if b:
+        get, set_ = (ax.get_ylim, ax.set_ylim) if axis == "y" else (ax.get_xlim, ax.set_xlim)
+        lo, hi = get()
+        set_(max(lo, b[0] - 0.02 * (b[1] - b[0])), min(hi, b[1] + 0.02 * (b[1] - b[0])))
+
+
 CSS = """
 *{box-sizing:border-box}
 body{font-family:system-ui,sans-serif;margin:0 auto;padding:1.5em 2em;max-width:1240px;
@@ -39,7 +59,8 @@ code{word-break:break-all}
 .box{max-width:100%;overflow-x:auto;margin:1em 0}
 table{border-collapse:collapse;font-size:13px;width:100%}
 th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
-td{white-space:nowrap} td.w{white-space:normal;min-width:9em;overflow-wrap:break-word}
+td{white-space:nowrap}
+td.w{white-space:normal;min-width:9em;max-width:28em;overflow-wrap:break-word}
 td.r,th.r{text-align:right}
 th{background:#f4f4f4;position:sticky;top:0}
 th.s{cursor:pointer;user-select:none} th.s:hover{background:#e8e8e8}
@@ -47,7 +68,7 @@ th.s[aria-sort=ascending]::after{content:" \\25B2"}
 th.s[aria-sort=descending]::after{content:" \\25BC"}
 .v-better{color:#080;font-weight:bold} .v-worse{color:#b00;font-weight:bold}
 .v-no{color:#a60} .v-baseline{font-weight:bold} .v-too{color:#777}
-figure{margin:1.2em 0} figcaption{color:#555;font-size:13px}
+img{max-width:100%} figure{margin:1.2em 0} figcaption{color:#555;font-size:13px}
 svg.plot{width:100%;height:auto;display:block} svg.plot text{font-size:12px;fill:#333}
 svg.plot .ax{stroke:#999;stroke-width:1} svg.plot .grid{stroke:#eee;stroke-width:1}
 svg.plot g.hit:hover circle,svg.plot g.hit:hover line{stroke-width:3}
@@ -55,6 +76,7 @@ svg.plot g.hit:hover circle,svg.plot g.hit:hover line{stroke-width:3}
 .legend span::before{content:"";display:inline-block;width:.9em;height:.9em;margin-right:.3em;
  vertical-align:-.1em;background:var(--c)}
 p.m{color:#555;font-size:13px}
+ul.verdicts{padding-left:1.2em;margin:.6em 0} ul.verdicts li{overflow-wrap:anywhere}
 """
 
 # Click a header to sort by it (again: reverse). Cells sort by data-v when given (numbers),
@@ -88,6 +110,17 @@ def page(title: str, body: str) -> str:
         f"<title>{escape(title)}</title><style>{CSS}</style></head><body>\n{body}\n"
         f"<script>{SORT_JS}</script>\n</body></html>\n"
     )
+
+
+def verdicts(lines: list[tuple[str, str, str]]) -> str:
+    """One line per arm above the tables, `arm: verdict (figures)`, the verdict styled as in
+    the table: every verdict on the first screen at 1280 px, however wide the table."""
+    items = "".join(
+        f'<li><b>{escape(arm)}</b>: <span class="verdict v-{escape(v.split()[0] if v else "")}">'
+        f"{escape(v)}</span> ({escape(why)})</li>"
+        for arm, v, why in lines
+    )
+    return f'<ul class="verdicts">{items}</ul>' if items else ""
 
 
 def table(
@@ -165,31 +198,37 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-def _span(values: list[float], pad: float = 0.05) -> tuple[float, float]:
+def _span(values: list[float], pad: float = 0.05, bounds=None) -> tuple[float, float]:
+    """The axis range of `values`, padded, and within `bounds` (metric_bounds) when given."""
     vals = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     if not vals:
-        return 0.0, 1.0
+        return bounds or (0.0, 1.0)
     lo, hi = min(vals), max(vals)
     if hi == lo:
         lo, hi = lo - 0.5 * (abs(lo) or 1) * 0.1, hi + 0.5 * (abs(hi) or 1) * 0.1
     d = (hi - lo) * pad
-    return lo - d, hi + d
+    lo, hi = lo - d, hi + d
+    if bounds:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return lo, hi
 
 
 def interval_plot(
-    items: list[dict], xlabel: str, ref: float | None = None, width: int = 1000
+    items: list[dict], xlabel: str, ref: float | None = None, width: int = 1000, bounds=None
 ) -> str:
     """One row per arm: its mean (dot) with its 95% CI (bar) and each run (small dots).
-    items: {label, n, mean, low, high, values, color}; hover a row for arm, n, mean ± CI."""
+    items: {label, n, mean, low, high, values, color}; hover a row for arm, n, mean ± CI.
+    `bounds`: the metric's (metric_bounds), the axis stays within them."""
     left, right, top, row_h = 280, 20, 10, 30
     h = top + row_h * len(items) + 44
     lo, hi = _span(
         [v for it in items for v in (it["low"], it["high"], it["mean"], *it.get("values", []))]
-        + ([ref] if ref else [])
+        + ([ref] if ref else []),
+        bounds=bounds,
     )
 
-    def x(v):
-        return left + (v - lo) / (hi - lo) * (width - left - right)
+    def x(v):  # a CI past the metric's bounds ends at the axis
+        return left + (min(max(v, lo), hi) - lo) / (hi - lo) * (width - left - right)
 
     out = [f'<svg class="plot" viewBox="0 0 {width} {h}" role="img" aria-label="{escape(xlabel)}">']
     base = top + row_h * len(items)
@@ -240,22 +279,28 @@ def interval_plot(
 
 
 def curve_plot(
-    series: list[dict], xlabel: str, ylabel: str, width: int = 1000, height: int = 340
+    series: list[dict],
+    xlabel: str,
+    ylabel: str,
+    width: int = 1000,
+    height: int = 340,
+    bounds=None,
 ) -> str:
-    """Mean curves with their 95% CI bands. series: {label, color, x, mean, low, high, n}
-    (lists over x); hover a point for arm, step, n, mean ± CI."""
+    """Mean curves with their 95% CI bands, each series its own dash pattern (DASHES), so equal
+    curves stay told apart. series: {label, color, x, mean, low, high, n} (lists over x); hover
+    a point for arm, step, n, mean ± CI. `bounds`: the y axis stays within them."""
     left, right, top, bottom = 64, 20, 10, 44
     xs = [v for s in series for v in s["x"]]
     ys = [v for s in series for k in ("mean", "low", "high") for v in s[k]]
     x0, x1 = (min(xs), max(xs)) if xs else (0, 1)
     x1 = x1 if x1 > x0 else x0 + 1
-    y0, y1 = _span(ys)
+    y0, y1 = _span(ys, bounds=bounds)
 
     def px(v):
         return left + (v - x0) / (x1 - x0) * (width - left - right)
 
-    def py(v):
-        return top + (1 - (v - y0) / (y1 - y0)) * (height - top - bottom)
+    def py(v):  # a band past the metric's bounds ends at the axis
+        return top + (1 - (min(max(v, y0), y1) - y0) / (y1 - y0)) * (height - top - bottom)
 
     base = height - bottom
     out = [
@@ -289,10 +334,12 @@ def curve_plot(
             + " ".join(f"{px(a):.1f},{py(lo):.1f}" for a, _, lo, _, _ in reversed(pts))
         )
         line = " ".join(f"{px(a):.1f},{py(m):.1f}" for a, m, _, _, _ in pts)
+        dash = DASHES[i % len(DASHES)]
+        dash = f' stroke-dasharray="{dash}"' if dash else ""
         out.append(
             f"<g><title>{escape(s['label'])}</title>"
             f'<polygon points="{band}" fill="{c}" fill-opacity="0.18" stroke="none"/>'
-            f'<polyline points="{line}" fill="none" stroke="{c}" stroke-width="1.8"/>'
+            f'<polyline points="{line}" fill="none" stroke="{c}" stroke-width="1.8"{dash}/>'
         )
         for a, m, lo, h, n in pts:
             ci = f" ± {_fmt((h - lo) / 2)}" if n > 1 and h > lo else ""

@@ -693,3 +693,14 @@ def profile_bootstrap(
         for a, rs in profile_ratios(scores, higher_better).items():
             out[a].append(rs)
     return out
+
+
+def mean_ci(values: list) -> tuple[float | None, float]:
+    """(mean, half-width of its 95% t interval) over the finite values, as `describe` computes
+    them; (None, NaN) for none, (mean, NaN) for one. The one mean-and-CI of compare, the study
+    report and the recipes' analyses (runner.study.analysis_kit)."""
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return None, float("nan")
+    d = describe(values)
+    return d["mean"], d["ci95"]

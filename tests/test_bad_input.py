@@ -58,6 +58,16 @@ PRECHECK = [
     ),
     (["reg=[fgm]", "reg.rdrop.alpha=2"], ["'reg=[fgm,rdrop]' reg.rdrop.alpha=2"]),
     (["reg=[fgm]", "reg.fgm.mode=blog"], ["reg.fgm.mode: got 'blog'", "allowed: both, adv"]),
+    # the closest match (difflib), not Hydra's `+key=` nor "select rdrop" when it is selected
+    (
+        ["reg=[rdrop]", "reg.rdrop.alpah=2"],
+        ["reg.rdrop.alpah: unknown key; did you mean alpha? (allowed: alpha)"],
+    ),
+    (["lr=-1"], ["lr: unknown key; did you mean optimizer.lr?"]),
+    (["trainer.lr=0.1"], ["trainer.lr: unknown key; did you mean optimizer.lr?"]),
+    (["trainer.epoch=3"], ["trainer.epoch: unknown key; did you mean epochs?", "max_steps"]),
+    (["optimizer=adamx"], ["optimizer: unknown option 'adamx'; did you mean adamw?"]),
+    (["reg=[rdropp]"], ["reg: unknown option 'rdropp'; did you mean rdrop?"]),
 ]
 
 # Caught by the run itself (they need the data or the model built), still before any write.
@@ -310,8 +320,8 @@ def _fmt(v) -> str:
 def test_random_numeric_overrides_error_cleanly_or_run(tmp_path_factory, choice):
     """Either one ConfigError line (from the precheck or the run's build) or a run that
     finishes (completed, or failed with a one-line reason such as a diverging loss)."""
-    from runner.cli import precheck
     from runner.errors import ConfigError
+    from runner.overrides import precheck
 
     base = {
         "trainer.max_steps": 3,

@@ -191,3 +191,33 @@ def test_the_mission_command_with_a_bare_trick_name(tmp_path):
     assert list(cfg["reg"]) == ["rdrop"] and cfg["optimizer"]["_target_"].endswith("Lion")
     assert any("train/rdrop_kl" in row for row in read_rows(tmp_path / "out"))
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["status"] == "completed"
+
+
+def test_a_misspelt_key_names_the_closest_one_in_a_study_too(tmp_path):
+    """`reg.rdrop.alpah` in an arm's own search space: the study says which arm and search, and
+    the same fix as `tricks train` (rdrop's keys, alpha the closest), not "select rdrop"; a
+    misspelt study key and arm name get their closest match. One line, exit 2, nothing written."""
+    study = {
+        "common": ["trainer.max_steps=4"],
+        "baseline": "base",
+        "arms": {"base": [], "rdrop": ["reg=[rdrop]"]},
+        "arm_search": {"rdrop": {"reg.rdrop.alpah": "uniform(0.1, 1.0)"}},
+        "budget": 1,
+        "tune_seeds": [100],
+        "seeds": [0, 1],
+        "select": "val/acc",
+        "metric": "test/acc",
+    }
+    cases = [
+        (study, "arm_search.rdrop: arms.rdrop: reg.rdrop.alpah: unknown key; did you mean alpha?"),
+        ({**study, "arm_search": None, "budgt": 2}, "budgt: unknown study key; did you mean"),
+        ({**study, "arm_search": None, "baseline": "bas"}, "did you mean base?"),
+    ]
+    for i, (s, expect) in enumerate(cases):
+        f = tmp_path / f"s{i}.yaml"
+        f.write_text(yaml.safe_dump({k: v for k, v in s.items() if v is not None}))
+        r = cli(["study", f.name, "--out", "out"], tmp_path)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: "), r.stderr
+        assert expect in r.stderr, r.stderr
+        assert not (tmp_path / "out").exists()

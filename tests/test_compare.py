@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from scipy import stats
 
 from runner import compare
 from runner.errors import ConfigError
+from runner.runs import load_run_dir
 from tests.conftest import FAST, SGD, cli, make_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -181,12 +183,14 @@ def test_bad_baseline_and_metric_are_one_line_errors(sweep):
         r"\(allowed: adamw, sgd\)",
     ):
         compare.analyse(runs, baseline="optimizer=lion")
-    with pytest.raises(ConfigError, match=r"--baseline: unknown key 'optimiser'"):
+    with pytest.raises(ConfigError, match=r"--baseline: unknown key 'optimiser'; did you mean"):
         compare.analyse(runs, baseline="optimiser=adamw")
     with pytest.raises(ConfigError, match="--baseline: expected KEY=VALUE"):
         compare.analyse(runs, baseline="adamw")
     ok = [r for r in runs if r.status == "completed"]
-    with pytest.raises(ConfigError, match=r"--metric: no run has 'tset/acc' \(allowed: .*test/acc"):
+    with pytest.raises(
+        ConfigError, match=r"--metric: no run has 'tset/acc'; did you mean test/acc\? \(allowed: .*"
+    ):
         compare.analyse(ok, metric="tset/acc")
     with pytest.raises(ConfigError, match="no such file"):
         compare.load_runs([str(sweep / "nope")])
@@ -253,7 +257,7 @@ def test_report_files(sweep, tmp_path):
 def test_learning_curve_band_is_mean_and_t_ci(tmp_path):
     root = tmp_path / "s"
     runs = [
-        compare.load_run_dir(make_run(root, str(i), c[-1], seed=i, curve=c))
+        load_run_dir(make_run(root, str(i), c[-1], seed=i, curve=c))
         for i, c in enumerate([[0.2, 0.4], [0.4, 0.6], [0.3, 0.8]])
     ]
     steps, mean, lo, hi = compare._band(runs, "val/acc")
@@ -370,6 +374,20 @@ def test_cli_end_to_end_on_a_real_sweep(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: --metric: no run")
     r = cli(["compare", str(tmp_path / "missing")], cwd=tmp_path)
     assert r.returncode == 2 and "no such file or directory" in r.stderr
+    # the sweep passed twice, and with a copy of it: each seed counted once, the copies named
+    shutil.copytree(sweep, tmp_path / "copy", ignore=shutil.ignore_patterns("compare"))
+    for paths in ([sweep, sweep], [sweep, tmp_path / "copy"]):
+        out2 = tmp_path / f"rep{len(list(tmp_path.iterdir()))}"
+        r = cli(["compare", *map(str, paths), "--out", str(out2)], cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+        again = list(csv.DictReader((out2 / "summary.csv").open()))
+        assert [(x["group"], x["n"], x["mean"]) for x in again] == [
+            (x["group"], x["n"], x["mean"]) for x in rows
+        ]
+        copies = 4 if paths[1] != sweep else 0  # the same dir twice is read once
+        md = (out2 / "report.md").read_text()
+        assert md.count("duplicate: same config and seed as") == copies, md
+        assert ("Given more than once, read once" in md) == (copies == 0), md
 
 
 def test_holm_adjusted_p_decides_the_verdict_and_failed_k_of_n(tmp_path):
@@ -405,3 +423,72 @@ def test_holm_adjusted_p_decides_the_verdict_and_failed_k_of_n(tmp_path):
     assert f"| {2 * pb:.3f} | no significant difference |" in row and "| 0/5 |" in row
     row = next(line for line in md.splitlines() if "optimizer.lr=0.5 |" in line)
     assert "| <0.001 | worse |" in row and "| 1/6 |" in row
+
+
+def test_a_seed_run_twice_counts_once(tmp_path):
+    """Two runs of one config on one seed (a copied run dir, a re-run) are one observation: kept
+    once (the first in path order), the other listed with the dir it duplicates."""
+    root = tmp_path / "s"
+    for i, (seed, v) in enumerate([(0, 0.80), (1, 0.82), (1, 0.82), (2, 0.81)]):
+        make_run(root, f"a{i}", v, seed=seed)
+    for i, (seed, v) in enumerate([(0, 0.70), (1, 0.75), (2, 0.72)]):
+        make_run(root, f"b{i}", v, seed=seed, optimizer=SGD)
+    res = compare.analyse(compare.load_runs([str(root)]))
+    a = next(g for g in res.groups if g.label == "optimizer=adamw")
+    assert a.stats["n"] == 3 and a.stats["seeds"] == [0, 1, 2]
+    assert a.stats["mean"] == pytest.approx((0.80 + 0.82 + 0.81) / 3, abs=1e-12)
+    assert [(Path(r.path).name, why) for r, why in res.excluded] == [
+        ("a2", f"duplicate: same config and seed as {root / 'a1'}; counted once")
+    ]
+    assert a.stats["failed"] == 0  # a copy is not a failure
+    sgd = next(g for g in res.groups if g.label == "optimizer=sgd").stats
+    assert sgd["test"] == "paired t"  # seeds 0 1 2 on both sides, as without the copy
+
+
+def test_identical_runs_have_no_spread_not_a_ci(tmp_path):
+    root = tmp_path / "s"
+    for seed in range(3):
+        make_run(root, f"a{seed}", 0.659, seed=seed)
+    res = compare.analyse(compare.load_runs([str(root)]))
+    row = compare.table_rows(res)[0]
+    assert row[3] == "0.6590 (no spread)" and "±" not in row[3]
+
+
+def test_runs_on_different_data_are_never_compared(tmp_path):
+    """Groups whose data differ (here dataset.num_samples, a data key) would compare datasets,
+    not tricks: one error line naming the key, the runs on each, and how to compare apart."""
+    root = tmp_path / "s"
+    for seed in range(2):
+        make_run(root, f"a{seed}", 0.8, seed=seed)
+        make_run(root, f"b{seed}", 0.6, seed=seed, config_extra={"dataset.num_samples": 900})
+    with pytest.raises(ConfigError) as e:
+        compare.analyse(compare.load_runs([str(root)]))
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "different data (dataset.num_samples differ" in msg
+    assert "dataset.num_samples=5000 (2 run(s))" in msg and "dataset.num_samples=900" in msg
+    assert "compare each dataset's runs apart" in msg
+    r = cli(["compare", str(root), "--out", str(tmp_path / "rep")], cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("error: PATH: these runs are on different data")
+    assert not (tmp_path / "rep").exists()
+
+
+def test_a_small_val_split_is_said(tmp_path):
+    """val/acc in steps of 1/18 (an 18-row val split): the report says one row = 5.6 points;
+    a 1000-row split's figures (k/1000) say nothing."""
+    from runner.runs import val_rows
+
+    assert val_rows([k / 18 for k in (3, 7, 11, 12, 15, 17)]) == 18
+    assert val_rows([k / 1000 for k in (503, 611, 707, 812, 919)]) is None
+    assert val_rows([0.5, 1.0, 0.5]) is None  # too few distinct values to tell
+    root = tmp_path / "s"
+    for seed in range(3):
+        curve = [k / 18 for k in (5 + seed, 9 + seed, 12 + seed)]
+        make_run(root, f"a{seed}", curve[-1], seed=seed, curve=curve)
+    res = compare.analyse(compare.load_runs([str(root)]))
+    assert (
+        len(res.notes) == 1
+        and "steps of 1/18 (about 18 rows; one row = 5.6 points)" in (res.notes[0])
+    )
+    assert res.notes[0] in compare.markdown(res)

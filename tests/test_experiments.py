@@ -104,7 +104,7 @@ def _tiny(ovr: list[str]) -> list[str]:
 
 
 def _train_tiny(s, w: str, arm: str, tmp_path: Path) -> None:
-    from runner.cli import precheck
+    from runner.overrides import precheck
     from runner.study.spec import run_overrides
 
     centre = {d.key: d.value(0.5) for d in s.space(arm)}

@@ -81,7 +81,9 @@ def _chromium() -> str | None:
     return None
 
 
-def _render(page: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+def _render(
+    page: Path, tmp: Path, *extra: str, size: str = "1280,900"
+) -> subprocess.CompletedProcess:
     exe = _chromium()
     if exe is None:
         print(
@@ -100,7 +102,7 @@ def _render(page: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
             "--disable-sync",
             "--no-first-run",
             f"--user-data-dir={tmp / 'chr'}",
-            "--window-size=1280,900",
+            f"--window-size={size}",
             *extra,
             page.as_uri(),
         ],
@@ -177,6 +179,55 @@ def test_report_html_fits_1280px_sorts_and_hovers(tmp_path):
     assert struct.unpack(">II", shot.read_bytes()[16:24]) == (1280, 900)
 
 
+# After load: the page's width and where each verdict line is (ul.verdicts li).
+VERDICT_PROBE = """<script>window.addEventListener('load',function(){
+var out={scrollWidth:document.documentElement.scrollWidth,lines:[]};
+document.querySelectorAll('ul.verdicts li').forEach(function(li){var r=li.getBoundingClientRect();
+out.lines.push({text:li.textContent,bottom:r.bottom,right:r.right})});
+var p=document.createElement('pre');p.id='probe';p.textContent=JSON.stringify(out);
+document.body.appendChild(p)});</script>"""
+
+
+def _verdicts_on_first_screen(page: str, tmp: Path, arms: int) -> list[dict]:
+    """Each arm's verdict line lies inside the first 1280 x 800 screen, no sideways scroll."""
+    probe = tmp / "verdict_probe.html"
+    probe.write_text(page.replace("</body>", VERDICT_PROBE + "</body>"))
+    r = _render(probe, tmp, "--virtual-time-budget=5000", "--dump-dom", size="1280,800")
+    m = re.search(r'<pre id="probe">(.*?)</pre>', r.stdout)
+    assert m, r.stderr[-2000:]
+    got = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert got["scrollWidth"] <= 1280, got
+    assert len(got["lines"]) == arms, got
+    for line in got["lines"]:
+        assert line["bottom"] <= 800 and line["right"] <= 1280, line
+    return got["lines"]
+
+
+def test_every_verdict_is_on_the_first_screen_of_both_reports(tmp_path):
+    """compare's report at its widest (long labels, 15 columns) and the study's: a verdict line
+    per arm above the tables, all within the first screen at 1280 x 800; the study's plots are
+    the same interactive SVG as compare's, trials numbered as in its table."""
+    out = tmp_path / "rep"
+    assert compare.main([str(_wide_sweep(tmp_path))], out=str(out)) == 0
+    lines = _verdicts_on_first_screen((out / "report.html").read_text(), tmp_path, 3)
+    assert all(
+        re.search(r": (better|worse|no significant difference|no spread)", x["text"]) for x in lines
+    ), lines
+
+    from runner.study.report import write_report
+    from tests.test_study_report import study_of
+
+    sdir = tmp_path / "study"
+    sdir.mkdir()
+    write_report(study_of(sdir), sdir)
+    page = (sdir / "report.html").read_text()
+    lines = _verdicts_on_first_screen(page, tmp_path, 2)
+    assert any("fgm is better than none" in x["text"] for x in lines), lines
+    assert page.count('<svg class="plot"') == 3 and "data:image/png" not in page
+    trials = re.findall(r"trial \(as in the tuning table\) (\d+) ·", page)
+    assert trials and min(map(int, trials)) == 0  # the table's numbering, from 0
+
+
 # -- W&B Sweeps: a sweep file from a -m command line --------------------------------------------
 
 
@@ -186,8 +237,8 @@ def test_wandb_sweep_file_runs_the_same_jobs_as_the_multirun(tmp_path):
     import yaml
     from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
-    from runner.cli import precheck
     from runner.config import compose
+    from runner.overrides import precheck
     from tests.conftest import FAST
 
     args = [

@@ -454,7 +454,10 @@ BAD = [
     (dict(budget="many"), "budget: must be an integer >= 1"),
     (dict(cost_seconds=0), "cost_seconds: must be a number of seconds > 0, got 0"),
     (dict(cost_seconds="long"), "cost_seconds: must be a number of seconds > 0, got 'long'"),
-    (dict(budgett=3), "budgett: unknown study key (allowed: common, workloads,"),
+    (
+        dict(budgett=3),
+        "budgett: unknown study key; did you mean budget? (allowed: common, workloads,",
+    ),
     (dict(equal_compute="yes"), "equal_compute: got 'yes' (allowed: true, false)"),
     (
         dict(compare=[["good", "nope"]]),

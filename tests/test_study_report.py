@@ -233,9 +233,10 @@ def test_one_workload_report(tmp_path):
     assert rows["fgm"]["edge"].startswith("optimizer.lr=0.0298 at the high edge")
     # the HTML page: one file, images embedded, each table in a box that scrolls itself
     page = (tmp_path / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 3 and 'src="final.png"' not in page
+    # the plots as interactive SVG (runner.report_html), as compare's; no PNG needed
+    assert page.count('<svg class="plot"') == 3 and 'src="final.png"' not in page
     assert page.count('<div class="box"><table>') == page.count("<table>") == 3
-    assert ".box{max-width:100%;overflow-x:auto" in page and "max-width:1200px" in page
+    assert ".box{max-width:100%;overflow-x:auto" in page and "max-width:1240px" in page
     assert '<td class="v-better">better</td>' in page
     # figures never break inside a cell; long text (the edge warning) wraps in its own cell
     assert "td{white-space:nowrap}" in page and '<td class="w">optimizer.lr=0.0298 at the' in page
@@ -303,7 +304,7 @@ def test_two_workloads_profile_and_per_workload_table(tmp_path):
     # resample gives each of them one workload of two, and none neither
     assert [r[1] for r in band[1:]] == ["0.50–0.50", "0.00–0.00", "0.50–0.50"]
     page = (tmp_path / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == len([n for n in names if n.endswith(".png")])
+    assert page.count('<svg class="plot"') == len([n for n in names if n.endswith(".png")])
     rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
     assert [(r["workload"], r["arm"]) for r in rows][:5] == [
         ("mlp", "none"),
@@ -569,3 +570,17 @@ def test_a_note_where_arms_were_tuned_over_different_numbers_of_keys(tmp_path):
     study["arms"]["fgm"]["space"] = {"k0": "uniform(0, 1)"}  # the same number: no note
     write_report(study, tmp_path)
     assert "Tuned keys per arm" not in (tmp_path / "report.md").read_text()
+
+
+def test_a_tie_on_the_selection_metric_is_named_with_its_rule():
+    from runner.study.report import ties_note
+
+    study = {"select": "val/acc", "baseline": "a"}
+    arms = {
+        "a": {"trials": [{"index": i, "select_value": v} for i, v in enumerate([0.9, 1.0, 1.0])]},
+        "b": {"trials": [{"index": i, "select_value": v} for i, v in enumerate([0.9, 0.8])]},
+    }
+    note = ties_note(study, arms)
+    assert note.startswith("Ties on val/acc: a: trials 1, 2 at 1.0000.")
+    assert "the earlier trial" in note and "b:" not in note
+    assert ties_note(study, {"b": arms["b"]}) is None

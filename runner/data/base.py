@@ -2,7 +2,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+
+from runner.device import to_device
+from runner.errors import check, in_range, positive
 
 
 @dataclass
@@ -21,8 +25,7 @@ class Data:
     def to(self, device, resident: bool = True) -> Data:
         """The splits moved to `device` once (resident), or kept on the host for the batchers
         to copy batch by batch (resident=False: data larger than the device wants)."""
-        from runner.device import to_device  # pinned + non-blocking on CUDA
-
+        # to_device: pinned + non-blocking on CUDA
         if resident:
             mv = lambda split: {k: to_device(v, device) for k, v in split.items()}
         else:
@@ -72,10 +75,6 @@ def semi_supervised(
     The subset is a permutation seeded by the dataset's split seed (`seed`, named by `seed_key`),
     never by the run seed: every run of a sweep hides the same labels, and labeled_size=100 is
     inside labeled_size=200. Neither set: the split is returned unchanged (no ``labeled`` key)."""
-    import numpy as np
-
-    from runner.errors import check, in_range, positive
-
     if labeled_fraction is None and labeled_size is None:
         return train
     check(

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 
 from runner.data.base import take
+from runner.device import to_device
+from runner.errors import ConfigError
 
 
 class IndexBatcher:
@@ -57,8 +59,6 @@ class IndexBatcher:
         self._host_collate = view(split) if view is not None else None
         self._lengths = collate.host_lengths(split) if getattr(collate, "bucket", False) else None
         if self.n < self.global_batch and drop_last:
-            from runner.errors import ConfigError
-
             what = (
                 f"{batch_size}"
                 if world_size == 1
@@ -81,13 +81,10 @@ class IndexBatcher:
         return bucketed_order(perm, self._lengths, self.global_batch * self.group, g)
 
     def order(self, epoch: int) -> torch.Tensor:
-        from runner.device import to_device  # pinned + non-blocking on CUDA: no stall per epoch
-
+        # to_device: pinned + non-blocking on CUDA, no stall per epoch
         return to_device(self.host_order(epoch), self.split["y"].device)
 
     def epoch(self, epoch: int, start: int = 0):
-        from runner.device import to_device
-
         if self.device is not None:
             yield from self._streamed(epoch, start)
             return
@@ -106,8 +103,6 @@ class IndexBatcher:
                 yield self.collate(batch) if self.collate else batch
 
     def _streamed(self, epoch: int, start: int):
-        from runner.device import to_device
-
         host = self.host_order(epoch)
         for i in range(start, self.steps_per_epoch):
             lo = i * self.global_batch + self.rank * self.batch_size
@@ -154,8 +149,6 @@ def eval_batches(split: dict, batch_size: int, collate=None, device=None):
     if lengths is not None and n > batch_size:
         order = torch.as_tensor(np.argsort(lengths(split), kind="stable"))
         split = take(split, order.to(split["y"].device))
-    if device is not None:
-        from runner.device import to_device
     for i in range(0, n, batch_size):
         batch = {k: v[i : i + batch_size] for k, v in split.items()}
         batch = collate(batch) if collate else batch

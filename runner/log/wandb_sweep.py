@@ -20,8 +20,11 @@ import argparse
 import sys
 
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep
 
 from runner.errors import ConfigError
+from runner.overrides import precheck
 
 
 def _value(s: str):
@@ -41,9 +44,6 @@ def sweep_config(
     goal: str = "maximize",
 ) -> dict:
     """The W&B sweep config of a `-m` command line's overrides."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import IntervalSweep
-
     args = [a for a in overrides if a not in ("-m", "--multirun")]
     try:
         parsed = OverridesParser.create().parse_overrides(args)
@@ -103,8 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="file to write (default: stdout)")
     a = ap.parse_args(argv)
     try:
-        from runner.cli import precheck
-
         precheck(["-m", *a.overrides])  # the same checks as `tricks train -m`
         cfg = sweep_config(a.overrides, a.project, a.method, a.metric)
     except ConfigError as e:

@@ -3,6 +3,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from runner.errors import ConfigError
+
 
 class Model(nn.Module):
     """Base class: see runner.models for the embed / forward_embedded interface."""
@@ -57,8 +59,6 @@ class Model(nn.Module):
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute activations in backward; models that support it override this."""
         if enabled:
-            from runner.errors import ConfigError
-
             raise ConfigError(
                 "trainer.grad_checkpointing",
                 f"not supported by {type(self).__name__}",

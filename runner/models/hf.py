@@ -24,8 +24,11 @@ No network: a Hub name that is not cached fails with one line saying the Hub can
 
 from __future__ import annotations
 
+import copy
+
 from torch import nn
 
+from runner.data.text import hub_error, quiet_transformers
 from runner.errors import ConfigError, check, in_range
 from runner.models.base import Model
 
@@ -47,8 +50,6 @@ _LAST: dict = {}
 
 
 def load_encoder(name: str, pooling: str, encoder_dropout, revision=None):
-    import copy
-
     key = (str(name), pooling == "pooler", encoder_dropout, revision)
     if key not in _LAST:
         model = _load_encoder(name, pooling, encoder_dropout, revision)
@@ -58,10 +59,8 @@ def load_encoder(name: str, pooling: str, encoder_dropout, revision=None):
 
 
 def _load_encoder(name: str, pooling: str, encoder_dropout, revision=None):
-    from runner.data.text import hub_error, quiet_transformers
-
     quiet_transformers()
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig, AutoModel  # the optional `text` extra
 
     kw = {"revision": revision} if revision else {}
     try:

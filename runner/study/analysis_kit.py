@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from types import ModuleType
 
+from runner.runs import load_run_dir
+from runner.stats import describe, mean_ci
 from runner.study.cost import arm_dir as cost_dir
 from runner.study.report import finish_axes, pyplot, run_path, save_figure
 from runner.study.report import workloads as _workloads
@@ -45,8 +47,6 @@ def workloads(study: dict) -> dict:
 
 def load_runs(study_dir: Path, dirs: list[str]) -> list:
     """The run dirs that exist, read as runner.compare reads them (rows, summary, status)."""
-    from runner.compare import load_run_dir
-
     return [load_run_dir(run_path(study_dir, d)) for d in dirs if run_path(study_dir, d).is_dir()]
 
 
@@ -60,21 +60,7 @@ def last(rows: list[dict], key: str):
 
 def sd(xs: list[float]) -> float:
     """The sample standard deviation (n - 1); NaN below two values (runner.stats.describe's)."""
-    from runner.stats import describe
-
     return describe(list(xs))["std"]
-
-
-def mean_ci(values: list) -> tuple[float | None, float]:
-    """(mean, half-width of its 95% t interval) over the finite values, as runner.stats.describe
-    computes them; (None, NaN) for none, (mean, NaN) for one."""
-    from runner.stats import describe
-
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return None, float("nan")
-    d = describe(values)
-    return d["mean"], d["ci95"]
 
 
 def fmt(m, h, digits: int = 4) -> str:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from runner.config import compose
 from runner.study.pool import Job
+from runner.study.results import run_sec_per_step
 from runner.study.spec import Study, merge, run_overrides
 
 REPS = 5
@@ -82,8 +84,6 @@ def ratios(per_arm: dict[str, list[float]], baseline: str, steps: int) -> dict[s
 
 def round_secs(study_dir: Path, jobs: list[Job], arm_label: str) -> list[float]:
     """Seconds per step of each completed round of one arm."""
-    from runner.study.results import run_sec_per_step
-
     xs = [run_sec_per_step(study_dir / j.run_dir) for j in jobs if j.label == arm_label]
     return [x for x in xs if x is not None]
 
@@ -95,8 +95,6 @@ def scaled_length(
     epochs is converted with `steps_per_epoch` (the warm-up run's, from its summary.json): whole
     epochs would round 6 x 1.14 to 7 (1.17x) and 2 x 1.2 to 2 (no extra compute at all). Without
     it (a warm-up run from before summary.json recorded it) the epochs are rounded, as then."""
-    from runner.config import compose
-
     cfg = compose(run_overrides(study, w, base_overrides, {}, study.tune_seeds[0]))
     if cfg.trainer.max_steps is not None:
         return [f"trainer.max_steps={max(1, round(cfg.trainer.max_steps * ratio))}"]

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import yaml
 
+from runner import EXPERIMENTS_DIR as EXPERIMENTS
+from runner import ROOT
 from runner.errors import ConfigError, check
+from runner.overrides import precheck
 from runner.study import cost as costmod
 from runner.study import results as R
 from runner.study.pool import REFUSED, Job, Pool, status_of
 from runner.study.space import edges, trial_points
 from runner.study.spec import Study, key_of, merge, parse_text, run_overrides
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-EXPERIMENTS = ROOT / "experiments"
 
 
 class Interrupted(Exception):
@@ -62,8 +62,6 @@ def load(path, overrides: list[str]) -> Study:
 def validate_configs(study: Study) -> None:
     """Compose and validate each workload x arm as `tricks train` would (unknown keys and
     options, bad values), with and without its search space's centre point."""
-    from runner.cli import precheck
-
     for w, arm, ovr in ((w, a, o) for w in study.workloads for a, o in study.arms.items()):
         where = f"arms.{arm}" + (f" (workload {w})" if len(study.workloads) > 1 else "")
         try:

@@ -9,14 +9,24 @@ per-workload table and a Dolan-Moré performance profile compare the arms across
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import math
+import os
 import re
+from html import escape
 from pathlib import Path
 
-from runner.compare import fnum, fp
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import MaxNLocator
+
+from runner import report_html as rh
+from runner.fmt import fmean, fnum, fp
 from runner.gitinfo import machine_line
+from runner.runs import val_rows, val_rows_note
 from runner.stats import describe, lower_is_better, performance_profile, profile_bootstrap
 from runner.study.results import num as _ok
 from runner.study.results import rows_of
@@ -74,14 +84,13 @@ def params_text(params: dict | None) -> str:
     return ", ".join(f"{k}={fval(v)}" for k, v in params.items())
 
 
-def mean_ci(final: dict | None) -> str:
+def final_ci(final: dict | None) -> str:
+    """An arm's confirmation figure `mean ± half-width` from study.json's final {mean, ci95}."""
     final = final or {}
     lo, hi = (final.get("ci95") or [None, None])[:2]
     if not _ok(final.get("mean")):
         return "–"
-    if _ok(lo) and _ok(hi):
-        return f"{fnum(final['mean'])} ± {fnum((hi - lo) / 2)}"
-    return fnum(final["mean"])
+    return fmean(final["mean"], (hi - lo) / 2 if _ok(lo) and _ok(hi) else None)
 
 
 def diff_ci(diff: dict | None) -> str:
@@ -217,7 +226,7 @@ def comparison_table(study: dict, arms: dict) -> tuple[list, list]:
             params_text(a.get("chosen")),
             edge_text(a.get("edge")),
             str((a.get("final") or {}).get("n", 0)),
-            mean_ci(a.get("final")),
+            final_ci(a.get("final")),
             "baseline" if name == base else diff_ci(d),
             fp((d or {}).get("p")),
             fp((d or {}).get("p_holm")),
@@ -295,7 +304,7 @@ def equal_compute_table(study: dict, arms: dict) -> tuple[list, list] | None:
             [
                 name,
                 ec.get("vs", "–"),
-                mean_ci(vs.get("final")),
+                final_ci(vs.get("final")),
                 *_diff_cells(d),
                 ec.get("verdict") or "–",
             ]
@@ -326,8 +335,8 @@ def versus_table(study: dict, arms: dict) -> tuple[list, list] | None:
             [
                 name,
                 vs.get("vs", "–"),
-                mean_ci(arms[name].get("final")),
-                mean_ci(other.get("final")),
+                final_ci(arms[name].get("final")),
+                final_ci(other.get("final")),
                 *_diff_cells(d),
                 vs.get("verdict") or "–",
             ]
@@ -385,7 +394,7 @@ def workload_table(study: dict, wl: dict) -> tuple[list, list]:
                 cells.append("")
                 continue
             v = "baseline" if name == study.get("baseline") else (a.get("verdict") or "–")
-            cells.append(f"{mean_ci(a.get('final'))} · {v}")
+            cells.append(f"{final_ci(a.get('final'))} · {v}")
         rows.append([name, *cells])
     return ["arm", *[f"{w}: {study.get('metric', '')} · verdict" for w in wl]], rows
 
@@ -422,8 +431,6 @@ def profile_boot(study: dict, wl: dict) -> dict[str, list[list[float]]]:
 def profile_band(boot: dict, taus: list[float]) -> dict[str, tuple[list, list]]:
     """arm -> (low, high) per tau: the 2.5th and 97.5th percentile of the fraction of workloads
     within tau across the resamples (values the fraction takes: it moves in steps of 1/W)."""
-    import numpy as np
-
     t = np.asarray(taus, dtype=float)
     out = {}
     for a, reps in boot.items():
@@ -457,11 +464,8 @@ def profile_scores(wl: dict) -> dict[str, dict[str, float]]:
 
 
 def pyplot():
-    import matplotlib
-
+    """matplotlib's pyplot drawing to files (Agg), whatever backend the caller had."""
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
     return plt
 
 
@@ -484,6 +488,11 @@ def _colors(names: list[str]) -> dict:
     return {n: cmap(i % 10) for i, n in enumerate(names)}
 
 
+def trial_numbers(arm: dict) -> list[int]:
+    """The trials' numbers as the tuning table shows them (their index, from 0)."""
+    return [t.get("index", i) for i, t in enumerate(arm.get("trials", []))]
+
+
 def best_so_far(values: list, higher: bool) -> list:
     """The running best of the trial scores (None: a failed trial, never the best)."""
     out, best = [], None
@@ -499,12 +508,13 @@ def plot_tuning(study: dict, arms: dict, path: Path, title: str) -> bool:
     colors = _colors(list(arms))
     fig, ax = plt.subplots(figsize=(8, 4.5))
     drawn = False
-    for name, a in arms.items():
+    for j, (name, a) in enumerate(arms.items()):
         vals = [t.get("select_value") for t in a.get("trials", [])]
         if not any(_ok(v) for v in vals):
             continue
         drawn = True
-        x = list(range(1, len(vals) + 1))
+        x = trial_numbers(a)
+        ls, marker = rh.LINESTYLES[j % len(rh.LINESTYLES)]
         ax.step(
             x,
             [b if b is not None else math.nan for b in best_so_far(vals, higher)],
@@ -512,6 +522,9 @@ def plot_tuning(study: dict, arms: dict, path: Path, title: str) -> bool:
             color=colors[name],
             label=name,
             lw=1.8,
+            ls=ls,
+            marker=marker,
+            ms=4,
         )
         ax.scatter(
             [i for i, v in zip(x, vals) if _ok(v)],
@@ -523,11 +536,10 @@ def plot_tuning(study: dict, arms: dict, path: Path, title: str) -> bool:
     if not drawn:
         plt.close(fig)
         return False
-    from matplotlib.ticker import MaxNLocator
-
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("trial")
+    ax.set_xlabel("trial (as in the tuning table)")
     ax.set_ylabel(f"best {study.get('select')} so far")
+    rh.clip_axis(ax, str(study.get("select")))
     finish_axes(ax, title)
     save_figure(fig, path)
     return True
@@ -557,6 +569,7 @@ def plot_final(study: dict, arms: dict, path: Path, title: str) -> bool:
     ax.set_yticks(range(len(names)))
     ax.set_yticklabels(list(reversed(names)))
     ax.set_xlabel(f"{study.get('metric')} (mean, 95% CI; dots: seeds; dashed: baseline)")
+    rh.clip_axis(ax, str(study.get("metric")), "x")
     ax.set_title(title)
     save_figure(fig, path)
     return True
@@ -589,19 +602,32 @@ def plot_curves(study: dict, arms: dict, out: Path, path: Path, title: str) -> b
     colors = _colors(list(arms))
     fig, ax = plt.subplots(figsize=(8, 4.5))
     drawn = False
-    for name, a in arms.items():
+    for j, (name, a) in enumerate(arms.items()):
         dirs = [run_path(out, d) for d in (a.get("final") or {}).get("run_dirs") or []]
         steps, mean, lo, hi = band(dirs, key)
         if not steps:
             continue
         drawn = True
-        ax.plot(steps, mean, color=colors[name], label=name, lw=1.6)
+        ls, marker = rh.LINESTYLES[j % len(rh.LINESTYLES)]
+        every = max(1, len(steps) // 12)
+        ax.plot(
+            steps,
+            mean,
+            color=colors[name],
+            label=name,
+            lw=1.6,
+            ls=ls,
+            marker=marker,
+            ms=3,
+            markevery=every,
+        )
         ax.fill_between(steps, lo, hi, color=colors[name], alpha=0.2, lw=0)
     if not drawn:
         plt.close(fig)
         return False
     ax.set_xlabel("step")
     ax.set_ylabel(key)
+    rh.clip_axis(ax, key)
     finish_axes(ax, title)
     save_figure(fig, path)
     return True
@@ -642,6 +668,162 @@ def plot_profile(study: dict, wl: dict, path: Path, boot: dict | None = None) ->
     return {"taus": taus, "profile": prof}
 
 
+# -- the same plots as interactive SVG, for report.html (runner.report_html) ------------------
+
+
+def _hex(names: list[str]) -> dict:
+    return {n: rh.COLORS[i % len(rh.COLORS)] for i, n in enumerate(names)}
+
+
+def _or_nan(x) -> float:
+    return float(x) if _ok(x) else math.nan
+
+
+def svg_final(study: dict, arms: dict) -> tuple[str, list] | None:
+    """plot_final's figure: each arm's mean and 95% CI, its seeds, the baseline dashed."""
+    names = [a for a in arms if _ok((arms[a].get("final") or {}).get("mean"))]
+    if not names:
+        return None
+    color, metric = _hex(list(arms)), str(study.get("metric"))
+    items = []
+    for name in names:
+        f = arms[name]["final"]
+        lo, hi = (f.get("ci95") or [None, None])[:2]
+        items.append(
+            {
+                "label": name,
+                "n": f.get("n", 0),
+                "mean": f["mean"],
+                "low": _or_nan(lo),
+                "high": _or_nan(hi),
+                "values": [v for v in f.get("values") or [] if _ok(v)],
+                "color": color[name],
+            }
+        )
+    base = (arms.get(study.get("baseline"), {}).get("final") or {}).get("mean")
+    xlabel = f"{metric} (mean, 95% CI; small dots: seeds; dashed: baseline)"
+    svg = rh.interval_plot(
+        items, xlabel, base if _ok(base) else None, bounds=rh.metric_bounds(metric)
+    )
+    return svg, []
+
+
+def _svg_curves(series: list[dict], xlabel: str, ylabel: str) -> tuple[str, list] | None:
+    if not series:
+        return None
+    svg = rh.curve_plot(series, xlabel, ylabel, bounds=rh.metric_bounds(ylabel))
+    return svg, [(s["label"], s["color"]) for s in series]
+
+
+def svg_tuning(study: dict, arms: dict) -> tuple[str, list] | None:
+    """plot_tuning's figure: the best select value so far, trials numbered as in the table."""
+    color, higher = _hex(list(arms)), higher_better(study, "select")
+    n = len(study.get("tune_seeds") or [None])
+    series = []
+    for name, a in arms.items():
+        vals = [t.get("select_value") for t in a.get("trials", [])]
+        pts = [(x, b) for x, b in zip(trial_numbers(a), best_so_far(vals, higher)) if _ok(b)]
+        if pts:
+            ys = [b for _, b in pts]
+            series.append(
+                {
+                    "label": name,
+                    "color": color[name],
+                    "x": [x for x, _ in pts],
+                    "mean": ys,
+                    "low": ys,
+                    "high": ys,
+                    "n": [n] * len(pts),
+                }
+            )
+    return _svg_curves(series, "trial (as in the tuning table)", str(study.get("select")))
+
+
+def svg_curves(study: dict, arms: dict, out: Path) -> tuple[str, list] | None:
+    """plot_curves's figure: the confirmation runs' curve, mean with a 95% CI band."""
+    color, key = _hex(list(arms)), curve_key(study)
+    series = []
+    for name, a in arms.items():
+        dirs = [run_path(out, d) for d in (a.get("final") or {}).get("run_dirs") or []]
+        steps, mean, lo, hi = band(dirs, key)
+        if steps:
+            counts: dict[int, int] = {}
+            for d in dirs:
+                for st in {int(r["step"]) for r in rows_of(d) if _ok(r.get(key))}:
+                    counts[st] = counts.get(st, 0) + 1
+            series.append(
+                {
+                    "label": name,
+                    "color": color[name],
+                    "x": steps,
+                    "mean": mean,
+                    "low": lo,
+                    "high": hi,
+                    "n": [counts.get(st, 1) for st in steps],
+                }
+            )
+    return _svg_curves(series, "step", key)
+
+
+def svg_profile(study: dict, wl: dict, made: dict, boot: dict) -> tuple[str, list] | None:
+    """plot_profile's figure (every 5th tau: the curve, not 200 hover points per arm)."""
+    taus, color = made["taus"], _hex(list(made["profile"]))
+    band_ = profile_band(boot, taus) if boot else {}
+    keep = sorted(set(range(0, len(taus), 5)) | {len(taus) - 1})
+    series = []
+    for name, fr in made["profile"].items():
+        lo, hi = band_.get(name, (fr, fr))
+        series.append(
+            {
+                "label": name,
+                "color": color[name],
+                "x": [taus[i] for i in keep],
+                "mean": [fr[i] for i in keep],
+                "low": [lo[i] for i in keep],
+                "high": [hi[i] for i in keep],
+                "n": [len(wl)] * len(keep),
+            }
+        )
+    return _svg_curves(series, "τ (ratio to the best arm)", "fraction of workloads within τ")
+
+
+def ties_note(study: dict, arms: dict) -> str | None:
+    """Arms whose best trials tie on the selection metric, and the rule that chose among them
+    (runner.study.results.choose: the earlier trial)."""
+    parts = []
+    for name, a in _own_arms(arms).items():
+        ok = [t for t in a.get("trials", []) if _ok(t.get("select_value"))]
+        if len(ok) < 2:
+            continue
+        pick = max if higher_better(study, "select") else min
+        best = pick(t["select_value"] for t in ok)
+        tied = [str(t.get("index")) for t in ok if t["select_value"] == best]
+        if len(tied) > 1:
+            parts.append(f"{name}: trials {', '.join(tied)} at {fnum(best)}")
+    if not parts:
+        return None
+    return (
+        f"Ties on {study.get('select')}: {'; '.join(parts)}. A tie goes to the earlier trial "
+        "(the lowest number): the choice among them is by order, not by the metric."
+    )
+
+
+def val_split_note(study: dict, wl: dict, out: Path) -> str | None:
+    """A val split too small to select on, read off the confirmation runs' val accuracies
+    (runner.runs.val_rows; nothing when the run dirs are not there)."""
+    key = curve_key(study)
+    if not key.endswith("acc"):
+        return None
+    values = [
+        r.get(key)
+        for arms in wl.values()
+        for a in arms.values()
+        for d in (a.get("final") or {}).get("run_dirs") or []
+        for r in rows_of(run_path(out, d))
+    ]
+    return val_rows_note(val_rows(values), key)
+
+
 # -- the document ---------------------------------------------------------------------------
 
 
@@ -651,8 +833,6 @@ def _slug(w: str) -> str:
 
 def _docs_link(out: Path) -> str:
     """A link to docs/study.md from a study dir inside the source tree; its name otherwise."""
-    import os
-
     root = Path(__file__).resolve().parents[2]
     docs = root / DOCS
     if docs.is_file() and out.resolve().is_relative_to(root):
@@ -780,30 +960,35 @@ def _workload_blocks(study: dict, w: str, arms: dict, out: Path, several: bool) 
         if table:
             blocks += [("h", lvl, title), ("p", note), ("table", *table)]
     plots = []
-    for name, fn, title in (
+    for name, fn, title, svg in (
         (
             f"final{sfx}.png",
             lambda p, t: plot_final(study, arms, p, t),
             f"{study.get('metric')} per arm{tag}: mean and 95% CI over the seeds",
+            lambda: svg_final(study, arms),
         ),
         (
             f"tuning{sfx}.png",
             lambda p, t: plot_tuning(study, arms, p, t),
             f"tuning curves{tag}: best {study.get('select')} so far",
+            lambda: svg_tuning(study, arms),
         ),
         (
             f"curves{sfx}.png",
             lambda p, t: plot_curves(study, arms, out, p, t),
             f"confirmation runs{tag}: {curve_key(study)}, mean with a 95% CI band",
+            lambda: svg_curves(study, arms, out),
         ),
     ):
         # a plot that needs the run dirs (curves) keeps the one drawn when they were there: a
         # committed study dir holds no runs/, and a piece run later has only its own
         if fn(out / name, title) or (name.startswith("curves") and (out / name).is_file()):
-            plots.append((name, title))
-    blocks += [("h", lvl, f"Plots{tag}")] + [("img", n, t) for n, t in plots] if plots else []
+            plots.append(("img", name, title, svg()))  # the SVG for report.html, else the PNG
+    blocks += [("h", lvl, f"Plots{tag}"), *plots] if plots else []
     blocks += [("h", lvl, f"Tuning trials{tag}"), ("table", *tuning_table(study, arms))]
-    return blocks, [n for n, _ in plots]
+    if ties := ties_note(study, arms):
+        blocks.append(("p", ties))
+    return blocks, [b[1] for b in plots]
 
 
 def _failed_blocks(wl: dict) -> list:
@@ -831,7 +1016,10 @@ def document(study: dict, out: Path, analysis: str | None = None) -> tuple[list,
         lines = headline(study, arms)
         if several and lines:
             blocks.append(("p", f"**{w}**"))
-        blocks.append(("ul", lines or ["no arm to compare with the baseline"]))
+        # a list like any other in report.md; in report.html marked as the verdicts
+        blocks.append(("ul", lines or ["no arm to compare with the baseline"], "verdicts"))
+    if small := val_split_note(study, wl, out):
+        blocks.append(("p", small))
     pngs = []
     for w, arms in wl.items():
         b, p = _workload_blocks(study, w, arms, out, several)
@@ -840,7 +1028,7 @@ def document(study: dict, out: Path, analysis: str | None = None) -> tuple[list,
     if several:
         blocks += [("h", 2, "Across workloads"), ("table", *workload_table(study, wl))]
         boot = profile_boot(study, wl)
-        plot_profile(study, wl, out / "profile.png", boot)
+        made = plot_profile(study, wl, out / "profile.png", boot)
         blocks += [
             (
                 "p",
@@ -859,7 +1047,12 @@ def document(study: dict, out: Path, analysis: str | None = None) -> tuple[list,
                 "all: at this n the seeds alone can reorder the arms.",
             ),
             ("table", *profile_band_table(boot)),
-            ("img", "profile.png", "performance profile across workloads (95% seed band)"),
+            (
+                "img",
+                "profile.png",
+                "performance profile across workloads (95% seed band)",
+                svg_profile(study, wl, made, boot),
+            ),
         ]
         pngs.append("profile.png")
     blocks += _failed_blocks(wl)
@@ -908,8 +1101,6 @@ def _inline(text: str, escape) -> str:
 
 
 def _img_html(out: Path, name: str, title: str, escape) -> str:
-    import base64
-
     f = out / name
     if not f.is_file():
         return f"<p>(missing image {escape(name)})</p>"
@@ -969,19 +1160,7 @@ def md_to_html(text: str, out: Path, escape) -> str:
     return "\n".join(html)
 
 
-CSS = """body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;
-color:#222;box-sizing:border-box} .box{max-width:100%;overflow-x:auto;margin:1em 0}
-table{border-collapse:collapse;font-size:13px} th,td{border-bottom:1px solid #ddd;
-padding:4px 8px;text-align:left;vertical-align:top} th{background:#f4f4f4;white-space:nowrap}
-td{white-space:nowrap} td.w{white-space:normal;min-width:14em;max-width:28em;
-overflow-wrap:break-word} .v-better{color:#080;font-weight:bold}
-.v-worse{color:#b00;font-weight:bold} .v-no{color:#a60} .v-baseline{font-weight:bold}
-img{max-width:100%} figure{margin:1em 0} figcaption{color:#555;font-size:13px}"""
-
-
 def to_html(blocks: list, out: Path, title: str) -> str:
-    from html import escape
-
     parts = []
     for b in blocks:
         kind = b[0]
@@ -990,20 +1169,18 @@ def to_html(blocks: list, out: Path, title: str) -> str:
         elif kind == "p":
             parts.append(f"<p>{_inline(b[1], escape)}</p>")
         elif kind == "ul":
-            parts.append("<ul>" + "".join(f"<li>{_inline(x, escape)}</li>" for x in b[1]) + "</ul>")
+            cls = f' class="{b[2]}"' if len(b) > 2 else ""
+            items = "".join(f"<li>{_inline(x, escape)}</li>" for x in b[1])
+            parts.append(f"<ul{cls}>{items}</ul>")
         elif kind == "table":
             parts.append(_table_html(b[1], b[2], escape))
+        elif kind == "img" and len(b) > 3 and b[3]:
+            parts.append(rh.figure(b[3][0], b[2], b[3][1]))
         elif kind == "img":
             parts.append(_img_html(out, b[1], b[2], escape))
         elif kind == "md":
             parts.append(md_to_html(b[1], out, escape))
-    return (
-        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title>\n<style>{CSS}</style></head><body>\n"
-        + "\n".join(parts)
-        + "\n</body></html>\n"
-    )
+    return rh.page(title, "\n".join(parts))
 
 
 CSV_COLS = [

@@ -7,6 +7,8 @@ import math
 import statistics
 from pathlib import Path
 
+from runner.runs import read_rows
+from runner.stats import compare_to, describe, holm_verdicts
 from runner.stats import finite as num
 
 
@@ -19,9 +21,7 @@ def summary_of(run_dir: Path) -> dict:
 
 
 def rows_of(run_dir: Path) -> list[dict]:
-    """A run dir's metrics.jsonl rows (runner.compare.read_rows)."""
-    from runner.compare import read_rows
-
+    """A run dir's metrics.jsonl rows (runner.runs.read_rows)."""
     return read_rows(Path(run_dir) / "metrics.jsonl")
 
 
@@ -69,8 +69,6 @@ def choose(trials: list[dict], higher: bool) -> int | None:
 def final_figures(
     study_dir: Path, run_dirs: list[str], seeds: list[int], key: str, higher: bool
 ) -> dict:
-    from runner.stats import describe
-
     vals = [run_value(study_dir / d, key) for d in run_dirs]
     got = [(v, s) for v, s in zip(vals, seeds) if v is not None]
     d = describe([v for v, _ in got], higher) if got else {"n": 0, "mean": None}
@@ -107,8 +105,6 @@ def _diff(c: dict) -> dict:
 def verdicts(arms: dict, pairs: list[tuple[str, str]], higher: bool) -> list[tuple[str, dict]]:
     """compare_to for each (arm, base) pair, Holm-adjusted across the pairs (one family) and
     decided on the adjusted p. Returns [(arm, {"diff": ..., "verdict": ...})]."""
-    from runner.stats import compare_to, holm_verdicts
-
     done, res = [], []
     for arm, base in pairs:
         a, b = arms[arm]["final"], arms[base]["final"]

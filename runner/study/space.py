@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass
+
+import yaml
 
 from runner.errors import ConfigError
 
@@ -56,8 +59,6 @@ class Dim:
 
 
 def _number(s: str, key: str, text: str, integer: bool):
-    import yaml
-
     try:
         v = yaml.safe_load(s)
     except Exception:
@@ -101,8 +102,6 @@ def parse(key: str, text, where: str) -> Dim:
     kind, body = m.group(1), m.group(2)
     parts = [p for p in body.split(",")]
     if kind == "choice":
-        import yaml
-
         vals = tuple(_scalar(yaml.safe_load(p)) if p.strip() else None for p in parts)
         if not body.strip() or None in vals:
             raise ConfigError(name, f"malformed range {text!r}: empty choice", FORMS)
@@ -127,9 +126,7 @@ def unit_points(budget: int, dims: int, seed: int) -> list[list[float]]:
         return [[] for _ in range(budget)]
     if budget == 1:
         return [[0.5] * dims]
-    import warnings
-
-    from scipy.stats import qmc
+    from scipy.stats import qmc  # the optional `report` extra: only a multi-trial budget
 
     with warnings.catch_warnings():  # a budget that is not a power of 2 is fine here
         warnings.simplefilter("ignore")

@@ -7,7 +7,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.errors import ConfigError, check
+import yaml
+
+from runner.errors import ConfigError, check, closest
+from runner.stats import lower_is_better
 from runner.study.space import Dim, parse
 
 KEYS = (
@@ -177,8 +180,6 @@ def _arms(raw: dict) -> dict[str, list[str]]:
 
 
 def _higher(raw: dict, metric: str) -> bool:
-    from runner.stats import lower_is_better
-
     d = raw.get("direction")
     if d is None:
         return not lower_is_better(metric)
@@ -222,15 +223,15 @@ def _seconds(v, default: float) -> float:
 
 def _mapping(text: str) -> dict:
     """The study file's YAML as a mapping of known keys."""
-    import yaml
-
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError("study file", f"not valid YAML ({' '.join(str(e).split())[:120]})")
     check(isinstance(raw, dict), "study file", "must be a YAML mapping", ", ".join(KEYS))
     unknown = [k for k in raw if k not in KEYS]
-    check(not unknown, str(unknown[0]) if unknown else "", "unknown study key", ", ".join(KEYS))
+    if unknown:
+        hint = closest(unknown[0], KEYS)
+        raise ConfigError(str(unknown[0]), f"unknown study key{hint}", ", ".join(KEYS))
     return raw
 
 
@@ -240,13 +241,13 @@ def _arms_and_their_search(raw: dict) -> tuple[dict[str, list[str]], dict]:
     check(
         raw.get("baseline") in arms,
         "baseline",
-        f"unknown arm {raw.get('baseline')!r}",
+        f"unknown arm {raw.get('baseline')!r}{closest(raw.get('baseline'), arms)}",
         ", ".join(arms),
     )
     own = raw.get("arm_search") or {}
     check(isinstance(own, dict), "arm_search", "must map arms to ranges", ", ".join(arms))
     for a in own:
-        check(a in arms, "arm_search", f"unknown arm {a!r}", ", ".join(arms))
+        check(a in arms, "arm_search", f"unknown arm {a!r}{closest(a, arms)}", ", ".join(arms))
     return arms, own
 
 
