@@ -329,6 +329,10 @@ def report(summary: dict, run_dir: Path) -> None:
         )
 
 
+#: `tricks train -m ... --stack K` (runner.cli): with size > 1 the sweep's jobs are only listed
+#: here (config resolved, run dir) and trained afterwards in stacks by runner.stack_run
+STACK: dict = {"size": 1, "jobs": []}
+
 #: the sweep directory of this process's multirun (read by the CLI for its resume hint)
 SWEEP_DIR: list[str] = []
 
@@ -443,6 +447,9 @@ def hydra_main(cfg: DictConfig) -> None:
         if plan == "resume":
             cfg = cfg.copy()
             cfg.resume = True
+    if multirun and STACK["size"] > 1:  # trained with its stack after the sweep is listed
+        STACK["jobs"].append((OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)), run_dir))
+        return float("nan")
     try:
         summary = run(cfg, run_dir)
     except ConfigError as e:  # raised before run() writes anything

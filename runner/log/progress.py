@@ -269,7 +269,9 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         total = sweep_total(config)
-        if not total:
+        from runner.main import STACK  # --stack: the jobs are listed now, trained after
+
+        if not total or STACK["size"] > 1:
             return
         self.pid = os.getpid()
         from omegaconf import OmegaConf
