@@ -130,7 +130,7 @@ class StackState(State):
             if not math.isfinite(loss)
             else f"non-finite gradients (loss {loss:.6g})"
         )
-        m.status, m.steps = "failed", self.step + 1
+        m.status, m.steps = "failed", self.step  # steps done, as a solo summary counts
         m.error = (
             f"{what} at step {self.step + 1} (member {m.index} of a stack of "
             f"{len(self.members)}; the others went on); lower optimizer.lr or clip gradients"
