@@ -131,6 +131,10 @@ class State:
                 self._grad_norm = torch.nn.utils.get_total_norm(g)
         return self._grad_norm
 
+    def norm(self, tensors: list) -> torch.Tensor:
+        """The L2 norm over `tensors` (a stacked run: each member's, [K])."""
+        return torch.nn.utils.get_total_norm(tensors)
+
     def autocast(self):
         return devmod.autocast(self.plan)
 

@@ -37,6 +37,7 @@ STACKED_OPTIMIZERS = {
     "torch.optim.AdamW": ("StackedAdamW", ("betas", "eps")),
     "runner.optim.sgdw.SGDW": ("StackedSGDW", ("momentum", "dampening", "nesterov")),
     "runner.optim.lion.Lion": ("StackedLion", ("betas",)),
+    "runner.optim.tiger.Tiger": ("StackedLion", ("beta",)),  # Lion with beta1 = beta2
 }
 #: optimizer keys that change nothing in the stacked form (kernel choice) or are handled apart
 _OPT_IGNORED = ("_target_", "lr", "weight_decay", "fused", "foreach", "decay_bias_and_norm")
@@ -72,12 +73,24 @@ class StackState(State):
     def backward(self, loss: torch.Tensor) -> None:
         super().backward(loss.sum())  # Σₖ Lₖ: member k's gradient is its own dLₖ
 
+    def norm(self, tensors: list) -> torch.Tensor:
+        """Each member's L2 norm over its slices of `tensors`: [K]."""
+        per = [torch.linalg.vector_norm(t.flatten(1), dim=1) for t in tensors]
+        return torch.linalg.vector_norm(torch.stack(per), dim=0)
+
     def grad_norm(self) -> torch.Tensor:
-        """Each member's L2 norm over its own gradients: [K]."""
+        """Each member's L2 norm over its own gradients: [K] (cached for the step)."""
         if self._grad_norm is None:
-            per = [torch.linalg.vector_norm(g.flatten(1), dim=1) for g in self.grads()]
-            self._grad_norm = torch.linalg.vector_norm(torch.stack(per), dim=0)
+            self._grad_norm = self.norm(self.grads())
         return self._grad_norm
+
+    def member_randn(self, shape, device) -> torch.Tensor:
+        """[K, *shape] standard normal, member k's from its own generator: what torch.randn of
+        `shape` gives its solo run (the tricks' random draws, e.g. input noise)."""
+        f32 = torch.float32
+        return torch.stack(
+            [torch.randn(shape, generator=g, device=device, dtype=f32) for g in self.generators]
+        )
 
     @property
     def lr(self) -> list:
@@ -141,45 +154,84 @@ class StackState(State):
                 p.grad[m.index].zero_()
         self.optimizer.zero_member(m.index)
 
-    @torch.no_grad()
     def run_member_eval(self) -> dict:
-        """Every member's val and test figures: the shared split, each member's model."""
+        """engine.run_eval per member: val and test of the shared splits, each member's model
+        (a trick's eval model, e.g. EMA, with the raw weights' figures under */raw/*)."""
         row = {}
-        model = self.raw_model
+        ev = self.eval_model()
+        main = ev if ev is not None else self.raw_model
+        for split in ("val", "test"):
+            row.update({f"{split}/{k}": v for k, v in self._evaluate(main, split).items()})
+            if ev is not None:
+                raw = self._evaluate(self.raw_model, split)
+                row.update({f"{split}/raw/{k}": v for k, v in raw.items()})
+        return row
+
+    @torch.no_grad()
+    def _evaluate(self, model, split: str) -> dict:
+        """engine.evaluate per member: {figure: [K] values}, one host read."""
         was = model.training
         model.eval()
         k = len(self.members)
-        for split in ("val", "test"):
-            data = getattr(self.data, split)
-            loss = torch.zeros(k, device=self.plan.device, dtype=torch.float64)
-            counts, n = 0, 0
-            for b in engine.eval_batches(data, self.cfg.eval_batch_size):
-                xb = {key: v.expand(k, *v.shape) for key, v in b.items() if key != "y"}
-                with self.autocast():
-                    logits = model(xb)
-                loss += self.loss.sum(logits, b["y"]).double()
-                counts = counts + self.loss.counts(logits, b["y"])
-                n += len(b["y"])
-            vals = torch.cat([loss, counts.double().reshape(-1)]).tolist()
-            c = vals[k:]
-            w = len(c) // k
-            per = [self.loss.metrics(c[i * w : (i + 1) * w]) for i in range(k)]
-            row[f"{split}/loss"] = [v / max(n, 1) for v in vals[:k]]
-            row.update({f"{split}/{f}": [p[f] for p in per] for f in per[0]})
+        loss = torch.zeros(k, device=self.plan.device, dtype=torch.float64)
+        counts, n = 0, 0
+        for b in engine.eval_batches(getattr(self.data, split), self.cfg.eval_batch_size):
+            xb = {key: v.expand(k, *v.shape) for key, v in b.items() if key != "y"}
+            with self.autocast():
+                logits = model(xb)
+            loss += self.loss.sum(logits, b["y"]).double()
+            counts = counts + self.loss.counts(logits, b["y"])
+            n += len(b["y"])
         model.train(was)
-        return row
+        vals = torch.cat([loss, counts.double().reshape(-1)]).tolist()
+        c = vals[k:]
+        w = len(c) // k
+        per = [self.loss.metrics(c[i * w : (i + 1) * w]) for i in range(k)]
+        return {"loss": [v / max(n, 1) for v in vals[:k]]} | {
+            f: [p[f] for p in per] for f in per[0]
+        }
 
 
 # -- setup -------------------------------------------------------------------------------------
 
 
+def _trick_nodes(cfg) -> list:
+    """(config key, trick target) of every trick a config selects."""
+    from omegaconf import DictConfig
+
+    from runner.config import LIST_GROUPS, TRICK_GROUPS
+
+    out = []
+    for group in TRICK_GROUPS:
+        node = cfg.get(group)
+        if not node:
+            continue
+        items = node.items() if group in LIST_GROUPS else [(None, node)]
+        for name, sub in items:
+            if isinstance(sub, DictConfig) and sub.get("_target_"):
+                out.append((f"{group}.{name}" if name else group, sub._target_))
+    return out
+
+
+def free_keys(cfg) -> tuple:
+    """The keys members of one stack may differ in: STACK_FREE and the tricks' stack_keys (their
+    strengths), read from the trick classes' facts without importing them."""
+    from runner.facts import static_facts
+
+    nodes = _trick_nodes(cfg)
+    keys = [f"{key}.{k}" for key, t in nodes for k in static_facts(t).get("stack_keys", ())]
+    return (*STACK_FREE, *keys)
+
+
 def check_shareable(cfgs: list) -> None:
     """NotStackable naming why unless every config shares the stacked code path."""
     from runner.config import first_difference, to_container
+    from runner.facts import static_facts
 
     first = to_container(cfgs[0])
+    free = free_keys(cfgs[0])
     for c in cfgs[1:]:
-        diff = first_difference(first, to_container(c), STACK_FREE)
+        diff = first_difference(first, to_container(c), free)
         if diff is not None:
             raise NotStackable(f"{diff[0]} differs ({diff[1]!r} vs {diff[2]!r})")
     c = cfgs[0]
@@ -191,11 +243,9 @@ def check_shareable(cfgs: list) -> None:
     extra = [k for k in opt if k not in allowed and k != "decoupled_weight_decay"]
     if extra or opt.get("decoupled_weight_decay", True) is not True:
         raise NotStackable(f"optimizer.{(extra or ['decoupled_weight_decay'])[0]}")
-    for group in ("reg", "derived"):
-        if c.get(group):
-            raise NotStackable(f"{group} tricks ({', '.join(c[group])}) do not stack yet")
-    if c.clip.get("_target_"):
-        raise NotStackable("clip does not stack yet")
+    for key, target in _trick_nodes(c):
+        if static_facts(target).get("stackable") is not True:
+            raise NotStackable(f"{key} does not stack (its facts: stackable = False)")
     if t.on_nan != "stop" or t.compile or t.grad_checkpointing:
         raise NotStackable("trainer.on_nan=skip, compile or grad_checkpointing")
     if c.dataset.get("labeled_fraction") or c.dataset.get("labeled_size"):
@@ -229,7 +279,18 @@ def _optimizer(cfgs: list, model: torch.nn.Module):
         if rest:
             groups.append({"params": rest, "member_lr": lr, "member_wd": torch.zeros_like(wd)})
     kw = {k: (tuple(node[k]) if k == "betas" else node[k]) for k in keys if k in node}
+    if "beta" in kw:
+        kw["betas"] = (kw["beta"], kw.pop("beta"))
     return getattr(so, name)(groups, **kw)
+
+
+def _tricks(cfgs: list, device) -> list:
+    """Each member's tricks (the same classes in the same order: the configs differ only in
+    stack keys), one stacked trick per position (Trick.stack)."""
+    from runner import build
+
+    per_member = [build.tricks(c) for c in cfgs]
+    return [type(ts[0]).stack(list(ts), device) for ts in zip(*per_member)]
 
 
 def build_state(members: list[Member]) -> StackState:
@@ -256,17 +317,20 @@ def build_state(members: list[Member]) -> StackState:
         models.append(build.model(c, data.info).to(plan.device))
         gens.append(_member_generator(plan.device))
     model = stack_models(models, gens)
+    tricks = _tricks(cfgs, plan.device)
     opt = _optimizer(cfgs, model)
+    for t in tricks:
+        opt = t.wrap_optimizer(opt)
     batcher = StackBatcher(data.train, tcfg.batch_size, [c.seed for c in cfgs], tcfg.accum_steps)
     steps = engine.total_steps(tcfg, batcher.steps_per_epoch)
-    return StackState(
+    state = StackState(
         cfg=tcfg,
         plan=plan,
         model=model,
         raw_model=model,
         optimizer=opt,
         scheduler=build.schedule(cfgs[0], opt, steps),
-        tricks=[],
+        tricks=tricks,
         data=data,
         batcher=batcher,
         total_steps=steps,
@@ -278,6 +342,9 @@ def build_state(members: list[Member]) -> StackState:
         members=members,
         generators=gens,
     )
+    for t in tricks:
+        t.setup(state)
+    return state
 
 
 # -- logging, best, checkpoints ---------------------------------------------------------------
@@ -310,12 +377,16 @@ def _on_eval(state: StackState, row: dict) -> None:
         v = row[key][m.index]
         if m.best and key in m.best and v <= m.best[key]:
             continue
-        m.best = {k: x[m.index] for k, x in row.items() if k.startswith(("val/", "test/"))}
+        m.best = {
+            k: x[m.index]
+            for k, x in row.items()
+            if k.startswith(("val/", "test/")) and "/raw/" not in k
+        }
         m.best["step"] = m.improved_at = state.step
         checkpoint.save_atomic(
             {
                 "format": checkpoint.FORMAT,
-                "model": member_state_dict(state.raw_model, m.index),
+                "model": member_state_dict(state.eval_model() or state.raw_model, m.index),
                 "step": state.step,
                 "val/acc": row["val/acc"][m.index],
             },
@@ -486,8 +557,10 @@ def group(jobs: list, size: int) -> list[list]:
     groups: dict = {}
     for job in jobs:
         flat = flatten(to_container(job[0]))
-        free = lambda k: any(k == f or k.startswith(f + ".") for f in STACK_FREE)
-        shared = {k: v for k, v in flat.items() if not free(k)}
+        keys = free_keys(job[0])
+        shared = {
+            k: v for k, v in flat.items() if not any(k == f or k.startswith(f + ".") for f in keys)
+        }
         key = json.dumps(shared, sort_keys=True, default=str)
         groups.setdefault(key, []).append(job)
     return [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
@@ -520,7 +593,9 @@ def run_jobs(jobs: list, size: int) -> int:
 
     from runner import main
 
-    for g in group(jobs, size):
+    # a job with a solo checkpoint (run before without --stack) resumes solo, as it would
+    solo = [[j] for j in jobs if j[0].get("resume")]
+    for g in solo + group([j for j in jobs if not j[0].get("resume")], size):
         if len(g) > 1:
             try:
                 summaries = run_stack(g)

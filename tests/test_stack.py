@@ -81,8 +81,13 @@ def assert_weights_match(a: dict, b: dict, rel=1e-4):
     assert a.keys() == b.keys()
     for n in a:
         err = float((a[n] - b[n]).norm() / b[n].norm())
-        print("weights", n, err)
         assert err <= rel, (n, err)
+
+
+def assert_member_matches(d: Path, i: int) -> None:
+    """Stack member i (run dir m<i>, weights in m0's stack checkpoint) = solo run solo<i>."""
+    assert_rows_match(read_rows(d / f"m{i}"), read_rows(d / f"solo{i}"))
+    assert_weights_match(_member_weights(d / "m0", i), _solo_weights(d / f"solo{i}"))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -96,10 +101,7 @@ def test_member_follows_its_solo_run(case, tmp_path):
         solo = _solo(extra, m, tmp_path / f"solo{i}")
         s = summaries[i]
         assert s["status"] == "completed" and s["stack"]["size"] == len(members)
-        assert_rows_match(read_rows(tmp_path / f"m{i}"), read_rows(tmp_path / f"solo{i}"))
-        assert_weights_match(
-            _member_weights(tmp_path / "m0", i), _solo_weights(tmp_path / f"solo{i}")
-        )
+        assert_member_matches(tmp_path, i)
         for key in ("best/val/acc", "test/acc", "best/step", "steps", "epochs"):
             assert _close(s[key], solo[key]), key
         best = torch.load(tmp_path / f"m{i}" / "checkpoints" / "best.pt", weights_only=True)
@@ -156,7 +158,7 @@ def test_unstackable_sets_are_refused_with_the_reason():
 
     cases = {
         "model.hidden": ([], ["model.hidden=50"]),
-        "reg": (["reg=flooding"], ["reg=flooding"]),
+        "reg": (["reg=rdrop", "model.dropout=0.1"], ["reg=rdrop", "model.dropout=0.1"]),
         "optimizer": (["optimizer=adafactor"], ["optimizer=adafactor"]),
     }
     for why, (a, b) in cases.items():
@@ -181,7 +183,7 @@ SWEEP = [
 
 def test_cli_stack_sweep_writes_ordinary_run_dirs(tmp_path):
     """`tricks train -m ... --stack 3`: seeds x lr stacked (6 jobs: stacks of 3), a job that
-    cannot share (flooding) solo; every job an ordinary run dir, the same rows as a plain sweep."""
+    cannot share (rdrop) solo; every job an ordinary run dir, the same rows as a plain sweep."""
     args = ["-m", *SWEEP, "seed=0,1,2", "optimizer.lr=0.003,0.002"]
     r = cli(["train", *args, "--stack", "3", "hydra.sweep.dir=st"], tmp_path)
     assert r.returncode == 0, r.stderr
@@ -194,7 +196,7 @@ def test_cli_stack_sweep_writes_ordinary_run_dirs(tmp_path):
         assert (d / "config.yaml").read_text() == (s / "config.yaml").read_text()
         assert_rows_match(read_rows(d), read_rows(s))
     r = cli(
-        ["train", "-m", *SWEEP, "seed=0,1", "reg=flooding", "--stack", "2", "hydra.sweep.dir=f"],
+        ["train", "-m", *SWEEP, "seed=0,1", "reg=rdrop", "--stack", "2", "hydra.sweep.dir=f"],
         tmp_path,
     )
     assert r.returncode == 0 and "run solo" in r.stderr, r.stderr
@@ -224,3 +226,74 @@ def test_sigkilled_stack_resumes_exactly(tmp_path):
         assert strip_timing(read_rows(a)) == strip_timing(read_rows(b))
         sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
         assert sb["resumed"] and sb["test/acc"] == sa["test/acc"] and sb["steps"] == 30
+
+
+# -- tricks and optimizers: every stackable trick, member strengths differing ------------------
+
+
+def _trick_options() -> list[tuple]:
+    """(group, option, class) of every trick option of conf/ (tricks declare `stackable`)."""
+    from runner.config import TRICK_GROUPS, options
+    from runner.facts import trick_class
+
+    out = []
+    for group in TRICK_GROUPS:
+        for option in options(group):
+            cls = trick_class(group, option)
+            if cls is not None:
+                out.append((group, option, cls))
+    return out
+
+
+TRICKS = _trick_options()
+STACKABLE = [(g, o) for g, o, cls in TRICKS if cls.stackable]
+#: member 1's strength where half the default would not exercise the trick
+STRENGTH = {"flooding": 1.2, "norm": 0.3, "adaptive": 0.3}
+
+
+def test_every_trick_says_whether_it_stacks():
+    for group, option, cls in TRICKS:
+        own = [k for k in cls.__mro__ if k.__module__ == cls.__module__]
+        assert any("stackable" in vars(k) for k in own), f"{group}={option} does not declare it"
+    assert {o for _, o in STACKABLE} >= {"flooding", "label_smoothing", "noise", "norm", "value"}
+
+
+def _trick_overrides(group: str, option: str, member: int) -> list[str]:
+    from runner.facts import trick_class
+
+    cls = trick_class(group, option)
+    sel = f"{group}={option}"
+    if not cls.stack_keys or member == 0:
+        return [sel]
+    key = cls.stack_keys[0]
+    path = f"{group}.{option}.{key}" if group in ("reg", "derived") else f"{group}.{key}"
+    import inspect
+
+    default = inspect.signature(cls.__init__).parameters[key].default
+    return [sel, f"{path}={STRENGTH.get(option, default / 2)}"]
+
+
+@pytest.mark.parametrize("group,option", STACKABLE, ids=[f"{g}={o}" for g, o in STACKABLE])
+def test_stacked_trick_follows_its_solo_runs(group, option, tmp_path):
+    """Member k with the trick at its own strength (the default, and another) = its solo run."""
+    from runner.stack_run import run_stack
+
+    base = ["model.dropout=0", "trainer.max_steps=100"]
+    members = [(0, 3e-3, 0.0), (1, 2e-3, 0.0)]
+    extras = [base + _trick_overrides(group, option, i) for i in range(2)]
+    run_stack([(_cfg(e, *m), tmp_path / f"m{i}") for i, (e, m) in enumerate(zip(extras, members))])
+    for i, (e, m) in enumerate(zip(extras, members)):
+        _solo(e, m, tmp_path / f"solo{i}")
+        assert_member_matches(tmp_path, i)
+
+
+@pytest.mark.parametrize("opt", ["lion", "tiger"])
+def test_stacked_sign_optimizers_follow_their_solo_runs(opt, tmp_path):
+    from runner.stack_run import run_stack
+
+    extra = ["model.dropout=0", "trainer.max_steps=100", f"optimizer={opt}"]
+    members = [(0, 3e-4, 0.0), (1, 1e-4, 0.1)]
+    run_stack([(_cfg(extra, *m), tmp_path / f"m{i}") for i, m in enumerate(members)])
+    for i, m in enumerate(members):
+        _solo(extra, m, tmp_path / f"solo{i}")
+        assert_member_matches(tmp_path, i)

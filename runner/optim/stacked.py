@@ -40,6 +40,8 @@ def _per_member(v: torch.Tensor, like: list) -> list:
 class _Stacked(Optimizer):
     def __init__(self, groups: list, defaults: dict):
         super().__init__(groups, {**defaults, "lr": 1.0})
+        for g in self.param_groups:  # read once here: a read per step would sync on CUDA
+            g.setdefault("decays", bool(g["member_wd"].any()))
 
     def _active(self, group):
         ps = [p for p in group["params"] if p.grad is not None]
@@ -63,7 +65,7 @@ class _Stacked(Optimizer):
             ps, gs = self._active(group)
             if ps:
                 lr = self.member_lr(group)
-                if group["member_wd"].any():  # p <- p * (1 - lr * wd), as the solo optimizers
+                if group["decays"]:  # p <- p * (1 - lr * wd), as the solo optimizers
                     torch._foreach_mul_(ps, _per_member(1 - lr * group["member_wd"], ps))
                 self._update(group, ps, gs, lr)
 

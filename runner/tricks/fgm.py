@@ -198,6 +198,7 @@ class FGM(Adversarial):
     noop = {"adv_weight": 0.0}
     noop_exact = True
     passes = "2"
+    stackable = False  # runs using it train solo (runner.stack_run)
 
     def __init__(
         self,

@@ -68,6 +68,7 @@ class GradPen(GradPenalty):
     noop = {"eps": 0.0}
     noop_exact = False
     passes = "~3 (double backward)"
+    stackable = False  # runs using it train solo (runner.stack_run)
     needs_embed_grad = True
     key = "gradpen_sq"
 

@@ -34,6 +34,7 @@ class ParamGradPen(GradPenalty):
     noop = {"gamma": 0.0}
     noop_exact = False
     passes = "~3 (double backward)"
+    stackable = False  # runs using it train solo (runner.stack_run)
     key = "paramgradpen_sq"
 
     def __init__(self, gamma: float = 0.1, order: int | None = None):

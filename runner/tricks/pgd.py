@@ -51,6 +51,7 @@ class PGD(Adversarial):
     noop = {"adv_weight": 0.0}
     noop_exact = True
     passes = "K+1"
+    stackable = False  # runs using it train solo (runner.stack_run)
 
     def __init__(
         self,

@@ -58,6 +58,7 @@ class RDrop(Trick):
     noop = {"alpha": 0.0}
     noop_exact = False  # the doubled batch's mean CE: other dropout masks, other sum order
     passes = "2 (one doubled batch)"
+    stackable = False  # runs using it train solo (runner.stack_run)
 
     def __init__(self, alpha: float = 4.0, order: int | None = None):
         super().__init__(order)
