@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -576,7 +577,7 @@ def _solo(cfg, run_dir: Path) -> int:
         s = main.run(cfg, run_dir)
     except Exception as e:  # ConfigError: bad input; else a bug or the environment
         msg = str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}".splitlines()[0]
-        print(f"error: {msg}", file=__import__("sys").stderr)
+        print(f"error: {msg}", file=sys.stderr)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_dir / "summary.json", {"status": "failed", "error": msg})
         s = {"status": "failed"}
@@ -588,9 +589,8 @@ def _solo(cfg, run_dir: Path) -> int:
 def run_jobs(jobs: list, size: int) -> int:
     """`tricks train -m ... --stack K`: the sweep's jobs, stacked where they share a code path,
     solo otherwise. Returns 3 when a job was interrupted (the sweep stops), else 0 (failed jobs
-    are in runner.main.FAILED)."""
-    import sys
-
+    are in runner.main.FAILED). A stack that cannot be built (NotStackable, or bad input a solo
+    run then reports job by job) runs its jobs solo."""
     from runner import main
 
     # a job with a solo checkpoint (run before without --stack) resumes solo, as it would
@@ -599,7 +599,11 @@ def run_jobs(jobs: list, size: int) -> int:
         if len(g) > 1:
             try:
                 summaries = run_stack(g)
-            except NotStackable as e:
+            except Exception as e:  # noqa: BLE001 (any failure to stack: the jobs run solo)
+                if main.debug() and not isinstance(e, NotStackable):
+                    import traceback
+
+                    traceback.print_exc()
                 why = f"note: {len(g)} jobs run solo: they cannot share a stack ({e})"
                 print(why, file=sys.stderr)
             else:

@@ -203,6 +203,18 @@ def test_cli_stack_sweep_writes_ordinary_run_dirs(tmp_path):
     assert "stack" not in json.loads((tmp_path / "f" / "0" / "summary.json").read_text())
 
 
+def test_cli_stack_bad_input_fails_job_by_job(tmp_path):
+    """Bad input in a stacked sweep: the stack is not built, each job runs solo and fails with
+    its one error line and a failed summary.json, as in a plain sweep."""
+    args = ["train", "-m", "trainer.max_steps=4", "model.hidden=-1", "seed=0,1", "--stack", "2"]
+    r = cli([*args, "hydra.sweep.dir=bad"], tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.count("error: model.hidden") == 2, r.stderr
+    for j in (0, 1):
+        s = json.loads((tmp_path / "bad" / str(j) / "summary.json").read_text())
+        assert s["status"] == "failed" and "model.hidden" in s["error"]
+
+
 def test_cli_stack_needs_a_sweep(tmp_path):
     r = cli(["train", "--stack", "2", "seed=1"], tmp_path)
     assert r.returncode == 2 and "--stack" in r.stderr and len(r.stderr.strip().splitlines()) == 1
@@ -297,3 +309,25 @@ def test_stacked_sign_optimizers_follow_their_solo_runs(opt, tmp_path):
     for i, m in enumerate(members):
         _solo(extra, m, tmp_path / f"solo{i}")
         assert_member_matches(tmp_path, i)
+
+
+@pytest.mark.slow
+def test_twenty_stacked_members_are_distributed_as_twenty_solo_runs(tmp_path):
+    """With dropout, 20 stacked members and 20 solo runs (seeds 0-19): a two-sample test cannot
+    tell their final test accuracies apart and each mean lies in the other's 95% CI. On CPU the
+    members draw their solo runs' dropout masks, so this holds run by run; it is the check that
+    matters where the draws differ (CUDA's fused dropout)."""
+    from scipy import stats
+
+    from runner.stack_run import run_stack
+
+    extra = ["model.dropout=0.2", "trainer.max_steps=100"]
+    seeds = range(20)
+    stacked = run_stack([(_cfg(extra, s, 3e-3, 0.0), tmp_path / f"m{s}") for s in seeds])
+    solo = [_solo(extra, (s, 3e-3, 0.0), tmp_path / f"solo{s}") for s in seeds]
+    a = [s["final/test/acc"] for s in stacked]
+    b = [s["final/test/acc"] for s in solo]
+    assert stats.mannwhitneyu(a, b).pvalue > 0.05
+    for x, y in ((a, b), (b, a)):
+        lo, hi = stats.t.interval(0.95, len(y) - 1, loc=sum(y) / len(y), scale=stats.sem(y))
+        assert lo <= sum(x) / len(x) <= hi
