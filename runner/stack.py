@@ -81,13 +81,14 @@ class StackedConv1d(nn.Module):
         return y.view(b, k, w.shape[1], -1).transpose(0, 1)
 
 
-class StackedDropout(nn.Module):
+class StackedDropout(nn.modules.dropout._DropoutNd):
     """Dropout with each member's draws from its own generator: on CPU the numbers its solo run
-    draws (torch's CPU dropout is `empty_like(x).bernoulli_(1 - p)`, scaled by 1 / (1 - p))."""
+    draws (torch's CPU dropout is `empty_like(x).bernoulli_(1 - p)`, scaled by 1 / (1 - p)). A
+    dropout module to whoever asks (R-Drop's check)."""
 
     def __init__(self, p: float, generators: list):
-        super().__init__()
-        self.p, self.generators = p, generators
+        super().__init__(p)
+        self.generators = generators
 
     def forward(self, x):
         if not self.training or self.p == 0:

@@ -158,7 +158,7 @@ def test_unstackable_sets_are_refused_with_the_reason():
 
     cases = {
         "model.hidden": ([], ["model.hidden=50"]),
-        "reg": (["reg=rdrop", "model.dropout=0.1"], ["reg=rdrop", "model.dropout=0.1"]),
+        "reg": (["reg=fgm"], ["reg=fgm"]),
         "optimizer": (["optimizer=adafactor"], ["optimizer=adafactor"]),
     }
     for why, (a, b) in cases.items():
@@ -183,7 +183,7 @@ SWEEP = [
 
 def test_cli_stack_sweep_writes_ordinary_run_dirs(tmp_path):
     """`tricks train -m ... --stack 3`: seeds x lr stacked (6 jobs: stacks of 3), a job that
-    cannot share (rdrop) solo; every job an ordinary run dir, the same rows as a plain sweep."""
+    cannot share (fgm) solo; every job an ordinary run dir, the same rows as a plain sweep."""
     args = ["-m", *SWEEP, "seed=0,1,2", "optimizer.lr=0.003,0.002"]
     r = cli(["train", *args, "--stack", "3", "hydra.sweep.dir=st"], tmp_path)
     assert r.returncode == 0, r.stderr
@@ -196,7 +196,7 @@ def test_cli_stack_sweep_writes_ordinary_run_dirs(tmp_path):
         assert (d / "config.yaml").read_text() == (s / "config.yaml").read_text()
         assert_rows_match(read_rows(d), read_rows(s))
     r = cli(
-        ["train", "-m", *SWEEP, "seed=0,1", "reg=rdrop", "--stack", "2", "hydra.sweep.dir=f"],
+        ["train", "-m", *SWEEP, "seed=0,1", "reg=fgm", "--stack", "2", "hydra.sweep.dir=f"],
         tmp_path,
     )
     assert r.returncode == 0 and "run solo" in r.stderr, r.stderr
@@ -261,6 +261,8 @@ TRICKS = _trick_options()
 STACKABLE = [(g, o) for g, o, cls in TRICKS if cls.stackable]
 #: member 1's strength where half the default would not exercise the trick
 STRENGTH = {"flooding": 1.2, "norm": 0.3, "adaptive": 0.3}
+#: what a trick needs to do anything (R-Drop compares two dropout draws)
+NEEDS = {"rdrop": ["model.dropout=0.1"]}
 
 
 def test_every_trick_says_whether_it_stacks():
@@ -292,7 +294,7 @@ def test_stacked_trick_follows_its_solo_runs(group, option, tmp_path):
 
     base = ["model.dropout=0", "trainer.max_steps=100"]
     members = [(0, 3e-3, 0.0), (1, 2e-3, 0.0)]
-    extras = [base + _trick_overrides(group, option, i) for i in range(2)]
+    extras = [base + NEEDS.get(option, []) + _trick_overrides(group, option, i) for i in range(2)]
     run_stack([(_cfg(e, *m), tmp_path / f"m{i}") for i, (e, m) in enumerate(zip(extras, members))])
     for i, (e, m) in enumerate(zip(extras, members)):
         _solo(e, m, tmp_path / f"solo{i}")
