@@ -158,7 +158,7 @@ def test_unstackable_sets_are_refused_with_the_reason():
 
     cases = {
         "model.hidden": ([], ["model.hidden=50"]),
-        "reg": (["reg=fgm"], ["reg=fgm"]),
+        "reg": (["reg=pgd"], ["reg=pgd"]),
         "optimizer": (["optimizer=adafactor"], ["optimizer=adafactor"]),
     }
     for why, (a, b) in cases.items():
@@ -183,7 +183,7 @@ SWEEP = [
 
 def test_cli_stack_sweep_writes_ordinary_run_dirs(tmp_path):
     """`tricks train -m ... --stack 3`: seeds x lr stacked (6 jobs: stacks of 3), a job that
-    cannot share (fgm) solo; every job an ordinary run dir, the same rows as a plain sweep."""
+    cannot share (pgd) solo; every job an ordinary run dir, the same rows as a plain sweep."""
     args = ["-m", *SWEEP, "seed=0,1,2", "optimizer.lr=0.003,0.002"]
     r = cli(["train", *args, "--stack", "3", "hydra.sweep.dir=st"], tmp_path)
     assert r.returncode == 0, r.stderr
@@ -196,7 +196,7 @@ def test_cli_stack_sweep_writes_ordinary_run_dirs(tmp_path):
         assert (d / "config.yaml").read_text() == (s / "config.yaml").read_text()
         assert_rows_match(read_rows(d), read_rows(s))
     r = cli(
-        ["train", "-m", *SWEEP, "seed=0,1", "reg=fgm", "--stack", "2", "hydra.sweep.dir=f"],
+        ["train", "-m", *SWEEP, "seed=0,1", "reg=pgd", "--stack", "2", "hydra.sweep.dir=f"],
         tmp_path,
     )
     assert r.returncode == 0 and "run solo" in r.stderr, r.stderr
@@ -290,11 +290,19 @@ def _trick_overrides(group: str, option: str, member: int) -> list[str]:
 @pytest.mark.parametrize("group,option", STACKABLE, ids=[f"{g}={o}" for g, o in STACKABLE])
 def test_stacked_trick_follows_its_solo_runs(group, option, tmp_path):
     """Member k with the trick at its own strength (the default, and another) = its solo run."""
+    _check_trick(group, option, NEEDS.get(option, []), tmp_path)
+
+
+def test_stacked_fgm_per_sample_follows_its_solo_runs(tmp_path):
+    _check_trick("reg", "fgm", ["reg.fgm.norm=sample"], tmp_path)
+
+
+def _check_trick(group: str, option: str, needs: list, tmp_path: Path) -> None:
     from runner.stack_run import run_stack
 
     base = ["model.dropout=0", "trainer.max_steps=100"]
     members = [(0, 3e-3, 0.0), (1, 2e-3, 0.0)]
-    extras = [base + NEEDS.get(option, []) + _trick_overrides(group, option, i) for i in range(2)]
+    extras = [base + _trick_overrides(group, option, i) + needs for i in range(2)]
     run_stack([(_cfg(e, *m), tmp_path / f"m{i}") for i, (e, m) in enumerate(zip(extras, members))])
     for i, (e, m) in enumerate(zip(extras, members)):
         _solo(e, m, tmp_path / f"solo{i}")

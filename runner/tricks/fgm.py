@@ -55,9 +55,15 @@ TARGETS = ("output", "table")
 TABLE_MODELS = "transformer, minilm, hf"
 
 
-def l2_normalize(g: torch.Tensor, norm: str = "global", tiny: float = 1e-12) -> torch.Tensor:
-    """g / ‖g‖ over the whole tensor (global) or over each sample (dim 0)."""
+def l2_normalize(
+    g: torch.Tensor, norm: str = "global", tiny: float = 1e-12, lead: int = 0
+) -> torch.Tensor:
+    """g / ‖g‖ over the whole tensor (global) or over each sample (dim 0). `lead` = 1 (a stacked
+    run's [K, B, ...]): over each member's slice, or each member's each sample."""
     g = g.float()
+    if lead:
+        n = g.flatten(lead + (norm == "sample")).norm(dim=-1).clamp_min(tiny)
+        return g / n.view(*n.shape, *([1] * (g.dim() - n.dim())))
     if norm == "global":
         return g / g.norm().clamp_min(tiny)
     n = g.flatten(1).norm(dim=1).clamp_min(tiny)
@@ -133,7 +139,8 @@ def clean_grad(state, out, batch, next, mode: str) -> torch.Tensor | None:
     if mode == "both" or out.embed is None:
         next(out, batch)
         return embed_grad(out)
-    (g,) = torch.autograd.grad(for_direction(state, out.loss), out.embed, allow_unused=True)
+    loss = out.loss if out.loss.dim() == 0 else out.loss.sum()  # a stack's [K]: Σₖ, each its own
+    (g,) = torch.autograd.grad(for_direction(state, loss), out.embed, allow_unused=True)
     if g is None:  # the loss does not reach the embedding: keep the clean step
         next(out, batch)
     return g
@@ -198,7 +205,8 @@ class FGM(Adversarial):
     noop = {"adv_weight": 0.0}
     noop_exact = True
     passes = "2"
-    stackable = False  # runs using it train solo (runner.stack_run)
+    stackable = True  # each member's normalisation and eps (table models never stack)
+    stack_keys = ("eps",)
 
     def __init__(
         self,
@@ -217,7 +225,10 @@ class FGM(Adversarial):
 
     def attack(self, state, out, b, g) -> None:
         if self.target == "output":
-            r = (self.eps * l2_normalize(g, self.norm)).to(out.embed.dtype)
+            eps = self.eps
+            if torch.is_tensor(eps):  # per member (a stack): [K] over [K, B, ...]
+                eps = eps.view(-1, *([1] * (g.dim() - 1)))
+            r = (eps * l2_normalize(g, self.norm, lead=state.batch_dim)).to(out.embed.dtype)
             adv_backward(state, state.forward(b, delta=r).loss, self.adv_weight)
             return
         shift = TableShift(table_of(state), b["x"])
