@@ -58,11 +58,14 @@ def _close(a, b, rel=1e-5) -> bool:
 
 
 def assert_rows_match(stacked: list, solo: list, rel=1e-5):
+    """Every row's losses and metrics to `rel`; the grad norm (the norm of a sum of passes'
+    gradients, PGD's three normalisations deep) to 10 x rel."""
     assert len(stacked) == len(solo) and stacked
     for r, s in zip(strip_timing(stacked), strip_timing(solo)):
         assert r.keys() == s.keys(), (r.keys(), s.keys())
         for k in r:
-            assert _close(r[k], s[k], rel), (r["step"], k, r[k], s[k])
+            tol = 10 * rel if k == "grad_norm" else rel
+            assert _close(r[k], s[k], tol), (r["step"], k, r[k], s[k])
 
 
 def _member_weights(first: Path, k: int) -> dict:
@@ -158,7 +161,7 @@ def test_unstackable_sets_are_refused_with_the_reason():
 
     cases = {
         "model.hidden": ([], ["model.hidden=50"]),
-        "reg": (["reg=pgd"], ["reg=pgd"]),
+        "reg": (["reg=vat"], ["reg=vat"]),
         "optimizer": (["optimizer=adafactor"], ["optimizer=adafactor"]),
     }
     for why, (a, b) in cases.items():
@@ -183,7 +186,7 @@ SWEEP = [
 
 def test_cli_stack_sweep_writes_ordinary_run_dirs(tmp_path):
     """`tricks train -m ... --stack 3`: seeds x lr stacked (6 jobs: stacks of 3), a job that
-    cannot share (pgd) solo; every job an ordinary run dir, the same rows as a plain sweep."""
+    cannot share (vat) solo; every job an ordinary run dir, the same rows as a plain sweep."""
     args = ["-m", *SWEEP, "seed=0,1,2", "optimizer.lr=0.003,0.002"]
     r = cli(["train", *args, "--stack", "3", "hydra.sweep.dir=st"], tmp_path)
     assert r.returncode == 0, r.stderr
@@ -196,7 +199,7 @@ def test_cli_stack_sweep_writes_ordinary_run_dirs(tmp_path):
         assert (d / "config.yaml").read_text() == (s / "config.yaml").read_text()
         assert_rows_match(read_rows(d), read_rows(s))
     r = cli(
-        ["train", "-m", *SWEEP, "seed=0,1", "reg=pgd", "--stack", "2", "hydra.sweep.dir=f"],
+        ["train", "-m", *SWEEP, "seed=0,1", "reg=vat", "--stack", "2", "hydra.sweep.dir=f"],
         tmp_path,
     )
     assert r.returncode == 0 and "run solo" in r.stderr, r.stderr

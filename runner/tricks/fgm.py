@@ -70,8 +70,18 @@ def l2_normalize(
     return g / n.view(-1, *([1] * (g.dim() - 1)))
 
 
-def project(r: torch.Tensor, eps: float, norm: str = "global") -> torch.Tensor:
-    """Project r onto the L2 ball of radius eps (whole tensor or per sample)."""
+def member_view(v, dims: int):
+    """A per-member [K] strength as [K, 1, ...] over a tensor of `dims` dims (a number as is)."""
+    return v.view(-1, *([1] * (dims - 1))) if torch.is_tensor(v) else v
+
+
+def project(r: torch.Tensor, eps, norm: str = "global", lead: int = 0) -> torch.Tensor:
+    """Project r onto the L2 ball of radius eps (whole tensor or per sample). `lead` = 1 (a
+    stacked run): each member's slice (or its each sample), eps a number or [K]."""
+    if lead:
+        n = r.flatten(lead + (norm == "sample")).norm(dim=-1)
+        f = torch.clamp(member_view(eps, n.dim()) / n.clamp_min(1e-12), max=1.0)
+        return r * f.view(*f.shape, *([1] * (r.dim() - f.dim())))
     if norm == "global":
         n = r.norm()
         return r * torch.clamp(eps / n.clamp_min(1e-12), max=1.0)
@@ -225,9 +235,7 @@ class FGM(Adversarial):
 
     def attack(self, state, out, b, g) -> None:
         if self.target == "output":
-            eps = self.eps
-            if torch.is_tensor(eps):  # per member (a stack): [K] over [K, B, ...]
-                eps = eps.view(-1, *([1] * (g.dim() - 1)))
+            eps = member_view(self.eps, g.dim())  # a stack's [K] eps over [K, B, ...]
             r = (eps * l2_normalize(g, self.norm, lead=state.batch_dim)).to(out.embed.dtype)
             adv_backward(state, state.forward(b, delta=r).loss, self.adv_weight)
             return
