@@ -102,6 +102,7 @@ def train(ctx: typer.Context):
 
     args = list(ctx.args)
     nproc, args = _pop_nproc(args)
+    stack, args = _pop_stack(args)
     if not any(a in ("--cfg", "-c", "--info", "-i", "--hydra-help", "--help") for a in args):
         try:
             precheck(args)
@@ -110,7 +111,9 @@ def train(ctx: typer.Context):
     if nproc > 1:
         raise typer.Exit(_launch_ddp(nproc, args))
     from runner import main as entry  # torch: after the checks, so bad input fails fast
+    from runner.stack import STACK
 
+    STACK["size"] = stack
     if (
         "resume=true" in [a.lower() for a in args]
         and "-m" not in args
@@ -127,6 +130,10 @@ def train(ctx: typer.Context):
         entry.hydra_main()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
+    if STACK["jobs"] and not code:  # --stack: the sweep's jobs, trained in stacks
+        from runner import stack_run
+
+        code = stack_run.run_jobs(STACK["jobs"], stack)
     if code == 2:  # bad input found by the run itself: undo Hydra's rewrite of .hydra/
         keep.restore()
     if entry.FAILED and entry.SWEEP_DIR:
@@ -158,6 +165,26 @@ def _pop_nproc(args: list[str]) -> tuple[int, list[str]]:
         rest.append(a)
         i += 1
     return nproc, rest
+
+
+def _pop_stack(args: list[str]) -> tuple[int, list[str]]:
+    """Take `--stack K` / `--stack=K` (a sweep's jobs trained K at a time as one stacked model,
+    runner.stack_run) out of the Hydra arguments."""
+    rest, k, i = [], 1, 0
+    while i < len(args):
+        a = args[i]
+        if a == "--stack" or a.startswith("--stack="):
+            val = a.split("=", 1)[1] if "=" in a else (args[i + 1] if i + 1 < len(args) else "")
+            i += 1 if "=" in a else 2
+            if not val.isdigit() or int(val) < 1:
+                _fail(f"--stack: must be a positive integer (members per stack), got {val!r}")
+            k = int(val)
+            continue
+        rest.append(a)
+        i += 1
+    if k > 1 and not any(a in ("-m", "--multirun") for a in rest):
+        _fail("--stack trains a sweep's jobs together: add -m and a sweep (e.g. seed=0,1,2,3)")
+    return k, rest
 
 
 def _launch_ddp(nproc: int, args: list[str]) -> int:

@@ -76,6 +76,12 @@ class State:
     _tc: object = None  # plain copy of cfg (see tc)
     _one_group: bool | None = None  # all params dense, on one device, of one dtype
     _no_sync: object = None  # DDP's model.no_sync, else None (set by fit)
+    #: K runs trained as one stacked model (runner.stack_run.StackState): the loss, metrics and
+    #: grad norm are [K] vectors (acc_shape), batches [K, B, ...] (rows on dim batch_dim), and the
+    #: few steps that read per-member figures call its methods
+    stacked: bool = False
+    acc_shape: tuple = ()
+    batch_dim: int = 0
 
     def __post_init__(self):
         if self.loss is None:
@@ -127,6 +133,10 @@ class State:
                 self._grad_norm = torch.nn.utils.get_total_norm(g)
         return self._grad_norm
 
+    def norm(self, tensors: list) -> torch.Tensor:
+        """The L2 norm over `tensors` (a stacked run: each member's, [K])."""
+        return torch.nn.utils.get_total_norm(tensors)
+
     def autocast(self):
         return devmod.autocast(self.plan)
 
@@ -173,7 +183,7 @@ class State:
 
     def log_scalar(self, name: str, value: torch.Tensor) -> None:
         """Average `value` (a 0-d tensor, no sync) over the log interval, logged as `name`."""
-        s = self._acc.setdefault(name, [torch.zeros((), device=self.plan.device), 0])
+        s = self._acc.setdefault(name, [torch.zeros(self.acc_shape, device=self.plan.device), 0])
         s[0] += value.detach().float()
         s[1] += 1
 
@@ -284,6 +294,8 @@ def evaluate(model: torch.nn.Module, split: dict, state: State) -> dict:
 
 
 def run_eval(state: State, splits=("val", "test")) -> dict:
+    if state.stacked:  # each member evaluated on every split (runner.stack_run)
+        return state.run_member_eval()
     row = {}
     ev = state.eval_model()
     from runner.dist import unwrap
@@ -324,11 +336,13 @@ def _improves(state: State, row: dict) -> bool:
 
 def _reset_acc(state: State):
     dev = state.plan.device
-    state._acc = {"__loss": [torch.zeros((), device=dev), 0]}  # "__counts": by count_hits
+    state._acc = {"__loss": [torch.zeros(state.acc_shape, device=dev), 0]}  # "__counts": later
 
 
 def _read_acc(state: State) -> dict:
     """One host sync: turn the interval's device accumulators into floats."""
+    if state.stacked:
+        return state.read_member_acc()
     state.count_hits()
     names = [k for k in state._acc if k != "__counts"]
     counts = state._acc.get("__counts")
@@ -383,6 +397,8 @@ def _check_finite(state: State, step_loss: torch.Tensor, parts: dict, full: bool
     One host read. The loss-only check is the CPU plan's per-step check: a read of a 0-d CPU
     tensor, no kernel. Non-finite: count a skip (on_nan=skip) or raise TrainingFailed naming the
     step, the loss parts and the active tricks."""
+    if state.stacked:  # per member: a failed member stops, the others go on
+        return state.check_members_finite(step_loss, full)
     if _all_finite(state, step_loss) if full else math.isfinite(step_loss.item()):
         return True
     if state.cfg.on_nan == "skip":
@@ -437,7 +453,8 @@ def train_step(state: State, micro_batches: list, loss_fn, bwd_fn, log_now: bool
         for k, v in out.parts.items():
             state.log_scalar(k, v)
             parts[k] = parts[k] + v.detach() if k in parts else v.detach()
-    state.samples_seen += sum(len(b["y"]) for b in micro_batches) * state.world_size
+    rows = sum(b["y"].shape[state.batch_dim] for b in micro_batches)
+    state.samples_seen += rows * state.world_size
 
     if state.scaler is not None:
         state.scaler.unscale_(opt)

@@ -13,7 +13,7 @@ from functools import cache
 from runner.config import trick_target
 
 #: what the static reading keeps (literal class attributes)
-STATIC = ("order", "figures", "noop", "noop_exact", "passes")
+STATIC = ("order", "figures", "noop", "noop_exact", "passes", "stackable", "stack_keys")
 #: the Trick base class's `order` (runner.hooks.Trick.order), for a class that declares none
 BASE_ORDER = 50
 

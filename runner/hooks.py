@@ -34,6 +34,12 @@ the README read about it, with no default here, so a trick that forgets one fail
 - ``noop_exact``: that no-op is bit-identical to no trick (False: equal within float tolerance,
   the computation path differs); None when ``noop`` is None.
 - ``passes``: forward+backward passes per step in theory, a short string (``"2"``, ``"K+1"``).
+Stacking facts (not required by `missing_facts`; every trick file declares them all the same):
+
+- ``stackable``: the trick runs per member in a stacked run (runner.stack_run: loss [K], grads
+  [K, ...], `state.grad_norm()` [K]); False makes the runs that use it train solo. With it,
+  ``stack_keys``: the constructor kwargs (its strengths) members of one stack may differ in;
+  `Trick.stack` gives them as [K] tensors.
 """
 
 from __future__ import annotations
@@ -84,6 +90,11 @@ class Trick:
     noop: dict | None = MISSING
     noop_exact: bool | None = MISSING
     passes: str = MISSING
+    #: runs per member in a stacked run (module docstring); every trick file says which
+    #: (tests/test_stack.py), the base's False keeps an undeclared trick's runs solo
+    stackable: bool = False
+    #: constructor kwargs members of one stack may differ in (runner.stack_run), e.g. ("b",)
+    stack_keys: tuple = ()
     #: set True when the trick needs d(loss)/d(embedding) from the clean backward (FGM, PGD)
     needs_embed_grad: bool = False
     #: set True when the loss differentiates a gradient (create_graph): refused with compile
@@ -123,6 +134,19 @@ class Trick:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+    @classmethod
+    def stack(cls, members: list, device) -> Trick:
+        """One trick for a stack of K members' instances (same class and config but for
+        `stack_keys`): the first, with each stack key that differs as a [K] tensor."""
+        import torch
+
+        t = members[0]
+        for key in cls.stack_keys:
+            vals = [getattr(m, key) for m in members]
+            if len(set(vals)) > 1:
+                setattr(t, key, torch.tensor(vals, device=device))
+        return t
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(order={self.order})"

@@ -530,6 +530,11 @@ def hydra_main(cfg: DictConfig) -> None:
         if plan == "resume":
             cfg = cfg.copy()
             cfg.resume = True
+    from runner.stack import STACK  # torch: imported once the input checks have passed
+
+    if multirun and STACK["size"] > 1:  # trained with its stack after the sweep is listed
+        STACK["jobs"].append((OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)), run_dir))
+        return float("nan")
     try:
         summary = run(cfg, run_dir)
     except ConfigError as e:  # raised before run() writes anything

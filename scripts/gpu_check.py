@@ -89,7 +89,7 @@ STUDY_ARMS = [
 ]  # the sweeps route's arms: names in RECIPE's study file
 
 #: what each part gets of the budget (the study takes what is left)
-SHARES = {"install": 45, "tests": 120, "bench": 150}
+SHARES = {"install": 45, "tests": 120, "bench": 210}
 RESERVE = 15  # seconds kept for writing the summary
 MIN_PART = 10  # a part with less time than this left is skipped
 COMPARE_S = 30  # kept after the study's sweeps for `tricks compare`
@@ -136,6 +136,8 @@ def settings(tiny: bool, gpu: bool) -> dict:
                 "warm": 4,
                 "text_steps": 6,
                 "text_warm": 3,
+                "stack_ks": "1,2",
+                "stack_steps": 5,
             },
             # the same route on the blog comparison's mnist1d recipe: no text to load
             "recipe": TINY_RECIPE,
@@ -159,6 +161,8 @@ def settings(tiny: bool, gpu: bool) -> dict:
             "warm": 100,
             "text_steps": 150,
             "text_warm": 50,
+            "stack_ks": "1,4,16,64,256",  # issue 34: stacked MLPs and CNNs vs one model
+            "stack_steps": 100,
         },
         "recipe": RECIPE,
         "study_arms": STUDY_ARMS,
@@ -341,6 +345,25 @@ def make_plan(args) -> list[Part]:
 
     b = s["bench"]
     bench = Part("bench", SHARES["bench"])
+    # stacked runs first (short); their table is appended to bench.md in write_outputs
+    bench.steps.append(
+        Step(
+            [
+                PY,
+                str(ROOT / "scripts" / "bench_stack.py"),
+                "--ks",
+                b["stack_ks"],
+                "--steps",
+                str(b["stack_steps"]),
+                "--limit",
+                "60",
+                "--append",
+                str(work / "bench_stack.md"),
+            ],
+            "bench.log",
+            note="stacked runs (scripts/bench_stack.py)",
+        )
+    )
     bench.steps.append(
         Step(
             [
@@ -656,6 +679,9 @@ def write_outputs(
     work = Path(args.work)
     if (work / "bench.md").is_file():
         shutil.copy(work / "bench.md", out / "bench.md")
+    if (work / "bench_stack.md").is_file():  # the stacked runs' table, after the bench's
+        with open(out / "bench.md", "a") as f:
+            f.write((work / "bench_stack.md").read_text())
     bench = (
         json.loads((work / "bench.json").read_text()) if (work / "bench.json").is_file() else None
     )

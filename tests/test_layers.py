@@ -25,12 +25,14 @@ FLOORS = [
             "runner.build",
             "runner.overrides",  # the CLI's checks, below the CLI and the study that use them
             "runner.log.wandb_sweep",  # a `python -m` entry: writes a W&B sweep from a -m line
+            "runner.stack_run",  # builds and trains stacked jobs, as main does solo ones
         ],
     ),
     (
         "engine and parts",
         [
             "runner.engine",
+            "runner.stack",  # the stacked layers, batcher and loss the engine runs
             "runner.checkpoint",
             "runner.tricks",
             "runner.optim",

@@ -338,7 +338,9 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         total = sweep_total(config)
-        if not total:
+        from runner.stack import STACK  # --stack: the jobs are listed now, trained after
+
+        if not total or STACK["size"] > 1:
             return
         self.pid = os.getpid()
         from omegaconf import OmegaConf

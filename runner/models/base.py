@@ -11,6 +11,11 @@ class Model(nn.Module):
 
     #: attribute names of the submodules that form the task head (not the encoder)
     head_modules: tuple = ("head",)
+    #: the model can be trained as K stacked members (runner.stack): its forward reads the batch
+    #: dimensions as `self._lead` leading dims ([B, ...] solo, [K, B, ...] stacked) and its
+    #: layers are ones runner.stack stacks. Pretrained encoders never stack.
+    stackable: bool = False
+    _lead: int = 1
 
     def embed(self, batch: dict) -> torch.Tensor:
         return batch["x"]

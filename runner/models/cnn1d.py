@@ -16,6 +16,7 @@ from runner.models.base import Model
 
 class CNN1d(Model):
     head_modules = ("linear",)
+    stackable = True
 
     def __init__(self, in_dim: int, num_classes: int, channels: int = 25, dropout: float = 0.0):
         super().__init__()
@@ -31,8 +32,8 @@ class CNN1d(Model):
         self.linear = nn.Linear(channels * length, num_classes)
 
     def forward_embedded(self, h, batch):
-        h = h.reshape(h.shape[0], 1, -1)
+        h = h.reshape(*h.shape[: self._lead], 1, -1)
         h = torch.relu(self.conv1(h))
         h = self.drop(torch.relu(self.conv2(h)))
         h = self.drop(torch.relu(self.conv3(h)))
-        return self.linear(h.flatten(1))
+        return self.linear(h.flatten(self._lead))

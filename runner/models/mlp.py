@@ -26,6 +26,7 @@ class Block(nn.Module):
 
 class MLP(Model):
     head_modules = ("out",)
+    stackable = True
 
     def __init__(
         self, in_dim: int, num_classes: int, hidden: int = 100, depth: int = 2, dropout: float = 0.0
@@ -40,5 +41,5 @@ class MLP(Model):
         self.out = nn.Linear(hidden, num_classes)
 
     def forward_embedded(self, h, batch):
-        h = self.drop(torch.relu(self.inp(h.flatten(1))))
+        h = self.drop(torch.relu(self.inp(h.flatten(self._lead))))
         return self.out(self.blocks(h))

@@ -96,6 +96,7 @@ class ChildTuningD(Trick):
     noop = {"p": 1.0, "fisher_mode": "eval"}  # every entry kept; an eval-mode Fisher draws nothing
     noop_exact = True
     passes = "1 (+ Fisher pass before training)"
+    stackable = False  # runs using it train solo (runner.stack_run)
 
     def __init__(
         self,

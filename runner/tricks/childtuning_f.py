@@ -69,6 +69,7 @@ class ChildTuningF(Trick):
     noop = {"p": 1.0}
     noop_exact = True
     passes = "1 (+ mask)"
+    stackable = False  # runs using it train solo (runner.stack_run)
 
     def __init__(self, p: float = 0.3, order: int | None = None):
         super().__init__(order)

@@ -42,8 +42,13 @@ def adaptive_clip_factor(total_norm: torch.Tensor, gamma: float) -> torch.Tensor
 
 
 def scale_grads(grads: list, factor: torch.Tensor) -> None:
-    if grads:
-        torch._foreach_mul_(grads, factor.to(grads[0].device))
+    """g <- g * factor; a [K] factor (a stacked run) scales each member's slice [k]."""
+    if not grads:
+        return
+    factor = factor.to(grads[0].device)
+    if factor.dim():
+        factor = [factor.view(-1, *([1] * (g.dim() - 1))) for g in grads]
+    torch._foreach_mul_(grads, factor)
 
 
 class _Clip(Trick):
@@ -51,12 +56,14 @@ class _Clip(Trick):
     figures = ("train/clip_factor",)
     noop_exact = True  # a huge threshold (noop) changes no gradient: factor exactly 1
     passes = "1"
+    stackable = True  # per member: the norm forms use state.grad_norm(), [K] in a stack
 
 
 class _FactorClip(_Clip):
     """The norm forms: g <- g * factor(||g||, max_norm), one body for both."""
 
     noop = {"max_norm": 1e30}
+    stack_keys = ("max_norm",)
 
     def __init__(self, max_norm: float = 1.0, order: int | None = None):
         super().__init__(order)
@@ -89,7 +96,7 @@ class ValueClip(_Clip):
     def on_grads(self, state) -> None:
         norm = state.grad_norm()
         torch.nn.utils.clip_grad_value_(state.params, self.max_value)
-        after = torch.nn.utils.get_total_norm(state.grads())
+        after = state.norm(state.grads())
         state.log_scalar(
             "train/clip_factor", torch.where(norm > 0, after / norm.clamp_min(1e-30), 1.0)
         )

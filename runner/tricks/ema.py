@@ -40,6 +40,7 @@ class EMA(Trick):
     noop = {"decay": 0.0}
     noop_exact = True
     passes = "1 (+ parameter average)"
+    stackable = True  # element-wise over the stacked weights; the copy is a stacked model
 
     def __init__(self, decay: float = 0.999, warmup: bool = False, order: int | None = None):
         super().__init__(order)

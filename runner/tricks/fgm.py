@@ -55,17 +55,33 @@ TARGETS = ("output", "table")
 TABLE_MODELS = "transformer, minilm, hf"
 
 
-def l2_normalize(g: torch.Tensor, norm: str = "global", tiny: float = 1e-12) -> torch.Tensor:
-    """g / ‖g‖ over the whole tensor (global) or over each sample (dim 0)."""
+def l2_normalize(
+    g: torch.Tensor, norm: str = "global", tiny: float = 1e-12, lead: int = 0
+) -> torch.Tensor:
+    """g / ‖g‖ over the whole tensor (global) or over each sample (dim 0). `lead` = 1 (a stacked
+    run's [K, B, ...]): over each member's slice, or each member's each sample."""
     g = g.float()
+    if lead:
+        n = g.flatten(lead + (norm == "sample")).norm(dim=-1).clamp_min(tiny)
+        return g / n.view(*n.shape, *([1] * (g.dim() - n.dim())))
     if norm == "global":
         return g / g.norm().clamp_min(tiny)
     n = g.flatten(1).norm(dim=1).clamp_min(tiny)
     return g / n.view(-1, *([1] * (g.dim() - 1)))
 
 
-def project(r: torch.Tensor, eps: float, norm: str = "global") -> torch.Tensor:
-    """Project r onto the L2 ball of radius eps (whole tensor or per sample)."""
+def member_view(v, dims: int):
+    """A per-member [K] strength as [K, 1, ...] over a tensor of `dims` dims (a number as is)."""
+    return v.view(-1, *([1] * (dims - 1))) if torch.is_tensor(v) else v
+
+
+def project(r: torch.Tensor, eps, norm: str = "global", lead: int = 0) -> torch.Tensor:
+    """Project r onto the L2 ball of radius eps (whole tensor or per sample). `lead` = 1 (a
+    stacked run): each member's slice (or its each sample), eps a number or [K]."""
+    if lead:
+        n = r.flatten(lead + (norm == "sample")).norm(dim=-1)
+        f = torch.clamp(member_view(eps, n.dim()) / n.clamp_min(1e-12), max=1.0)
+        return r * f.view(*f.shape, *([1] * (r.dim() - f.dim())))
     if norm == "global":
         n = r.norm()
         return r * torch.clamp(eps / n.clamp_min(1e-12), max=1.0)
@@ -133,7 +149,8 @@ def clean_grad(state, out, batch, next, mode: str) -> torch.Tensor | None:
     if mode == "both" or out.embed is None:
         next(out, batch)
         return embed_grad(out)
-    (g,) = torch.autograd.grad(for_direction(state, out.loss), out.embed, allow_unused=True)
+    loss = out.loss if out.loss.dim() == 0 else out.loss.sum()  # a stack's [K]: Σₖ, each its own
+    (g,) = torch.autograd.grad(for_direction(state, loss), out.embed, allow_unused=True)
     if g is None:  # the loss does not reach the embedding: keep the clean step
         next(out, batch)
     return g
@@ -198,6 +215,8 @@ class FGM(Adversarial):
     noop = {"adv_weight": 0.0}
     noop_exact = True
     passes = "2"
+    stackable = True  # each member's normalisation and eps (table models never stack)
+    stack_keys = ("eps",)
 
     def __init__(
         self,
@@ -216,7 +235,8 @@ class FGM(Adversarial):
 
     def attack(self, state, out, b, g) -> None:
         if self.target == "output":
-            r = (self.eps * l2_normalize(g, self.norm)).to(out.embed.dtype)
+            eps = member_view(self.eps, g.dim())  # a stack's [K] eps over [K, B, ...]
+            r = (eps * l2_normalize(g, self.norm, lead=state.batch_dim)).to(out.embed.dtype)
             adv_backward(state, state.forward(b, delta=r).loss, self.adv_weight)
             return
         shift = TableShift(table_of(state), b["x"])

@@ -37,6 +37,8 @@ class Flooding(Trick):
     noop = {"b": 0.0}
     noop_exact = True
     passes = "1"
+    stackable = True
+    stack_keys = ("b",)
 
     def __init__(self, b: float = 0.1, order: int | None = None):
         super().__init__(order)

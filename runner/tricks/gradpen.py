@@ -31,9 +31,14 @@ from runner.tricks import Trick
 
 
 def grad_sq(loss: torch.Tensor, inputs: list) -> torch.Tensor:
-    """‖∂loss/∂inputs‖², summed over the tensors, differentiable (create_graph)."""
-    grads = torch.autograd.grad(loss, inputs, create_graph=True, allow_unused=True)
-    return sum(g.float().pow(2).sum() for g in grads if g is not None)
+    """‖∂loss/∂inputs‖², summed over the tensors, differentiable (create_graph). A stacked run's
+    [K] loss and [K, ...] inputs: each member's, [K] (the gradient of Σₖ Lₖ w.r.t. member k's
+    slice is its own)."""
+    if loss.dim() == 0:
+        grads = torch.autograd.grad(loss, inputs, create_graph=True, allow_unused=True)
+        return sum(g.float().pow(2).sum() for g in grads if g is not None)
+    grads = torch.autograd.grad(loss.sum(), inputs, create_graph=True, allow_unused=True)
+    return sum(g.float().pow(2).flatten(1).sum(1) for g in grads if g is not None)
 
 
 def input_grad_sq(loss: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:
@@ -68,6 +73,8 @@ class GradPen(GradPenalty):
     noop = {"eps": 0.0}
     noop_exact = False
     passes = "~3 (double backward)"
+    stackable = True  # per member: its loss, its embedding slice, its eps
+    stack_keys = ("eps",)
     needs_embed_grad = True
     key = "gradpen_sq"
 

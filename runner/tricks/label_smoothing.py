@@ -21,6 +21,7 @@ outside input noise. The extra passes of FGM/PGD/VAT use the plain cross-entropy
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 
 from runner.errors import ConfigError, in_range
@@ -28,11 +29,12 @@ from runner.tricks import Trick
 
 
 def smoothing_correction(logits, y, eps: float, labeled=None):
-    """CE_ls - CE for the mean over the batch (over its labelled rows with `labeled`)."""
+    """CE_ls - CE for the mean over the batch (over its labelled rows with `labeled`); logits
+    [K, B, C] (a stacked run): each member's, [K] (eps a number or [K])."""
     lp = F.log_softmax(logits.float(), -1)
     if labeled is None:
         ce = -lp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-        return eps * (-lp.mean(-1) - ce).mean()
+        return eps * (-lp.mean(-1) - ce).mean(-1)
     ce = -lp.gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # unlabelled: y = -1
     w = labeled.to(lp.dtype)
     return eps * ((-lp.mean(-1) - ce) * w).sum() / w.sum().clamp(min=1)
@@ -44,6 +46,8 @@ class LabelSmoothing(Trick):
     noop = {"eps": 0.0}
     noop_exact = True  # eps = 0 adds nothing
     passes = "1"
+    stackable = True
+    stack_keys = ("eps",)
 
     def __init__(self, eps: float = 0.1, order: int | None = None):
         super().__init__(order)
@@ -60,7 +64,7 @@ class LabelSmoothing(Trick):
 
     def loss(self, state, batch, next):
         out = next(batch)
-        if self.eps:
+        if torch.is_tensor(self.eps) or self.eps:  # a tensor: per-member eps (a stack)
             lab = out.batch.get("labeled") if out.batch is not None else None
             out.loss = out.loss + smoothing_correction(out.logits, out.y, self.eps, lab)
         return out

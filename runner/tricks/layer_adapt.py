@@ -50,6 +50,7 @@ class LayerAdapt(Trick):
     noop = None
     noop_exact = None
     passes = "1"
+    stackable = False  # runs using it train solo (runner.stack_run)
 
     def __init__(
         self,

@@ -72,6 +72,7 @@ class Lazy(Trick):
     noop = None  # no setting makes it a no-op (it is one on models without embedding tables)
     noop_exact = None
     passes = "1"
+    stackable = False  # runs using it train solo (runner.stack_run)
 
     def __init__(self, order: int | None = None):
         super().__init__(order)

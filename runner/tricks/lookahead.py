@@ -44,6 +44,7 @@ class Lookahead(Trick):
     noop = {"alpha": 1.0}
     noop_exact = True
     passes = "1 (+ every k steps)"
+    stackable = True  # element-wise over the stacked weights (k and alpha shared)
 
     def __init__(self, k: int = 5, alpha: float = 0.5, order: int | None = None):
         super().__init__(order)

@@ -30,6 +30,8 @@ class Noise(Trick):
     noop = {"sigma": 0.0}
     noop_exact = True
     passes = "1"
+    stackable = True
+    stack_keys = ("sigma",)
 
     def __init__(self, sigma: float = 0.1, order: int | None = None):
         super().__init__(order)
@@ -37,11 +39,17 @@ class Noise(Trick):
         self.sigma = float(sigma)
 
     def loss(self, state, batch, next):
-        if not self.sigma:
+        if not torch.is_tensor(self.sigma) and not self.sigma:  # a tensor: per member (a stack)
             return next(batch)
         with torch.no_grad(), state.autocast():
             ref = state.raw_model.embed(batch)  # for continuous data: the input itself, no compute
-        noise = self.sigma * torch.randn(ref.shape, device=ref.device, dtype=torch.float32)
+        if state.stacked:  # each member's draws from its own generator, its own sigma
+            sigma = self.sigma
+            if torch.is_tensor(sigma):
+                sigma = sigma.view(-1, *([1] * (ref.dim() - 1)))
+            noise = sigma * state.member_randn(ref.shape[1:], ref.device)
+        else:
+            noise = self.sigma * torch.randn(ref.shape, device=ref.device, dtype=torch.float32)
         noise = noise.to(ref.dtype)
         old = batch.get("delta")
         return next({**batch, "delta": noise if old is None else old + noise})

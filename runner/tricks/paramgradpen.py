@@ -34,6 +34,8 @@ class ParamGradPen(GradPenalty):
     noop = {"gamma": 0.0}
     noop_exact = False
     passes = "~3 (double backward)"
+    stackable = True  # per member: its loss, its slices of the stacked weights, its gamma
+    stack_keys = ("gamma",)
     key = "paramgradpen_sq"
 
     def __init__(self, gamma: float = 0.1, order: int | None = None):

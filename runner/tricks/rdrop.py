@@ -37,13 +37,12 @@ from runner.losses import symmetric_kl  # noqa: F401  (the functional core, impo
 from runner.tricks import Trick
 
 
-def double(batch: dict) -> dict:
-    """The batch concatenated with itself along dim 0 (every per-sample tensor)."""
-    n = len(batch["y"])
-    return {
-        k: torch.cat([v, v]) if torch.is_tensor(v) and v.dim() and len(v) == n else v
-        for k, v in batch.items()
-    }
+def double(batch: dict, dim: int = 0) -> dict:
+    """The batch concatenated with itself along its rows' dim (every per-sample tensor; dim 1
+    in a stacked run's [K, B, ...] batches)."""
+    n = batch["y"].shape[dim]
+    rows = lambda v: torch.is_tensor(v) and v.dim() > dim and v.shape[dim] == n
+    return {k: torch.cat([v, v], dim) if rows(v) else v for k, v in batch.items()}
 
 
 def has_dropout(model: torch.nn.Module) -> bool:
@@ -58,6 +57,8 @@ class RDrop(Trick):
     noop = {"alpha": 0.0}
     noop_exact = False  # the doubled batch's mean CE: other dropout masks, other sum order
     passes = "2 (one doubled batch)"
+    stackable = True  # the doubled batch and the KL per member
+    stack_keys = ("alpha",)
 
     def __init__(self, alpha: float = 4.0, order: int | None = None):
         super().__init__(order)
@@ -73,9 +74,12 @@ class RDrop(Trick):
             )
 
     def loss(self, state, batch, next):
-        out = next(double(batch))
-        n = len(out.logits) // 2
-        kl = state.loss.divergence(out.logits[:n], out.logits[n:], symmetric=True).mean()
+        dim = state.batch_dim  # 1 in a stack: each member's own rows doubled, its own KL
+        out = next(double(batch, dim))
+        n = out.logits.shape[dim] // 2
+        lg = out.logits
+        kl = state.loss.divergence(lg.narrow(dim, 0, n), lg.narrow(dim, n, n), symmetric=True)
+        kl = kl.mean(-1)
         out.loss = out.loss + self.alpha / 4 * kl
         out.parts["rdrop_kl"] = kl.detach()
         return out

@@ -63,6 +63,7 @@ class Spectral(Trick):
     noop = {"lam": 0.0}
     noop_exact = False
     passes = "1 (+ power iteration)"
+    stackable = False  # runs using it train solo (runner.stack_run)
 
     def __init__(self, lam: float = 0.01, order: int | None = None):
         super().__init__(order)

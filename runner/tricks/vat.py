@@ -76,6 +76,7 @@ class VAT(Trick):
     noop_exact = False  # weight 0 still draws u (the RNG stream moves) and runs the passes
     # the clean pass, iters passes back to r only, the adversarial pass
     passes = "2+iters (3 at iters=1)"
+    stackable = False  # runs using it train solo (runner.stack_run)
     needs_embed_grad = True  # keeps Out.embed: its shape is the perturbation's
 
     def __init__(
