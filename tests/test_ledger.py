@@ -74,6 +74,9 @@ def test_a_key_is_enqueued_once_and_claimed_in_plan_order_with_pins(tmp_path):
     assert runs[recs[2].key].status == "queued" and runs[recs[2].key].attempt == 0
     assert led.claim(me)[1].key == recs[2].key and led.claim(me) is None
     assert led.finish(tid, "completed", {}) is False  # a finished row is never re-written
+    # a new invocation retries the failed runs (as a re-run sweep does), not the completed
+    assert led.retry_failed(recs) == 1 and led.runs()[recs[0].key].status == "queued"
+    assert led.runs()[recs[1].key].status == "completed"
 
 
 def test_bad_storage_and_a_missing_ledger_are_one_line(tmp_path):

@@ -186,6 +186,23 @@ class Ledger:
             self.study.add_trials(new)
         return len(new)
 
+    def retry_failed(self, records: list[RunRecord]) -> int:
+        """Queue again the runs of `records` whose latest row failed (a new invocation of the
+        study retries its failed runs, as a re-run sweep does: a run that failed for a reason
+        since fixed, or whose worker died too often, gets its chance). The coordinator's job."""
+        runs = self.runs()
+        again = [r for r in records if r.key in runs and runs[r.key].status == "failed"]
+        self.study.add_trials(
+            [
+                create_trial(
+                    state=TrialState.WAITING,
+                    user_attrs={"key": r.key, "run": r.plan_json(), "attempt": 0},
+                )
+                for r in again
+            ]
+        )
+        return len(again)
+
     # -- a worker's side ---------------------------------------------------------------------------
 
     def claim(self, worker: dict, pins: tuple = ()) -> tuple[int, RunRecord] | None:

@@ -216,6 +216,7 @@ class Coordinator:
             if j.key not in have and status_of(self.out / j.key) == "completed"
         }
         self.ledger.enqueue(jobs, done)
+        self.ledger.retry_failed(jobs)
         seen: dict[str, RunRecord] = {}
         for j in jobs:  # no time spent here: the ETA leaves them out
             if j.key in done or (j.key in have and have[j.key].status == "completed"):
