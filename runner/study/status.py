@@ -31,11 +31,15 @@ def counts(ledger: Ledger) -> dict[tuple[str, str], Counter]:
 
 
 def eta_seconds(ledger: Ledger, left: int, workers: int) -> float | None:
-    """The runs left x the mean wall time of the runs trained so far, over the workers."""
+    """The runs left x the mean wall time of the runs trained so far (a worker's completed
+    rows: not the runs found done in their dirs, nor a dead worker's), over the workers."""
     took = [
         d
         for t in ledger.rows()
-        if t.user_attrs.get("worker") and (d := _duration(t)) is not None and d > 0
+        if t.state.name == "COMPLETE"
+        and t.user_attrs.get("worker")
+        and (d := _duration(t)) is not None
+        and d > 0
     ]
     if not took or left <= 0:
         return 0.0 if left <= 0 else None
