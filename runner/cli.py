@@ -334,6 +334,22 @@ def study(
         help="Run only these workloads (a,b); DIR's other workloads keep their earlier records",
     ),
     wandb: bool = typer.Option(False, "--wandb", help="Also log the verdict table to W&B"),
+    storage: Optional[str] = typer.Option(
+        None,
+        "--storage",
+        help="The ledger's Optuna storage URL (default sqlite:///DIR/study.db; "
+        "postgresql://... on a cluster)",
+    ),
+    status: bool = typer.Option(
+        False, "--status", help="Print the ledger's progress (any machine); run nothing"
+    ),
+    heartbeat: int = typer.Option(10, "--heartbeat", help="Seconds between workers' heartbeats"),
+    slurm: int = typer.Option(
+        0, "--slurm", help="Also start N `tricks worker` jobs on SLURM (submitit)"
+    ),
+    slurm_opt: Optional[List[str]] = typer.Option(
+        None, "--slurm-opt", help="A SLURM parameter for --slurm, KEY=VALUE (partition=gpu)"
+    ),
 ):
     """The verdict protocol (the help text is _study_help's)."""
     from pathlib import Path
@@ -341,24 +357,13 @@ def study(
     from runner.errors import ConfigError
 
     overrides = list(ctx.args)
-    bad = [a for a in overrides if a.startswith("-") or "=" not in a]
-    if bad:
-        _fail(
-            f"{bad[0]}: not an option of tricks study nor a KEY=VALUE override (allowed: "
-            f"--out, --parallel, --dry-run, --report-only, --workloads, --wandb, KEY=VALUE)"
-        )
-    if parallel < 1:
-        _fail(f"--parallel: must be >= 1, got {parallel}")
+    _check_study_args(overrides, parallel, heartbeat)
     from runner import study as S
     from runner.study import protocol as P
 
     try:
         if report_only:
-            d = (
-                Path(out)
-                if out
-                else (Path(file) if Path(file).is_dir() else Path("studies") / S.load_name(file))
-            )
+            d = Path(out or (file if Path(file).is_dir() else f"studies/{S.load_name(file)}"))
             for f in P.report_only(d):
                 typer.echo(f"wrote {f}")
             return
@@ -368,13 +373,50 @@ def study(
             typer.echo(P.dry_run(spec, only))
             return
         d = Path(out) if out else Path("studies") / spec.name
-        result = S.execute(spec, d, parallel, only=only)
+        if status:
+            from runner.study.status import status_text
+
+            typer.echo(status_text(spec, d, storage))
+            return
+        result = S.execute(
+            spec,
+            d,
+            parallel,
+            only=only,
+            storage=storage,
+            heartbeat=heartbeat,
+            slurm=(slurm, tuple(slurm_opt or ())),
+        )
     except ConfigError as e:
         _fail(str(e))
     except P.Interrupted:
         _fail("interrupted; re-run the same command to resume (completed runs are kept)", 3)
     except ImportError as e:
-        _fail(f"tricks study needs the report extras ({e.name}); pip install 'tricks[report]'")
+        _fail(
+            f"tricks study needs the report and study extras ({e.name}); "
+            f"pip install 'tricks[report,study]'"
+        )
+    _study_done(result, d, wandb)
+
+
+def _check_study_args(overrides: list[str], parallel: int, heartbeat: int) -> None:
+    bad = [a for a in overrides if a.startswith("-") or "=" not in a]
+    if bad:
+        _fail(
+            f"{bad[0]}: not an option of tricks study nor a KEY=VALUE override (allowed: "
+            f"--out, --parallel, --dry-run, --report-only, --workloads, --wandb, --storage, "
+            f"--status, --heartbeat, --slurm, --slurm-opt, KEY=VALUE)"
+        )
+    if parallel < 0:
+        _fail(f"--parallel: must be >= 0 (0: tricks worker processes do the runs), got {parallel}")
+    if heartbeat < 1:
+        _fail(f"--heartbeat: must be >= 1 second, got {heartbeat}")
+
+
+def _study_done(result: dict, d, wandb: bool) -> None:
+    """The headline, the failed runs, the W&B verdict run, where the study is."""
+    from runner.study import protocol as P
+
     for line in P.headline(result):
         typer.echo(line)
     failed = P.failed_runs(result)
@@ -387,6 +429,47 @@ def study(
     if wandb:
         _study_wandb(result, d)
     typer.echo(f"study dir: {d} (study.json, report.md)")
+
+
+@app.command()
+def worker(
+    storage: str = typer.Option(..., "--storage", help="The study's ledger (Optuna storage URL)"),
+    study: Optional[str] = typer.Option(
+        None, "--study", help="The study's name in the storage (default: the one running)"
+    ),
+    root: Optional[str] = typer.Option(
+        None, "--root", help="The study dir as this machine sees it (default: the ledger's)"
+    ),
+    heartbeat: int = typer.Option(10, "--heartbeat", help="Seconds between heartbeats"),
+    idle_exit: Optional[float] = typer.Option(
+        None, "--idle-exit", help="Stop after this many seconds with nothing queued"
+    ),
+    local: Optional[int] = typer.Option(None, "--local", hidden=True),
+    parent: Optional[int] = typer.Option(None, "--parent", hidden=True),
+):
+    """Pull the next run of a study's ledger and train it, until the study is done. Needs only
+    the storage URL and the study's run root (a filesystem this machine sees)."""
+    from pathlib import Path
+
+    from runner.errors import ConfigError
+
+    try:
+        # deferred: optuna and torch load only when a worker starts (the CLI stays fast)
+        from runner.study import ledger as L
+        from runner.study.worker import serve
+
+        name = study or L.running_study(storage)
+        led = L.Ledger(storage, name, heartbeat=heartbeat, root=Path(root) if root else None)
+        if not led.root.is_dir():
+            raise ConfigError(
+                "--root", f"{led.root} (the study dir) is not here", "the study dir's path here"
+            )
+        n = serve(led, local=local, parent=parent, idle=idle_exit)
+    except ConfigError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+    typer.echo(f"worker done: {n} run(s)")
 
 
 def _study_wandb(result: dict, d) -> None:

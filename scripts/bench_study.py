@@ -9,7 +9,11 @@ label smoothing; lr shared, each trick's own strength; 3 x (12 + 5) = 51 runs). 
       in-process), against the sum of its runs' train time (summary.json `train_seconds`: the
       optimizer steps and evaluations, no start-up) and against that sum over N, the floor;
   (b) the same runs, each as its own `tricks train` process (N at a time), the way a shell loop
-      or a Hydra multirun per run would do it: every process imports torch and builds the data.
+      or a Hydra multirun per run would do it: every process imports torch and builds the data;
+  (c) the same study run by the code of `--pool-commit` (default 13e8c31: the home-made process
+      pool, before the ledger), extracted with `git archive` into DIR/pool_src: the ledger's
+      overhead per run is ((a) wall - (c) wall) x N / runs, as a ratio of the mean run's wall
+      time (the goal: under 2%). `--pool-commit none` skips it.
 
 The per-run results of (a) and (b) must agree (deterministic CPU runs): the script counts them.
 `--quick`: two arms, one trial, two seeds, 20 steps (the test runs that). Writes DIR/bench.json
@@ -113,6 +117,39 @@ def one_process_per_run(jobs: list, root: Path, parallel: int) -> float:
     return time.perf_counter() - t0
 
 
+def pool_study(commit: str, out: Path, parallel: int) -> float | None:
+    """The study file run by `commit`'s code (its pool) into out/pool; wall s (None: skipped)."""
+    if commit == "none":
+        return None
+    src = out / "pool_src"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    tar = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", commit], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=tar, check=True)
+    code = (
+        "import sys, time\n"
+        "from runner.study import execute, load\n"
+        "s = load(sys.argv[1], [])\n"
+        "t = time.perf_counter()\n"
+        "execute(s, sys.argv[2], int(sys.argv[3]), progress=False)\n"
+        "print('WALL', time.perf_counter() - t)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(out / "study.yaml"), str(out / "pool"), str(parallel)],
+        cwd=src,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        print(f"warning: the pool study failed: {r.stderr.strip()[-500:]}", flush=True)
+        return None
+    return float(next(x for x in r.stdout.splitlines() if x.startswith("WALL")).split()[1])
+
+
 def total(rows: list[dict], key: str) -> float:
     return sum(float(r[key]) for r in rows if isinstance(r.get(key), (int, float)))
 
@@ -146,12 +183,26 @@ def table(fig: dict) -> str:
             if tr
             else f"| {name} | {wall:.1f} | – | – | – |"
         )
+    if fig.get("pool_wall_s"):
+        lines.append(
+            f"| (c) tricks study of {fig['pool_commit']} (its process pool) | "
+            f"{fig['pool_wall_s']:.1f} | {fig['pool_train_s']:.1f} | {fig['pool_run_wall_s']:.1f} "
+            f"| {fig['pool_wall_s'] / (fig['pool_train_s'] / p):.2f} |"
+        )
     lines += [
         "",
         f"Floor (Σ train s of (a) / N): {fig['study_train_s'] / p:.1f} s. "
         f"(b) / (a) wall: {fig['procs_wall_s'] / fig['study_wall_s']:.2f}×. "
         f"Same test/acc in (a) and (b): {fig['same_result']}/{n} runs.",
     ]
+    if fig.get("pool_wall_s"):
+        lines += [
+            "",
+            f"The ledger's overhead per run ((a) - (c) wall x N / runs): "
+            f"{fig['ledger_overhead_per_run_s']:+.2f} s, {fig['ledger_overhead_ratio']:+.1%} of "
+            f"a run's mean wall time (goal < 2%). Same test/acc in (a) and (c): "
+            f"{fig['same_result_pool']}/{n} runs.",
+        ]
     return "\n".join(lines)
 
 
@@ -162,11 +213,12 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int)
     ap.add_argument("--budget", type=int)
     ap.add_argument("--out", default="runs/bench_study")
+    ap.add_argument("--pool-commit", default="13e8c31", help="the pool's commit; none: skip")
     args = ap.parse_args(argv)
     size = dict(QUICK if args.quick else FULL)
     size.update({k: v for k, v in (("steps", args.steps), ("budget", args.budget)) if v})
     out = Path(args.out).resolve()
-    for sub in ("study", "procs"):  # a left-over study would resume: nothing would be timed
+    for sub in ("study", "procs", "pool"):  # a left-over study would resume: nothing would be timed
         shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -183,7 +235,10 @@ def main(argv=None) -> int:
     jobs = jobs_of(study, result)
     print(f"[bench_study] (b) {len(jobs)} tricks train processes into {out / 'procs'}", flush=True)
     procs_wall = one_process_per_run(jobs, out / "procs", args.parallel)
+    print(f"[bench_study] (c) {args.pool_commit}'s pool into {out / 'pool'}", flush=True)
+    pool_wall = pool_study(args.pool_commit, out, args.parallel)
     a, b = summaries(out / "study", jobs), summaries(out / "procs", jobs)
+    c = summaries(out / "pool", jobs)
     sha, dirty = commit_info(ROOT)
     fig = {
         "runs": len(jobs),
@@ -203,6 +258,20 @@ def main(argv=None) -> int:
             for x, y in zip(a, b)
         ),
     }
+    if pool_wall:
+        per_run = (study_wall - pool_wall) * args.parallel / len(jobs)
+        fig.update(
+            pool_commit=args.pool_commit,
+            pool_wall_s=pool_wall,
+            pool_train_s=total(c, "train_seconds"),
+            pool_run_wall_s=total(c, "wall_seconds"),
+            ledger_overhead_per_run_s=per_run,
+            ledger_overhead_ratio=per_run / (fig["study_run_wall_s"] / len(jobs)),
+            same_result_pool=sum(
+                x.get("test/acc") is not None and x.get("test/acc") == y.get("test/acc")
+                for x, y in zip(a, c)
+            ),
+        )
     (out / "bench.json").write_text(json.dumps(fig, indent=2) + "\n")
     (out / "bench.md").write_text(table(fig) + "\n")
     print(table(fig))

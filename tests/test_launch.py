@@ -224,8 +224,25 @@ def test_submitit_local_preemption_checkpoints_requeues_and_resumes(tmp_path):
     assert "Requeued job" in logs and "stopped by SIGUSR2 at step 2" in logs
 
 
+def _optuna_sweeper_problem() -> str | None:
+    """Why Hydra's Optuna sweeper cannot run here, or None. hydra-optuna-sweeper 1.3 pins
+    optuna<3, and optuna 2.x fails with SQLAlchemy 2 (an alembic AssertionError); tricks study
+    needs optuna>=4, so the sweeper left the sweep extra (docs/scale.md)."""
+    try:
+        import hydra_plugins.hydra_optuna_sweeper  # noqa: F401
+    except ImportError:
+        return "hydra-optuna-sweeper is not installed (not in the sweep extra: it pins optuna<3)"
+    import optuna
+
+    if int(optuna.__version__.split(".")[0]) >= 3:
+        return f"hydra-optuna-sweeper 1.x needs optuna<3; optuna {optuna.__version__} is here"
+    return None
+
+
 @pytest.mark.slow
 def test_optuna_sweeper_example_runs_a_study(tmp_path):
+    if why := _optuna_sweeper_problem():
+        pytest.skip(why)
     r = cli(
         [
             "train",

@@ -245,7 +245,7 @@ def test_a_study_job_interrupted_before_a_new_key_resumes(tmp_path):
     import torch
     from omegaconf import OmegaConf
 
-    from runner.study.pool import run_one
+    from runner.study.worker import run_one
 
     from conftest import train_run
 

@@ -628,34 +628,6 @@ def test_equal_compute_of_an_epoch_based_baseline_is_counted_in_steps(tmp_path, 
     assert ec and all(want[0] in j.overrides for j in ec)
 
 
-def test_a_dead_worker_costs_its_run_only(tmp_path):
-    """A worker killed mid-run (as the OOM killer would): that run is recorded failed, a new
-    worker takes the next job, which completes."""
-    import threading
-
-    from runner.study.pool import Job, Pool, status_of
-
-    fast = BASE["common"] + ["trainer.max_steps=20", "trainer.progress=false"]
-    slow_job = Job(
-        fast + ["trainer.max_steps=200000", "trainer.eval_every=100000"], tmp_path / "long"
-    )
-    pool = Pool(1, tmp_path / "logs")
-    got = {}
-    jobs = [slow_job, Job(fast, tmp_path / "ok")]
-    t = threading.Thread(target=lambda: got.update(pool.run(jobs)))
-    t.start()
-    deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "long" / "metrics.jsonl").exists():
-        time.sleep(0.1)
-    os.kill(pool.workers[0]["proc"].pid, signal.SIGKILL)
-    t.join(180)
-    pool.close()
-    assert got == {0: "failed", 1: "completed"}
-    error = json.loads((tmp_path / "long" / "summary.json").read_text())["error"]
-    assert "worker process died" in error
-    assert status_of(tmp_path / "ok") == "completed"
-
-
 def test_search_space_points_and_edges():
     import math
 
@@ -750,21 +722,6 @@ def test_help_lists_the_study_files_of_experiments(tmp_path):
     assert "experiments/flooding/study.yaml  Flooding, its level b tuned" in r.stdout
     for p in sorted((ROOT / "experiments").glob("*/study.yaml")):
         assert f"experiments/{p.parent.name}/study.yaml" in r.stdout
-
-
-def test_a_worker_dead_while_idle_is_replaced(tmp_path):
-    from runner.study.pool import Job, Pool, status_of
-
-    fast = BASE["common"] + ["trainer.max_steps=4", "trainer.progress=false"]
-    pool = Pool(1, tmp_path / "logs")
-    try:
-        assert pool.run([Job(fast, tmp_path / "a")]) == {0: "completed"}
-        pool.workers[0]["proc"].kill()
-        pool.workers[0]["proc"].join()
-        assert pool.run([Job(fast + ["seed=1"], tmp_path / "b")]) == {0: "completed"}
-    finally:
-        pool.close()
-    assert status_of(tmp_path / "b") == "completed"
 
 
 def test_equal_compute_end_to_end(tmp_path):

@@ -5,9 +5,10 @@ AlgoPerf's external-tuning ruleset. See README "tricks study" and docs/study.md.
     study = execute(load("experiments/flooding/study.yaml", ["trainer.device=cpu"]), "out/", 2)
 
 `load(path, overrides)` parses and validates the study file (every bad input: one ConfigError
-line, nothing run); `execute(study, out, parallel, only=None)` runs it into `out` (resuming what
-is there; `only`: a subset of its workloads, the rest kept from DIR's study.json) and returns
-study.json's content; `report_only(out)` re-makes the report from `out`.
+line, nothing run); `execute(study, out, parallel, only=None, storage=None)` runs it into `out`
+(resuming what is there; `only`: a subset of its workloads, the rest kept from DIR's study.json;
+`storage`: the ledger's URL) and returns study.json's content; `report_only(out)` re-makes
+the report from `out`.
 
 study.json (contract, issue 16; extra keys are additions):
 
@@ -53,8 +54,15 @@ study.json (contract, issue 16; extra keys are additions):
 
 Run dirs are relative to the study dir (the folder holding study.json):
 runs/WORKLOAD/ARM/trial-II-seed-S, runs/WORKLOAD/ARM/confirm-trial-II-seed-S (II: the chosen
-trial), runs/_cost/WORKLOAD/ARM/rep-R (the interleaved timing runs) and runs/_logs/ (the
-workers' logs); WORKLOAD is "main" with one workload.
+trial), runs/_cost/WORKLOAD/ARM/rep-R (the interleaved timing runs), runs/_logs/ (the
+workers' logs) and runs/_locks/ (one lock file per run: one process in a run dir at a time);
+WORKLOAD is "main" with one workload.
+
+The study's ledger (runner.study.ledger: its plan, every run's status and result) is an Optuna
+storage, DIR/study.db (SQLite) unless `storage=` names another; study.json is its export. The
+modules: records (typed records), ledger (the storage), plan (the runs of each phase), worker
+(the process that trains runs), protocol (the coordinator: phases, local workers), export
+(study.json and the report), inputs (DIR's lock, pinned inputs), status (`--status`), slurm.
 """
 
 from __future__ import annotations
@@ -66,10 +74,19 @@ def load(path, overrides=()):
     return _load(path, list(overrides))
 
 
-def execute(study, out, parallel: int = 1, progress="auto", only=None) -> dict:
+def execute(
+    study,
+    out,
+    parallel: int = 1,
+    progress="auto",
+    only=None,
+    storage=None,
+    heartbeat=10,
+    slurm=None,
+) -> dict:
     from runner.study.protocol import execute as _execute
 
-    return _execute(study, out, parallel, progress, only)
+    return _execute(study, out, parallel, progress, only, storage, heartbeat, slurm)
 
 
 def report_only(out) -> list:

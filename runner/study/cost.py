@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 
 from runner.config import compose
-from runner.study.pool import Job
+from runner.study.records import LOCAL_PIN, RunRecord
 from runner.study.results import run_sec_per_step
 from runner.study.spec import Study, merge, run_overrides
 
@@ -42,10 +42,20 @@ def _short(n: int) -> list[str]:
 
 def _job(study: Study, w: str, arms: dict, points: dict, a: str, n: int, seed: int, rep: str):
     ovr = merge(run_overrides(study, w, arms[a], points[a][0], seed), _short(n), [f"+arm={a}"])
-    return Job(ovr, arm_dir(w, a) / f"rep-{rep}", "warmup" if rep == "warmup" else f"{w}/{a}")
+    return RunRecord(
+        key=str(arm_dir(w, a) / f"rep-{rep}"),
+        workload=w,
+        arm=a,
+        phase="cost",
+        overrides=tuple(ovr),
+        seed=seed,
+        params=points[a][0],
+        label="warmup" if rep == "warmup" else f"{w}/{a}",
+        pin=LOCAL_PIN,  # one process runs them all, in order: a load hits every arm alike
+    )
 
 
-def warmup_job(study: Study, w: str, arms: dict, points: dict) -> Job:
+def warmup_job(study: Study, w: str, arms: dict, points: dict) -> RunRecord:
     """The first, uncounted run: the baseline for `cost_steps` steps (it warms the process up:
     allocator, caches, lazy imports; the first timed arm would otherwise pay for them)."""
     return _job(study, w, arms, points, study.baseline, study.cost_steps, 0, "warmup")
@@ -60,7 +70,7 @@ def round_steps(study: Study, warm_sec_per_step: float | None) -> int:
     return n
 
 
-def round_jobs(study: Study, w: str, arms: dict, points: dict, n: int) -> list[Job]:
+def round_jobs(study: Study, w: str, arms: dict, points: dict, n: int) -> list[RunRecord]:
     """REPS rounds of every arm, interleaved (round r of every arm before round r + 1)."""
     return [_job(study, w, arms, points, a, n, rep, str(rep)) for rep in range(REPS) for a in arms]
 
@@ -82,7 +92,7 @@ def ratios(per_arm: dict[str, list[float]], baseline: str, steps: int) -> dict[s
     }
 
 
-def round_secs(study_dir: Path, jobs: list[Job], arm_label: str) -> list[float]:
+def round_secs(study_dir: Path, jobs: list[RunRecord], arm_label: str) -> list[float]:
     """Seconds per step of each completed round of one arm."""
     xs = [run_sec_per_step(study_dir / j.run_dir) for j in jobs if j.label == arm_label]
     return [x for x in xs if x is not None]

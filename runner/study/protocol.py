@@ -1,24 +1,52 @@
-"""The study protocol: validate -> (measure cost) -> tune -> select -> confirm -> verdict."""
+"""The study protocol: validate -> (measure cost) -> tune -> select -> confirm -> verdict.
+
+`execute` coordinates: it pins DIR's inputs, opens the ledger (runner.study.ledger: an Optuna
+storage, `sqlite:///DIR/study.db` by default), plans each phase (runner.study.plan) and enqueues
+what the ledger lacks, runs `parallel` local workers (runner.study.worker; `tricks worker` adds
+more from any machine), waits on the ledger while it re-queues dead workers' runs, advances the
+phases, and exports study.json and the report (runner.study.export). Killed and restarted, it
+rebuilds its state from the ledger: the plan is the same, completed runs stay completed."""
 
 from __future__ import annotations
 
-import json
 import os
-import sys
+import socket
 import time
 from pathlib import Path
 
-import yaml
-
 from runner import EXPERIMENTS_DIR as EXPERIMENTS
-from runner import ROOT
 from runner.errors import ConfigError, check
 from runner.overrides import precheck
 from runner.study import cost as costmod
 from runner.study import results as R
-from runner.study.pool import REFUSED, Job, Pool, status_of
-from runner.study.space import edges, trial_points
-from runner.study.spec import Study, key_of, merge, parse_text, run_overrides
+from runner.study.export import (  # noqa: F401  (the names callers used from here)
+    analysis,
+    arm_record,
+    assemble,
+    each_workload,
+    earlier_workloads,
+    failed_runs,
+    headline,
+    make_report,
+    missing_runs,
+    report_only,
+    versus,
+    workload_arms,
+    write,
+)
+from runner.study.inputs import READING_KEYS, ROOT, lock, pin, same_study_text  # noqa: F401
+from runner.study.ledger import HEARTBEAT, Ledger, alive, default_url, study_name
+from runner.study.plan import (  # noqa: F401
+    arm_plans,
+    confirm_dir,
+    confirm_jobs,
+    n_runs,
+    points_for,
+    tune_jobs,
+)
+from runner.study.records import FINAL, ArmPlan, RunRecord
+from runner.study.spec import Study, key_of, parse_text, run_overrides
+from runner.study.worker import POLL, REFUSED, Local, result_of, status_of
 
 
 class Interrupted(Exception):
@@ -79,165 +107,65 @@ def validate_configs(study: Study) -> None:
                 raise ConfigError(key, f"{where}: {e}")
 
 
-# -- DIR: the lock and the pinned inputs -------------------------------------------------------
+# -- the ledger and the coordinator ----------------------------------------------------------
 
 
-def lock(out: Path) -> Path:
-    """Claim DIR for this process; a second study on DIR refuses (a dead holder is replaced)."""
-    out.mkdir(parents=True, exist_ok=True)
-    f = out / ".study.lock"
-    for _ in range(2):
-        try:
-            fd = os.open(f, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
-            return f
-        except FileExistsError:
-            try:
-                pid = int(f.read_text().strip() or 0)
-                os.kill(pid, 0)
-                alive = pid != os.getpid()
-            except (OSError, ValueError):
-                alive = False
-            if alive:
+def open_ledger(study: Study, out: Path, storage: str | None, heartbeat: int) -> Ledger:
+    """DIR's ledger (created on the first run); one of another study file is refused."""
+    led = Ledger(
+        storage or default_url(out), study_name(out), create=True, heartbeat=heartbeat, root=out
+    )
+    old = led.meta("study_text")
+    if old is not None and not same_study_text(old, study.text):
+        raise ConfigError(
+            "--storage",
+            f"the ledger {led.name!r} in {led.url} holds a study of another study file",
+            "the same study file, or another --out",
+        )
+    for k, v in {
+        "out": str(out.resolve()),
+        "study_text": study.text,
+        "select": study.select,
+        "metric": study.metric,
+        "state": "running",
+    }.items():
+        led.set_meta(k, v)
+    return led
+
+
+class Coordinator:
+    """Enqueues a phase's runs, keeps `parallel` local workers going, waits on the ledger (and
+    re-queues dead workers' runs) until every run has a final status; drives the view."""
+
+    def __init__(self, study: Study, out: Path, parallel: int, progress, ledger: Ledger):
+        self.study, self.out, self.progress, self.ledger = study, out, progress, ledger
+        self.parallel = parallel
+        self.local = Local(ledger, parallel, out / "runs" / "_logs")  # runs/: git-ignored
+        self.view, self.done, self.failed, self.skipped, self.best = None, 0, 0, 0, {}
+        self.me = {"host": socket.gethostname(), "pid": os.getpid()}
+        self.last_beat = self.last_reap = 0.0
+
+    def acquire(self) -> None:
+        """The study's one coordinator: a live other one (any host) refuses this one."""
+        c = self.ledger.meta("coordinator")
+        if isinstance(c, dict) and (c.get("host"), c.get("pid")) != (
+            self.me["host"],
+            self.me["pid"],
+        ):
+            fresh = time.time() - float(c.get("seen", 0)) < self.ledger.grace
+            dead_here = c.get("host") == self.me["host"] and not alive(int(c.get("pid", 0)))
+            if fresh and not dead_here:
                 raise ConfigError(
                     "--out",
-                    f"{out} is in use by another tricks study (pid {pid})",
-                    "wait for it to finish, or another --out",
+                    f"{self.out} is coordinated by another tricks study (pid {c.get('pid')} on "
+                    f"{c.get('host')}, seen {time.time() - float(c['seen']):.0f} s ago)",
+                    "wait for it to finish; tricks worker --storage URL adds workers to it",
                 )
-            f.unlink(missing_ok=True)
-    raise ConfigError("--out", f"cannot lock {out}")
+        self.beat()
 
-
-# Keys that only read finished runs (no run depends on them): a resumed study may add or change
-# them, and recomputes them from DIR's runs.
-READING_KEYS = ("compare", "analysis")
-
-
-def same_study_text(old: str, new: str) -> bool:
-    """Whether two study files make the same runs: equal YAML content but for READING_KEYS. A
-    comment or the layout may change between the pieces of a study (a corrected note, a measured
-    time), and so may the arm-against-arm pairs or the analysis file; any other key not."""
-    if old == new:
-        return True
-    try:
-        a, b = yaml.safe_load(old), yaml.safe_load(new)
-    except yaml.YAMLError:
-        return False
-    if not (isinstance(a, dict) and isinstance(b, dict)):
-        return a == b
-    return {k: v for k, v in a.items() if k not in READING_KEYS} == {
-        k: v for k, v in b.items() if k not in READING_KEYS
-    }
-
-
-def pin(study: Study, out: Path, names: list[str] | None = None) -> None:
-    """Save the study file and OVERRIDES in DIR; a re-run must bring the same ones."""
-    inputs = {"study_file": str(study.path), "overrides": study.overrides}
-    saved, meta = out / "study.yaml", out / "study_input.json"
-    if saved.is_file():
-        if not same_study_text(saved.read_text(), study.text):
-            was = json.loads(meta.read_text()).get("study_file") if meta.is_file() else saved
-            raise ConfigError(
-                "--out",
-                f"{out} holds a study of another study file ({was})",
-                "the same study file, or another --out",
-            )
-        inputs = json.loads(meta.read_text()) if meta.is_file() else inputs
-        old = inputs.get("overrides", [])
-        if old != study.overrides:
-            raise ConfigError(
-                "OVERRIDES",
-                f"{out} was run with {' '.join(old) or 'none'}",
-                "the same overrides, or another --out",
-            )
-    from runner.gitinfo import checkout_commit, machine_info
-
-    sha, dirty = checkout_commit(ROOT)  # a resumed study may span commits: each start is recorded
-    inv = {
-        "commit": sha,
-        "dirty": dirty,
-        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": machine_info(),  # a resumed study may span machines too
-    }
-    if names is not None and names != list(study.workloads):
-        inv["workloads"] = names
-    inputs.setdefault("invocations", []).append(inv)
-    saved.write_text(study.text)
-    meta.write_text(json.dumps(inputs, indent=2) + "\n")
-
-
-# -- the plan ----------------------------------------------------------------------------------
-
-
-def arm_plans(study: Study) -> dict[str, dict]:
-    return {
-        a: {"overrides": o, "forced": [], "equal_compute_of": None} for a, o in study.arms.items()
-    }
-
-
-def points_for(study: Study, arms: dict) -> dict[str, list[dict]]:
-    own = {a: study.space(a)[len(study.search) :] for a in arms}
-    return trial_points(study.search, own, study.budget, study.search_seed)
-
-
-def _ovr(study: Study, w: str, arm: str, plan: dict, params: dict, seed: int) -> list[str]:
-    # `arm` in every run's config: `tricks compare DIR/runs/main --baseline arm=none` groups
-    # the runs by arm even where two arms share a config
-    return merge(
-        run_overrides(study, w, plan["overrides"], params, seed), plan["forced"], [f"+arm={arm}"]
-    )
-
-
-def tune_jobs(study: Study, w: str, arms: dict, points: dict) -> tuple[dict, list[Job]]:
-    """arm -> its trial records (params, run dirs), and the jobs, trial-major so every arm
-    advances together (a partial study is balanced, the progress view's best-so-far fills)."""
-    trials, jobs = {a: [] for a in arms}, []
-    for i in range(study.budget):
-        for a, plan in arms.items():
-            dirs = [f"runs/{w}/{a}/trial-{i:02d}-seed-{s}" for s in study.tune_seeds]
-            trials[a].append(
-                {"index": i, "params": points[a][i], "run_dir": dirs[0], "run_dirs": dirs}
-            )
-            jobs += [
-                Job(_ovr(study, w, a, plan, points[a][i], s), Path(d), f"{w}/{a}")
-                for s, d in zip(study.tune_seeds, dirs)
-            ]
-    return trials, jobs
-
-
-def confirm_dir(w: str, a: str, trial: int, seed: int) -> str:
-    # the chosen trial is in the name: a different choice never meets another config's run
-    return f"runs/{w}/{a}/confirm-trial-{trial:02d}-seed-{seed}"
-
-
-def confirm_jobs(study: Study, w: str, arms: dict, trials: dict, chosen: dict) -> list[Job]:
-    return [
-        Job(
-            _ovr(study, w, a, arms[a], trials[a][i]["params"], s),
-            Path(confirm_dir(w, a, i, s)),
-            f"{w}/{a}",
-        )
-        for s in study.seeds
-        for a, i in chosen.items()
-        if i is not None
-    ]
-
-
-def n_runs(study: Study, n_arms: int) -> int:
-    return n_arms * (study.budget * len(study.tune_seeds) + len(study.seeds))
-
-
-# -- running -----------------------------------------------------------------------------------
-
-
-class Runner:
-    """Hands jobs to the pool (runs completed already are skipped here), drives the view."""
-
-    def __init__(self, study: Study, out: Path, parallel: int, progress):
-        self.study, self.out, self.progress = study, out, progress
-        self.pool = Pool(parallel, out / "runs" / "_logs")  # runs/: git-ignored
-        self.view, self.done, self.failed, self.skipped, self.best = None, 0, 0, 0, {}
+    def beat(self) -> None:
+        self.ledger.set_meta("coordinator", {**self.me, "seen": time.time()})
+        self.last_beat = time.time()
 
     def start_view(self, total: int, label: str) -> None:
         from runner.log.progress import SweepProgress
@@ -251,15 +179,14 @@ class Runner:
             self.view.close()
             self.view = None
 
-    def _note(self, job: Job, status: str) -> None:
+    def _note(self, rec: RunRecord) -> None:
         self.done += 1
-        self.failed += status != "completed"
-        v = R.run_value(self.out / job.run_dir, self.study.select)
-        if v is not None and "/trial-" in str(job.run_dir):
-            old = self.best.get(job.label)
-            hi = self.study.select_higher
-            if old is None or (v > old if hi else v < old):
-                self.best[job.label] = v
+        self.failed += rec.status != "completed"
+        v = rec.result.get("value")
+        if rec.phase == "tune" and isinstance(v, (int, float)):
+            old = self.best.get(rec.label)
+            if old is None or (v > old if self.study.select_higher else v < old):
+                self.best[rec.label] = v
         if self.view is not None:
             note = " · ".join(
                 f"{k.split('/', 1)[1] if len(self.study.workloads) == 1 else k} {v:.4g}"
@@ -269,20 +196,42 @@ class Runner:
                 self.done, self.failed, f"best so far: {note}" if note else "", self.skipped
             )
 
-    def run(self, jobs: list[Job], width: int | None = None) -> None:
-        todo = []
-        for j in jobs:
-            if status_of(self.out / j.run_dir) == "completed":
-                self.skipped += 1  # no time spent here: the ETA leaves it out
-                self._note(j, "completed")  # inputs are pinned: a completed run is this run
-            else:
-                todo.append(j)
-        absolute = [Job(j.overrides, self.out / j.run_dir, j.label) for j in todo]
-        back = {id(a): j for a, j in zip(absolute, todo)}
-        statuses = self.pool.run(absolute, lambda job, st: self._note(back[id(job)], st), width)
-        if any(s == "interrupted" for s in statuses.values()):
-            raise Interrupted()
-        refused = [s[len(REFUSED) :] for s in statuses.values() if s.startswith(REFUSED)]
+    def tick(self, width: int | None) -> None:
+        if time.time() - self.last_beat > self.ledger.heartbeat:
+            self.beat()
+        if time.time() - self.last_reap > 1.0:  # a dead local worker's run: within a second
+            self.ledger.reap()
+            self.last_reap = time.time()
+        self.local.ensure(max(1, self.parallel) if width == 1 else self.parallel)
+
+    def run(self, jobs: list[RunRecord], width: int | None = None) -> None:
+        """Enqueue what the ledger lacks (a run dir completed already: recorded completed, as
+        the inputs are pinned) and wait for every run. `width` 1: the pinned timing runs."""
+        have = self.ledger.runs()
+        done = {
+            j.key: result_of(self.out / j.key, j, self.study.select, self.study.metric)
+            for j in jobs
+            if j.key not in have and status_of(self.out / j.key) == "completed"
+        }
+        self.ledger.enqueue(jobs, done)
+        self.ledger.retry_failed(jobs)
+        seen: dict[str, RunRecord] = {}
+        for j in jobs:  # no time spent here: the ETA leaves them out
+            if j.key in done or (j.key in have and have[j.key].status == "completed"):
+                self.skipped += 1
+        while len(seen) < len(jobs):
+            self.tick(width)
+            runs = self.ledger.runs()
+            for j in jobs:
+                r = runs.get(j.key)
+                if j.key not in seen and r is not None and r.status in FINAL:
+                    seen[j.key] = r
+                    self._note(r)
+            if len(seen) < len(jobs):
+                time.sleep(POLL)
+        refused = [
+            r.error[len(REFUSED) :] for r in seen.values() if (r.error or "").startswith(REFUSED)
+        ]
         if refused:  # the same inputs gave another config: code changed under the study
             more = f" (and {len(refused) - 1} more run dirs)" if len(refused) > 1 else ""
             raise ConfigError(
@@ -291,12 +240,19 @@ class Runner:
                 "a new --out DIR, or the tricks commit that wrote its runs (study_input.json)",
             )
 
-    def close(self) -> None:
+    def close(self, finished: bool) -> None:
         self.close_view()
-        self.pool.close()
+        if finished:
+            self.ledger.set_meta("state", "done")  # idle workers exit
+        else:
+            for p in self.local.procs.values():  # stop ours; a restart re-queues their runs
+                if p.poll() is None:
+                    p.terminate()
+        self.local.close()
+        self.ledger.set_meta("coordinator", None)
 
 
-def measure_cost(study: Study, runner: Runner, w: str, arms: dict, points: dict) -> dict:
+def measure_cost(study: Study, runner: Coordinator, w: str, arms: dict, points: dict) -> dict:
     """Interleaved timing runs in one worker; adds `<baseline>@<arm>` plans to `arms` for arms
     costing more than THRESHOLD x the baseline. Returns arm -> cost."""
     ovr = {a: p["overrides"] for a, p in arms.items()}
@@ -316,11 +272,9 @@ def measure_cost(study: Study, runner: Runner, w: str, arms: dict, points: dict)
     for a in list(arms):
         r = costs[a]["ratio"]
         if a != study.baseline and r is not None and r > costmod.THRESHOLD:
-            arms[f"{study.baseline}@{a}"] = {
-                "overrides": base["overrides"],
-                "equal_compute_of": a,
-                "forced": costmod.scaled_length(study, w, base["overrides"], r, spe),
-            }
+            name = f"{study.baseline}@{a}"
+            forced = costmod.scaled_length(study, w, base["overrides"], r, spe)
+            arms[name] = ArmPlan(name, tuple(base["overrides"]), tuple(forced), a)
     return costs
 
 
@@ -340,333 +294,68 @@ def select_workloads(study: Study, text: str | None) -> list[str]:
     return [w for w in study.workloads if w in names]
 
 
-def execute(study: Study, out, parallel: int = 1, progress="auto", only=None) -> dict:
+def execute(
+    study: Study,
+    out,
+    parallel: int = 1,
+    progress="auto",
+    only=None,
+    storage: str | None = None,
+    heartbeat: int = HEARTBEAT,
+    slurm: tuple | None = None,
+) -> dict:
     """Run (or resume) the study into `out`; returns study.json's content. `only`: a subset of
     its workloads (`--workloads`): the others keep the records an earlier run on `out` wrote to
-    study.json (a study run in pieces, e.g. one per session or machine; runs/ may be gone)."""
+    study.json (a study run in pieces, e.g. one per session or machine; runs/ may be gone).
+    `storage`: the ledger's URL (default sqlite:///DIR/study.db); `parallel` 0: no local
+    worker (`tricks worker` processes do the runs; the timing runs of equal compute still run
+    in one local worker); `slurm` (N, params): N more workers as SLURM jobs."""
     out = Path(out)
     names = list(only) if only else list(study.workloads)
     lockfile = lock(out)
-    runner = Runner(study, out, parallel, progress)
+    coord, finished = None, False
     try:
         earlier = earlier_workloads(out, study)
         pin(study, out, names)
-        plans, costs, trials = {}, {}, {}
-        for w in names:
-            plans[w] = arm_plans(study)
-            if study.equal_compute:
-                costs[w] = measure_cost(study, runner, w, plans[w], points_for(study, plans[w]))
-        tune = {w: tune_jobs(study, w, plans[w], points_for(study, plans[w])) for w in names}
-        n_arms = sum(len(p) for p in plans.values())
-        runner.start_view(n_runs(study, n_arms), "study")
-        runner.run([j for w in names for j in tune[w][1]])
-        chosen = {}
-        for w in names:
-            trials[w] = tune[w][0]
-            for t in trials[w].values():
-                R.score_trials(out, t, study.select)
-            chosen[w] = {a: R.choose(t, study.select_higher) for a, t in trials[w].items()}
-        runner.run(
-            [j for w in names for j in confirm_jobs(study, w, plans[w], trials[w], chosen[w])]
+        coord = Coordinator(
+            study, out, parallel, progress, open_ledger(study, out, storage, heartbeat)
         )
+        coord.acquire()
+        if slurm and slurm[0]:
+            from runner.study.slurm import submit_workers  # submitit only where asked for
+
+            jobs = submit_workers(slurm[0], coord.ledger, slurm[1])
+            print(f"submitted {len(jobs)} SLURM worker jobs ({jobs[0].job_id} ...)", flush=True)
+        plans, costs, trials, chosen = run_phases(study, coord, names)
+        finished = True
     except KeyboardInterrupt:
         raise Interrupted()
     finally:
-        runner.close()
+        if coord is not None:
+            coord.close(finished)
         lockfile.unlink(missing_ok=True)
     result = assemble(study, out, plans, trials, chosen, costs, earlier)
     write(result, out)
     return result
 
 
-# -- study.json ----------------------------------------------------------------------------------
-
-
-def arm_record(
-    study: Study, out: Path, w: str, a: str, plan: dict, trials: list[dict], chosen: int | None
-) -> dict:
-    space = study.space(a)
-    params = trials[chosen]["params"] if chosen is not None else None
-    dirs = [confirm_dir(w, a, chosen, s) for s in study.seeds] if params is not None else []
-    rec = {
-        "overrides": merge(plan["overrides"], plan["forced"]),
-        "space": {d.key: d.text for d in space},
-        "trials": trials,
-        "chosen": params,
-        "chosen_trial": chosen,
-        "edge": edges(space, params) if params else [],
-        "final": R.final_figures(out, dirs, study.seeds, study.metric, study.metric_higher),
-        "diff": None,
-        "verdict": "baseline"
-        if a == study.baseline
-        else ("no completed trial" if params is None else ""),
-    }
-    if params is None:
-        rec["final"]["failed"] = len(study.seeds)
-    if plan["equal_compute_of"]:
-        rec["equal_compute_of"] = plan["equal_compute_of"]
-        rec["verdict"] = f"equal-compute baseline of {plan['equal_compute_of']}"
-    if study.target and dirs:
-        rec["target"] = R.time_to_target(
-            out, dirs, study.target, _higher_for(study, study.target["key"])
-        )
-    return rec
-
-
-def _higher_for(study: Study, key: str) -> bool:
-    from runner.stats import lower_is_better
-
-    return study.select_higher if key == study.select else not lower_is_better(key)
-
-
-def workload_arms(
-    study: Study, out: Path, w: str, plans: dict, trials: dict, chosen: dict, costs: dict
-) -> dict:
-    arms = {a: arm_record(study, out, w, a, plans[a], trials[a], chosen[a]) for a in plans}
-    tricks = [a for a in plans if a != study.baseline and not plans[a]["equal_compute_of"]]
-    for a, v in R.verdicts(arms, [(a, study.baseline) for a in tricks], study.metric_higher):
-        arms[a].update(
-            diff=v["diff"],
-            verdict=v["verdict"] if arms[a]["chosen"] is not None else arms[a]["verdict"],
-        )
-    ec = [(plans[b]["equal_compute_of"], b) for b in plans if plans[b]["equal_compute_of"]]
-    for a, v in R.verdicts(arms, ec, study.metric_higher):  # a family of its own
-        arms[a]["equal_compute"] = {
-            "vs": dict((x, y) for x, y in ec)[a],
-            **v,
-            "family": "trick vs its equal-compute baseline (Holm across these pairs only)",
-        }
-    versus(arms, study.compare, study.metric_higher)
-    sec = {a: R.sec_per_step(out, arms[a]["final"]["run_dirs"]) for a in arms}
-    for a in arms:
-        if a in costs:
-            arms[a]["cost"] = costs[a]
-        elif plans[a]["equal_compute_of"] and study.baseline in costs:
-            # the baseline's step, trained the trick's measured ratio times longer
-            of = costs[plans[a]["equal_compute_of"]]
-            arms[a]["cost"] = {
-                "sec_per_step": costs[study.baseline]["sec_per_step"],
-                "ratio": of["ratio"],
-                "source": "the baseline's step, ratio x the steps (total compute)",
-            }
-        else:
-            base = sec.get(study.baseline)
-            arms[a]["cost"] = {
-                "sec_per_step": sec[a],
-                "ratio": sec[a] / base if sec[a] and base else None,
-                "source": "confirmation runs",
-            }
-    return arms
-
-
-def versus(arms: dict, pairs: list, higher: bool) -> dict:
-    """The study file's `compare:` pairs, arm against arm, a Holm family of their own, into
-    arms[a]["versus"] (replacing any earlier: a resumed study may change the pairs). Reads only
-    each arm's recorded final values and seeds, so it serves a record kept from an earlier piece
-    whose runs are gone as well as one just made."""
-    for rec in arms.values():
-        rec.pop("versus", None)
-    for (a, b), (_, v) in zip(pairs, R.verdicts(arms, pairs, higher)):
-        arms[a].setdefault("versus", []).append(
-            {"vs": b, **v, "family": "arm against arm (compare:, Holm across these pairs only)"}
-        )
-    return arms
-
-
-def earlier_workloads(out: Path, study: Study) -> dict:
-    """The workload records of DIR's study.json (an earlier run, maybe of other workloads), each
-    with its `run` provenance; {} when there is none or it is of another study file."""
-    try:
-        old = json.loads((Path(out) / "study.json").read_text())
-        same = same_study_text((Path(out) / "study.yaml").read_text(), study.text)
-    except (OSError, ValueError):
-        return {}
-    nested = old.get("by_workload") if isinstance(old, dict) else None
-    if not same or not isinstance(nested, dict) or len(study.workloads) < 2:
-        return {}
-    run = {k: old.get(k) for k in ("commit", "dirty", "finished", "machine")}
-    kept = {
-        w: {**v, "run": v.get("run") or run}
-        for w, v in nested.items()
-        if w in study.workloads and isinstance(v, dict) and "arms" in v
-    }
-    for v in kept.values():  # compare: may have changed since (a reading key)
-        versus(v["arms"], study.compare, study.metric_higher)
-    return kept
-
-
-def assemble(
-    study: Study,
-    out: Path,
-    plans: dict,
-    trials: dict,
-    chosen: dict,
-    costs: dict,
-    earlier: dict | None = None,
-) -> dict:
-    from runner.gitinfo import checkout_commit, machine_info
-
-    sha, dirty = checkout_commit(ROOT)
-    machine = machine_info()
-    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    res = {
-        "name": study.name,
-        "description": study.description,
-        "study_file": str(study.path),
-        "overrides": study.overrides,
-        "baseline": study.baseline,
-        "select": study.select,
-        "metric": study.metric,
-        "higher_better": study.metric_higher,
-        "select_higher_better": study.select_higher,
-        "budget": study.budget,
-        "tune_seeds": study.tune_seeds,
-        "seeds": study.seeds,
-        "search": {d.key: d.text for d in study.search},
-        "arm_search": {a: {d.key: d.text for d in ds} for a, ds in study.arm_search.items()},
-        "commit": sha,
-        "dirty": dirty,
-        "machine": machine,
-        "invocations": _invocations(out),
-        "equal_compute": study.equal_compute,
-        "compare": [list(p) for p in study.compare],
-        "target": study.target,
-        "workloads": list(study.workloads),
-        "analysis": str(study.analysis) if study.analysis else None,
-        "finished": now,
-    }
-    run = {"commit": sha, "dirty": dirty, "finished": now, "machine": machine}
-    per = {
-        w: {
-            "arms": workload_arms(study, out, w, plans[w], trials[w], chosen[w], costs.get(w, {})),
-            "run": run,
-        }
-        for w in plans
-    }
-    if len(study.workloads) == 1:
-        res["arms"] = next(iter(per.values()))["arms"]
-        return R.clean(res)
-    # a workload not run now keeps its earlier record (and says which commit made it)
-    per = {w: per.get(w) or (earlier or {}).get(w) for w in study.workloads}
-    res["by_workload"] = {w: v for w, v in per.items() if v}
-    res["workloads_not_run"] = [w for w, v in per.items() if not v]
-    res["dirty"] = any(bool(v["run"].get("dirty", True)) for v in res["by_workload"].values())
-    return R.clean(res)
-
-
-def _invocations(out: Path) -> list[dict]:
-    try:
-        return json.loads((out / "study_input.json").read_text()).get("invocations", [])
-    except (OSError, ValueError):
-        return []
-
-
-def each_workload(result: dict):
-    if "arms" in result:
-        yield None, result["arms"]
-    for w, v in result.get("by_workload", {}).items():
-        yield w, v["arms"]
-
-
-def failed_runs(result: dict) -> list[str]:
-    out = []
-    for _, arms in each_workload(result):
-        for rec in arms.values():
-            out += [e for t in rec["trials"] for e in t.get("errors", [])]
-            out += [f"{f['run_dir']}: {f['error']}" for f in rec["final"]["failed_runs"]]
-    return out
-
-
-def write(result: dict, out: Path) -> list[Path]:
-    """study.json, then the report (runner.study.report) and the recipe's analysis."""
-    from runner.log import write_json_atomic
-
-    write_json_atomic(out / "study.json", result)
-    return make_report(result, out)
-
-
-def make_report(result: dict, out: Path) -> list[Path]:
-    """The recipe's analysis first (DIR/analysis.md), then the report, which appends it."""
-    files = [out / "study.json"]
-    missing = missing_runs(result, out)
-    if result.get("analysis") and missing and (out / "analysis.md").is_file():
-        # the analysis reads the run dirs: a committed study dir holds no runs/ (and a piece run
-        # later only its own), so the analysis written where they were stays, with its plots
-        print(
-            f"note: analysis.md kept as it is: {len(missing)} of the run dirs it reads are not "
-            f"in {out} (e.g. {missing[0]}); it is re-made where every run is",
-            file=sys.stderr,
-        )
-    else:
-        text = analysis(result, out)
-        if text is not None:
-            (out / "analysis.md").write_text(text.rstrip() + "\n")
-            files.append(out / "analysis.md")
-    from runner.study.report import write_report
-
-    try:
-        return files + list(write_report(result, out) or [])
-    except Exception as e:  # study.json holds the result; --report-only retries the report
-        print(
-            f"warning: the report failed ({type(e).__name__}: {e}); study.json is written, "
-            f"re-make the report with --report-only",
-            file=sys.stderr,
-        )
-        return files
-
-
-def missing_runs(result: dict, out: Path) -> list[str]:
-    """The run dirs study.json names (tuning trials and confirmation runs) not under `out`."""
-    names = []
-    for _, arms in each_workload(result):
-        for rec in arms.values():
-            for t in rec.get("trials", []):
-                names += t.get("run_dirs") or ([t["run_dir"]] if t.get("run_dir") else [])
-            names += list((rec.get("final") or {}).get("run_dirs") or [])
-    return [d for d in names if not (Path(d) if Path(d).is_absolute() else out / d).is_dir()]
-
-
-def analysis(result: dict, out: Path) -> str | None:
-    """The recipe's own analysis (study-file key `analysis:`): analyse(study, study_dir) -> md."""
-    path = result.get("analysis")
-    if not path:
-        return None
-    import importlib.util
-
-    try:
-        spec = importlib.util.spec_from_file_location(f"study_analysis_{result['name']}", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return str(mod.analyse(result, out))
-    except Exception as e:  # a broken analysis must not cost the study its report
-        print(f"warning: analysis {path} failed: {type(e).__name__}: {e}", file=sys.stderr)
-        return None
-
-
-def report_only(out) -> list[Path]:
-    out = Path(out)
-    f = out / "study.json"
-    if not f.is_file():
-        raise ConfigError("--out", f"no study.json in {out}", "a directory a study ran into")
-    return make_report(json.loads(f.read_text()), out)
-
-
-def headline(result: dict) -> list[str]:
-    lines = []
-    for w, arms in each_workload(result):
-        for a, rec in arms.items():
-            if rec["verdict"] == "baseline":
-                continue
-            f, d = rec["final"], rec.get("diff") or {}
-            m = f"{f['mean']:.4f}" if f["mean"] is not None else "n/a"
-            dm = f"{d['mean']:+.4f}" if d.get("mean") is not None else ""
-            ph = f", p_holm {d['p_holm']:.3g}" if d.get("p_holm") is not None else ""
-            lines.append(
-                f"{(w + '/') if w else ''}{a}: {result['metric']} {m} "
-                f"({f['n']} seeds{', failed ' + str(f['failed']) if f['failed'] else ''})"
-                f"{' diff ' + dm if dm else ''}{ph}: {rec['verdict']}"
-            )
-    return lines
+def run_phases(study: Study, coord: Coordinator, names: list[str]):
+    """cost (equal compute) -> tune -> select -> confirm, each phase through the ledger."""
+    plans, costs, trials, chosen = {}, {}, {}, {}
+    for w in names:
+        plans[w] = arm_plans(study)
+        if study.equal_compute:
+            costs[w] = measure_cost(study, coord, w, plans[w], points_for(study, plans[w]))
+    tune = {w: tune_jobs(study, w, plans[w], points_for(study, plans[w])) for w in names}
+    coord.start_view(n_runs(study, sum(len(p) for p in plans.values())), "study")
+    coord.run([j for w in names for j in tune[w][1]])
+    for w in names:
+        trials[w] = tune[w][0]
+        for t in trials[w].values():
+            R.score_trials(coord.out, t, study.select)
+        chosen[w] = {a: R.choose(t, study.select_higher) for a, t in trials[w].items()}
+    coord.run([j for w in names for j in confirm_jobs(study, w, plans[w], trials[w], chosen[w])])
+    return plans, costs, trials, chosen
 
 
 def dry_run(study: Study, only=None) -> str:

@@ -1,0 +1,307 @@
+"""study.json and the report: an export of the study's runs (the ledger's plan and statuses;
+the figures read from the run dirs, the contract), assembled per workload and arm, with the
+verdicts (Holm across the arms against the baseline), the equal-compute and arm-against-arm
+families, costs, targets; then report.md/.html (runner.study.report) and the recipe's analysis."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from runner.errors import ConfigError
+from runner.study import results as R
+from runner.study.inputs import ROOT, same_study_text
+from runner.study.plan import confirm_dir
+from runner.study.space import edges
+from runner.study.spec import Study, merge
+
+# -- study.json ----------------------------------------------------------------------------------
+
+
+def arm_record(
+    study: Study, out: Path, w: str, a: str, plan: dict, trials: list[dict], chosen: int | None
+) -> dict:
+    space = study.space(a)
+    params = trials[chosen]["params"] if chosen is not None else None
+    dirs = [confirm_dir(w, a, chosen, s) for s in study.seeds] if params is not None else []
+    rec = {
+        "overrides": merge(plan["overrides"], plan["forced"]),
+        "space": {d.key: d.text for d in space},
+        "trials": trials,
+        "chosen": params,
+        "chosen_trial": chosen,
+        "edge": edges(space, params) if params else [],
+        "final": R.final_figures(out, dirs, study.seeds, study.metric, study.metric_higher),
+        "diff": None,
+        "verdict": "baseline"
+        if a == study.baseline
+        else ("no completed trial" if params is None else ""),
+    }
+    if params is None:
+        rec["final"]["failed"] = len(study.seeds)
+    if plan["equal_compute_of"]:
+        rec["equal_compute_of"] = plan["equal_compute_of"]
+        rec["verdict"] = f"equal-compute baseline of {plan['equal_compute_of']}"
+    if study.target and dirs:
+        rec["target"] = R.time_to_target(
+            out, dirs, study.target, _higher_for(study, study.target["key"])
+        )
+    return rec
+
+
+def _higher_for(study: Study, key: str) -> bool:
+    from runner.stats import lower_is_better
+
+    return study.select_higher if key == study.select else not lower_is_better(key)
+
+
+def workload_arms(
+    study: Study, out: Path, w: str, plans: dict, trials: dict, chosen: dict, costs: dict
+) -> dict:
+    arms = {a: arm_record(study, out, w, a, plans[a], trials[a], chosen[a]) for a in plans}
+    tricks = [a for a in plans if a != study.baseline and not plans[a]["equal_compute_of"]]
+    for a, v in R.verdicts(arms, [(a, study.baseline) for a in tricks], study.metric_higher):
+        arms[a].update(
+            diff=v["diff"],
+            verdict=v["verdict"] if arms[a]["chosen"] is not None else arms[a]["verdict"],
+        )
+    ec = [(plans[b]["equal_compute_of"], b) for b in plans if plans[b]["equal_compute_of"]]
+    for a, v in R.verdicts(arms, ec, study.metric_higher):  # a family of its own
+        arms[a]["equal_compute"] = {
+            "vs": dict((x, y) for x, y in ec)[a],
+            **v,
+            "family": "trick vs its equal-compute baseline (Holm across these pairs only)",
+        }
+    versus(arms, study.compare, study.metric_higher)
+    sec = {a: R.sec_per_step(out, arms[a]["final"]["run_dirs"]) for a in arms}
+    for a in arms:
+        if a in costs:
+            arms[a]["cost"] = costs[a]
+        elif plans[a]["equal_compute_of"] and study.baseline in costs:
+            # the baseline's step, trained the trick's measured ratio times longer
+            of = costs[plans[a]["equal_compute_of"]]
+            arms[a]["cost"] = {
+                "sec_per_step": costs[study.baseline]["sec_per_step"],
+                "ratio": of["ratio"],
+                "source": "the baseline's step, ratio x the steps (total compute)",
+            }
+        else:
+            base = sec.get(study.baseline)
+            arms[a]["cost"] = {
+                "sec_per_step": sec[a],
+                "ratio": sec[a] / base if sec[a] and base else None,
+                "source": "confirmation runs",
+            }
+    return arms
+
+
+def versus(arms: dict, pairs: list, higher: bool) -> dict:
+    """The study file's `compare:` pairs, arm against arm, a Holm family of their own, into
+    arms[a]["versus"] (replacing any earlier: a resumed study may change the pairs). Reads only
+    each arm's recorded final values and seeds, so it serves a record kept from an earlier piece
+    whose runs are gone as well as one just made."""
+    for rec in arms.values():
+        rec.pop("versus", None)
+    for (a, b), (_, v) in zip(pairs, R.verdicts(arms, pairs, higher)):
+        arms[a].setdefault("versus", []).append(
+            {"vs": b, **v, "family": "arm against arm (compare:, Holm across these pairs only)"}
+        )
+    return arms
+
+
+def earlier_workloads(out: Path, study: Study) -> dict:
+    """The workload records of DIR's study.json (an earlier run, maybe of other workloads), each
+    with its `run` provenance; {} when there is none or it is of another study file."""
+    try:
+        old = json.loads((Path(out) / "study.json").read_text())
+        same = same_study_text((Path(out) / "study.yaml").read_text(), study.text)
+    except (OSError, ValueError):
+        return {}
+    nested = old.get("by_workload") if isinstance(old, dict) else None
+    if not same or not isinstance(nested, dict) or len(study.workloads) < 2:
+        return {}
+    run = {k: old.get(k) for k in ("commit", "dirty", "finished", "machine")}
+    kept = {
+        w: {**v, "run": v.get("run") or run}
+        for w, v in nested.items()
+        if w in study.workloads and isinstance(v, dict) and "arms" in v
+    }
+    for v in kept.values():  # compare: may have changed since (a reading key)
+        versus(v["arms"], study.compare, study.metric_higher)
+    return kept
+
+
+def assemble(
+    study: Study,
+    out: Path,
+    plans: dict,
+    trials: dict,
+    chosen: dict,
+    costs: dict,
+    earlier: dict | None = None,
+) -> dict:
+    from runner.gitinfo import checkout_commit, machine_info
+
+    sha, dirty = checkout_commit(ROOT)
+    machine = machine_info()
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    res = {
+        "name": study.name,
+        "description": study.description,
+        "study_file": str(study.path),
+        "overrides": study.overrides,
+        "baseline": study.baseline,
+        "select": study.select,
+        "metric": study.metric,
+        "higher_better": study.metric_higher,
+        "select_higher_better": study.select_higher,
+        "budget": study.budget,
+        "tune_seeds": study.tune_seeds,
+        "seeds": study.seeds,
+        "search": {d.key: d.text for d in study.search},
+        "arm_search": {a: {d.key: d.text for d in ds} for a, ds in study.arm_search.items()},
+        "commit": sha,
+        "dirty": dirty,
+        "machine": machine,
+        "invocations": _invocations(out),
+        "equal_compute": study.equal_compute,
+        "compare": [list(p) for p in study.compare],
+        "target": study.target,
+        "workloads": list(study.workloads),
+        "analysis": str(study.analysis) if study.analysis else None,
+        "finished": now,
+    }
+    run = {"commit": sha, "dirty": dirty, "finished": now, "machine": machine}
+    per = {
+        w: {
+            "arms": workload_arms(study, out, w, plans[w], trials[w], chosen[w], costs.get(w, {})),
+            "run": run,
+        }
+        for w in plans
+    }
+    if len(study.workloads) == 1:
+        res["arms"] = next(iter(per.values()))["arms"]
+        return R.clean(res)
+    # a workload not run now keeps its earlier record (and says which commit made it)
+    per = {w: per.get(w) or (earlier or {}).get(w) for w in study.workloads}
+    res["by_workload"] = {w: v for w, v in per.items() if v}
+    res["workloads_not_run"] = [w for w, v in per.items() if not v]
+    res["dirty"] = any(bool(v["run"].get("dirty", True)) for v in res["by_workload"].values())
+    return R.clean(res)
+
+
+def _invocations(out: Path) -> list[dict]:
+    try:
+        return json.loads((out / "study_input.json").read_text()).get("invocations", [])
+    except (OSError, ValueError):
+        return []
+
+
+def each_workload(result: dict):
+    if "arms" in result:
+        yield None, result["arms"]
+    for w, v in result.get("by_workload", {}).items():
+        yield w, v["arms"]
+
+
+def failed_runs(result: dict) -> list[str]:
+    out = []
+    for _, arms in each_workload(result):
+        for rec in arms.values():
+            out += [e for t in rec["trials"] for e in t.get("errors", [])]
+            out += [f"{f['run_dir']}: {f['error']}" for f in rec["final"]["failed_runs"]]
+    return out
+
+
+def write(result: dict, out: Path) -> list[Path]:
+    """study.json, then the report (runner.study.report) and the recipe's analysis."""
+    from runner.log import write_json_atomic
+
+    write_json_atomic(out / "study.json", result)
+    return make_report(result, out)
+
+
+def make_report(result: dict, out: Path) -> list[Path]:
+    """The recipe's analysis first (DIR/analysis.md), then the report, which appends it."""
+    files = [out / "study.json"]
+    missing = missing_runs(result, out)
+    if result.get("analysis") and missing and (out / "analysis.md").is_file():
+        # the analysis reads the run dirs: a committed study dir holds no runs/ (and a piece run
+        # later only its own), so the analysis written where they were stays, with its plots
+        print(
+            f"note: analysis.md kept as it is: {len(missing)} of the run dirs it reads are not "
+            f"in {out} (e.g. {missing[0]}); it is re-made where every run is",
+            file=sys.stderr,
+        )
+    else:
+        text = analysis(result, out)
+        if text is not None:
+            (out / "analysis.md").write_text(text.rstrip() + "\n")
+            files.append(out / "analysis.md")
+    from runner.study.report import write_report
+
+    try:
+        return files + list(write_report(result, out) or [])
+    except Exception as e:  # study.json holds the result; --report-only retries the report
+        print(
+            f"warning: the report failed ({type(e).__name__}: {e}); study.json is written, "
+            f"re-make the report with --report-only",
+            file=sys.stderr,
+        )
+        return files
+
+
+def missing_runs(result: dict, out: Path) -> list[str]:
+    """The run dirs study.json names (tuning trials and confirmation runs) not under `out`."""
+    names = []
+    for _, arms in each_workload(result):
+        for rec in arms.values():
+            for t in rec.get("trials", []):
+                names += t.get("run_dirs") or ([t["run_dir"]] if t.get("run_dir") else [])
+            names += list((rec.get("final") or {}).get("run_dirs") or [])
+    return [d for d in names if not (Path(d) if Path(d).is_absolute() else out / d).is_dir()]
+
+
+def analysis(result: dict, out: Path) -> str | None:
+    """The recipe's own analysis (study-file key `analysis:`): analyse(study, study_dir) -> md."""
+    path = result.get("analysis")
+    if not path:
+        return None
+    import importlib.util
+
+    try:
+        spec = importlib.util.spec_from_file_location(f"study_analysis_{result['name']}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return str(mod.analyse(result, out))
+    except Exception as e:  # a broken analysis must not cost the study its report
+        print(f"warning: analysis {path} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
+
+
+def report_only(out) -> list[Path]:
+    out = Path(out)
+    f = out / "study.json"
+    if not f.is_file():
+        raise ConfigError("--out", f"no study.json in {out}", "a directory a study ran into")
+    return make_report(json.loads(f.read_text()), out)
+
+
+def headline(result: dict) -> list[str]:
+    lines = []
+    for w, arms in each_workload(result):
+        for a, rec in arms.items():
+            if rec["verdict"] == "baseline":
+                continue
+            f, d = rec["final"], rec.get("diff") or {}
+            m = f"{f['mean']:.4f}" if f["mean"] is not None else "n/a"
+            dm = f"{d['mean']:+.4f}" if d.get("mean") is not None else ""
+            ph = f", p_holm {d['p_holm']:.3g}" if d.get("p_holm") is not None else ""
+            lines.append(
+                f"{(w + '/') if w else ''}{a}: {result['metric']} {m} "
+                f"({f['n']} seeds{', failed ' + str(f['failed']) if f['failed'] else ''})"
+                f"{' diff ' + dm if dm else ''}{ph}: {rec['verdict']}"
+            )
+    return lines
