@@ -17,6 +17,7 @@ import yaml
 from runner.config import GROUPS, TRICK_GROUPS, choices_of, flatten
 from runner.errors import ConfigError
 from runner.log import wandb as wb
+from runner.log import write_json_atomic
 
 # Keys that cannot change a result: never a reason to split runs into groups.
 IGNORED = (
@@ -363,3 +364,17 @@ def val_rows_note(n: int | None, key: str = "val/acc") -> str | None:
         f"{100 / n:.1f} points), so ties on it are likely and a single row can decide the "
         "selection; more val rows (dataset.val_size / val_fraction) make it finer."
     )
+
+
+def status_of(run_dir: Path) -> str | None:
+    """A run dir's summary.json status (completed | failed | interrupted), None without one."""
+    try:
+        return json.loads((Path(run_dir) / "summary.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def write_failed(run_dir: Path, error: str) -> None:
+    """Record a run that could not run or finish (its worker died past its retries)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "summary.json", {"status": "failed", "error": error})

@@ -34,6 +34,7 @@ from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import TrialState, create_trial
 
 from runner.errors import ConfigError
+from runner.runs import status_of, write_failed
 from runner.study.records import RunRecord
 
 HEARTBEAT = 10  # seconds between a worker's heartbeats (Optuna wants an integer)
@@ -269,8 +270,6 @@ class Ledger:
         self._write_failed(attrs.get("key"), error)
 
     def _write_failed(self, key: str | None, error: str) -> None:
-        from runner.study.worker import status_of, write_failed  # worker imports this module
-
         if key and status_of(self.root / key) != "completed":
             write_failed(self.root / key, error)
 

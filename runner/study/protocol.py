@@ -17,6 +17,7 @@ from pathlib import Path
 from runner import EXPERIMENTS_DIR as EXPERIMENTS
 from runner.errors import ConfigError, check
 from runner.overrides import precheck
+from runner.runs import status_of
 from runner.study import cost as costmod
 from runner.study import results as R
 from runner.study.export import (  # noqa: F401  (the names callers used from here)
@@ -46,7 +47,7 @@ from runner.study.plan import (  # noqa: F401
 )
 from runner.study.records import FINAL, ArmPlan, RunRecord
 from runner.study.spec import Study, key_of, parse_text, run_overrides
-from runner.study.worker import POLL, REFUSED, Local, result_of, status_of
+from runner.study.worker import POLL, REFUSED, Local, result_of
 
 
 class Interrupted(Exception):

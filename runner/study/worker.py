@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import socket
 import sys
@@ -20,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+from runner.runs import write_failed
 from runner.study.inputs import ROOT
 from runner.study.ledger import Beat, Ledger
 from runner.study.records import LOCAL_PIN, RunRecord
@@ -28,20 +28,6 @@ from runner.study.records import LOCAL_PIN, RunRecord
 #: study stops on it (runner.study.protocol), the dir untouched, rather than count a failed trial
 REFUSED = "refused: "
 POLL = 0.25
-
-
-def status_of(run_dir: Path) -> str | None:
-    try:
-        return json.loads((Path(run_dir) / "summary.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def write_failed(run_dir: Path, error: str) -> None:
-    from runner.log import write_json_atomic
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "summary.json", {"status": "failed", "error": error})
 
 
 def run_one(overrides: list[str], run_dir: Path) -> str:
