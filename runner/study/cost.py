@@ -77,7 +77,9 @@ def round_jobs(study: Study, w: str, arms: dict, points: dict, n: int) -> list[R
 
 def ratios(per_arm: dict[str, list[float]], baseline: str, steps: int) -> dict[str, dict]:
     """arm -> {sec_per_step (the minimum over its rounds), ratio to the baseline's, rounds,
-    round_steps, source}."""
+    round_steps, source, ratio_range}. `ratio_range`: the least and greatest ratio of one round
+    to the baseline's round of the same index (they ran side by side), the timing's own spread:
+    a short run on a shared CPU can read 1.39x and then 0.92x for the same trick."""
     best = {a: (min(v) if v else None) for a, v in per_arm.items()}
     base = best.get(baseline)
     return {
@@ -87,9 +89,16 @@ def ratios(per_arm: dict[str, list[float]], baseline: str, steps: int) -> dict[s
             "rounds": per_arm[a],
             "round_steps": steps,
             "source": "interleaved",
+            "ratio_range": round_ratio_range(per_arm[a], per_arm.get(baseline) or []),
         }
         for a, s in best.items()
     }
+
+
+def round_ratio_range(rounds: list[float], base_rounds: list[float]) -> list[float] | None:
+    """[min, max] of the per-round ratios, paired by round; None without two paired rounds."""
+    r = [x / b for x, b in zip(rounds, base_rounds) if x and b]
+    return [min(r), max(r)] if len(r) >= 2 and len(rounds) == len(base_rounds) else None
 
 
 def round_secs(study_dir: Path, jobs: list[RunRecord], arm_label: str) -> list[float]:

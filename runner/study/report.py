@@ -128,7 +128,16 @@ def ttt_text(t: dict | None) -> str:
 
 
 def cost_text(c: dict | None) -> str:
-    return f"{c['ratio']:.2f}×" if c and _ok(c.get("ratio")) else "–"
+    """The measured cost ratio; with its rounds' spread where recorded, "≈ 1×" when 1 lies
+    within it (a one-pass trick timed on a shared CPU is not cheaper or dearer than that)."""
+    if not c or not _ok(c.get("ratio")):
+        return "–"
+    lo, hi = c.get("ratio_range") or (None, None)
+    if not (_ok(lo) and _ok(hi)):
+        return f"{c['ratio']:.2f}×"
+    if lo <= 1 <= hi:
+        return f"≈ 1× ({lo:.2f}–{hi:.2f})"
+    return f"{c['ratio']:.2f}× ({lo:.2f}–{hi:.2f})"
 
 
 # -- the tables -----------------------------------------------------------------------------
