@@ -7,7 +7,11 @@ launchers work as in any Hydra app. `python -m runner.main ARGS` (e.g. under tor
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
+import shutil
+import signal
 import sys
 import time
 import traceback
@@ -15,10 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.markup import escape
 
 from runner import CONF_DIR
+from runner.config import first_difference, model_defaults, to_container, validate
 from runner.errors import ConfigError
+from runner.gitinfo import source_commit
+from runner.log import write_json_atomic
+from runner.log.progress import ProgressView, announce
 
 #: jobs of this process that did not complete (read by the CLI to set the exit code)
 FAILED: list[str] = []
@@ -37,7 +49,6 @@ class KillAtStep:
     process send itself a real SIGKILL right after optimizer step N, "N:TERM" a SIGTERM."""
 
     def __init__(self, spec: str):
-        import signal
 
         at, _, sig = spec.partition(":")
         self.step, self.signal = int(at), getattr(signal, f"SIG{sig or 'KILL'}")
@@ -84,12 +95,10 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks=()) -> dict:
 
 def setup(cfg: DictConfig, run_dir: Path) -> Job:
     """Validate, place the process (device, DDP), build everything, resume, open the run dir."""
-    from runner.config import to_container, validate
-    from runner.gitinfo import source_commit
 
     validate(cfg)
-    from runner import build, dist, engine
-    from runner import device as devmod
+    from runner import build, dist, engine  # torch: after validate(), so bad input fails fast
+    from runner import device as devmod  # torch (as above)
 
     tcfg = cfg.trainer
     plan = devmod.plan(str(tcfg.device), str(tcfg.precision), compile=bool(tcfg.compile))
@@ -119,11 +128,11 @@ def setup(cfg: DictConfig, run_dir: Path) -> Job:
 
 def build_state(cfg: DictConfig, plan, d):
     """Data, model, tricks, optimizer, schedule and the engine's State, on this process's device."""
-    import torch
+    import torch  # after validate(): bad input fails fast
 
-    from runner import build, dist, engine
-    from runner import device as devmod
-    from runner.data.batching import IndexBatcher
+    from runner import build, dist, engine  # torch: after validate(), so bad input fails fast
+    from runner import device as devmod  # torch (as above)
+    from runner.data.batching import IndexBatcher  # torch (as above)
 
     tcfg = cfg.trainer
     data = build.data(cfg)
@@ -182,7 +191,7 @@ def build_state(cfg: DictConfig, plan, d):
 def resume(job: Job) -> DictConfig:
     """Restore the checkpoint `resume` names (or a requeued SLURM job's own); returns the config
     to write as config.yaml."""
-    from runner import checkpoint, dist
+    from runner import checkpoint, dist  # torch: kept out of main's import (see setup)
 
     cfg = job.cfg
     if not (cfg.resume or dist.auto_resume(job.run_dir)):  # auto: requeued after preemption
@@ -203,7 +212,7 @@ def resume(job: Job) -> DictConfig:
 
 def _checkpointers(job: Job):
     """(save last.pt, on an evaluation: track the best and save best.pt) for engine.fit."""
-    from runner import checkpoint, engine
+    from runner import checkpoint, engine  # torch: kept out of main's import (see setup)
 
     ckpt_dir = job.run_dir / CKPT
 
@@ -232,8 +241,7 @@ def _checkpointers(job: Job):
 
 def train(job: Job, callbacks: list) -> dict:
     """engine.fit under the signal handlers; returns the summary (status, error, figures)."""
-    from runner import dist, engine
-    from runner.log.progress import ProgressView
+    from runner import dist, engine  # torch: kept out of main's import (see setup)
 
     state, d = job.state, job.dist
     save_last, on_eval = _checkpointers(job)
@@ -284,7 +292,6 @@ def train(job: Job, callbacks: list) -> dict:
 
 
 def _restore_signals(old_handlers: dict) -> None:
-    import signal
 
     for s, h in old_handlers.items():
         try:
@@ -295,8 +302,7 @@ def _restore_signals(old_handlers: dict) -> None:
 
 def finish(job: Job, summary: dict, t0: float) -> dict:
     """Complete the summary, write it, prune checkpoints, tear DDP down, requeue if preempted."""
-    from runner import checkpoint, dist
-    from runner.log import write_json_atomic
+    from runner import checkpoint, dist  # torch: kept out of main's import (see setup)
 
     d, run_dir = job.dist, job.run_dir
     here = time.perf_counter() - t0
@@ -372,7 +378,6 @@ RESUME_ARGS: list[str] = []
 def resume_command(run_dir: Path, world_size: int = 1) -> str:
     """The command that resumes the run in `run_dir`: its own overrides, resume=true and its
     directory (and --nproc under DDP)."""
-    import shlex
 
     args = [
         a
@@ -388,8 +393,6 @@ def resume_command(run_dir: Path, world_size: int = 1) -> str:
 def report(summary: dict, run_dir: Path, world_size: int = 1) -> None:
     """The run's last line: the result on stdout (`tricks train > log` keeps it); a failure or
     an interruption, with the command that resumes it, on stderr."""
-    from rich.console import Console
-    from rich.markup import escape
 
     st = summary.get("status")
     if st == "completed":
@@ -432,9 +435,6 @@ def sweep_job_plan(cfg: DictConfig, job_dir: Path) -> str:
     """What a re-run sweep does with this job: 'skip' (a completed run of the same config is
     there), 'resume' (its checkpoint is there), 'fresh'. A job dir holding another config's run
     is a ConfigError (nothing is touched)."""
-    import json
-
-    from runner.config import first_difference, to_container
 
     cfg_file = job_dir / "config.yaml"
     if not cfg_file.exists():
@@ -476,7 +476,6 @@ def _drop_empty_run_dir(run_dir: Path) -> None:
             "overrides.yaml",
         }:
             return
-        import shutil
 
         shutil.rmtree(run_dir)
     except OSError:
@@ -488,18 +487,12 @@ def hydra_main(cfg: DictConfig) -> None:
     """One job. In a multirun sweep a failing job records its failure (summary.json with the
     error) and the sweep goes on; a re-run of the sweep into the same hydra.sweep.dir skips
     completed jobs and resumes interrupted ones; SIGTERM/SIGINT stops the whole sweep."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from runner.log import write_json_atomic
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     if multirun and not SWEEP_DIR:
         SWEEP_DIR.append(str(hc.sweep.dir))
-    from runner.config import model_defaults
-    from runner.log.progress import announce
 
     notes = model_defaults(cfg)  # where a default came from: said when training starts
     announce("defaults: " + "; ".join(notes) if notes else None)
@@ -524,7 +517,6 @@ def hydra_main(cfg: DictConfig) -> None:
             return job_failed(str(e), 2, write=False)
         if plan == "skip":
             print(f"skip {run_dir}: completed already", file=sys.stderr)
-            import json
 
             return objective(json.loads((run_dir / "summary.json").read_text()))
         if plan == "resume":

@@ -17,18 +17,36 @@ jobs here).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
-from runner import engine
+from runner import build, checkpoint, engine, main
+from runner import device as devmod
+from runner.config import (
+    LIST_GROUPS,
+    TRICK_GROUPS,
+    first_difference,
+    flatten,
+    to_container,
+    validate,
+)
 from runner.engine import State
+from runner.errors import ConfigError
+from runner.facts import static_facts
+from runner.gitinfo import source_commit
+from runner.log import write_json_atomic
+from runner.main import KillAtStep, _restore_signals
+from runner.optim import stacked as so
 from runner.stack import NotStackable, StackBatcher, StackedLoss, member_state_dict, stack_models
 
 #: config keys members of one stack may differ in (everything else is the shared code path)
@@ -198,9 +216,6 @@ class StackState(State):
 
 def _trick_nodes(cfg) -> list:
     """(config key, trick target) of every trick a config selects."""
-    from omegaconf import DictConfig
-
-    from runner.config import LIST_GROUPS, TRICK_GROUPS
 
     out = []
     for group in TRICK_GROUPS:
@@ -217,7 +232,6 @@ def _trick_nodes(cfg) -> list:
 def free_keys(cfg) -> tuple:
     """The keys members of one stack may differ in: STACK_FREE and the tricks' stack_keys (their
     strengths), read from the trick classes' facts without importing them."""
-    from runner.facts import static_facts
 
     nodes = _trick_nodes(cfg)
     keys = [f"{key}.{k}" for key, t in nodes for k in static_facts(t).get("stack_keys", ())]
@@ -226,8 +240,6 @@ def free_keys(cfg) -> tuple:
 
 def check_shareable(cfgs: list) -> None:
     """NotStackable naming why unless every config shares the stacked code path."""
-    from runner.config import first_difference, to_container
-    from runner.facts import static_facts
 
     first = to_container(cfgs[0])
     free = free_keys(cfgs[0])
@@ -264,7 +276,6 @@ def _member_generator(device: str) -> torch.Generator:
 
 
 def _optimizer(cfgs: list, model: torch.nn.Module):
-    from runner.optim import stacked as so
 
     node = cfgs[0].optimizer
     name, keys = STACKED_OPTIMIZERS[node._target_]
@@ -290,7 +301,6 @@ def _optimizer(cfgs: list, model: torch.nn.Module):
 def _tricks(cfgs: list, device) -> list:
     """Each member's tricks (the same classes in the same order: the configs differ only in
     stack keys), one stacked trick per position (Trick.stack)."""
-    from runner import build
 
     per_member = [build.tricks(c) for c in cfgs]
     return [type(ts[0]).stack(list(ts), device) for ts in zip(*per_member)]
@@ -299,9 +309,6 @@ def _tricks(cfgs: list, device) -> list:
 def build_state(members: list[Member]) -> StackState:
     """Validate, check, build the stacked model (member k initialised as its solo run is) and
     the StackState. Raises ConfigError for bad input, NotStackable for a set that cannot stack."""
-    from runner import build
-    from runner import device as devmod
-    from runner.config import validate
 
     cfgs = [m.cfg for m in members]
     for c in cfgs:
@@ -373,7 +380,6 @@ class _MemberRows:
 
 def _on_eval(state: StackState, row: dict) -> None:
     """Each member's best (its own select metric), best.pt in its run dir."""
-    from runner import checkpoint
 
     key = state.loss.select
     for m in state.alive:
@@ -401,7 +407,6 @@ _MEMBER_KEYS = ("rows", "best", "improved_at", "status", "error", "steps")
 
 
 def state_to_ckpt(state: StackState) -> dict:
-    from runner import checkpoint
 
     ck = checkpoint.state_to_ckpt(state, {"stack": [m.config for m in state.members]})
     ck["members"] = [{k: getattr(m, k) for k in _MEMBER_KEYS} for m in state.members]
@@ -410,7 +415,6 @@ def state_to_ckpt(state: StackState) -> dict:
 
 
 def restore(state: StackState, ck: dict) -> None:
-    from runner import checkpoint
 
     checkpoint.restore(state, ck)
     dev = state.plan.device
@@ -428,7 +432,6 @@ def restore(state: StackState, ck: dict) -> None:
 
 def _resume(state: StackState) -> bool:
     """Restore the stack's checkpoint when the first member's dir holds one of these members."""
-    from runner import checkpoint
 
     path = state.members[0].run_dir / "checkpoints" / STACK_CKPT
     if not path.is_file():
@@ -446,9 +449,6 @@ def _resume(state: StackState) -> bool:
 def _open(state: StackState, resumed: bool) -> None:
     """Each member's run dir as a solo run opens it: config.yaml, metrics.jsonl (on resume:
     the rows up to the checkpoint)."""
-    from omegaconf import OmegaConf
-
-    from runner import build, main
 
     for m in state.members:
         m.logger = build.loggers(m.cfg, m.run_dir)
@@ -461,8 +461,6 @@ def _open(state: StackState, resumed: bool) -> None:
 
 def _fit(state: StackState, callbacks) -> tuple[str, str | None]:
     """engine.fit under the signal handlers; (status of the running members, error)."""
-    from runner import checkpoint
-    from runner.main import KillAtStep, _restore_signals
 
     path = state.members[0].run_dir / "checkpoints" / STACK_CKPT
     dirs = [str(m.run_dir) for m in state.members]
@@ -520,9 +518,6 @@ def _member_summary(state: StackState, m: Member, status: str, error) -> dict:
 def run_stack(jobs: list, callbacks=()) -> list[dict]:
     """Train `jobs` ([(cfg, run_dir)], sharing a code path) as one stacked model; returns each
     member's summary.json. ConfigError / NotStackable before anything is written."""
-    from runner import checkpoint, main
-    from runner.config import to_container
-    from runner.gitinfo import source_commit
 
     t0 = time.perf_counter()
     members = [
@@ -555,9 +550,6 @@ def run_stack(jobs: list, callbacks=()) -> list[dict]:
 def group(jobs: list, size: int) -> list[list]:
     """Jobs [(cfg, run_dir)] in stacks of up to `size` that differ only in STACK_FREE keys, in
     sweep order; a job alone in its group is a stack of one (run solo)."""
-    import json
-
-    from runner.config import flatten, to_container
 
     groups: dict = {}
     for job in jobs:
@@ -573,9 +565,6 @@ def group(jobs: list, size: int) -> list[list]:
 
 def _solo(cfg, run_dir: Path) -> int:
     """One job the solo way, with a sweep job's failure handling (runner.main.hydra_main)."""
-    from runner import main
-    from runner.errors import ConfigError
-    from runner.log import write_json_atomic
 
     try:
         s = main.run(cfg, run_dir)
@@ -595,7 +584,6 @@ def run_jobs(jobs: list, size: int) -> int:
     solo otherwise. Returns 3 when a job was interrupted (the sweep stops), else 0 (failed jobs
     are in runner.main.FAILED). A stack that cannot be built (NotStackable, or bad input a solo
     run then reports job by job) runs its jobs solo."""
-    from runner import main
 
     # a job with a solo checkpoint (run before without --stack) resumes solo, as it would
     solo = [[j] for j in jobs if j[0].get("resume")]
@@ -605,8 +593,6 @@ def run_jobs(jobs: list, size: int) -> int:
                 summaries = run_stack(g)
             except Exception as e:  # noqa: BLE001 (any failure to stack: the jobs run solo)
                 if main.debug() and not isinstance(e, NotStackable):
-                    import traceback
-
                     traceback.print_exc()
                 why = f"note: {len(g)} jobs run solo: they cannot share a stack ({e})"
                 print(why, file=sys.stderr)
