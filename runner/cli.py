@@ -131,7 +131,7 @@ def train(ctx: typer.Context):
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     if STACK["jobs"] and not code:  # --stack: the sweep's jobs, trained in stacks
-        from runner import stack_run
+        from runner import stack_run  # torch: lazy for a fast --help
 
         code = stack_run.run_jobs(STACK["jobs"], stack)
     if code == 2:  # bad input found by the run itself: undo Hydra's rewrite of .hydra/
@@ -352,13 +352,10 @@ def study(
     ),
 ):
     """The verdict protocol (the help text is _study_help's)."""
-    from pathlib import Path
-
-    from runner.errors import ConfigError
 
     overrides = list(ctx.args)
     _check_study_args(overrides, parallel, heartbeat)
-    from runner import study as S
+    from runner import study as S  # Hydra, OmegaConf, optuna: lazy for a fast --help
     from runner.study import protocol as P
 
     try:
@@ -374,7 +371,7 @@ def study(
             return
         d = Path(out) if out else Path("studies") / spec.name
         if status:
-            from runner.study.status import status_text
+            from runner.study.status import status_text  # OmegaConf, optuna: lazy for a fast --help
 
             typer.echo(status_text(spec, d, storage))
             return
@@ -415,7 +412,7 @@ def _check_study_args(overrides: list[str], parallel: int, heartbeat: int) -> No
 
 def _study_done(result: dict, d, wandb: bool) -> None:
     """The headline, the failed runs, the W&B verdict run, where the study is."""
-    from runner.study import protocol as P
+    from runner.study import protocol as P  # Hydra, OmegaConf, optuna: lazy for a fast --help
 
     for line in P.headline(result):
         typer.echo(line)
@@ -449,9 +446,6 @@ def worker(
 ):
     """Pull the next run of a study's ledger and train it, until the study is done. Needs only
     the storage URL and the study's run root (a filesystem this machine sees)."""
-    from pathlib import Path
-
-    from runner.errors import ConfigError
 
     try:
         # deferred: optuna and torch load only when a worker starts (the CLI stays fast)
@@ -474,9 +468,8 @@ def worker(
 
 def _study_wandb(result: dict, d) -> None:
     """One W&B "verdict" run of the study (runner.log.wandb.log_verdict), written under DIR."""
-    from pathlib import Path
 
-    from runner.log.wandb import log_verdict
+    from runner.log.wandb import log_verdict  # lazy: adds modules to --help; the study's need Hydra
     from runner.study.protocol import each_workload, headline
 
     rows = [
