@@ -46,14 +46,18 @@ collective the others are still in.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DistributedSampler, RandomSampler, SequentialSampler
 
-from runner.errors import ConfigError
+from runner.errors import ConfigError, TrainingFailed
 
 
 @dataclass
@@ -78,7 +82,7 @@ def _submitit_env():
     if not os.environ.get("SUBMITIT_EXECUTOR"):
         return None
     try:
-        import submitit
+        import submitit  # optional extra (submitit)
 
         return submitit.JobEnvironment()
     except Exception:
@@ -93,7 +97,7 @@ def _export_from_submitit() -> None:
     env = _submitit_env()
     if env is None or env.num_tasks <= 1:
         return
-    import submitit
+    import submitit  # optional extra (submitit)
 
     submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
@@ -105,7 +109,6 @@ def setup(plan) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
-    import torch.distributed as dist
 
     local = int(os.environ.get("LOCAL_RANK", "0"))
     on_cuda = plan.device.startswith("cuda")
@@ -136,18 +139,14 @@ def setup(plan) -> Dist:
 
 
 def teardown(d: Dist) -> None:
-    if d.enabled and d.owned:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    if d.enabled and d.owned and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def wrap(model: torch.nn.Module, d: Dist, plan) -> torch.nn.Module:
     """DistributedDataParallel around the module that is called (maybe compiled)."""
     if not d.enabled:
         return model
-    from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [torch.device(plan.device).index] if d.backend == "nccl" else None
     return DDP(model, device_ids=ids)
@@ -156,7 +155,6 @@ def wrap(model: torch.nn.Module, d: Dist, plan) -> torch.nn.Module:
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The module inside DDP (evaluation on rank 0 alone must not enter DDP's forward, which may
     broadcast buffers: a collective the other ranks would never join)."""
-    from torch.nn.parallel import DistributedDataParallel as DDP
 
     return model.module if isinstance(model, DDP) else model
 
@@ -165,7 +163,6 @@ def mean_across(t: torch.Tensor, world_size: int) -> torch.Tensor:
     """Average a tensor over ranks (SUM then divide: gloo has no AVG)."""
     if world_size <= 1:
         return t
-    import torch.distributed as dist
 
     t = t.clone()
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
@@ -177,7 +174,6 @@ def mean_grads(grads: list, world_size: int) -> list:
     gradient of the global batch from each rank's shard (ChildTuning-D's Fisher)."""
     if world_size <= 1:
         return grads
-    import torch.distributed as dist
 
     present = [g for g in grads if g is not None]
     if not present:
@@ -201,9 +197,6 @@ def check_in_sync(state, tol: float = 1e-4) -> None:
     checksum of the parameters across ranks; raise one clear line if they drifted apart."""
     if getattr(state, "world_size", 1) <= 1:
         return
-    import torch.distributed as dist
-
-    from runner.errors import TrainingFailed
 
     sums = torch.stack([p.detach().double().sum() for p in state.raw_model.parameters()])
     hi, lo = sums.clone(), -sums
@@ -222,7 +215,6 @@ def check_in_sync(state, tol: float = 1e-4) -> None:
 def agree_stop(state) -> None:
     """Turn a signal seen by any rank into a stop on every rank (a collective: call it at the same
     step on all ranks; the engine does at log steps)."""
-    import torch.distributed as dist
 
     flag = torch.tensor([1.0 if state._stop_pending else 0.0], device=state.plan.device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -233,7 +225,6 @@ def agree_stop(state) -> None:
 def broadcast_flag(flag: bool, state) -> bool:
     """Rank 0's `flag` on every rank (a collective: call it at the same step on all ranks). The
     engine's early-stopping decision, which rank 0 makes from its own evaluation."""
-    import torch.distributed as dist
 
     t = torch.tensor([1.0 if flag else 0.0], device=state.plan.device)
     dist.broadcast(t, src=0)
@@ -245,7 +236,6 @@ def broadcast_object(obj, d: Dist):
     differ between processes)."""
     if not d.enabled:
         return obj
-    import torch.distributed as dist
 
     box = [obj]
     dist.broadcast_object_list(box, src=0)
@@ -255,7 +245,6 @@ def broadcast_object(obj, d: Dist):
 def sampler(dataset, d: Dist, seed: int, shuffle: bool = True, drop_last: bool = True):
     """For streamed (DataLoader) datasets: a DistributedSampler under DDP (call
     `set_epoch(epoch)` each epoch), else a seeded RandomSampler / SequentialSampler."""
-    from torch.utils.data import DistributedSampler, RandomSampler, SequentialSampler
 
     if d.enabled:
         return DistributedSampler(
@@ -341,7 +330,6 @@ def auto_resume(run_dir: Path) -> bool:
     last = Path(run_dir) / "checkpoints" / "last.pt"
     if not last.exists():
         return False
-    import json
 
     s = Path(run_dir) / "summary.json"
     try:

@@ -17,14 +17,19 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from functools import partial
+from types import SimpleNamespace
 
 import numpy as np
 import torch
+import torch.utils.deterministic as det
+from omegaconf import DictConfig, OmegaConf
 
 from runner import device as devmod
+from runner import losses
 from runner.data.batching import IndexBatcher, eval_batches
+from runner.dist import agree_stop, broadcast_flag, mean_across, request_stop, unwrap
 from runner.early_stop import evaluations, stop_step
-from runner.errors import TrainingFailed
+from runner.errors import ConfigError, TrainingFailed
 from runner.hooks import Out, overrides
 
 #: pending train/acc logits are counted early past this many elements (memory stays small)
@@ -85,19 +90,13 @@ class State:
 
     def __post_init__(self):
         if self.loss is None:
-            from runner.losses import default
-
-            self.loss = default()
+            self.loss = losses.default()
 
     @property
     def tc(self):
         """The trainer config as plain Python values: a DictConfig attribute read costs
         microseconds and the loop makes several per step. Refreshed at the start of `fit`."""
         if self._tc is None:
-            from types import SimpleNamespace
-
-            from omegaconf import DictConfig, OmegaConf
-
             c = self.cfg
             self._tc = (
                 SimpleNamespace(**OmegaConf.to_container(c, resolve=True))
@@ -298,7 +297,6 @@ def run_eval(state: State, splits=("val", "test")) -> dict:
         return state.run_member_eval()
     row = {}
     ev = state.eval_model()
-    from runner.dist import unwrap
 
     model = unwrap(state.model)  # rank 0 evaluates alone: no DDP forward (it may broadcast)
     main = ev if ev is not None else model
@@ -351,8 +349,6 @@ def _read_acc(state: State) -> dict:
         parts.append(counts[0].double())
     vals = torch.cat(parts)
     if state.world_size > 1:  # the mean over ranks (same keys and counts on every rank)
-        from runner.dist import mean_across
-
         vals = mean_across(vals, state.world_size)
     vals = vals.tolist()  # the one host read
     out = {}
@@ -500,8 +496,6 @@ def _prepare(state: State):
     state._tc = None  # re-read from the config by the next state.tc (here, just below)
     spe = state.optimizer_steps_per_epoch
     if spe == 0:
-        from runner.errors import ConfigError
-
         raise ConfigError(
             "trainer.accum_steps",
             f"batch_size x accum_steps exceeds the train split ({state.batcher.n} samples)",
@@ -554,8 +548,6 @@ def _step_row(state: State, clock: _Clock, log_now: bool, best_fn) -> dict:
         _reset_acc(state)
         row.update(clock.interval(state))
     if state.world_size > 1 and log_now:  # a signal on any rank stops every rank
-        from runner.dist import agree_stop
-
         agree_stop(state)
     due = _eval_due(state)
     if due and state.is_main:  # rank 0 evaluates alone
@@ -581,8 +573,6 @@ def _early_stop(state: State, row: dict, clock: _Clock) -> None:
         == state.step
     )
     if state.world_size > 1:
-        from runner.dist import broadcast_flag
-
         stop = broadcast_flag(stop, state)
     if not stop:
         return
@@ -752,7 +742,6 @@ def torch_determinism(restore: dict | None = None) -> dict:
     """torch's process-wide determinism settings, which `seed_everything` changes; with
     `restore` (an earlier return value), set them back. For callers that run several trainings
     or other code in one process (the benchmark, the tests)."""
-    import torch.utils.deterministic as det
 
     now = {
         "deterministic": torch.are_deterministic_algorithms_enabled(),
@@ -799,7 +788,6 @@ def install_signal_handlers(state: State):
     def handler(signum, frame):
         if state.stop_requested or state._stop_pending:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
-        from runner.dist import request_stop
 
         request_stop(state, signal.Signals(signum).name)
 

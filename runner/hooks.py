@@ -139,7 +139,7 @@ class Trick:
     def stack(cls, members: list, device) -> Trick:
         """One trick for a stack of K members' instances (same class and config but for
         `stack_keys`): the first, with each stack key that differs as a [K] tensor."""
-        import torch
+        import torch  # torch: hooks is on `tricks list`'s path, kept fast
 
         t = members[0]
         for key in cls.stack_keys:

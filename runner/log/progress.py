@@ -10,11 +10,15 @@ terminal it prints a plain line (no control characters) at most every ~10% of th
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
 import time
+from pathlib import Path
 
+from hydra.core.utils import JobStatus
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -282,6 +286,7 @@ def sweep_total(config) -> int | None:
     if "n_trials" in hs:
         return int(hs.n_trials)
     try:
+        # in the try: Hydra's private module may move (then no total)
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -298,8 +303,6 @@ from hydra.experimental.callback import Callback  # noqa: E402 (the callback's b
 
 def _finished_jobs(sweep_dir) -> tuple[int, int]:
     """(jobs with a summary.json, of which not completed) under a sweep directory."""
-    import json
-    from pathlib import Path
 
     done = failed = 0
     for f in Path(str(sweep_dir)).glob("*/summary.json"):
@@ -343,7 +346,6 @@ class SweepCallback(Callback):
         if not total or STACK["size"] > 1:
             return
         self.pid = os.getpid()
-        from omegaconf import OmegaConf
 
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
         if launcher and not launcher.endswith("BasicLauncher"):
@@ -364,7 +366,6 @@ class SweepCallback(Callback):
     def on_job_end(self, config, job_return, **kwargs) -> None:
         if self.view is None or os.getpid() != self.pid:
             return
-        from hydra.core.utils import JobStatus
 
         self.done += 1
         v = job_return.return_value if job_return.status == JobStatus.COMPLETED else None

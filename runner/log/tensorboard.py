@@ -19,6 +19,9 @@ import math
 import time
 from pathlib import Path
 
+import yaml
+
+from runner.config import LIST_GROUPS, choices_of, flatten
 from runner.log import Sink
 from runner.log.wandb import _hydra_choices, is_main_process
 
@@ -37,7 +40,6 @@ SUMMARY_METRICS = (
 
 def tb_choices(config: dict, hydra_choices: dict | None = None) -> dict:
     """`choices.<group>` for HParams: list groups as their sorted names joined by `+`."""
-    from runner.config import LIST_GROUPS, choices_of
 
     out = {}
     for g, v in choices_of(config, hydra_choices).items():
@@ -51,7 +53,6 @@ def tb_choices(config: dict, hydra_choices: dict | None = None) -> dict:
 def hparams_of(config: dict, hydra_choices: dict | None = None) -> dict:
     """The session's hyperparameters: choices first, then the flattened config as numbers,
     bools and strings (lists and null as their text)."""
-    from runner.config import flatten
 
     hp = tb_choices(config, hydra_choices)
     for k, v in flatten(config).items():
@@ -64,6 +65,7 @@ def hparams_of(config: dict, hydra_choices: dict | None = None) -> dict:
 
 def _summary(**plugin_data):
     """One hparams-plugin Summary (experiment | session_start_info | session_end_info)."""
+    # optional extra (tensorboard)
     from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
     from tensorboard.plugins.hparams import metadata
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
@@ -84,6 +86,7 @@ def _summary(**plugin_data):
 
 def session_start(hparams: dict):
     """The experiment (hparam names and types, metric names) and the session's start."""
+    # optional extra (tensorboard)
     from tensorboard.plugins.hparams.api_pb2 import (
         DataType,
         Experiment,
@@ -111,7 +114,7 @@ def session_start(hparams: dict):
 
 
 def session_end(status: str):
-    from tensorboard.plugins.hparams.api_pb2 import Status
+    from tensorboard.plugins.hparams.api_pb2 import Status  # optional extra (tensorboard)
     from tensorboard.plugins.hparams.plugin_data_pb2 import SessionEndInfo
 
     code = {
@@ -134,8 +137,7 @@ class TensorBoardSink(Sink):
     def start(self, run_dir, config):
         if not is_main_process():
             return
-        import yaml
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # optional extra (tensorboard)
 
         logdir = Path(self.dir) if self.dir else Path(run_dir) / "tensorboard"
         self.writer = SummaryWriter(log_dir=str(logdir), flush_secs=int(self.flush_secs))

@@ -24,6 +24,9 @@ import string
 import sys
 from pathlib import Path
 
+import yaml
+
+from runner.config import _option_from_conf, choices_of, flatten
 from runner.errors import check, positive
 from runner.log import Sink
 
@@ -35,6 +38,7 @@ ID_FILE = "wandb-run-id"
 def is_main_process() -> bool:
     """Rank 0 (or not distributed). Uses torch.distributed when initialised, else RANK."""
     try:
+        # torch: compare and runs import this module without torch
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
@@ -58,7 +62,7 @@ def has_api_key(url: str | None = None) -> bool:
         return True
     url = url or base_url()
     try:
-        from wandb.sdk.lib.wbauth import read_netrc_auth
+        from wandb.sdk.lib.wbauth import read_netrc_auth  # optional extra (wandb)
 
         return bool(read_netrc_auth(host=url))
     except Exception:
@@ -76,7 +80,7 @@ def has_api_key(url: str | None = None) -> bool:
 
 def reachable(url: str | None = None, timeout: float = 3.0) -> bool:
     """Does the W&B server answer within `timeout` seconds? Any HTTP answer counts."""
-    import urllib.error
+    import urllib.error  # slow (ssl), only to probe the server
     import urllib.request
 
     url = url or base_url()
@@ -108,7 +112,7 @@ def resolve_mode(mode: str, probe_timeout: float = 3.0) -> tuple[str, str | None
 
 def _hydra_config():
     try:
-        from hydra.core.hydra_config import HydraConfig
+        from hydra.core.hydra_config import HydraConfig  # Hydra: compare, runs import us
 
         return HydraConfig.get() if HydraConfig.initialized() else None
     except Exception:
@@ -121,8 +125,6 @@ def _hydra_choices(run_dir: Path) -> dict:
         return {k: v for k, v in dict(hc.runtime.choices).items() if not k.startswith("hydra/")}
     f = run_dir / ".hydra" / "hydra.yaml"
     if f.exists():
-        import yaml
-
         try:
             ch = (yaml.safe_load(f.read_text()) or {}).get("hydra", {}).get("runtime", {})
             return {
@@ -145,8 +147,6 @@ def tags_of(choices: dict, config: dict, extra=()) -> list[str]:
     lists = [t for g in ("reg", "derived") for t in str(choices.get(g, "")).strip("[]").split(",")]
     loss = choices.get("loss")
     if loss is None and isinstance(config.get("loss"), dict) and config["loss"].get("_target_"):
-        from runner.config import _option_from_conf
-
         loss = _option_from_conf("loss", config["loss"])
     tags = [
         choices.get("model"),
@@ -170,7 +170,7 @@ def tags_of(choices: dict, config: dict, extra=()) -> list[str]:
 def _init(mode: str, init_timeout: float, **kwargs):
     """wandb.init with a bounded wait; an online attempt that fails (mode auto) goes offline.
     Returns (run, mode used, why offline or None)."""
-    import wandb
+    import wandb  # optional extra (wandb)
 
     settings = wandb.Settings(
         init_timeout=float(init_timeout), silent=True, reinit="finish_previous"
@@ -203,7 +203,7 @@ def log_verdict(
     the plots as images (`plots/<file stem>`) and the headline in the run summary, in the
     sweep's project and group. Returns the local run dir (None when mode resolves to
     disabled). Offline (not logged in, unreachable) it says how to `wandb sync` it."""
-    import wandb
+    import wandb  # optional extra (wandb)
 
     check(mode in MODES, "--wandb mode", f"got {mode!r}", ", ".join(MODES))
     if os.environ.get("WANDB_MODE", None) == "":
@@ -278,7 +278,6 @@ class WandbSink(Sink):
     # -- what the run is called ----------------------------------------------------------------
     def describe(self, run_dir: Path, config: dict) -> dict:
         """The init arguments that come from the run: group, name, tags, flattened config."""
-        from runner.config import choices_of, flatten
 
         hc = _hydra_config()
         choices = choices_of(config, _hydra_choices(run_dir))
@@ -286,7 +285,7 @@ class WandbSink(Sink):
         multirun = False
         if hc is not None:
             try:
-                from hydra.types import RunMode
+                from hydra.types import RunMode  # Hydra: compare, runs import us
 
                 multirun = hc.mode == RunMode.MULTIRUN
             except Exception:
@@ -309,7 +308,7 @@ class WandbSink(Sink):
     def start(self, run_dir, config):
         if not is_main_process():
             return
-        import wandb
+        import wandb  # optional extra (wandb)
 
         if os.environ.get("WANDB_MODE", None) == "":
             del os.environ["WANDB_MODE"]  # an empty value fails wandb's settings validation
@@ -365,7 +364,7 @@ class WandbSink(Sink):
         self.run.define_metric("*", step_metric="step")
 
     def _settings(self):
-        import wandb
+        import wandb  # optional extra (wandb)
 
         # finish_previous: a run left open (a failed job of the sweep) never swallows the next one
         return wandb.Settings(

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import torch
 
+from runner.dist import mean_grads
 from runner.errors import ConfigError, check, in_range, positive
 from runner.tricks import Trick
 
@@ -62,8 +63,6 @@ def fisher_diag(
             for batch in state.batcher.epoch(epoch):
                 grads = torch.autograd.grad(state.forward(batch).loss, params, allow_unused=True)
                 if state.world_size > 1:  # DDP: the global batch's gradient, one mask on all ranks
-                    from runner.dist import mean_grads
-
                     grads = mean_grads(list(grads), state.world_size)
                 for f, g in zip(fisher, grads):
                     if g is not None:
