@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -75,7 +76,7 @@ def lower_is_better(metric: str) -> bool:
 
 
 def t_quantile(df: float, level: float = 0.95) -> float:
-    from scipy import stats
+    from scipy import stats  # the report extra, ~0.5 s to import: only where a test is computed
 
     return float(stats.t.ppf(0.5 + level / 2, df))
 
@@ -132,7 +133,7 @@ def _welch_df(va: float, n: int, vb: float, nb: int) -> float:
 
 
 def _power(delta: float, se: float, df: float, alpha: float) -> float:
-    from scipy import stats
+    from scipy import stats  # the report extra, ~0.5 s to import: only where a test is computed
 
     crit = stats.t.ppf(1 - alpha / 2, df)
     nc = delta / se
@@ -145,7 +146,7 @@ def _power(delta: float, se: float, df: float, alpha: float) -> float:
 def _mde_factor(df: float, alpha: float, power: float) -> float:
     """The MDE in units of the standard error for the two-sided t with `df` dof: it depends on
     nothing else, so it is cached (a simulation asks for the same dof thousands of times)."""
-    from scipy.optimize import brentq
+    from scipy.optimize import brentq  # the report extra, ~0.5 s: only for an MDE
 
     hi = 4.0
     while _power(hi, 1.0, df, alpha) < power:  # few dof: the effect can be many se
@@ -221,7 +222,7 @@ def compare_to(
     """Difference (group - baseline): diff, its 95% CI (diff_low, diff_high), se, df, the
     two-sided p of `test` (paired t when both hold the same distinct seeds, else Welch t), the
     mde at 80% power, n, n_base and the (unadjusted) verdict."""
-    from scipy import stats
+    from scipy import stats  # the report extra, ~0.5 s to import: only where a test is computed
 
     n, nb = len(values), len(base_values)
     nan = float("nan")
@@ -677,8 +678,6 @@ def profile_bootstrap(
     (`profile_ratios`; an arm with none of the drawn seeds counts as failed). Returns arm ->
     one list of per-workload ratios per resample; the fraction within tau of each resample
     gives the profile's percentile interval. Deterministic for a given `seed`."""
-    import random
-
     rng = random.Random(seed)
     pools = {w: sorted({s for v in per.values() for s in v}, key=str) for w, per in samples.items()}
     out: dict[str, list[list[float]]] = {a: [] for per in samples.values() for a in per}
