@@ -15,32 +15,42 @@ from runner.study import results as R
 from runner.study.inputs import ROOT, same_study_text
 from runner.study.plan import confirm_dir
 from runner.study.space import edges
-from runner.study.spec import Study, merge
+from runner.study.spec import AA_ARM, Study, merge
+from runner.study.verdicts import study_verdicts
 
 # -- study.json ----------------------------------------------------------------------------------
 
 
 def arm_record(
-    study: Study, out: Path, w: str, a: str, plan: dict, trials: list[dict], chosen: int | None
+    study: Study, out: Path, w: str, a: str, plan: dict, trials: list, chosen: list
 ) -> dict:
-    space = study.space(a)
-    params = trials[chosen]["params"] if chosen is not None else None
-    dirs = [confirm_dir(w, a, chosen, s) for s in study.seeds] if params is not None else []
+    """Arm `a`'s record in workload `w`; trials[r], chosen[r]: replicate r's trials and pick.
+    One replicate: the record as it always was. Several: `replicates` holds each one's pick and
+    confirmation; `trials` all of them (each with its `replicate`), `edge` every replicate's,
+    `final` the pooled confirmation runs; `chosen` is replicate 0's."""
+    reps = [_replicate(study, out, w, a, r, trials[r], chosen[r]) for r in range(len(trials))]
+    first = reps[0]
+    dirs = [d for x in reps for d in x["final"]["run_dirs"]]
     rec = {
         "overrides": merge(plan["overrides"], plan["forced"]),
-        "space": {d.key: d.text for d in space},
-        "trials": trials,
-        "chosen": params,
-        "chosen_trial": chosen,
-        "edge": edges(space, params) if params else [],
-        "final": R.final_figures(out, dirs, study.seeds, study.metric, study.metric_higher),
+        "space": {d.key: d.text for d in study.space(a)},
+        "trials": trials[0],
+        "chosen": first["chosen"],
+        "chosen_trial": first["chosen_trial"],
+        "edge": first["edge"],
+        "final": first["final"],
         "diff": None,
         "verdict": "baseline"
         if a == study.baseline
-        else ("no completed trial" if params is None else ""),
+        else ("no completed trial" if all(x["chosen"] is None for x in reps) else ""),
     }
-    if params is None:
-        rec["final"]["failed"] = len(study.seeds)
+    if len(reps) > 1:
+        planned = [s for x in reps for s in x["seeds"]]
+        rec["trials"] = [{**t, "replicate": r} for r, ts in enumerate(trials) for t in ts]
+        rec["edge"] = [{**e, "replicate": x["replicate"]} for x in reps for e in x["edge"]]
+        rec["final"] = R.final_figures(out, dirs, planned, study.metric, study.metric_higher)
+        rec["final"]["failed"] = sum(x["final"]["failed"] for x in reps)
+        rec["replicates"] = reps
     if plan["equal_compute_of"]:
         rec["equal_compute_of"] = plan["equal_compute_of"]
         rec["verdict"] = f"equal-compute baseline of {plan['equal_compute_of']}"
@@ -51,6 +61,29 @@ def arm_record(
     return rec
 
 
+def _replicate(study: Study, out: Path, w: str, a: str, r: int, trials, chosen) -> dict:
+    """Replicate r of arm a: what made it (scramble, seeds, split), its pick, its confirmation."""
+    space = study.space(a)
+    params = trials[chosen]["params"] if chosen is not None else None
+    seeds = study.rep_seeds(r)
+    dirs = [confirm_dir(w, a, chosen, s, study, r) for s in seeds] if params is not None else []
+    final = R.final_figures(out, dirs, seeds, study.metric, study.metric_higher)
+    if params is None:
+        final["failed"] = len(seeds)
+    return {
+        "replicate": r,
+        "search_seed": study.rep_search_seed(r),
+        "tune_seeds": study.rep_tune_seeds(r),
+        "seeds": seeds,
+        "data": study.rep_data(w, r),
+        "chosen": params,
+        "chosen_trial": chosen,
+        "select_value": trials[chosen]["select_value"] if chosen is not None else None,
+        "edge": edges(space, params) if params else [],
+        "final": final,
+    }
+
+
 def _higher_for(study: Study, key: str) -> bool:
     from runner.stats import lower_is_better
 
@@ -58,23 +91,14 @@ def _higher_for(study: Study, key: str) -> bool:
 
 
 def workload_arms(
-    study: Study, out: Path, w: str, plans: dict, trials: dict, chosen: dict, costs: dict
+    study: Study, out: Path, w: str, plans: dict, trials: list, chosen: list, costs: dict
 ) -> dict:
-    arms = {a: arm_record(study, out, w, a, plans[a], trials[a], chosen[a]) for a in plans}
-    tricks = [a for a in plans if a != study.baseline and not plans[a]["equal_compute_of"]]
-    for a, v in R.verdicts(arms, [(a, study.baseline) for a in tricks], study.metric_higher):
-        arms[a].update(
-            diff=v["diff"],
-            verdict=v["verdict"] if arms[a]["chosen"] is not None else arms[a]["verdict"],
-        )
-    ec = [(plans[b]["equal_compute_of"], b) for b in plans if plans[b]["equal_compute_of"]]
-    for a, v in R.verdicts(arms, ec, study.metric_higher):  # a family of its own
-        arms[a]["equal_compute"] = {
-            "vs": dict((x, y) for x, y in ec)[a],
-            **v,
-            "family": "trick vs its equal-compute baseline (Holm across these pairs only)",
-        }
-    versus(arms, study.compare, study.metric_higher)
+    """Workload w's arm records (trials[r][arm], chosen[r][arm]: replicate r's); the verdicts
+    come after, study-wide (runner.study.verdicts: one Holm family across the workloads)."""
+    arms = {
+        a: arm_record(study, out, w, a, plans[a], [t[a] for t in trials], [c[a] for c in chosen])
+        for a in plans
+    }
     sec = {a: R.sec_per_step(out, arms[a]["final"]["run_dirs"]) for a in arms}
     for a in arms:
         if a in costs:
@@ -172,6 +196,13 @@ def assemble(
         "workloads": list(study.workloads),
         "analysis": str(study.analysis) if study.analysis else None,
         "finished": now,
+        "replicates": study.replicates,
+        "seeds_per_replicate": len(study.seeds) // study.replicates,
+        "vary_data": bool(study.vary_data),
+        "split": {w: k for w, (k, _) in study.split.items()} if study.vary_data else {},
+        "aa": study.aa,
+        "aa_arm": AA_ARM if study.aa else None,
+        "controls": list(study.controls),
     }
     run = {"commit": sha, "dirty": dirty, "finished": now, "machine": machine}
     per = {
@@ -181,14 +212,17 @@ def assemble(
         }
         for w in plans
     }
+    for v in per.values():
+        versus(v["arms"], study.compare, study.metric_higher)
     if len(study.workloads) == 1:
         res["arms"] = next(iter(per.values()))["arms"]
-        return R.clean(res)
-    # a workload not run now keeps its earlier record (and says which commit made it)
-    per = {w: per.get(w) or (earlier or {}).get(w) for w in study.workloads}
-    res["by_workload"] = {w: v for w, v in per.items() if v}
-    res["workloads_not_run"] = [w for w, v in per.items() if not v]
-    res["dirty"] = any(bool(v["run"].get("dirty", True)) for v in res["by_workload"].values())
+    else:
+        # a workload not run now keeps its earlier record (and says which commit made it)
+        per = {w: per.get(w) or (earlier or {}).get(w) for w in study.workloads}
+        res["by_workload"] = {w: v for w, v in per.items() if v}
+        res["workloads_not_run"] = [w for w, v in per.items() if not v]
+        res["dirty"] = any(bool(v["run"].get("dirty", True)) for v in res["by_workload"].values())
+    res["calibration"] = study_verdicts(res)
     return R.clean(res)
 
 
@@ -290,7 +324,9 @@ def report_only(out) -> list[Path]:
 
 
 def headline(result: dict) -> list[str]:
-    lines = []
+    """One line per arm; the A/A calibration first (a better/worse A/A flags the study); each
+    verdict with what qualifies it (provisional: an edge; conditional on one tuning)."""
+    lines = calibration_lines(result)
     for w, arms in each_workload(result):
         for a, rec in arms.items():
             if rec["verdict"] == "baseline":
@@ -302,6 +338,28 @@ def headline(result: dict) -> list[str]:
             lines.append(
                 f"{(w + '/') if w else ''}{a}: {result['metric']} {m} "
                 f"({f['n']} seeds{', failed ' + str(f['failed']) if f['failed'] else ''})"
-                f"{' diff ' + dm if dm else ''}{ph}: {rec['verdict']}"
+                f"{' diff ' + dm if dm else ''}{ph}: {d.get('qualified') or rec['verdict']}"
             )
+    return lines
+
+
+def calibration_lines(result: dict) -> list[str]:
+    """The A/A arm's difference and p, first: the study's own calibration."""
+    cal = result.get("calibration") or {}
+    lines = []
+    for r in cal.get("workloads", []):
+        d = r.get("diff") or {}
+        where = f"{r['workload']}/" if r.get("workload") else ""
+        dm = f"{d['mean']:+.4f}" if d.get("mean") is not None else "n/a"
+        p = f"{d['p']:.3g}" if d.get("p") is not None else "n/a"
+        lines.append(
+            f"A/A calibration {where}{cal['arm']} (the baseline on another random path; true "
+            f"difference 0): diff {dm}, p {p}: {r['verdict']}"
+        )
+    if cal.get("flagged"):
+        lines.insert(
+            0,
+            "FLAGGED: the A/A arm was called better/worse: this study's verdicts sit inside the "
+            "protocol's own noise (more replicates or seeds)",
+        )
     return lines

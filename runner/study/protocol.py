@@ -46,7 +46,7 @@ from runner.study.plan import (  # noqa: F401
     tune_jobs,
 )
 from runner.study.records import FINAL, ArmPlan, RunRecord
-from runner.study.spec import Study, key_of, parse_text, run_overrides
+from runner.study.spec import SPLIT_KEYS, Study, key_of, parse_text, run_overrides
 from runner.study.worker import POLL, REFUSED, Local, result_of
 
 
@@ -85,7 +85,31 @@ def load(path, overrides: list[str]) -> Study:
             "is set by the study (run dirs under --out; a re-run resumes by itself)",
         )
     validate_configs(study)
+    resolve_split(study)
     return study
+
+
+def resolve_split(study: Study) -> None:
+    """`vary_data`: each workload's split key (SPLIT_KEYS in its dataset config); on by default
+    with replicates where every workload's dataset has one; asked for where one has none: an
+    error naming the datasets that do."""
+    from runner.config import compose
+
+    for w in study.workloads:
+        ovr = run_overrides(study, w, study.arms[study.baseline], {}, study.tune_seeds[0])
+        ds = compose(ovr).dataset
+        key = next((k for k in SPLIT_KEYS if isinstance(ds.get(k), int)), None)
+        if key is not None:
+            study.split[w] = (key, int(ds[key]))
+        elif study.vary_data:
+            raise ConfigError(
+                "vary_data",
+                f"the dataset of workload {w!r} has no split seed "
+                f"({' or '.join(SPLIT_KEYS)}) to re-draw per replicate",
+                "vary_data: false, or a dataset with one: mnist1d, csv, tweets, hf",
+            )
+    if study.vary_data is None:
+        study.vary_data = study.replicates > 1 and len(study.split) == len(study.workloads)
 
 
 def validate_configs(study: Study) -> None:
@@ -341,22 +365,53 @@ def execute(
 
 
 def run_phases(study: Study, coord: Coordinator, names: list[str]):
-    """cost (equal compute) -> tune -> select -> confirm, each phase through the ledger."""
+    """cost (equal compute) -> tune -> select -> confirm, each phase through the ledger, every
+    replicate together. trials[w][r][arm]: replicate r's trials; chosen[w][r][arm]: its pick."""
     plans, costs, trials, chosen = {}, {}, {}, {}
+    reps = range(study.replicates)
     for w in names:
         plans[w] = arm_plans(study)
-        if study.equal_compute:
+        if study.equal_compute:  # measured once, at replicate 0's points: a cost, not a score
             costs[w] = measure_cost(study, coord, w, plans[w], points_for(study, plans[w]))
-    tune = {w: tune_jobs(study, w, plans[w], points_for(study, plans[w])) for w in names}
+    tune = {
+        w: [tune_jobs(study, w, plans[w], points_for(study, plans[w], r), r) for r in reps]
+        for w in names
+    }
     coord.start_view(n_runs(study, sum(len(p) for p in plans.values())), "study")
-    coord.run([j for w in names for j in tune[w][1]])
+    coord.run([j for w in names for r in reps for j in tune[w][r][1]])
     for w in names:
-        trials[w] = tune[w][0]
-        for t in trials[w].values():
-            R.score_trials(coord.out, t, study.select)
-        chosen[w] = {a: R.choose(t, study.select_higher) for a, t in trials[w].items()}
-    coord.run([j for w in names for j in confirm_jobs(study, w, plans[w], trials[w], chosen[w])])
+        trials[w] = [tune[w][r][0] for r in reps]
+        for per in trials[w]:
+            for t in per.values():
+                R.score_trials(coord.out, t, study.select)
+        chosen[w] = [
+            {a: R.choose(t, study.select_higher) for a, t in per.items()} for per in trials[w]
+        ]
+    coord.run(
+        [
+            j
+            for w in names
+            for r in reps
+            for j in confirm_jobs(study, w, plans[w], trials[w][r], chosen[w][r], r)
+        ]
+    )
     return plans, costs, trials, chosen
+
+
+def replicates_line(study: Study) -> str:
+    data = (
+        "each its own split ("
+        + ", ".join(f"{w}: dataset.{k}" for w, (k, _) in study.split.items())
+        + " + r)"
+        if study.vary_data
+        else "the same split"
+    )
+    return (
+        f"replicates {study.replicates}: each its own Sobol scramble (search_seed + r), tune "
+        f"seeds {[study.rep_tune_seeds(r) for r in range(study.replicates)]}, confirmation "
+        f"seeds {[study.rep_seeds(r) for r in range(study.replicates)]}, {data}; every arm "
+        "paired by replicate"
+    )
 
 
 def dry_run(study: Study, only=None) -> str:
@@ -373,6 +428,8 @@ def dry_run(study: Study, only=None) -> str:
         f"budget {study.budget} trials per arm x tune seeds {study.tune_seeds}; "
         f"confirmation seeds {study.seeds}",
     ]
+    if study.replicates > 1:
+        lines.append(replicates_line(study))
     for a, plan in arms.items():
         lines.append(f"arm {a}: {' '.join(plan['overrides']) or '(common only)'}")
         for i, p in enumerate(pts[a]):

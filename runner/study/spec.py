@@ -3,6 +3,7 @@ study-file key, raised before any run starts."""
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,17 @@ KEYS = (
     "cost_steps",
     "cost_seconds",
     "compare",
+    "replicates",
+    "seeds_per_replicate",
+    "vary_data",
+    "aa",
+    "controls",
 )
+#: the A/A arm's name and what it adds to the baseline's overrides: the same config along
+#: another random path of each seed (data order, dropout; the same initial weights and split)
+AA_ARM, AA_OVERRIDE = "aa", "trainer.stream_offset=1"
+#: the dataset keys that re-draw the data (train/val/test) without touching the run seed
+SPLIT_KEYS = ("data_seed", "split_seed")
 # Every run of a study: no rich bar per run (the study has its own view), and completed runs
 # keep no checkpoint (dozens of runs; an OVERRIDE trainer.keep_checkpoints=... keeps them).
 RUN_DEFAULTS = ["trainer.progress=false", "trainer.keep_checkpoints=none"]
@@ -66,6 +77,33 @@ class Study:
     cost_seconds: float = 3.0
     overrides: list[str] = field(default_factory=list)
     compare: list[tuple[str, str]] = field(default_factory=list)
+    replicates: int = 1
+    vary_data: bool = False
+    aa: bool = False
+    controls: list[str] = field(default_factory=list)
+    # workload -> (dataset key, its configured value): the split replicate r re-draws (r > 0)
+    split: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def rep_tune_seeds(self, r: int) -> list[int]:
+        """Replicate r's tune seeds: its share of `tune_seeds` (split in order)."""
+        k = len(self.tune_seeds) // self.replicates
+        return self.tune_seeds[r * k : (r + 1) * k]
+
+    def rep_seeds(self, r: int) -> list[int]:
+        """Replicate r's confirmation seeds: its share of `seeds` (split in order)."""
+        k = len(self.seeds) // self.replicates
+        return self.seeds[r * k : (r + 1) * k]
+
+    def rep_search_seed(self, r: int) -> int:
+        # replicate 0 keeps the file's scramble: a one-replicate study plans as before
+        return self.search_seed + r
+
+    def rep_data(self, w: str, r: int) -> list[str]:
+        """Replicate r's split override (vary_data; none for replicate 0: the file's split)."""
+        if not self.vary_data or r == 0 or w not in self.split:
+            return []
+        key, base = self.split[w]
+        return [f"dataset.{key}={base + r}"]
 
     @property
     def name(self) -> str:
@@ -274,9 +312,28 @@ def _budget(raw: dict) -> int:
     return budget
 
 
-def _tune_and_confirm_seeds(raw: dict) -> tuple[list[int], list[int]]:
-    """(tune_seeds, seeds), disjoint: the confirmation runs on fresh seeds."""
-    tune, seeds = _seeds(raw.get("tune_seeds"), "tune_seeds"), _seeds(raw.get("seeds"), "seeds")
+def _tune_and_confirm_seeds(raw: dict, reps: int) -> tuple[list[int], list[int]]:
+    """(tune_seeds, seeds), disjoint: the confirmation runs on fresh seeds. Each splits in order
+    into `reps` equal shares, one per replicate; `seeds_per_replicate: S` states the share
+    (and, without `seeds`, makes them: the R x S integers after the largest tune seed)."""
+    tune = _seeds(raw.get("tune_seeds"), "tune_seeds")
+    per = _int(raw.get("seeds_per_replicate"), "seeds_per_replicate", 1, 0)
+    if raw.get("seeds") is None and per:
+        raw = {**raw, "seeds": list(range(max(tune) + 1, max(tune) + 1 + reps * per))}
+    seeds = _seeds(raw.get("seeds"), "seeds")
+    for key, xs in (("tune_seeds", tune), ("seeds", seeds)):
+        check(
+            len(xs) % reps == 0,
+            key,
+            f"{len(xs)} seeds cannot be split across replicates: {reps}",
+            f"a multiple of {reps} seeds (each replicate its own share)",
+        )
+    check(
+        not per or len(seeds) == reps * per,
+        "seeds_per_replicate",
+        f"{per} x replicates {reps} is not the {len(seeds)} seeds given",
+        f"{len(seeds) // reps}, or leave seeds out (made from seeds_per_replicate)",
+    )
     both = sorted(set(tune) & set(seeds))
     check(
         not both,
@@ -338,13 +395,45 @@ def _analysis(raw: dict, path: Path) -> Path | None:
     return analysis
 
 
+def _flag(raw: dict, key: str, default):
+    v = raw.get(key, default)
+    check(v is None or isinstance(v, bool), key, f"got {v!r}", "true, false")
+    return v
+
+
+def _controls(raw: dict, arms: dict, aa: bool) -> list[str]:
+    """`controls: [arm, ...]`: declared null controls (their own Holm family); the A/A arm is
+    one without being named."""
+    v = raw.get("controls") or []
+    tricks = [a for a in arms if a != raw["baseline"]]
+    check(isinstance(v, list), "controls", f"got {v!r}", "a list of arms: " + ", ".join(tricks))
+    for a in v:
+        if a not in tricks:
+            near = difflib.get_close_matches(str(a), tricks, 1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise ConfigError("controls", f"unknown arm {a!r}", hint + ", ".join(tricks))
+    return list(dict.fromkeys(v)) + ([AA_ARM] if aa and AA_ARM not in v else [])
+
+
 def parse_text(path: Path, text: str, overrides: list[str] = ()) -> Study:
     """The study in `text` (read from `path`), checked on its own (no config composed)."""
     raw = _mapping(text)
     arms, own = _arms_and_their_search(raw)
     workloads = _workloads(raw)
     budget = _budget(raw)
-    tune, seeds = _tune_and_confirm_seeds(raw)
+    reps = _int(raw.get("replicates"), "replicates", 1, 1)
+    tune, seeds = _tune_and_confirm_seeds(raw, reps)
+    aa = _flag(raw, "aa", reps >= 2)
+    check(
+        not (aa and AA_ARM in arms),
+        "aa",
+        f"an arm is named {AA_ARM!r} already: the A/A arm takes that name",
+        f"rename arm {AA_ARM!r}, or aa: false",
+    )
+    if aa:
+        arms = {**arms, AA_ARM: merge(arms[raw["baseline"]], [AA_OVERRIDE])}
+        if raw["baseline"] in own:
+            own = {**own, AA_ARM: own[raw["baseline"]]}
     select = _select_metric(raw)
     metric = _metric(raw.get("metric", "test/acc"), "metric")
     check(
@@ -379,20 +468,26 @@ def parse_text(path: Path, text: str, overrides: list[str] = ()) -> Study:
         cost_seconds=_seconds(raw.get("cost_seconds"), 3.0),
         overrides=list(overrides),
         compare=_compare(raw, arms, raw["baseline"]),
+        replicates=reps,
+        vary_data=_flag(raw, "vary_data", None),
+        aa=aa,
+        controls=_controls(raw, arms, aa),
     )
 
 
 def run_overrides(
-    study: Study, workload: str, arm_overrides: list[str], params: dict, seed: int
+    study: Study, workload: str, arm_overrides: list[str], params: dict, seed: int, rep: int = 0
 ) -> list[str]:
     """One run's overrides. Order: defaults, common, workload, arm, the command line's
-    OVERRIDES (they apply to every run), the trial's parameters, the seed."""
+    OVERRIDES (they apply to every run), replicate `rep`'s split, the trial's parameters, the
+    seed."""
     return merge(
         RUN_DEFAULTS,
         study.common,
         study.workloads[workload],
         arm_overrides,
         study.overrides,
+        study.rep_data(workload, rep),
         [f"{k}={_fmt(v)}" for k, v in params.items()],
         [f"seed={seed}"],
     )
