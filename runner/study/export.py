@@ -16,7 +16,7 @@ from runner.study.inputs import ROOT, same_study_text
 from runner.study.plan import confirm_dir
 from runner.study.space import edges
 from runner.study.spec import AA_ARM, Study, merge
-from runner.study.verdicts import study_verdicts
+from runner.study.verdicts import calibration_lines, study_verdicts
 
 # -- study.json ----------------------------------------------------------------------------------
 
@@ -340,26 +340,4 @@ def headline(result: dict) -> list[str]:
                 f"({f['n']} seeds{', failed ' + str(f['failed']) if f['failed'] else ''})"
                 f"{' diff ' + dm if dm else ''}{ph}: {d.get('qualified') or rec['verdict']}"
             )
-    return lines
-
-
-def calibration_lines(result: dict) -> list[str]:
-    """The A/A arm's difference and p, first: the study's own calibration."""
-    cal = result.get("calibration") or {}
-    lines = []
-    for r in cal.get("workloads", []):
-        d = r.get("diff") or {}
-        where = f"{r['workload']}/" if r.get("workload") else ""
-        dm = f"{d['mean']:+.4f}" if d.get("mean") is not None else "n/a"
-        p = f"{d['p']:.3g}" if d.get("p") is not None else "n/a"
-        lines.append(
-            f"A/A calibration {where}{cal['arm']} (the baseline on another random path; true "
-            f"difference 0): diff {dm}, p {p}: {r['verdict']}"
-        )
-    if cal.get("flagged"):
-        lines.insert(
-            0,
-            "FLAGGED: the A/A arm was called better/worse: this study's verdicts sit inside the "
-            "protocol's own noise (more replicates or seeds)",
-        )
     return lines

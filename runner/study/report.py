@@ -30,6 +30,7 @@ from runner.runs import val_rows, val_rows_note
 from runner.stats import describe, lower_is_better, performance_profile, profile_bootstrap
 from runner.study.results import num as _ok
 from runner.study.results import rows_of
+from runner.study.verdicts import calibration_lines
 
 DOCS = "docs/study.md"
 MAIN = "main"  # the workload's name when the study has one
@@ -184,6 +185,12 @@ def versus_pairs(study: dict, arms: dict) -> list[tuple[str, dict]]:
 
 def _sentence(name: str, a: dict, base: str, metric: str) -> str:
     v, d = a.get("verdict") or "–", a.get("diff") or {}
+    q = str(d.get("qualified") or "")
+    note = q[len(v) :] if q.startswith(v) else ""  # " (provisional: ...; conditional ...)"
+    return _plain_sentence(name, v, d, a, base, metric) + note
+
+
+def _plain_sentence(name: str, v: str, d: dict, a: dict, base: str, metric: str) -> str:
     final = a.get("final") or {}
     n = f"n {final.get('n', 0)}" + (f", failed {failed_k_n(final)}" if final.get("failed") else "")
     stat = f"{diff_ci(d)} {metric} (p_holm {fp(d.get('p_holm'))}, {d.get('test') or '–'}, {n})"
@@ -1000,6 +1007,76 @@ def _workload_blocks(study: dict, w: str, arms: dict, out: Path, several: bool) 
     return blocks, [b[1] for b in plots]
 
 
+ONE_TUNING_NOTE = (
+    "One replicate: each arm was tuned once, so every verdict is conditional on that one "
+    "tuning (its choice of config and its split); replicates: R > 1 puts the tuning's own "
+    "noise into the test (docs/study.md, Replicated tuning)."
+)
+
+
+def _calibration_blocks(study: dict) -> list:
+    """The A/A arm first: the study's own calibration (a better/worse flags every verdict)."""
+    lines = calibration_lines(study)
+    if not lines:
+        return []
+    return [
+        ("h", 2, "Calibration: the A/A arm"),
+        (
+            "p",
+            "The A/A arm is the baseline along another random path of each seed "
+            "(trainer.stream_offset=1), tuned and confirmed like every arm, outside the primary "
+            "family: its true difference is 0, so a better/worse here says the study's verdicts "
+            "sit inside its own noise.",
+        ),
+        ("ul", lines),
+    ]
+
+
+def _g(x) -> str:
+    return f"{x:.3g}" if _ok(x) else "–"
+
+
+def _replicate_blocks(study: dict, wl: dict) -> list:
+    """Per comparison: R, S, the method, the two variance components (between replicates: the
+    tuning's choice and split; within: the seeds), each replicate's mean difference."""
+    rows = []
+    for w, arms in wl.items():
+        for a, rec in arms.items():
+            for vs, d in [(study.get("baseline"), rec.get("diff"))] + [
+                (e.get("vs"), e.get("diff")) for e in [rec.get("equal_compute") or {}]
+            ]:
+                if not d or "var_within" not in d:
+                    continue
+                rows.append(
+                    [w, f"{a} vs {vs}", str(d.get("replicates")), str(d.get("seeds_per_replicate"))]
+                    + [d.get("method") or "", _g(d.get("var_between")), _g(d.get("var_within"))]
+                    + [" ".join(fsig(x) for x in d.get("replicate_diffs") or []) or "–"]
+                    + [str(d.get("family") or ""), d.get("qualified") or ""]
+                )
+    if not rows:
+        return []
+    head = ["workload", "comparison", "R", "S", "method", "var between", "var within"]
+    head += ["replicate diffs", "family", "verdict"]
+    return [
+        ("h", 2, "Replicates and variance components"),
+        (
+            "p",
+            f"replicates {study.get('replicates')} x {study.get('seeds_per_replicate')} seeds; "
+            + (
+                "each replicate its own split ("
+                + ", ".join(f"{w}: dataset.{k}" for w, k in (study.get("split") or {}).items())
+                + " + r)"
+                if study.get("vary_data")
+                else "the same split in every replicate"
+            )
+            + ". var between: the variance of the difference between replicates beyond the "
+            "seeds' (the tuning's choice, the split; unknown with one replicate); var within: "
+            "of one seed's difference inside a replicate.",
+        ),
+        ("table", head, rows),
+    ]
+
+
 def _failed_blocks(wl: dict) -> list:
     rows = [
         [w, arm, f.get("run_dir", ""), str(f.get("error", ""))[:200]]
@@ -1020,7 +1097,9 @@ def document(study: dict, out: Path, analysis: str | None = None) -> tuple[list,
     wl = workloads(study)
     # a study of several workloads run in pieces keeps their headings and PNG names from the first
     several = len(wl) > 1 or len(study.get("workloads") or []) > 1
-    blocks = _intro(study) + [("h", 2, "Verdicts")]
+    blocks = _intro(study) + _calibration_blocks(study) + [("h", 2, "Verdicts")]
+    if study.get("replicates", 1) == 1 and "replicates" in study:
+        blocks.append(("p", ONE_TUNING_NOTE))
     for w, arms in wl.items():
         lines = headline(study, arms)
         if several and lines:
@@ -1064,6 +1143,7 @@ def document(study: dict, out: Path, analysis: str | None = None) -> tuple[list,
             ),
         ]
         pngs.append("profile.png")
+    blocks += _replicate_blocks(study, wl)
     blocks += _failed_blocks(wl)
     blocks += [("h", 2, "How to read this"), ("p", how_to_read(study, out))]
     if analysis:

@@ -172,3 +172,25 @@ def calibration(result: dict) -> dict:
         return {}
     flagged = [r for r in rows if r["verdict"] in ("better", "worse")]
     return {"arm": aa, "workloads": rows, "flagged": bool(flagged)}
+
+
+def calibration_lines(result: dict) -> list[str]:
+    """The A/A arm's difference and p, first: the study's own calibration."""
+    cal = result.get("calibration") or {}
+    lines = []
+    for r in cal.get("workloads", []):
+        d = r.get("diff") or {}
+        where = f"{r['workload']}/" if r.get("workload") else ""
+        dm = f"{d['mean']:+.4f}" if d.get("mean") is not None else "n/a"
+        p = f"{d['p']:.3g}" if d.get("p") is not None else "n/a"
+        lines.append(
+            f"A/A calibration {where}{cal['arm']} (the baseline on another random path; true "
+            f"difference 0): diff {dm}, p {p}: {r['verdict']}"
+        )
+    if cal.get("flagged"):
+        lines.insert(
+            0,
+            "FLAGGED: the A/A arm was called better/worse: this study's verdicts sit inside the "
+            "protocol's own noise (more replicates or seeds)",
+        )
+    return lines
