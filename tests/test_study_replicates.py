@@ -24,10 +24,10 @@ BASE = {
     "common": [
         "model=mlp",
         "model.hidden=16",
-        "trainer.max_steps=20",
-        "trainer.eval_every=20",
+        "trainer.max_steps=10",
+        "trainer.eval_every=10",
         "trainer.batch_size=32",
-        "dataset.num_samples=800",
+        "dataset.num_samples=500",
         "dataset.val_size=100",
     ],
     "baseline": "none",
@@ -274,6 +274,17 @@ def test_the_equal_compute_partner_is_the_better_baseline_on_validation(longer_v
     assert res["arms"]["fgm"]["diff"]["family_size"] == 1  # not in the primary family
     if partner == "none":  # against the 1x: the same difference as the primary comparison
         assert e["diff"]["mean"] == pytest.approx(res["arms"]["fgm"]["diff"]["mean"])
+
+
+def test_cost_in_passes_from_the_tricks_declared_facts():
+    from runner.study.export import declared_passes
+
+    assert declared_passes(["reg=[fgm]"])["per_step"] == 2.0
+    assert declared_passes([])["per_step"] == 1.0  # the baseline: one pass a step
+    assert declared_passes(["reg=[gradpen]", "clip=norm"])["per_step"] == 3.0  # "~3 (...)"
+    vat = declared_passes(["reg=[vat,flooding]"])
+    assert vat["per_step"] is None and vat["facts"]["reg=vat"].startswith("2+iters")
+    assert "engine does not count" in vat["source"]
 
 
 # -- bad input: one line, before any run ------------------------------------------------------

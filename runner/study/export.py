@@ -6,11 +6,14 @@ families, costs, targets; then report.md/.html (runner.study.report) and the rec
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
 
+from runner.config import TRICK_GROUPS, trick_target
 from runner.errors import ConfigError
+from runner.facts import static_facts
 from runner.study import results as R
 from runner.study.inputs import ROOT, same_study_text
 from runner.study.plan import confirm_dir
@@ -100,6 +103,8 @@ def workload_arms(
         for a in plans
     }
     sec = {a: R.sec_per_step(out, arms[a]["final"]["run_dirs"]) for a in arms}
+    for a in arms:  # cost as forward+backward passes too: the tricks' declared facts
+        arms[a]["passes"] = declared_passes(plans[a]["overrides"])
     for a in arms:
         if a in costs:
             arms[a]["cost"] = costs[a]
@@ -119,6 +124,34 @@ def workload_arms(
                 "source": "confirmation runs",
             }
     return arms
+
+
+PASSES_SOURCE = (
+    "declared: each trick's `passes` fact (runner/facts.py; the engine does not count passes); "
+    "1 for a run without a trick that declares more"
+)
+
+
+def declared_passes(overrides: list[str]) -> dict:
+    """Forward+backward passes per optimizer step of a run with these overrides, from the tricks'
+    declared `passes` facts (e.g. "2" for FGM, "~3 (double backward)" for a gradient penalty):
+    `per_step` the largest leading number (None where a fact has none, e.g. "2+iters"), `facts`
+    each trick's text. Time on a shared CPU measures Python overhead as well; passes do not."""
+    facts = {}
+    for o in overrides:
+        key, _, value = o.lstrip("+").partition("=")
+        if key not in TRICK_GROUPS:
+            continue
+        for opt in (x.strip() for x in value.strip("[]").split(",")):
+            target = trick_target(key, opt) if opt and opt != "none" else None
+            text = static_facts(target).get("passes") if target else None
+            if isinstance(text, str):
+                facts[f"{key}={opt}"] = text
+    heads = [re.match(r"~?(\d+(?:\.\d+)?)(?:\s|$)", t) for t in facts.values()]
+    per = max((float(m.group(1)) for m in heads if m), default=1.0)
+    if any(m is None for m in heads):
+        per = None
+    return {"per_step": per, "facts": facts, "source": PASSES_SOURCE}
 
 
 def versus(arms: dict, pairs: list, higher: bool) -> dict:
