@@ -46,7 +46,7 @@ def lock(out: Path) -> Path:
 
 # Keys that only read finished runs (no run depends on them): a resumed study may add or change
 # them, and recomputes them from DIR's runs.
-READING_KEYS = ("compare", "analysis")
+READING_KEYS = ("compare", "analysis", "controls")
 
 
 def same_study_text(old: str, new: str) -> bool:
