@@ -367,3 +367,4 @@ def test_a_replicated_study_end_to_end(tmp_path):
     md = (out / "report.md").read_text()
     assert md.index("## Calibration: the A/A arm") < md.index("## Verdicts")
     assert "## Replicates and variance components" in md
+    assert "| ls | r1/00 |" in md and "r0: optimizer.lr=" in md  # each replicate's trials, pick

@@ -29,6 +29,9 @@ study.json (contract, issue 16; extra keys are additions):
      "workloads_not_run": [names]           # several: not run yet (`--workloads` runs a subset;
                                             # the others keep DIR's earlier records; "dirty" is
                                             # true if any workload's record is)
+     "replicates", "seeds_per_replicate", "vary_data", "split": {W: key}, "aa", "aa_arm",
+     "controls": [arms], "calibration": {"arm", "workloads": [{"workload", "diff",
+     "verdict"}], "flagged"}       # issue 32 (absent in a study.json written before it)
     }
 
     ARM: {"overrides": [...], "space": {key: range},
@@ -41,8 +44,14 @@ study.json (contract, issue 16; extra keys are additions):
           "edge": [{"key", "value", "range", "side": "low" | "high"}],
           "final": {"n", "mean", "ci95": [lo, hi], "values", "seeds", "failed",
                     "run_dirs", "failed_runs": [{"run_dir", "error"}]},
-          "diff": {"mean", "ci95", "p", "p_holm", "test", "mde", "se", "df"} | null (baseline),
-          "verdict": str,           # on p_holm: Holm across the arms vs the baseline
+          "diff": {"mean", "ci95", "p", "p_holm", "test", "mde", "se", "df", + issue 32's
+                   "method", "replicates", "seeds_per_replicate", "pairs", "var_between",
+                   "var_within", "replicate_diffs", "family", "family_size", "alpha_mde",
+                   "failed", "runs", "conditional", "provisional", "qualified"} | null,
+          "verdict": str,           # on p_holm: Holm in its family across all workloads
+          "replicates": [{"replicate", "search_seed", "tune_seeds", "seeds", "data", "chosen",
+                          "chosen_trial", "select_value", "edge", "final"}] | absent (one),
+          "passes": {"per_step", "facts", "source"},  # declared forward+backward passes
           "equal_compute": {"vs": "<baseline>@ARM", "diff": {...}, "verdict"} | absent
                                     # its own Holm family: trick vs its equal-compute baseline
           "versus": [{"vs": ARM2, "diff": {...}, "verdict", "family"}] | absent
@@ -53,9 +62,10 @@ study.json (contract, issue 16; extra keys are additions):
                      "mean_steps", "mean_seconds"} | absent}
 
 Run dirs are relative to the study dir (the folder holding study.json):
-runs/WORKLOAD/ARM/trial-II-seed-S, runs/WORKLOAD/ARM/confirm-trial-II-seed-S (II: the chosen
-trial), runs/_cost/WORKLOAD/ARM/rep-R (the interleaved timing runs), runs/_logs/ (the
-workers' logs) and runs/_locks/ (one lock file per run: one process in a run dir at a time);
+runs/WORKLOAD/ARM[/rep-R]/trial-II-seed-S (rep-R with several replicates),
+runs/WORKLOAD/ARM[/rep-R]/confirm-trial-II-seed-S (II: the chosen trial),
+runs/_cost/WORKLOAD/ARM/rep-R (the interleaved timing runs), runs/_logs/ (the workers'
+logs) and runs/_locks/ (one lock file per run: one process in a run dir at a time);
 WORKLOAD is "main" with one workload.
 
 The study's ledger (runner.study.ledger: its plan, every run's status and result) is an Optuna

@@ -85,6 +85,14 @@ def params_text(params: dict | None) -> str:
     return ", ".join(f"{k}={fval(v)}" for k, v in params.items())
 
 
+def chosen_text(a: dict) -> str:
+    """The chosen values; with several replicates each one's ("r0: ...; r1: ...")."""
+    reps = a.get("replicates") or []
+    if len(reps) < 2:
+        return params_text(a.get("chosen"))
+    return "; ".join(f"r{x.get('replicate')}: {params_text(x.get('chosen'))}" for x in reps)
+
+
 def final_ci(final: dict | None) -> str:
     """An arm's confirmation figure `mean ± half-width` from study.json's final {mean, ci95}."""
     final = final or {}
@@ -239,7 +247,7 @@ def comparison_table(study: dict, arms: dict) -> tuple[list, list]:
         d = a.get("diff") if name != base else None
         row = [
             name + (" (baseline)" if name == base else ""),
-            params_text(a.get("chosen")),
+            chosen_text(a),
             edge_text(a.get("edge")),
             str((a.get("final") or {}).get("n", 0)),
             final_ci(a.get("final")),
@@ -383,14 +391,18 @@ def tuning_table(study: dict, arms: dict) -> tuple[list, list]:
             idx = t.get("index", i)
             p = t.get("params") or {}
             err = "; ".join(t.get("errors") or [])
+            # several replicates: "r1/03", the chosen mark from that replicate's own pick
+            rep = t.get("replicate")
+            reps = a.get("replicates") or []
+            pick = reps[rep].get("chosen_trial") if rep is not None else a.get("chosen_trial")
             rows.append(
                 [
                     name,
-                    str(idx),
+                    f"r{rep}/{idx:02d}" if rep is not None else str(idx),
                     *[fval(p[k]) if k in p else "" for k in keys],
                     fnum(t.get("select_value")),
                     t.get("status", "–"),
-                    "✓" if idx == a.get("chosen_trial") else "",
+                    "✓" if idx == pick else "",
                     err if len(err) <= 120 else err[:119] + "…",
                 ]
             )
