@@ -99,6 +99,8 @@ def test_one_replicate_keeps_todays_paths_and_plan(tmp_path):
     conf = P.confirm_jobs(study, "main", plans, trials, {"none": 0, "ls": 1})
     assert conf[0].key == "runs/main/none/confirm-trial-00-seed-0"
     assert not any("data_seed" in o for j in jobs + conf for o in j.overrides)
+    one = parse_text(tmp_path / "s.yaml", text(replicates=None, tune_seeds=[100], aa=True))
+    assert one.arms["aa"] == ["trainer.stream_offset=1"] and one.controls == ["aa"]
 
 
 def test_vary_data_changes_the_split_per_replicate_never_per_arm(tmp_path):
