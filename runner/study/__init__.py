@@ -77,8 +77,11 @@ modules: records (typed records), ledger (the storage), plan (the runs of each p
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def load(path, overrides=()):
+    # the package's entry stays light (the CLI reads its docs): optuna and the rest when used
     from runner.study.protocol import load as _load
 
     return _load(path, list(overrides))
@@ -94,12 +97,14 @@ def execute(
     heartbeat=10,
     slurm=None,
 ) -> dict:
+    # the package's entry stays light (the CLI reads its docs): optuna and the rest when used
     from runner.study.protocol import execute as _execute
 
     return _execute(study, out, parallel, progress, only, storage, heartbeat, slurm)
 
 
 def report_only(out) -> list:
+    # the package's entry stays light (the CLI reads its docs): optuna and the rest when used
     from runner.study.protocol import report_only as _report_only
 
     return _report_only(out)
@@ -107,7 +112,5 @@ def report_only(out) -> list:
 
 def load_name(path) -> str:
     """The default study-dir name of a study file: its folder for .../NAME/study.yaml."""
-    from pathlib import Path
-
     p = Path(path)
     return p.parent.name if p.name == "study.yaml" else p.stem

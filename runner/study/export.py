@@ -5,6 +5,7 @@ families, costs, targets; then report.md/.html (runner.study.report) and the rec
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import sys
@@ -14,6 +15,9 @@ from pathlib import Path
 from runner.config import TRICK_GROUPS, trick_target
 from runner.errors import ConfigError
 from runner.facts import static_facts
+from runner.gitinfo import checkout_commit, machine_info
+from runner.log import write_json_atomic
+from runner.stats import lower_is_better
 from runner.study import results as R
 from runner.study.inputs import ROOT, same_study_text
 from runner.study.plan import confirm_dir
@@ -88,7 +92,6 @@ def _replicate(study: Study, out: Path, w: str, a: str, r: int, trials, chosen) 
 
 
 def _higher_for(study: Study, key: str) -> bool:
-    from runner.stats import lower_is_better
 
     return study.select_higher if key == study.select else not lower_is_better(key)
 
@@ -199,7 +202,6 @@ def assemble(
     costs: dict,
     earlier: dict | None = None,
 ) -> dict:
-    from runner.gitinfo import checkout_commit, machine_info
 
     sha, dirty = checkout_commit(ROOT)
     machine = machine_info()
@@ -284,7 +286,6 @@ def failed_runs(result: dict) -> list[str]:
 
 def write(result: dict, out: Path) -> list[Path]:
     """study.json, then the report (runner.study.report) and the recipe's analysis."""
-    from runner.log import write_json_atomic
 
     write_json_atomic(out / "study.json", result)
     return make_report(result, out)
@@ -307,7 +308,7 @@ def make_report(result: dict, out: Path) -> list[Path]:
         if text is not None:
             (out / "analysis.md").write_text(text.rstrip() + "\n")
             files.append(out / "analysis.md")
-    from runner.study.report import write_report
+    from runner.study.report import write_report  # the report's plots: only at the end
 
     try:
         return files + list(write_report(result, out) or [])
@@ -336,7 +337,6 @@ def analysis(result: dict, out: Path) -> str | None:
     path = result.get("analysis")
     if not path:
         return None
-    import importlib.util
 
     try:
         spec = importlib.util.spec_from_file_location(f"study_analysis_{result['name']}", path)

@@ -12,6 +12,7 @@ import yaml
 
 from runner import ROOT
 from runner.errors import ConfigError
+from runner.gitinfo import checkout_commit, machine_info
 from runner.study.spec import Study
 
 # -- DIR: the lock and the pinned inputs -------------------------------------------------------
@@ -86,7 +87,6 @@ def pin(study: Study, out: Path, names: list[str] | None = None) -> None:
                 f"{out} was run with {' '.join(old) or 'none'}",
                 "the same overrides, or another --out",
             )
-    from runner.gitinfo import checkout_commit, machine_info
 
     sha, dirty = checkout_commit(ROOT)  # a resumed study may span commits: each start is recorded
     inv = {

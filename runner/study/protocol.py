@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from runner import EXPERIMENTS_DIR as EXPERIMENTS
+from runner.config import compose
 from runner.errors import ConfigError, check
 from runner.overrides import precheck
 from runner.runs import status_of
@@ -46,7 +47,7 @@ from runner.study.plan import (  # noqa: F401
     tune_jobs,
 )
 from runner.study.records import FINAL, ArmPlan, RunRecord
-from runner.study.spec import SPLIT_KEYS, Study, key_of, parse_text, run_overrides
+from runner.study.spec import SPLIT_KEYS, Study, describe, key_of, parse_text, run_overrides
 from runner.study.worker import POLL, REFUSED, Local, result_of
 
 
@@ -55,7 +56,6 @@ class Interrupted(Exception):
 
 
 def study_files() -> list[tuple[Path, str]]:
-    from runner.study.spec import describe
 
     return [(p, describe(p.read_text())) for p in sorted(EXPERIMENTS.glob("*/study.yaml"))]
 
@@ -93,7 +93,6 @@ def resolve_split(study: Study) -> None:
     """`vary_data`: each workload's split key (SPLIT_KEYS in its dataset config); on by default
     with replicates where every workload's dataset has one; asked for where one has none: an
     error naming the datasets that do."""
-    from runner.config import compose
 
     for w in study.workloads:
         ovr = run_overrides(study, w, study.arms[study.baseline], {}, study.tune_seeds[0])
@@ -193,7 +192,7 @@ class Coordinator:
         self.last_beat = time.time()
 
     def start_view(self, total: int, label: str) -> None:
-        from runner.log.progress import SweepProgress
+        from runner.log.progress import SweepProgress  # rich's live view: only with a terminal view
 
         self.close_view()
         self.view = SweepProgress(total, label, self.progress)

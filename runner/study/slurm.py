@@ -50,7 +50,7 @@ def sbatch_text(n: int, url: str, name: str, root: Path, heartbeat: int, params=
 
 def worker_job(url: str, name: str, root: str, heartbeat: int) -> int:
     """What each SLURM job runs (pickled by submitit): one worker; the runs it trained."""
-    from runner.study.worker import serve
+    from runner.study.worker import serve  # in the SLURM job: the worker imports torch there
 
     return serve(Ledger(url, name, heartbeat=heartbeat, root=Path(root)))
 
@@ -64,7 +64,7 @@ def submit_workers(n: int, ledger: Ledger, params=(), executor=None) -> list:
             "needs a storage every node reaches: SQLite on a shared filesystem corrupts",
             "--storage postgresql://USER@HOST/DB (docs/scale.md, A study on a cluster)",
         )
-    import submitit
+    import submitit  # an optional extra (study): only where --slurm asks for it
 
     if executor is None:
         try:

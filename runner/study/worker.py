@@ -14,12 +14,16 @@ import contextlib
 import fcntl
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from runner.config import compose
+from runner.errors import ConfigError
 from runner.runs import write_failed
+from runner.study import results as R
 from runner.study.inputs import ROOT
 from runner.study.ledger import Beat, Ledger
 from runner.study.records import LOCAL_PIN, RunRecord
@@ -33,9 +37,10 @@ POLL = 0.25
 def run_one(overrides: list[str], run_dir: Path) -> str:
     """Train (or skip, or resume) one run in this process; its failure is recorded in its run
     dir's summary.json, never raised. Returns the status (REFUSED + why: nothing written)."""
-    from runner.config import compose
-    from runner.errors import ConfigError
-    from runner.main import run, sweep_job_plan
+    from runner.main import (  # torch: in the worker's process, not the coordinator's
+        run,
+        sweep_job_plan,
+    )
 
     run_dir = Path(run_dir)
     try:
@@ -76,7 +81,6 @@ def result_of(run_dir: Path, rec: RunRecord, select: str, metric: str) -> dict:
     """The figures the ledger keeps of a finished run (study.json still reads the run dir):
     `value` is the select metric for a tune run, the metric for a confirmation, the seconds per
     step for a timing run; `steps` from summary.json (a run may stop early)."""
-    from runner.study import results as R
 
     s = R.summary_of(run_dir)
     if rec.phase == "cost":
@@ -104,9 +108,9 @@ def serve(ledger: Ledger, local: int | None = None, parent: int | None = None, i
     """Pull and train runs until the study is done (or, with `idle` seconds, nothing was
     queued for that long; a local worker also stops when its coordinator is gone). Returns the
     number of runs trained."""
-    import torch
+    import torch  # the worker's own process: the coordinator never imports it
 
-    from runner import build
+    from runner import build  # torch, with the import above
 
     if parent:
         threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
@@ -145,7 +149,6 @@ def train(ledger: Ledger, trial_id: int, rec: RunRecord, select, metric) -> str:
     if status.startswith(REFUSED):
         ledger.finish(trial_id, "failed", {}, status)
         return status
-    from runner.study import results as R
 
     error = None if status == "completed" else R.error_of(run_dir)
     ledger.finish(trial_id, status, result_of(run_dir, rec, select, metric), error)
@@ -163,7 +166,6 @@ class Local:
         self.procs: dict[int, object] = {}
 
     def _spawn(self, k: int):
-        import subprocess
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
