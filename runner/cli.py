@@ -150,38 +150,32 @@ def train(ctx: typer.Context):
         raise typer.Exit(code)
 
 
-def _pop_nproc(args: list[str]) -> tuple[int, list[str]]:
-    """Take `--nproc N` / `--nproc=N` out of the Hydra arguments."""
-    rest, nproc, i = [], 1, 0
+def _pop_count(args: list[str], flag: str, what: str) -> tuple[int, list[str]]:
+    """Take `FLAG N` / `FLAG=N` (a positive integer, default 1) out of the Hydra arguments."""
+    rest, n, i = [], 1, 0
     while i < len(args):
         a = args[i]
-        if a == "--nproc" or a.startswith("--nproc="):
+        if a == flag or a.startswith(flag + "="):
             val = a.split("=", 1)[1] if "=" in a else (args[i + 1] if i + 1 < len(args) else "")
             i += 1 if "=" in a else 2
             if not val.isdigit() or int(val) < 1:
-                _fail(f"--nproc: must be a positive integer, got {val!r}")
-            nproc = int(val)
+                _fail(f"{flag}: must be a positive integer{what}, got {val!r}")
+            n = int(val)
             continue
         rest.append(a)
         i += 1
-    return nproc, rest
+    return n, rest
+
+
+def _pop_nproc(args: list[str]) -> tuple[int, list[str]]:
+    """Take `--nproc N` / `--nproc=N` out of the Hydra arguments."""
+    return _pop_count(args, "--nproc", "")
 
 
 def _pop_stack(args: list[str]) -> tuple[int, list[str]]:
     """Take `--stack K` / `--stack=K` (a sweep's jobs trained K at a time as one stacked model,
     runner.stack_run) out of the Hydra arguments."""
-    rest, k, i = [], 1, 0
-    while i < len(args):
-        a = args[i]
-        if a == "--stack" or a.startswith("--stack="):
-            val = a.split("=", 1)[1] if "=" in a else (args[i + 1] if i + 1 < len(args) else "")
-            i += 1 if "=" in a else 2
-            if not val.isdigit() or int(val) < 1:
-                _fail(f"--stack: must be a positive integer (members per stack), got {val!r}")
-            k = int(val)
-            continue
-        rest.append(a)
-        i += 1
+    k, rest = _pop_count(args, "--stack", " (members per stack)")
     if k > 1 and not any(a in ("-m", "--multirun") for a in rest):
         _fail("--stack trains a sweep's jobs together: add -m and a sweep (e.g. seed=0,1,2,3)")
     return k, rest
