@@ -163,9 +163,10 @@ def schedule(cfg: DictConfig, opt, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, fn)
 
 
-def tricks(cfg: DictConfig) -> list:
-    """Every selected trick, sorted by `order` (stable: config order breaks ties)."""
-    found = []
+def trick_nodes(cfg: DictConfig) -> list[tuple[str, str | None, DictConfig]]:
+    """(config key, list entry name or None, node) of every trick a config selects, in config
+    order; a list entry that is not a trick config is an error."""
+    out = []
     for group in TRICK_GROUPS:
         node = cfg.get(group)
         if not node:
@@ -176,16 +177,23 @@ def tricks(cfg: DictConfig) -> list:
                 if group in LIST_GROUPS:
                     raise ConfigError(f"{group}.{name}", "not a trick config (no _target_)")
                 continue
-            key = f"{group}.{name}" if name else group
-            t = call(sub, key)
-            if t.needs_double_backward and cfg.trainer.get("compile", False):
-                raise ConfigError(
-                    key,
-                    "needs a double backward, which torch.compile does not support",
-                    "trainer.compile=false",
-                )
-            t._name = name or OmegaConf.select(cfg, "clip._target_").rsplit(".", 1)[-1].lower()
-            found.append(t)
+            out.append((f"{group}.{name}" if name else group, name, sub))
+    return out
+
+
+def tricks(cfg: DictConfig) -> list:
+    """Every selected trick, sorted by `order` (stable: config order breaks ties)."""
+    found = []
+    for key, name, sub in trick_nodes(cfg):
+        t = call(sub, key)
+        if t.needs_double_backward and cfg.trainer.get("compile", False):
+            raise ConfigError(
+                key,
+                "needs a double backward, which torch.compile does not support",
+                "trainer.compile=false",
+            )
+        t._name = name or OmegaConf.select(cfg, "clip._target_").rsplit(".", 1)[-1].lower()
+        found.append(t)
     return sorted(found, key=lambda t: t.order)
 
 

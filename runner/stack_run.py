@@ -28,13 +28,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from runner import build, checkpoint, engine, main
 from runner import device as devmod
 from runner.config import (
-    LIST_GROUPS,
-    TRICK_GROUPS,
     first_difference,
     flatten,
     to_container,
@@ -216,17 +214,7 @@ class StackState(State):
 
 def _trick_nodes(cfg) -> list:
     """(config key, trick target) of every trick a config selects."""
-
-    out = []
-    for group in TRICK_GROUPS:
-        node = cfg.get(group)
-        if not node:
-            continue
-        items = node.items() if group in LIST_GROUPS else [(None, node)]
-        for name, sub in items:
-            if isinstance(sub, DictConfig) and sub.get("_target_"):
-                out.append((f"{group}.{name}" if name else group, sub._target_))
-    return out
+    return [(key, sub._target_) for key, _, sub in build.trick_nodes(cfg)]
 
 
 def free_keys(cfg) -> tuple:
